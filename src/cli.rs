@@ -1,0 +1,305 @@
+//! The command line: `tunlab` (the lab) and one subcommand per role, with the course
+//! scripts' argument shapes so any piece can be swapped for a Python script.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::describe::describe;
+use crate::event::{EventSink, Level};
+use crate::lab::{DEFAULT_PROXY1_PORT, DEFAULT_PROXY2_PORT, DEFAULT_SERVER_PORT};
+use crate::link::LinkSocket;
+use crate::net::{bind_tcp, bind_udp, local_bind_towards, resolve};
+use crate::roles::proxy1::Proxy1Config;
+use crate::roles::proxy2::Proxy2Config;
+use crate::roles::{echo_client, echo_server, proxy1, proxy2};
+use crate::wire::WireMode;
+
+const ABOUT: &str = "A terminal lab for tunnelling TCP connections over one UDP link";
+
+const LONG_ABOUT: &str = "\
+A terminal lab for tunnelling TCP connections over one UDP link.
+
+With no subcommand, tunlab runs all four roles in one process on 127.0.0.1: an echo server
+(TCP 1818), proxy2 (UDP 3328), proxy1 (TCP 3327) and a few echo clients. proxy1 multiplexes
+its clients over one UDP socket as C/D/X frames with a connection id (0-9); proxy2 opens one
+TCP connection to the server per tunnel connection.
+
+Each role also runs alone as a subcommand, byte-compatible with the course's Python
+scripts, so any piece can be swapped for a student's own.";
+
+const EXAMPLES: &str = "\
+Examples:
+  tunlab                                   the lab, all roles in one process
+  tunlab echo-server 1818                  just the echo server
+  tunlab proxy2 3328 localhost 1818        proxy2 on UDP 3328, toward the server
+  tunlab proxy1 3327 localhost 3328        proxy1 on TCP 3327, toward proxy2
+  tunlab echo-client localhost 3327        type lines, see their echo";
+
+#[derive(Debug, Parser)]
+#[command(name = "tunlab", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub lab: LabArgs,
+}
+
+/// Options of the lab (no subcommand).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Lab")]
+pub struct LabArgs {
+    /// Echo clients to start with.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub clients: u32,
+    /// Address every role binds (keep it on loopback unless you mean otherwise).
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), value_name = "ADDR")]
+    pub host: IpAddr,
+    /// Echo server TCP port (0: any free port).
+    #[arg(long, default_value_t = DEFAULT_SERVER_PORT, value_name = "PORT")]
+    pub server_port: u16,
+    /// proxy1 TCP port, where clients connect (0: any free port).
+    #[arg(long, default_value_t = DEFAULT_PROXY1_PORT, value_name = "PORT")]
+    pub proxy1_port: u16,
+    /// proxy2 UDP port (0: any free port).
+    #[arg(long, default_value_t = DEFAULT_PROXY2_PORT, value_name = "PORT")]
+    pub proxy2_port: u16,
+    #[command(flatten)]
+    pub tunnel: TunnelArgs,
+}
+
+/// Timings of the tunnel, shared by the lab and the standalone proxies.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Tunnel")]
+pub struct TunnelArgs {
+    /// Wire format of the UDP link.
+    #[arg(long, value_enum, default_value_t = WireMode::Classic)]
+    pub wire: WireMode,
+    /// Times proxy1 sends C before giving up on a connection.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub connect_attempts: u32,
+    /// How long proxy1 waits for OK/NOK after each C.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration, value_name = "TIME")]
+    pub connect_retry: Duration,
+    /// How long a client may wait at proxy1 for a free id (all 10 busy) before it is closed.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "TIME")]
+    pub id_wait: Duration,
+    /// A connection with no traffic for this long is closed, so a lost X frees its id.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "TIME")]
+    pub idle_timeout: Duration,
+    /// How long proxy2 tries to connect to the server before answering NOK.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "TIME")]
+    pub server_connect_timeout: Duration,
+}
+
+impl TunnelArgs {
+    pub fn proxy1_config(&self, proxy2: SocketAddr) -> Proxy1Config {
+        Proxy1Config {
+            connect_attempts: self.connect_attempts,
+            connect_retry: self.connect_retry,
+            id_wait: self.id_wait,
+            idle_timeout: self.idle_timeout,
+            ..Proxy1Config::new(proxy2)
+        }
+    }
+
+    pub fn proxy2_config(&self, server: SocketAddr) -> Proxy2Config {
+        Proxy2Config {
+            connect_timeout: self.server_connect_timeout,
+            idle_timeout: self.idle_timeout,
+            ..Proxy2Config::new(server)
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run only the echo server (like server_echo2.py).
+    EchoServer(EchoServerArgs),
+    /// Run only proxy2: UDP from proxy1s, one TCP connection to the server per tunnel connection.
+    Proxy2(Proxy2Args),
+    /// Run only proxy1: TCP clients in, multiplexed over one UDP socket to proxy2.
+    Proxy1(Proxy1Args),
+    /// Run one interactive echo client (like client_echo2.py): each stdin line is sent and its echo printed.
+    EchoClient(EchoClientArgs),
+}
+
+/// Options every standalone role shares.
+#[derive(Debug, Args, Clone)]
+pub struct StandaloneArgs {
+    /// Address to listen on (0.0.0.0 to accept from other machines).
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), value_name = "ADDR")]
+    pub bind: IpAddr,
+    /// Also log every frame and TCP read/write, not only connections and errors.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EchoServerArgs {
+    /// TCP port to listen on.
+    #[arg(default_value_t = DEFAULT_SERVER_PORT)]
+    pub port: u16,
+    #[command(flatten)]
+    pub common: StandaloneArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct Proxy2Args {
+    /// UDP port to listen on for proxy1s.
+    pub udp_port: u16,
+    /// Host of the echo server.
+    pub server_host: String,
+    /// TCP port of the echo server.
+    pub server_port: u16,
+    #[command(flatten)]
+    pub common: StandaloneArgs,
+    #[command(flatten)]
+    pub tunnel: TunnelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct Proxy1Args {
+    /// TCP port to listen on for clients.
+    pub tcp_port: u16,
+    /// Host of proxy2.
+    pub proxy2_host: String,
+    /// UDP port of proxy2.
+    pub proxy2_udp_port: u16,
+    #[command(flatten)]
+    pub common: StandaloneArgs,
+    #[command(flatten)]
+    pub tunnel: TunnelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EchoClientArgs {
+    /// Host to connect to (proxy1, or the echo server directly).
+    pub host: String,
+    /// TCP port to connect to.
+    pub port: u16,
+    /// How long to wait for each line's echo.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "TIME")]
+    pub echo_timeout: Duration,
+}
+
+/// Parses the command line and runs it; the binary's whole `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        None => crate::app::run_lab(cli.lab).await,
+        Some(Command::EchoServer(args)) => {
+            let listener = bind_tcp((args.common.bind, args.port).into())?;
+            run_standalone(&args.common, |events, stop| {
+                echo_server::run(listener, events, stop)
+            })
+            .await
+        }
+        Some(Command::Proxy2(args)) => {
+            let server = resolve(&args.server_host, args.server_port).await?;
+            let socket = bind_udp((args.common.bind, args.udp_port).into())?;
+            let config = args.tunnel.proxy2_config(server);
+            let wire = args.tunnel.wire;
+            run_standalone(&args.common, |events, stop| async move {
+                match LinkSocket::new(socket, crate::event::Endpoint::Proxy2, wire, events) {
+                    Ok(link) => proxy2::run(link, config, stop).await,
+                    Err(e) => eprintln!("error: {e}"),
+                }
+            })
+            .await
+        }
+        Some(Command::Proxy1(args)) => {
+            let proxy2_addr = resolve(&args.proxy2_host, args.proxy2_udp_port).await?;
+            let listener = bind_tcp((args.common.bind, args.tcp_port).into())?;
+            let socket = bind_udp(local_bind_towards(proxy2_addr))?;
+            let config = args.tunnel.proxy1_config(proxy2_addr);
+            let wire = args.tunnel.wire;
+            run_standalone(&args.common, |events, stop| async move {
+                match LinkSocket::new(socket, crate::event::Endpoint::Proxy1, wire, events) {
+                    Ok(link) => proxy1::run(listener, link, config, stop).await,
+                    Err(e) => eprintln!("error: {e}"),
+                }
+            })
+            .await
+        }
+        Some(Command::EchoClient(args)) => {
+            let server = resolve(&args.host, args.port).await?;
+            echo_client::run_interactive(server, args.echo_timeout).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Runs one role until Ctrl-C or SIGTERM, printing its events on stderr.
+async fn run_standalone<F, Fut>(common: &StandaloneArgs, role: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(EventSink, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (events, mut rx) = EventSink::channel(16 * 1024);
+    let verbose = common.verbose;
+    let printer = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if let Some(line) = describe(&event.kind, verbose) {
+                eprintln!("{line}");
+            }
+        }
+    });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(role(events.clone(), stop.clone()));
+    wait_for_signal().await;
+    stop.cancel();
+    let _ = task.await;
+    let dropped = events.dropped();
+    drop(events);
+    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
+    if dropped > 0 {
+        eprintln!(
+            "{}: {dropped} log events were dropped (output too slow)",
+            Level::Warn.label()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(term) => { term.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,148 @@
+//! One-line, human-readable descriptions of events, shared by the standalone roles' log
+//! output, the TUI's log pane and the headless runner.
+
+use crate::event::{ClientAction, ConnState, EventKind, FrameSummary, Ignored, TcpAction};
+
+/// Escapes bytes for display: printable ASCII as is, `\n`, `\r`, `\t`, everything else `\xNN`.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            b'\\' => out.push_str("\\\\"),
+            b'"' => out.push_str("\\\""),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+/// `D3 len=5 "hola\n"`, `C3`, `OK3`…: how a frame reads in traces (the dissector's Info
+/// column uses the same shape).
+pub fn frame_label(frame: &FrameSummary) -> String {
+    use crate::wire::FrameKind;
+    match frame.kind {
+        FrameKind::Data => {
+            let more = if frame.payload_len > frame.preview.len() {
+                "…"
+            } else {
+                ""
+            };
+            format!(
+                "D{} len={} \"{}{more}\"",
+                frame.id,
+                frame.payload_len,
+                escape_bytes(&frame.preview)
+            )
+        }
+        FrameKind::Connect => format!("C{}", frame.id),
+        FrameKind::ConnectOk => format!("C{}OK", frame.id),
+        FrameKind::ConnectNok => format!("C{}NOK", frame.id),
+        FrameKind::Close => format!("X{}", frame.id),
+    }
+}
+
+/// Describes an event; `frames` decides whether per-frame and per-read events are included
+/// (they are many).
+pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
+    Some(match kind {
+        EventKind::RoleUp { role, addr } => format!("{} up on {addr}", role.label()),
+        EventKind::RoleDown { role } => format!("{} down", role.label()),
+        EventKind::FrameSent { at, peer, frame } if frames => {
+            format!("{} → {peer}: {}", at.label(), frame_label(frame))
+        }
+        EventKind::FrameReceived { at, peer, frame } if frames => {
+            format!("{} ← {peer}: {}", at.label(), frame_label(frame))
+        }
+        EventKind::FrameSent { .. } | EventKind::FrameReceived { .. } => return None,
+        EventKind::FrameMalformed {
+            at,
+            peer,
+            len,
+            error,
+        } => {
+            format!(
+                "{}: dropped malformed datagram ({len} bytes) from {peer}: {error}",
+                at.label()
+            )
+        }
+        EventKind::FrameIgnored { at, peer, why } => {
+            let why = match why {
+                Ignored::Stranger => "not from our proxy2".to_string(),
+                Ignored::NotOpen(kind, id) => {
+                    format!("{} for id {id}, which is not open", kind.label())
+                }
+                Ignored::Unexpected(kind, id) => format!("unexpected {} for id {id}", kind.label()),
+                Ignored::Overflow(id) => format!("connection {id} cannot keep up; data dropped"),
+            };
+            format!("{}: ignored datagram from {peer}: {why}", at.label())
+        }
+        EventKind::Conn {
+            at,
+            id,
+            state,
+            client,
+        } => {
+            let state = match state {
+                ConnState::Connecting => "connecting",
+                ConnState::Open => "open",
+                ConnState::Closing => "closing",
+                ConnState::Refused => "refused (NOK)",
+                ConnState::Unanswered => "no answer from proxy2",
+                ConnState::Free => "free",
+            };
+            match client {
+                Some(client) => format!("{}: connection {id} ({client}) {state}", at.label()),
+                None => format!("{}: connection {id} {state}", at.label()),
+            }
+        }
+        EventKind::WaitingForId { client } => {
+            format!("proxy1: client {client} waits for a free id")
+        }
+        EventKind::WaitGaveUp { client } => {
+            format!("proxy1: client {client} got no id in time, closed")
+        }
+        EventKind::Tcp {
+            role,
+            id,
+            peer,
+            action,
+        } => {
+            let id = id.map(|id| format!(" [{id}]")).unwrap_or_default();
+            let what = match action {
+                TcpAction::Accepted => "accepted".to_string(),
+                TcpAction::Connected => "connected".to_string(),
+                TcpAction::ConnectFailed(e) => format!("connect failed: {e}"),
+                TcpAction::Read(n) if frames => format!("read {n} bytes"),
+                TcpAction::Wrote(n) if frames => format!("wrote {n} bytes"),
+                TcpAction::Read(_) | TcpAction::Wrote(_) => return None,
+                TcpAction::PeerClosed(how) => format!("peer closed ({how:?})"),
+                TcpAction::Closed(how) => format!("closed ({how:?})"),
+            };
+            format!("{}{id}: tcp {peer} {what}", role.label())
+        }
+        EventKind::Client { client, action } => match action {
+            ClientAction::Connected { local } => format!("client {client}: connected from {local}"),
+            ClientAction::ConnectFailed(e) => format!("client {client}: cannot connect: {e}"),
+            ClientAction::Sent(n) if frames => format!("client {client}: sent {n} bytes"),
+            ClientAction::Echoed { len, intact } if frames => {
+                format!(
+                    "client {client}: echo {len} bytes{}",
+                    if *intact { "" } else { " (damaged)" }
+                )
+            }
+            ClientAction::Sent(_) | ClientAction::Echoed { .. } => return None,
+            ClientAction::Closed { how } => format!("client {client}: closed ({how:?})"),
+        },
+        EventKind::Log {
+            level,
+            role,
+            message,
+        } => {
+            format!("{} {}: {message}", level.label(), role.label())
+        }
+    })
+}

@@ -1,0 +1,349 @@
+//! The event stream: what every role reports about itself, for the TUI, the script runner and
+//! the standalone log printer.
+//!
+//! Roles emit with [`EventSink::emit`], which never waits: when the consumer is slow the
+//! event is dropped and counted, so a slow screen can never slow the tunnel. Anything that
+//! must be exact (frame counters, the capture) does not depend on this stream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+
+use crate::wire::{ConnId, FrameKind};
+
+/// Which side of the UDP link an event happened at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Endpoint {
+    Proxy1,
+    Proxy2,
+}
+
+impl Endpoint {
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Proxy1 => "proxy1",
+            Endpoint::Proxy2 => "proxy2",
+        }
+    }
+}
+
+/// The direction a frame travels on the link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkDirection {
+    /// proxy1 → proxy2 (client to server side).
+    ToProxy2,
+    /// proxy2 → proxy1 (server to client side).
+    ToProxy1,
+}
+
+impl LinkDirection {
+    /// The direction of frames that `endpoint` sends.
+    pub fn sent_by(endpoint: Endpoint) -> Self {
+        match endpoint {
+            Endpoint::Proxy1 => LinkDirection::ToProxy2,
+            Endpoint::Proxy2 => LinkDirection::ToProxy1,
+        }
+    }
+    pub fn arrow(self) -> &'static str {
+        match self {
+            LinkDirection::ToProxy2 => "p1→p2",
+            LinkDirection::ToProxy1 => "p2→p1",
+        }
+    }
+}
+
+/// The four roles of the lab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    EchoServer,
+    Proxy2,
+    Proxy1,
+    Client,
+}
+
+impl Role {
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::EchoServer => "server",
+            Role::Proxy2 => "proxy2",
+            Role::Proxy1 => "proxy1",
+            Role::Client => "client",
+        }
+    }
+}
+
+/// At most this many payload bytes travel with a frame event: enough for a trace preview,
+/// small enough that events stay cheap.
+pub const PREVIEW_LEN: usize = 48;
+
+/// A frame as traces show it: type, id, size and the first bytes of payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameSummary {
+    pub kind: FrameKind,
+    pub id: ConnId,
+    /// Whole datagram length, header included.
+    pub wire_len: usize,
+    /// Payload length (only `D` frames have one).
+    pub payload_len: usize,
+    /// The first [`PREVIEW_LEN`] payload bytes.
+    pub preview: Vec<u8>,
+}
+
+impl FrameSummary {
+    pub fn of(frame: &crate::wire::Frame<'_>, wire_len: usize) -> Self {
+        let payload = frame.payload();
+        FrameSummary {
+            kind: frame.kind(),
+            id: frame.id(),
+            wire_len,
+            payload_len: payload.len(),
+            preview: payload[..payload.len().min(PREVIEW_LEN)].to_vec(),
+        }
+    }
+}
+
+/// Why a well-formed or malformed datagram was not acted on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ignored {
+    /// proxy1 only listens to its proxy2; this came from somewhere else.
+    Stranger,
+    /// A `D` or `X` for an id that is not open (answered with `X` where that helps).
+    NotOpen(FrameKind, ConnId),
+    /// A frame that makes no sense at this end (for example `OK` arriving at proxy2).
+    Unexpected(FrameKind, ConnId),
+    /// Data for a connection whose TCP side could not keep up; classic mode drops it.
+    Overflow(ConnId),
+}
+
+/// Life of one tunnel connection id, as proxy1 (or proxy2) sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnState {
+    /// `C` sent (or received), waiting for the server side.
+    Connecting,
+    /// `OK` seen: data flows.
+    Open,
+    /// `X` sent or received; the id is being released.
+    Closing,
+    /// proxy2 answered `NOK`.
+    Refused,
+    /// No answer to `C` after every retry.
+    Unanswered,
+    /// The id is free again.
+    Free,
+}
+
+/// How a TCP connection ended, as the seed's capture lab contrasts them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloseKind {
+    /// Orderly: shutdown, a FIN.
+    Fin,
+    /// Abort: SO_LINGER 0 then close, a RST.
+    Rst,
+}
+
+/// Something that happened on a TCP socket of the lab, for the ladder view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TcpAction {
+    /// A listener accepted a connection from `peer`.
+    Accepted,
+    /// An outgoing connect succeeded.
+    Connected,
+    /// An outgoing connect failed.
+    ConnectFailed(String),
+    /// Bytes read from the socket.
+    Read(usize),
+    /// Bytes written to the socket.
+    Wrote(usize),
+    /// The peer closed (FIN seen as end of stream, or RST seen as a reset).
+    PeerClosed(CloseKind),
+    /// This side closed.
+    Closed(CloseKind),
+}
+
+/// Identifies a lab echo client (1, 2, 3… in the order they were started).
+pub type ClientId = u32;
+
+/// What an echo client reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientAction {
+    Connected {
+        local: SocketAddr,
+    },
+    ConnectFailed(String),
+    Sent(usize),
+    /// Echo bytes came back; `intact` is false once any byte differed from what was sent.
+    Echoed {
+        len: usize,
+        intact: bool,
+    },
+    /// The client closed, or the tunnel closed it.
+    Closed {
+        how: ClientEnd,
+    },
+}
+
+/// How a client's connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientEnd {
+    /// The client closed with FIN or RST.
+    ByClient(CloseKind),
+    /// The tunnel closed it (no id, NOK, no answer, proxy2 or server closed).
+    ByTunnel,
+    /// A socket error.
+    Error,
+}
+
+impl Level {
+    pub fn label(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// Log severity for [`EventKind::Log`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// Everything the lab reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A role is listening or bound on `addr`.
+    RoleUp { role: Role, addr: SocketAddr },
+    /// A role stopped.
+    RoleDown { role: Role },
+    /// A frame left this endpoint's UDP socket.
+    FrameSent {
+        at: Endpoint,
+        peer: SocketAddr,
+        frame: FrameSummary,
+    },
+    /// A frame arrived at this endpoint's UDP socket and decoded.
+    FrameReceived {
+        at: Endpoint,
+        peer: SocketAddr,
+        frame: FrameSummary,
+    },
+    /// A datagram that is not a frame.
+    FrameMalformed {
+        at: Endpoint,
+        peer: SocketAddr,
+        len: usize,
+        error: String,
+    },
+    /// A datagram that was dropped on purpose.
+    FrameIgnored {
+        at: Endpoint,
+        peer: SocketAddr,
+        why: Ignored,
+    },
+    /// A connection id changed state. `client` is the TCP client (proxy1) or the proxy1
+    /// address (proxy2) that owns it.
+    Conn {
+        at: Endpoint,
+        id: ConnId,
+        state: ConnState,
+        client: Option<SocketAddr>,
+    },
+    /// A TCP client is waiting at proxy1 because all ids are taken.
+    WaitingForId { client: SocketAddr },
+    /// A waiting client got no id in time and was closed.
+    WaitGaveUp { client: SocketAddr },
+    /// Something happened on a TCP socket. `id` is the tunnel id where one is known.
+    Tcp {
+        role: Role,
+        id: Option<ConnId>,
+        peer: SocketAddr,
+        action: TcpAction,
+    },
+    /// A lab echo client did something.
+    Client {
+        client: ClientId,
+        action: ClientAction,
+    },
+    /// A human-readable message.
+    Log {
+        level: Level,
+        role: Role,
+        message: String,
+    },
+}
+
+/// One event with its wall-clock time (the same clock the capture uses).
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub time: SystemTime,
+    pub kind: EventKind,
+}
+
+/// Where roles send events. Cheap to clone; a disabled sink discards everything.
+#[derive(Clone, Debug, Default)]
+pub struct EventSink {
+    tx: Option<mpsc::Sender<Event>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSink {
+    /// A bounded stream of `capacity` events and the receiving end for the consumer.
+    pub fn channel(capacity: usize) -> (EventSink, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (
+            EventSink {
+                tx: Some(tx),
+                dropped: Arc::default(),
+            },
+            rx,
+        )
+    }
+
+    /// A sink with no consumer.
+    pub fn disabled() -> Self {
+        EventSink::default()
+    }
+
+    /// Whether anyone is listening (lets hot paths skip building events nobody reads).
+    pub fn is_enabled(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
+    }
+
+    /// Sends without waiting; a full or closed stream counts the event as dropped.
+    pub fn emit(&self, kind: EventKind) {
+        let Some(tx) = &self.tx else { return };
+        let event = Event {
+            time: SystemTime::now(),
+            kind,
+        };
+        if tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn log(&self, level: Level, role: Role, message: impl Into<String>) {
+        self.emit(EventKind::Log {
+            level,
+            role,
+            message: message.into(),
+        });
+    }
+
+    /// Events lost because the consumer was slow (or gone).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,392 @@
+//! The lab supervisor: starts echo server, proxy2, proxy1 and echo clients in one process on
+//! real loopback sockets, lets a caller poke at them (the TUI's keys, a script's steps), and
+//! stops everything cleanly. This is the one API that both front ends drive.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::CaptureTap;
+use crate::event::{
+    ClientAction, ClientId, CloseKind, Endpoint, EventKind, EventSink, Level, Role,
+};
+use crate::link::{LinkSocket, LinkStats, LinkStatsSnapshot, TapScope};
+use crate::net::{bind_tcp, bind_udp};
+use crate::roles::echo_client::{self, ClientCommand, ClientStatus};
+use crate::roles::echo_server;
+use crate::roles::proxy1::{self, Proxy1Config};
+use crate::roles::proxy2::{self, Proxy2Config};
+use crate::wire::WireMode;
+
+/// The course scripts' ports.
+pub const DEFAULT_SERVER_PORT: u16 = 1818;
+pub const DEFAULT_PROXY1_PORT: u16 = 3327;
+pub const DEFAULT_PROXY2_PORT: u16 = 3328;
+
+/// How to set a lab up. Port 0 means "any free port".
+#[derive(Clone, Debug)]
+pub struct LabConfig {
+    /// Every role binds this address (loopback by default).
+    pub host: IpAddr,
+    pub server_port: u16,
+    pub proxy1_port: u16,
+    pub proxy2_port: u16,
+    pub mode: WireMode,
+    /// proxy1's timings (its `proxy2` field is filled in by the lab).
+    pub proxy1: Proxy1Config,
+    /// proxy2's timings (its `server` field is filled in by the lab).
+    pub proxy2: Proxy2Config,
+    /// Where captured frames go, if anywhere.
+    pub capture: Option<CaptureTap>,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        let placeholder = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        LabConfig {
+            host: Ipv4Addr::LOCALHOST.into(),
+            server_port: DEFAULT_SERVER_PORT,
+            proxy1_port: DEFAULT_PROXY1_PORT,
+            proxy2_port: DEFAULT_PROXY2_PORT,
+            mode: WireMode::Classic,
+            proxy1: Proxy1Config::new(placeholder),
+            proxy2: Proxy2Config::new(placeholder),
+            capture: None,
+        }
+    }
+}
+
+impl LabConfig {
+    /// Every port chosen by the OS: what tests and scripts with `ports = "auto"` use.
+    pub fn ephemeral() -> Self {
+        LabConfig {
+            server_port: 0,
+            proxy1_port: 0,
+            proxy2_port: 0,
+            ..LabConfig::default()
+        }
+    }
+}
+
+/// Where each role listens, once bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LabAddrs {
+    pub server: SocketAddr,
+    pub proxy2_udp: SocketAddr,
+    pub proxy1_tcp: SocketAddr,
+    pub proxy1_udp: SocketAddr,
+}
+
+/// A running role: how to stop it and how to wait for it.
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+/// One echo client started by the lab.
+struct LabClient {
+    id: ClientId,
+    commands: mpsc::UnboundedSender<ClientCommand>,
+    status: Arc<Mutex<ClientStatus>>,
+}
+
+/// Errors a lab command can give the person or script that asked for it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LabError {
+    #[error("there is no client {0}")]
+    NoSuchClient(ClientId),
+    #[error("client {0} has already ended")]
+    ClientEnded(ClientId),
+    #[error("{0} is already running")]
+    AlreadyRunning(&'static str),
+    #[error("{0} is not running")]
+    NotRunning(&'static str),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Totals for the whole lab, exact (not from the lossy event stream).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LabSnapshot {
+    pub proxy1: LinkStatsSnapshot,
+    pub proxy2: LinkStatsSnapshot,
+    /// Events the consumer was too slow for.
+    pub events_dropped: u64,
+    pub clients: Vec<(ClientId, ClientStatus)>,
+}
+
+/// The running lab.
+pub struct Lab {
+    config: LabConfig,
+    addrs: LabAddrs,
+    events: EventSink,
+    shutdown: CancellationToken,
+    server: Option<Running>,
+    proxy2: Option<Running>,
+    proxy1: Option<Running>,
+    proxy1_stats: Arc<LinkStats>,
+    proxy2_stats: Arc<LinkStats>,
+    clients: Vec<LabClient>,
+}
+
+impl Lab {
+    /// Binds every socket (failing with a clear message if a port is taken) and starts the
+    /// server, proxy2 and proxy1. Clients are added with [`Lab::add_client`].
+    pub async fn start(config: LabConfig, events: EventSink) -> anyhow::Result<Lab> {
+        let host = config.host;
+        let server_listener = bind_tcp((host, config.server_port).into())?;
+        let proxy2_socket = bind_udp((host, config.proxy2_port).into())?;
+        let proxy1_listener = bind_tcp((host, config.proxy1_port).into())?;
+        let proxy1_socket = bind_udp((host, 0).into())?;
+        let addrs = LabAddrs {
+            server: server_listener.local_addr()?,
+            proxy2_udp: proxy2_socket.local_addr()?,
+            proxy1_tcp: proxy1_listener.local_addr()?,
+            proxy1_udp: proxy1_socket.local_addr()?,
+        };
+        let mut lab = Lab {
+            config,
+            addrs,
+            events,
+            shutdown: CancellationToken::new(),
+            server: None,
+            proxy2: None,
+            proxy1: None,
+            proxy1_stats: Arc::default(),
+            proxy2_stats: Arc::default(),
+            clients: Vec::new(),
+        };
+        lab.server = Some(lab.spawn_server(server_listener));
+        lab.proxy2 = Some(lab.spawn_proxy2(proxy2_socket)?);
+        lab.proxy1 = Some(lab.spawn_proxy1(proxy1_listener, proxy1_socket)?);
+        Ok(lab)
+    }
+
+    pub fn addrs(&self) -> LabAddrs {
+        self.addrs
+    }
+    pub fn config(&self) -> &LabConfig {
+        &self.config
+    }
+    pub fn events(&self) -> &EventSink {
+        &self.events
+    }
+
+    fn link_socket(
+        &self,
+        socket: tokio::net::UdpSocket,
+        endpoint: Endpoint,
+        stats: &Arc<LinkStats>,
+    ) -> std::io::Result<LinkSocket> {
+        let link = LinkSocket::new(socket, endpoint, self.config.mode, self.events.clone())?
+            .with_stats(stats.clone());
+        // Both ends tap what they send: every frame on the link is recorded once.
+        Ok(match &self.config.capture {
+            Some(tap) => link.with_capture(tap.clone(), TapScope::Sent),
+            None => link,
+        })
+    }
+
+    fn spawn_server(&self, listener: tokio::net::TcpListener) -> Running {
+        let stop = self.shutdown.child_token();
+        let task = tokio::spawn(echo_server::run(
+            listener,
+            self.events.clone(),
+            stop.clone(),
+        ));
+        Running { stop, task }
+    }
+
+    fn spawn_proxy2(&self, socket: tokio::net::UdpSocket) -> anyhow::Result<Running> {
+        let link = self.link_socket(socket, Endpoint::Proxy2, &self.proxy2_stats)?;
+        let config = Proxy2Config {
+            server: self.addrs.server,
+            ..self.config.proxy2.clone()
+        };
+        let stop = self.shutdown.child_token();
+        let task = tokio::spawn(proxy2::run(link, config, stop.clone()));
+        Ok(Running { stop, task })
+    }
+
+    fn spawn_proxy1(
+        &self,
+        listener: tokio::net::TcpListener,
+        socket: tokio::net::UdpSocket,
+    ) -> anyhow::Result<Running> {
+        let link = self.link_socket(socket, Endpoint::Proxy1, &self.proxy1_stats)?;
+        let config = Proxy1Config {
+            proxy2: self.addrs.proxy2_udp,
+            ..self.config.proxy1.clone()
+        };
+        let stop = self.shutdown.child_token();
+        let task = tokio::spawn(proxy1::run(listener, link, config, stop.clone()));
+        Ok(Running { stop, task })
+    }
+
+    /// Whether a role is running now.
+    pub fn is_running(&self, role: Role) -> bool {
+        match role {
+            Role::EchoServer => self.server.is_some(),
+            Role::Proxy2 => self.proxy2.is_some(),
+            Role::Proxy1 => self.proxy1.is_some(),
+            Role::Client => self
+                .clients
+                .iter()
+                .any(|c| c.status.lock().unwrap().ended.is_none()),
+        }
+    }
+
+    /// Stops the echo server or proxy2 (closing their connections), to show what the tunnel
+    /// does when a role dies.
+    pub async fn stop_role(&mut self, role: Role) -> Result<(), LabError> {
+        let running = match role {
+            Role::EchoServer => self.server.take(),
+            Role::Proxy2 => self.proxy2.take(),
+            Role::Proxy1 => self.proxy1.take(),
+            Role::Client => return Err(LabError::Io("clients are closed one by one".into())),
+        };
+        match running {
+            Some(running) => {
+                running.stop().await;
+                self.events
+                    .log(Level::Info, role, format!("{} stopped", role.label()));
+                Ok(())
+            }
+            None => Err(LabError::NotRunning(role.label())),
+        }
+    }
+
+    /// Starts a stopped role again on the same address.
+    pub async fn start_role(&mut self, role: Role) -> Result<(), LabError> {
+        if self.is_running(role) && role != Role::Client {
+            return Err(LabError::AlreadyRunning(role.label()));
+        }
+        let io = |e: anyhow::Error| LabError::Io(format!("{e:#}"));
+        match role {
+            Role::EchoServer => {
+                let listener = bind_tcp(self.addrs.server).map_err(io)?;
+                self.server = Some(self.spawn_server(listener));
+            }
+            Role::Proxy2 => {
+                let socket = bind_udp(self.addrs.proxy2_udp).map_err(io)?;
+                self.proxy2 = Some(self.spawn_proxy2(socket).map_err(io)?);
+            }
+            Role::Proxy1 => {
+                let listener = bind_tcp(self.addrs.proxy1_tcp).map_err(io)?;
+                let socket = bind_udp(self.addrs.proxy1_udp).map_err(io)?;
+                self.proxy1 = Some(self.spawn_proxy1(listener, socket).map_err(io)?);
+            }
+            Role::Client => {
+                self.add_client().await?;
+                return Ok(());
+            }
+        }
+        self.events
+            .log(Level::Info, role, format!("{} started", role.label()));
+        Ok(())
+    }
+
+    /// Connects a new echo client to proxy1. Its id is returned at once; whether it gets a
+    /// tunnel connection shows in the event stream.
+    pub async fn add_client(&mut self) -> Result<ClientId, LabError> {
+        let id = self.clients.len() as ClientId + 1;
+        let status = Arc::new(Mutex::new(ClientStatus::default()));
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let stream = match tokio::net::TcpStream::connect(self.addrs.proxy1_tcp).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                self.events.emit(EventKind::Client {
+                    client: id,
+                    action: ClientAction::ConnectFailed(e.to_string()),
+                });
+                return Err(LabError::Io(format!(
+                    "client {id} cannot connect to proxy1: {e}"
+                )));
+            }
+        };
+        tokio::spawn(echo_client::run(
+            id,
+            stream,
+            commands_rx,
+            status.clone(),
+            self.events.clone(),
+            self.shutdown.child_token(),
+        ));
+        self.clients.push(LabClient {
+            id,
+            commands,
+            status,
+        });
+        Ok(id)
+    }
+
+    fn client(&self, id: ClientId) -> Result<&LabClient, LabError> {
+        self.clients
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or(LabError::NoSuchClient(id))
+    }
+
+    fn command(&self, id: ClientId, command: ClientCommand) -> Result<(), LabError> {
+        self.client(id)?
+            .commands
+            .send(command)
+            .map_err(|_| LabError::ClientEnded(id))
+    }
+
+    /// Sends bytes from a client through the tunnel.
+    pub fn client_send(&self, id: ClientId, bytes: Vec<u8>) -> Result<(), LabError> {
+        self.command(id, ClientCommand::Send(bytes))
+    }
+
+    /// Closes a client with a FIN or a RST.
+    pub fn client_close(&self, id: ClientId, how: CloseKind) -> Result<(), LabError> {
+        self.command(id, ClientCommand::Close(how))
+    }
+
+    /// The status of one client.
+    pub fn client_status(&self, id: ClientId) -> Result<ClientStatus, LabError> {
+        Ok(self.client(id)?.status.lock().unwrap().clone())
+    }
+
+    /// Every client started so far, oldest first.
+    pub fn client_ids(&self) -> Vec<ClientId> {
+        self.clients.iter().map(|c| c.id).collect()
+    }
+
+    /// Exact totals right now.
+    pub fn snapshot(&self) -> LabSnapshot {
+        LabSnapshot {
+            proxy1: self.proxy1_stats.snapshot(),
+            proxy2: self.proxy2_stats.snapshot(),
+            events_dropped: self.events.dropped(),
+            clients: self
+                .clients
+                .iter()
+                .map(|c| (c.id, c.status.lock().unwrap().clone()))
+                .collect(),
+        }
+    }
+
+    /// Stops every role and client and waits (briefly) for them to finish.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        for running in [self.proxy1.take(), self.proxy2.take(), self.server.take()]
+            .into_iter()
+            .flatten()
+        {
+            running.stop().await;
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! tunlab: a terminal lab for carrying many TCP connections over one UDP link.
+//!
+//! Engine modules ([`wire`], [`event`], [`link`], [`roles`], [`lab`], [`capture`]) know
+//! nothing about terminals; front ends consume the lab's [`event`] stream.
+
+pub mod app;
+pub mod capture;
+pub mod cli;
+pub mod describe;
+pub mod event;
+pub mod lab;
+pub mod link;
+pub mod net;
+pub mod roles;
+pub mod wire;

@@ -1,0 +1,76 @@
+//! The echo server: writes back every byte it reads, one task per connection, like the
+//! course's `server_echo2.py`.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::peer_close_kind;
+use crate::event::{CloseKind, EventKind, EventSink, Level, Role, TcpAction};
+
+/// Serves until `shutdown` is cancelled; then closes the listener and every connection.
+pub async fn run(listener: TcpListener, events: EventSink, shutdown: CancellationToken) {
+    if let Ok(addr) = listener.local_addr() {
+        events.emit(EventKind::RoleUp {
+            role: Role::EchoServer,
+            addr,
+        });
+    }
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                events.emit(EventKind::Tcp {
+                    role: Role::EchoServer,
+                    id: None,
+                    peer,
+                    action: TcpAction::Accepted,
+                });
+                tokio::spawn(echo(stream, peer, events.clone(), shutdown.child_token()));
+            }
+            // Running out of file descriptors and the like: say so and keep serving.
+            Err(e) => {
+                events.log(Level::Warn, Role::EchoServer, format!("accept failed: {e}"));
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    events.emit(EventKind::RoleDown {
+        role: Role::EchoServer,
+    });
+}
+
+async fn echo(mut stream: TcpStream, peer: SocketAddr, events: EventSink, stop: CancellationToken) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = vec![0u8; 16 * 1024];
+    let tcp = |action| EventKind::Tcp {
+        role: Role::EchoServer,
+        id: None,
+        peer,
+        action,
+    };
+    loop {
+        let read = tokio::select! {
+            _ = stop.cancelled() => return,
+            read = stream.read(&mut buf) => read,
+        };
+        if let Some(how) = peer_close_kind(&read) {
+            events.emit(tcp(TcpAction::PeerClosed(how)));
+            break;
+        }
+        let n = read.unwrap_or(0);
+        events.emit(tcp(TcpAction::Read(n)));
+        if stream.write_all(&buf[..n]).await.is_err() {
+            events.emit(tcp(TcpAction::PeerClosed(CloseKind::Rst)));
+            return;
+        }
+        events.emit(tcp(TcpAction::Wrote(n)));
+    }
+    let _ = stream.shutdown().await;
+    events.emit(tcp(TcpAction::Closed(CloseKind::Fin)));
+}

@@ -1,0 +1,52 @@
+//! The four roles. Each is an async function that takes already-bound sockets and a
+//! shutdown token, so the lab, the standalone subcommands and the tests all start them the
+//! same way (tests bind `127.0.0.1:0` and read the real ports).
+
+pub mod echo_client;
+pub mod echo_server;
+pub mod proxy1;
+pub mod proxy2;
+
+use std::io;
+
+use crate::event::CloseKind;
+
+/// Reads what a TCP read result says about how the peer closed, if it did.
+pub(crate) fn peer_close_kind(result: &io::Result<usize>) -> Option<CloseKind> {
+    match result {
+        Ok(0) => Some(CloseKind::Fin),
+        Ok(_) => None,
+        Err(_) => Some(CloseKind::Rst),
+    }
+}
+
+/// When a connection last carried traffic; shared by its tasks without a lock.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    since: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            since: std::time::Instant::now(),
+            last_ms: Default::default(),
+        }
+    }
+}
+
+impl Activity {
+    pub(crate) fn touch(&self) {
+        let now = self.since.elapsed().as_millis() as u64;
+        self.last_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn idle_for(&self) -> std::time::Duration {
+        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.since
+            .elapsed()
+            .saturating_sub(std::time::Duration::from_millis(last))
+    }
+}
