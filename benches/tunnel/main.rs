@@ -1,0 +1,326 @@
+//! `cargo bench --bench tunnel`: tunlab side by side with direct TCP and kcptun, in one run
+//! on loopback (issue 7). Use `bench/run.sh`, which installs kcptun and builds the release
+//! binaries first.
+//!
+//! The same client measures every path to the same echo server:
+//! 1. 64-byte echo round trips on one connection: p50 and p99;
+//! 2. one connection's echo goodput, paced (bounded bytes in flight) and at full speed, with
+//!    the fraction of bytes that came back intact;
+//! 3. ten connections doing round trips at once: round trips per second;
+//! 4. the in-process lab with and without an event consumer and a capture attached.
+//!
+//! Paths run one after another within a round, and rounds repeat, so a burst of load from
+//! elsewhere on the machine hits every path alike; each figure is the median over rounds.
+//! Not part of `cargo test`: speed is measured here, never asserted in tests.
+
+mod client;
+mod lab_child;
+mod paths;
+mod report;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use client::Pacing;
+use lab_child::LabOptions;
+use paths::{EchoServer, PathKind, RunningPath, Tools, find_tool, progress};
+use report::{PathResult, Round, RunInfo};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tunnel bench",
+    about = "tunlab vs direct TCP vs kcptun on loopback; writes BENCHMARKS.md"
+)]
+struct Args {
+    /// Rounds over all paths; each figure is the median over rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Timed 64-byte round trips per path and round (after 200 warm-up ones).
+    #[arg(long, default_value_t = 3000)]
+    round_trips: usize,
+    /// Seconds of each goodput test.
+    #[arg(long, default_value_t = 2.0)]
+    goodput_secs: f64,
+    /// Seconds of the concurrent round-trip test.
+    #[arg(long, default_value_t = 2.0)]
+    concurrent_secs: f64,
+    /// Bytes the paced goodput writer keeps in flight, in KiB.
+    #[arg(long, default_value_t = 256)]
+    window_kib: usize,
+    /// A short smoke run (1 round, few round trips, half-second tests); not for the record.
+    #[arg(long)]
+    quick: bool,
+    /// Only these paths (comma-separated: direct, kcptun, classic, lab, lab-events,
+    /// lab-capture, lab-both). Default: all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Markdown file to write the results into (between its bench markers).
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// Do not write the Markdown file, only print.
+    #[arg(long)]
+    no_write: bool,
+    /// Check the goodput record parser and exit.
+    #[arg(long)]
+    self_check: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn all_paths() -> Vec<(&'static str, PathKind)> {
+    let lab = |events, capture| PathKind::Lab(LabOptions { events, capture });
+    vec![
+        ("direct", PathKind::Direct),
+        ("kcptun", PathKind::Kcptun),
+        ("classic", PathKind::Classic),
+        ("lab", lab(false, false)),
+        ("lab-events", lab(true, false)),
+        ("lab-capture", lab(false, true)),
+        ("lab-both", lab(true, true)),
+    ]
+}
+
+fn main() -> anyhow::Result<()> {
+    let raw: Vec<String> = std::env::args().collect();
+    if raw.get(1).map(String::as_str) == Some("--lab-child") {
+        return lab_child::run(&raw[1..]);
+    }
+    let mut args = Args::parse();
+    if args.self_check {
+        client::self_check()?;
+        println!("goodput record parser: ok");
+        return Ok(());
+    }
+    if args.quick {
+        args.rounds = 1;
+        args.round_trips = 500;
+        args.goodput_secs = 0.5;
+        args.concurrent_secs = 0.5;
+    }
+    let selected: Vec<PathKind> = all_paths()
+        .into_iter()
+        .filter(|(name, _)| args.only.is_empty() || args.only.iter().any(|o| o == name))
+        .map(|(_, kind)| kind)
+        .collect();
+    anyhow::ensure!(
+        !selected.is_empty(),
+        "--only matched no path; names: direct, kcptun, classic, lab, lab-events, lab-capture, lab-both"
+    );
+
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let logs = manifest.join("target/bench-logs");
+    std::fs::create_dir_all(&logs)?;
+    let needs_kcptun = selected.contains(&PathKind::Kcptun);
+    let tools = Tools {
+        tunlab: PathBuf::from(env!("CARGO_BIN_EXE_tunlab")),
+        kcptun_client: if needs_kcptun {
+            find_tool("kcptun-client")?
+        } else {
+            PathBuf::new()
+        },
+        kcptun_server: if needs_kcptun {
+            find_tool("kcptun-server")?
+        } else {
+            PathBuf::new()
+        },
+        logs: logs.clone(),
+    };
+
+    let started_at = Instant::now();
+    let load_before = load_average();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let echo = EchoServer::start(&tools)?;
+    runtime.block_on(client::wait_until_echoing(
+        echo.addr,
+        Duration::from_secs(10),
+    ))?;
+
+    let window = Pacing::InFlight(args.window_kib * 1024);
+    let goodput_time = Duration::from_secs_f64(args.goodput_secs);
+    let concurrent_time = Duration::from_secs_f64(args.concurrent_secs);
+    const CONNECTIONS: usize = 10;
+    let mut results: Vec<PathResult> = selected
+        .iter()
+        .map(|&kind| PathResult {
+            kind,
+            rounds: Vec::new(),
+        })
+        .collect();
+    for round in 1..=args.rounds {
+        println!("round {round}/{}", args.rounds);
+        for result in &mut results {
+            progress(&format!("  {:<45}", result.kind.name()));
+            let measured = runtime.block_on(measure_path(
+                result.kind,
+                &tools,
+                &echo,
+                &args,
+                window,
+                goodput_time,
+                concurrent_time,
+                CONNECTIONS,
+            ));
+            println!("{}", one_line(&measured));
+            result.rounds.push(measured);
+        }
+    }
+    drop(echo);
+
+    let info = RunInfo {
+        command: std::env::var("TUNLAB_BENCH_COMMAND").unwrap_or_else(|_| {
+            format!(
+                "cargo bench --bench tunnel -- {}",
+                raw[1..]
+                    .iter()
+                    .filter(|a| *a != "--bench")
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        }),
+        started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu: cpu_model(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into()),
+        load_before,
+        load_after: load_average(),
+        rounds: args.rounds,
+        rtt_count: args.round_trips,
+        goodput_time,
+        concurrent_time,
+        connections: CONNECTIONS,
+        window,
+        elapsed: started_at.elapsed(),
+    };
+    let markdown = report::render(&info, &results);
+    println!("\n{markdown}");
+    if !args.no_write && !args.quick {
+        let out = if args.out.is_absolute() {
+            args.out.clone()
+        } else {
+            manifest.join(&args.out)
+        };
+        report::write_markdown(&out, &markdown)?;
+        println!("written to {}", out.display());
+    } else {
+        println!("(not written: --quick or --no-write)");
+    }
+    println!("process logs: {}", logs.display());
+    Ok(())
+}
+
+/// Starts one path, runs every test on it, stops it. Failures are recorded, not fatal, so
+/// one broken path still leaves a table for the others.
+#[allow(clippy::too_many_arguments)]
+async fn measure_path(
+    kind: PathKind,
+    tools: &Tools,
+    echo: &EchoServer,
+    args: &Args,
+    window: Pacing,
+    goodput_time: Duration,
+    concurrent_time: Duration,
+    connections: usize,
+) -> Round {
+    let mut round = Round::default();
+    let mut path = match RunningPath::start(kind, tools, echo) {
+        Ok(path) => path,
+        Err(e) => {
+            round.errors.push(format!("start: {e:#}"));
+            return round;
+        }
+    };
+    let target = path.target;
+    if let Err(e) = client::wait_until_echoing(target, Duration::from_secs(10)).await {
+        round.errors.push(format!("{e:#}"));
+        let _ = path
+            .check_alive()
+            .map_err(|e| round.errors.push(format!("{e:#}")));
+        round.lab = path.stop();
+        return round;
+    }
+    let rtt_budget = Duration::from_secs(20);
+    match client::rtt(target, args.round_trips, rtt_budget).await {
+        Ok(r) => round.rtt = Some(r),
+        Err(e) => round.errors.push(format!("round trips: {e:#}")),
+    }
+    settle().await;
+    match client::concurrent(target, connections, concurrent_time).await {
+        Ok(r) => round.concurrent = Some(r),
+        Err(e) => round.errors.push(format!("concurrent: {e:#}")),
+    }
+    settle().await;
+    match client::goodput(target, goodput_time, window).await {
+        Ok(r) => round.goodput_bounded = Some(r),
+        Err(e) => round.errors.push(format!("goodput (paced): {e:#}")),
+    }
+    settle().await;
+    // Last: at full speed classic mode may leave queues full of stale data.
+    match client::goodput(target, goodput_time, Pacing::FullSpeed).await {
+        Ok(r) => round.goodput_full = Some(r),
+        Err(e) => round.errors.push(format!("goodput (full speed): {e:#}")),
+    }
+    if let Err(e) = path.check_alive() {
+        round.errors.push(format!("{e:#}"));
+    }
+    round.lab = path.stop();
+    round
+}
+
+/// Lets closed connections finish closing (proxy1 frees their ids) before the next test.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+fn one_line(round: &Round) -> String {
+    let mut parts = Vec::new();
+    if let Some(r) = &round.rtt {
+        parts.push(format!(
+            "p50 {:.0} µs p99 {:.0} µs",
+            r.p50.as_secs_f64() * 1e6,
+            r.p99.as_secs_f64() * 1e6
+        ));
+    }
+    if let Some(c) = &round.concurrent {
+        parts.push(format!("{:.0} rt/s", c.per_second));
+    }
+    for g in [&round.goodput_bounded, &round.goodput_full]
+        .into_iter()
+        .flatten()
+    {
+        parts.push(format!(
+            "{:.1} MB/s ({:.1}% intact)",
+            g.mb_per_s,
+            g.intact_fraction() * 100.0
+        ));
+    }
+    for e in &round.errors {
+        parts.push(format!("ERROR {e}"));
+    }
+    parts.join(" | ")
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, model)| model.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}

@@ -1,0 +1,327 @@
+//! The paths under test, each started as real processes on 127.0.0.1 and stopped (killed and
+//! reaped) when dropped:
+//!
+//! ```text
+//! direct     client ──TCP──▶ echo-server
+//! classic    client ──TCP──▶ tunlab proxy1 ══UDP══▶ tunlab proxy2 ──TCP──▶ echo-server
+//! lab        client ──TCP──▶ [bench --lab-child: Lab = proxy1 ══UDP══▶ proxy2 ──▶ echo server]
+//! kcptun     client ──TCP──▶ kcptun-client ══UDP (KCP)══▶ kcptun-server ──TCP──▶ echo-server
+//! ```
+//!
+//! direct, classic and kcptun share one `tunlab echo-server` process. The lab always runs its
+//! own echo server (that is what the in-process lab is); it is the same code.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::lab_child::{LabOptions, LabSummary};
+
+/// kcptun's settings: no encryption, no compression, its fastest profile, large windows
+/// (in packets). FEC stays at kcptun's default (10 data + 3 parity shards).
+pub const KCPTUN_FLAGS: &[&str] = &[
+    "--crypt", "none", "--nocomp", "--mode", "fast3", "--sndwnd", "2048", "--rcvwnd", "2048",
+    "--quiet",
+];
+
+/// Extra kcptun flags from `TUNLAB_BENCH_KCPTUN_EXTRA` (space-separated), for trying other
+/// settings; the report quotes them.
+pub fn kcptun_extra() -> Vec<String> {
+    std::env::var("TUNLAB_BENCH_KCPTUN_EXTRA")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// A path to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    Direct,
+    Kcptun,
+    /// proxy1 and proxy2 as separate `tunlab` processes.
+    Classic,
+    /// The in-process lab with or without its consumers.
+    Lab(LabOptions),
+}
+
+impl PathKind {
+    pub fn name(self) -> String {
+        match self {
+            PathKind::Direct => "direct TCP".into(),
+            PathKind::Kcptun => "kcptun (fast3, no crypt)".into(),
+            PathKind::Classic => "tunlab classic, proxy1+proxy2 processes".into(),
+            PathKind::Lab(LabOptions { events, capture }) => {
+                let mut name = "tunlab in-process lab".to_string();
+                match (events, capture) {
+                    (false, false) => name.push_str(" (no consumers)"),
+                    (true, false) => name.push_str(" + event consumer"),
+                    (false, true) => name.push_str(" + capture"),
+                    (true, true) => name.push_str(" + events + capture"),
+                }
+                name
+            }
+        }
+    }
+}
+
+/// A child process that is killed and reaped when dropped.
+pub struct Process {
+    name: String,
+    child: Child,
+}
+
+impl Process {
+    fn spawn(name: &str, command: &mut Command, log: &Path) -> anyhow::Result<Process> {
+        let log_file = std::fs::File::create(log)
+            .with_context(|| format!("cannot create log {}", log.display()))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("cannot start {name} ({command:?})"))?;
+        Ok(Process {
+            name: name.into(),
+            child,
+        })
+    }
+
+    /// Fails if the process has already exited (a port clash, a bad flag).
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            anyhow::bail!("{} exited early with {status}", self.name);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago (the bind is released before the child takes it).
+pub fn free_tcp_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+pub fn free_udp_port() -> anyhow::Result<u16> {
+    Ok(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+fn localhost(port: u16) -> SocketAddr {
+    (Ipv4Addr::LOCALHOST, port).into()
+}
+
+/// Where the pieces are.
+pub struct Tools {
+    pub tunlab: PathBuf,
+    pub kcptun_client: PathBuf,
+    pub kcptun_server: PathBuf,
+    pub logs: PathBuf,
+}
+
+/// The shared echo server process.
+pub struct EchoServer {
+    pub addr: SocketAddr,
+    _process: Process,
+}
+
+impl EchoServer {
+    pub fn start(tools: &Tools) -> anyhow::Result<EchoServer> {
+        let port = free_tcp_port()?;
+        let process = Process::spawn(
+            "tunlab echo-server",
+            Command::new(&tools.tunlab).args(["echo-server", &port.to_string()]),
+            &tools.logs.join("echo-server.log"),
+        )?;
+        Ok(EchoServer {
+            addr: localhost(port),
+            _process: process,
+        })
+    }
+}
+
+/// A started path: where the client connects, and what must stay alive meanwhile.
+pub struct RunningPath {
+    pub target: SocketAddr,
+    processes: Vec<Process>,
+    lab: Option<LabHandle>,
+}
+
+struct LabHandle {
+    process: Process,
+    stdin: Option<ChildStdin>,
+    /// The child's stdout lines, read on a thread so that waiting for them can time out.
+    lines: mpsc::Receiver<String>,
+}
+
+impl RunningPath {
+    pub fn start(kind: PathKind, tools: &Tools, echo: &EchoServer) -> anyhow::Result<RunningPath> {
+        let log = |name: &str| tools.logs.join(format!("{name}.log"));
+        let mut running = RunningPath {
+            target: echo.addr,
+            processes: Vec::new(),
+            lab: None,
+        };
+        match kind {
+            PathKind::Direct => {}
+            PathKind::Classic => {
+                let udp = free_udp_port()?.to_string();
+                let tcp = free_tcp_port()?;
+                running.processes.push(Process::spawn(
+                    "tunlab proxy2",
+                    Command::new(&tools.tunlab).args([
+                        "proxy2",
+                        &udp,
+                        "127.0.0.1",
+                        &echo.addr.port().to_string(),
+                    ]),
+                    &log("proxy2"),
+                )?);
+                running.processes.push(Process::spawn(
+                    "tunlab proxy1",
+                    Command::new(&tools.tunlab).args([
+                        "proxy1",
+                        &tcp.to_string(),
+                        "127.0.0.1",
+                        &udp,
+                    ]),
+                    &log("proxy1"),
+                )?);
+                running.target = localhost(tcp);
+            }
+            PathKind::Kcptun => {
+                let udp = free_udp_port()?;
+                let tcp = free_tcp_port()?;
+                running.processes.push(Process::spawn(
+                    "kcptun-server",
+                    Command::new(&tools.kcptun_server)
+                        .args(["-t", &echo.addr.to_string()])
+                        .args(["-l", &localhost(udp).to_string()])
+                        .args(KCPTUN_FLAGS)
+                        .args(kcptun_extra()),
+                    &log("kcptun-server"),
+                )?);
+                running.processes.push(Process::spawn(
+                    "kcptun-client",
+                    Command::new(&tools.kcptun_client)
+                        .args(["-r", &localhost(udp).to_string()])
+                        .args(["-l", &localhost(tcp).to_string()])
+                        .args(KCPTUN_FLAGS)
+                        .args(kcptun_extra()),
+                    &log("kcptun-client"),
+                )?);
+                running.target = localhost(tcp);
+            }
+            PathKind::Lab(options) => {
+                let lab = LabHandle::start(options, &log("lab"))?;
+                running.lab = Some(lab.0);
+                running.target = lab.1;
+            }
+        }
+        Ok(running)
+    }
+
+    /// Fails if any process of the path died.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        for process in &mut self.processes {
+            process.check_alive()?;
+        }
+        if let Some(lab) = &mut self.lab {
+            lab.process.check_alive()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the path; for the lab, returns what its consumers did.
+    pub fn stop(mut self) -> Option<LabSummary> {
+        self.lab.take().and_then(LabHandle::stop)
+    }
+}
+
+impl LabHandle {
+    fn start(options: LabOptions, log: &Path) -> anyhow::Result<(LabHandle, SocketAddr)> {
+        let exe = std::env::current_exe().context("cannot find the bench binary")?;
+        let log_file = std::fs::File::create(log)?;
+        let mut child = Command::new(exe)
+            .args(options.to_args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .context("cannot start the lab child")?;
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let handle = LabHandle {
+            process: Process {
+                name: "lab child".into(),
+                child,
+            },
+            stdin,
+            lines,
+        };
+        // The lab binds and starts in milliseconds; a silent child is broken.
+        let line = handle
+            .lines
+            .recv_timeout(Duration::from_secs(10))
+            .context("the lab child did not say READY within 10 s")?;
+        let addr = line
+            .strip_prefix("READY ")
+            .and_then(|rest| rest.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("the lab child said {line:?} instead of READY"))?;
+        Ok((handle, addr))
+    }
+
+    fn stop(mut self) -> Option<LabSummary> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let line = self.lines.recv_timeout(left).ok()?;
+            if let Some(summary) = LabSummary::parse(line.trim()) {
+                return Some(summary);
+            }
+        }
+        None
+    }
+}
+
+/// Installs nothing; tells what is missing so `bench/run.sh` can install it.
+pub fn find_tool(name: &str) -> anyhow::Result<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{name} is not installed; run bench/run.sh (it installs the Debian package kcptun)"
+            )
+        })
+}
+
+/// Flushes stdout so progress lines show while a long step runs.
+pub fn progress(message: &str) {
+    print!("{message}");
+    let _ = std::io::stdout().flush();
+}
