@@ -79,6 +79,9 @@ fn message(n: u64) -> [u8; MESSAGE_LEN] {
     message
 }
 
+/// Untimed round trips before [`rtt`] starts timing.
+pub const WARM_UP: usize = 200;
+
 /// Round-trip times of one connection.
 #[derive(Clone, Debug, Default)]
 pub struct RttResult {
@@ -93,7 +96,6 @@ pub struct RttResult {
 /// Times `count` round trips of 64 bytes, one at a time, on one connection (after a short
 /// warm-up). A lost echo leaves the stream out of step, so the connection is replaced.
 pub async fn rtt(addr: SocketAddr, count: usize, within: Duration) -> anyhow::Result<RttResult> {
-    const WARM_UP: usize = 200;
     let deadline = Instant::now() + within;
     let mut stream = connect(addr).await?;
     let mut back = [0u8; MESSAGE_LEN];
@@ -267,10 +269,12 @@ struct Progress {
     sent_bytes: AtomicU64,
 }
 
-/// Writes records for `duration` while reading the echo back on the same connection.
+/// Writes records for `duration` (or until `max_bytes` are written, if sooner) while reading
+/// the echo back on the same connection.
 pub async fn goodput(
     addr: SocketAddr,
     duration: Duration,
+    max_bytes: u64,
     pacing: Pacing,
 ) -> anyhow::Result<GoodputResult> {
     // After the writer stops, what is still on its way has this long to come back.
@@ -292,7 +296,7 @@ pub async fn goodput(
         let mut seq = 0u64;
         // Records below this are given up on (a stalled window after a loss).
         let mut written_off = 0u64;
-        while Instant::now() < window_end {
+        while Instant::now() < window_end && seq * (RECORD_LEN as u64) < max_bytes {
             if let Pacing::InFlight(limit) = pacing {
                 let limit = limit.max(chunk.len());
                 loop {

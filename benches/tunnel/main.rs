@@ -16,6 +16,7 @@
 mod client;
 mod lab_child;
 mod paths;
+mod profile;
 mod report;
 
 use std::path::PathBuf;
@@ -62,6 +63,20 @@ struct Args {
     /// Do not write the Markdown file, only print.
     #[arg(long)]
     no_write: bool,
+    /// Instead of the benchmark: profile the tunnel's processes under this tool with fixed
+    /// workloads (see bench/profile.sh).
+    #[arg(long, value_enum, value_name = "TOOL")]
+    profile: Option<profile::Tool>,
+    /// The path to profile: lab (the in-process lab, no consumers) or classic (proxy1 and
+    /// proxy2 processes).
+    #[arg(long, default_value = "lab", value_name = "PATH")]
+    profile_path: String,
+    /// Round trips in the profile's round-trip workload (plus 200 warm-up ones).
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    profile_round_trips: usize,
+    /// MiB echoed in the profile's bulk workload.
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    profile_mib: u64,
     /// Check the goodput record parser and exit.
     #[arg(long)]
     self_check: bool,
@@ -113,8 +128,8 @@ fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let logs = manifest.join("target/bench-logs");
     std::fs::create_dir_all(&logs)?;
-    let needs_kcptun = selected.contains(&PathKind::Kcptun);
-    let tools = Tools {
+    let needs_kcptun = selected.contains(&PathKind::Kcptun) && args.profile.is_none();
+    let mut tools = Tools {
         tunlab: PathBuf::from(env!("CARGO_BIN_EXE_tunlab")),
         kcptun_client: if needs_kcptun {
             find_tool("kcptun-client")?
@@ -127,7 +142,26 @@ fn main() -> anyhow::Result<()> {
             PathBuf::new()
         },
         logs: logs.clone(),
+        wrapper: Vec::new(),
     };
+    if let Some(tool) = args.profile {
+        let kind = match args.profile_path.as_str() {
+            "lab" => PathKind::Lab(LabOptions {
+                events: false,
+                capture: false,
+            }),
+            "classic" => PathKind::Classic,
+            other => anyhow::bail!("--profile-path is lab or classic, not {other:?}"),
+        };
+        return profile::run(
+            tool,
+            kind,
+            args.profile_round_trips,
+            args.profile_mib,
+            &mut tools,
+            &manifest.join("target/profile"),
+        );
+    }
 
     let started_at = Instant::now();
     let load_before = load_average();
@@ -257,13 +291,13 @@ async fn measure_path(
         Err(e) => round.errors.push(format!("concurrent: {e:#}")),
     }
     settle().await;
-    match client::goodput(target, goodput_time, window).await {
+    match client::goodput(target, goodput_time, u64::MAX, window).await {
         Ok(r) => round.goodput_bounded = Some(r),
         Err(e) => round.errors.push(format!("goodput (paced): {e:#}")),
     }
     settle().await;
     // Last: at full speed classic mode may leave queues full of stale data.
-    match client::goodput(target, goodput_time, Pacing::FullSpeed).await {
+    match client::goodput(target, goodput_time, u64::MAX, Pacing::FullSpeed).await {
         Ok(r) => round.goodput_full = Some(r),
         Err(e) => round.errors.push(format!("goodput (full speed): {e:#}")),
     }

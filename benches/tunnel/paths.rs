@@ -101,6 +101,38 @@ impl Process {
     }
 }
 
+impl Process {
+    /// Asks the process to stop (SIGTERM: the roles shut down cleanly, and a profiler in
+    /// front of them writes its results), then waits a bounded time before killing it.
+    fn terminate(&mut self, within: Duration) {
+        // Behind a tracer (strace) the role is the child's child: signal the role itself, so
+        // the tracer sees it exit and writes its summary.
+        let pid = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let mut targets: Vec<libc::pid_t> = children
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if targets.is_empty() {
+            targets.push(pid as libc::pid_t);
+        }
+        for target in targets {
+            // SAFETY: kill(2) on our own child (or its child); no memory is involved.
+            unsafe {
+                libc::kill(target, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -131,6 +163,26 @@ pub struct Tools {
     pub kcptun_client: PathBuf,
     pub kcptun_server: PathBuf,
     pub logs: PathBuf,
+    /// A command put in front of the tunnel's own processes (proxies, lab child), such as
+    /// `valgrind --tool=callgrind`; empty for a normal run.
+    pub wrapper: Vec<String>,
+}
+
+impl Tools {
+    /// A command for one of the tunnel's processes, behind the wrapper if there is one
+    /// (`{name}` in the wrapper's arguments becomes `name`).
+    fn tunnel_command(&self, program: &Path, name: &str) -> Command {
+        match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command
+                    .args(rest.iter().map(|arg| arg.replace("{name}", name)))
+                    .arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
 }
 
 /// The shared echo server process.
@@ -183,7 +235,7 @@ impl RunningPath {
                 let tcp = free_tcp_port()?;
                 running.processes.push(Process::spawn(
                     "tunlab proxy2",
-                    Command::new(&tools.tunlab).args([
+                    tools.tunnel_command(&tools.tunlab, "proxy2").args([
                         "proxy2",
                         &udp,
                         "127.0.0.1",
@@ -193,7 +245,7 @@ impl RunningPath {
                 )?);
                 running.processes.push(Process::spawn(
                     "tunlab proxy1",
-                    Command::new(&tools.tunlab).args([
+                    tools.tunnel_command(&tools.tunlab, "proxy1").args([
                         "proxy1",
                         &tcp.to_string(),
                         "127.0.0.1",
@@ -227,7 +279,7 @@ impl RunningPath {
                 running.target = localhost(tcp);
             }
             PathKind::Lab(options) => {
-                let lab = LabHandle::start(options, &log("lab"))?;
+                let lab = LabHandle::start(options, tools, &log("lab"))?;
                 running.lab = Some(lab.0);
                 running.target = lab.1;
             }
@@ -248,15 +300,24 @@ impl RunningPath {
 
     /// Stops the path; for the lab, returns what its consumers did.
     pub fn stop(mut self) -> Option<LabSummary> {
+        // proxy1 first, so proxy2 does not see its peer vanish mid-way through stopping.
+        for process in self.processes.iter_mut().rev() {
+            process.terminate(Duration::from_secs(30));
+        }
         self.lab.take().and_then(LabHandle::stop)
     }
 }
 
 impl LabHandle {
-    fn start(options: LabOptions, log: &Path) -> anyhow::Result<(LabHandle, SocketAddr)> {
+    fn start(
+        options: LabOptions,
+        tools: &Tools,
+        log: &Path,
+    ) -> anyhow::Result<(LabHandle, SocketAddr)> {
         let exe = std::env::current_exe().context("cannot find the bench binary")?;
         let log_file = std::fs::File::create(log)?;
-        let mut child = Command::new(exe)
+        let mut child = tools
+            .tunnel_command(&exe, "lab")
             .args(options.to_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -281,11 +342,12 @@ impl LabHandle {
             stdin,
             lines,
         };
-        // The lab binds and starts in milliseconds; a silent child is broken.
+        // The lab binds and starts in milliseconds (seconds under valgrind); a silent child
+        // is broken.
         let line = handle
             .lines
-            .recv_timeout(Duration::from_secs(10))
-            .context("the lab child did not say READY within 10 s")?;
+            .recv_timeout(Duration::from_secs(30))
+            .context("the lab child did not say READY within 30 s")?;
         let addr = line
             .strip_prefix("READY ")
             .and_then(|rest| rest.trim().parse().ok())
@@ -293,16 +355,30 @@ impl LabHandle {
         Ok((handle, addr))
     }
 
+    /// Closes the child's stdin (its signal to stop), reads its summary, and waits for it to
+    /// exit (a profiler in front of it writes its results on exit).
     fn stop(mut self) -> Option<LabSummary> {
         drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut summary = None;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let line = self.lines.recv_timeout(left).ok()?;
-            if let Some(summary) = LabSummary::parse(line.trim()) {
-                return Some(summary);
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(parsed) = LabSummary::parse(line.trim()) {
+                        summary = Some(parsed);
+                    }
+                }
+                // stdout closed: the child is exiting.
+                Err(_) => break,
             }
         }
-        None
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.process.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        summary
     }
 }
 
