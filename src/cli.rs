@@ -280,6 +280,12 @@ where
 {
     let (events, mut rx) = EventSink::channel(16 * 1024);
     let verbose = common.verbose;
+    // Without -v the log shows no frames, so the roles need not build an event per datagram.
+    let events = if verbose {
+        events
+    } else {
+        events.without_frame_events()
+    };
     let printer = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
             if let Some(line) = describe(&event.kind, verbose) {

@@ -297,6 +297,8 @@ pub struct Event {
 pub struct EventSink {
     tx: Option<mpsc::Sender<Event>>,
     dropped: Arc<AtomicU64>,
+    /// Whether per-frame and per-read events are wanted (see [`EventSink::wants_frame_events`]).
+    frame_events: bool,
 }
 
 impl EventSink {
@@ -307,6 +309,7 @@ impl EventSink {
             EventSink {
                 tx: Some(tx),
                 dropped: Arc::default(),
+                frame_events: true,
             },
             rx,
         )
@@ -320,6 +323,20 @@ impl EventSink {
     /// Whether anyone is listening (lets hot paths skip building events nobody reads).
     pub fn is_enabled(&self) -> bool {
         self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
+    }
+
+    /// The same stream without per-frame events: for a consumer that only shows connections
+    /// and errors (a standalone role's log without `-v`), so the hot path does not build,
+    /// send and discard several events per datagram.
+    pub fn without_frame_events(mut self) -> Self {
+        self.frame_events = false;
+        self
+    }
+
+    /// Whether per-frame events are wanted: frames sent and received, TCP reads and writes,
+    /// client sends and echoes. Hot paths check this before building one.
+    pub fn wants_frame_events(&self) -> bool {
+        self.frame_events && self.is_enabled()
     }
 
     /// Sends without waiting; a full or closed stream counts the event as dropped.

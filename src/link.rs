@@ -200,7 +200,7 @@ impl LinkSocket {
         self.stats
             .sent_bytes
             .fetch_add(datagram.len() as u64, Ordering::Relaxed);
-        if self.events.is_enabled() {
+        if self.events.wants_frame_events() {
             self.events.emit(EventKind::FrameSent {
                 at: self.endpoint,
                 peer: to,
@@ -251,7 +251,7 @@ impl LinkSocket {
                 self.stats
                     .received_bytes
                     .fetch_add(len as u64, Ordering::Relaxed);
-                if self.events.is_enabled() {
+                if self.events.wants_frame_events() {
                     self.events.emit(EventKind::FrameReceived {
                         at: self.endpoint,
                         peer,

@@ -90,10 +90,12 @@ pub async fn run(
                 expected.drain(..consumed);
                 status.intact
             };
-            reader_events.emit(EventKind::Client {
-                client,
-                action: ClientAction::Echoed { len: n, intact },
-            });
+            if reader_events.wants_frame_events() {
+                reader_events.emit(EventKind::Client {
+                    client,
+                    action: ClientAction::Echoed { len: n, intact },
+                });
+            }
         }
     });
     tokio::pin!(reader_task);
@@ -111,7 +113,9 @@ pub async fn run(
                         break ClientEnd::Error;
                     }
                     status.lock().unwrap().sent_bytes += bytes.len() as u64;
-                    report(ClientAction::Sent(bytes.len()));
+                    if events.wants_frame_events() {
+                        report(ClientAction::Sent(bytes.len()));
+                    }
                 }
                 Some(ClientCommand::Close(how)) => {
                     close(writer, how).await;

@@ -64,12 +64,17 @@ async fn echo(mut stream: TcpStream, peer: SocketAddr, events: EventSink, stop: 
             break;
         }
         let n = read.unwrap_or(0);
-        events.emit(tcp(TcpAction::Read(n)));
+        let per_read = events.wants_frame_events();
+        if per_read {
+            events.emit(tcp(TcpAction::Read(n)));
+        }
         if stream.write_all(&buf[..n]).await.is_err() {
             events.emit(tcp(TcpAction::PeerClosed(CloseKind::Rst)));
             return;
         }
-        events.emit(tcp(TcpAction::Wrote(n)));
+        if per_read {
+            events.emit(tcp(TcpAction::Wrote(n)));
+        }
     }
     let _ = stream.shutdown().await;
     events.emit(tcp(TcpAction::Closed(CloseKind::Fin)));

@@ -96,6 +96,11 @@ impl Shared {
     }
 
     fn tcp_event(&self, id: Option<ConnId>, client: SocketAddr, action: TcpAction) {
+        if matches!(action, TcpAction::Read(_) | TcpAction::Wrote(_))
+            && !self.events().wants_frame_events()
+        {
+            return;
+        }
         self.events().emit(EventKind::Tcp {
             role: Role::Proxy1,
             id,

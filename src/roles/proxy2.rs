@@ -87,6 +87,11 @@ impl Shared {
     }
 
     fn tcp_event(&self, id: ConnId, action: TcpAction) {
+        if matches!(action, TcpAction::Read(_) | TcpAction::Wrote(_))
+            && !self.events().wants_frame_events()
+        {
+            return;
+        }
         self.events().emit(EventKind::Tcp {
             role: Role::Proxy2,
             id: Some(id),
