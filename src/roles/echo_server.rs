@@ -54,9 +54,13 @@ async fn echo(mut stream: TcpStream, peer: SocketAddr, events: EventSink, stop: 
         peer,
         action,
     };
+    // One cancellation future for the whole loop: making a new one per read registers and
+    // unregisters a waiter (two lock round trips) for every datagram or TCP read.
+    let cancelled = stop.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let read = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = &mut cancelled => return,
             read = stream.read(&mut buf) => read,
         };
         if let Some(how) = peer_close_kind(&read) {

@@ -172,9 +172,13 @@ pub async fn run(
     });
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut sweep = tokio::time::interval(super::proxy2::sweep_period(shared.config.idle_timeout));
+    // One cancellation future for the whole loop: making a new one per read registers and
+    // unregisters a waiter (two lock round trips) for every datagram or TCP read.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = &mut cancelled => break,
             _ = sweep.tick() => reclaim_idle(&shared).await,
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
@@ -393,9 +397,11 @@ async fn pump(
     let writer_shared = shared.clone();
     let writer_stop = stop.clone();
     let writer = tokio::spawn(async move {
+        let cancelled = writer_stop.cancelled();
+        tokio::pin!(cancelled);
         loop {
             let message = tokio::select! {
-                _ = writer_stop.cancelled() => break,
+                _ = &mut cancelled => break,
                 message = to_client_rx.recv() => message,
             };
             match message {
@@ -416,9 +422,13 @@ async fn pump(
     });
 
     let mut buf = vec![0u8; shared.link.mode().max_payload()];
+    // One cancellation future for the whole loop: making a new one per read registers and
+    // unregisters a waiter (two lock round trips) for every datagram or TCP read.
+    let cancelled = stop.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let read = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = &mut cancelled => break,
             read = from_client.read(&mut buf) => read,
         };
         if let Some(how) = peer_close_kind(&read) {

@@ -137,9 +137,13 @@ pub async fn run(link: LinkSocket, config: Proxy2Config, shutdown: CancellationT
     });
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut sweep = tokio::time::interval(sweep_period(shared.config.idle_timeout));
+    // One cancellation future for the whole loop: making a new one per read registers and
+    // unregisters a waiter (two lock round trips) for every datagram or TCP read.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = &mut cancelled => break,
             _ = sweep.tick() => reclaim_idle(&shared).await,
             received = shared.link.recv(&mut buf, None) => match received {
                 Ok(Received::Frame { frame, peer }) => {
@@ -302,9 +306,13 @@ async fn serve_connection(
     });
 
     let mut buf = vec![0u8; shared.link.mode().max_payload()];
+    // One cancellation future for the whole loop: making a new one per read registers and
+    // unregisters a waiter (two lock round trips) for every datagram or TCP read.
+    let cancelled = stop.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let read = tokio::select! {
-            _ = stop.cancelled() => {
+            _ = &mut cancelled => {
                 shared.tcp_event(id, TcpAction::Closed(CloseKind::Fin));
                 break;
             }
