@@ -9,7 +9,40 @@ pub mod proxy2;
 
 use std::io;
 
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
 use crate::event::CloseKind;
+
+/// A proxy reads up to this many frames' worth from a TCP connection at once and sends it
+/// as that many `D` frames: one read system call per burst instead of one per datagram.
+pub(crate) const FRAMES_PER_READ: usize = 32;
+
+/// A proxy's writer takes up to this many queued frames at once and writes their payloads
+/// to TCP in one go: one write system call per burst instead of one per datagram.
+pub(crate) const FRAMES_PER_WRITE: usize = 64;
+
+/// Writes `chunks` in order with one `write_all`: a single chunk as it is, several copied
+/// together into `scratch` first. Returns the bytes written.
+pub(crate) async fn write_coalesced<W: AsyncWrite + Unpin, C: AsRef<[u8]>>(
+    writer: &mut W,
+    chunks: &[C],
+    scratch: &mut Vec<u8>,
+) -> io::Result<usize> {
+    match chunks {
+        [] => Ok(0),
+        [one] => {
+            let one = one.as_ref();
+            writer.write_all(one).await.map(|()| one.len())
+        }
+        many => {
+            scratch.clear();
+            for chunk in many {
+                scratch.extend_from_slice(chunk.as_ref());
+            }
+            writer.write_all(scratch).await.map(|()| scratch.len())
+        }
+    }
+}
 
 /// Reads what a TCP read result says about how the peer closed, if it did.
 pub(crate) fn peer_close_kind(result: &io::Result<usize>) -> Option<CloseKind> {

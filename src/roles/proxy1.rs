@@ -59,6 +59,16 @@ enum ToClient {
     PeerClosed,
 }
 
+/// The bytes a message puts on the client's socket (none for the close).
+impl AsRef<[u8]> for ToClient {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            ToClient::Data(data) => data,
+            ToClient::PeerClosed => &[],
+        }
+    }
+}
+
 enum Phase {
     /// `C` sent; the first `OK` (true) or `NOK` (false) goes here.
     Connecting(Option<oneshot::Sender<bool>>),
@@ -399,29 +409,36 @@ async fn pump(
     let writer = tokio::spawn(async move {
         let cancelled = writer_stop.cancelled();
         tokio::pin!(cancelled);
-        loop {
-            let message = tokio::select! {
+        let mut queued = Vec::with_capacity(super::FRAMES_PER_WRITE);
+        let mut scratch = Vec::new();
+        'serve: loop {
+            let received = tokio::select! {
                 _ = &mut cancelled => break,
-                message = to_client_rx.recv() => message,
+                received = to_client_rx.recv_many(&mut queued, super::FRAMES_PER_WRITE) => received,
             };
-            match message {
-                Some(ToClient::Data(data)) => {
-                    if to_client.write_all(&data).await.is_err() {
-                        break;
-                    }
-                    writer_shared.tcp_event(Some(id), client, TcpAction::Wrote(data.len()));
+            // Data queued before proxy2's X goes out (in one write), then the FIN.
+            let closed_at = queued
+                .iter()
+                .position(|message| matches!(message, ToClient::PeerClosed));
+            let data = &queued[..closed_at.unwrap_or(queued.len())];
+            if !data.is_empty() {
+                match super::write_coalesced(&mut to_client, data, &mut scratch).await {
+                    Ok(n) => writer_shared.tcp_event(Some(id), client, TcpAction::Wrote(n)),
+                    Err(_) => break 'serve,
                 }
-                Some(ToClient::PeerClosed) | None => {
-                    let _ = to_client.shutdown().await;
-                    writer_shared.tcp_event(Some(id), client, TcpAction::Closed(CloseKind::Fin));
-                    break;
-                }
+            }
+            queued.clear();
+            if received == 0 || closed_at.is_some() {
+                let _ = to_client.shutdown().await;
+                writer_shared.tcp_event(Some(id), client, TcpAction::Closed(CloseKind::Fin));
+                break;
             }
         }
         writer_stop.cancel();
     });
 
-    let mut buf = vec![0u8; shared.link.mode().max_payload()];
+    let max_payload = shared.link.mode().max_payload();
+    let mut buf = vec![0u8; max_payload * super::FRAMES_PER_READ];
     // One cancellation future for the whole loop: making a new one per read registers and
     // unregisters a waiter (two lock round trips) for every datagram or TCP read.
     let cancelled = stop.cancelled();
@@ -440,12 +457,9 @@ async fn pump(
         let n = read.unwrap_or(0);
         activity.touch();
         shared.tcp_event(Some(id), client, TcpAction::Read(n));
-        shared
-            .send(Frame::Data {
-                id,
-                payload: &buf[..n],
-            })
-            .await;
+        for payload in buf[..n].chunks(max_payload) {
+            shared.send(Frame::Data { id, payload }).await;
+        }
     }
     stop.cancel();
     let _ = writer.await;

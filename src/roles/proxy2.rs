@@ -296,16 +296,25 @@ async fn serve_connection(
     // sender) is dropped, and then closes the server connection with a FIN.
     let writer_shared = shared.clone();
     let writer = tokio::spawn(async move {
-        while let Some(data) = queue_rx.recv().await {
-            if to_server.write_all(&data).await.is_err() {
-                break;
+        let mut queued = Vec::with_capacity(super::FRAMES_PER_WRITE);
+        let mut scratch = Vec::new();
+        while queue_rx
+            .recv_many(&mut queued, super::FRAMES_PER_WRITE)
+            .await
+            > 0
+        {
+            let written = super::write_coalesced(&mut to_server, &queued, &mut scratch).await;
+            queued.clear();
+            match written {
+                Ok(n) => writer_shared.tcp_event(id, TcpAction::Wrote(n)),
+                Err(_) => break,
             }
-            writer_shared.tcp_event(id, TcpAction::Wrote(data.len()));
         }
         let _ = to_server.shutdown().await;
     });
 
-    let mut buf = vec![0u8; shared.link.mode().max_payload()];
+    let max_payload = shared.link.mode().max_payload();
+    let mut buf = vec![0u8; max_payload * super::FRAMES_PER_READ];
     // One cancellation future for the whole loop: making a new one per read registers and
     // unregisters a waiter (two lock round trips) for every datagram or TCP read.
     let cancelled = stop.cancelled();
@@ -331,15 +340,9 @@ async fn serve_connection(
         let n = read.unwrap_or(0);
         activity.touch();
         shared.tcp_event(id, TcpAction::Read(n));
-        shared
-            .send(
-                Frame::Data {
-                    id,
-                    payload: &buf[..n],
-                },
-                peer,
-            )
-            .await;
+        for payload in buf[..n].chunks(max_payload) {
+            shared.send(Frame::Data { id, payload }, peer).await;
+        }
     }
     // Queue senders are gone once the slot is forgotten; the writer then flushes and closes.
     drop(writer);
