@@ -392,6 +392,38 @@ fn without_a_terminal_tunlab_runs_the_built_in_demo() {
     assert_eq!(run.report()["scenario"], "basic echo");
 }
 
+/// The annotated example in the README's "Headless scenarios" section.
+fn readme_example() -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("## Headless scenarios")
+        .nth(1)
+        .expect("the README has a Headless scenarios section");
+    let start = section.find("```toml\n").expect("with a toml example") + "```toml\n".len();
+    let end = start + section[start..].find("```").unwrap();
+    section[start..end].to_string()
+}
+
+#[test]
+fn the_readme_example_scenario_runs_and_passes() {
+    let (dir, path) = temp_scenario("readme.toml", &readme_example());
+    let report_path = dir.path().join("report.json");
+    let output = Command::new(TUNLAB)
+        .arg("--script")
+        .arg(&path)
+        .arg("--report")
+        .arg(&report_path)
+        // Anything the example writes (captures) stays in the temporary directory.
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let run = finish(output, &report_path);
+    run.assert_passed();
+    assert_eq!(run.report()["scenario"], "readme example");
+    assert_eq!(run.connection(3)["close"], "refused");
+}
+
 #[test]
 fn help_explains_the_headless_options() {
     let output = Command::new(TUNLAB).arg("--help").output().unwrap();

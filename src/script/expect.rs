@@ -326,7 +326,7 @@ fn echo_intact(selection: &ClientSel, facts: &[ClientFacts]) -> (bool, String) {
         (
             true,
             format!(
-                "{n} of {n} clients got all {bytes} bytes back unchanged",
+                "{n} of {n} clients got every byte back unchanged ({bytes} bytes in all)",
                 n = chosen.len()
             ),
         )

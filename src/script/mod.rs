@@ -69,11 +69,11 @@ pub async fn run_source(source: &Source, report_path: Option<&Path>) -> ExitCode
         None => None,
     };
     println!(
-        "scenario \"{}\" ({}): {} steps, {} expectations, deadline {}",
+        "scenario \"{}\" ({}): {}, {}, deadline {}",
         scenario.name,
         scenario.file,
-        scenario.steps.len(),
-        scenario.expectations.len(),
+        counted(scenario.steps.len(), "step"),
+        counted(scenario.expectations.len(), "expectation"),
         humantime::format_duration(scenario.deadline)
     );
     if let Some(description) = &scenario.description {
@@ -111,6 +111,11 @@ pub async fn run_source(source: &Source, report_path: Option<&Path>) -> ExitCode
     } else {
         EXIT_FAILED
     })
+}
+
+/// "1 step", "3 steps".
+fn counted(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 fn invalid(error: &ScenarioError) -> ExitCode {

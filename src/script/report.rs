@@ -249,7 +249,7 @@ impl Report {
             let line = e.line.map_or("        ".into(), |l| format!("line {l:<3}"));
             let _ = writeln!(
                 out,
-                "  {}  {line}  {}: {}",
+                "  {}  {line}  {} — {}",
                 if e.passed { "pass" } else { "FAIL" },
                 e.name,
                 e.detail

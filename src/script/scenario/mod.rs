@@ -466,7 +466,7 @@ impl Check {
                     Counted::Sent => "sent",
                     Counted::Received => "received",
                 };
-                format!("{kind} frames {direction} ({counted}): {bounds}")
+                format!("{kind} frames {counted} {direction}: {bounds}")
             }
             Check::Captured { kind, bounds } => format!("{kind} frames captured: {bounds}"),
             Check::NoMalformed => "no malformed frames".into(),
