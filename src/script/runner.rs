@@ -77,16 +77,21 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
         steps_completed: 0,
     };
 
+    // Everything from here to the last step is bounded by the deadline.
     let deadline = runner.started + scenario.deadline;
-    let failure = match runner.start_clients(scenario.lab.clients).await {
-        Err(StepFailure(why)) => Some(format!("the lab's first clients did not start: {why}")),
-        Ok(()) => {
-            match tokio::time::timeout_at(deadline, runner.run_steps(&scenario.steps)).await {
-                Ok(Ok(())) => None,
-                Ok(Err(StepFailure(why))) => Some(why),
-                Err(_elapsed) => Some(runner.deadline_message(scenario)),
-            }
-        }
+    let steps = async {
+        runner
+            .start_clients(scenario.lab.clients)
+            .await
+            .map_err(|StepFailure(why)| {
+                StepFailure(format!("the lab's first clients did not start: {why}"))
+            })?;
+        runner.run_steps(&scenario.steps).await
+    };
+    let failure = match tokio::time::timeout_at(deadline, steps).await {
+        Ok(Ok(())) => None,
+        Ok(Err(StepFailure(why))) => Some(why),
+        Err(_elapsed) => Some(runner.deadline_message(scenario)),
     };
     if let Some(why) = &failure {
         println!("{} {why}", runner.stamp());
