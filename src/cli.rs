@@ -2,6 +2,7 @@
 //! scripts' argument shapes so any piece can be swapped for a Python script.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -37,7 +38,9 @@ Examples:
   tunlab echo-server 1818                  just the echo server
   tunlab proxy2 3328 localhost 1818        proxy2 on UDP 3328, toward the server
   tunlab proxy1 3327 localhost 3328        proxy1 on TCP 3327, toward proxy2
-  tunlab echo-client localhost 3327        type lines, see their echo";
+  tunlab echo-client localhost 3327        type lines, see their echo
+  tunlab --script assets/scenarios/basic.toml --report report.json
+                                           a scenario headless, for CI";
 
 #[derive(Debug, Parser)]
 #[command(name = "tunlab", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
@@ -73,6 +76,15 @@ pub struct LabArgs {
     pub proxy1: Proxy1Tuning,
     #[command(flatten)]
     pub proxy2: Proxy2Tuning,
+    /// Run this scenario headless instead of the interactive lab: exit code 0 when every
+    /// expectation holds, 1 when one fails, 2 when the scenario is invalid. The scenario sets
+    /// up its own lab (ports, clients, timings), so the other lab options do not apply.
+    #[arg(long, value_name = "FILE", help_heading = "Headless")]
+    pub script: Option<PathBuf>,
+    /// Write a JSON report of the headless run (a --script, or the built-in demo that runs
+    /// when stdout is not a terminal).
+    #[arg(long, value_name = "FILE", help_heading = "Headless")]
+    pub report: Option<PathBuf>,
 }
 
 /// Settings of the UDP link that both proxies share.
