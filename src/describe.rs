@@ -4,20 +4,29 @@
 use crate::event::{ClientAction, ConnState, EventKind, FrameSummary, Ignored, TcpAction};
 
 /// Escapes bytes for display: printable ASCII as is, `\n`, `\r`, `\t`, everything else `\xNN`.
+///
+/// The TUI labels every frame it traces with this, so it avoids the formatting machinery
+/// (a `format!` per byte made binary payloads the TUI's largest cost).
 pub fn escape_bytes(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 2);
     for &b in bytes {
         match b {
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            b'\\' => out.push_str("\\\\"),
-            b'"' => out.push_str("\\\""),
-            0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02x}")),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            0x20..=0x7e => out.push(b),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
         }
     }
-    out
+    String::from_utf8(out).expect("only printable ASCII is written")
 }
 
 /// `D3 len=5 "hola\n"`, `C3`, `OK3`…: how a frame reads in traces (the dissector's Info
@@ -145,4 +154,26 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
             format!("{} {}: {message}", level.label(), role.label())
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_bytes;
+
+    #[test]
+    fn escapes_every_byte_value_as_documented() {
+        for b in 0..=255u8 {
+            let want = match b {
+                b'\n' => "\\n".to_string(),
+                b'\r' => "\\r".to_string(),
+                b'\t' => "\\t".to_string(),
+                b'\\' => "\\\\".to_string(),
+                b'"' => "\\\"".to_string(),
+                0x20..=0x7e => (b as char).to_string(),
+                _ => format!("\\x{b:02x}"),
+            };
+            assert_eq!(escape_bytes(&[b]), want, "byte {b:#04x}");
+        }
+        assert_eq!(escape_bytes(b"hola\n\x00\xff"), "hola\\n\\x00\\xff");
+    }
 }
