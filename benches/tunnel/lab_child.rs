@@ -15,23 +15,26 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tunlab::capture::{CaptureTap, TapRecord};
-use tunlab::describe::describe;
-use tunlab::event::{Endpoint, Event, EventKind, EventSink};
+use tunlab::describe::{describe, frame_label};
+use tunlab::event::{Endpoint, Event, EventKind, EventSink, FrameSummary, TcpAction};
 use tunlab::lab::{Lab, LabConfig};
 use tunlab::wire::ConnId;
 
 /// Which event consumer the "events on" rows use.
-pub const EVENT_CONSUMER: &str = "bench stand-in for the TUI: `describe()` of every event (frames \
-     included) into a 2000-line scroll-back, plus per-connection frame counters";
+pub const EVENT_CONSUMER: &str = "bench stand-in for the TUI's event fold (until the TUI merges): \
+     batches of up to 4096 events (`recv_many`, as the TUI's loop does); per event a log line \
+     from `describe()` when it has one, per-connection frame and byte counters, and for each \
+     frame sent or TCP read/write a trace entry plus a formatted ladder label in 512-entry rings";
 
 /// Which capture writer the "capture on" rows use.
-pub const CAPTURE_WRITER: &str = "bench stand-in for the capture writer: every TapRecord \
-     (timestamp, addresses, datagram) appended to a file through a 256 KiB BufWriter on its own \
-     thread";
+pub const CAPTURE_WRITER: &str = "bench stand-in for the capture writer (until issue 3 merges), \
+     shaped like it: a dedicated thread takes a record, then whatever else is queued, encodes \
+     each as a classic-pcap record (Ethernet, IPv4 and UDP headers with checksums) and writes \
+     the batch to a file in one write; tap queue of 8192 records";
 
 /// Event channel capacity, as `tunlab`'s own lab front end uses.
 const EVENT_CAPACITY: usize = 64 * 1024;
@@ -111,41 +114,100 @@ impl LabSummary {
     }
 }
 
-/// The TUI stand-in's state: roughly what a live view keeps per event.
-#[derive(Default)]
+/// A bounded queue that forgets its oldest entries, like the TUI's rings.
+struct Ring<T> {
+    items: VecDeque<T>,
+    capacity: usize,
+}
+
+impl<T> Ring<T> {
+    fn new(capacity: usize) -> Self {
+        Ring {
+            items: VecDeque::with_capacity(capacity),
+            capacity,
+        }
+    }
+    fn push(&mut self, item: T) {
+        if self.items.len() == self.capacity {
+            self.items.pop_front();
+        }
+        self.items.push_back(item);
+    }
+}
+
+/// What a live view keeps per connection id.
+struct ConnView {
+    frames: u64,
+    bytes: u64,
+    trace: Ring<(Duration, FrameSummary)>,
+    ladder: Ring<(Duration, String)>,
+}
+
+impl Default for ConnView {
+    fn default() -> Self {
+        ConnView {
+            frames: 0,
+            bytes: 0,
+            trace: Ring::new(512),
+            ladder: Ring::new(512),
+        }
+    }
+}
+
+/// The TUI stand-in's state: the work the TUI's `update` does per event, without a screen.
 struct ViewState {
-    lines: VecDeque<String>,
-    frames_per_connection: HashMap<(Endpoint, ConnId), u64>,
+    started: SystemTime,
+    log: Ring<(Duration, String)>,
+    conns: HashMap<(Endpoint, ConnId), ConnView>,
     seen: u64,
 }
 
 impl ViewState {
-    const SCROLLBACK: usize = 2000;
+    fn new() -> Self {
+        ViewState {
+            started: SystemTime::now(),
+            log: Ring::new(500),
+            conns: HashMap::new(),
+            seen: 0,
+        }
+    }
 
     fn update(&mut self, event: Event) {
         self.seen += 1;
-        if let EventKind::FrameSent { at, frame, .. } | EventKind::FrameReceived { at, frame, .. } =
-            &event.kind
-        {
-            *self
-                .frames_per_connection
-                .entry((*at, frame.id))
-                .or_default() += 1;
+        let time = event.time.duration_since(self.started).unwrap_or_default();
+        if let Some(line) = describe(&event.kind, false) {
+            self.log.push((time, line));
         }
-        if let Some(line) = describe(&event.kind, true) {
-            if self.lines.len() == Self::SCROLLBACK {
-                self.lines.pop_front();
+        match event.kind {
+            EventKind::FrameSent { at, frame, .. } => {
+                let conn = self.conns.entry((at, frame.id)).or_default();
+                conn.frames += 1;
+                conn.bytes += frame.payload_len as u64;
+                conn.ladder.push((time, frame_label(&frame)));
+                conn.trace.push((time, frame));
             }
-            self.lines.push_back(line);
+            EventKind::Tcp {
+                id: Some(id),
+                action: TcpAction::Read(n) | TcpAction::Wrote(n),
+                ..
+            } => {
+                let conn = self.conns.entry((Endpoint::Proxy1, id)).or_default();
+                conn.ladder.push((time, format!("{n} B")));
+            }
+            _ => {}
         }
     }
 }
 
 fn spawn_event_consumer(mut rx: mpsc::Receiver<Event>) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {
-        let mut view = ViewState::default();
-        while let Some(event) = rx.recv().await {
-            view.update(event);
+        const BATCH: usize = 4096;
+        let mut view = ViewState::new();
+        let mut batch = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut batch, BATCH).await > 0 {
+            for event in batch.drain(..) {
+                view.update(event);
+            }
         }
         view.seen
     })
@@ -166,28 +228,86 @@ fn spawn_capture_writer(
 ) -> std::thread::JoinHandle<std::io::Result<()>> {
     std::thread::spawn(move || {
         let file = std::fs::File::create(&path)?;
-        let mut out = std::io::BufWriter::with_capacity(256 * 1024, file);
-        while let Some(record) = rx.blocking_recv() {
-            let micros = record
-                .time
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_micros() as u64;
-            out.write_all(&micros.to_le_bytes())?;
-            out.write_all(record.src.to_string().as_bytes())?;
-            out.write_all(b" ")?;
-            out.write_all(record.dst.to_string().as_bytes())?;
-            out.write_all(&(record.datagram.len() as u32).to_le_bytes())?;
-            out.write_all(&record.datagram)?;
+        let mut out = file;
+        let encode = |out: &mut Vec<u8>, record: TapRecord| {
+            pcap_record(out, &record);
             counts.records.fetch_add(1, Ordering::Relaxed);
             counts
                 .bytes
                 .fetch_add(record.datagram.len() as u64, Ordering::Relaxed);
+        };
+        let mut batch = Vec::with_capacity(256 * 1024);
+        while let Some(first) = rx.blocking_recv() {
+            encode(&mut batch, first);
+            while let Ok(record) = rx.try_recv() {
+                encode(&mut batch, record);
+            }
+            // The queue is momentarily empty: what we have goes to the file now.
+            out.write_all(&batch)?;
+            batch.clear();
         }
         out.flush()?;
         drop(out);
         std::fs::remove_file(&path)
     })
+}
+
+/// Appends one classic-pcap record: record header, Ethernet II, IPv4 and UDP headers with
+/// valid checksums, then the datagram: the work a pcap writer does per frame.
+fn pcap_record(out: &mut Vec<u8>, record: &TapRecord) {
+    fn octets(addr: std::net::SocketAddr) -> [u8; 4] {
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => ip.octets(),
+            std::net::IpAddr::V6(_) => [0; 4],
+        }
+    }
+    fn sum(bytes: &[u8], mut acc: u32) -> u32 {
+        let mut pairs = bytes.chunks_exact(2);
+        for pair in &mut pairs {
+            acc += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+        }
+        if let [last] = pairs.remainder() {
+            acc += u32::from(*last) << 8;
+        }
+        acc
+    }
+    fn fold(mut acc: u32) -> u16 {
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        !(acc as u16)
+    }
+    let since = record.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let payload = &record.datagram;
+    let udp_len = 8 + payload.len() as u16;
+    let ip_len = 20 + udp_len;
+    let frame_len = 14 + u32::from(ip_len);
+    let (src, dst) = (octets(record.src), octets(record.dst));
+    out.extend_from_slice(&(since.as_secs() as u32).to_le_bytes());
+    out.extend_from_slice(&since.subsec_micros().to_le_bytes());
+    out.extend_from_slice(&frame_len.to_le_bytes());
+    out.extend_from_slice(&frame_len.to_le_bytes());
+    out.extend_from_slice(&[0; 12]);
+    out.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&dst);
+    let ip_checksum = fold(sum(&ip, 0));
+    ip[10..12].copy_from_slice(&ip_checksum.to_be_bytes());
+    out.extend_from_slice(&ip);
+    let mut udp = [0u8; 8];
+    udp[0..2].copy_from_slice(&record.src.port().to_be_bytes());
+    udp[2..4].copy_from_slice(&record.dst.port().to_be_bytes());
+    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    let pseudo = sum(&src, sum(&dst, 17 + u32::from(udp_len)));
+    let udp_checksum = fold(sum(payload, sum(&udp, pseudo)));
+    udp[6..8].copy_from_slice(&udp_checksum.to_be_bytes());
+    out.extend_from_slice(&udp);
+    out.extend_from_slice(payload);
 }
 
 /// The child's `main`: start the lab, print `READY <proxy1 address>`, run until stdin

@@ -67,8 +67,8 @@ struct Args {
     /// workloads (see bench/profile.sh).
     #[arg(long, value_enum, value_name = "TOOL")]
     profile: Option<profile::Tool>,
-    /// The path to profile: lab (the in-process lab, no consumers) or classic (proxy1 and
-    /// proxy2 processes).
+    /// The path to profile: classic (proxy1 and proxy2 processes), lab (the in-process lab,
+    /// no consumers), lab-events, lab-capture or lab-both.
     #[arg(long, default_value = "lab", value_name = "PATH")]
     profile_path: String,
     /// Round trips in the profile's round-trip workload (plus 200 warm-up ones).
@@ -145,14 +145,18 @@ fn main() -> anyhow::Result<()> {
         wrapper: Vec::new(),
     };
     if let Some(tool) = args.profile {
-        let kind = match args.profile_path.as_str() {
-            "lab" => PathKind::Lab(LabOptions {
-                events: false,
-                capture: false,
-            }),
-            "classic" => PathKind::Classic,
-            other => anyhow::bail!("--profile-path is lab or classic, not {other:?}"),
-        };
+        let kind = all_paths()
+            .into_iter()
+            .find(|(name, kind)| {
+                *name == args.profile_path && matches!(kind, PathKind::Classic | PathKind::Lab(_))
+            })
+            .map(|(_, kind)| kind)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--profile-path is one of classic, lab, lab-events, lab-capture, lab-both; not {:?}",
+                    args.profile_path
+                )
+            })?;
         return profile::run(
             tool,
             kind,

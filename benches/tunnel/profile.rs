@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::client::{self, Pacing};
+use crate::lab_child::LabOptions;
 use crate::paths::{EchoServer, PathKind, RunningPath, Tools};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -74,7 +75,19 @@ pub fn run(
     std::fs::create_dir_all(out_dir)?;
     let label = match kind {
         PathKind::Classic => "classic",
-        PathKind::Lab(_) => "lab",
+        PathKind::Lab(LabOptions {
+            events: false,
+            capture: false,
+        }) => "lab",
+        PathKind::Lab(LabOptions {
+            events: true,
+            capture: false,
+        }) => "lab-events",
+        PathKind::Lab(LabOptions {
+            events: false,
+            capture: true,
+        }) => "lab-capture",
+        PathKind::Lab(_) => "lab-both",
         other => anyhow::bail!(
             "only the tunnel paths can be profiled, not {}",
             other.name()
