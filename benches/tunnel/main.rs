@@ -301,10 +301,14 @@ async fn measure_path(
     }
     settle().await;
     // Last: at full speed classic mode may leave queues full of stale data.
+    let drops_before = udp_receive_buffer_drops();
     match client::goodput(target, goodput_time, u64::MAX, Pacing::FullSpeed).await {
         Ok(r) => round.goodput_full = Some(r),
         Err(e) => round.errors.push(format!("goodput (full speed): {e:#}")),
     }
+    round.udp_drops_full_speed = udp_receive_buffer_drops()
+        .zip(drops_before)
+        .map(|(after, before)| after.saturating_sub(before));
     if let Err(e) = path.check_alive() {
         round.errors.push(format!("{e:#}"));
     }
@@ -343,6 +347,16 @@ fn one_line(round: &Round) -> String {
         parts.push(format!("ERROR {e}"));
     }
     parts.join(" | ")
+}
+
+/// The kernel's count of UDP datagrams dropped because a socket's receive buffer was full
+/// (machine-wide: `RcvbufErrors` in /proc/net/snmp).
+fn udp_receive_buffer_drops() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(at)?.parse().ok()
 }
 
 fn load_average() -> String {

@@ -20,6 +20,9 @@ pub struct Round {
     pub goodput_full: Option<GoodputResult>,
     pub concurrent: Option<ConcurrentResult>,
     pub lab: Option<LabSummary>,
+    /// UDP datagrams the kernel dropped for a full receive buffer during the full-speed
+    /// goodput test (machine-wide counter).
+    pub udp_drops_full_speed: Option<u64>,
     /// What went wrong, if anything (the path still gets a row).
     pub errors: Vec<String>,
 }
@@ -231,7 +234,10 @@ pub fn render(info: &RunInfo, results: &[PathResult]) -> String {
                 w,
                 "The writer never waits for the echo. TCP and kcptun push back (flow control); \
                  classic mode has none, so what the far side cannot absorb is lost. \"intact\" is \
-                 the share of bytes sent that came back unchanged (whole 1 KiB records).\n"
+                 the share of bytes sent that came back unchanged (whole 1 KiB records). \"UDP \
+                 drops\" is the kernel's count of datagrams dropped at a full socket receive \
+                 buffer during these tests, summed over rounds (machine-wide, so other programs' \
+                 drops count too).\n"
             );
         } else {
             let _ = writeln!(
@@ -245,14 +251,32 @@ pub fn render(info: &RunInfo, results: &[PathResult]) -> String {
                 }
             );
         }
-        let _ = writeln!(w, "| path | MB/s | ×TCP | ×kcptun | intact |");
-        let _ = writeln!(w, "|---|---:|---:|---:|---:|");
+        if full {
+            let _ = writeln!(
+                w,
+                "| path | MB/s | ×TCP | ×kcptun | intact | UDP drops (rcvbuf full) |"
+            );
+            let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|");
+        } else {
+            let _ = writeln!(w, "| path | MB/s | ×TCP | ×kcptun | intact |");
+            let _ = writeln!(w, "|---|---:|---:|---:|---:|");
+        }
         let (dg, kg) = base(&|r: &PathResult| r.goodput_mb(full));
         for r in results {
             let g = r.goodput_mb(full);
+            let drops = if full {
+                let drops: Vec<u64> = r
+                    .rounds
+                    .iter()
+                    .filter_map(|x| x.udp_drops_full_speed)
+                    .collect();
+                format!(" {} |", drops.iter().sum::<u64>())
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |{drops}",
                 r.kind.name(),
                 fmt_opt(g, 1),
                 ratio(g, dg),
