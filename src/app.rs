@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::cli::LabArgs;
+use crate::capture::CaptureWriter;
+use crate::cli::{LabArgs, wait_for_signal};
 use crate::describe::describe;
 use crate::event::{CloseKind, EventSink};
 use crate::lab::{Lab, LabConfig};
@@ -26,7 +27,7 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
 }
 
 /// Runs the lab with the built-in demo: every client sends the simple message, checks the
-/// echo, and closes with a FIN.
+/// echo, and closes with a FIN. Ctrl-C or SIGTERM ends it early, cleanly.
 pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     let (events, mut rx) = EventSink::channel(64 * 1024);
     let printer = tokio::spawn(async move {
@@ -36,7 +37,66 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    let mut lab = Lab::start(lab_config(&args), events).await?;
+    let capture = match args.capture.plan() {
+        Some(plan) => Some(CaptureWriter::start(plan, events.clone())?),
+        None => None,
+    };
+    let config = LabConfig {
+        capture: capture.as_ref().map(CaptureWriter::tap),
+        ..lab_config(&args)
+    };
+    let mut lab = match Lab::start(config, events).await {
+        Ok(lab) => lab,
+        Err(e) => {
+            if let Some(capture) = capture {
+                capture.abandon().await;
+            }
+            return Err(e);
+        }
+    };
+    if let Some(capture) = &capture {
+        println!("capturing the link to {}", capture.status().path().display());
+    }
+    // None when Ctrl-C or SIGTERM came first.
+    let outcome = tokio::select! {
+        result = demo(&mut lab, &args) => Some(result),
+        _ = wait_for_signal() => None,
+    };
+    let snapshot = lab.snapshot();
+    lab.shutdown().await;
+    // After the roles have stopped, so every frame they sent is in the file.
+    if let Some(capture) = capture {
+        println!("{}", capture.finish().await.describe());
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
+    match outcome {
+        Some(result) => result?,
+        None => {
+            println!("interrupted before the demo finished");
+            // The shell's convention for "ended by Ctrl-C".
+            return Ok(ExitCode::from(130));
+        }
+    }
+    let mut ok = true;
+    for (id, status) in &snapshot.clients {
+        let intact = status.intact && status.echoed_bytes == status.sent_bytes;
+        ok &= intact;
+        println!(
+            "client {id}: sent {} bytes, echoed {} bytes, {}",
+            status.sent_bytes,
+            status.echoed_bytes,
+            if intact { "intact" } else { "NOT intact" }
+        );
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The demo's traffic: each client sends the simple message, waits for its echo, closes.
+async fn demo(lab: &mut Lab, args: &LabArgs) -> anyhow::Result<()> {
     let mut clients = Vec::new();
     for _ in 0..args.clients {
         clients.push(lab.add_client().await?);
@@ -58,23 +118,5 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         let _ = lab.client_close(client, CloseKind::Fin);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let snapshot = lab.snapshot();
-    lab.shutdown().await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
-    let mut ok = true;
-    for (id, status) in &snapshot.clients {
-        let intact = status.intact && status.echoed_bytes == status.sent_bytes;
-        ok &= intact;
-        println!(
-            "client {id}: sent {} bytes, echoed {} bytes, {}",
-            status.sent_bytes,
-            status.echoed_bytes,
-            if intact { "intact" } else { "NOT intact" }
-        );
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(())
 }

@@ -2,14 +2,16 @@
 //! scripts' argument shapes so any piece can be swapped for a Python script.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::capture::{CaptureFormat, CapturePlan, CaptureTap, CaptureTarget, CaptureWriter};
 use crate::describe::describe;
-use crate::event::{EventSink, Level};
+use crate::event::{EventSink, Level, Role};
 use crate::lab::{DEFAULT_PROXY1_PORT, DEFAULT_PROXY2_PORT, DEFAULT_SERVER_PORT};
 use crate::link::LinkSocket;
 use crate::net::{bind_tcp, bind_udp, local_bind_towards, resolve};
@@ -69,6 +71,69 @@ pub struct LabArgs {
     pub proxy2_port: u16,
     #[command(flatten)]
     pub tunnel: TunnelArgs,
+    #[command(flatten)]
+    pub capture: LabCaptureArgs,
+}
+
+/// How the lab records the link.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Capture")]
+pub struct LabCaptureArgs {
+    /// Directory for captures: one file per run, named by its start time, e.g.
+    /// tunlab-20261122-184501.pcap (created if missing; nothing is overwritten).
+    #[arg(long, default_value = "captures", value_name = "DIR")]
+    pub capture_dir: PathBuf,
+    /// Do not record the link.
+    #[arg(long, conflicts_with = "capture_dir")]
+    pub no_capture: bool,
+    /// pcap (classic, opens in any tool) or pcapng (adds a lab description and per-frame comments).
+    #[arg(long, value_enum, default_value_t = CaptureFormat::Pcap, value_name = "FORMAT")]
+    pub capture_format: CaptureFormat,
+}
+
+impl LabCaptureArgs {
+    /// The capture to start, if any.
+    pub fn plan(&self) -> Option<CapturePlan> {
+        (!self.no_capture).then(|| {
+            CapturePlan::new(
+                CaptureTarget::Dir(self.capture_dir.clone()),
+                self.capture_format,
+                "tunlab lab: every UDP frame between proxy1 and proxy2",
+                // The writer's messages appear under proxy1, the link's client end.
+                Role::Proxy1,
+            )
+        })
+    }
+}
+
+/// How a standalone proxy records its side of the link.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Capture")]
+pub struct ProxyCaptureArgs {
+    /// Record every UDP frame this proxy sends and receives to FILE (replaced if it exists).
+    /// The file is complete after Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
+    /// pcap (classic, opens in any tool) or pcapng (adds a description and per-frame comments).
+    #[arg(long, value_enum, default_value_t = CaptureFormat::Pcap, value_name = "FORMAT")]
+    pub capture_format: CaptureFormat,
+}
+
+impl ProxyCaptureArgs {
+    /// The capture to start, if any; `role` names the proxy in the file and the log.
+    pub fn plan(&self, role: Role) -> Option<CapturePlan> {
+        self.capture.as_ref().map(|file| {
+            CapturePlan::new(
+                CaptureTarget::File(file.clone()),
+                self.capture_format,
+                format!(
+                    "tunlab {} (standalone): every UDP frame it sent and received",
+                    role.label()
+                ),
+                role,
+            )
+        })
+    }
 }
 
 /// Timings of the tunnel, shared by the lab and the standalone proxies.
@@ -159,6 +224,8 @@ pub struct Proxy2Args {
     pub common: StandaloneArgs,
     #[command(flatten)]
     pub tunnel: TunnelArgs,
+    #[command(flatten)]
+    pub capture: ProxyCaptureArgs,
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +240,8 @@ pub struct Proxy1Args {
     pub common: StandaloneArgs,
     #[command(flatten)]
     pub tunnel: TunnelArgs,
+    #[command(flatten)]
+    pub capture: ProxyCaptureArgs,
 }
 
 #[derive(Debug, Args)]
@@ -210,7 +279,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => crate::app::run_lab(cli.lab).await,
         Some(Command::EchoServer(args)) => {
             let listener = bind_tcp((args.common.bind, args.port).into())?;
-            run_standalone(&args.common, |events, stop| {
+            run_standalone(&args.common, None, |events, stop, _| {
                 echo_server::run(listener, events, stop)
             })
             .await
@@ -220,9 +289,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let socket = bind_udp((args.common.bind, args.udp_port).into())?;
             let config = args.tunnel.proxy2_config(server);
             let wire = args.tunnel.wire;
-            run_standalone(&args.common, |events, stop| async move {
+            let capture = args.capture.plan(Role::Proxy2);
+            run_standalone(&args.common, capture, |events, stop, tap| async move {
                 match LinkSocket::new(socket, crate::event::Endpoint::Proxy2, wire, events) {
-                    Ok(link) => proxy2::run(link, config, stop).await,
+                    Ok(link) => proxy2::run(with_tap(link, tap), config, stop).await,
                     Err(e) => eprintln!("error: {e}"),
                 }
             })
@@ -234,9 +304,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let socket = bind_udp(local_bind_towards(proxy2_addr))?;
             let config = args.tunnel.proxy1_config(proxy2_addr);
             let wire = args.tunnel.wire;
-            run_standalone(&args.common, |events, stop| async move {
+            let capture = args.capture.plan(Role::Proxy1);
+            run_standalone(&args.common, capture, |events, stop, tap| async move {
                 match LinkSocket::new(socket, crate::event::Endpoint::Proxy1, wire, events) {
-                    Ok(link) => proxy1::run(listener, link, config, stop).await,
+                    Ok(link) => proxy1::run(listener, with_tap(link, tap), config, stop).await,
                     Err(e) => eprintln!("error: {e}"),
                 }
             })
@@ -250,10 +321,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Runs one role until Ctrl-C or SIGTERM, printing its events on stderr.
-async fn run_standalone<F, Fut>(common: &StandaloneArgs, role: F) -> anyhow::Result<ExitCode>
+/// A standalone proxy is the only one of the pair in this process, so it records both what
+/// it sends and what it receives: the whole link.
+fn with_tap(link: LinkSocket, tap: Option<CaptureTap>) -> LinkSocket {
+    match tap {
+        Some(tap) => link.with_capture(tap, crate::link::TapScope::SentAndReceived),
+        None => link,
+    }
+}
+
+/// Runs one role until Ctrl-C or SIGTERM, printing its events on stderr, and records its link
+/// frames when `capture` says so (the file is finished after the role has stopped).
+async fn run_standalone<F, Fut>(
+    common: &StandaloneArgs,
+    capture: Option<CapturePlan>,
+    role: F,
+) -> anyhow::Result<ExitCode>
 where
-    F: FnOnce(EventSink, CancellationToken) -> Fut,
+    F: FnOnce(EventSink, CancellationToken, Option<CaptureTap>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (events, mut rx) = EventSink::channel(16 * 1024);
@@ -265,11 +350,25 @@ where
             }
         }
     });
+    let capture = match capture {
+        Some(plan) => Some(CaptureWriter::start(plan, events.clone())?),
+        None => None,
+    };
+    if let Some(capture) = &capture {
+        eprintln!(
+            "capturing the link to {}",
+            capture.status().path().display()
+        );
+    }
     let stop = CancellationToken::new();
-    let task = tokio::spawn(role(events.clone(), stop.clone()));
+    let tap = capture.as_ref().map(CaptureWriter::tap);
+    let task = tokio::spawn(role(events.clone(), stop.clone(), tap));
     wait_for_signal().await;
     stop.cancel();
     let _ = task.await;
+    if let Some(capture) = capture {
+        eprintln!("{}", capture.finish().await.describe());
+    }
     let dropped = events.dropped();
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
