@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pcap_file::DataLink;
+use pcap_file::{DataLink, Endianness};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
@@ -90,6 +90,8 @@ impl Encoder {
                 let header = PcapHeader {
                     snaplen: SNAPLEN,
                     datalink: DataLink::ETHERNET,
+                    // The default header is big-endian; tools expect this machine's order.
+                    endianness: Endianness::native(),
                     ..PcapHeader::default()
                 };
                 Writer::Pcap(PcapWriter::with_header(buffer.clone(), header).map_err(to_io)?)

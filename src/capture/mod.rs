@@ -36,6 +36,7 @@ use crate::event::Role;
 pub use file::local_timestamp;
 pub use format::{CaptureFormat, PCAPNG_INTERFACE_NAME};
 pub use packet::ethernet_udp;
+
 pub use writer::{CaptureStatus, CaptureSummary, CaptureWriter};
 
 /// Records buffered between the link and the disk by default: about 6 MB of full-size
