@@ -55,7 +55,10 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if let Some(capture) = &capture {
-        println!("capturing the link to {}", capture.status().path().display());
+        println!(
+            "capturing the link to {}",
+            capture.status().path().display()
+        );
     }
     // None when Ctrl-C or SIGTERM came first.
     let outcome = tokio::select! {

@@ -86,7 +86,7 @@ pub struct LabCaptureArgs {
     /// Do not record the link.
     #[arg(long, conflicts_with = "capture_dir")]
     pub no_capture: bool,
-    /// pcap (classic, opens in any tool) or pcapng (adds a lab description and per-frame comments).
+    /// File format of the capture.
     #[arg(long, value_enum, default_value_t = CaptureFormat::Pcap, value_name = "FORMAT")]
     pub capture_format: CaptureFormat,
 }
@@ -114,7 +114,7 @@ pub struct ProxyCaptureArgs {
     /// The file is complete after Ctrl-C or SIGTERM.
     #[arg(long, value_name = "FILE")]
     pub capture: Option<PathBuf>,
-    /// pcap (classic, opens in any tool) or pcapng (adds a description and per-frame comments).
+    /// File format of the capture.
     #[arg(long, value_enum, default_value_t = CaptureFormat::Pcap, value_name = "FORMAT")]
     pub capture_format: CaptureFormat,
 }

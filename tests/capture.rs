@@ -17,14 +17,27 @@ async fn pcap_holds_every_frame_of_a_lab_run() {
     let dir = tempfile::tempdir().unwrap();
     let run = run_lab_traffic(dir.path(), CaptureFormat::Pcap, 4, 8, None).await;
     assert_eq!(run.summary.error, None);
-    let name = run.summary.path.file_name().unwrap().to_str().unwrap().to_string();
+    let name = run
+        .summary
+        .path
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(
-        name.starts_with("tunlab-") && name.ends_with(".pcap") && name.len() == "tunlab-20261122-184501.pcap".len(),
+        name.starts_with("tunlab-")
+            && name.ends_with(".pcap")
+            && name.len() == "tunlab-20261122-184501.pcap".len(),
         "file named by start time: {name}"
     );
     assert_eq!(run.summary.path.parent().unwrap(), dir.path());
     let captured = read_pcap(&run.summary.path);
-    assert_eq!(captured.len() as u64, run.summary.frames, "status counted the frames written");
+    assert_eq!(
+        captured.len() as u64,
+        run.summary.frames,
+        "status counted the frames written"
+    );
     assert_eq!(
         std::fs::metadata(&run.summary.path).unwrap().len(),
         run.summary.bytes,
@@ -45,17 +58,32 @@ async fn pcapng_holds_every_frame_and_the_notes() {
     assert_eq!(file.packets.len() as u64, run.summary.frames);
 
     // The section and the interface name the lab.
-    assert!(file.section_comment.as_deref().unwrap().contains("tunlab lab"), "{file:?}");
+    assert!(
+        file.section_comment
+            .as_deref()
+            .unwrap()
+            .contains("tunlab lab"),
+        "{file:?}"
+    );
     assert!(file.application.as_deref().unwrap().starts_with("tunlab "));
     assert_eq!(file.interface_name.as_deref(), Some(PCAPNG_INTERFACE_NAME));
-    assert!(file.interface_description.as_deref().unwrap().contains("proxy1 and proxy2"));
+    assert!(
+        file.interface_description
+            .as_deref()
+            .unwrap()
+            .contains("proxy1 and proxy2")
+    );
 
     // Exactly the one note-bearing record carries a comment, with its bytes and addresses.
-    let (noted, link): (Vec<_>, Vec<_>) = file.packets.into_iter().partition(|p| p.comment.is_some());
+    let (noted, link): (Vec<_>, Vec<_>) =
+        file.packets.into_iter().partition(|p| p.comment.is_some());
     assert_eq!(noted.len(), 1, "one commented packet");
     assert_eq!(noted[0].comment.as_deref(), Some(note));
     assert_eq!(noted[0].datagram, lost);
-    assert_eq!((noted[0].src, noted[0].dst), (run.addrs.proxy1_udp, run.addrs.proxy2_udp));
+    assert_eq!(
+        (noted[0].src, noted[0].dst),
+        (run.addrs.proxy1_udp, run.addrs.proxy2_udp)
+    );
 
     assert_capture_matches_events(&run, &link);
 }
@@ -86,7 +114,11 @@ async fn the_file_is_readable_while_the_capture_runs() {
             CaptureFormat::Pcap => read_pcap(status.path()),
             CaptureFormat::Pcapng => read_pcapng(status.path()).packets,
         };
-        assert_eq!(captured.len(), 200, "{format:?}: a reader sees every frame written so far");
+        assert_eq!(
+            captured.len(),
+            200,
+            "{format:?}: a reader sees every frame written so far"
+        );
         assert_eq!(captured[199].datagram, b"D9199");
         let summary = capture.finish().await;
         assert_eq!(summary.frames, 200);
@@ -174,7 +206,10 @@ async fn a_failed_disk_is_loud_and_never_blocks_the_tunnel() {
     let mut lab = Lab::start(config, events.clone()).await.unwrap();
     let client = lab.add_client().await.unwrap();
     lab.client_send(client, b"before".to_vec()).unwrap();
-    wait_until("first echo", || lab.client_status(client).unwrap().echoed_bytes == 6).await;
+    wait_until("first echo", || {
+        lab.client_status(client).unwrap().echoed_bytes == 6
+    })
+    .await;
 
     drop(reader); // the "disk" goes away
     let mut sent = 6u64;
@@ -187,20 +222,34 @@ async fn a_failed_disk_is_loud_and_never_blocks_the_tunnel() {
         }
     }
     // Hundreds of frames after the failure, through a queue of 8: the tunnel did not wait.
-    wait_until("every echo after the failure", || lab.client_status(client).unwrap().echoed_bytes == sent)
-        .await;
+    wait_until("every echo after the failure", || {
+        lab.client_status(client).unwrap().echoed_bytes == sent
+    })
+    .await;
     assert!(lab.client_status(client).unwrap().intact);
 
     let error = status.error().expect("an error message");
-    assert!(error.contains("Broken pipe") && error.contains("keeps running"), "{error}");
+    assert!(
+        error.contains("Broken pipe") && error.contains("keeps running"),
+        "{error}"
+    );
     lab.shutdown().await;
     let summary = capture.finish().await;
     assert_eq!(summary.error.as_deref(), Some(error.as_str()));
-    assert!(summary.describe().contains("FAILED"), "{}", summary.describe());
+    assert!(
+        summary.describe().contains("FAILED"),
+        "{}",
+        summary.describe()
+    );
     drop(events);
     let mut logged = false;
     while let Ok(event) = rx.try_recv() {
-        if let EventKind::Log { level: Level::Error, message, .. } = &event.kind {
+        if let EventKind::Log {
+            level: Level::Error,
+            message,
+            ..
+        } = &event.kind
+        {
             logged |= message.contains("capture to") && message.contains("stopped");
         }
     }
@@ -220,8 +269,14 @@ async fn a_capture_dir_that_cannot_be_made_is_a_clear_error_at_start() {
     );
     let error = CaptureWriter::start(plan, EventSink::disabled()).unwrap_err();
     let text = format!("{error:#}");
-    assert!(text.contains("cannot create the capture directory"), "{text}");
-    assert!(text.contains("--capture-dir") && text.contains("--no-capture"), "{text}");
+    assert!(
+        text.contains("cannot create the capture directory"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--capture-dir") && text.contains("--no-capture"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -253,6 +308,10 @@ async fn finish_waits_for_every_queued_frame() {
     let captured = read_pcap(&summary.path);
     assert_eq!(captured.len(), frames as usize);
     for (n, c) in captured.iter().enumerate() {
-        assert_eq!(c.datagram, format!("D2{n:06}").into_bytes(), "in order, none lost");
+        assert_eq!(
+            c.datagram,
+            format!("D2{n:06}").into_bytes(),
+            "in order, none lost"
+        );
     }
 }

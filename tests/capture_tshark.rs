@@ -45,7 +45,9 @@ fn have_tshark(test: &str) -> bool {
         if std::env::var("TUNLAB_REQUIRE_TSHARK").as_deref() == Ok("1") {
             panic!("{test}: tshark not found, and TUNLAB_REQUIRE_TSHARK=1 requires it");
         }
-        eprintln!("=== {test}: skipped: tshark not found (TUNLAB_REQUIRE_TSHARK=1 makes this fail) ===");
+        eprintln!(
+            "=== {test}: skipped: tshark not found (TUNLAB_REQUIRE_TSHARK=1 makes this fail) ==="
+        );
     }
     found
 }
@@ -57,7 +59,12 @@ fn tshark_fields(file: &Path, decode_port: Option<u16>, extra: &[&str]) -> Vec<V
         .args(["-n", "-r"])
         .arg(file)
         .args(["-X", &format!("lua_script:{DISSECTOR}")])
-        .args(["-o", "udp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE"])
+        .args([
+            "-o",
+            "udp.check_checksum:TRUE",
+            "-o",
+            "ip.check_checksum:TRUE",
+        ])
         .args(["-T", "fields", "-E", "separator=/t", "-E", "occurrence=a"]);
     if let Some(port) = decode_port {
         command.args(["-d", &format!("udp.port=={port},tunlab")]);
@@ -69,7 +76,10 @@ fn tshark_fields(file: &Path, decode_port: Option<u16>, extra: &[&str]) -> Vec<V
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "tshark failed: {stderr}");
     // Lua errors do not fail tshark; they show on stderr.
-    assert!(!stderr.to_lowercase().contains("lua"), "the dissector complained: {stderr}");
+    assert!(
+        !stderr.to_lowercase().contains("lua"),
+        "the dissector complained: {stderr}"
+    );
     String::from_utf8(output.stdout)
         .expect("UTF-8 output")
         .lines()
@@ -114,7 +124,11 @@ fn assert_row_matches(n: usize, row: &[String], packet: &Captured) {
         assert_eq!(get("tunlab.len"), "", "{at}");
         assert_eq!(get("tunlab.payload"), "", "{at}");
     }
-    assert_eq!(get("_ws.col.Info"), frame_label(&summary), "{at}: Info column");
+    assert_eq!(
+        get("_ws.col.Info"),
+        frame_label(&summary),
+        "{at}: Info column"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,8 +148,14 @@ async fn tshark_decodes_every_frame_of_a_lab_pcap() {
     // The traffic covered what the dissector must get right.
     let infos: Vec<&str> = rows.iter().map(|r| r[12].as_str()).collect();
     assert!(infos.iter().any(|i| i.ends_with("OK")), "C<id>OK seen");
-    assert!(infos.iter().any(|i| i.contains("\\x")), "binary payload escaped");
-    assert!(infos.iter().any(|i| i.ends_with("…\"")), "long payload cut after 48 bytes");
+    assert!(
+        infos.iter().any(|i| i.contains("\\x")),
+        "binary payload escaped"
+    );
+    assert!(
+        infos.iter().any(|i| i.ends_with("…\"")),
+        "long payload cut after 48 bytes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +165,14 @@ async fn tshark_shows_pcapng_comments() {
     }
     let dir = tempfile::tempdir().unwrap();
     let note = "dropped by link emulator";
-    let run = run_lab_traffic(dir.path(), CaptureFormat::Pcapng, 2, 2, Some((note, b"D1gone"))).await;
+    let run = run_lab_traffic(
+        dir.path(),
+        CaptureFormat::Pcapng,
+        2,
+        2,
+        Some((note, b"D1gone")),
+    )
+    .await;
     let packets = read_pcapng(&run.summary.path).packets;
     let rows = tshark_fields(
         &run.summary.path,
@@ -156,7 +183,12 @@ async fn tshark_shows_pcapng_comments() {
     for (n, (row, packet)) in rows.iter().zip(&packets).enumerate() {
         assert_row_matches(n, row, packet);
         let comment = row[FIELDS.len()].as_str();
-        assert_eq!(comment, packet.comment.as_deref().unwrap_or(""), "packet {}", n + 1);
+        assert_eq!(
+            comment,
+            packet.comment.as_deref().unwrap_or(""),
+            "packet {}",
+            n + 1
+        );
     }
     assert_eq!(rows.iter().filter(|r| r[FIELDS.len()] == note).count(), 1);
 }
@@ -193,7 +225,11 @@ async fn dissector_claims_port_3328_and_flags_malformed_datagrams() {
         (&too_long, true),
     ];
     for (datagram, from_proxy1) in &datagrams {
-        let (src, dst) = if *from_proxy1 { (proxy1, proxy2) } else { (proxy2, proxy1) };
+        let (src, dst) = if *from_proxy1 {
+            (proxy1, proxy2)
+        } else {
+            (proxy2, proxy1)
+        };
         capture
             .tap()
             .record(TapRecord {
@@ -221,9 +257,21 @@ async fn dissector_claims_port_3328_and_flags_malformed_datagrams() {
     assert_eq!(rows[2][6], "NOK");
     assert!(expert(2).contains("NOK"), "{:?}", rows[2]);
     // Malformed datagrams are flagged, with the same reasons the Rust decoder gives.
-    assert!(expert(6).contains("unknown frame type byte 0x5a"), "{:?}", rows[6]);
-    assert!(expert(7).contains("shorter than the 2-byte header"), "{:?}", rows[7]);
-    assert!(expert(8).contains("bad connection id byte 0x61"), "{:?}", rows[8]);
+    assert!(
+        expert(6).contains("unknown frame type byte 0x5a"),
+        "{:?}",
+        rows[6]
+    );
+    assert!(
+        expert(7).contains("shorter than the 2-byte header"),
+        "{:?}",
+        rows[7]
+    );
+    assert!(
+        expert(8).contains("bad connection id byte 0x61"),
+        "{:?}",
+        rows[8]
+    );
     for n in [6, 7, 8] {
         assert!(info(n).starts_with("tunlab malformed"), "{}", info(n));
         assert_eq!(rows[n][4], "", "no type for a malformed datagram");

@@ -167,8 +167,7 @@ mod tests {
     fn a_missing_directory_is_created() {
         let dir = tempfile::tempdir().unwrap();
         let nested = dir.path().join("a/b");
-        let (path, _) =
-            create_in_dir(&nested, SystemTime::now(), CaptureFormat::Pcapng).unwrap();
+        let (path, _) = create_in_dir(&nested, SystemTime::now(), CaptureFormat::Pcapng).unwrap();
         assert!(path.starts_with(&nested));
         assert_eq!(path.extension().unwrap(), "pcapng");
     }
@@ -182,7 +181,10 @@ mod tests {
         let error = create_in_dir(&blocker.join("sub"), SystemTime::now(), CaptureFormat::Pcap)
             .unwrap_err();
         let text = format!("{error:#}");
-        assert!(text.contains("cannot create the capture directory"), "{text}");
+        assert!(
+            text.contains("cannot create the capture directory"),
+            "{text}"
+        );
         assert!(text.contains("--no-capture"), "{text}");
     }
 }

@@ -9,7 +9,6 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pcap_file::{DataLink, Endianness};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
@@ -17,6 +16,7 @@ use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
+use pcap_file::{DataLink, Endianness};
 
 use super::TapRecord;
 use super::packet::ethernet_udp;
@@ -33,14 +33,22 @@ pub const PCAPNG_INTERFACE_NAME: &str = "tunlab-link";
 
 /// Which file format a capture is written in.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum CaptureFormat {
     /// Classic pcap (microsecond timestamps): opens in every tool.
     #[default]
     Pcap,
-    /// pcapng: adds a description of the lab and per-frame comments (what the link did).
+    /// pcapng: adds a description of the capture and per-frame comments (what the link did).
     Pcapng,
 }
 

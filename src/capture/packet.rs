@@ -66,7 +66,11 @@ mod tests {
             .calc_checksum_ipv4(&header, udp.payload())
             .unwrap();
         assert_eq!(udp.checksum(), expected);
-        assert_ne!(udp.checksum(), 0, "a zero UDP checksum means 'not computed'");
+        assert_ne!(
+            udp.checksum(),
+            0,
+            "a zero UDP checksum means 'not computed'"
+        );
     }
 
     #[test]

@@ -157,10 +157,7 @@ impl CaptureWriter {
             CaptureTarget::Dir(dir) => create_in_dir(dir, SystemTime::now(), plan.format)?,
             CaptureTarget::File(path) => (path.clone(), create_named(path)?),
         };
-        let mut sink = FileSink {
-            file,
-            committed: 0,
-        };
+        let mut sink = FileSink { file, committed: 0 };
         let header = Encoder::new(plan.format, &plan.description).and_then(|mut encoder| {
             let header = encoder.take();
             sink.commit(&header).map(|()| (encoder, header.len()))

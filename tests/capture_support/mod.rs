@@ -17,7 +17,9 @@ use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
-use tunlab::capture::{CaptureFormat, CapturePlan, CaptureSummary, CaptureTarget, CaptureWriter, TapRecord};
+use tunlab::capture::{
+    CaptureFormat, CapturePlan, CaptureSummary, CaptureTarget, CaptureWriter, TapRecord,
+};
 use tunlab::event::{CloseKind, Endpoint, EventKind, EventSink, FrameSummary, Role};
 use tunlab::lab::{Lab, LabAddrs, LabConfig, LabSnapshot};
 use tunlab::wire::{FrameKind, WireMode};
@@ -39,7 +41,9 @@ impl Captured {
     pub fn summary(&self) -> FrameSummary {
         let frame = WireMode::Classic
             .decode(&self.datagram)
-            .unwrap_or_else(|e| panic!("captured datagram {:?} is not a frame: {e}", self.datagram));
+            .unwrap_or_else(|e| {
+                panic!("captured datagram {:?} is not a frame: {e}", self.datagram)
+            });
         FrameSummary::of(&frame, self.datagram.len())
     }
 }
@@ -65,7 +69,11 @@ pub fn parse_frame(data: &[u8]) -> (SocketAddr, SocketAddr, Vec<u8>) {
     let (src_ip, dst_ip, expected) = match &packet.net {
         Some(NetSlice::Ipv4(ip)) => {
             let ip = ip.header().to_header();
-            assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IPv4 header checksum");
+            assert_eq!(
+                ip.header_checksum,
+                ip.calc_header_checksum(),
+                "IPv4 header checksum"
+            );
             (
                 std::net::IpAddr::from(ip.source),
                 std::net::IpAddr::from(ip.destination),
@@ -100,9 +108,17 @@ pub fn read_pcap(path: &Path) -> Vec<Captured> {
     let mut out = Vec::new();
     while let Some(packet) = reader.next_packet() {
         let packet = packet.unwrap_or_else(|e| {
-            panic!("{}: packet {} does not read: {e}", path.display(), out.len() + 1)
+            panic!(
+                "{}: packet {} does not read: {e}",
+                path.display(),
+                out.len() + 1
+            )
         });
-        assert_eq!(packet.orig_len as usize, packet.data.len(), "nothing is cut");
+        assert_eq!(
+            packet.orig_len as usize,
+            packet.data.len(),
+            "nothing is cut"
+        );
         let (src, dst, datagram) = parse_frame(&packet.data);
         out.push(Captured {
             time: packet.timestamp,
@@ -139,13 +155,16 @@ pub fn read_pcapng(path: &Path) -> PcapNgFile {
     }
     let mut resolution = None;
     while let Some(block) = reader.next_block() {
-        let block = block.unwrap_or_else(|e| panic!("{}: block does not read: {e}", path.display()));
+        let block =
+            block.unwrap_or_else(|e| panic!("{}: block does not read: {e}", path.display()));
         match block {
             Block::InterfaceDescription(idb) => {
                 assert_eq!(idb.linktype, DataLink::ETHERNET);
                 for option in &idb.options {
                     match option {
-                        InterfaceDescriptionOption::IfName(n) => out.interface_name = Some(n.to_string()),
+                        InterfaceDescriptionOption::IfName(n) => {
+                            out.interface_name = Some(n.to_string())
+                        }
                         InterfaceDescriptionOption::IfDescription(d) => {
                             out.interface_description = Some(d.to_string())
                         }
@@ -241,7 +260,9 @@ pub async fn run_lab_traffic(
         capture: Some(capture.tap()),
         ..LabConfig::ephemeral()
     };
-    let mut lab = Lab::start(config, events.clone()).await.expect("lab starts");
+    let mut lab = Lab::start(config, events.clone())
+        .await
+        .expect("lab starts");
     let addrs = lab.addrs();
     let mut ids = Vec::new();
     for _ in 0..clients {
@@ -264,7 +285,11 @@ pub async fn run_lab_traffic(
     })
     .await;
     for &id in &ids {
-        let how = if id % 2 == 1 { CloseKind::Fin } else { CloseKind::Rst };
+        let how = if id % 2 == 1 {
+            CloseKind::Fin
+        } else {
+            CloseKind::Rst
+        };
         lab.client_close(id, how).unwrap();
     }
     let n = clients as u64;
@@ -327,7 +352,10 @@ pub async fn run_lab_traffic(
 pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "gave up waiting: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -342,7 +370,10 @@ pub fn assert_capture_matches_events(run: &TrafficRun, captured: &[Captured]) {
     // Every packet is between the two proxies' real addresses, at a real time of the run.
     let since = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap();
     // Classic pcap keeps microseconds: allow the start to be rounded down.
-    let (from, to) = (since(run.started) - Duration::from_micros(1), since(run.ended));
+    let (from, to) = (
+        since(run.started) - Duration::from_micros(1),
+        since(run.ended),
+    );
     for (n, c) in captured.iter().enumerate() {
         assert!(
             (c.src, c.dst) == (p1, p2) || (c.src, c.dst) == (p2, p1),
@@ -351,13 +382,21 @@ pub fn assert_capture_matches_events(run: &TrafficRun, captured: &[Captured]) {
             c.src,
             c.dst
         );
-        assert!(from <= c.time && c.time <= to, "packet {} time {:?} is outside the run", n + 1, c.time);
+        assert!(
+            from <= c.time && c.time <= to,
+            "packet {} time {:?} is outside the run",
+            n + 1,
+            c.time
+        );
     }
 
     // Same frames as the FrameSent events of each endpoint (as multisets: two connections'
     // tasks may hand their frames to the tap in a different order than they emitted events).
     let key = |src: SocketAddr, dst: SocketAddr, f: &FrameSummary| format!("{src}->{dst} {f:?}");
-    let mut from_capture: Vec<String> = captured.iter().map(|c| key(c.src, c.dst, &c.summary())).collect();
+    let mut from_capture: Vec<String> = captured
+        .iter()
+        .map(|c| key(c.src, c.dst, &c.summary()))
+        .collect();
     let mut from_events: Vec<String> = run
         .sent
         .iter()
@@ -368,7 +407,11 @@ pub fn assert_capture_matches_events(run: &TrafficRun, captured: &[Captured]) {
         .collect();
     from_capture.sort();
     from_events.sort();
-    assert_eq!(from_capture.len(), from_events.len(), "frame count: capture vs FrameSent events");
+    assert_eq!(
+        from_capture.len(),
+        from_events.len(),
+        "frame count: capture vs FrameSent events"
+    );
     assert_eq!(from_capture, from_events, "capture vs FrameSent events");
 
     // On loopback with large socket buffers nothing is lost: what one side received is what
@@ -382,7 +425,10 @@ pub fn assert_capture_matches_events(run: &TrafficRun, captured: &[Captured]) {
         })
         .collect();
     from_received.sort();
-    assert_eq!(from_capture, from_received, "capture vs FrameReceived events");
+    assert_eq!(
+        from_capture, from_received,
+        "capture vs FrameReceived events"
+    );
 
     // And the exact counters agree.
     let from = |addr| captured.iter().filter(|c| c.src == addr).count() as u64;
@@ -394,24 +440,50 @@ pub fn assert_capture_matches_events(run: &TrafficRun, captured: &[Captured]) {
             .filter(|c| c.src == addr && c.summary().kind == kind)
             .count() as u64
     };
-    for kind in [FrameKind::Connect, FrameKind::ConnectOk, FrameKind::Data, FrameKind::Close] {
-        assert_eq!(kinds(p1, kind), run.snapshot.proxy1.sent.get(kind), "{kind:?} from proxy1");
-        assert_eq!(kinds(p2, kind), run.snapshot.proxy2.sent.get(kind), "{kind:?} from proxy2");
+    for kind in [
+        FrameKind::Connect,
+        FrameKind::ConnectOk,
+        FrameKind::Data,
+        FrameKind::Close,
+    ] {
+        assert_eq!(
+            kinds(p1, kind),
+            run.snapshot.proxy1.sent.get(kind),
+            "{kind:?} from proxy1"
+        );
+        assert_eq!(
+            kinds(p2, kind),
+            run.snapshot.proxy2.sent.get(kind),
+            "{kind:?} from proxy2"
+        );
     }
 
     // Full payloads: per direction and id, the D payloads in capture order are exactly one
     // client's byte stream (each client holds its own id for the whole run).
     for (src, direction) in [(p1, "proxy1 -> proxy2"), (p2, "proxy2 -> proxy1")] {
         let mut streams: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
-        for c in captured.iter().filter(|c| c.src == src && c.datagram[0] == b'D') {
+        for c in captured
+            .iter()
+            .filter(|c| c.src == src && c.datagram[0] == b'D')
+        {
             let id = u16::from(c.datagram[1] - b'0');
-            streams.entry(id).or_default().extend_from_slice(&c.datagram[2..]);
+            streams
+                .entry(id)
+                .or_default()
+                .extend_from_slice(&c.datagram[2..]);
         }
         let mut got: Vec<Vec<u8>> = streams.into_values().collect();
         let mut want = run.client_streams.clone();
         got.sort();
         want.sort();
-        assert_eq!(got.len(), want.len(), "{direction}: one data stream per client");
-        assert!(got == want, "{direction}: captured payloads differ from what the clients sent");
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{direction}: one data stream per client"
+        );
+        assert!(
+            got == want,
+            "{direction}: captured payloads differ from what the clients sent"
+        );
     }
 }
