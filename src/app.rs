@@ -19,9 +19,9 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
         server_port: args.server_port,
         proxy1_port: args.proxy1_port,
         proxy2_port: args.proxy2_port,
-        mode: args.tunnel.wire,
-        proxy1: args.tunnel.proxy1_config(base.proxy1.proxy2),
-        proxy2: args.tunnel.proxy2_config(base.proxy2.server),
+        mode: args.wire.wire,
+        proxy1: args.proxy1.config(&args.wire, base.proxy1.proxy2),
+        proxy2: args.proxy2.config(&args.wire, base.proxy2.server),
         capture: None,
     }
 }
