@@ -45,10 +45,10 @@ pub const PCAPNG_INTERFACE_NAME: &str = "tunlab-link";
 )]
 #[serde(rename_all = "lowercase")]
 pub enum CaptureFormat {
-    /// Classic pcap (microsecond timestamps): opens in every tool.
+    /// Classic pcap, microsecond timestamps; opens in every tool.
     #[default]
     Pcap,
-    /// pcapng: adds a description of the capture and per-frame comments (what the link did).
+    /// Adds a description of the capture and per-frame comments (what the link did).
     Pcapng,
 }
 
