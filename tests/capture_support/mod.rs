@@ -91,11 +91,52 @@ pub fn parse_frame(data: &[u8]) -> (SocketAddr, SocketAddr, Vec<u8>) {
         other => panic!("not IP: {other:?}"),
     };
     assert_eq!(udp.checksum(), expected, "UDP checksum");
+    // And by hand (RFC 768/1071), so the check does not rest on the library that wrote it.
+    let mut pseudo = Vec::new();
+    for ip in [src_ip, dst_ip] {
+        match ip {
+            std::net::IpAddr::V4(v4) => pseudo.extend_from_slice(&v4.octets()),
+            std::net::IpAddr::V6(v6) => pseudo.extend_from_slice(&v6.octets()),
+        }
+    }
+    let udp_len = (8 + payload.len()) as u16;
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&udp_len.to_be_bytes());
+    pseudo.extend_from_slice(&udp.source_port().to_be_bytes());
+    pseudo.extend_from_slice(&udp.destination_port().to_be_bytes());
+    pseudo.extend_from_slice(&udp_len.to_be_bytes());
+    pseudo.extend_from_slice(&udp.checksum().to_be_bytes());
+    pseudo.extend_from_slice(&payload);
+    assert_eq!(
+        ones_complement_sum(&pseudo),
+        0xffff,
+        "UDP checksum (RFC 1071)"
+    );
+    if let Some(NetSlice::Ipv4(ip)) = &packet.net {
+        assert_eq!(
+            ones_complement_sum(ip.header().slice()),
+            0xffff,
+            "IPv4 header checksum (RFC 1071)"
+        );
+    }
     (
         SocketAddr::new(src_ip, udp.source_port()),
         SocketAddr::new(dst_ip, udp.destination_port()),
         payload,
     )
+}
+
+/// The 16-bit one's complement sum of `bytes`; data with a correct checksum inside sums to
+/// 0xffff.
+pub fn ones_complement_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
 }
 
 /// Reads a classic pcap; every packet must read cleanly (no truncated tail).
