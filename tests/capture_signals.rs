@@ -31,6 +31,8 @@ const CLIENTS: usize = 3;
 struct Role {
     child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Ends at the end of stderr (when the process has exited).
+    reader: tokio::task::JoinHandle<()>,
 }
 
 impl Role {
@@ -50,7 +52,7 @@ impl Role {
         let (up_tx, mut up_rx) = tokio::sync::mpsc::unbounded_channel();
         let prefix = format!("{role} up on ");
         let up_prefix = prefix.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Some(addr) = line.strip_prefix(&up_prefix) {
                     let _ = up_tx.send(addr.parse::<SocketAddr>().unwrap());
@@ -62,7 +64,12 @@ impl Role {
             .await
             .unwrap_or_else(|_| panic!("no '{prefix}' line; stderr: {:?}", stderr.lock().unwrap()))
             .expect("tunlab exited early");
-        (Role { child, stderr }, addr)
+        let role = Role {
+            child,
+            stderr,
+            reader,
+        };
+        (role, addr)
     }
 
     /// Sends `signal` and waits (bounded) for a clean exit.
@@ -74,8 +81,11 @@ impl Role {
             .await
             .expect("tunlab exits after the signal")
             .unwrap();
-        // Let the stderr reader catch the last lines.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Every line up to the end of stderr.
+        tokio::time::timeout(Duration::from_secs(30), self.reader)
+            .await
+            .expect("stderr ends after exit")
+            .unwrap();
         let stderr = self.stderr.lock().unwrap().clone();
         assert!(
             status.success(),
@@ -90,15 +100,18 @@ impl Role {
 struct Traffic {
     stop: CancellationToken,
     round_trips: Arc<AtomicU64>,
+    /// Set when an echo differed from what was sent (a panic in a task would go unseen).
+    damaged: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Traffic {
     async fn start(proxy1: SocketAddr) -> Traffic {
         let stop = CancellationToken::new();
         let round_trips = Arc::new(AtomicU64::new(0));
+        let damaged = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for client in 0..CLIENTS {
             let mut stream = TcpStream::connect(proxy1).await.expect("client connects");
-            let (stop, round_trips) = (stop.clone(), round_trips.clone());
+            let (stop, round_trips, damaged) = (stop.clone(), round_trips.clone(), damaged.clone());
             tokio::spawn(async move {
                 let mut echo = Vec::new();
                 for round in 0.. {
@@ -113,12 +126,19 @@ impl Traffic {
                         // The proxy going away mid-trip ends the client; that is expected.
                         result = trip => if result.is_err() { return },
                     }
-                    assert_eq!(echo, message, "client {client} round {round}: echo differs");
+                    if echo != message {
+                        damaged.store(true, Ordering::Relaxed);
+                        return;
+                    }
                     round_trips.fetch_add(1, Ordering::Relaxed);
                 }
             });
         }
-        Traffic { stop, round_trips }
+        Traffic {
+            stop,
+            round_trips,
+            damaged,
+        }
     }
 
     async fn wait_for(&self, trips: u64) -> u64 {
@@ -232,6 +252,10 @@ async fn standalone_proxy1_capture_survives_sigint() {
     let stderr = proxy1.stop_with(libc::SIGINT).await; // clients are still sending
     traffic.stop.cancel();
     stop.cancel();
+    assert!(
+        !traffic.damaged.load(Ordering::Relaxed),
+        "an echo came back damaged"
+    );
 
     assert!(
         stderr.iter().any(|l| l.contains("capturing the link to")),
@@ -286,6 +310,10 @@ async fn standalone_proxy2_pcapng_capture_survives_sigterm() {
     let stderr = proxy2.stop_with(libc::SIGTERM).await;
     traffic.stop.cancel();
     stop.cancel();
+    assert!(
+        !traffic.damaged.load(Ordering::Relaxed),
+        "an echo came back damaged"
+    );
 
     let file = read_pcapng(&capture);
     assert!(
