@@ -1,6 +1,7 @@
 //! The lab front end chosen by the command line: the TUI on a terminal, the headless demo
 //! otherwise.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,6 +30,13 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
 /// Runs the lab with the built-in demo: every client sends the simple message, checks the
 /// echo, and closes with a FIN. Ctrl-C or SIGTERM ends it early, cleanly.
 pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
+    // Headless: a scenario file, or the built-in demo scenario when there is no terminal.
+    if let Some(script) = &args.script {
+        return Ok(crate::script::run_file(script, args.report.as_deref()).await);
+    }
+    if !std::io::stdout().is_terminal() {
+        return Ok(crate::script::run_demo(args.report.as_deref()).await);
+    }
     let (events, mut rx) = EventSink::channel(64 * 1024);
     let printer = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {

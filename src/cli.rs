@@ -39,7 +39,9 @@ Examples:
   tunlab echo-server 1818                  just the echo server
   tunlab proxy2 3328 localhost 1818        proxy2 on UDP 3328, toward the server
   tunlab proxy1 3327 localhost 3328        proxy1 on TCP 3327, toward proxy2
-  tunlab echo-client localhost 3327        type lines, see their echo";
+  tunlab echo-client localhost 3327        type lines, see their echo
+  tunlab --script assets/scenarios/basic.toml --report report.json
+                                           a scenario headless, for CI";
 
 #[derive(Debug, Parser)]
 #[command(name = "tunlab", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
@@ -77,6 +79,15 @@ pub struct LabArgs {
     pub proxy2: Proxy2Tuning,
     #[command(flatten)]
     pub capture: LabCaptureArgs,
+    /// Run this scenario headless instead of the interactive lab: exit code 0 when every
+    /// expectation holds, 1 when one fails, 2 when the scenario is invalid. The scenario sets
+    /// up its own lab (ports, clients, timings), so the other lab options do not apply.
+    #[arg(long, value_name = "FILE", help_heading = "Headless")]
+    pub script: Option<PathBuf>,
+    /// Write a JSON report of the headless run (a --script, or the built-in demo that runs
+    /// when stdout is not a terminal).
+    #[arg(long, value_name = "FILE", help_heading = "Headless")]
+    pub report: Option<PathBuf>,
 }
 
 /// How the lab records the link.
