@@ -35,7 +35,11 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         return Ok(crate::script::run_file(script, args.report.as_deref()).await);
     }
     if !std::io::stdout().is_terminal() {
-        return Ok(crate::script::run_demo(args.report.as_deref()).await);
+        // The demo is the lab's run without a terminal: it captures as the lab would.
+        let capture = &args.capture;
+        let capture =
+            (!capture.no_capture).then(|| (capture.capture_format, capture.capture_dir.clone()));
+        return Ok(crate::script::run_demo(args.report.as_deref(), capture).await);
     }
     let (events, mut rx) = EventSink::channel(64 * 1024);
     let printer = tokio::spawn(async move {

@@ -1,5 +1,7 @@
 //! The capture options of the real binary: where files go, formats, --no-capture, and clear
-//! errors. Every lab here binds ephemeral ports on 127.0.0.1.
+//! errors. Without a terminal (as here) the lab runs its built-in demo scenario headless, which
+//! captures as the lab's options say; `--script` scenarios capture as they say. Every lab here
+//! binds ephemeral ports on 127.0.0.1 and writes only into a temporary directory.
 
 mod capture_support;
 
@@ -7,15 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use capture_support::*;
-
-const EPHEMERAL: [&str; 6] = [
-    "--server-port",
-    "0",
-    "--proxy1-port",
-    "0",
-    "--proxy2-port",
-    "0",
-];
 
 fn tunlab(cwd: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tunlab"))
@@ -29,16 +22,16 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The path in the lab's final "capture: PATH (N frames)" line, and N.
+/// The path and frame count in the headless summary's "capture: N frames written to PATH".
 fn reported_capture(stdout: &str) -> (PathBuf, usize) {
     let line = stdout
         .lines()
+        .map(str::trim)
         .find(|l| l.starts_with("capture: "))
         .unwrap_or_else(|| panic!("no capture line in: {stdout}"));
     let rest = line.strip_prefix("capture: ").unwrap();
-    let (path, count) = rest.rsplit_once(" (").unwrap();
-    let frames = count.strip_suffix(" frames)").unwrap().parse().unwrap();
-    (PathBuf::from(path), frames)
+    let (count, path) = rest.split_once(" frames written to ").unwrap();
+    (PathBuf::from(path), count.parse().unwrap())
 }
 
 #[test]
@@ -46,17 +39,15 @@ fn the_lab_writes_one_capture_per_run_into_the_capture_dir() {
     let dir = tempfile::tempdir().unwrap();
     let mut paths = Vec::new();
     for _ in 0..2 {
-        let args = [&EPHEMERAL[..], &["--clients", "2", "--capture-dir", "caps"]].concat();
-        let out = tunlab(dir.path(), &args);
+        let out = tunlab(dir.path(), &["--capture-dir", "caps"]);
         let stdout = text(&out.stdout);
         assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
         let (path, frames) = reported_capture(&stdout);
-        assert!(stdout.contains(&format!("capturing the link to {}", path.display())));
         assert!(path.starts_with("caps"), "{}", path.display());
         let packets = read_pcap(&dir.path().join(&path));
         assert_eq!(packets.len(), frames);
-        // Two clients: C, OK, D, D, X at least each.
-        assert!(frames >= 10, "{frames} frames");
+        // The demo's three clients: C, OK, D, D, X at least each.
+        assert!(frames >= 15, "{frames} frames");
         paths.push(path);
     }
     // Two runs (possibly in the same second) never share a file.
@@ -70,29 +61,27 @@ fn the_lab_writes_one_capture_per_run_into_the_capture_dir() {
 #[test]
 fn the_lab_writes_pcapng_when_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        &EPHEMERAL[..],
-        &["--clients", "1", "--capture-format", "pcapng"],
-    ]
-    .concat();
-    let out = tunlab(dir.path(), &args);
+    let out = tunlab(dir.path(), &["--capture-format", "pcapng"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (path, frames) = reported_capture(&text(&out.stdout));
     // The default directory is captures/ in the working directory.
     assert!(path.starts_with("captures") && path.extension().unwrap() == "pcapng");
     let file = read_pcapng(&dir.path().join(path));
     assert_eq!(file.packets.len(), frames);
-    assert!(file.section_comment.unwrap().contains("tunlab lab"));
+    let description = file.section_comment.unwrap();
+    assert!(
+        description.contains("tunlab scenario \"basic echo\""),
+        "{description}"
+    );
 }
 
 #[test]
 fn no_capture_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let args = [&EPHEMERAL[..], &["--clients", "1", "--no-capture"]].concat();
-    let out = tunlab(dir.path(), &args);
+    let out = tunlab(dir.path(), &["--no-capture"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        !text(&out.stdout).contains("capture"),
+        !text(&out.stdout).contains("capture:"),
         "{}",
         text(&out.stdout)
     );
@@ -103,20 +92,16 @@ fn no_capture_writes_nothing() {
 fn an_unwritable_capture_dir_fails_at_start_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("plain-file"), b"").unwrap();
-    let args = [&EPHEMERAL[..], &["--capture-dir", "plain-file/captures"]].concat();
-    let out = tunlab(dir.path(), &args);
-    assert!(!out.status.success());
+    let out = tunlab(dir.path(), &["--capture-dir", "plain-file/captures"]);
+    assert_eq!(out.status.code(), Some(2), "the lab could not start");
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("cannot create the capture directory 'plain-file/captures'"),
         "{stderr}"
     );
     assert!(stderr.contains("--no-capture"), "{stderr}");
-    assert!(
-        text(&out.stdout).is_empty(),
-        "nothing ran: {}",
-        text(&out.stdout)
-    );
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("lab up"), "nothing ran: {stdout}");
 }
 
 #[test]
@@ -129,6 +114,65 @@ fn no_capture_and_capture_dir_conflict() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// A scenario with `capture = "pcapng"` writes its file where it says, and the file holds
+/// exactly the frames the report counted on the link.
+#[test]
+fn a_script_scenario_writes_its_capture_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("capture.toml"),
+        r#"
+name = "capture check"
+[lab]
+clients = 2
+capture = "pcapng"
+capture_dir = "scenario-captures"
+
+[[step]]
+send = "hola mundo"
+
+[[step]]
+wait_for = "echoes"
+
+[[step]]
+close = "rst"
+
+[[step]]
+wait_for = "ids-free"
+"#,
+    )
+    .unwrap();
+    let args = ["--script", "capture.toml", "--report", "report.json"];
+    let out = tunlab(dir.path(), &args);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let report = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let captures = report["captures"].as_array().unwrap();
+    assert_eq!(captures.len(), 1, "{report}");
+    let path = PathBuf::from(captures[0].as_str().unwrap());
+    assert!(path.starts_with("scenario-captures"), "{}", path.display());
+    let file = read_pcapng(&dir.path().join(&path));
+    assert!(file.section_comment.unwrap().contains("\"capture check\""));
+    let link = &report["link"];
+    let on_the_link =
+        link["to_proxy2"]["sent"].as_u64().unwrap() + link["to_proxy1"]["sent"].as_u64().unwrap();
+    assert_eq!(file.packets.len() as u64, on_the_link);
+    assert_eq!(report["captured_frames"].as_u64().unwrap(), on_the_link);
+    // Both clients' message, there and back.
+    let data: Vec<_> = file
+        .packets
+        .iter()
+        .filter(|p| p.datagram.starts_with(b"D"))
+        .collect();
+    assert_eq!(data.len(), 4);
+    assert!(data.iter().all(|p| &p.datagram[2..] == b"hola mundo"));
 }
 
 #[test]

@@ -34,6 +34,8 @@ fn run_script(scenario: &Path) -> Run {
         .arg(scenario)
         .arg("--report")
         .arg(&report_path)
+        // Anything the scenario writes (captures) stays in the temporary directory.
+        .current_dir(dir.path())
         .output()
         .expect("tunlab runs");
     finish(output, &report_path)
@@ -384,6 +386,8 @@ fn without_a_terminal_tunlab_runs_the_built_in_demo() {
     let output = Command::new(TUNLAB)
         .arg("--report")
         .arg(&report_path)
+        // The demo captures into captures/ as the lab would: keep that in the temporary dir.
+        .current_dir(dir.path())
         .output()
         .unwrap();
     let run = finish(output, &report_path);

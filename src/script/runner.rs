@@ -54,13 +54,25 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
     let capture = scenario
         .lab
         .capture
-        .map(|format| CaptureRun::start(format, &scenario.lab.capture_dir, scenario.lab.wire));
+        .map(|format| {
+            let lab = &scenario.lab;
+            CaptureRun::start(format, &lab.capture_dir, lab.wire, &scenario.name, &events)
+        })
+        .transpose()?;
     let mut config = scenario.lab.lab_config();
     config.capture = capture.as_ref().map(CaptureRun::tap);
     if let Some(link) = &scenario.lab.link {
         link.configure(&mut config);
     }
-    let lab = Lab::start(config, events).await?;
+    let lab = match Lab::start(config, events).await {
+        Ok(lab) => lab,
+        Err(e) => {
+            if let Some(capture) = capture {
+                capture.abandon().await;
+            }
+            return Err(e);
+        }
+    };
     let addrs = lab.addrs();
     println!(
         "lab up: echo server {} (tcp), proxy2 {} (udp), proxy1 {} (tcp) / {} (udp)",
