@@ -180,7 +180,9 @@ async fn tshark_decodes_every_frame_of_a_lab_pcap() {
     let run = run_lab_traffic(dir.path(), CaptureFormat::Pcap, 3, 8, None).await;
     let packets = read_pcap(&run.summary.path);
     assert_capture_matches_events(&run, &packets);
-    let rows = tshark_fields(&run.summary.path, Some(run.addrs.proxy2_udp.port()), &[]);
+    // No `-d`: the lab's ports are the OS's choice, and the dissector finds the tunnel by its
+    // opening C frame.
+    let rows = tshark_fields(&run.summary.path, None, &[]);
     assert_eq!(rows.len(), packets.len(), "tshark sees every packet");
     for (n, (row, packet)) in rows.iter().zip(&packets).enumerate() {
         assert_row_matches(n, row, packet);
@@ -331,4 +333,75 @@ async fn dissector_claims_port_3328_and_flags_malformed_datagrams() {
     // Over 1500 bytes: still decoded, and warned about.
     assert_eq!(rows[9].get("tunlab.len"), "1499");
     assert!(expert(9).contains("longer than 1500"), "{:?}", rows[9]);
+}
+
+/// On ports it is not registered for, the dissector takes a UDP conversation only once it has
+/// seen the tunnel's opening frame (exactly C<id>, C<id>OK or C<id>NOK), and leaves other
+/// traffic alone.
+#[tokio::test]
+async fn dissector_finds_a_tunnel_on_any_port_by_its_opening_frame_only() {
+    if !have_tshark("dissector_finds_a_tunnel_on_any_port_by_its_opening_frame_only") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("any-port.pcap");
+    let plan = CapturePlan::new(
+        CaptureTarget::File(path.clone()),
+        CaptureFormat::Pcap,
+        "heuristic test",
+        Role::Proxy1,
+    );
+    let capture = CaptureWriter::start(plan, EventSink::disabled()).unwrap();
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let (tunnel_a, tunnel_b) = (addr(50000), addr(50001));
+    let (other_a, other_b) = (addr(50010), addr(50011));
+    let (almost_a, almost_b) = (addr(50020), addr(50021));
+    let records: [(SocketAddr, SocketAddr, &[u8]); 8] = [
+        // Not a tunnel: data and close with no opening exchange, and an ordinary datagram.
+        (other_a, other_b, b"D1abc"),
+        (other_b, other_a, b"X1"),
+        (other_a, other_b, b"hello"),
+        // Nearly an opening frame, but with trailing bytes: not enough to claim the flow.
+        (almost_a, almost_b, b"C1junk"),
+        // A tunnel on ports nobody registered.
+        (tunnel_a, tunnel_b, b"C4"),
+        (tunnel_b, tunnel_a, b"C4OK"),
+        (tunnel_a, tunnel_b, b"D4hi"),
+        (tunnel_b, tunnel_a, b"X4"),
+    ];
+    for (src, dst, datagram) in records {
+        capture
+            .tap()
+            .record(TapRecord {
+                time: SystemTime::now(),
+                src,
+                dst,
+                datagram: datagram.to_vec(),
+                note: None,
+            })
+            .await;
+    }
+    let summary = capture.finish().await;
+    let packets = read_pcap(&summary.path);
+    let rows = tshark_fields(&path, None, &["_ws.col.Protocol"]);
+    assert_eq!(rows.len(), records.len());
+    for (n, row) in rows.iter().enumerate().take(4) {
+        assert_ne!(
+            row.extra(0),
+            "TUNLAB",
+            "packet {} was claimed: {row:?}",
+            n + 1
+        );
+        assert_eq!(row.get("tunlab.type"), "", "packet {}", n + 1);
+    }
+    for n in 4..8 {
+        assert_eq!(
+            rows[n].extra(0),
+            "TUNLAB",
+            "packet {}: {:?}",
+            n + 1,
+            rows[n]
+        );
+        assert_row_matches(n, &rows[n], &packets[n]);
+    }
 }

@@ -6,7 +6,8 @@
 --   D<id><bytes>   both              data of connection <id>, binary-safe
 --   X<id>          both              close connection <id>
 --
--- Registered on UDP 3328 (the lab's default proxy2 port). For any other port:
+-- Registered on UDP 3328 (the lab's default proxy2 port), and found on any other port by the
+-- tunnel's opening C frame (see the heuristic at the end). To force it on port N:
 --   tshark -r FILE -X lua_script:assets/wireshark/tunlab.lua -d udp.port==N,tunlab
 --   wireshark -X lua_script:assets/wireshark/tunlab.lua -d udp.port==N,tunlab FILE
 -- (or in Wireshark: Analyze > Decode As…, UDP port N, tunlab).
@@ -127,3 +128,27 @@ function tunlab.dissector(tvb, pinfo, tree)
 end
 
 DissectorTable.get("udp.port"):add(DEFAULT_PORT, tunlab)
+
+-- On other ports (the lab's "auto" ports, a standalone proxy's own choice) a tunnel shows
+-- itself by its opening exchange: a datagram that is exactly C<id>, C<id>OK or C<id>NOK.
+-- Seeing one marks that UDP conversation as tunlab, so the D and X frames that follow decode
+-- too. The test is strict, so other traffic is left alone; turn it off in Analyze > Enabled
+-- Protocols (tunlab_udp) if it ever is not.
+local function opening(tvb)
+    local len = tvb:len()
+    if len ~= 2 and len ~= 4 and len ~= 5 then return false end
+    if tvb(0, 1):uint() ~= 0x43 then return false end -- 'C'
+    local digit = tvb(1, 1):uint()
+    if digit < 0x30 or digit > 0x39 then return false end
+    local tail = len > 2 and tvb(2, len - 2):raw() or ""
+    return tail == "" or tail == "OK" or tail == "NOK"
+end
+
+local function heuristic(tvb, pinfo, tree)
+    if not opening(tvb) then return false end
+    pinfo.conversation = tunlab
+    tunlab.dissector(tvb, pinfo, tree)
+    return true
+end
+
+tunlab:register_heuristic("udp", heuristic)
