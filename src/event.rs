@@ -29,6 +29,13 @@ impl Endpoint {
             Endpoint::Proxy2 => "proxy2",
         }
     }
+    /// The role that runs this endpoint.
+    pub fn role(self) -> Role {
+        match self {
+            Endpoint::Proxy1 => Role::Proxy1,
+            Endpoint::Proxy2 => Role::Proxy2,
+        }
+    }
 }
 
 /// The direction a frame travels on the link.
@@ -47,6 +54,13 @@ impl LinkDirection {
         match endpoint {
             Endpoint::Proxy1 => LinkDirection::ToProxy2,
             Endpoint::Proxy2 => LinkDirection::ToProxy1,
+        }
+    }
+    /// The other direction.
+    pub fn reverse(self) -> Self {
+        match self {
+            LinkDirection::ToProxy2 => LinkDirection::ToProxy1,
+            LinkDirection::ToProxy1 => LinkDirection::ToProxy2,
         }
     }
     pub fn arrow(self) -> &'static str {
@@ -239,6 +253,18 @@ pub enum EventKind {
         at: Endpoint,
         peer: SocketAddr,
         frame: FrameSummary,
+    },
+    /// The link emulator did something to a frame of `direction` at endpoint `at` (the
+    /// sender; or the receiver, for a standalone proxy emulating what arrives). A dropped
+    /// frame has no `FrameSent`; any other effect (delay, copy, reorder, corruption) is
+    /// reported right after the datagram's `FrameSent` (or `FrameReceived`). `frame` is the
+    /// datagram as it crossed, corrupted bytes included.
+    LinkDecision {
+        at: Endpoint,
+        direction: LinkDirection,
+        peer: SocketAddr,
+        frame: FrameSummary,
+        what: crate::impair::LinkVerdict,
     },
     /// A datagram that is not a frame.
     FrameMalformed {
