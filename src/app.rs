@@ -22,6 +22,8 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
         proxy1: args.tunnel.proxy1_config(base.proxy1.proxy2),
         proxy2: args.tunnel.proxy2_config(base.proxy2.server),
         capture: None,
+        link: args.link.settings(),
+        link_seed: args.link.seed,
     }
 }
 
@@ -62,6 +64,12 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     lab.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
     let mut ok = true;
+    if !snapshot.link.settings.is_clear() {
+        for line in snapshot.link.lines() {
+            println!("{line}");
+        }
+        println!("link emulator seed {}", snapshot.link.seed);
+    }
     for (id, status) in &snapshot.clients {
         let intact = status.intact && status.echoed_bytes == status.sent_bytes;
         ok &= intact;

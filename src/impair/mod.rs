@@ -121,6 +121,47 @@ impl LinkReport {
             LinkDirection::ToProxy1 => &self.to_proxy1,
         }
     }
+
+    /// One line per direction, for summaries on a terminal:
+    /// `link p1→p2 [loss 10%]: sent 20, delivered 18, dropped 2 (loss 2), …`.
+    pub fn lines(&self) -> Vec<String> {
+        [LinkDirection::ToProxy2, LinkDirection::ToProxy1]
+            .into_iter()
+            .map(|direction| {
+                let counts = self.direction(direction);
+                let by = counts.dropped_by;
+                let causes: Vec<String> = [
+                    ("loss", by.loss),
+                    ("burst", by.burst),
+                    ("blackhole", by.blackhole),
+                    ("queue full", by.queue_full),
+                    ("stopped", by.stopped),
+                    ("send failed", by.send_failed),
+                ]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(cause, n)| format!("{cause} {n}"))
+                .collect();
+                let causes = if causes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", causes.join(", "))
+                };
+                format!(
+                    "link {} [{}]: sent {}, delivered {}, dropped {}{causes}, duplicated {}, reordered {}, corrupted {}, delayed {}",
+                    direction.arrow(),
+                    self.settings.direction(direction).summary(),
+                    counts.sent,
+                    counts.delivered,
+                    counts.dropped,
+                    counts.duplicated,
+                    counts.reordered,
+                    counts.corrupted,
+                    counts.delayed,
+                )
+            })
+            .collect()
+    }
 }
 
 /// One direction: its settings, its dice and its counters.

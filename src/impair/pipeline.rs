@@ -140,6 +140,7 @@ impl Pipeline {
                 addr,
                 verdict: LinkVerdict {
                     copy: true,
+                    duplicated: false,
                     ..verdict.clone()
                 },
             });

@@ -129,7 +129,7 @@ impl fmt::Display for BitRate {
         let (unit, scale) = RATE_UNITS
             .iter()
             .copied()
-            .find(|(_, scale)| self.0 % scale == 0)
+            .find(|(_, scale)| self.0.is_multiple_of(*scale))
             .unwrap_or(("bit", 1));
         write!(f, "{}{unit}", self.0 / scale)
     }
