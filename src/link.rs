@@ -370,12 +370,16 @@ impl LinkSocket {
                 verdict.capture_note(true)
             }
             Ok(accepted) => {
-                let mut note = accepted.verdict.capture_note(true);
+                let note = accepted.verdict.capture_note(true);
                 if accepted.release.is_none() {
-                    let note = note.get_or_insert_with(|| "link emulator (on arrival):".into());
-                    note.push_str(" held back to be reordered");
+                    let held = "held back to be reordered";
+                    Some(match note {
+                        Some(note) => format!("{note}, {held}"),
+                        None => format!("link emulator (on arrival): {held}"),
+                    })
+                } else {
+                    note
                 }
-                note
             }
         };
         self.inner.tap_arrival(datagram, peer, note).await;

@@ -730,3 +730,95 @@ fn bad_flag_values_are_refused_with_the_reason() {
         assert!(err.contains(reason), "{args:?}: {err}");
     }
 }
+
+/// What a standalone proxy captures of what arrives: the datagram as it crossed the wire,
+/// with a comment saying what the emulator then did before the proxy read it.
+#[tokio::test(start_paused = true)]
+async fn arrivals_are_captured_as_they_crossed_with_a_note() {
+    let (tap, mut records) = CaptureTap::channel(64);
+    let emulator = LinkEmulator::new(
+        LinkSettings {
+            to_proxy1: DirectionSettings {
+                corrupt: Percent::HUNDRED,
+                dup: Percent::HUNDRED,
+                ..DirectionSettings::default()
+            },
+            ..LinkSettings::default()
+        },
+        8,
+    );
+    let link = LinkSocket::new(
+        udp().await,
+        Endpoint::Proxy1,
+        CLASSIC,
+        EventSink::disabled(),
+    )
+    .unwrap()
+    .with_capture(tap, TapScope::SentAndReceived)
+    .with_emulator(emulator.clone(), EmulatorScope::SentAndReceived);
+    let proxy2 = udp().await;
+    proxy2.send_to(b"D0abcd", link.local_addr()).await.unwrap();
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut payloads = Vec::new();
+    for _ in 0..2 {
+        match within("the frame and its copy", link.recv(&mut buf, None))
+            .await
+            .unwrap()
+        {
+            Received::Frame { frame, .. } => payloads.push(frame.payload().to_vec()),
+            Received::Dropped => panic!("dropped"),
+        }
+    }
+    assert_eq!(payloads[0], payloads[1]);
+    let flipped: u32 = payloads[0]
+        .iter()
+        .zip(b"abcd")
+        .map(|(a, b)| (a ^ b).count_ones())
+        .sum();
+    assert_eq!(flipped, 1, "exactly one bit differs from what crossed");
+
+    let arrived = within("the arrival record", records.recv()).await.unwrap();
+    assert!(arrived.on_wire);
+    assert_eq!(
+        arrived.datagram, b"D0abcd",
+        "the capture holds what crossed the wire"
+    );
+    let note = arrived.note.unwrap();
+    assert!(
+        note.starts_with("link emulator (on arrival): corrupted (byte ")
+            && note.ends_with("flipped), duplicated (a copy follows)"),
+        "{note}"
+    );
+
+    emulator.set_direction(
+        LinkDirection::ToProxy1,
+        DirectionSettings {
+            loss: Percent::HUNDRED,
+            ..DirectionSettings::default()
+        },
+    );
+    proxy2.send_to(b"X0", link.local_addr()).await.unwrap();
+    // Nothing reaches proxy1: the wait ends on the (paused) clock, not by a delivery.
+    assert!(
+        timeout(Duration::from_secs(1), link.recv(&mut buf, None))
+            .await
+            .is_err()
+    );
+    let lost = within("the lost frame's record", records.recv())
+        .await
+        .unwrap();
+    assert!(
+        lost.on_wire,
+        "it did cross the wire; proxy1 just never saw it"
+    );
+    assert_eq!(lost.datagram, b"X0");
+    assert_eq!(
+        lost.note.as_deref(),
+        Some("link emulator (on arrival): dropped (loss)")
+    );
+    let report = emulator.report().to_proxy1;
+    assert_eq!(
+        (report.sent, report.delivered, report.dropped_by.loss),
+        (2, 2, 1)
+    );
+}
