@@ -1,6 +1,7 @@
 //! The lab front end chosen by the command line: the TUI on a terminal, the headless demo
 //! otherwise.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -18,9 +19,9 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
         server_port: args.server_port,
         proxy1_port: args.proxy1_port,
         proxy2_port: args.proxy2_port,
-        mode: args.tunnel.wire,
-        proxy1: args.tunnel.proxy1_config(base.proxy1.proxy2),
-        proxy2: args.tunnel.proxy2_config(base.proxy2.server),
+        mode: args.wire.wire,
+        proxy1: args.proxy1.config(&args.wire, base.proxy1.proxy2),
+        proxy2: args.proxy2.config(&args.wire, base.proxy2.server),
         capture: None,
         link: args.link.settings(),
         link_seed: args.link.seed,
@@ -30,6 +31,13 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
 /// Runs the lab with the built-in demo: every client sends the simple message, checks the
 /// echo, and closes with a FIN.
 pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
+    // Headless: a scenario file, or the built-in demo scenario when there is no terminal.
+    if let Some(script) = &args.script {
+        return Ok(crate::script::run_file(script, args.report.as_deref()).await);
+    }
+    if !std::io::stdout().is_terminal() {
+        return Ok(crate::script::run_demo(args.report.as_deref()).await);
+    }
     let (events, mut rx) = EventSink::channel(64 * 1024);
     let printer = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {

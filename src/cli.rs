@@ -2,6 +2,7 @@
 //! scripts' argument shapes so any piece can be swapped for a Python script.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +44,9 @@ Examples:
   tunlab --loss 10 --delay 20ms --jitter 5ms --seed 7
                                            the lab over a lossy, slow link (replayable)
   tunlab proxy1 3327 localhost 3328 --loss-to-proxy1 30
-                                           proxy1 losing 30% of what proxy2 sends it";
+                                           proxy1 losing 30% of what proxy2 sends it
+  tunlab --script assets/scenarios/basic.toml --report report.json
+                                           a scenario headless, for CI";
 
 #[derive(Debug, Parser)]
 #[command(name = "tunlab", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
@@ -74,18 +77,40 @@ pub struct LabArgs {
     #[arg(long, default_value_t = DEFAULT_PROXY2_PORT, value_name = "PORT")]
     pub proxy2_port: u16,
     #[command(flatten)]
-    pub tunnel: TunnelArgs,
+    pub wire: WireArgs,
+    #[command(flatten)]
+    pub proxy1: Proxy1Tuning,
+    #[command(flatten)]
+    pub proxy2: Proxy2Tuning,
     #[command(flatten)]
     pub link: LinkArgs,
+    /// Run this scenario headless instead of the interactive lab: exit code 0 when every
+    /// expectation holds, 1 when one fails, 2 when the scenario is invalid. The scenario sets
+    /// up its own lab (ports, clients, timings), so the other lab options do not apply.
+    #[arg(long, value_name = "FILE", help_heading = "Headless")]
+    pub script: Option<PathBuf>,
+    /// Write a JSON report of the headless run (a --script, or the built-in demo that runs
+    /// when stdout is not a terminal).
+    #[arg(long, value_name = "FILE", help_heading = "Headless")]
+    pub report: Option<PathBuf>,
 }
 
-/// Timings of the tunnel, shared by the lab and the standalone proxies.
+/// Settings of the UDP link that both proxies share.
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Tunnel")]
-pub struct TunnelArgs {
+pub struct WireArgs {
     /// Wire format of the UDP link.
     #[arg(long, value_enum, default_value_t = WireMode::Classic)]
     pub wire: WireMode,
+    /// A connection with no traffic for this long is closed, so a lost X frees its id.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "TIME")]
+    pub idle_timeout: Duration,
+}
+
+/// proxy1's timings.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "proxy1")]
+pub struct Proxy1Tuning {
     /// Times proxy1 sends C before giving up on a connection.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub connect_attempts: u32,
@@ -95,29 +120,34 @@ pub struct TunnelArgs {
     /// How long a client may wait at proxy1 for a free id (all 10 busy) before it is closed.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub id_wait: Duration,
-    /// A connection with no traffic for this long is closed, so a lost X frees its id.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "TIME")]
-    pub idle_timeout: Duration,
+}
+
+/// proxy2's timings.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "proxy2")]
+pub struct Proxy2Tuning {
     /// How long proxy2 tries to connect to the server before answering NOK.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub server_connect_timeout: Duration,
 }
 
-impl TunnelArgs {
-    pub fn proxy1_config(&self, proxy2: SocketAddr) -> Proxy1Config {
+impl Proxy1Tuning {
+    pub fn config(&self, wire: &WireArgs, proxy2: SocketAddr) -> Proxy1Config {
         Proxy1Config {
             connect_attempts: self.connect_attempts,
             connect_retry: self.connect_retry,
             id_wait: self.id_wait,
-            idle_timeout: self.idle_timeout,
+            idle_timeout: wire.idle_timeout,
             ..Proxy1Config::new(proxy2)
         }
     }
+}
 
-    pub fn proxy2_config(&self, server: SocketAddr) -> Proxy2Config {
+impl Proxy2Tuning {
+    pub fn config(&self, wire: &WireArgs, server: SocketAddr) -> Proxy2Config {
         Proxy2Config {
             connect_timeout: self.server_connect_timeout,
-            idle_timeout: self.idle_timeout,
+            idle_timeout: wire.idle_timeout,
             ..Proxy2Config::new(server)
         }
     }
@@ -174,7 +204,9 @@ pub struct Proxy2Args {
     #[command(flatten)]
     pub common: StandaloneArgs,
     #[command(flatten)]
-    pub tunnel: TunnelArgs,
+    pub wire: WireArgs,
+    #[command(flatten)]
+    pub tuning: Proxy2Tuning,
     // A standalone proxy emulates both directions at its end: what it sends, and what it
     // receives as it arrives (its peer may be a course script with no emulator).
     #[command(flatten)]
@@ -192,7 +224,9 @@ pub struct Proxy1Args {
     #[command(flatten)]
     pub common: StandaloneArgs,
     #[command(flatten)]
-    pub tunnel: TunnelArgs,
+    pub wire: WireArgs,
+    #[command(flatten)]
+    pub tuning: Proxy1Tuning,
     // A standalone proxy emulates both directions at its end: what it sends, and what it
     // receives as it arrives (its peer may be a course script with no emulator).
     #[command(flatten)]
@@ -242,8 +276,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Proxy2(args)) => {
             let server = resolve(&args.server_host, args.server_port).await?;
             let socket = bind_udp((args.common.bind, args.udp_port).into())?;
-            let config = args.tunnel.proxy2_config(server);
-            let wire = args.tunnel.wire;
+            let config = args.tuning.config(&args.wire, server);
+            let wire = args.wire.wire;
             let emulator = standalone_emulator(&args.link);
             let attach = emulator.clone();
             let code = run_standalone(&args.common, |events, stop| async move {
@@ -260,8 +294,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let proxy2_addr = resolve(&args.proxy2_host, args.proxy2_udp_port).await?;
             let listener = bind_tcp((args.common.bind, args.tcp_port).into())?;
             let socket = bind_udp(local_bind_towards(proxy2_addr))?;
-            let config = args.tunnel.proxy1_config(proxy2_addr);
-            let wire = args.tunnel.wire;
+            let config = args.tuning.config(&args.wire, proxy2_addr);
+            let wire = args.wire.wire;
             let emulator = standalone_emulator(&args.link);
             let attach = emulator.clone();
             let code = run_standalone(&args.common, |events, stop| async move {

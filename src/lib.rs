@@ -13,4 +13,5 @@ pub mod lab;
 pub mod link;
 pub mod net;
 pub mod roles;
+pub mod script;
 pub mod wire;
