@@ -242,7 +242,9 @@ pub enum EventKind {
     RoleUp { role: Role, addr: SocketAddr },
     /// A role stopped.
     RoleDown { role: Role },
-    /// A frame left this endpoint's UDP socket.
+    /// This endpoint sent a frame. With the link emulator on, that is the moment the role
+    /// handed it to the link: a `LinkDecision` follows if the link dropped it (at once) or
+    /// delayed, duplicated, reordered or corrupted it (when it actually crossed).
     FrameSent {
         at: Endpoint,
         peer: SocketAddr,
@@ -255,10 +257,11 @@ pub enum EventKind {
         frame: FrameSummary,
     },
     /// The link emulator did something to a frame of `direction` at endpoint `at` (the
-    /// sender; or the receiver, for a standalone proxy emulating what arrives). A dropped
-    /// frame has no `FrameSent`; any other effect (delay, copy, reorder, corruption) is
-    /// reported right after the datagram's `FrameSent` (or `FrameReceived`). `frame` is the
-    /// datagram as it crossed, corrupted bytes included.
+    /// sender; or the receiver, for a standalone proxy emulating what arrives). A drop is
+    /// reported when it happens (after the sender's `FrameSent`; a frame dropped on arrival
+    /// has no `FrameReceived`); any other effect (delay, copy, reorder, corruption) when the
+    /// datagram actually crosses (sending side) or reaches the role (arrival side, right after
+    /// its `FrameReceived`). `frame` is the datagram as it crossed, corrupted bytes included.
     LinkDecision {
         at: Endpoint,
         direction: LinkDirection,

@@ -61,6 +61,10 @@ impl KindCounters {
 }
 
 /// Exact counters of one link endpoint. These never drop, unlike the event stream.
+///
+/// They are the role's view: `sent` is what the role sent, `received` what it received.
+/// With the link emulator on, what crossed the wire in between is in the emulator's counters
+/// ([`crate::impair::DirectionReport`]): a lost frame is sent here and never received there.
 #[derive(Debug, Default)]
 pub struct LinkStats {
     pub sent: KindCounters,
@@ -265,8 +269,13 @@ impl LinkSocket {
             .to_bytes(frame)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let Some(egress) = &self.egress else {
-            return self.inner.transmit(datagram, to, None).await;
+            self.inner.transmit(&datagram, to, None).await?;
+            self.inner.sent_by_role(frame, datagram.len(), to);
+            self.inner.tap_sent(datagram, to, None, true).await;
+            return Ok(());
         };
+        // The role has sent it, whatever the link then does to it.
+        self.inner.sent_by_role(frame, datagram.len(), to);
         let corruptible = corruptible_range(self.inner.mode, &datagram);
         let offered = {
             let mut pipeline = egress.pipeline.lock().unwrap();
@@ -457,15 +466,30 @@ impl Drop for LinkSocket {
 }
 
 impl Inner {
-    /// Puts one datagram on the wire, then counts, reports and captures it. With `emulated`,
-    /// it came out of the emulator: its counters and its verdict go with it.
+    /// Counts and reports a frame the role sent (handed to the link).
+    fn sent_by_role(&self, frame: &Frame<'_>, wire_len: usize, to: SocketAddr) {
+        self.stats.sent.add(frame.kind());
+        self.stats
+            .sent_bytes
+            .fetch_add(wire_len as u64, Ordering::Relaxed);
+        if self.events.is_enabled() {
+            self.events.emit(EventKind::FrameSent {
+                at: self.endpoint,
+                peer: to,
+                frame: FrameSummary::of(frame, wire_len),
+            });
+        }
+    }
+
+    /// Puts one datagram on the wire. With `emulated`, it came out of the emulator: it is
+    /// counted as delivered (or as a failed send), and its verdict is reported.
     async fn transmit(
         &self,
-        datagram: Vec<u8>,
+        datagram: &[u8],
         to: SocketAddr,
         emulated: Option<(&DirectionEmulator, &LinkVerdict)>,
     ) -> io::Result<()> {
-        if let Err(e) = self.socket.send_to(&datagram, to).await {
+        if let Err(e) = self.socket.send_to(datagram, to).await {
             if let Some((direction, _)) = emulated {
                 direction.counters().drop(DropCause::SendFailed);
                 self.events.log(
@@ -480,48 +504,46 @@ impl Inner {
             }
             return Err(e);
         }
-        if let Some((direction, _)) = emulated {
+        if let Some((direction, verdict)) = emulated {
             direction.counters().delivered.add();
-        }
-        self.stats
-            .sent_bytes
-            .fetch_add(datagram.len() as u64, Ordering::Relaxed);
-        // Everything this socket sends was encoded here, and the emulator only flips payload
-        // bits, so it always decodes; the summary shows the bytes as they went.
-        if let Ok(frame) = self.mode.decode(&datagram) {
-            self.stats.sent.add(frame.kind());
-            if self.events.is_enabled() {
-                let summary = FrameSummary::of(&frame, datagram.len());
-                self.events.emit(EventKind::FrameSent {
+            // Everything this socket sends was encoded here, and the emulator only flips
+            // payload bits, so it decodes; the summary shows the bytes as they crossed.
+            if !verdict.is_plain()
+                && self.events.is_enabled()
+                && let Ok(frame) = self.mode.decode(datagram)
+            {
+                self.events.emit(EventKind::LinkDecision {
                     at: self.endpoint,
+                    direction: direction.direction(),
                     peer: to,
-                    frame: summary.clone(),
+                    frame: FrameSummary::of(&frame, datagram.len()),
+                    what: verdict.clone(),
                 });
-                if let Some((direction, verdict)) = emulated
-                    && !verdict.is_plain()
-                {
-                    self.events.emit(EventKind::LinkDecision {
-                        at: self.endpoint,
-                        direction: direction.direction(),
-                        peer: to,
-                        frame: summary,
-                        what: verdict.clone(),
-                    });
-                }
             }
         }
+        Ok(())
+    }
+
+    /// Captures a datagram this endpoint sent (`on_wire`), or one the emulator dropped
+    /// before it could be sent (not `on_wire`: pcapng shows it as a comment, pcap skips it).
+    async fn tap_sent(
+        &self,
+        datagram: Vec<u8>,
+        to: SocketAddr,
+        note: Option<String>,
+        on_wire: bool,
+    ) {
         if let Some((tap, _)) = &self.tap {
             tap.record(TapRecord {
                 time: SystemTime::now(),
                 src: self.local,
                 dst: to,
                 datagram,
-                note: emulated.and_then(|(_, verdict)| verdict.capture_note(false)),
-                on_wire: true,
+                note,
+                on_wire,
             })
             .await;
         }
-        Ok(())
     }
 
     /// Reports a frame the emulator dropped before it was sent: an event, and a capture
@@ -545,17 +567,8 @@ impl Inner {
                 what: verdict.clone(),
             });
         }
-        if let Some((tap, _)) = &self.tap {
-            tap.record(TapRecord {
-                time: SystemTime::now(),
-                src: self.local,
-                dst: to,
-                datagram,
-                note: verdict.capture_note(false),
-                on_wire: false,
-            })
+        self.tap_sent(datagram, to, verdict.capture_note(false), false)
             .await;
-        }
     }
 
     /// Captures a datagram as it arrived, if this endpoint taps what it receives.
@@ -613,9 +626,15 @@ impl Egress {
                 break;
             };
             // A failure is counted and reported inside; the next datagram still goes.
-            let _ = inner
-                .transmit(datagram, addr, Some((self.emulated(), &verdict)))
-                .await;
+            if inner
+                .transmit(&datagram, addr, Some((self.emulated(), &verdict)))
+                .await
+                .is_ok()
+            {
+                inner
+                    .tap_sent(datagram, addr, verdict.capture_note(false), true)
+                    .await;
+            }
         }
     }
 

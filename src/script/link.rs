@@ -74,7 +74,7 @@ impl LinkSpec {
             }
         }
         if let Some(seed) = self.settings.get("seed")
-            && !seed.as_integer().is_some_and(|n| n >= 0)
+            && seed.as_integer().is_none_or(|n| n < 0)
         {
             return Err(format!("seed must be a whole number ≥ 0, not {seed}"));
         }
@@ -250,6 +250,42 @@ impl LinkReport {
             to_proxy2: DirectionReport::of(LinkDirection::ToProxy2, snapshot),
             to_proxy1: DirectionReport::of(LinkDirection::ToProxy1, snapshot),
         }
+    }
+
+    /// What the emulator did, one line per direction, for the human summary:
+    /// `p1→p2 dropped 18 (loss 18), duplicated 0, reordered 0, corrupted 0, delayed 0`.
+    pub fn emulator_lines(&self) -> Vec<String> {
+        [("p1→p2", &self.to_proxy2), ("p2→p1", &self.to_proxy1)]
+            .into_iter()
+            .map(|(label, d)| {
+                let by = d.dropped_by;
+                let causes: Vec<String> = [
+                    ("loss", by.loss),
+                    ("burst", by.burst),
+                    ("blackhole", by.blackhole),
+                    ("queue full", by.queue_full),
+                    ("stopped", by.stopped),
+                    ("send failed", by.send_failed),
+                ]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(cause, n)| format!("{cause} {n}"))
+                .collect();
+                let causes = if causes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", causes.join(", "))
+                };
+                format!(
+                    "{label} dropped {}{causes}, duplicated {}, reordered {}, corrupted {}, delayed {}",
+                    by.total(),
+                    d.duplicated,
+                    d.reordered,
+                    d.corrupted,
+                    d.delayed
+                )
+            })
+            .collect()
     }
 
     /// Whether the emulator did anything in this run.
