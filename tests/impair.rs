@@ -859,3 +859,24 @@ fn the_readme_link_example_is_a_valid_scenario() {
     );
     assert!(stdout.contains("link loss = 100"), "{stdout}");
 }
+
+/// A frame held back for reordering that nothing overtakes goes after `reorder_wait`, sent by
+/// the emulator's timer (no later send needed), and counts as delayed, not reordered.
+#[tokio::test(start_paused = true)]
+async fn a_held_frame_that_nothing_overtakes_goes_after_the_wait() {
+    let settings = DirectionSettings {
+        reorder: Percent::HUNDRED,
+        reorder_wait: Duration::from_millis(50),
+        ..DirectionSettings::default()
+    };
+    let (link, receiver, emulator) = proxy1_link(settings, 4).await;
+    let start = Instant::now();
+    send_numbered(&link, 9, receiver.local_addr().unwrap()).await;
+    assert_eq!(recv_numbered(&receiver).await, 9);
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    let report = emulator.report().to_proxy2;
+    assert_eq!(
+        (report.delivered, report.reordered, report.delayed),
+        (1, 0, 1)
+    );
+}
