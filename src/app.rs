@@ -24,6 +24,8 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
         proxy1: args.proxy1.config(&args.wire, base.proxy1.proxy2),
         proxy2: args.proxy2.config(&args.wire, base.proxy2.server),
         capture: None,
+        link: args.link.settings(),
+        link_seed: args.link.seed,
     }
 }
 
@@ -93,6 +95,12 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut ok = true;
+    if !snapshot.link.settings.is_clear() {
+        for line in snapshot.link.lines() {
+            println!("{line}");
+        }
+        println!("link emulator seed {}", snapshot.link.seed);
+    }
     for (id, status) in &snapshot.clients {
         let intact = status.intact && status.echoed_bytes == status.sent_bytes;
         ok &= intact;

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::capture::{CaptureFormat, CapturePlan, CaptureTap, CaptureTarget, CaptureWriter};
 use crate::describe::describe;
 use crate::event::{EventSink, Level, Role};
+use crate::impair::{LinkArgs, LinkEmulator, random_seed};
 use crate::lab::{DEFAULT_PROXY1_PORT, DEFAULT_PROXY2_PORT, DEFAULT_SERVER_PORT};
-use crate::link::LinkSocket;
+use crate::link::{EmulatorScope, LinkSocket};
 use crate::net::{bind_tcp, bind_udp, local_bind_towards, resolve};
 use crate::roles::proxy1::Proxy1Config;
 use crate::roles::proxy2::Proxy2Config;
@@ -40,6 +42,10 @@ Examples:
   tunlab proxy2 3328 localhost 1818        proxy2 on UDP 3328, toward the server
   tunlab proxy1 3327 localhost 3328        proxy1 on TCP 3327, toward proxy2
   tunlab echo-client localhost 3327        type lines, see their echo
+  tunlab --loss 10 --delay 20ms --jitter 5ms --seed 7
+                                           the lab over a lossy, slow link (replayable)
+  tunlab proxy1 3327 localhost 3328 --loss-to-proxy1 30
+                                           proxy1 losing 30% of what proxy2 sends it
   tunlab --script assets/scenarios/basic.toml --report report.json
                                            a scenario headless, for CI";
 
@@ -77,6 +83,8 @@ pub struct LabArgs {
     pub proxy1: Proxy1Tuning,
     #[command(flatten)]
     pub proxy2: Proxy2Tuning,
+    #[command(flatten)]
+    pub link: LinkArgs,
     #[command(flatten)]
     pub capture: LabCaptureArgs,
     /// Run this scenario headless instead of the interactive lab: exit code 0 when every
@@ -214,8 +222,16 @@ pub enum Command {
     /// Run only the echo server (like server_echo2.py).
     EchoServer(EchoServerArgs),
     /// Run only proxy2: UDP from proxy1s, one TCP connection to the server per tunnel connection.
+    ///
+    /// With link emulator flags, proxy2 emulates both directions at its end: what it sends
+    /// (p2→p1) and what it receives, as it arrives (p1→p2), since its proxy1 may be a course
+    /// script with no emulator. Give the flags to one side only when both proxies are tunlab's.
     Proxy2(Proxy2Args),
     /// Run only proxy1: TCP clients in, multiplexed over one UDP socket to proxy2.
+    ///
+    /// With link emulator flags, proxy1 emulates both directions at its end: what it sends
+    /// (p1→p2) and what it receives, as it arrives (p2→p1), since its proxy2 may be a course
+    /// script with no emulator. Give the flags to one side only when both proxies are tunlab's.
     Proxy1(Proxy1Args),
     /// Run one interactive echo client (like client_echo2.py): each stdin line is sent and its echo printed.
     EchoClient(EchoClientArgs),
@@ -255,6 +271,10 @@ pub struct Proxy2Args {
     pub wire: WireArgs,
     #[command(flatten)]
     pub tuning: Proxy2Tuning,
+    // A standalone proxy emulates both directions at its end: what it sends, and what it
+    // receives as it arrives (its peer may be a course script with no emulator).
+    #[command(flatten)]
+    pub link: LinkArgs,
     #[command(flatten)]
     pub capture: ProxyCaptureArgs,
 }
@@ -273,6 +293,10 @@ pub struct Proxy1Args {
     pub wire: WireArgs,
     #[command(flatten)]
     pub tuning: Proxy1Tuning,
+    // A standalone proxy emulates both directions at its end: what it sends, and what it
+    // receives as it arrives (its peer may be a course script with no emulator).
+    #[command(flatten)]
+    pub link: LinkArgs,
     #[command(flatten)]
     pub capture: ProxyCaptureArgs,
 }
@@ -322,14 +346,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let socket = bind_udp((args.common.bind, args.udp_port).into())?;
             let config = args.tuning.config(&args.wire, server);
             let wire = args.wire.wire;
+            let emulator = standalone_emulator(&args.link);
+            let attach = emulator.clone();
             let capture = args.capture.plan(Role::Proxy2);
-            run_standalone(&args.common, capture, |events, stop, tap| async move {
+            let code = run_standalone(&args.common, capture, |events, stop, tap| async move {
                 match LinkSocket::new(socket, crate::event::Endpoint::Proxy2, wire, events) {
-                    Ok(link) => proxy2::run(with_tap(link, tap), config, stop).await,
+                    Ok(link) => {
+                        let link = with_tap(with_emulator(link, attach), tap);
+                        proxy2::run(link, config, stop).await
+                    }
                     Err(e) => eprintln!("error: {e}"),
                 }
             })
-            .await
+            .await;
+            report_emulator(emulator.as_deref());
+            code
         }
         Some(Command::Proxy1(args)) => {
             let proxy2_addr = resolve(&args.proxy2_host, args.proxy2_udp_port).await?;
@@ -337,19 +368,61 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let socket = bind_udp(local_bind_towards(proxy2_addr))?;
             let config = args.tuning.config(&args.wire, proxy2_addr);
             let wire = args.wire.wire;
+            let emulator = standalone_emulator(&args.link);
+            let attach = emulator.clone();
             let capture = args.capture.plan(Role::Proxy1);
-            run_standalone(&args.common, capture, |events, stop, tap| async move {
+            let code = run_standalone(&args.common, capture, |events, stop, tap| async move {
                 match LinkSocket::new(socket, crate::event::Endpoint::Proxy1, wire, events) {
-                    Ok(link) => proxy1::run(listener, with_tap(link, tap), config, stop).await,
+                    Ok(link) => {
+                        let link = with_tap(with_emulator(link, attach), tap);
+                        proxy1::run(listener, link, config, stop).await
+                    }
                     Err(e) => eprintln!("error: {e}"),
                 }
             })
-            .await
+            .await;
+            report_emulator(emulator.as_deref());
+            code
         }
         Some(Command::EchoClient(args)) => {
             let server = resolve(&args.host, args.port).await?;
             echo_client::run_interactive(server, args.echo_timeout).await?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The emulator a standalone proxy runs, if its flags ask for one. It says so on stderr,
+/// with the seed that replays it.
+fn standalone_emulator(args: &LinkArgs) -> Option<Arc<LinkEmulator>> {
+    let settings = args.settings();
+    if settings.is_clear() {
+        return None;
+    }
+    let emulator = LinkEmulator::new(settings, args.seed.unwrap_or_else(random_seed));
+    let settings = emulator.settings();
+    eprintln!(
+        "link emulator (seed {}; replay with --seed {}): p1→p2 {} | p2→p1 {}",
+        emulator.seed(),
+        emulator.seed(),
+        settings.to_proxy2.summary(),
+        settings.to_proxy1.summary()
+    );
+    Some(emulator)
+}
+
+fn with_emulator(link: LinkSocket, emulator: Option<Arc<LinkEmulator>>) -> LinkSocket {
+    match emulator {
+        Some(emulator) => link.with_emulator(emulator, EmulatorScope::SentAndReceived),
+        None => link,
+    }
+}
+
+/// The emulator's counters when a standalone proxy stops.
+fn report_emulator(emulator: Option<&LinkEmulator>) {
+    if let Some(emulator) = emulator {
+        for line in emulator.report().lines() {
+            eprintln!("{line}");
         }
     }
 }

@@ -57,7 +57,24 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
         EventKind::FrameReceived { at, peer, frame } if frames => {
             format!("{} ← {peer}: {}", at.label(), frame_label(frame))
         }
-        EventKind::FrameSent { .. } | EventKind::FrameReceived { .. } => return None,
+        EventKind::LinkDecision {
+            at,
+            direction,
+            frame,
+            what,
+            ..
+        } if frames => {
+            format!(
+                "{} link emulator {}: {} {}",
+                at.label(),
+                direction.arrow(),
+                frame_label(frame),
+                what.describe()
+            )
+        }
+        EventKind::FrameSent { .. }
+        | EventKind::FrameReceived { .. }
+        | EventKind::LinkDecision { .. } => return None,
         EventKind::FrameMalformed {
             at,
             peer,

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod cli;
 pub mod describe;
 pub mod event;
+pub mod impair;
 pub mod lab;
 pub mod link;
 pub mod net;

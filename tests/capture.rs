@@ -9,7 +9,8 @@ use capture_support::*;
 use tunlab::capture::{
     CaptureFormat, CapturePlan, CaptureTarget, CaptureWriter, PCAPNG_INTERFACE_NAME, TapRecord,
 };
-use tunlab::event::{EventKind, EventSink, Level, Role};
+use tunlab::event::{CloseKind, EventKind, EventSink, Level, Role};
+use tunlab::impair::{DirectionSettings, LinkSettings, Percent};
 use tunlab::lab::{Lab, LabConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,6 +106,7 @@ async fn the_file_is_readable_while_the_capture_runs() {
                 dst,
                 datagram: format!("D{}{n}", n % 10).into_bytes(),
                 note: None,
+                on_wire: true,
             })
             .await;
         }
@@ -149,6 +151,7 @@ fn a_panic_elsewhere_leaves_a_complete_file() {
                     dst: "127.0.0.1:3328".parse().unwrap(),
                     datagram: format!("D1frame {n}").into_bytes(),
                     note: None,
+                    on_wire: true,
                 })
                 .await;
             }
@@ -295,6 +298,7 @@ async fn finish_waits_for_every_queued_frame() {
                 dst: "127.0.0.1:3328".parse().unwrap(),
                 datagram: format!("D2{n:06}").into_bytes(),
                 note: None,
+                on_wire: true,
             })
             .await;
         }
@@ -313,5 +317,93 @@ async fn finish_waits_for_every_queued_frame() {
             format!("D2{n:06}").into_bytes(),
             "in order, none lost"
         );
+    }
+}
+
+/// With the link emulator losing frames, a classic pcap holds exactly what crossed the wire,
+/// and pcapng also keeps each frame dropped before sending, as an empty packet whose comment
+/// says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_the_link_emulator_dropped_are_comments_in_pcapng_and_absent_from_pcap() {
+    for format in [CaptureFormat::Pcapng, CaptureFormat::Pcap] {
+        let dir = tempfile::tempdir().unwrap();
+        let (events, _rx) = EventSink::channel(1 << 20);
+        let capture = lab_writer(dir.path(), format, &events);
+        let mut config = LabConfig {
+            capture: Some(capture.tap()),
+            link: LinkSettings::symmetric(DirectionSettings {
+                loss: Percent::new(30.0).unwrap(),
+                ..DirectionSettings::default()
+            }),
+            link_seed: Some(7),
+            ..LabConfig::ephemeral()
+        };
+        // One C each, no retries: once the clients close, the link falls quiet.
+        config.proxy1.connect_attempts = 1;
+        let mut lab = Lab::start(config, events.clone()).await.unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            clients.push(lab.add_client().await.unwrap());
+        }
+        for round in 0..6 {
+            for (n, &client) in clients.iter().enumerate() {
+                let _ = lab.client_send(client, payload(n, round));
+            }
+        }
+        wait_until("some frames lost", || {
+            let link = lab.snapshot().link;
+            link.to_proxy2.dropped_by.loss + link.to_proxy1.dropped_by.loss >= 3
+        })
+        .await;
+        for &client in &clients {
+            let _ = lab.client_close(client, CloseKind::Fin);
+        }
+        // Until nothing moves, so the snapshot and the file describe the same run.
+        let mut last = None;
+        let mut still = 0;
+        while still < 5 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = lab.snapshot().link;
+            still = if Some((now.to_proxy2, now.to_proxy1)) == last {
+                still + 1
+            } else {
+                0
+            };
+            last = Some((now.to_proxy2, now.to_proxy1));
+        }
+        let link = lab.snapshot().link;
+        lab.shutdown().await;
+        let summary = capture.finish().await;
+        assert_eq!(summary.error, None);
+        let delivered = link.to_proxy2.delivered + link.to_proxy1.delivered;
+        let lost = link.to_proxy2.dropped_by.loss + link.to_proxy1.dropped_by.loss;
+        assert_eq!(
+            link.to_proxy2.dropped + link.to_proxy1.dropped,
+            lost,
+            "loss only"
+        );
+        match format {
+            CaptureFormat::Pcap => {
+                let packets = read_pcap(&summary.path);
+                assert_eq!(
+                    packets.len() as u64,
+                    delivered,
+                    "what crossed the wire, only"
+                );
+                assert_eq!(summary.frames, delivered);
+            }
+            CaptureFormat::Pcapng => {
+                let file = read_pcapng(&summary.path);
+                assert_eq!(file.packets.len() as u64, delivered);
+                assert!(file.packets.iter().all(|p| p.comment.is_none()));
+                assert_eq!(file.not_sent.len() as u64, lost);
+                for gone in &file.not_sent {
+                    assert_eq!(gone.comment, "link emulator: dropped (loss); not sent");
+                    // Ethernet, IPv4 and UDP headers, type and id at least.
+                    assert!(gone.original_len >= 14 + 20 + 8 + 2, "{gone:?}");
+                }
+                assert_eq!(summary.frames, delivered + lost, "every record is a block");
+            }
+        }
     }
 }

@@ -282,6 +282,7 @@ async fn dissector_claims_port_3328_and_flags_malformed_datagrams() {
                 dst,
                 datagram: datagram.to_vec(),
                 note: None,
+                on_wire: true,
             })
             .await;
     }
@@ -378,6 +379,7 @@ async fn dissector_finds_a_tunnel_on_any_port_by_its_opening_frame_only() {
                 dst,
                 datagram: datagram.to_vec(),
                 note: None,
+                on_wire: true,
             })
             .await;
     }
@@ -404,4 +406,49 @@ async fn dissector_finds_a_tunnel_on_any_port_by_its_opening_frame_only() {
         );
         assert_row_matches(n, &rows[n], &packets[n]);
     }
+}
+
+/// A frame the link emulator dropped before sending is an empty pcapng packet; Wireshark
+/// shows its comment in the Info column, between the frames that did cross.
+#[tokio::test]
+async fn a_frame_that_was_not_sent_shows_its_comment_in_the_info_column() {
+    if !have_tshark("a_frame_that_was_not_sent_shows_its_comment_in_the_info_column") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-sent.pcapng");
+    let plan = CapturePlan::new(
+        CaptureTarget::File(path.clone()),
+        CaptureFormat::Pcapng,
+        "not-sent test",
+        Role::Proxy1,
+    );
+    let capture = CaptureWriter::start(plan, EventSink::disabled()).unwrap();
+    let proxy1: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let proxy2: SocketAddr = ([127, 0, 0, 1], DEFAULT_PROXY2_PORT).into();
+    let note = "link emulator: dropped (loss); not sent";
+    let records: [(&[u8], bool); 3] = [(b"C1", true), (b"D1hola\n", false), (b"X1", true)];
+    for (datagram, on_wire) in records {
+        capture
+            .tap()
+            .record(TapRecord {
+                time: SystemTime::now(),
+                src: proxy1,
+                dst: proxy2,
+                datagram: datagram.to_vec(),
+                note: (!on_wire).then(|| note.to_string()),
+                on_wire,
+            })
+            .await;
+    }
+    capture.finish().await;
+    let rows = tshark_fields(&path, None, &["_ws.col.Protocol", "frame.cap_len"]);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0].get("_ws.col.Info"), "C1");
+    assert_eq!(rows[2].get("_ws.col.Info"), "X1");
+    let gone = &rows[1];
+    assert_eq!(gone.get("_ws.col.Info"), note, "{gone:?}");
+    assert_eq!(gone.extra(0), "TUNLAB");
+    assert_eq!(gone.extra(1), "0", "no bytes: none crossed the wire");
+    assert!(gone.worst_severity() < PI_WARN, "{gone:?}");
 }

@@ -152,3 +152,21 @@ local function heuristic(tvb, pinfo, tree)
 end
 
 tunlab:register_heuristic("udp", heuristic)
+
+-- tunlab's pcapng keeps a frame the link emulator dropped before sending as an empty packet
+-- (no bytes crossed the wire) whose comment says what happened. Show that comment in the
+-- Info column, so the drop is visible in the packet list where it happened.
+local f_comment = Field.new("frame.comment")
+local not_sent = Proto("tunlab_not_sent", "tunlab frame that was not sent")
+
+function not_sent.dissector(tvb, pinfo, tree)
+    if tvb:len() ~= 0 then return end
+    local comment = f_comment()
+    if comment == nil then return end
+    local text = tostring(comment.value)
+    if not text:find("not sent", 1, true) then return end
+    pinfo.cols.protocol:set("TUNLAB")
+    pinfo.cols.info:set(text)
+end
+
+register_postdissector(not_sent)

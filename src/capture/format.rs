@@ -135,11 +135,14 @@ impl Encoder {
         Ok(Encoder { writer, buffer })
     }
 
-    /// Appends one record.
-    pub fn encode(&mut self, record: &TapRecord) -> io::Result<()> {
+    /// Appends one record. Returns whether it became a packet of the file: a frame that never
+    /// crossed the wire (the link emulator dropped it before sending) is left out of a classic
+    /// pcap, and kept in pcapng only as a comment on an empty packet.
+    pub fn encode(&mut self, record: &TapRecord) -> io::Result<bool> {
         let data = ethernet_udp(record.src, record.dst, &record.datagram)?;
         let timestamp = since_epoch(record.time);
         match &mut self.writer {
+            Writer::Pcap(_) if !record.on_wire => return Ok(false),
             Writer::Pcap(writer) => {
                 let packet = PcapPacket::new(timestamp, data.len() as u32, &data);
                 writer.write_packet(&packet).map_err(to_io)?;
@@ -149,17 +152,20 @@ impl Encoder {
                     Some(note) => vec![EnhancedPacketOption::Comment(Cow::Borrowed(note))],
                     None => Vec::new(),
                 };
+                // Not on the wire: no bytes were captured, because none crossed; the comment
+                // says what happened and the original length what would have gone.
+                let captured: &[u8] = if record.on_wire { &data } else { &[] };
                 let packet = EnhancedPacketBlock {
                     interface_id: 0,
                     timestamp,
                     original_len: data.len() as u32,
-                    data: Cow::Borrowed(&data),
+                    data: Cow::Borrowed(captured),
                     options,
                 };
                 writer.write_pcapng_block(packet).map_err(to_io)?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Bytes encoded and not yet taken.

@@ -86,14 +86,17 @@ impl CapturePlan {
 /// One datagram on the link.
 #[derive(Clone, Debug)]
 pub struct TapRecord {
-    /// When the datagram was sent or received.
+    /// When the datagram was sent or received (for a dropped frame: when it was dropped).
     pub time: SystemTime,
     pub src: SocketAddr,
     pub dst: SocketAddr,
-    /// The exact bytes on the wire.
+    /// The exact bytes on the wire (for a dropped frame: the bytes that would have gone).
     pub datagram: Vec<u8>,
     /// What the lab did to this frame, if anything notable (pcapng comments).
     pub note: Option<String>,
+    /// False for a frame the link emulator dropped before it was sent: it never crossed the
+    /// wire, so a classic pcap skips it, and pcapng keeps it only to carry its `note`.
+    pub on_wire: bool,
 }
 
 /// The sending side of the capture writer's channel.

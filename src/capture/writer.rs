@@ -347,11 +347,9 @@ impl Thread {
 
     /// Writes `first` and whatever else is queued right now.
     fn write_batch(&mut self, first: TapRecord) -> io::Result<()> {
-        self.encoder.encode(&first)?;
-        let mut frames = 1;
+        let mut frames = u64::from(self.encoder.encode(&first)?);
         while let Ok(record) = self.records.try_recv() {
-            self.encoder.encode(&record)?;
-            frames += 1;
+            frames += u64::from(self.encoder.encode(&record)?);
             if self.encoder.pending() >= BATCH_BYTES {
                 self.commit(frames)?;
                 frames = 0;

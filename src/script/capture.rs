@@ -99,9 +99,13 @@ impl CaptureRun {
         let task_counters = counters.clone();
         let task = tokio::spawn(async move {
             while let Some(record) = records.recv().await {
-                task_counters.frames.fetch_add(1, Ordering::Relaxed);
-                if let Ok(frame) = mode.decode(&record.datagram) {
-                    task_counters.count(frame.kind());
+                // A frame the link emulator dropped never crossed the wire: it is not counted,
+                // and the writer only keeps it as a pcapng comment.
+                if record.on_wire {
+                    task_counters.frames.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(frame) = mode.decode(&record.datagram) {
+                        task_counters.count(frame.kind());
+                    }
                 }
                 // Waits while the writer is behind, like the lab's own taps.
                 file.record(record).await;

@@ -180,6 +180,18 @@ pub struct PcapNgFile {
     pub interface_name: Option<String>,
     pub interface_description: Option<String>,
     pub packets: Vec<Captured>,
+    /// Empty packets: frames the link emulator dropped before they were sent, kept only for
+    /// their comment.
+    pub not_sent: Vec<NotSent>,
+}
+
+/// A frame that never crossed the wire, as pcapng keeps it.
+#[derive(Debug)]
+pub struct NotSent {
+    pub time: Duration,
+    /// What the frame would have been on the wire.
+    pub original_len: u32,
+    pub comment: String,
 }
 
 /// Reads a pcapng; every block must read cleanly.
@@ -216,12 +228,20 @@ pub fn read_pcapng(path: &Path) -> PcapNgFile {
             }
             Block::EnhancedPacket(epb) => {
                 assert_eq!(epb.interface_id, 0);
-                assert_eq!(epb.original_len as usize, epb.data.len(), "nothing is cut");
-                let (src, dst, datagram) = parse_frame(&epb.data);
                 let comment = epb.options.iter().find_map(|o| match o {
                     EnhancedPacketOption::Comment(c) => Some(c.to_string()),
                     _ => None,
                 });
+                if epb.data.is_empty() {
+                    out.not_sent.push(NotSent {
+                        time: epb.timestamp,
+                        original_len: epb.original_len,
+                        comment: comment.expect("an empty packet says why in a comment"),
+                    });
+                    continue;
+                }
+                assert_eq!(epb.original_len as usize, epb.data.len(), "nothing is cut");
+                let (src, dst, datagram) = parse_frame(&epb.data);
                 out.packets.push(Captured {
                     time: epb.timestamp,
                     src,
@@ -363,6 +383,7 @@ pub async fn run_lab_traffic(
                 dst: addrs.proxy2_udp,
                 datagram: datagram.to_vec(),
                 note: Some(note.to_string()),
+                on_wire: true,
             })
             .await;
     }
