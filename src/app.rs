@@ -1,6 +1,7 @@
 //! The lab front end chosen by the command line: the TUI on a terminal, the headless demo
 //! otherwise.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -25,9 +26,12 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
     }
 }
 
-/// Runs the lab with the built-in demo: every client sends the simple message, checks the
+/// Runs the lab: the TUI when stdout is a terminal, otherwise the built-in demo: every client sends the simple message, checks the
 /// echo, and closes with a FIN.
 pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
+    if std::io::stdout().is_terminal() {
+        return crate::tui::run(&args).await;
+    }
     let (events, mut rx) = EventSink::channel(64 * 1024);
     let printer = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
