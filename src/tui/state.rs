@@ -206,14 +206,19 @@ pub enum LadderEntry {
         label: String,
         kind: ArrowKind,
     },
-    /// A line across every lane (a new connection on this id, the id freed…).
+    /// A line across every lane (the id freed, refused…).
     Note { time: Duration, text: String },
+    /// The id was given to a TCP client (named when drawn: its lab client number may only
+    /// become known a moment later).
+    IdGiven { time: Duration, client: SocketAddr },
 }
 
 impl HasTime for LadderEntry {
     fn time(&self) -> Duration {
         match self {
-            LadderEntry::Arrow { time, .. } | LadderEntry::Note { time, .. } => *time,
+            LadderEntry::Arrow { time, .. }
+            | LadderEntry::Note { time, .. }
+            | LadderEntry::IdGiven { time, .. } => *time,
         }
     }
 }
@@ -373,6 +378,9 @@ pub struct TuiState {
     pub counters: Counters,
     pub log: Ring<LogLine>,
     pub view: ViewState,
+    /// When set, the UI's own log lines are stamped with this time instead of the clock's,
+    /// so that tests (and replays) draw the same screen every time.
+    pub fixed_now: Option<SystemTime>,
     /// Lab clients by their TCP address.
     client_by_addr: HashMap<SocketAddr, ClientId>,
     /// The last id each TCP client was given.
@@ -404,6 +412,7 @@ impl TuiState {
             counters: Counters::default(),
             log: Ring::new(LOG_CAPACITY),
             view: ViewState::default(),
+            fixed_now: None,
             client_by_addr: HashMap::new(),
             conn_by_addr: HashMap::new(),
             pending_accepts: HashMap::new(),
@@ -465,7 +474,7 @@ impl TuiState {
 
     /// A line in the log pane from the UI itself (a key's result, an error).
     pub fn note(&mut self, level: Level, text: impl Into<String>) {
-        let time = self.since_start(SystemTime::now());
+        let time = self.since_start(self.fixed_now.unwrap_or_else(SystemTime::now));
         self.log.push(LogLine {
             time,
             level,
@@ -729,14 +738,7 @@ fn on_proxy1_conn(
                 }
                 state.conn_by_addr.insert(addr, id);
                 stop_waiting(state, addr, Some(id));
-                let label = state.client_label(addr);
-                state.ladder(
-                    id,
-                    LadderEntry::Note {
-                        time,
-                        text: format!("id {id} given to {label}"),
-                    },
-                );
+                state.ladder(id, LadderEntry::IdGiven { time, client: addr });
                 let accepted = state.pending_accepts.remove(&addr);
                 state.arrow(
                     id,

@@ -22,34 +22,37 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
         return;
     }
     let selected_addr = state.selected_client_addr();
+    let is_selected = |c: &ClientView| c.local.is_some() && c.local == selected_addr;
     let width = inner.width as usize;
     let clients: Vec<&ClientView> = state.clients.values().collect();
-    // Newest at the bottom, like the other panes; the selected client stays visible.
-    let selected_index = clients
-        .iter()
-        .position(|c| c.local.is_some() && c.local == selected_addr);
-    let height = inner.height as usize;
+    let height = (inner.height as usize).saturating_sub(1);
+    // The newest at the bottom, like the other panes, unless the selected client is older.
     let mut window = visible_window(clients.len(), height, 0);
-    if let Some(index) = selected_index
+    if let Some(index) = clients.iter().position(|c| is_selected(c))
         && !window.contains(&index)
     {
-        window = index.saturating_sub(height / 2)
-            ..(index.saturating_sub(height / 2) + height).min(clients.len());
+        let start = index.saturating_sub(height / 2);
+        window = start..(start + height).min(clients.len());
     }
-    let lines: Vec<Line> = clients[window]
-        .iter()
-        .map(|client| {
-            client_line(
-                state,
-                client,
-                width,
-                client.local.is_some() && client.local == selected_addr,
-            )
-        })
-        .collect();
+    let mut lines = vec![Line::styled(
+        format!(
+            " {:<4}{:<STATUS_WIDTH$}{:>9}{:>9}",
+            "#", "now", "sent", "echoed"
+        ),
+        Style::new().dark_gray(),
+    )];
+    lines.extend(
+        clients[window]
+            .iter()
+            .map(|client| client_line(state, client, width, is_selected(client))),
+    );
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
+/// Room for `aborted with RST`.
+const STATUS_WIDTH: usize = 17;
+
+/// ` 2   id 0                 10 B     10 B ✓`
 fn client_line(
     state: &TuiState,
     client: &ClientView,
@@ -57,31 +60,27 @@ fn client_line(
     selected: bool,
 ) -> Line<'static> {
     let (status, style) = status(state, client);
-    let echo_style = if client.intact {
-        Style::new()
-    } else {
-        Style::new().red().bold()
+    let (check, check_style) = match (client.echoed, client.intact) {
+        (0, _) => ("", Style::new()),
+        (_, true) => (" ✓", Style::new().green()),
+        (_, false) => (" ✗ damaged", Style::new().red().bold()),
     };
-    let echo = if client.echoed == 0 {
-        String::new()
-    } else if client.intact {
-        " intact".to_string()
-    } else {
-        " DAMAGED".to_string()
-    };
-    let head = format!(
-        "{}{:<3} {}/{}",
-        if selected { "▶" } else { " " },
-        client.id,
-        format_bytes(client.sent),
-        format_bytes(client.echoed),
-    );
-    let room = width.saturating_sub(head.chars().count() + echo.chars().count() + 1);
     let line = Line::from(vec![
-        Span::raw(head),
-        Span::styled(echo, echo_style),
-        Span::raw(" "),
-        Span::styled(truncate(&status, room), style),
+        Span::raw(if selected { "▶" } else { " " }),
+        Span::styled(format!("{:<4}", client.id), Style::new().bold()),
+        Span::styled(
+            format!("{:<STATUS_WIDTH$}", truncate(&status, STATUS_WIDTH - 1)),
+            style,
+        ),
+        Span::raw(format!(
+            "{:>9}{:>9}",
+            format_bytes(client.sent),
+            format_bytes(client.echoed)
+        )),
+        Span::styled(
+            truncate(check, width.saturating_sub(1 + 4 + STATUS_WIDTH + 18)),
+            check_style,
+        ),
     ]);
     if selected {
         line.style(Style::new().add_modifier(Modifier::REVERSED))
@@ -90,16 +89,16 @@ fn client_line(
     }
 }
 
-/// `id 3`, `waits for an id`, `ended: RST by client`…
+/// `id 3`, `waits for an id`, `aborted with RST`…
 fn status(state: &TuiState, client: &ClientView) -> (String, Style) {
     if let Some(end) = client.ended {
         let how = match end {
             ClientEnd::ByClient(CloseKind::Fin) => "closed with FIN".to_string(),
             ClientEnd::ByClient(CloseKind::Rst) => "aborted with RST".to_string(),
-            ClientEnd::ByTunnel if client.gave_up_waiting => "no free id in time".to_string(),
-            ClientEnd::ByTunnel => "closed by the tunnel".to_string(),
+            ClientEnd::ByTunnel if client.gave_up_waiting => "got no id".to_string(),
+            ClientEnd::ByTunnel => "closed by tunnel".to_string(),
             ClientEnd::Error => match &client.connect_error {
-                Some(e) => format!("cannot connect: {e}"),
+                Some(_) => "cannot connect".to_string(),
                 None => "socket error".to_string(),
             },
         };

@@ -51,7 +51,7 @@ pub fn render_list(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
         let (label, style) = state_label(conn);
         let mut spans = vec![
             Span::raw(if selected { "▶" } else { " " }),
-            Span::styled(format!("{:<2}", conn.id), Style::new().bold()),
+            Span::styled(format!("{:<2}", conn.id.to_string()), Style::new().bold()),
             Span::styled(format!("{label:<10} "), style),
             Span::raw(format!("{:<9}", truncate(&owner_label(state, conn), 9))),
         ];

@@ -18,14 +18,13 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
             " tunlab · TCP over one UDP link ",
             Style::new().bold(),
         ));
-    let lines = vec![topology_line(state, false), settings_line(state)];
+    let lines = vec![topology_line(state, false), settings_line(state, false)];
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
-/// The header without a border, for 80x24: the same two lines, ports only when every role
-/// shares one host.
+/// The header without a border, for 80x24: the same two lines, shortened.
 pub fn render_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
-    let lines = vec![topology_line(state, true), settings_line(state)];
+    let lines = vec![topology_line(state, true), settings_line(state, true)];
     frame.render_widget(Paragraph::new(lines), area);
 }
 
@@ -34,7 +33,7 @@ fn topology_line(state: &TuiState, compact: bool) -> Line<'static> {
         .iter()
         .filter_map(|r| r.addr.map(|a| a.ip()))
         .collect();
-    let one_host = compact && hosts.windows(2).all(|w| w[0] == w[1]);
+    let one_host = !hosts.is_empty() && hosts.windows(2).all(|w| w[0] == w[1]);
     let addr = |addr: Option<SocketAddr>| match addr {
         None => "?".to_string(),
         Some(a) if one_host => format!(":{}", a.port()),
@@ -43,11 +42,12 @@ fn topology_line(state: &TuiState, compact: bool) -> Line<'static> {
     let mut spans = Vec::new();
     if one_host && let Some(host) = hosts.first() {
         spans.push(Span::styled(format!(" {host} "), Style::new().bold()));
+        spans.push(Span::styled("│ ", Style::new().dark_gray()));
     } else {
         spans.push(Span::raw(" "));
     }
     let proxy1_link = match (compact, state.proxy1_udp) {
-        (false, Some(udp)) => format!(" (link from :{})", udp.port()),
+        (false, Some(udp)) => format!(" udp :{}", udp.port()),
         _ => String::new(),
     };
     let roles = [
@@ -57,10 +57,14 @@ fn topology_line(state: &TuiState, compact: bool) -> Line<'static> {
     ];
     for (i, (name, proto, role, extra)) in roles.into_iter().enumerate() {
         if i > 0 {
-            spans.push(Span::styled("  │ ", Style::new().dark_gray()));
+            spans.push(Span::styled(" │ ", Style::new().dark_gray()));
         }
         spans.push(Span::styled(name, Style::new().bold()));
-        spans.push(Span::raw(format!(" {proto} {}{extra} ", addr(role.addr))));
+        if compact {
+            spans.push(Span::raw(format!(" {} ", addr(role.addr))));
+        } else {
+            spans.push(Span::raw(format!(" {proto} {}{extra} ", addr(role.addr))));
+        }
         spans.push(up_down(role));
     }
     Line::from(spans)
@@ -74,9 +78,10 @@ fn up_down(role: &RoleView) -> Span<'static> {
     }
 }
 
-fn settings_line(state: &TuiState) -> Line<'static> {
+fn settings_line(state: &TuiState, compact: bool) -> Line<'static> {
     let label = Style::new().dark_gray();
     let mode = match state.link.mode {
+        WireMode::Classic if compact => "classic".to_string(),
         WireMode::Classic => format!("classic, ids 0-{}", state.conns.len().saturating_sub(1)),
     };
     let impairment = state
@@ -91,12 +96,17 @@ fn settings_line(state: &TuiState) -> Line<'static> {
     let live = state.clients.values().filter(|c| c.ended.is_none()).count();
     let ended = state.clients.len() - live;
     let waiting = state.waiting.len();
+    let clients = if compact && waiting == 0 {
+        format!("{live} live · {ended} ended")
+    } else {
+        format!("{live} live · {waiting} waiting · {ended} ended")
+    };
     Line::from(vec![
         Span::styled(" link ", label),
         Span::raw(format!("{mode} · {impairment}")),
-        Span::styled("  │ capture ", label),
+        Span::styled(" │ capture ", label),
         Span::raw(capture),
-        Span::styled("  │ clients ", label),
-        Span::raw(format!("{live} live · {waiting} waiting · {ended} ended")),
+        Span::styled(" │ clients ", label),
+        Span::raw(clients),
     ])
 }

@@ -50,7 +50,7 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, id: ConnId) {
                 .iter()
                 .skip(window.start)
                 .take(window.len())
-                .map(|entry| ladder_row(entry, lanes_width)),
+                .map(|entry| ladder_row(state, entry, lanes_width)),
         );
     }
     frame.render_widget(Paragraph::new(lines), inner);
@@ -92,7 +92,7 @@ fn arrow_style(kind: ArrowKind) -> Style {
 }
 
 /// One row: the time, every lifeline, and the arrow (or note) drawn over them.
-pub fn ladder_row(entry: &LadderEntry, width: usize) -> Line<'static> {
+pub fn ladder_row(state: &TuiState, entry: &LadderEntry, width: usize) -> Line<'static> {
     let lifeline = Style::new().dark_gray();
     let mut cells: Vec<(char, Style)> = vec![(' ', Style::new()); width];
     for lane in Lane::ALL {
@@ -112,13 +112,15 @@ pub fn ladder_row(entry: &LadderEntry, width: usize) -> Line<'static> {
             *time
         }
         LadderEntry::Note { time, text } => {
-            let text = format!(" {} ", truncate(text, width.saturating_sub(8)));
-            let start = width.saturating_sub(text.chars().count()) / 2;
-            for (i, c) in text.chars().enumerate() {
-                if let Some(cell) = cells.get_mut(start + i) {
-                    *cell = (c, Style::new().dark_gray().italic());
-                }
-            }
+            draw_note(&mut cells, width, text);
+            *time
+        }
+        LadderEntry::IdGiven { time, client } => {
+            draw_note(
+                &mut cells,
+                width,
+                &format!("id given to {}", state.client_label(*client)),
+            );
             *time
         }
     };
@@ -140,6 +142,17 @@ pub fn ladder_row(entry: &LadderEntry, width: usize) -> Line<'static> {
         spans.push(Span::styled(run, style));
     }
     Line::from(spans)
+}
+
+/// Text centred across the lanes, over the lifelines.
+fn draw_note(cells: &mut [(char, Style)], width: usize, text: &str) {
+    let text = format!(" {} ", truncate(text, width.saturating_sub(8)));
+    let start = width.saturating_sub(text.chars().count()) / 2;
+    for (i, c) in text.chars().enumerate() {
+        if let Some(cell) = cells.get_mut(start + i) {
+            *cell = (c, Style::new().dark_gray().italic());
+        }
+    }
 }
 
 /// `│──── C0 ───▶│` between two lifelines, the label centred on the shaft.

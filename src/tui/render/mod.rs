@@ -24,7 +24,8 @@
 //! ```
 //!
 //! - Compact (below 100x30, down to 80x24): the header loses its border, there is no clients
-//!   pane, and the log shrinks; the connection list and the detail pane stay.
+//!   pane, and the log shrinks; the connection list and the detail pane stay, and the ladder
+//!   takes the list's place when it is shown.
 //! - Large (from 160x48): the list becomes a grid with one panel per id, each with the tail of
 //!   its trace, and the detail pane (trace or ladder of the selected id) sits on the right.
 //! - `?` draws the help over everything.
@@ -87,10 +88,15 @@ fn draw_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     ])
     .areas(area);
     header::render_compact(frame, header_area, state);
-    let [list_area, detail_area] =
-        Layout::horizontal([Constraint::Length(30), Constraint::Min(20)]).areas(body);
-    connections::render_list(frame, list_area, state);
-    detail(frame, detail_area, state);
+    if state.view.show_ladder {
+        // Four lifelines need the width more than the list does; ↑↓ still change the id.
+        detail(frame, body, state);
+    } else {
+        let [list_area, detail_area] =
+            Layout::horizontal([Constraint::Length(30), Constraint::Min(20)]).areas(body);
+        connections::render_list(frame, list_area, state);
+        detail(frame, detail_area, state);
+    }
     if log_rows > 0 {
         log::render(frame, log_area, state);
     }

@@ -7,8 +7,8 @@ use ratatui::widgets::Paragraph;
 use crate::tui::state::TuiState;
 
 /// Key hints for wide terminals; `?` lists every key.
-const HINTS: &str = "a add  s send  S all send  m message  f FIN  r RST  ↑↓/0-9 select  \
-p proxy2  e server  l ladder  space pause  c clear  ? help  q quit";
+const HINTS: &str = "a add  ↑↓ 0-9 select  s send  m message  f FIN  r RST  p proxy2  e server  \
+l ladder  space pause  ? help  q quit";
 /// Key hints that fit 80 columns.
 const HINTS_COMPACT: &str =
     "a add s send m msg f FIN r RST ↑↓ sel l ladder spc pause ? help q quit";
@@ -52,7 +52,11 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, compact: bool
                 Span::raw(text.clone()),
                 Span::styled("█", Style::new().cyan()),
                 Span::styled(
-                    "  Enter sends · Esc cancels · \\n \\r \\t \\xNN escapes",
+                    if compact {
+                        "  Enter send · Esc cancel · \\xNN"
+                    } else {
+                        "  Enter sends · Esc cancels · \\n \\r \\t \\xNN escapes"
+                    },
                     dim,
                 ),
             ])

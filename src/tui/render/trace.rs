@@ -38,13 +38,10 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, id: ConnId) {
     let mut header = vec![flow_line(conn, inner.width < 60)];
     if let Some(outcome) = conn.last_outcome {
         let why = match outcome {
-            ConnState::Refused => "refused: proxy2 answered NOK (it could not reach the server)",
-            _ => "no answer: proxy2 never answered C",
+            ConnState::Refused => "refused: proxy2 answered NOK (server unreachable)",
+            _ => "unanswered: no OK/NOK from proxy2 after every retry",
         };
-        header.push(Line::styled(
-            format!(" last use {why}; the id is free again"),
-            Style::new().red(),
-        ));
+        header.push(Line::styled(format!(" last use {why}"), Style::new().red()));
     }
     if conn.trace.forgotten() > 0 {
         header.push(Line::styled(
@@ -87,12 +84,10 @@ pub fn pane_flags(state: &TuiState) -> Line<'static> {
 /// `p1→p2 3 frames 10 B │ p2→p1 3 frames 10 B │ proxy2: open`.
 pub fn flow_line(conn: &ConnView, compact: bool) -> Line<'static> {
     let dim = Style::new().dark_gray();
-    let flow = |frames: u64, bytes: u64| {
-        if compact {
-            format!("{frames} fr {}", format_bytes(bytes))
-        } else {
-            format!("{frames} frames {}", format_bytes(bytes))
-        }
+    let flow = |frames: u64, bytes: u64| match (compact, frames) {
+        (true, _) => format!("{frames} fr {}", format_bytes(bytes)),
+        (false, 1) => format!("1 frame {}", format_bytes(bytes)),
+        (false, _) => format!("{frames} frames {}", format_bytes(bytes)),
     };
     let mut spans = vec![
         Span::styled(" p1→p2 ", Style::new().cyan()),
@@ -193,7 +188,7 @@ pub fn render_waiting(frame: &mut Frame<'_>, area: Rect, state: &TuiState, addr:
             state.conns.len()
         )),
         Line::styled(
-            " Close another connection (f/r) to let it in; proxy1 gives up after --id-wait.",
+            " Close another connection (f, r) to let it in. proxy1 closes it if no id frees up within --id-wait.",
             Style::new().dark_gray(),
         ),
     ];
