@@ -105,7 +105,7 @@ fn trace_panel_of_a_refused_connection() {
 fn trace_panel_of_a_waiting_client() {
     let mut state = new_state(300);
     full_house().apply(&mut state);
-    assert_snapshot!(screen(70, 6, |f| trace::render_waiting(
+    assert_snapshot!(screen(70, 8, |f| trace::render_waiting(
         f,
         f.area(),
         &state,

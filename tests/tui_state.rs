@@ -240,6 +240,24 @@ fn a_selected_waiting_client_is_followed_to_its_id() {
     assert_eq!(state.waiting, [client_addr(12)]);
     assert_eq!(state.view.selected, Selection::Conn(ConnId::new(2)));
     assert_eq!(state.conns[2].client, Some(client_addr(11)));
+    // Its accept is drawn where it got the id, with how long it waited.
+    let connects: Vec<_> = state.conns[2]
+        .ladder
+        .iter()
+        .filter_map(|e| match e {
+            LadderEntry::Arrow {
+                label,
+                time,
+                from: Lane::Client,
+                ..
+            } => Some((label.as_str(), *time)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        connects.last(),
+        Some(&("TCP connect, waited 0.1 s", Duration::from_millis(310)))
+    );
     // One that gives up is no longer listed.
     let mut gave_up = Script::default();
     gave_up.at(
@@ -275,12 +293,17 @@ fn role_up_and_down() {
     let mut state = new_state(0);
     assert!(!state.proxy2.up);
     let mut script = Script::default();
-    script
-        .roles_up(0)
-        .at(10, EventKind::RoleDown { role: Role::Proxy2 });
+    script.roles_up(0).client_connects(1, 1).opens(2, 1, 0);
     script.apply(&mut state);
+    assert_eq!(state.conns[0].proxy2_state, ConnState::Open);
+    let mut down = Script::default();
+    down.at(10, EventKind::RoleDown { role: Role::Proxy2 });
+    down.apply(&mut state);
     assert!(!state.proxy2.up);
     assert!(state.server.up && state.proxy1.up);
+    // proxy2 forgets its connections when it stops; proxy1 still thinks id 0 is open.
+    assert_eq!(state.conns[0].proxy2_state, ConnState::Free);
+    assert_eq!(state.conns[0].state, ConnState::Open);
 }
 
 #[test]

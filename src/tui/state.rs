@@ -29,6 +29,8 @@ pub const LOG_CAPACITY: usize = 500;
 const PENDING_ACCEPTS: usize = 256;
 /// Waiting clients remembered (each one is a real TCP connection at proxy1).
 const WAITING_CAPACITY: usize = 256;
+/// A client that waited at least this long between accept and id has waited for a free id.
+const WAIT_SHOWN: Duration = Duration::from_millis(100);
 
 /// A fixed-capacity queue that forgets its oldest entries.
 #[derive(Clone, Debug)]
@@ -511,8 +513,16 @@ impl TuiState {
 
     /// Sets a role's up/down from the lab itself (the event saying so may have been dropped).
     pub fn set_running(&mut self, role: Role, up: bool) {
-        if let Some(view) = self.role_mut(role) {
-            view.up = up;
+        let Some(view) = self.role_mut(role) else {
+            return;
+        };
+        let stopped = view.up && !up;
+        view.up = up;
+        if stopped && role == Role::Proxy2 {
+            // A stopped proxy2 forgets its table without a word per id.
+            for conn in &mut self.conns {
+                conn.proxy2_state = ConnState::Free;
+            }
         }
     }
 
@@ -739,12 +749,24 @@ fn on_proxy1_conn(
                 state.conn_by_addr.insert(addr, id);
                 stop_waiting(state, addr, Some(id));
                 state.ladder(id, LadderEntry::IdGiven { time, client: addr });
-                let accepted = state.pending_accepts.remove(&addr);
+                // The accept is drawn when it happened, unless the client then waited for an
+                // id: then the arrow would land in the previous owner's history, so it goes
+                // here and says how long the client waited.
+                let accepted = state.pending_accepts.remove(&addr).unwrap_or(time);
+                let waited = time.saturating_sub(accepted);
+                let (at, label) = if waited >= WAIT_SHOWN {
+                    (
+                        time,
+                        format!("TCP connect, waited {:.1} s", waited.as_secs_f64()),
+                    )
+                } else {
+                    (accepted, "TCP connect".to_string())
+                };
                 state.arrow(
                     id,
-                    accepted.unwrap_or(time),
+                    at,
                     (Lane::Client, Lane::Proxy1),
-                    "TCP connect",
+                    label,
                     ArrowKind::TcpOpen,
                 );
             }

@@ -65,7 +65,7 @@ pub fn render_list(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     }
     for &addr in &state.waiting {
         let selected = state.view.selected == Selection::Waiting(addr);
-        let text = format!("   {} waits for an id", state.client_label(addr));
+        let text = format!("   {} waiting for id", state.client_label(addr));
         let line = Line::from(vec![
             Span::raw(if selected { "▶" } else { " " }),
             Span::styled(truncate(&text, inner_width - 1), Style::new().yellow()),

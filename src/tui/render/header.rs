@@ -91,6 +91,7 @@ fn settings_line(state: &TuiState, compact: bool) -> Line<'static> {
         .unwrap_or_else(|| "no impairment".into());
     let capture = match &state.capture {
         Some(capture) => format!("{} ({} frames)", capture.path, capture.frames),
+        None if compact => "off".into(),
         None => "not recording".into(),
     };
     let live = state.clients.values().filter(|c| c.ended.is_none()).count();

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use ratatui::prelude::*;
-use ratatui::widgets::{Block, Paragraph};
+use ratatui::widgets::{Block, Padding, Paragraph};
 
 use super::connections::{owner_label, state_label};
 use super::{border_style, format_bytes, format_time, truncate, visible_window};
@@ -172,6 +172,7 @@ fn trace_line(state: &TuiState, line: &TraceLine, width: usize) -> Line<'static>
 pub fn render_waiting(frame: &mut Frame<'_>, area: Rect, state: &TuiState, addr: SocketAddr) {
     let block = Block::bordered()
         .border_style(border_style(true))
+        .padding(Padding::horizontal(1))
         .title(format!(" {} · waiting ", state.client_label(addr)));
     let busy = state
         .conns
@@ -195,7 +196,7 @@ pub fn render_waiting(frame: &mut Frame<'_>, area: Rect, state: &TuiState, addr:
     frame.render_widget(
         Paragraph::new(lines)
             .block(block)
-            .wrap(ratatui::widgets::Wrap { trim: false }),
+            .wrap(ratatui::widgets::Wrap { trim: true }),
         area,
     );
 }
