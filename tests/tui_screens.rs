@@ -181,6 +181,13 @@ fn whole_screen_80x24() {
     assert_snapshot!(screen(80, 24, |f| render::draw(f, &state)));
 }
 
+/// The smallest terminal that gets the normal layout (clients pane, bordered header).
+#[test]
+fn whole_screen_100x30() {
+    let state = classroom_state();
+    assert_snapshot!(screen(100, 30, |f| render::draw(f, &state)));
+}
+
 #[test]
 fn whole_screen_120x40() {
     let state = classroom_state();

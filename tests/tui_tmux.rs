@@ -168,7 +168,7 @@ fn ctrl_c_quits_and_restores() {
     };
     start_lab(&session, 2);
     // The compact layout at 80x24.
-    session.wait_for(&["Connections", "open       client 2", "a add s send"]);
+    session.wait_for(&["Connections", "open       client 2", "q quit ? help a add"]);
     session.keys(&["C-c"]);
     assert_restored(&session);
 }

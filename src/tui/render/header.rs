@@ -97,7 +97,7 @@ fn settings_line(state: &TuiState, compact: bool) -> Line<'static> {
     let live = state.clients.values().filter(|c| c.ended.is_none()).count();
     let ended = state.clients.len() - live;
     let waiting = state.waiting.len();
-    let clients = if compact && waiting == 0 {
+    let clients = if waiting == 0 {
         format!("{live} live · {ended} ended")
     } else {
         format!("{live} live · {waiting} waiting · {ended} ended")

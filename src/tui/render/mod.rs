@@ -104,10 +104,12 @@ fn draw_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
 }
 
 fn draw_normal(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
+    // The body first needs every id and a few clients; the log gets what is left, 4 to 8 rows.
+    let log_rows = area.height.saturating_sub(4 + 2 + 12 + 6).clamp(4, 8);
     let [header_area, body, log_area, status_area] = Layout::vertical([
         Constraint::Length(4),
         Constraint::Min(10),
-        Constraint::Length(8),
+        Constraint::Length(log_rows),
         Constraint::Length(2),
     ])
     .areas(area);

@@ -6,12 +6,13 @@ use ratatui::widgets::Paragraph;
 
 use crate::tui::state::TuiState;
 
-/// Key hints for wide terminals; `?` lists every key.
-const HINTS: &str = "a add  ↑↓ 0-9 select  s send  m message  f FIN  r RST  p proxy2  e server  \
-l ladder  space pause  ? help  q quit";
+/// Key hints for wide terminals, most needed first (a narrow terminal cuts the end); `?`
+/// lists every key.
+const HINTS: &str = "q quit  ? help  a add  ↑↓ 0-9 select  s send  m message  f FIN  r RST  \
+l ladder  space pause  p proxy2  e server";
 /// Key hints that fit 80 columns.
 const HINTS_COMPACT: &str =
-    "a add s send m msg f FIN r RST ↑↓ sel l ladder spc pause ? help q quit";
+    "q quit ? help a add ↑↓ select s send m msg f FIN r RST l ladder spc pause";
 
 pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, compact: bool) {
     let c = &state.counters;
