@@ -191,3 +191,32 @@ fn sigterm_quits_and_restores() {
     assert!(status.success());
     assert_restored(&session);
 }
+
+/// Closing the terminal (the window goes away: SIGHUP, a dead tty) ends the lab; it must not
+/// linger, let alone spin on the dead tty.
+#[test]
+fn closing_the_terminal_ends_the_lab() {
+    let Some(session) = Session::start("hangup", 100, 30) else {
+        return;
+    };
+    start_lab(&session, 1);
+    session.wait_for(&["Connections", "open       client 1"]);
+    let Some(pid) = session.child_pid() else {
+        eprintln!("==== skipped: cannot find the lab's pid without /proc ====");
+        return;
+    };
+    drop(session);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // A zombie has ended; only its parent's wait is missing.
+        if state.split_whitespace().nth(2) == Some("Z") {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("the lab (pid {pid}) still runs 10 s after its terminal closed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

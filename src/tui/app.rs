@@ -6,6 +6,7 @@
 //! that takes priority over draining, so a flood of events cannot starve the screen and a
 //! slow terminal cannot back up the tunnel.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -388,10 +389,12 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     drop(session);
     let snapshot = lab.snapshot();
     lab.shutdown().await;
+    // The terminal may be gone (its window closed): printing must not panic then.
     for panic in terminal::take_other_panics() {
-        eprintln!("{panic}");
+        let _ = writeln!(std::io::stderr(), "{panic}");
     }
-    println!(
+    let _ = writeln!(
+        std::io::stdout(),
         "tunlab: {} clients; {} frames on the link (p1→p2 {}, p2→p1 {}); {} malformed, {} ignored; {} events the screen dropped",
         snapshot.clients.len(),
         snapshot.proxy1.sent.total() + snapshot.proxy2.sent.total(),

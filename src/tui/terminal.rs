@@ -95,7 +95,7 @@ impl Drop for TerminalSession {
 }
 
 /// Reads terminal input on its own thread (crossterm's reader blocks) and hands it to the
-/// async loop. It stops within one poll interval after `stop` is set.
+/// async loop. It stops within one poll interval after `stop` is set, while the terminal lives.
 pub struct InputReader {
     pub events: mpsc::UnboundedReceiver<event::Event>,
     stop: Arc<AtomicBool>,
@@ -136,7 +136,18 @@ impl InputReader {
 impl Drop for InputReader {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // Normally the thread notices `stop` within one poll. But when the terminal is gone
+        // (its window closed: SIGHUP), crossterm 0.29's reader loops forever on the dead tty
+        // and never returns; joining it would hang the exit. So wait briefly, then leave it:
+        // it ends with the process.
+        let deadline = std::time::Instant::now() + Duration::from_millis(300);
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        if thread.is_finished() {
             let _ = thread.join();
         }
     }
