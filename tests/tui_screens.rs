@@ -73,6 +73,26 @@ fn connections_list_with_waiting_clients() {
     )));
 }
 
+/// A TCP client from outside the lab (a student's `nc`, a load generator) has no client
+/// number: the list names it by port, the detail pane by address.
+#[test]
+fn connections_list_names_outside_clients_by_port() {
+    let mut state = classroom_state();
+    let mut outside = Script::default();
+    outside.opens(4000, 77, 3);
+    outside.apply(&mut state);
+    state.view.selected = Selection::Conn(id(3));
+    assert_snapshot!(screen(100, 14, |f| {
+        let [list, detail] = ratatui::layout::Layout::horizontal([
+            ratatui::layout::Constraint::Length(44),
+            ratatui::layout::Constraint::Min(0),
+        ])
+        .areas(f.area());
+        connections::render_list(f, list, &state);
+        trace::render(f, detail, &state, id(3));
+    }));
+}
+
 #[test]
 fn connections_grid() {
     let state = classroom_state();

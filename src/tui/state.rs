@@ -434,6 +434,14 @@ impl TuiState {
         }
     }
 
+    /// "client 2 (127.0.0.1:50002)", or just the address of a client from outside the lab.
+    pub fn client_description(&self, addr: SocketAddr) -> String {
+        match self.client_at(addr) {
+            Some(id) => format!("client {id} ({addr})"),
+            None => addr.to_string(),
+        }
+    }
+
     /// The id a client has (or last had).
     pub fn conn_of_client(&self, client: &ClientView) -> Option<ConnId> {
         client

@@ -38,6 +38,23 @@ pub fn owner_label(state: &TuiState, conn: &ConnView) -> String {
     }
 }
 
+/// [`owner_label`] for a narrow column: a TCP client from outside the lab on the lab's own
+/// host is named by its port alone (`:54792`).
+fn short_owner_label(state: &TuiState, conn: &ConnView) -> String {
+    let label = owner_label(state, conn);
+    match conn.client {
+        Some(addr) if state.client_at(addr).is_none() && !label.is_empty() => {
+            let same_host = state.proxy1.addr.is_some_and(|p| p.ip() == addr.ip());
+            if same_host {
+                format!(":{}", addr.port())
+            } else {
+                label
+            }
+        }
+        _ => label,
+    }
+}
+
 /// The list: `▶3 open       client 2   4↑ 4↓`.
 pub fn render_list(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     let block = Block::bordered()
@@ -53,7 +70,10 @@ pub fn render_list(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
             Span::raw(if selected { "▶" } else { " " }),
             Span::styled(format!("{:<2}", conn.id.to_string()), Style::new().bold()),
             Span::styled(format!("{label:<10} "), style),
-            Span::raw(format!("{:<9}", truncate(&owner_label(state, conn), 9))),
+            Span::raw(format!(
+                "{:<9}",
+                truncate(&short_owner_label(state, conn), 9)
+            )),
         ];
         if show_counts && conn.state != ConnState::Free {
             spans.push(Span::styled(

@@ -24,14 +24,19 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, compact: bool
             Style::new()
         }
     };
-    let mut counters = vec![
-        Span::styled(" frames ", dim),
-        Span::raw(format!(
+    let frames = if compact {
+        c.frames().to_string()
+    } else {
+        format!(
             "{} (p1→p2 {} · p2→p1 {})",
             c.frames(),
             c.frames_to_proxy2(),
             c.frames_to_proxy1()
-        )),
+        )
+    };
+    let mut counters = vec![
+        Span::styled(" frames ", dim),
+        Span::raw(frames),
         Span::styled(" · malformed ", dim),
         Span::styled(c.malformed().to_string(), warn(c.malformed())),
         Span::styled(" · ignored ", dim),

@@ -22,10 +22,7 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, id: ConnId) {
         Span::styled(label, style),
     ];
     if let Some(addr) = conn.client.filter(|_| !owner_label(state, conn).is_empty()) {
-        match state.client_at(addr) {
-            Some(client) => title.push(Span::raw(format!(" · client {client} ({addr})"))),
-            None => title.push(Span::raw(format!(" · {addr}"))),
-        }
+        title.push(Span::raw(format!(" · {}", state.client_description(addr))));
     }
     title.push(Span::raw(" "));
     let block = Block::bordered()
@@ -134,9 +131,9 @@ fn trace_line(state: &TuiState, line: &TraceLine, width: usize) -> Line<'static>
     match line {
         TraceLine::NewConnection { time, client } => {
             let text = format!(
-                "{} ── id given to {} ({client})",
+                "{} ── id given to {}",
                 format_time(*time),
-                state.client_label(*client)
+                state.client_description(*client)
             );
             Line::styled(truncate(&text, width), Style::new().dark_gray())
         }
@@ -174,6 +171,7 @@ pub fn render_waiting(frame: &mut Frame<'_>, area: Rect, state: &TuiState, addr:
         .border_style(border_style(true))
         .padding(Padding::horizontal(1))
         .title(format!(" {} · waiting ", state.client_label(addr)));
+    let who = state.client_description(addr);
     let busy = state
         .conns
         .iter()
@@ -181,15 +179,14 @@ pub fn render_waiting(frame: &mut Frame<'_>, area: Rect, state: &TuiState, addr:
         .count();
     let lines = vec![
         Line::raw(format!(
-            " {} ({addr}) is connected to proxy1,",
-            state.client_label(addr)
-        )),
-        Line::raw(format!(
-            " but {busy} of {} ids are taken: it waits for one to free up.",
+            "{who} is connected to proxy1, but {busy} of {} ids are taken: it waits for one \
+             to free up.",
             state.conns.len()
         )),
+        Line::raw(""),
         Line::styled(
-            " Close another connection (f, r) to let it in. proxy1 closes it if no id frees up within --id-wait.",
+            "Close another connection (f, r) to let it in. proxy1 closes it if no id frees up \
+             within --id-wait.",
             Style::new().dark_gray(),
         ),
     ];
