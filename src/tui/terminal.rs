@@ -89,8 +89,12 @@ pub fn take_other_panics() -> Vec<String> {
 impl Drop for TerminalSession {
     fn drop(&mut self) {
         restore();
-        let previous = self.previous_hook.clone();
-        std::panic::set_hook(Box::new(move |info| previous(info)));
+        // `set_hook` itself panics on a panicking thread (an abort during unwinding); the
+        // hook installed by `enter` already chains to the previous one, so leave it then.
+        if !thread::panicking() {
+            let previous = self.previous_hook.clone();
+            std::panic::set_hook(Box::new(move |info| previous(info)));
+        }
     }
 }
 
