@@ -144,6 +144,23 @@ fn ladder_of_a_connection_aborted_with_rst() {
     )));
 }
 
+/// PgUp/Home scroll back, but never past the oldest row, and the border says how far back.
+#[test]
+fn ladder_scrolled_to_the_top() {
+    let mut state = classroom_state();
+    state.view.show_ladder = true;
+    handle_key(&mut state, key(KeyCode::Home));
+    assert_eq!(state.view.scroll, state.conns[0].ladder.len());
+    assert_snapshot!(screen(90, 10, |f| ladder::render(
+        f,
+        f.area(),
+        &state,
+        id(0)
+    )));
+    handle_key(&mut state, key(KeyCode::End));
+    assert_eq!(state.view.scroll, 0);
+}
+
 #[test]
 fn ladder_of_a_refused_connection_narrow() {
     let state = classroom_state();

@@ -13,7 +13,7 @@ use ratatui::prelude::*;
 use ratatui::widgets::{Block, Paragraph};
 
 use super::connections::state_label;
-use super::trace::pane_flags;
+use super::trace::{effective_scroll, pane_flags};
 use super::{border_style, format_time, truncate, visible_window};
 use crate::tui::state::{ArrowKind, LadderEntry, Lane, TuiState};
 use crate::wire::ConnId;
@@ -30,21 +30,21 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, id: ConnId) {
             Span::raw(format!(" Ladder of connection {id} · ")),
             Span::styled(label, style),
             Span::raw(" "),
-        ]))
-        .title_bottom(pane_flags(state));
+        ]));
     let inner = block.inner(area);
-    frame.render_widget(block, area);
     let width = inner.width as usize;
     let lanes_width = width.saturating_sub(TIME_WIDTH);
     let mut lines = vec![lane_header(lanes_width)];
     let height = (inner.height as usize).saturating_sub(1);
+    let scroll = effective_scroll(conn.ladder.len(), height, state.view.scroll);
+    frame.render_widget(block.title_bottom(pane_flags(state, scroll)), area);
     if conn.ladder.is_empty() {
         lines.push(Line::styled(
             " nothing on this id yet",
             Style::new().dark_gray(),
         ));
     } else {
-        let window = visible_window(conn.ladder.len(), height, state.view.scroll);
+        let window = visible_window(conn.ladder.len(), height, scroll);
         lines.extend(
             conn.ladder
                 .iter()

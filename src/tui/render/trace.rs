@@ -27,10 +27,8 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, id: ConnId) {
     title.push(Span::raw(" "));
     let block = Block::bordered()
         .border_style(border_style(true))
-        .title(Line::from(title))
-        .title_bottom(pane_flags(state));
+        .title(Line::from(title));
     let inner = block.inner(area);
-    frame.render_widget(block, area);
 
     let mut header = vec![flow_line(conn, inner.width < 60)];
     if let Some(outcome) = conn.last_outcome {
@@ -49,19 +47,21 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, id: ConnId) {
     let [header_area, trace_area] =
         Layout::vertical([Constraint::Length(header.len() as u16), Constraint::Min(0)])
             .areas(inner);
+    let height = trace_area.height as usize;
+    let scroll = effective_scroll(conn.trace.len(), height, state.view.scroll);
+    frame.render_widget(block.title_bottom(pane_flags(state, scroll)), area);
     frame.render_widget(Paragraph::new(header), header_area);
-    let lines = trace_lines(
-        state,
-        conn,
-        trace_area.width as usize,
-        trace_area.height as usize,
-        state.view.scroll,
-    );
+    let lines = trace_lines(state, conn, trace_area.width as usize, height, scroll);
     frame.render_widget(Paragraph::new(lines), trace_area);
 }
 
-/// `PAUSED` and scroll position, on the bottom border of the detail pane.
-pub fn pane_flags(state: &TuiState) -> Line<'static> {
+/// How far back the pane really is: never further than its oldest row allows.
+pub fn effective_scroll(total: usize, height: usize, wanted: usize) -> usize {
+    wanted.min(total.saturating_sub(height))
+}
+
+/// `PAUSED` and how far back the pane is scrolled, on the bottom border of the detail pane.
+pub fn pane_flags(state: &TuiState, scroll: usize) -> Line<'static> {
     let mut spans = Vec::new();
     if state.view.paused {
         spans.push(Span::styled(
@@ -69,9 +69,9 @@ pub fn pane_flags(state: &TuiState) -> Line<'static> {
             Style::new().black().on_yellow(),
         ));
     }
-    if state.view.scroll > 0 {
+    if scroll > 0 {
         spans.push(Span::styled(
-            format!(" ↑ {} rows back (End follows) ", state.view.scroll),
+            format!(" ↑ {scroll} rows back (End follows) "),
             Style::new().yellow(),
         ));
     }
