@@ -212,6 +212,17 @@ fn help_overlay() {
     assert_snapshot!(screen(100, 26, |f| help::render(f, f.area(), &state)));
 }
 
+/// The README's key table is the help's, word for word.
+#[test]
+fn readme_lists_every_key_of_the_help() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    for (key, what) in help::KEYS {
+        let row = format!("| `{key}` | {what} |");
+        assert!(readme.contains(&row), "README.md lacks the row {row}");
+    }
+}
+
 #[test]
 fn whole_screen_80x24() {
     let state = classroom_state();
