@@ -2,12 +2,12 @@
 //! commands the keys give, carried out with the same `Lab` calls, and the events they cause
 //! folded in as the loop does.
 
-mod support;
+mod tui_support;
 
 use std::time::{Duration, SystemTime};
 
-use support::screen;
 use tokio::sync::mpsc;
+use tui_support::screen;
 use tunlab::event::{ClientEnd, CloseKind, ConnState, Event, EventSink, Role};
 use tunlab::lab::{Lab, LabConfig};
 use tunlab::tui::app::{Command, execute};

@@ -2,11 +2,13 @@
 //! times and addresses (ratatui's `TestBackend` + insta), and a key-driving test in the
 //! style of bandwhich's UI tests: scripted keys, one snapshot per draw.
 
-mod support;
+mod tui_support;
 
 use insta::assert_snapshot;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use support::{Script, classroom, classroom_snapshot, client_addr, full_house, new_state, screen};
+use tui_support::{
+    Script, classroom, classroom_snapshot, client_addr, full_house, new_state, screen,
+};
 use tunlab::event::{CloseKind, Role};
 use tunlab::tui::app::{Command, handle_key};
 use tunlab::tui::render::{self, clients, connections, header, help, ladder, log, status, trace};

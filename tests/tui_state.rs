@@ -1,11 +1,13 @@
 //! The TUI state as a fold of events: who owns which id, what each id's trace and ladder
 //! hold, and that nothing grows without bound however many frames go by.
 
-mod support;
+mod tui_support;
 
 use std::time::Duration;
 
-use support::{START, Script, classroom, classroom_snapshot, client_addr, full_house, new_state};
+use tui_support::{
+    START, Script, classroom, classroom_snapshot, client_addr, full_house, new_state,
+};
 use tunlab::event::{
     ClientEnd, CloseKind, ConnState, Endpoint, Event, EventKind, FrameSummary, Role, TcpAction,
 };
@@ -43,7 +45,7 @@ fn a_flood_of_events_stays_bounded() {
                 time,
                 kind: EventKind::FrameSent {
                     at: Endpoint::Proxy1,
-                    peer: support::addr(support::PROXY2_UDP),
+                    peer: tui_support::addr(tui_support::PROXY2_UDP),
                     frame: data_frame(0, b"0123456789"),
                 },
             },

@@ -1,26 +1,30 @@
 //! Drawing: one file per panel, each a pure function of [`TuiState`].
 //!
-//! The screen at 120x40 (the "normal" layout):
+//! The screen at 100x30, the smallest "normal" layout (captured from tmux; bigger terminals
+//! give the panes more room):
 //!
 //! ```text
-//! ┌ tunlab ───────────────────────────────────────────────────────────────────────────────┐
-//! │ server 127.0.0.1:1818 ● up   proxy2 udp 127.0.0.1:3328 ● up   proxy1 tcp …:3327 ● up │  header
-//! │ link classic · no impairment   capture not recording   clients 3 live · 0 waiting    │
-//! └───────────────────────────────────────────────────────────────────────────────────────┘
-//! ┌ Connections ───────────────┐┌ Connection 0 · open · client 1 ─────────────────────────┐
-//! │▶0 open     client 1  2↑ 2↓ ││ p1→p2 2 frames 10 B   p2→p1 2 frames 10 B   proxy2: open│
-//! │ 1 open     client 2        ││    0.010 p1→p2 C0                                       │  trace,
-//! │ …                          ││    0.011 p2→p1 C0OK                                     │  or the
-//! │ 9 free                     ││    0.020 p1→p2 D0 len=10 "hola mundo"                   │  ladder
-//! │   client 11 waits for an id││ …                                                       │  (`l`)
-//! ├ Clients ───────────────────┤│                                                         │
-//! │ client 1  id 0  10/10 B ok ││                                                         │
-//! └────────────────────────────┘└─────────────────────────────────────────────────────────┘
-//! ┌ Log ──────────────────────────────────────────────────────────────────────────────────┐
-//! │    0.003 proxy1: connection 0 (127.0.0.1:51234) connecting                            │
-//! └───────────────────────────────────────────────────────────────────────────────────────┘
-//!  frames 8 (p1→p2 4 · p2→p1 4) · malformed 0 · ignored 0 · UI dropped 0                    status
-//!  a add  s send  m message  f FIN  r RST  p proxy2  e server  l ladder  ? help  q quit
+//! ┌ tunlab · TCP over one UDP link ──────────────────────────────────────────────────────────────────┐
+//! │ 127.0.0.1 │ server tcp :1818 ● up │ proxy2 udp :3328 ● up │ proxy1 tcp :3327 udp :54322 ● up     │ header
+//! │ link classic, ids 0-9 · no impairment │ capture not recording │ clients 2 live · 1 ended         │
+//! └──────────────────────────────────────────────────────────────────────────────────────────────────┘
+//! ┌ Connections ─────────────────────────────┐┌ Connection 1 · free ─────────────────────────────────┐
+//! │ 0 open       client 1  2↑ 2↓             ││ p1→p2 3 fr 6 B │ p2→p1 2 fr 6 B                      │ trace
+//! │▶1 free                                   ││   0.005 ── id given to client 3 (127.0.0.1:35326)    │ of the
+//! │ 2 open       client 2  1↑ 1↓             ││   0.005 p1→p2 C1                                     │ selected
+//! │ …  one row per id, then waiting clients  ││   0.024 p2→p1 C1OK                                   │ id, or
+//! │ 9 free                                   ││   2.511 p1→p2 D1 len=6 "adios\n"                     │ its
+//! └──────────────────────────────────────────┘│   2.511 p2→p1 D1 len=6 "adios\n"                     │ ladder
+//! ┌ Clients (3) ─────────────────────────────┐│   3.019 p1→p2 X1                                     │ (`l`)
+//! │ #   now                   sent   echoed  ││                                                      │
+//! │ 1   id 0                  10 B     10 B ✓││                                                      │
+//! │ 3   aborted with RST       6 B      6 B ✓││                                                      │
+//! └──────────────────────────────────────────┘└──────────────────────────────────────────────────────┘
+//! ┌ Log ─────────────────────────────────────────────────────────────────────────────────────────────┐
+//! │   3.019 proxy2: connection 1 (127.0.0.1:54322) free                                              │
+//! └──────────────────────────────────────────────────────────────────────────────────────────────────┘
+//!  frames 11 (p1→p2 6 · p2→p1 5) · malformed 0 · ignored 0 · UI dropped 0                             status
+//!  q quit  ? help  a add  ↑↓ 0-9 select  s send  m message  f FIN  r RST  l ladder  space pause  p pro
 //! ```
 //!
 //! - Compact (below 100x30, down to 80x24): the header loses its border, there is no clients
