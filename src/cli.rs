@@ -2,6 +2,7 @@
 //! scripts' argument shapes so any piece can be swapped for a Python script.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -37,7 +38,9 @@ Examples:
   tunlab echo-server 1818                  just the echo server
   tunlab proxy2 3328 localhost 1818        proxy2 on UDP 3328, toward the server
   tunlab proxy1 3327 localhost 3328        proxy1 on TCP 3327, toward proxy2
-  tunlab echo-client localhost 3327        type lines, see their echo";
+  tunlab echo-client localhost 3327        type lines, see their echo
+  tunlab --script assets/scenarios/basic.toml --report report.json
+                                           a scenario headless, for CI";
 
 #[derive(Debug, Parser)]
 #[command(name = "tunlab", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
@@ -68,16 +71,38 @@ pub struct LabArgs {
     #[arg(long, default_value_t = DEFAULT_PROXY2_PORT, value_name = "PORT")]
     pub proxy2_port: u16,
     #[command(flatten)]
-    pub tunnel: TunnelArgs,
+    pub wire: WireArgs,
+    #[command(flatten)]
+    pub proxy1: Proxy1Tuning,
+    #[command(flatten)]
+    pub proxy2: Proxy2Tuning,
+    /// Run this scenario headless instead of the interactive lab: exit code 0 when every
+    /// expectation holds, 1 when one fails, 2 when the scenario is invalid. The scenario sets
+    /// up its own lab (ports, clients, timings), so the other lab options do not apply.
+    #[arg(long, value_name = "FILE", help_heading = "Headless")]
+    pub script: Option<PathBuf>,
+    /// Write a JSON report of the headless run (a --script, or the built-in demo that runs
+    /// when stdout is not a terminal).
+    #[arg(long, value_name = "FILE", help_heading = "Headless")]
+    pub report: Option<PathBuf>,
 }
 
-/// Timings of the tunnel, shared by the lab and the standalone proxies.
+/// Settings of the UDP link that both proxies share.
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Tunnel")]
-pub struct TunnelArgs {
+pub struct WireArgs {
     /// Wire format of the UDP link.
     #[arg(long, value_enum, default_value_t = WireMode::Classic)]
     pub wire: WireMode,
+    /// A connection with no traffic for this long is closed, so a lost X frees its id.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "TIME")]
+    pub idle_timeout: Duration,
+}
+
+/// proxy1's timings.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "proxy1")]
+pub struct Proxy1Tuning {
     /// Times proxy1 sends C before giving up on a connection.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub connect_attempts: u32,
@@ -87,29 +112,34 @@ pub struct TunnelArgs {
     /// How long a client may wait at proxy1 for a free id (all 10 busy) before it is closed.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub id_wait: Duration,
-    /// A connection with no traffic for this long is closed, so a lost X frees its id.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "TIME")]
-    pub idle_timeout: Duration,
+}
+
+/// proxy2's timings.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "proxy2")]
+pub struct Proxy2Tuning {
     /// How long proxy2 tries to connect to the server before answering NOK.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub server_connect_timeout: Duration,
 }
 
-impl TunnelArgs {
-    pub fn proxy1_config(&self, proxy2: SocketAddr) -> Proxy1Config {
+impl Proxy1Tuning {
+    pub fn config(&self, wire: &WireArgs, proxy2: SocketAddr) -> Proxy1Config {
         Proxy1Config {
             connect_attempts: self.connect_attempts,
             connect_retry: self.connect_retry,
             id_wait: self.id_wait,
-            idle_timeout: self.idle_timeout,
+            idle_timeout: wire.idle_timeout,
             ..Proxy1Config::new(proxy2)
         }
     }
+}
 
-    pub fn proxy2_config(&self, server: SocketAddr) -> Proxy2Config {
+impl Proxy2Tuning {
+    pub fn config(&self, wire: &WireArgs, server: SocketAddr) -> Proxy2Config {
         Proxy2Config {
             connect_timeout: self.server_connect_timeout,
-            idle_timeout: self.idle_timeout,
+            idle_timeout: wire.idle_timeout,
             ..Proxy2Config::new(server)
         }
     }
@@ -158,7 +188,9 @@ pub struct Proxy2Args {
     #[command(flatten)]
     pub common: StandaloneArgs,
     #[command(flatten)]
-    pub tunnel: TunnelArgs,
+    pub wire: WireArgs,
+    #[command(flatten)]
+    pub tuning: Proxy2Tuning,
 }
 
 #[derive(Debug, Args)]
@@ -172,7 +204,9 @@ pub struct Proxy1Args {
     #[command(flatten)]
     pub common: StandaloneArgs,
     #[command(flatten)]
-    pub tunnel: TunnelArgs,
+    pub wire: WireArgs,
+    #[command(flatten)]
+    pub tuning: Proxy1Tuning,
 }
 
 #[derive(Debug, Args)]
@@ -218,8 +252,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Proxy2(args)) => {
             let server = resolve(&args.server_host, args.server_port).await?;
             let socket = bind_udp((args.common.bind, args.udp_port).into())?;
-            let config = args.tunnel.proxy2_config(server);
-            let wire = args.tunnel.wire;
+            let config = args.tuning.config(&args.wire, server);
+            let wire = args.wire.wire;
             run_standalone(&args.common, |events, stop| async move {
                 match LinkSocket::new(socket, crate::event::Endpoint::Proxy2, wire, events) {
                     Ok(link) => proxy2::run(link, config, stop).await,
@@ -232,8 +266,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let proxy2_addr = resolve(&args.proxy2_host, args.proxy2_udp_port).await?;
             let listener = bind_tcp((args.common.bind, args.tcp_port).into())?;
             let socket = bind_udp(local_bind_towards(proxy2_addr))?;
-            let config = args.tunnel.proxy1_config(proxy2_addr);
-            let wire = args.tunnel.wire;
+            let config = args.tuning.config(&args.wire, proxy2_addr);
+            let wire = args.wire.wire;
             run_standalone(&args.common, |events, stop| async move {
                 match LinkSocket::new(socket, crate::event::Endpoint::Proxy1, wire, events) {
                     Ok(link) => proxy1::run(listener, link, config, stop).await,

@@ -13,5 +13,6 @@ pub mod lab;
 pub mod link;
 pub mod net;
 pub mod roles;
+pub mod script;
 pub mod tui;
 pub mod wire;

@@ -341,10 +341,22 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_bytes_decode_to_a_frame_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
-            if let Ok(frame) = CLASSIC.decode(&bytes) {
-                prop_assert!(bytes.len() <= MAX_DATAGRAM);
-                prop_assert!(frame.id().index() < 10);
+        fn any_bytes_decode_to_a_frame_or_an_error(
+            // Half the inputs start with a real type byte and digit, so both outcomes are common.
+            head in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..2),
+                (prop::sample::select(b"CDXQ".to_vec()), b'0'..=b'9').prop_map(|(t, d)| vec![t, d]),
+            ],
+            tail in proptest::collection::vec(any::<u8>(), 0..1600),
+        ) {
+            let bytes = [head, tail].concat();
+            let well_formed = (2..=MAX_DATAGRAM).contains(&bytes.len())
+                && matches!(bytes[0], b'C' | b'D' | b'X')
+                && bytes[1].is_ascii_digit();
+            let decoded = CLASSIC.decode(&bytes);
+            prop_assert_eq!(decoded.is_ok(), well_formed);
+            if let Ok(frame) = decoded {
+                prop_assert_eq!(frame.id().index(), usize::from(bytes[1] - b'0'));
                 if let Frame::Data { payload, .. } = frame {
                     prop_assert_eq!(payload, &bytes[2..]);
                 }

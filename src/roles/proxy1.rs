@@ -7,6 +7,7 @@
 //! times, and idle ids are reclaimed.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,6 +71,9 @@ struct Slot {
     phase: Phase,
     stop: CancellationToken,
     activity: Arc<Activity>,
+    /// Set when proxy2's `X` arrives, so that the client's own close, racing with it, does
+    /// not send a redundant `X` for an id proxy2 has already forgotten.
+    closed_by_proxy2: Arc<AtomicBool>,
 }
 
 struct Shared {
@@ -124,20 +128,22 @@ impl Shared {
         client: SocketAddr,
         reply: oneshot::Sender<bool>,
         stop: CancellationToken,
-    ) -> (ConnId, Arc<Activity>) {
+    ) -> (ConnId, Arc<Activity>, Arc<AtomicBool>) {
         let mut slots = self.slots.lock().unwrap();
         let index = slots
             .iter()
             .position(Option::is_none)
             .expect("a permit guarantees a free id");
         let activity = Arc::new(Activity::default());
+        let closed_by_proxy2 = Arc::new(AtomicBool::new(false));
         slots[index] = Some(Slot {
             client,
             phase: Phase::Connecting(Some(reply)),
             stop,
             activity: activity.clone(),
+            closed_by_proxy2: closed_by_proxy2.clone(),
         });
-        (ConnId::new(index as u16), activity)
+        (ConnId::new(index as u16), activity, closed_by_proxy2)
     }
 
     fn release_id(&self, id: ConnId) {
@@ -234,6 +240,7 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
             },
             (Frame::Close { .. }, Some(slot)) => match &slot.phase {
                 Phase::Open(to_client) => {
+                    slot.closed_by_proxy2.store(true, Ordering::Relaxed);
                     // Queued behind the data that came before it; if the queue is full, stop now.
                     if to_client.try_send(ToClient::PeerClosed).is_err() {
                         slot.stop.cancel();
@@ -315,11 +322,20 @@ async fn serve_client(
     };
 
     let (reply_tx, reply_rx) = oneshot::channel();
-    let (id, activity) = shared.claim_id(client, reply_tx, stop.clone());
+    let (id, activity, closed_by_proxy2) = shared.claim_id(client, reply_tx, stop.clone());
     shared.conn_event(id, ConnState::Connecting, client);
     let end_state = match open(&shared, id, reply_rx, &stop).await {
         Some(true) => {
-            pump(&shared, id, stream, client, &stop, &activity).await;
+            pump(
+                &shared,
+                id,
+                stream,
+                client,
+                &stop,
+                &activity,
+                &closed_by_proxy2,
+            )
+            .await;
             ConnState::Free
         }
         Some(false) => {
@@ -376,6 +392,7 @@ async fn pump(
     client: SocketAddr,
     stop: &CancellationToken,
     activity: &Activity,
+    closed_by_proxy2: &AtomicBool,
 ) {
     let (to_client_tx, mut to_client_rx) = mpsc::channel(shared.config.queue_frames);
     if let Some(slot) = shared.slots.lock().unwrap()[id.index()].as_mut() {
@@ -418,8 +435,10 @@ async fn pump(
         };
         if let Some(how) = peer_close_kind(&read) {
             shared.tcp_event(Some(id), client, TcpAction::PeerClosed(how));
-            shared.conn_event(id, ConnState::Closing, client);
-            shared.send(Frame::Close { id }).await;
+            if !closed_by_proxy2.load(Ordering::Relaxed) {
+                shared.conn_event(id, ConnState::Closing, client);
+                shared.send(Frame::Close { id }).await;
+            }
             break;
         }
         let n = read.unwrap_or(0);

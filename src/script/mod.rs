@@ -1,0 +1,124 @@
+//! Headless scenarios: `tunlab --script FILE [--report FILE]`.
+//!
+//! A scenario (TOML, see [`scenario`]) sets a lab up, drives it step by step through the same
+//! [`Lab`](crate::lab::Lab) API the TUI's keys use, and checks expectations at the end. The
+//! run prints a summary and, when asked, writes a JSON report. Every run is bounded by the
+//! scenario's deadline, so CI can never hang on one.
+//!
+//! Exit codes: [`EXIT_PASSED`] (0) when every expectation holds, [`EXIT_FAILED`] (1) when one
+//! does not, [`EXIT_INVALID`] (2) when the scenario is invalid or the lab cannot start.
+//!
+//! Engine side only: nothing here draws on a terminal.
+
+pub mod capture;
+pub mod expect;
+pub mod fold;
+pub mod link;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod source;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use report::Report;
+use source::{ScenarioError, Source};
+
+pub const EXIT_PASSED: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_INVALID: u8 = 2;
+
+/// The demo that runs when tunlab has no terminal to draw on and no `--script`.
+pub const DEMO_SCENARIO: &str = include_str!("../../assets/scenarios/basic.toml");
+const DEMO_NAME: &str = "built-in demo (assets/scenarios/basic.toml)";
+
+/// Runs the scenario in `path`, printing the summary; writes the JSON report to `report`.
+pub async fn run_file(path: &Path, report: Option<&Path>) -> ExitCode {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => run_source(&Source::new(file, text), report).await,
+        Err(e) => invalid(&ScenarioError::whole_file(
+            file,
+            format!("cannot read the scenario: {e}"),
+        )),
+    }
+}
+
+/// Runs the built-in demo scenario.
+pub async fn run_demo(report: Option<&Path>) -> ExitCode {
+    run_source(&Source::new(DEMO_NAME, DEMO_SCENARIO), report).await
+}
+
+/// Checks and runs a scenario from its text.
+pub async fn run_source(source: &Source, report_path: Option<&Path>) -> ExitCode {
+    let scenario = match scenario::parse(source) {
+        Ok(scenario) => scenario,
+        Err(error) => return invalid(&error),
+    };
+    // Create the report file first, so a path that cannot be written fails before the run.
+    let mut report_file = match report_path {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => Some((path, file)),
+            Err(e) => {
+                eprintln!("error: cannot write the report {}: {e}", path.display());
+                return ExitCode::from(EXIT_INVALID);
+            }
+        },
+        None => None,
+    };
+    println!(
+        "scenario \"{}\" ({}): {}, {}, deadline {}",
+        scenario.name,
+        scenario.file,
+        counted(scenario.steps.len(), "step"),
+        counted(scenario.expectations.len(), "expectation"),
+        humantime::format_duration(scenario.deadline)
+    );
+    if let Some(description) = &scenario.description {
+        println!("  {}", description.trim());
+    }
+    let outcome = match runner::run(&scenario).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("error: {}: the lab could not start: {e:#}", scenario.file);
+            if let Some((path, file)) = report_file.take() {
+                drop(file);
+                let _ = std::fs::remove_file(path);
+            }
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let report = Report::build(&scenario, &outcome);
+    print!("{}", report.summary());
+    if let Some((path, file)) = report_file {
+        let mut writer = std::io::BufWriter::new(file);
+        let written = serde_json::to_writer_pretty(&mut writer, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(writer))
+            .and_then(|()| writer.flush());
+        match written {
+            Ok(()) => println!("report: {}", path.display()),
+            Err(e) => {
+                eprintln!("error: cannot write the report {}: {e}", path.display());
+                return ExitCode::from(EXIT_INVALID);
+            }
+        }
+    }
+    ExitCode::from(if report.passed {
+        EXIT_PASSED
+    } else {
+        EXIT_FAILED
+    })
+}
+
+/// "1 step", "3 steps".
+fn counted(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+fn invalid(error: &ScenarioError) -> ExitCode {
+    eprintln!("error: invalid scenario {error}");
+    ExitCode::from(EXIT_INVALID)
+}

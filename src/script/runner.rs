@@ -1,0 +1,450 @@
+//! Runs a checked scenario against a real lab: starts it, performs each step through the
+//! `Lab` API (the same calls the TUI's keys make), reads the event stream the whole time,
+//! and stops at the deadline if the steps take too long.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::capture::{CaptureOutcome, CaptureRun};
+use super::fold::Fold;
+use super::scenario::{Action, ClientSel, Condition, Scenario, Step};
+use crate::event::{ClientEnd, ClientId, Event, EventSink};
+use crate::lab::{Lab, LabAddrs, LabSnapshot};
+use crate::roles::echo_client::ClientStatus;
+
+/// Events the stream holds before it starts dropping (and counting) them. The runner reads
+/// continuously, so this only absorbs bursts.
+const EVENT_CAPACITY: usize = 256 * 1024;
+/// How often a `wait_for` looks at the lab again.
+const POLL: Duration = Duration::from_millis(10);
+/// After the steps, the counters must stay still this long before the snapshot is taken, so
+/// frames in flight (an `X` after a close) are counted…
+const SETTLE_QUIET: Duration = Duration::from_millis(60);
+/// …but never longer than this.
+const SETTLE_LIMIT: Duration = Duration::from_secs(1);
+
+/// What a run observed: everything the expectations and the report are made of.
+pub struct Outcome {
+    /// Exact counters and client statuses, taken once the steps were over and the link quiet.
+    pub snapshot: LabSnapshot,
+    /// The event stream, folded per connection, up to the snapshot.
+    pub fold: Fold,
+    pub capture: Option<CaptureOutcome>,
+    pub addrs: LabAddrs,
+    /// Bytes the steps asked each client to send.
+    pub requested: HashMap<ClientId, u64>,
+    /// Steps that finished.
+    pub steps_completed: usize,
+    /// Why the steps did not all finish (a step failed, or the deadline passed).
+    pub failure: Option<String>,
+    /// From the lab's start to the snapshot.
+    pub duration: Duration,
+}
+
+/// Why a step could not go on.
+struct StepFailure(String);
+
+/// Runs `scenario`. `Err` means the lab could not start (the scenario is then unusable as
+/// written here, for example a fixed port that is taken).
+pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
+    let (events, receiver) = EventSink::channel(EVENT_CAPACITY);
+    let capture = scenario
+        .lab
+        .capture
+        .map(|format| CaptureRun::start(format, &scenario.lab.capture_dir, scenario.lab.wire));
+    let mut config = scenario.lab.lab_config();
+    config.capture = capture.as_ref().map(CaptureRun::tap);
+    if let Some(link) = &scenario.lab.link {
+        link.configure(&mut config);
+    }
+    let lab = Lab::start(config, events).await?;
+    let addrs = lab.addrs();
+    println!(
+        "lab up: echo server {} (tcp), proxy2 {} (udp), proxy1 {} (tcp) / {} (udp)",
+        addrs.server, addrs.proxy2_udp, addrs.proxy1_tcp, addrs.proxy1_udp
+    );
+    let mut runner = Runner {
+        lab,
+        receiver,
+        fold: Fold::default(),
+        started: Instant::now(),
+        requested: HashMap::new(),
+        current: None,
+        waiting_on: None,
+        steps_completed: 0,
+    };
+
+    // Everything from here to the last step is bounded by the deadline.
+    let deadline = runner.started + scenario.deadline;
+    let steps = async {
+        runner
+            .start_clients(scenario.lab.clients)
+            .await
+            .map_err(|StepFailure(why)| {
+                StepFailure(format!("the lab's first clients did not start: {why}"))
+            })?;
+        runner.run_steps(&scenario.steps).await
+    };
+    let failure = match tokio::time::timeout_at(deadline, steps).await {
+        Ok(Ok(())) => None,
+        Ok(Err(StepFailure(why))) => Some(why),
+        Err(_elapsed) => Some(runner.deadline_message(scenario)),
+    };
+    if let Some(why) = &failure {
+        println!("{} {why}", runner.stamp());
+    }
+
+    runner.settle().await;
+    let snapshot = runner.lab.snapshot();
+    runner.drain();
+    let duration = runner.started.elapsed();
+    let Runner {
+        lab,
+        fold,
+        requested,
+        steps_completed,
+        ..
+    } = runner;
+    lab.shutdown().await;
+    let capture = match capture {
+        Some(capture) => Some(capture.finish().await),
+        None => None,
+    };
+    Ok(Outcome {
+        snapshot,
+        fold,
+        capture,
+        addrs,
+        requested,
+        steps_completed,
+        failure,
+        duration,
+    })
+}
+
+struct Runner {
+    lab: Lab,
+    receiver: mpsc::Receiver<Event>,
+    fold: Fold,
+    started: Instant,
+    requested: HashMap<ClientId, u64>,
+    /// The step running now, for the deadline message.
+    current: Option<Step>,
+    /// What the current `wait_for` is still waiting for.
+    waiting_on: Option<String>,
+    steps_completed: usize,
+}
+
+impl Runner {
+    /// `[  0.123s]`: time since the lab started, for the step log.
+    fn stamp(&self) -> String {
+        format!("[{:>8.3}s]", self.started.elapsed().as_secs_f64())
+    }
+
+    /// Takes in every event already in the stream.
+    fn drain(&mut self) {
+        while let Ok(event) = self.receiver.try_recv() {
+            self.fold.apply(&event.kind);
+        }
+    }
+
+    /// Lets time pass until `until`, taking in events as they come.
+    async fn pass_time_until(&mut self, until: Instant) {
+        loop {
+            tokio::select! {
+                event = self.receiver.recv() => match event {
+                    Some(event) => self.fold.apply(&event.kind),
+                    None => {
+                        tokio::time::sleep_until(until).await;
+                        return;
+                    }
+                },
+                _ = tokio::time::sleep_until(until) => return,
+            }
+        }
+    }
+
+    async fn start_clients(&mut self, n: u32) -> Result<(), StepFailure> {
+        for _ in 0..n {
+            self.lab
+                .add_client()
+                .await
+                .map_err(|e| StepFailure(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn run_steps(&mut self, steps: &[Step]) -> Result<(), StepFailure> {
+        for step in steps {
+            if let Some(at) = step.at {
+                self.pass_time_until(self.started + at).await;
+            }
+            self.current = Some(step.clone());
+            self.waiting_on = None;
+            println!(
+                "{} line {:<4} {}",
+                self.stamp(),
+                step.line,
+                step.action.describe()
+            );
+            self.run_step(&step.action)
+                .await
+                .map_err(|StepFailure(why)| {
+                    StepFailure(format!("step at line {} failed: {why}", step.line))
+                })?;
+            self.steps_completed += 1;
+        }
+        self.current = None;
+        Ok(())
+    }
+
+    async fn run_step(&mut self, action: &Action) -> Result<(), StepFailure> {
+        let lab_error = |e: crate::lab::LabError| StepFailure(e.to_string());
+        match action {
+            Action::StartClients(n) => self.start_clients(*n).await,
+            Action::Send {
+                clients,
+                message,
+                count,
+                interval,
+            } => {
+                let bytes = message.bytes();
+                for round in 0..*count {
+                    for client in self.live_clients(clients)? {
+                        self.lab
+                            .client_send(client, bytes.clone())
+                            .map_err(lab_error)?;
+                        *self.requested.entry(client).or_default() += bytes.len() as u64;
+                    }
+                    if round + 1 < *count && !interval.is_zero() {
+                        self.pass_time_until(Instant::now() + *interval).await;
+                    }
+                }
+                Ok(())
+            }
+            Action::Close { clients, how } => {
+                for client in self.live_clients(clients)? {
+                    self.lab.client_close(client, *how).map_err(lab_error)?;
+                }
+                Ok(())
+            }
+            Action::Stop(role) => self.lab.stop_role(role.role()).await.map_err(lab_error),
+            Action::Start(role) => self.lab.start_role(role.role()).await.map_err(lab_error),
+            Action::Wait(duration) => {
+                self.pass_time_until(Instant::now() + *duration).await;
+                Ok(())
+            }
+            Action::WaitFor {
+                condition,
+                clients,
+                timeout,
+            } => self.wait_for(*condition, clients, *timeout).await,
+            Action::SetLink(spec) => spec.apply(&mut self.lab).map_err(lab_error),
+        }
+    }
+
+    /// The clients a send or close applies to: with "all", the ones still connected; a
+    /// client named on purpose must still be connected.
+    fn live_clients(&self, selection: &ClientSel) -> Result<Vec<ClientId>, StepFailure> {
+        match selection {
+            ClientSel::All => {
+                let live: Vec<ClientId> = self
+                    .lab
+                    .client_ids()
+                    .into_iter()
+                    .filter(|&c| self.status(c).ended.is_none())
+                    .collect();
+                if live.is_empty() {
+                    return Err(StepFailure("every client has already ended".into()));
+                }
+                Ok(live)
+            }
+            ClientSel::Some(list) => {
+                for &client in list {
+                    if let Some(end) = self.status(client).ended {
+                        return Err(StepFailure(format!(
+                            "client {client} has already ended ({})",
+                            end_label(end)
+                        )));
+                    }
+                }
+                Ok(list.clone())
+            }
+        }
+    }
+
+    fn status(&self, client: ClientId) -> ClientStatus {
+        self.lab.client_status(client).unwrap_or_default()
+    }
+
+    async fn wait_for(
+        &mut self,
+        condition: Condition,
+        selection: &ClientSel,
+        timeout: Option<Duration>,
+    ) -> Result<(), StepFailure> {
+        let give_up = timeout.map(|t| Instant::now() + t);
+        loop {
+            self.drain();
+            match self.condition(condition, selection)? {
+                None => return Ok(()),
+                Some(pending) => self.waiting_on = Some(pending),
+            }
+            if let Some(give_up) = give_up
+                && Instant::now() >= give_up
+            {
+                return Err(StepFailure(format!(
+                    "gave up after {}: {}",
+                    humantime::format_duration(timeout.unwrap_or_default()),
+                    self.waiting_on.as_deref().unwrap_or("")
+                )));
+            }
+            self.pass_time_until(Instant::now() + POLL).await;
+        }
+    }
+
+    /// `None` when the condition holds; otherwise what is still missing. An error when it
+    /// can no longer hold (the client it waits for has ended).
+    fn condition(
+        &self,
+        condition: Condition,
+        selection: &ClientSel,
+    ) -> Result<Option<String>, StepFailure> {
+        if condition == Condition::IdsFree {
+            let busy: Vec<String> = self
+                .fold
+                .busy()
+                .map(|c| {
+                    let at = if c.freed_at_proxy1 {
+                        "proxy2"
+                    } else {
+                        "proxy1"
+                    };
+                    format!("id {} still taken at {at}", c.id)
+                })
+                .collect();
+            return Ok((!busy.is_empty()).then(|| busy.join(", ")));
+        }
+        let named = matches!(selection, ClientSel::Some(_));
+        let clients = match selection {
+            ClientSel::All => self.lab.client_ids(),
+            ClientSel::Some(list) => list.clone(),
+        };
+        let mut pending = Vec::new();
+        for client in clients {
+            let status = self.status(client);
+            let conn = status.local.and_then(|local| self.fold.latest_for(local));
+            let ended = |what: &str| {
+                StepFailure(format!(
+                    "client {client} ended ({}) {what}",
+                    status.ended.map_or("", end_label)
+                ))
+            };
+            match condition {
+                Condition::Echoes => {
+                    let requested = self.requested.get(&client).copied().unwrap_or(0);
+                    if status.echoed_bytes >= requested {
+                        continue;
+                    }
+                    if status.ended.is_some() {
+                        if named {
+                            return Err(ended(&format!(
+                                "with {} of {requested} bytes echoed",
+                                status.echoed_bytes
+                            )));
+                        }
+                        continue;
+                    }
+                    pending.push(format!(
+                        "client {client} has {} of {requested} bytes back",
+                        status.echoed_bytes
+                    ));
+                }
+                Condition::Closed => {
+                    if status.ended.is_none() {
+                        pending.push(format!("client {client} is still connected"));
+                    }
+                }
+                Condition::Open => match conn {
+                    Some(conn) if conn.opened && !conn.freed_at_proxy1 => {}
+                    _ if status.ended.is_some() => {
+                        if named {
+                            return Err(ended("before its tunnel connection opened"));
+                        }
+                    }
+                    Some(conn) => {
+                        pending.push(format!("client {client} has id {} but no OK yet", conn.id))
+                    }
+                    None => pending.push(format!("client {client} has no tunnel id yet")),
+                },
+                Condition::Waiting => {
+                    let waited = status.local.is_some_and(|local| self.fold.waited(local));
+                    if !waited {
+                        if status.ended.is_some() && named {
+                            return Err(ended("without waiting for an id"));
+                        }
+                        pending.push(format!("client {client} is not waiting for an id"));
+                    }
+                }
+                Condition::IdsFree => unreachable!("handled above"),
+            }
+        }
+        Ok((!pending.is_empty()).then(|| pending.join(", ")))
+    }
+
+    /// The message when the deadline cuts the steps short.
+    fn deadline_message(&self, scenario: &Scenario) -> String {
+        let deadline = humantime::format_duration(scenario.deadline);
+        match &self.current {
+            Some(step) => {
+                let mut message = format!(
+                    "deadline of {deadline} passed during the step at line {} ({})",
+                    step.line,
+                    step.action.describe()
+                );
+                if let Some(pending) = &self.waiting_on {
+                    message.push_str(&format!("; still waiting: {pending}"));
+                }
+                message
+            }
+            None => format!("deadline of {deadline} passed before the steps were over"),
+        }
+    }
+
+    /// Waits until the exact counters and client statuses stop changing (bounded), so the
+    /// last frames of a close are counted.
+    async fn settle(&mut self) {
+        let limit = Instant::now() + SETTLE_LIMIT;
+        let mut last = self.counters();
+        let mut quiet_since = Instant::now();
+        while Instant::now() < limit {
+            self.pass_time_until(Instant::now() + POLL).await;
+            let now = self.counters();
+            if now != last {
+                last = now;
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= SETTLE_QUIET {
+                break;
+            }
+        }
+        self.drain();
+    }
+
+    fn counters(&self) -> impl PartialEq + use<> {
+        let snapshot = self.lab.snapshot();
+        (snapshot.proxy1, snapshot.proxy2, snapshot.clients)
+    }
+}
+
+/// How a client ended, in a few words.
+pub fn end_label(end: ClientEnd) -> &'static str {
+    match end {
+        ClientEnd::ByClient(crate::event::CloseKind::Fin) => "closed with FIN",
+        ClientEnd::ByClient(crate::event::CloseKind::Rst) => "aborted with RST",
+        ClientEnd::ByTunnel => "closed by the tunnel",
+        ClientEnd::Error => "socket error",
+    }
+}

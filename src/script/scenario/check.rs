@@ -1,0 +1,696 @@
+//! Checks a scenario as a whole before anything runs: one action per step, modifiers that
+//! go with their action, clients that exist when named, sensible bounds. Every mistake is
+//! reported with its file, line and key.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{Dur, RawExpect, RawLab, RawScenario, RawStep};
+use super::{
+    Action, Bounds, Check, ClientSel, Condition, Counted, DEFAULT_DEADLINE, DirectionSel,
+    Expectation, HowClosed, LabSetup, MAX_CLIENTS, MAX_DEADLINE, MAX_MESSAGE, Message, Scenario,
+    Step,
+};
+use crate::lab::LabConfig;
+use crate::script::link::LinkSpec;
+use crate::script::source::{ScenarioError, Source};
+
+pub(super) struct Checker<'a> {
+    pub(super) source: &'a Source,
+}
+
+/// The keys of a step that name its action.
+const STEP_ACTIONS: &[&str] = &[
+    "start_clients",
+    "send",
+    "send_size",
+    "close",
+    "stop",
+    "start",
+    "wait",
+    "wait_for",
+    "link",
+];
+
+/// Which actions each step modifier goes with.
+const STEP_MODIFIERS: &[(&str, &[&str])] = &[
+    ("client", &["send", "send_size", "close", "wait_for"]),
+    ("count", &["send", "send_size"]),
+    ("interval", &["send", "send_size"]),
+    ("timeout", &["wait_for"]),
+];
+
+/// The keys of an expectation that name its check.
+const EXPECT_CHECKS: &[&str] = &[
+    "echo_intact",
+    "refused",
+    "unanswered",
+    "waited",
+    "gave_up_waiting",
+    "opened",
+    "id_freed",
+    "closed",
+    "frames",
+    "captured",
+    "no_malformed",
+];
+
+/// Which checks each expectation modifier goes with.
+const EXPECT_MODIFIERS: &[(&str, &[&str])] = &[
+    ("how", &["closed"]),
+    ("id", &["opened"]),
+    ("direction", &["frames"]),
+    ("counted", &["frames"]),
+    ("exactly", &["frames", "captured"]),
+    ("min", &["frames", "captured"]),
+    ("max", &["frames", "captured"]),
+];
+
+impl Checker<'_> {
+    pub(super) fn scenario(&self, raw: RawScenario) -> Result<Scenario, ScenarioError> {
+        let deadline = match &raw.deadline {
+            Some(deadline) => {
+                let value = deadline.get_ref().0;
+                if value.is_zero() || value > MAX_DEADLINE {
+                    return Err(self.source.error(
+                        deadline.span(),
+                        Some("deadline"),
+                        format!(
+                            "the deadline must be more than 0 and at most {}",
+                            humantime::format_duration(MAX_DEADLINE)
+                        ),
+                    ));
+                }
+                value
+            }
+            None => DEFAULT_DEADLINE,
+        };
+        let lab = self.lab(raw.lab)?;
+        let mut clients = lab.clients;
+        let mut steps = Vec::with_capacity(raw.step.len());
+        for step in raw.step {
+            steps.push(self.step(step, &mut clients)?);
+        }
+        let mut expectations = Vec::with_capacity(raw.expect.len());
+        for expect in raw.expect {
+            expectations.push(self.expectation(expect, clients, &lab)?);
+        }
+        let name = raw.name.unwrap_or_else(|| {
+            std::path::Path::new(&self.source.file)
+                .file_stem()
+                .map_or_else(|| self.source.file.clone(), |s| s.to_string_lossy().into())
+        });
+        Ok(Scenario {
+            name,
+            file: self.source.file.clone(),
+            description: raw.description,
+            deadline,
+            lab,
+            steps,
+            expectations,
+        })
+    }
+
+    fn lab(&self, raw: RawLab) -> Result<LabSetup, ScenarioError> {
+        let placeholder = LabConfig::default();
+        let mut proxy1 = placeholder.proxy1;
+        let mut proxy2 = placeholder.proxy2;
+        let tunnel = raw.tunnel;
+        if let Some(attempts) = tunnel.connect_attempts {
+            if *attempts.get_ref() == 0 {
+                return Err(self.source.error(
+                    attempts.span(),
+                    Some("lab.tunnel.connect_attempts"),
+                    "proxy1 must send C at least once",
+                ));
+            }
+            proxy1.connect_attempts = attempts.into_inner();
+        }
+        if let Some(Dur(retry)) = tunnel.connect_retry {
+            proxy1.connect_retry = retry;
+        }
+        if let Some(Dur(wait)) = tunnel.id_wait {
+            proxy1.id_wait = wait;
+        }
+        if let Some(Dur(idle)) = tunnel.idle_timeout {
+            proxy1.idle_timeout = idle;
+            proxy2.idle_timeout = idle;
+        }
+        if let Some(Dur(timeout)) = tunnel.server_connect_timeout {
+            proxy2.connect_timeout = timeout;
+        }
+        let clients = match raw.clients {
+            Some(clients) if *clients.get_ref() > MAX_CLIENTS => {
+                return Err(self.source.error(
+                    clients.span(),
+                    Some("lab.clients"),
+                    format!("at most {MAX_CLIENTS} clients"),
+                ));
+            }
+            Some(clients) => clients.into_inner(),
+            None => 0,
+        };
+        let link = raw
+            .link
+            .map(|table| self.link(table, "lab.link"))
+            .transpose()?;
+        Ok(LabSetup {
+            server_port: raw.ports.server,
+            proxy1_port: raw.ports.proxy1,
+            proxy2_port: raw.ports.proxy2,
+            wire: raw.wire,
+            clients,
+            capture: raw.capture.0,
+            capture_dir: raw.capture_dir.unwrap_or_else(|| PathBuf::from("captures")),
+            proxy1,
+            proxy2,
+            link,
+        })
+    }
+
+    fn link(&self, table: Spanned<toml::Table>, key: &str) -> Result<LinkSpec, ScenarioError> {
+        let span = table.span();
+        let spec = LinkSpec::new(table.into_inner());
+        spec.check()
+            .map_err(|message| self.source.error(span, Some(key), message))?;
+        Ok(spec)
+    }
+
+    /// The one action key of a table, or an error naming what is wrong.
+    fn single<'k>(
+        &self,
+        span: &Range<usize>,
+        what: &str,
+        all: &[&'k str],
+        present: &[&'k str],
+    ) -> Result<&'k str, ScenarioError> {
+        let found: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|k| present.contains(k))
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(one),
+            [] => Err(self.source.error(
+                span.clone(),
+                None,
+                format!("this {what} does nothing: give it one of {}", all.join(", ")),
+            )),
+            [first, second, ..] => Err(self.source.key_error(
+                span.start,
+                second,
+                format!(
+                    "a {what} does one thing, but this one has both `{first}` and `{second}`: split it in two"
+                ),
+            )),
+        }
+    }
+
+    /// Rejects modifier keys that do not go with the table's action.
+    fn modifiers(
+        &self,
+        span: &Range<usize>,
+        action: &str,
+        rules: &[(&str, &[&str])],
+        present: &[&str],
+    ) -> Result<(), ScenarioError> {
+        for (key, allowed) in rules {
+            if present.contains(key) && !allowed.contains(&action) {
+                return Err(self.source.key_error(
+                    span.start,
+                    key,
+                    format!(
+                        "`{key}` does not go with `{action}` (it goes with {})",
+                        allowed
+                            .iter()
+                            .map(|a| format!("`{a}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every client named exists by this point.
+    fn clients_exist(
+        &self,
+        selection: &Spanned<ClientSel>,
+        key: &str,
+        started: u32,
+        when: &str,
+    ) -> Result<(), ScenarioError> {
+        let path = self.source.key_path(selection.span().start, key);
+        let error = |message: String| self.source.error(selection.span(), Some(&path), message);
+        match selection.get_ref() {
+            ClientSel::All if started == 0 => Err(error(format!(
+                "\"all\" selects no client: none is started {when} (use [lab] clients or a start_clients step)"
+            ))),
+            ClientSel::All => Ok(()),
+            ClientSel::Some(list) => match list.iter().find(|&&n| n > started) {
+                Some(n) => Err(error(format!(
+                    "there is no client {n} {when}: only {started} {} started",
+                    if started == 1 { "is" } else { "are" }
+                ))),
+                None => Ok(()),
+            },
+        }
+    }
+
+    fn step(&self, raw: Spanned<RawStep>, started: &mut u32) -> Result<Step, ScenarioError> {
+        let span = raw.span();
+        let line = self.source.position(span.start).line;
+        let raw = raw.into_inner();
+        let present: Vec<&str> = [
+            ("start_clients", raw.start_clients.is_some()),
+            ("send", raw.send.is_some()),
+            ("send_size", raw.send_size.is_some()),
+            ("close", raw.close.is_some()),
+            ("stop", raw.stop.is_some()),
+            ("start", raw.start.is_some()),
+            ("wait", raw.wait.is_some()),
+            ("wait_for", raw.wait_for.is_some()),
+            ("link", raw.link.is_some()),
+            ("client", raw.client.is_some()),
+            ("count", raw.count.is_some()),
+            ("interval", raw.interval.is_some()),
+            ("timeout", raw.timeout.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
+        let action_key = self.single(&span, "step", STEP_ACTIONS, &present)?;
+        self.modifiers(&span, action_key, STEP_MODIFIERS, &present)?;
+        let when = format!("by this step (line {line})");
+        let clients = match &raw.client {
+            Some(selection) => {
+                self.clients_exist(selection, "client", *started, &when)?;
+                selection.get_ref().clone()
+            }
+            None => ClientSel::All,
+        };
+        let needs_clients = matches!(action_key, "send" | "send_size" | "close")
+            || raw.wait_for.is_some_and(Condition::takes_clients);
+        if needs_clients && raw.client.is_none() && *started == 0 {
+            return Err(self.source.error(
+                span.clone(),
+                None,
+                format!(
+                    "`{action_key}` applies to every client, but no client is started {when} (use [lab] clients or a start_clients step)"
+                ),
+            ));
+        }
+        let action = match action_key {
+            "start_clients" => {
+                let n = raw.start_clients.unwrap_or(0);
+                if n == 0 || n > MAX_CLIENTS || *started + n > MAX_CLIENTS {
+                    return Err(self.source.key_error(
+                        span.start,
+                        "start_clients",
+                        format!("start 1 or more clients, and at most {MAX_CLIENTS} in all"),
+                    ));
+                }
+                *started += n;
+                Action::StartClients(n)
+            }
+            "send" | "send_size" => {
+                let message = match (raw.send, raw.send_size) {
+                    (Some(text), _) => Message::Text(text),
+                    (None, Some(size)) => Message::Size(size),
+                    (None, None) => unreachable!("the action key is present"),
+                };
+                let len = message.bytes().len();
+                if len == 0 || len > MAX_MESSAGE {
+                    return Err(self.source.key_error(
+                        span.start,
+                        action_key,
+                        format!("a message is 1 to {MAX_MESSAGE} bytes long"),
+                    ));
+                }
+                let count = raw.count.unwrap_or(1);
+                if count == 0 {
+                    return Err(self.source.key_error(
+                        span.start,
+                        "count",
+                        "send at least 1 message",
+                    ));
+                }
+                Action::Send {
+                    clients,
+                    message,
+                    count,
+                    interval: raw.interval.map_or(Duration::ZERO, |d| d.0),
+                }
+            }
+            "close" => Action::Close {
+                clients,
+                how: raw.close.expect("the action key is present"),
+            },
+            "stop" => Action::Stop(raw.stop.expect("the action key is present")),
+            "start" => Action::Start(raw.start.expect("the action key is present")),
+            "wait" => Action::Wait(raw.wait.expect("the action key is present").0),
+            "wait_for" => {
+                let condition = raw.wait_for.expect("the action key is present");
+                if !condition.takes_clients() && raw.client.is_some() {
+                    return Err(self.source.key_error(
+                        span.start,
+                        "client",
+                        "\"ids-free\" is about every id; it takes no `client`",
+                    ));
+                }
+                Action::WaitFor {
+                    condition,
+                    clients,
+                    timeout: raw.timeout.map(|d| d.0),
+                }
+            }
+            "link" => {
+                Action::SetLink(self.link(raw.link.expect("the action key is present"), "link")?)
+            }
+            other => unreachable!("unknown step action {other}"),
+        };
+        Ok(Step {
+            line,
+            at: raw.at.map(|d| d.0),
+            action,
+        })
+    }
+
+    fn expectation(
+        &self,
+        raw: Spanned<RawExpect>,
+        clients: u32,
+        lab: &LabSetup,
+    ) -> Result<Expectation, ScenarioError> {
+        let span = raw.span();
+        let line = self.source.position(span.start).line;
+        let raw = raw.into_inner();
+        let present: Vec<&str> = [
+            ("echo_intact", raw.echo_intact.is_some()),
+            ("refused", raw.refused.is_some()),
+            ("unanswered", raw.unanswered.is_some()),
+            ("waited", raw.waited.is_some()),
+            ("gave_up_waiting", raw.gave_up_waiting.is_some()),
+            ("opened", raw.opened.is_some()),
+            ("id_freed", raw.id_freed.is_some()),
+            ("closed", raw.closed.is_some()),
+            ("frames", raw.frames.is_some()),
+            ("captured", raw.captured.is_some()),
+            ("no_malformed", raw.no_malformed.is_some()),
+            ("how", raw.how.is_some()),
+            ("id", raw.id.is_some()),
+            ("direction", raw.direction.is_some()),
+            ("counted", raw.counted.is_some()),
+            ("exactly", raw.exactly.is_some()),
+            ("min", raw.min.is_some()),
+            ("max", raw.max.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
+        let check_key = self.single(&span, "[[expect]]", EXPECT_CHECKS, &present)?;
+        self.modifiers(&span, check_key, EXPECT_MODIFIERS, &present)?;
+        let by_the_end = "by the end of the steps";
+        let selection = |value: Option<Spanned<ClientSel>>| -> Result<ClientSel, ScenarioError> {
+            let value = value.expect("the check key is present");
+            self.clients_exist(&value, check_key, clients, by_the_end)?;
+            Ok(value.into_inner())
+        };
+        let bounds = || -> Result<Bounds, ScenarioError> {
+            let bounds = match (raw.exactly, raw.min, raw.max) {
+                (Some(exactly), None, None) => Bounds {
+                    min: Some(exactly),
+                    max: Some(exactly),
+                },
+                (Some(_), _, _) => {
+                    return Err(self.source.key_error(
+                        span.start,
+                        "exactly",
+                        "`exactly` says it all: drop `min` and `max`",
+                    ));
+                }
+                (None, None, None) => {
+                    return Err(self.source.error(
+                        span.clone(),
+                        Some(&format!("expect.{check_key}")),
+                        format!("give `{check_key}` a bound: `exactly`, `min` or `max`"),
+                    ));
+                }
+                (None, min, max) => Bounds { min, max },
+            };
+            if let (Some(min), Some(max)) = (bounds.min, bounds.max)
+                && min > max
+            {
+                return Err(self.source.key_error(
+                    span.start,
+                    "min",
+                    format!("`min` ({min}) is more than `max` ({max})"),
+                ));
+            }
+            Ok(bounds)
+        };
+        let check = match check_key {
+            "echo_intact" => Check::EchoIntact(selection(raw.echo_intact)?),
+            "refused" => Check::Refused(selection(raw.refused)?),
+            "unanswered" => Check::Unanswered(selection(raw.unanswered)?),
+            "waited" => Check::Waited(selection(raw.waited)?),
+            "gave_up_waiting" => Check::GaveUpWaiting(selection(raw.gave_up_waiting)?),
+            "opened" => Check::Opened(selection(raw.opened)?, raw.id),
+            "id_freed" => Check::IdFreed(selection(raw.id_freed)?),
+            "closed" => Check::Closed(selection(raw.closed)?, raw.how.unwrap_or(HowClosed::Any)),
+            "frames" => Check::Frames {
+                kind: raw.frames.expect("the check key is present"),
+                direction: raw.direction.unwrap_or(DirectionSel::Both),
+                counted: raw.counted.unwrap_or(Counted::Sent),
+                bounds: bounds()?,
+            },
+            "captured" => {
+                if lab.capture.is_none() {
+                    return Err(self.source.key_error(
+                        span.start,
+                        "captured",
+                        "this scenario captures nothing: set [lab] capture = \"pcap\" (or \"pcapng\")",
+                    ));
+                }
+                Check::Captured {
+                    kind: raw.captured.expect("the check key is present"),
+                    bounds: bounds()?,
+                }
+            }
+            "no_malformed" => {
+                if raw.no_malformed != Some(true) {
+                    return Err(self.source.key_error(
+                        span.start,
+                        "no_malformed",
+                        "`no_malformed = false` checks nothing: remove it, or bound malformed frames another way",
+                    ));
+                }
+                Check::NoMalformed
+            }
+            other => unreachable!("unknown check {other}"),
+        };
+        Ok(Expectation {
+            line,
+            name: raw.name,
+            check,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::DEFAULT_PROXY1_PORT;
+    use crate::script::scenario::{CaptureFormat, FrameSel, parse};
+    use crate::wire::FrameKind;
+
+    fn parse_text(text: &str) -> Result<Scenario, ScenarioError> {
+        parse(&Source::new("t.toml", text))
+    }
+
+    fn error_of(text: &str) -> ScenarioError {
+        parse_text(text).expect_err("the scenario should be rejected")
+    }
+
+    #[test]
+    fn a_complete_scenario_reads_as_written() {
+        let scenario = parse_text(
+            r#"
+name = "demo"
+deadline = "5s"
+[lab]
+ports = { proxy2 = 4000 }
+clients = 2
+capture = "pcapng"
+[lab.tunnel]
+connect_attempts = 2
+connect_retry = "50ms"
+id_wait = "1s"
+[[step]]
+send = "hola"
+client = 2
+count = 3
+interval = "10ms"
+[[step]]
+start_clients = 1
+[[step]]
+at = "1s"
+close = "rst"
+client = [1, 3]
+[[step]]
+wait_for = "ids-free"
+timeout = "2s"
+[[expect]]
+name = "echo"
+echo_intact = "all"
+[[expect]]
+frames = "X"
+direction = "to-proxy2"
+min = 1
+max = 3
+[[expect]]
+captured = "any"
+exactly = 9
+"#,
+        )
+        .unwrap();
+        assert_eq!(scenario.name, "demo");
+        assert_eq!(scenario.deadline, Duration::from_secs(5));
+        assert_eq!(
+            (
+                scenario.lab.server_port,
+                scenario.lab.proxy1_port,
+                scenario.lab.proxy2_port
+            ),
+            (0, 0, 4000)
+        );
+        assert_eq!(scenario.lab.proxy1.connect_attempts, 2);
+        assert_eq!(scenario.lab.proxy1.connect_retry, Duration::from_millis(50));
+        assert_eq!(scenario.lab.capture, Some(CaptureFormat::Pcapng));
+        assert_eq!(scenario.steps.len(), 4);
+        assert!(matches!(
+            &scenario.steps[0].action,
+            Action::Send { clients: ClientSel::Some(c), count: 3, message: Message::Text(t), .. }
+                if c == &[2] && t == "hola"
+        ));
+        assert_eq!(scenario.steps[2].at, Some(Duration::from_secs(1)));
+        assert_eq!(scenario.steps[2].line, 19);
+        assert!(matches!(
+            scenario.expectations[1].check,
+            Check::Frames {
+                kind: FrameSel(Some(FrameKind::Close)),
+                direction: DirectionSel::ToProxy2,
+                counted: Counted::Sent,
+                bounds: Bounds {
+                    min: Some(1),
+                    max: Some(3)
+                }
+            }
+        ));
+    }
+
+    #[test]
+    fn defaults_suit_ci() {
+        let scenario = parse_text("").unwrap();
+        assert_eq!(scenario.name, "t");
+        assert_eq!(scenario.deadline, DEFAULT_DEADLINE);
+        let config = scenario.lab.lab_config();
+        assert_eq!(
+            (config.server_port, config.proxy1_port, config.proxy2_port),
+            (0, 0, 0)
+        );
+        assert_eq!(scenario.lab.capture, None);
+        let course = parse_text("[lab]\nports = \"course\"\n").unwrap();
+        assert_eq!(course.lab.proxy1_port, DEFAULT_PROXY1_PORT);
+    }
+
+    #[test]
+    fn unknown_keys_name_their_line_and_table() {
+        let error = error_of("[lab]\nclients = 1\n[[step]]\nsend = \"x\"\nclinet = 1\n");
+        assert_eq!(error.position.unwrap().line, 5);
+        assert_eq!(error.table.as_deref(), Some("[[step]] #1"));
+        assert_eq!(error.key.as_deref(), Some("step.clinet"));
+        assert!(error.message.contains("unknown field `clinet`"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let error = error_of("[lab.tunnel]\nid_wait = \"soon\"\n");
+        assert_eq!(error.key.as_deref(), Some("lab.tunnel.id_wait"));
+        assert!(error.message.contains("invalid duration"), "{error}");
+        let error = error_of("[lab]\nclients = 1\n[[step]]\nclose = \"slam\"\n");
+        assert_eq!(error.key.as_deref(), Some("step.close"));
+        let error = error_of("[lab]\nclients = 1\n[[step]]\nsend = \"x\"\nclient = 0\n");
+        assert!(error.message.contains("numbered from 1"), "{error}");
+        let error = error_of("[lab]\nports = \"random\"\n");
+        assert_eq!(error.key.as_deref(), Some("lab.ports"));
+        let error = error_of("[lab]\nports = { server = 1818, proxy3 = 1 }\n");
+        assert!(error.message.contains("proxy3"), "{error}");
+    }
+
+    #[test]
+    fn a_step_does_exactly_one_thing() {
+        let error = error_of("[lab]\nclients = 1\n[[step]]\ncount = 2\n");
+        assert!(error.message.contains("does nothing"), "{error}");
+        assert_eq!(error.position.unwrap().line, 3);
+        let error = error_of("[lab]\nclients = 1\n[[step]]\nsend = \"a\"\nclose = \"fin\"\n");
+        assert!(error.message.contains("both `send` and `close`"), "{error}");
+        assert_eq!(error.position.unwrap().line, 5);
+        let error = error_of("[lab]\nclients = 1\n[[step]]\nclose = \"fin\"\ncount = 2\n");
+        assert_eq!(error.key.as_deref(), Some("step.count"));
+        assert_eq!(error.position.unwrap().line, 5);
+    }
+
+    #[test]
+    fn clients_must_exist_when_named() {
+        let error = error_of("[lab]\nclients = 2\n[[step]]\nsend = \"a\"\nclient = 3\n");
+        assert!(error.message.contains("no client 3"), "{error}");
+        assert_eq!(error.position.unwrap().line, 5);
+        parse_text(
+            "[lab]\nclients = 2\n[[step]]\nstart_clients = 1\n[[step]]\nsend = \"a\"\nclient = 3\n",
+        )
+        .unwrap();
+        let error = error_of("[[step]]\nsend = \"a\"\n");
+        assert!(error.message.contains("no client is started"), "{error}");
+        let error = error_of("[lab]\nclients = 2\n[[expect]]\nrefused = [1, 4]\n");
+        assert!(error.message.contains("no client 4"), "{error}");
+    }
+
+    #[test]
+    fn expectations_are_checked_too() {
+        let error = error_of("[[expect]]\nframes = \"D\"\n");
+        assert!(error.message.contains("bound"), "{error}");
+        let error = error_of("[[expect]]\nframes = \"D\"\nmin = 3\nmax = 2\n");
+        assert!(error.message.contains("more than"), "{error}");
+        let error = error_of("[[expect]]\nframes = \"Q\"\nmin = 1\n");
+        assert!(error.message.contains("frame type"), "{error}");
+        let error = error_of("[[expect]]\ncaptured = \"any\"\nmin = 1\n");
+        assert!(error.message.contains("captures nothing"), "{error}");
+        let error = error_of("[[expect]]\nno_malformed = false\n");
+        assert!(error.message.contains("checks nothing"), "{error}");
+        let error = error_of("[lab]\nclients = 1\n[[expect]]\nwaited = 1\nhow = \"fin\"\n");
+        assert!(
+            error.message.contains("`how` does not go with `waited`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn deadlines_are_bounded() {
+        let error = error_of("deadline = \"0s\"\n");
+        assert_eq!(error.key.as_deref(), Some("deadline"));
+        let error = error_of("deadline = \"2h\"\n");
+        assert!(error.message.contains("at most"), "{error}");
+    }
+
+    #[test]
+    fn generated_messages_are_printable_and_sized() {
+        let bytes = Message::Size(200).bytes();
+        assert_eq!(bytes.len(), 200);
+        assert!(bytes.iter().all(|b| b.is_ascii_graphic()));
+    }
+}

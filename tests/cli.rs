@@ -1,0 +1,99 @@
+//! The command line as a person meets it: help texts (pinned by snapshots so a change to them
+//! is a reviewed change) and clear errors for bad input.
+
+use clap::CommandFactory;
+use std::process::{Command, Output};
+use tunlab::cli::Cli;
+
+fn help_of(path: &[&str]) -> String {
+    let mut command = Cli::command().term_width(100);
+    command.build();
+    let mut target = &mut command;
+    for name in path {
+        target = target.find_subcommand_mut(name).expect("subcommand exists");
+    }
+    target.render_long_help().to_string()
+}
+
+#[test]
+fn help_texts_are_pinned() {
+    insta::assert_snapshot!("help", help_of(&[]));
+    for sub in ["echo-server", "proxy2", "proxy1", "echo-client"] {
+        insta::assert_snapshot!(format!("help-{sub}"), help_of(&[sub]));
+    }
+}
+
+fn tunlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tunlab"))
+        .args(args)
+        .output()
+        .expect("run tunlab")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_binary_prints_help_and_version() {
+    let help = tunlab(&["--help"]);
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for role in ["echo-server", "proxy2", "proxy1", "echo-client"] {
+        assert!(text.contains(role), "--help lists {role}");
+    }
+    let version = tunlab(&["--version"]);
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("tunlab "));
+}
+
+#[test]
+fn a_bad_argument_is_a_usage_error() {
+    let out = tunlab(&["proxy2", "not-a-port", "localhost", "1818"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid value 'not-a-port'"),
+        "{}",
+        stderr(&out)
+    );
+    let out = tunlab(&["proxy1", "3327"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("PROXY2_HOST"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_bad_host_is_named() {
+    let out = tunlab(&["proxy2", "0", "no-such-host.invalid", "1818"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot resolve host 'no-such-host.invalid'"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_port_in_use_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = tunlab(&["echo-server", &port]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot bind TCP 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(
+        err.contains("another program already uses this port"),
+        "{err}"
+    );
+
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = tunlab(&["proxy2", &port, "127.0.0.1", "1818"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("cannot bind UDP 127.0.0.1:{port}")),
+        "{}",
+        stderr(&out)
+    );
+}

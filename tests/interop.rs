@@ -1,0 +1,167 @@
+//! Byte compatibility with an independent Python implementation of the classic protocol
+//! (tests/python/classic_proxies.py): our proxy2 serves their proxy1, our proxy1 talks to
+//! their proxy2. Every piece runs as its own process, the way students swap them in.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// A child process that is killed when the test ends, pass or fail.
+struct Running {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Starts one of our roles on port 0 and reads the port it got from its "… up on ADDR" line.
+async fn tunlab(args: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tunlab"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start tunlab");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = within("tunlab to report its address", async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("tunlab exited early");
+            if let Some((_, addr)) = line.split_once(" up on ") {
+                return addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+            }
+        }
+    })
+    .await;
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Running { child, port }
+}
+
+fn python() -> Option<&'static str> {
+    let found = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        Some("python3")
+    } else {
+        eprintln!("SKIPPED: python3 not found, the interop tests did not run");
+        None
+    }
+}
+
+async fn python_proxy(python: &str, args: &[&str]) -> Running {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/classic_proxies.py"
+    );
+    let mut child = Command::new(python)
+        .arg(script)
+        .args(args)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the python proxy");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = within("the python proxy to listen", lines.next_line())
+        .await
+        .unwrap()
+        .expect("python proxy exited");
+    let port = line
+        .strip_prefix("listening ")
+        .expect("listening line")
+        .parse()
+        .unwrap();
+    Running { child, port }
+}
+
+/// Three clients at once, each echoing 200 KiB of binary data through `proxy1_port`.
+async fn echo_three_clients(proxy1_port: u16) {
+    let clients: Vec<_> = (0..3u64)
+        .map(|seed| {
+            tokio::spawn(async move {
+                let data = random_bytes(100 + seed, 200 * 1024);
+                let mut stream = TcpStream::connect(("127.0.0.1", proxy1_port))
+                    .await
+                    .unwrap();
+                let echoed = echo_through(&mut stream, &data, 16 * 1024).await;
+                assert!(echoed == data, "echo through the mixed tunnel differs");
+            })
+        })
+        .collect();
+    for client in clients {
+        within("an echo through the mixed tunnel", client)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn python_proxy1_through_our_proxy2() {
+    let Some(python) = python() else { return };
+    let server = tunlab(&["echo-server", "0"]).await;
+    let proxy2 = tunlab(&["proxy2", "0", "127.0.0.1", &server.port.to_string()]).await;
+    let proxy1 = python_proxy(
+        python,
+        &["proxy1", "0", "127.0.0.1", &proxy2.port.to_string()],
+    )
+    .await;
+    echo_three_clients(proxy1.port).await;
+}
+
+#[tokio::test]
+async fn our_proxy1_through_python_proxy2() {
+    let Some(python) = python() else { return };
+    let server = tunlab(&["echo-server", "0"]).await;
+    let proxy2 = python_proxy(
+        python,
+        &["proxy2", "0", "127.0.0.1", &server.port.to_string()],
+    )
+    .await;
+    let proxy1 = tunlab(&["proxy1", "0", "localhost", &proxy2.port.to_string()]).await;
+    echo_three_clients(proxy1.port).await;
+}
+
+#[tokio::test]
+async fn the_echo_client_subcommand_prints_each_lines_echo() {
+    let server = tunlab(&["echo-server", "0"]).await;
+    let proxy2 = tunlab(&["proxy2", "0", "127.0.0.1", &server.port.to_string()]).await;
+    let proxy1 = tunlab(&["proxy1", "0", "127.0.0.1", &proxy2.port.to_string()]).await;
+    let mut client = Command::new(env!("CARGO_BIN_EXE_tunlab"))
+        .args(["echo-client", "127.0.0.1", &proxy1.port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    stdin
+        .write_all("hola mundo\nsegunda línea\n".as_bytes())
+        .await
+        .unwrap();
+    drop(stdin); // end of input: the client closes with a FIN and exits
+    let mut out = String::new();
+    within(
+        "the client's output",
+        client.stdout.take().unwrap().read_to_string(&mut out),
+    )
+    .await
+    .unwrap();
+    let status = within("the client to exit", client.wait()).await.unwrap();
+    assert!(status.success());
+    assert_eq!(out, "hola mundo\nsegunda línea\n");
+}

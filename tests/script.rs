@@ -1,0 +1,477 @@
+//! The headless scenario runner, through the real binary: every shipped scenario passes and
+//! its report says what happened; a false expectation exits 1; a broken file exits 2 naming
+//! its line; the deadline stops a scenario that would hang; the JSON shape is pinned.
+//!
+//! Every lab here binds 127.0.0.1 on ports the OS picks ("auto"), so tests run in parallel.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const TUNLAB: &str = env!("CARGO_BIN_EXE_tunlab");
+
+fn scenario_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/scenarios")
+        .join(name)
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    report: Option<Value>,
+}
+
+/// Runs `tunlab --script FILE --report …` and reads the report back, if one was written.
+fn run_script(scenario: &Path) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.json");
+    let output = Command::new(TUNLAB)
+        .arg("--script")
+        .arg(scenario)
+        .arg("--report")
+        .arg(&report_path)
+        .output()
+        .expect("tunlab runs");
+    finish(output, &report_path)
+}
+
+fn finish(output: Output, report_path: &Path) -> Run {
+    let report = std::fs::read_to_string(report_path)
+        .ok()
+        .map(|text| serde_json::from_str(&text).expect("the report is JSON"));
+    Run {
+        code: output.status.code().expect("tunlab exited normally"),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        report,
+    }
+}
+
+/// Writes a scenario into a temporary directory (kept alive by the returned guard).
+fn temp_scenario(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+impl Run {
+    fn report(&self) -> &Value {
+        self.report.as_ref().unwrap_or_else(|| {
+            panic!(
+                "no report written\nstdout:\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Asserts exit 0 and that the report agrees, with the output on failure.
+    fn assert_passed(&self) {
+        assert_eq!(
+            self.code, 0,
+            "expected a pass\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        let report = self.report();
+        assert_eq!(report["passed"], true);
+        for expectation in report["expectations"].as_array().unwrap() {
+            assert_eq!(expectation["passed"], true, "{expectation}");
+        }
+        assert!(self.stdout.contains("PASSED"), "{}", self.stdout);
+    }
+
+    /// The report's entry for lab client `n`.
+    fn connection(&self, n: u64) -> &Value {
+        self.report()["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["client"] == n)
+            .unwrap_or_else(|| panic!("no connection for client {n}"))
+    }
+}
+
+#[test]
+fn basic_echo_scenario_passes_and_reports_every_connection() {
+    let run = run_script(&scenario_path("basic.toml"));
+    run.assert_passed();
+    let report = run.report();
+    assert_eq!(report["scenario"], "basic echo");
+    let connections = report["connections"].as_array().unwrap();
+    assert_eq!(connections.len(), 3);
+    let mut ids = BTreeSet::new();
+    for c in connections {
+        assert_eq!(c["intact"], true, "{c}");
+        assert_eq!(c["close"], "fin", "{c}");
+        assert_eq!(c["sent_bytes"], c["echoed_bytes"], "{c}");
+        assert_eq!(c["bytes_to_proxy2"], c["sent_bytes"], "{c}");
+        assert_eq!(c["bytes_to_proxy1"], c["sent_bytes"], "{c}");
+        ids.insert(c["id"].as_u64().unwrap());
+    }
+    assert_eq!(ids.len(), 3, "three distinct tunnel ids");
+    // Client 2 sent "hola mundo" and 4000 bytes: at least 1 + 3 D frames, plus C and X.
+    assert!(run.connection(2)["frames_to_proxy2"].as_u64().unwrap() >= 6);
+    for direction in ["to_proxy2", "to_proxy1"] {
+        let link = &report["link"][direction];
+        assert_eq!(link["sent"], link["delivered"], "{link}");
+        assert_eq!(link["dropped"], 0);
+        assert_eq!(link["malformed"], 0);
+    }
+    assert_eq!(report["frames"]["to_proxy2"]["sent"]["close"], 3);
+    assert_eq!(report["captures"], serde_json::json!([]));
+    // The step log and the summary table are on stdout.
+    assert!(run.stdout.contains("send \"hola mundo\""), "{}", run.stdout);
+    assert!(run.stdout.contains("connections"), "{}", run.stdout);
+}
+
+#[test]
+fn ten_plus_one_scenario_shows_the_waiting_client_proceed_and_the_next_give_up() {
+    let run = run_script(&scenario_path("ten-plus-one.toml"));
+    run.assert_passed();
+    let connections = run.report()["connections"].as_array().unwrap();
+    assert_eq!(connections.len(), 12);
+    let eleventh = run.connection(11);
+    assert_eq!(eleventh["waited"], true);
+    assert_eq!(eleventh["intact"], true);
+    assert!(eleventh["id"].is_u64(), "{eleventh}");
+    let twelfth = run.connection(12);
+    assert_eq!(twelfth["waited"], true);
+    assert_eq!(twelfth["id"], Value::Null, "it never got an id");
+    assert_eq!(twelfth["close"], "no-free-id");
+    for n in 1..=10 {
+        assert_eq!(run.connection(n)["waited"], false);
+    }
+}
+
+#[test]
+fn fin_versus_rst_scenario_shows_both_as_x_and_frees_both_ids() {
+    let run = run_script(&scenario_path("fin-vs-rst.toml"));
+    run.assert_passed();
+    assert_eq!(run.connection(1)["close"], "fin");
+    assert_eq!(run.connection(2)["close"], "rst");
+    // Client 3 reused the lowest freed id.
+    assert_eq!(run.connection(3)["id"], 0);
+    let frames = &run.report()["frames"];
+    assert_eq!(frames["to_proxy2"]["sent"]["close"], 3);
+    assert_eq!(frames["to_proxy2"]["received"]["close"], 3);
+    assert_eq!(frames["to_proxy1"]["sent"]["close"], 0);
+}
+
+#[test]
+fn server_down_scenario_refuses_with_nok() {
+    let run = run_script(&scenario_path("server-down.toml"));
+    run.assert_passed();
+    assert_eq!(run.connection(1)["close"], "tunnel");
+    assert_eq!(run.connection(2)["close"], "refused");
+    assert_eq!(run.connection(3)["intact"], true);
+    assert_eq!(run.report()["frames"]["to_proxy1"]["sent"]["nok"], 1);
+}
+
+#[test]
+fn proxy2_down_scenario_retries_then_closes_the_client() {
+    let run = run_script(&scenario_path("proxy2-down.toml"));
+    run.assert_passed();
+    assert_eq!(run.connection(2)["close"], "unanswered");
+    assert_eq!(run.connection(1)["close"], "tunnel");
+    assert_eq!(run.connection(3)["intact"], true);
+    // The three C frames sent while proxy2 was down never arrived.
+    let to_proxy2 = &run.report()["link"]["to_proxy2"];
+    assert_eq!(to_proxy2["dropped"], 3, "{to_proxy2}");
+}
+
+#[test]
+fn every_shipped_scenario_has_a_test_here() {
+    let tested = [
+        "basic.toml",
+        "fin-vs-rst.toml",
+        "proxy2-down.toml",
+        "server-down.toml",
+        "ten-plus-one.toml",
+    ];
+    let shipped: BTreeSet<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/scenarios"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".toml"))
+            .collect();
+    let tested: BTreeSet<String> = tested.iter().map(|s| s.to_string()).collect();
+    assert_eq!(shipped, tested, "add a test for each new scenario");
+}
+
+#[test]
+fn the_capture_sees_every_frame_of_the_link() {
+    let (_dir, path) = temp_scenario(
+        "capture.toml",
+        r#"
+[lab]
+clients = 2
+capture = "pcap"
+
+[[step]]
+send = "hola mundo"
+
+[[step]]
+wait_for = "echoes"
+
+[[step]]
+close = "fin"
+
+[[step]]
+wait_for = "ids-free"
+
+[[expect]]
+captured = "X"
+exactly = 2
+
+[[expect]]
+captured = "OK"
+exactly = 2
+"#,
+    );
+    let run = run_script(&path);
+    run.assert_passed();
+    let report = run.report();
+    let link = &report["link"];
+    let on_the_link =
+        link["to_proxy2"]["sent"].as_u64().unwrap() + link["to_proxy1"]["sent"].as_u64().unwrap();
+    assert_eq!(report["captured_frames"], on_the_link);
+}
+
+#[test]
+fn a_false_expectation_exits_1_and_the_report_says_which() {
+    let (_dir, path) = temp_scenario(
+        "false.toml",
+        r#"
+[lab]
+clients = 1
+
+[[step]]
+send = "hola mundo"
+
+[[step]]
+wait_for = "echoes"
+
+[[expect]]
+echo_intact = "all"
+
+[[expect]]
+name = "a deliberately false count"
+frames = "C"
+direction = "to-proxy2"
+exactly = 99
+"#,
+    );
+    let run = run_script(&path);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let report = run.report();
+    assert_eq!(report["passed"], false);
+    let expectations = report["expectations"].as_array().unwrap();
+    assert_eq!(expectations.len(), 3, "the steps check plus two");
+    assert_eq!(expectations[0]["passed"], true, "the steps finished");
+    assert_eq!(expectations[1]["passed"], true, "the echo was intact");
+    let wrong = &expectations[2];
+    assert_eq!(wrong["name"], "a deliberately false count");
+    assert_eq!(wrong["passed"], false);
+    assert_eq!(wrong["line"], 14);
+    assert_eq!(wrong["detail"], "1 counted");
+    assert!(run.stdout.contains("FAIL"), "{}", run.stdout);
+    assert!(run.stdout.contains("FAILED"), "{}", run.stdout);
+}
+
+#[test]
+fn a_broken_file_exits_2_naming_file_line_and_key() {
+    let (_dir, path) = temp_scenario(
+        "broken.toml",
+        "[lab]\nclients = 2\n\n[[step]]\nsend = \"hola\"\nclinet = 1\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.json");
+    let output = Command::new(TUNLAB)
+        .arg("--script")
+        .arg(&path)
+        .arg("--report")
+        .arg(&report_path)
+        .output()
+        .unwrap();
+    let run = finish(output, &report_path);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let expected = format!("{}:6:1:", path.display());
+    assert!(run.stderr.contains(&expected), "{}", run.stderr);
+    assert!(run.stderr.contains("`step.clinet`"), "{}", run.stderr);
+    assert!(run.stderr.contains("[[step]] #1"), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(run.report.is_none(), "nothing ran, so no report");
+}
+
+#[test]
+fn a_scenario_that_makes_no_sense_exits_2_naming_the_line() {
+    let (_dir, path) = temp_scenario(
+        "nonsense.toml",
+        "[lab]\nclients = 2\n\n[[step]]\nclose = \"fin\"\nclient = 3\n",
+    );
+    let run = run_script(&path);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("nonsense.toml:6:10:"), "{}", run.stderr);
+    assert!(run.stderr.contains("no client 3"), "{}", run.stderr);
+}
+
+#[test]
+fn a_missing_file_exits_2() {
+    let run = run_script(Path::new("/nonexistent/scenario.toml"));
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("/nonexistent/scenario.toml: cannot read"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_lab_that_cannot_start_exits_2() {
+    // Hold a port so the scenario's fixed server port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (_dir, path) = temp_scenario(
+        "taken.toml",
+        &format!("[lab]\nports = {{ server = {port} }}\nclients = 1\n"),
+    );
+    let run = run_script(&path);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("could not start"), "{}", run.stderr);
+    assert!(run.stderr.contains(&port.to_string()), "{}", run.stderr);
+}
+
+#[test]
+fn the_deadline_fails_a_scenario_that_would_hang() {
+    let (_dir, path) = temp_scenario(
+        "slow.toml",
+        r#"
+deadline = "300ms"
+[lab]
+clients = 1
+[[step]]
+send = "hola"
+[[step]]
+wait = "1h"
+[[expect]]
+echo_intact = 1
+"#,
+    );
+    let run = run_script(&path);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let steps = &run.report()["expectations"][0];
+    assert_eq!(steps["passed"], false);
+    let detail = steps["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("deadline of 300ms passed during the step at line 7 (wait 1h)"),
+        "{detail}"
+    );
+    assert!(detail.starts_with("1 of 2 steps done"), "{detail}");
+    // What happened before the deadline is still checked and reported.
+    assert_eq!(run.report()["expectations"][1]["passed"], true);
+}
+
+#[test]
+fn without_a_terminal_tunlab_runs_the_built_in_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("demo.json");
+    // `output()` pipes stdout: not a terminal.
+    let output = Command::new(TUNLAB)
+        .arg("--report")
+        .arg(&report_path)
+        .output()
+        .unwrap();
+    let run = finish(output, &report_path);
+    run.assert_passed();
+    assert!(run.stdout.contains("built-in demo"), "{}", run.stdout);
+    assert_eq!(run.report()["scenario"], "basic echo");
+}
+
+/// The annotated example in the README's "Headless scenarios" section.
+fn readme_example() -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("## Headless scenarios")
+        .nth(1)
+        .expect("the README has a Headless scenarios section");
+    let start = section.find("```toml\n").expect("with a toml example") + "```toml\n".len();
+    let end = start + section[start..].find("```").unwrap();
+    section[start..end].to_string()
+}
+
+#[test]
+fn the_readme_example_scenario_runs_and_passes() {
+    let (dir, path) = temp_scenario("readme.toml", &readme_example());
+    let report_path = dir.path().join("report.json");
+    let output = Command::new(TUNLAB)
+        .arg("--script")
+        .arg(&path)
+        .arg("--report")
+        .arg(&report_path)
+        // Anything the example writes (captures) stays in the temporary directory.
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let run = finish(output, &report_path);
+    run.assert_passed();
+    assert_eq!(run.report()["scenario"], "readme example");
+    assert_eq!(run.connection(3)["close"], "refused");
+}
+
+#[test]
+fn help_explains_the_headless_options() {
+    let output = Command::new(TUNLAB).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--script <FILE>"), "{help}");
+    assert!(help.contains("--report <FILE>"), "{help}");
+    assert!(help.contains("1 when one fails, 2 when"), "{help}");
+}
+
+/// Every key path in the report with the JSON types seen there, one per line: the shape,
+/// without the values that change from run to run (ports, times).
+fn shape(value: &Value) -> String {
+    fn walk(value: &Value, path: &str, out: &mut BTreeSet<String>) {
+        let kind = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(items) => {
+                for item in items {
+                    walk(item, &format!("{path}[]"), out);
+                }
+                "array"
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    let path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    walk(item, &path, out);
+                }
+                "object"
+            }
+        };
+        if !path.is_empty() {
+            out.insert(format!("{path}: {kind}"));
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(value, "", &mut out);
+    out.into_iter().collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn the_report_json_shape_is_pinned() {
+    let run = run_script(&scenario_path("basic.toml"));
+    run.assert_passed();
+    insta::assert_snapshot!("report_json_shape", shape(run.report()));
+}
