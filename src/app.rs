@@ -3,13 +3,9 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use crate::cli::LabArgs;
-use crate::describe::describe;
-use crate::event::{CloseKind, EventSink};
-use crate::lab::{Lab, LabConfig};
-use crate::roles::echo_client::SIMPLE_MESSAGE;
+use crate::lab::LabConfig;
 
 /// Builds the lab's configuration from the command line.
 pub fn lab_config(args: &LabArgs) -> LabConfig {
@@ -28,8 +24,8 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
     }
 }
 
-/// Runs the lab with the built-in demo: every client sends the simple message, checks the
-/// echo, and closes with a FIN.
+/// Runs the lab: a scenario file headless when one is given; the built-in demo scenario
+/// headless when stdout is not a terminal; otherwise the TUI.
 pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     // Headless: a scenario file, or the built-in demo scenario when there is no terminal.
     if let Some(script) = &args.script {
@@ -38,59 +34,5 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     if !std::io::stdout().is_terminal() {
         return Ok(crate::script::run_demo(args.report.as_deref()).await);
     }
-    let (events, mut rx) = EventSink::channel(64 * 1024);
-    let printer = tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            if let Some(line) = describe(&event.kind, false) {
-                println!("{line}");
-            }
-        }
-    });
-    let mut lab = Lab::start(lab_config(&args), events).await?;
-    let mut clients = Vec::new();
-    for _ in 0..args.clients {
-        clients.push(lab.add_client().await?);
-    }
-    for &client in &clients {
-        lab.client_send(client, SIMPLE_MESSAGE.to_vec())?;
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while tokio::time::Instant::now() < deadline
-        && clients.iter().any(|&c| {
-            lab.client_status(c)
-                .map(|s| s.echoed_bytes < s.sent_bytes || s.sent_bytes == 0)
-                .unwrap_or(false)
-        })
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for &client in &clients {
-        let _ = lab.client_close(client, CloseKind::Fin);
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let snapshot = lab.snapshot();
-    lab.shutdown().await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
-    let mut ok = true;
-    if !snapshot.link.settings.is_clear() {
-        for line in snapshot.link.lines() {
-            println!("{line}");
-        }
-        println!("link emulator seed {}", snapshot.link.seed);
-    }
-    for (id, status) in &snapshot.clients {
-        let intact = status.intact && status.echoed_bytes == status.sent_bytes;
-        ok &= intact;
-        println!(
-            "client {id}: sent {} bytes, echoed {} bytes, {}",
-            status.sent_bytes,
-            status.echoed_bytes,
-            if intact { "intact" } else { "NOT intact" }
-        );
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    crate::tui::run(&args).await
 }
