@@ -330,13 +330,13 @@ pub async fn execute(lab: &mut Lab, state: &mut TuiState, command: Command) -> b
             }
             state.set_running(role, lab.is_running(role));
         }
-        Command::Link(change) => change_link(lab, state, change),
+        Command::Link(change) => change_link(lab, change),
     }
     false
 }
 
-fn change_link(lab: &Lab, state: &mut TuiState, change: LinkChange) {
-    use crate::impair::{DirectionSettings, LinkSettings, Percent};
+fn change_link(lab: &Lab, change: LinkChange) {
+    use crate::impair::{DirectionSettings, Percent};
     let mut settings = lab.link_settings();
     for direction in [&mut settings.to_proxy2, &mut settings.to_proxy1] {
         let loss = direction.loss.get();
@@ -352,20 +352,7 @@ fn change_link(lab: &Lab, state: &mut TuiState, change: LinkChange) {
             LinkChange::Clear => *direction = DirectionSettings::default(),
         }
     }
-    let summary = |s: &LinkSettings| {
-        if s.is_clear() {
-            "clear".to_string()
-        } else if s.to_proxy2 == s.to_proxy1 {
-            s.to_proxy2.summary()
-        } else {
-            format!(
-                "p1→p2 {} · p2→p1 {}",
-                s.to_proxy2.summary(),
-                s.to_proxy1.summary()
-            )
-        }
-    };
-    state.note(Level::Info, format!("link now: {}", summary(&settings)));
+    // The lab logs the new settings of each direction; the log pane shows them.
     lab.set_link(settings);
 }
 
