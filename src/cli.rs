@@ -32,6 +32,10 @@ With no subcommand, tunlab runs all four roles in one process on 127.0.0.1: an e
 its clients over one UDP socket as C/D/X frames with a connection id (0-9); proxy2 opens one
 TCP connection to the server per tunnel connection.
 
+On a terminal the lab is a live screen: a panel per connection id, a ladder diagram, and keys
+to add clients, send, close with FIN or RST, and stop or restart roles (? lists them all).
+Piped, it runs the built-in demo scenario headless and prints its summary.
+
 Each role also runs alone as a subcommand, byte-compatible with the course's Python
 scripts, so any piece can be swapped for a student's own.";
 

@@ -202,7 +202,11 @@ fn check_capture(
             stream.len()
         );
     }
-    let exit_line = format!("capture: {} ({} frames)", path.display(), packets.len());
+    let exit_line = format!(
+        "capture: {} frames written to {}",
+        packets.len(),
+        path.display()
+    );
     assert!(
         stderr.contains(&exit_line),
         "no '{exit_line}' in {stderr:?}"

@@ -120,18 +120,17 @@ pub struct CaptureSummary {
 }
 
 impl CaptureSummary {
-    /// One line for the end of a run: `capture: captures/tunlab-….pcap (42 frames)`.
+    /// One line for the end of a run, as the headless summary says it too:
+    /// `capture: 42 frames written to captures/tunlab-….pcap`.
     pub fn describe(&self) -> String {
         let frames = match self.frames {
             1 => "1 frame".to_string(),
             n => format!("{n} frames"),
         };
+        let line = format!("capture: {frames} written to {}", self.path.display());
         match &self.error {
-            None => format!("capture: {} ({frames})", self.path.display()),
-            Some(_) => format!(
-                "capture: {} ({frames}, then the capture FAILED; see the error above)",
-                self.path.display()
-            ),
+            None => line,
+            Some(_) => format!("{line}, then the capture FAILED (see the error above)"),
         }
     }
 }
