@@ -136,8 +136,8 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
                 TcpAction::Read(n) if frames => format!("read {n} bytes"),
                 TcpAction::Wrote(n) if frames => format!("wrote {n} bytes"),
                 TcpAction::Read(_) | TcpAction::Wrote(_) => return None,
-                TcpAction::PeerClosed(how) => format!("peer closed ({how:?})"),
-                TcpAction::Closed(how) => format!("closed ({how:?})"),
+                TcpAction::PeerClosed(how) => format!("peer closed ({})", how.label()),
+                TcpAction::Closed(how) => format!("closed ({})", how.label()),
             };
             format!("{}{id}: tcp {peer} {what}", role.label())
         }
@@ -152,7 +152,7 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
                 )
             }
             ClientAction::Sent(_) | ClientAction::Echoed { .. } => return None,
-            ClientAction::Closed { how } => format!("client {client}: closed ({how:?})"),
+            ClientAction::Closed { how } => format!("client {client}: {}", how.describe()),
         },
         EventKind::Log {
             level,

@@ -163,6 +163,15 @@ pub enum CloseKind {
     Rst,
 }
 
+impl CloseKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseKind::Fin => "FIN",
+            CloseKind::Rst => "RST",
+        }
+    }
+}
+
 /// Something that happened on a TCP socket of the lab, for the ladder view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TcpAction {
@@ -214,6 +223,17 @@ pub enum ClientEnd {
     ByTunnel,
     /// A socket error.
     Error,
+}
+
+impl ClientEnd {
+    /// `closed with FIN`, `closed by the tunnel`…
+    pub fn describe(self) -> String {
+        match self {
+            ClientEnd::ByClient(how) => format!("closed with {}", how.label()),
+            ClientEnd::ByTunnel => "closed by the tunnel".to_string(),
+            ClientEnd::Error => "ended by a socket error".to_string(),
+        }
+    }
 }
 
 impl Level {
