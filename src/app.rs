@@ -36,7 +36,38 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         let capture = &args.capture;
         let capture =
             (!capture.no_capture).then(|| (capture.capture_format, capture.capture_dir.clone()));
+        warn_about_ignored_options(&args);
         return Ok(crate::script::run_demo(args.report.as_deref(), capture).await);
     }
     crate::tui::run(&args).await
+}
+
+/// The headless demo runs its scenario as written; say so when the command line asked for
+/// something it will not do, rather than ignore it silently.
+fn warn_about_ignored_options(args: &LabArgs) {
+    use crate::lab::{DEFAULT_PROXY1_PORT, DEFAULT_PROXY2_PORT, DEFAULT_SERVER_PORT};
+    let mut ignored = Vec::new();
+    if args.clients != 3 {
+        ignored.push("--clients");
+    }
+    if (args.server_port, args.proxy1_port, args.proxy2_port)
+        != (
+            DEFAULT_SERVER_PORT,
+            DEFAULT_PROXY1_PORT,
+            DEFAULT_PROXY2_PORT,
+        )
+    {
+        ignored.push("the port options");
+    }
+    if !args.link.settings().is_clear() || args.link.seed.is_some() {
+        ignored.push("the link emulator options");
+    }
+    if !ignored.is_empty() {
+        eprintln!(
+            "note: stdout is not a terminal, so tunlab runs its built-in demo scenario as written \
+             and ignores {}; run it on a terminal for the interactive lab, or write a scenario \
+             for --script",
+            ignored.join(", ")
+        );
+    }
 }
