@@ -20,24 +20,27 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// A `D` frame's payload preview, escaped, with `…` when the payload is longer.
+pub fn preview_text(frame: &FrameSummary) -> String {
+    let more = if frame.payload_len > frame.preview.len() {
+        "…"
+    } else {
+        ""
+    };
+    format!("{}{more}", escape_bytes(&frame.preview))
+}
+
 /// `D3 len=5 "hola\n"`, `C3`, `OK3`…: how a frame reads in traces (the dissector's Info
 /// column uses the same shape).
 pub fn frame_label(frame: &FrameSummary) -> String {
     use crate::wire::FrameKind;
     match frame.kind {
-        FrameKind::Data => {
-            let more = if frame.payload_len > frame.preview.len() {
-                "…"
-            } else {
-                ""
-            };
-            format!(
-                "D{} len={} \"{}{more}\"",
-                frame.id,
-                frame.payload_len,
-                escape_bytes(&frame.preview)
-            )
-        }
+        FrameKind::Data => format!(
+            "D{} len={} \"{}\"",
+            frame.id,
+            frame.payload_len,
+            preview_text(frame)
+        ),
         FrameKind::Connect => format!("C{}", frame.id),
         FrameKind::ConnectOk => format!("C{}OK", frame.id),
         FrameKind::ConnectNok => format!("C{}NOK", frame.id),

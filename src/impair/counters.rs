@@ -111,6 +111,27 @@ pub struct DropCounts {
 }
 
 impl DropCounts {
+    /// ` (loss 2, queue full 1)`, or nothing when nothing was dropped: for summaries.
+    pub fn causes(&self) -> String {
+        let causes: Vec<String> = [
+            ("loss", self.loss),
+            ("burst", self.burst),
+            ("blackhole", self.blackhole),
+            ("queue full", self.queue_full),
+            ("stopped", self.stopped),
+            ("send failed", self.send_failed),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(cause, n)| format!("{cause} {n}"))
+        .collect();
+        if causes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", causes.join(", "))
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.loss + self.burst + self.blackhole + self.queue_full + self.stopped + self.send_failed
     }

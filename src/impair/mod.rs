@@ -129,24 +129,7 @@ impl LinkReport {
             .into_iter()
             .map(|direction| {
                 let counts = self.direction(direction);
-                let by = counts.dropped_by;
-                let causes: Vec<String> = [
-                    ("loss", by.loss),
-                    ("burst", by.burst),
-                    ("blackhole", by.blackhole),
-                    ("queue full", by.queue_full),
-                    ("stopped", by.stopped),
-                    ("send failed", by.send_failed),
-                ]
-                .into_iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(cause, n)| format!("{cause} {n}"))
-                .collect();
-                let causes = if causes.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", causes.join(", "))
-                };
+                let causes = counts.dropped_by.causes();
                 format!(
                     "link {} [{}]: sent {}, delivered {}, dropped {}{causes}, duplicated {}, reordered {}, corrupted {}, delayed {}",
                     direction.arrow(),

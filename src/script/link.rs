@@ -259,23 +259,7 @@ impl LinkReport {
             .into_iter()
             .map(|(label, d)| {
                 let by = d.dropped_by;
-                let causes: Vec<String> = [
-                    ("loss", by.loss),
-                    ("burst", by.burst),
-                    ("blackhole", by.blackhole),
-                    ("queue full", by.queue_full),
-                    ("stopped", by.stopped),
-                    ("send failed", by.send_failed),
-                ]
-                .into_iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(cause, n)| format!("{cause} {n}"))
-                .collect();
-                let causes = if causes.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", causes.join(", "))
-                };
+                let causes = by.causes();
                 format!(
                     "{label} dropped {}{causes}, duplicated {}, reordered {}, corrupted {}, delayed {}",
                     by.total(),

@@ -580,19 +580,12 @@ impl TuiState {
 /// The ladder's short name for a frame: `C3`, `OK3`, `D3 "hola"`, `X3`.
 pub fn ladder_label(frame: &FrameSummary) -> String {
     match frame.kind {
-        FrameKind::Data => {
-            let more = if frame.payload_len > frame.preview.len() {
-                "…"
-            } else {
-                ""
-            };
-            format!(
-                "D{} {}B \"{}{more}\"",
-                frame.id,
-                frame.payload_len,
-                crate::describe::escape_bytes(&frame.preview)
-            )
-        }
+        FrameKind::Data => format!(
+            "D{} {}B \"{}\"",
+            frame.id,
+            frame.payload_len,
+            crate::describe::preview_text(frame)
+        ),
         FrameKind::Connect => format!("C{}", frame.id),
         FrameKind::ConnectOk => format!("C{}OK", frame.id),
         FrameKind::ConnectNok => format!("C{}NOK", frame.id),
