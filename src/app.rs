@@ -3,13 +3,9 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use crate::cli::LabArgs;
-use crate::describe::describe;
-use crate::event::{CloseKind, EventSink};
-use crate::lab::{Lab, LabConfig};
-use crate::roles::echo_client::SIMPLE_MESSAGE;
+use crate::lab::LabConfig;
 
 /// Builds the lab's configuration from the command line.
 pub fn lab_config(args: &LabArgs) -> LabConfig {
@@ -23,66 +19,55 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
         proxy1: args.proxy1.config(&args.wire, base.proxy1.proxy2),
         proxy2: args.proxy2.config(&args.wire, base.proxy2.server),
         capture: None,
+        link: args.link.settings(),
+        link_seed: args.link.seed,
     }
 }
 
-/// Runs the lab with the built-in demo: every client sends the simple message, checks the
-/// echo, and closes with a FIN.
+/// Runs the lab: a scenario file headless when one is given; the built-in demo scenario
+/// headless when stdout is not a terminal; otherwise the TUI.
 pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     // Headless: a scenario file, or the built-in demo scenario when there is no terminal.
     if let Some(script) = &args.script {
         return Ok(crate::script::run_file(script, args.report.as_deref()).await);
     }
     if !std::io::stdout().is_terminal() {
-        return Ok(crate::script::run_demo(args.report.as_deref()).await);
+        // The demo is the lab's run without a terminal: it captures as the lab would.
+        let capture = &args.capture;
+        let capture =
+            (!capture.no_capture).then(|| (capture.capture_format, capture.capture_dir.clone()));
+        warn_about_ignored_options(&args);
+        return Ok(crate::script::run_demo(args.report.as_deref(), capture).await);
     }
-    let (events, mut rx) = EventSink::channel(64 * 1024);
-    let printer = tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            if let Some(line) = describe(&event.kind, false) {
-                println!("{line}");
-            }
-        }
-    });
-    let mut lab = Lab::start(lab_config(&args), events).await?;
-    let mut clients = Vec::new();
-    for _ in 0..args.clients {
-        clients.push(lab.add_client().await?);
+    crate::tui::run(&args).await
+}
+
+/// The headless demo runs its scenario as written; say so when the command line asked for
+/// something it will not do, rather than ignore it silently.
+fn warn_about_ignored_options(args: &LabArgs) {
+    use crate::lab::{DEFAULT_PROXY1_PORT, DEFAULT_PROXY2_PORT, DEFAULT_SERVER_PORT};
+    let mut ignored = Vec::new();
+    if args.clients != 3 {
+        ignored.push("--clients");
     }
-    for &client in &clients {
-        lab.client_send(client, SIMPLE_MESSAGE.to_vec())?;
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while tokio::time::Instant::now() < deadline
-        && clients.iter().any(|&c| {
-            lab.client_status(c)
-                .map(|s| s.echoed_bytes < s.sent_bytes || s.sent_bytes == 0)
-                .unwrap_or(false)
-        })
+    if (args.server_port, args.proxy1_port, args.proxy2_port)
+        != (
+            DEFAULT_SERVER_PORT,
+            DEFAULT_PROXY1_PORT,
+            DEFAULT_PROXY2_PORT,
+        )
     {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        ignored.push("the port options");
     }
-    for &client in &clients {
-        let _ = lab.client_close(client, CloseKind::Fin);
+    if !args.link.settings().is_clear() || args.link.seed.is_some() {
+        ignored.push("the link emulator options");
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let snapshot = lab.snapshot();
-    lab.shutdown().await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;
-    let mut ok = true;
-    for (id, status) in &snapshot.clients {
-        let intact = status.intact && status.echoed_bytes == status.sent_bytes;
-        ok &= intact;
-        println!(
-            "client {id}: sent {} bytes, echoed {} bytes, {}",
-            status.sent_bytes,
-            status.echoed_bytes,
-            if intact { "intact" } else { "NOT intact" }
+    if !ignored.is_empty() {
+        eprintln!(
+            "note: stdout is not a terminal, so tunlab runs its built-in demo scenario as written \
+             and ignores {}; run it on a terminal for the interactive lab, or write a scenario \
+             for --script",
+            ignored.join(", ")
         );
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }

@@ -4,15 +4,18 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::capture::{CaptureFormat, CapturePlan, CaptureTap, CaptureTarget, CaptureWriter};
 use crate::describe::describe;
-use crate::event::{EventSink, Level};
+use crate::event::{EventSink, Level, Role};
+use crate::impair::{LinkArgs, LinkEmulator, random_seed};
 use crate::lab::{DEFAULT_PROXY1_PORT, DEFAULT_PROXY2_PORT, DEFAULT_SERVER_PORT};
-use crate::link::LinkSocket;
+use crate::link::{EmulatorScope, LinkSocket};
 use crate::net::{bind_tcp, bind_udp, local_bind_towards, resolve};
 use crate::roles::proxy1::Proxy1Config;
 use crate::roles::proxy2::Proxy2Config;
@@ -29,6 +32,10 @@ With no subcommand, tunlab runs all four roles in one process on 127.0.0.1: an e
 its clients over one UDP socket as C/D/X frames with a connection id (0-9); proxy2 opens one
 TCP connection to the server per tunnel connection.
 
+On a terminal the lab is a live screen: a panel per connection id, a ladder diagram, and keys
+to add clients, send, close with FIN or RST, and stop or restart roles (? lists them all).
+Piped, it runs the built-in demo scenario headless and prints its summary.
+
 Each role also runs alone as a subcommand, byte-compatible with the course's Python
 scripts, so any piece can be swapped for a student's own.";
 
@@ -39,6 +46,10 @@ Examples:
   tunlab proxy2 3328 localhost 1818        proxy2 on UDP 3328, toward the server
   tunlab proxy1 3327 localhost 3328        proxy1 on TCP 3327, toward proxy2
   tunlab echo-client localhost 3327        type lines, see their echo
+  tunlab --loss 10 --delay 20ms --jitter 5ms --seed 7
+                                           the lab over a lossy, slow link (replayable)
+  tunlab proxy1 3327 localhost 3328 --loss-to-proxy1 30
+                                           proxy1 losing 30% of what proxy2 sends it
   tunlab --script assets/scenarios/basic.toml --report report.json
                                            a scenario headless, for CI";
 
@@ -76,6 +87,10 @@ pub struct LabArgs {
     pub proxy1: Proxy1Tuning,
     #[command(flatten)]
     pub proxy2: Proxy2Tuning,
+    #[command(flatten)]
+    pub link: LinkArgs,
+    #[command(flatten)]
+    pub capture: LabCaptureArgs,
     /// Run this scenario headless instead of the interactive lab: exit code 0 when every
     /// expectation holds, 1 when one fails, 2 when the scenario is invalid. The scenario sets
     /// up its own lab (ports, clients, timings), so the other lab options do not apply.
@@ -85,6 +100,67 @@ pub struct LabArgs {
     /// when stdout is not a terminal).
     #[arg(long, value_name = "FILE", help_heading = "Headless")]
     pub report: Option<PathBuf>,
+}
+
+/// How the lab records the link.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Capture")]
+pub struct LabCaptureArgs {
+    /// Directory for captures: one file per run, named by its start time, e.g.
+    /// tunlab-20261122-184501.pcap (created if missing; nothing is overwritten).
+    #[arg(long, default_value = "captures", value_name = "DIR")]
+    pub capture_dir: PathBuf,
+    /// Do not record the link.
+    #[arg(long, conflicts_with = "capture_dir")]
+    pub no_capture: bool,
+    /// File format of the capture.
+    #[arg(long, value_enum, default_value_t = CaptureFormat::Pcap, value_name = "FORMAT")]
+    pub capture_format: CaptureFormat,
+}
+
+impl LabCaptureArgs {
+    /// The capture to start, if any.
+    pub fn plan(&self) -> Option<CapturePlan> {
+        (!self.no_capture).then(|| {
+            CapturePlan::new(
+                CaptureTarget::Dir(self.capture_dir.clone()),
+                self.capture_format,
+                "tunlab lab: every UDP frame between proxy1 and proxy2",
+                // The writer's messages appear under proxy1, the link's client end.
+                Role::Proxy1,
+            )
+        })
+    }
+}
+
+/// How a standalone proxy records its side of the link.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Capture")]
+pub struct ProxyCaptureArgs {
+    /// Record every UDP frame this proxy sends and receives to FILE (replaced if it exists).
+    /// The file is complete after Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "FILE")]
+    pub capture: Option<PathBuf>,
+    /// File format of the capture.
+    #[arg(long, value_enum, default_value_t = CaptureFormat::Pcap, value_name = "FORMAT")]
+    pub capture_format: CaptureFormat,
+}
+
+impl ProxyCaptureArgs {
+    /// The capture to start, if any; `role` names the proxy in the file and the log.
+    pub fn plan(&self, role: Role) -> Option<CapturePlan> {
+        self.capture.as_ref().map(|file| {
+            CapturePlan::new(
+                CaptureTarget::File(file.clone()),
+                self.capture_format,
+                format!(
+                    "tunlab {} (standalone): every UDP frame it sent and received",
+                    role.label()
+                ),
+                role,
+            )
+        })
+    }
 }
 
 /// Settings of the UDP link that both proxies share.
@@ -150,8 +226,16 @@ pub enum Command {
     /// Run only the echo server (like server_echo2.py).
     EchoServer(EchoServerArgs),
     /// Run only proxy2: UDP from proxy1s, one TCP connection to the server per tunnel connection.
+    ///
+    /// With link emulator flags, proxy2 emulates both directions at its end: what it sends
+    /// (p2→p1) and what it receives, as it arrives (p1→p2), since its proxy1 may be a course
+    /// script with no emulator. Give the flags to one side only when both proxies are tunlab's.
     Proxy2(Proxy2Args),
     /// Run only proxy1: TCP clients in, multiplexed over one UDP socket to proxy2.
+    ///
+    /// With link emulator flags, proxy1 emulates both directions at its end: what it sends
+    /// (p1→p2) and what it receives, as it arrives (p2→p1), since its proxy2 may be a course
+    /// script with no emulator. Give the flags to one side only when both proxies are tunlab's.
     Proxy1(Proxy1Args),
     /// Run one interactive echo client (like client_echo2.py): each stdin line is sent and its echo printed.
     EchoClient(EchoClientArgs),
@@ -191,6 +275,12 @@ pub struct Proxy2Args {
     pub wire: WireArgs,
     #[command(flatten)]
     pub tuning: Proxy2Tuning,
+    // A standalone proxy emulates both directions at its end: what it sends, and what it
+    // receives as it arrives (its peer may be a course script with no emulator).
+    #[command(flatten)]
+    pub link: LinkArgs,
+    #[command(flatten)]
+    pub capture: ProxyCaptureArgs,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +297,12 @@ pub struct Proxy1Args {
     pub wire: WireArgs,
     #[command(flatten)]
     pub tuning: Proxy1Tuning,
+    // A standalone proxy emulates both directions at its end: what it sends, and what it
+    // receives as it arrives (its peer may be a course script with no emulator).
+    #[command(flatten)]
+    pub link: LinkArgs,
+    #[command(flatten)]
+    pub capture: ProxyCaptureArgs,
 }
 
 #[derive(Debug, Args)]
@@ -244,7 +340,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => crate::app::run_lab(cli.lab).await,
         Some(Command::EchoServer(args)) => {
             let listener = bind_tcp((args.common.bind, args.port).into())?;
-            run_standalone(&args.common, |events, stop| {
+            run_standalone(&args.common, None, |events, stop, _| {
                 echo_server::run(listener, events, stop)
             })
             .await
@@ -254,13 +350,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let socket = bind_udp((args.common.bind, args.udp_port).into())?;
             let config = args.tuning.config(&args.wire, server);
             let wire = args.wire.wire;
-            run_standalone(&args.common, |events, stop| async move {
+            let emulator = standalone_emulator(&args.link);
+            let attach = emulator.clone();
+            let capture = args.capture.plan(Role::Proxy2);
+            let code = run_standalone(&args.common, capture, |events, stop, tap| async move {
                 match LinkSocket::new(socket, crate::event::Endpoint::Proxy2, wire, events) {
-                    Ok(link) => proxy2::run(link, config, stop).await,
+                    Ok(link) => {
+                        let link = with_tap(with_emulator(link, attach), tap);
+                        proxy2::run(link, config, stop).await
+                    }
                     Err(e) => eprintln!("error: {e}"),
                 }
             })
-            .await
+            .await;
+            report_emulator(emulator.as_deref());
+            code
         }
         Some(Command::Proxy1(args)) => {
             let proxy2_addr = resolve(&args.proxy2_host, args.proxy2_udp_port).await?;
@@ -268,13 +372,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let socket = bind_udp(local_bind_towards(proxy2_addr))?;
             let config = args.tuning.config(&args.wire, proxy2_addr);
             let wire = args.wire.wire;
-            run_standalone(&args.common, |events, stop| async move {
+            let emulator = standalone_emulator(&args.link);
+            let attach = emulator.clone();
+            let capture = args.capture.plan(Role::Proxy1);
+            let code = run_standalone(&args.common, capture, |events, stop, tap| async move {
                 match LinkSocket::new(socket, crate::event::Endpoint::Proxy1, wire, events) {
-                    Ok(link) => proxy1::run(listener, link, config, stop).await,
+                    Ok(link) => {
+                        let link = with_tap(with_emulator(link, attach), tap);
+                        proxy1::run(listener, link, config, stop).await
+                    }
                     Err(e) => eprintln!("error: {e}"),
                 }
             })
-            .await
+            .await;
+            report_emulator(emulator.as_deref());
+            code
         }
         Some(Command::EchoClient(args)) => {
             let server = resolve(&args.host, args.port).await?;
@@ -284,10 +396,59 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Runs one role until Ctrl-C or SIGTERM, printing its events on stderr.
-async fn run_standalone<F, Fut>(common: &StandaloneArgs, role: F) -> anyhow::Result<ExitCode>
+/// The emulator a standalone proxy runs, if its flags ask for one. It says so on stderr,
+/// with the seed that replays it.
+fn standalone_emulator(args: &LinkArgs) -> Option<Arc<LinkEmulator>> {
+    let settings = args.settings();
+    if settings.is_clear() {
+        return None;
+    }
+    let emulator = LinkEmulator::new(settings, args.seed.unwrap_or_else(random_seed));
+    let settings = emulator.settings();
+    eprintln!(
+        "link emulator (seed {}; replay with --seed {}): p1→p2 {} | p2→p1 {}",
+        emulator.seed(),
+        emulator.seed(),
+        settings.to_proxy2.summary(),
+        settings.to_proxy1.summary()
+    );
+    Some(emulator)
+}
+
+fn with_emulator(link: LinkSocket, emulator: Option<Arc<LinkEmulator>>) -> LinkSocket {
+    match emulator {
+        Some(emulator) => link.with_emulator(emulator, EmulatorScope::SentAndReceived),
+        None => link,
+    }
+}
+
+/// The emulator's counters when a standalone proxy stops.
+fn report_emulator(emulator: Option<&LinkEmulator>) {
+    if let Some(emulator) = emulator {
+        for line in emulator.report().lines() {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// A standalone proxy is the only one of the pair in this process, so it records both what
+/// it sends and what it receives: the whole link.
+fn with_tap(link: LinkSocket, tap: Option<CaptureTap>) -> LinkSocket {
+    match tap {
+        Some(tap) => link.with_capture(tap, crate::link::TapScope::SentAndReceived),
+        None => link,
+    }
+}
+
+/// Runs one role until Ctrl-C or SIGTERM, printing its events on stderr, and records its link
+/// frames when `capture` says so (the file is finished after the role has stopped).
+async fn run_standalone<F, Fut>(
+    common: &StandaloneArgs,
+    capture: Option<CapturePlan>,
+    role: F,
+) -> anyhow::Result<ExitCode>
 where
-    F: FnOnce(EventSink, CancellationToken) -> Fut,
+    F: FnOnce(EventSink, CancellationToken, Option<CaptureTap>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (events, mut rx) = EventSink::channel(16 * 1024);
@@ -305,11 +466,25 @@ where
             }
         }
     });
+    let capture = match capture {
+        Some(plan) => Some(CaptureWriter::start(plan, events.clone())?),
+        None => None,
+    };
+    if let Some(capture) = &capture {
+        eprintln!(
+            "capturing the link to {}",
+            capture.status().path().display()
+        );
+    }
     let stop = CancellationToken::new();
-    let task = tokio::spawn(role(events.clone(), stop.clone()));
+    let tap = capture.as_ref().map(CaptureWriter::tap);
+    let task = tokio::spawn(role(events.clone(), stop.clone(), tap));
     wait_for_signal().await;
     stop.cancel();
     let _ = task.await;
+    if let Some(capture) = capture {
+        eprintln!("{}", capture.finish().await.describe());
+    }
     let dropped = events.dropped();
     drop(events);
     let _ = tokio::time::timeout(Duration::from_secs(1), printer).await;

@@ -29,24 +29,27 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
     String::from_utf8(out).expect("only printable ASCII is written")
 }
 
+/// A `D` frame's payload preview, escaped, with `…` when the payload is longer.
+pub fn preview_text(frame: &FrameSummary) -> String {
+    let more = if frame.payload_len > frame.preview.len() {
+        "…"
+    } else {
+        ""
+    };
+    format!("{}{more}", escape_bytes(&frame.preview))
+}
+
 /// `D3 len=5 "hola\n"`, `C3`, `OK3`…: how a frame reads in traces (the dissector's Info
 /// column uses the same shape).
 pub fn frame_label(frame: &FrameSummary) -> String {
     use crate::wire::FrameKind;
     match frame.kind {
-        FrameKind::Data => {
-            let more = if frame.payload_len > frame.preview.len() {
-                "…"
-            } else {
-                ""
-            };
-            format!(
-                "D{} len={} \"{}{more}\"",
-                frame.id,
-                frame.payload_len,
-                escape_bytes(&frame.preview)
-            )
-        }
+        FrameKind::Data => format!(
+            "D{} len={} \"{}\"",
+            frame.id,
+            frame.payload_len,
+            preview_text(frame)
+        ),
         FrameKind::Connect => format!("C{}", frame.id),
         FrameKind::ConnectOk => format!("C{}OK", frame.id),
         FrameKind::ConnectNok => format!("C{}NOK", frame.id),
@@ -66,7 +69,24 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
         EventKind::FrameReceived { at, peer, frame } if frames => {
             format!("{} ← {peer}: {}", at.label(), frame_label(frame))
         }
-        EventKind::FrameSent { .. } | EventKind::FrameReceived { .. } => return None,
+        EventKind::LinkDecision {
+            at,
+            direction,
+            frame,
+            what,
+            ..
+        } if frames => {
+            format!(
+                "{} link emulator {}: {} {}",
+                at.label(),
+                direction.arrow(),
+                frame_label(frame),
+                what.describe()
+            )
+        }
+        EventKind::FrameSent { .. }
+        | EventKind::FrameReceived { .. }
+        | EventKind::LinkDecision { .. } => return None,
         EventKind::FrameMalformed {
             at,
             peer,
@@ -128,8 +148,8 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
                 TcpAction::Read(n) if frames => format!("read {n} bytes"),
                 TcpAction::Wrote(n) if frames => format!("wrote {n} bytes"),
                 TcpAction::Read(_) | TcpAction::Wrote(_) => return None,
-                TcpAction::PeerClosed(how) => format!("peer closed ({how:?})"),
-                TcpAction::Closed(how) => format!("closed ({how:?})"),
+                TcpAction::PeerClosed(how) => format!("peer closed ({})", how.label()),
+                TcpAction::Closed(how) => format!("closed ({})", how.label()),
             };
             format!("{}{id}: tcp {peer} {what}", role.label())
         }
@@ -144,7 +164,7 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
                 )
             }
             ClientAction::Sent(_) | ClientAction::Echoed { .. } => return None,
-            ClientAction::Closed { how } => format!("client {client}: closed ({how:?})"),
+            ClientAction::Closed { how } => format!("client {client}: {}", how.describe()),
         },
         EventKind::Log {
             level,

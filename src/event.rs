@@ -29,6 +29,13 @@ impl Endpoint {
             Endpoint::Proxy2 => "proxy2",
         }
     }
+    /// The role that runs this endpoint.
+    pub fn role(self) -> Role {
+        match self {
+            Endpoint::Proxy1 => Role::Proxy1,
+            Endpoint::Proxy2 => Role::Proxy2,
+        }
+    }
 }
 
 /// The direction a frame travels on the link.
@@ -47,6 +54,13 @@ impl LinkDirection {
         match endpoint {
             Endpoint::Proxy1 => LinkDirection::ToProxy2,
             Endpoint::Proxy2 => LinkDirection::ToProxy1,
+        }
+    }
+    /// The other direction.
+    pub fn reverse(self) -> Self {
+        match self {
+            LinkDirection::ToProxy2 => LinkDirection::ToProxy1,
+            LinkDirection::ToProxy1 => LinkDirection::ToProxy2,
         }
     }
     pub fn arrow(self) -> &'static str {
@@ -149,6 +163,15 @@ pub enum CloseKind {
     Rst,
 }
 
+impl CloseKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseKind::Fin => "FIN",
+            CloseKind::Rst => "RST",
+        }
+    }
+}
+
 /// Something that happened on a TCP socket of the lab, for the ladder view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TcpAction {
@@ -202,6 +225,17 @@ pub enum ClientEnd {
     Error,
 }
 
+impl ClientEnd {
+    /// `closed with FIN`, `closed by the tunnel`…
+    pub fn describe(self) -> String {
+        match self {
+            ClientEnd::ByClient(how) => format!("closed with {}", how.label()),
+            ClientEnd::ByTunnel => "closed by the tunnel".to_string(),
+            ClientEnd::Error => "ended by a socket error".to_string(),
+        }
+    }
+}
+
 impl Level {
     pub fn label(self) -> &'static str {
         match self {
@@ -228,7 +262,9 @@ pub enum EventKind {
     RoleUp { role: Role, addr: SocketAddr },
     /// A role stopped.
     RoleDown { role: Role },
-    /// A frame left this endpoint's UDP socket.
+    /// This endpoint sent a frame. With the link emulator on, that is the moment the role
+    /// handed it to the link: a `LinkDecision` follows if the link dropped it (at once) or
+    /// delayed, duplicated, reordered or corrupted it (when it actually crossed).
     FrameSent {
         at: Endpoint,
         peer: SocketAddr,
@@ -239,6 +275,19 @@ pub enum EventKind {
         at: Endpoint,
         peer: SocketAddr,
         frame: FrameSummary,
+    },
+    /// The link emulator did something to a frame of `direction` at endpoint `at` (the
+    /// sender; or the receiver, for a standalone proxy emulating what arrives). A drop is
+    /// reported when it happens (after the sender's `FrameSent`; a frame dropped on arrival
+    /// has no `FrameReceived`); any other effect (delay, copy, reorder, corruption) when the
+    /// datagram actually crosses (sending side) or reaches the role (arrival side, right after
+    /// its `FrameReceived`). `frame` is the datagram as it crossed, corrupted bytes included.
+    LinkDecision {
+        at: Endpoint,
+        direction: LinkDirection,
+        peer: SocketAddr,
+        frame: FrameSummary,
+        what: crate::impair::LinkVerdict,
     },
     /// A datagram that is not a frame.
     FrameMalformed {

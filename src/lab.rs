@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capture::CaptureTap;
 use crate::event::{
-    ClientAction, ClientId, CloseKind, Endpoint, EventKind, EventSink, Level, Role,
+    ClientAction, ClientId, CloseKind, Endpoint, EventKind, EventSink, Level, LinkDirection, Role,
 };
-use crate::link::{LinkSocket, LinkStats, LinkStatsSnapshot, TapScope};
+use crate::impair::{DirectionSettings, LinkEmulator, LinkReport, LinkSettings, random_seed};
+use crate::link::{EmulatorScope, LinkSocket, LinkStats, LinkStatsSnapshot, TapScope};
 use crate::net::{bind_tcp, bind_udp};
 use crate::roles::echo_client::{self, ClientCommand, ClientStatus};
 use crate::roles::echo_server;
@@ -42,6 +43,11 @@ pub struct LabConfig {
     pub proxy2: Proxy2Config,
     /// Where captured frames go, if anywhere.
     pub capture: Option<CaptureTap>,
+    /// What the link emulator does from the start (nothing by default); change it live with
+    /// [`Lab::set_link`].
+    pub link: LinkSettings,
+    /// Seed of the emulator's decisions; `None` picks one at random (the snapshot shows it).
+    pub link_seed: Option<u64>,
 }
 
 impl Default for LabConfig {
@@ -56,6 +62,8 @@ impl Default for LabConfig {
             proxy1: Proxy1Config::new(placeholder),
             proxy2: Proxy2Config::new(placeholder),
             capture: None,
+            link: LinkSettings::default(),
+            link_seed: None,
         }
     }
 }
@@ -121,6 +129,8 @@ pub enum LabError {
 pub struct LabSnapshot {
     pub proxy1: LinkStatsSnapshot,
     pub proxy2: LinkStatsSnapshot,
+    /// The link emulator: seed, settings and per-direction counters.
+    pub link: LinkReport,
     /// Events the consumer was too slow for.
     pub events_dropped: u64,
     pub clients: Vec<(ClientId, ClientStatus)>,
@@ -137,6 +147,8 @@ pub struct Lab {
     proxy1: Option<Running>,
     proxy1_stats: Arc<LinkStats>,
     proxy2_stats: Arc<LinkStats>,
+    /// Shared by both proxies' link sockets and kept across their restarts.
+    link: Arc<LinkEmulator>,
     clients: Vec<LabClient>,
 }
 
@@ -155,6 +167,10 @@ impl Lab {
             proxy1_tcp: proxy1_listener.local_addr()?,
             proxy1_udp: proxy1_socket.local_addr()?,
         };
+        let link = LinkEmulator::new(
+            config.link.clone(),
+            config.link_seed.unwrap_or_else(random_seed),
+        );
         let mut lab = Lab {
             config,
             addrs,
@@ -165,6 +181,7 @@ impl Lab {
             proxy1: None,
             proxy1_stats: Arc::default(),
             proxy2_stats: Arc::default(),
+            link,
             clients: Vec::new(),
         };
         lab.server = Some(lab.spawn_server(server_listener));
@@ -189,8 +206,10 @@ impl Lab {
         endpoint: Endpoint,
         stats: &Arc<LinkStats>,
     ) -> std::io::Result<LinkSocket> {
+        // Each proxy emulates the direction it sends: every frame is emulated exactly once.
         let link = LinkSocket::new(socket, endpoint, self.config.mode, self.events.clone())?
-            .with_stats(stats.clone());
+            .with_stats(stats.clone())
+            .with_emulator(self.link.clone(), EmulatorScope::Sent);
         // Both ends tap what they send: every frame on the link is recorded once.
         Ok(match &self.config.capture {
             Some(tap) => link.with_capture(tap.clone(), TapScope::Sent),
@@ -365,11 +384,59 @@ impl Lab {
         self.clients.iter().map(|c| c.id).collect()
     }
 
+    /// The link emulator (settings, seed, counters), shared by both proxies.
+    pub fn link_emulator(&self) -> &Arc<LinkEmulator> {
+        &self.link
+    }
+
+    /// The emulator settings in force now.
+    pub fn link_settings(&self) -> LinkSettings {
+        self.link.settings()
+    }
+
+    /// The seed of the emulator's decisions (replay a run with `--seed`).
+    pub fn link_seed(&self) -> u64 {
+        self.link.seed()
+    }
+
+    /// Changes what the link emulator does, both directions, from the next frame on.
+    pub fn set_link(&self, settings: LinkSettings) {
+        for direction in [LinkDirection::ToProxy2, LinkDirection::ToProxy1] {
+            self.set_link_direction(direction, settings.direction(direction).clone());
+        }
+    }
+
+    /// Changes what the link emulator does to one direction, from its next frame on.
+    pub fn set_link_direction(&self, direction: LinkDirection, settings: DirectionSettings) {
+        let emulated = self.link.direction(direction);
+        if emulated.settings() == settings {
+            return;
+        }
+        let summary = settings.summary();
+        emulated.set(settings);
+        let sender = match direction {
+            LinkDirection::ToProxy2 => Role::Proxy1,
+            LinkDirection::ToProxy1 => Role::Proxy2,
+        };
+        self.events.log(
+            Level::Info,
+            sender,
+            format!("link emulator {}: {summary}", direction.arrow()),
+        );
+    }
+
     /// Exact totals right now.
     pub fn snapshot(&self) -> LabSnapshot {
+        let proxy1 = self.proxy1_stats.snapshot();
+        let proxy2 = self.proxy2_stats.snapshot();
+        let mut link = self.link.report();
+        // What a direction's receiver could not decode.
+        link.to_proxy2.malformed = proxy2.malformed;
+        link.to_proxy1.malformed = proxy1.malformed;
         LabSnapshot {
-            proxy1: self.proxy1_stats.snapshot(),
-            proxy2: self.proxy2_stats.snapshot(),
+            proxy1,
+            proxy2,
+            link,
             events_dropped: self.events.dropped(),
             clients: self
                 .clients

@@ -1,16 +1,19 @@
 //! tunlab: a terminal lab for carrying many TCP connections over one UDP link.
 //!
 //! Engine modules ([`wire`], [`event`], [`link`], [`roles`], [`lab`], [`capture`]) know
-//! nothing about terminals; front ends consume the lab's [`event`] stream.
+//! nothing about terminals; front ends consume the lab's [`event`] stream. The terminal front
+//! end is [`tui`], the only module that uses ratatui.
 
 pub mod app;
 pub mod capture;
 pub mod cli;
 pub mod describe;
 pub mod event;
+pub mod impair;
 pub mod lab;
 pub mod link;
 pub mod net;
 pub mod roles;
 pub mod script;
+pub mod tui;
 pub mod wire;

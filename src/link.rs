@@ -1,19 +1,25 @@
 //! One end of the UDP link: a socket that speaks frames, counts everything it does, reports
 //! it on the event stream and feeds the capture tap.
 //!
-//! Both proxies use [`LinkSocket`], so framing, counting, tracing and capture behave the
-//! same on either side.
+//! Both proxies use [`LinkSocket`], so framing, counting, tracing, capture and link
+//! emulation behave the same on either side.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use tokio::net::UdpSocket;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::capture::{CaptureTap, TapRecord};
-use crate::event::{Endpoint, EventKind, EventSink, FrameSummary, Ignored};
+use crate::event::{Endpoint, EventKind, EventSink, FrameSummary, Ignored, Level, LinkDirection};
+use crate::impair::pipeline::{Pending, Pipeline};
+use crate::impair::{DirectionEmulator, DropCause, LinkEmulator, LinkVerdict};
 use crate::wire::{Frame, FrameKind, MAX_DATAGRAM, WireMode};
 
 /// Receive buffers are a little larger than [`MAX_DATAGRAM`] so that an oversized datagram
@@ -55,6 +61,10 @@ impl KindCounters {
 }
 
 /// Exact counters of one link endpoint. These never drop, unlike the event stream.
+///
+/// They are the role's view: `sent` is what the role sent, `received` what it received.
+/// With the link emulator on, what crossed the wire in between is in the emulator's counters
+/// ([`crate::impair::DirectionReport`]): a lost frame is sent here and never received there.
 #[derive(Debug, Default)]
 pub struct LinkStats {
     pub sent: KindCounters,
@@ -126,6 +136,18 @@ pub enum TapScope {
     SentAndReceived,
 }
 
+/// Which traffic the link emulator acts on at this endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmulatorScope {
+    /// Only what this endpoint sends (its own direction). In the lab both proxies do this,
+    /// so each direction is emulated exactly once.
+    Sent,
+    /// What it sends and what it receives (the other direction, as it arrives): a standalone
+    /// proxy whose peer may be a course script with no emulator, like the course's
+    /// send_loss/recv_loss helpers.
+    SentAndReceived,
+}
+
 /// A datagram that arrived, as the receiving role needs it.
 pub enum Received<'b> {
     /// A well-formed frame from an accepted peer.
@@ -134,9 +156,9 @@ pub enum Received<'b> {
     Dropped,
 }
 
-/// One end of the UDP link.
+/// What a link socket and its emulator timer task share.
 #[derive(Debug)]
-pub struct LinkSocket {
+struct Inner {
     socket: UdpSocket,
     local: SocketAddr,
     endpoint: Endpoint,
@@ -144,6 +166,16 @@ pub struct LinkSocket {
     events: EventSink,
     stats: Arc<LinkStats>,
     tap: Option<(CaptureTap, TapScope)>,
+}
+
+/// One end of the UDP link.
+#[derive(Debug)]
+pub struct LinkSocket {
+    inner: Arc<Inner>,
+    /// The emulator for what this endpoint sends, if attached.
+    egress: Option<Arc<Egress>>,
+    /// The emulator for what arrives, in a standalone proxy.
+    ingress: Option<Ingress>,
 }
 
 impl LinkSocket {
@@ -154,68 +186,113 @@ impl LinkSocket {
         events: EventSink,
     ) -> io::Result<Self> {
         Ok(LinkSocket {
-            local: socket.local_addr()?,
-            socket,
-            endpoint,
-            mode,
-            events,
-            stats: Arc::default(),
-            tap: None,
+            inner: Arc::new(Inner {
+                local: socket.local_addr()?,
+                socket,
+                endpoint,
+                mode,
+                events,
+                stats: Arc::default(),
+                tap: None,
+            }),
+            egress: None,
+            ingress: None,
         })
+    }
+
+    /// The shared part, while the socket is still being set up (before its first send).
+    fn setup(&mut self) -> &mut Inner {
+        Arc::get_mut(&mut self.inner).expect("a link socket is configured before it is used")
     }
 
     /// Records datagrams to a capture.
     pub fn with_capture(mut self, tap: CaptureTap, scope: TapScope) -> Self {
-        self.tap = Some((tap, scope));
+        self.setup().tap = Some((tap, scope));
         self
     }
 
     /// Counts into an existing [`LinkStats`] (so a restarted role keeps its totals).
     pub fn with_stats(mut self, stats: Arc<LinkStats>) -> Self {
-        self.stats = stats;
+        self.setup().stats = stats;
+        self
+    }
+
+    /// Puts the link emulator on this endpoint's traffic: what it sends (its own direction),
+    /// and with [`EmulatorScope::SentAndReceived`] also what it receives.
+    pub fn with_emulator(mut self, emulator: Arc<LinkEmulator>, scope: EmulatorScope) -> Self {
+        let sent = LinkDirection::sent_by(self.inner.endpoint);
+        if scope == EmulatorScope::SentAndReceived {
+            self.ingress = Some(Ingress {
+                emulator: emulator.clone(),
+                direction: sent.reverse(),
+                pipeline: Mutex::default(),
+            });
+        }
+        self.egress = Some(Arc::new(Egress {
+            emulator,
+            direction: sent,
+            pipeline: Mutex::default(),
+            turn: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
+            timer_started: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+        }));
         self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.inner.local
     }
     pub fn mode(&self) -> WireMode {
-        self.mode
+        self.inner.mode
     }
     pub fn stats(&self) -> &Arc<LinkStats> {
-        &self.stats
+        &self.inner.stats
     }
     pub fn events(&self) -> &EventSink {
-        &self.events
+        &self.inner.events
+    }
+    /// The emulator acting on this socket, if any.
+    pub fn emulator(&self) -> Option<&Arc<LinkEmulator>> {
+        self.egress.as_ref().map(|egress| &egress.emulator)
     }
 
     /// Encodes and sends one frame to `to`.
+    ///
+    /// With an emulator attached, the frame may be dropped, or go later than this call
+    /// returns (delay, rate limit, reordering): other frames keep flowing meanwhile, and a
+    /// failed send is then reported on the event stream by the link itself.
     pub async fn send(&self, frame: &Frame<'_>, to: SocketAddr) -> io::Result<()> {
         let datagram = self
+            .inner
             .mode
             .to_bytes(frame)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        self.socket.send_to(&datagram, to).await?;
-        self.stats.sent.add(frame.kind());
-        self.stats
-            .sent_bytes
-            .fetch_add(datagram.len() as u64, Ordering::Relaxed);
-        if self.events.wants_frame_events() {
-            self.events.emit(EventKind::FrameSent {
-                at: self.endpoint,
-                peer: to,
-                frame: FrameSummary::of(frame, datagram.len()),
-            });
-        }
-        if let Some((tap, _)) = &self.tap {
-            tap.record(TapRecord {
-                time: SystemTime::now(),
-                src: self.local,
-                dst: to,
-                datagram,
-                note: None,
-            })
-            .await;
+        let Some(egress) = &self.egress else {
+            self.inner.transmit(&datagram, to, None).await?;
+            self.inner.sent_by_role(frame, datagram.len(), to);
+            self.inner.tap_sent(datagram, to, None, true).await;
+            return Ok(());
+        };
+        // The role has sent it, whatever the link then does to it.
+        self.inner.sent_by_role(frame, datagram.len(), to);
+        let corruptible = corruptible_range(self.inner.mode, &datagram);
+        let offered = {
+            let mut pipeline = egress.pipeline.lock().unwrap();
+            egress
+                .emulated()
+                .offer(&mut pipeline, Instant::now(), datagram, corruptible, to)
+        };
+        match offered {
+            Err((cause, datagram)) => {
+                self.inner
+                    .dropped_before_sending(egress.direction, datagram, to, cause)
+                    .await;
+            }
+            Ok(_) => {
+                egress.flush(&self.inner).await;
+                egress.arm(&self.inner);
+            }
         }
         Ok(())
     }
@@ -223,63 +300,398 @@ impl LinkSocket {
     /// Receives one datagram into `buf` (at least [`RECV_BUFFER`] long) and decodes it.
     ///
     /// With `only_from`, datagrams from any other address are counted as strangers and
-    /// dropped. Malformed datagrams are counted and reported, never returned.
+    /// dropped. Malformed datagrams are counted and reported, never returned. With an
+    /// emulator on what arrives, datagrams are handed over when the emulator lets them go;
+    /// cancelling this call loses nothing that has arrived.
     pub async fn recv<'b>(
         &self,
         buf: &'b mut [u8],
         only_from: Option<SocketAddr>,
     ) -> io::Result<Received<'b>> {
-        let (len, peer) = self.socket.recv_from(buf).await?;
-        let datagram = &buf[..len];
-        if let Some((tap, TapScope::SentAndReceived)) = &self.tap {
-            tap.record(TapRecord {
-                time: SystemTime::now(),
-                src: peer,
-                dst: self.local,
-                datagram: datagram.to_vec(),
-                note: None,
-            })
-            .await;
+        let Some(ingress) = &self.ingress else {
+            let (len, peer) = self.inner.socket.recv_from(buf).await?;
+            self.inner.tap_arrival(&buf[..len], peer, None).await;
+            return Ok(self.accept(buf, len, peer, only_from));
+        };
+        loop {
+            let due = ingress
+                .pipeline
+                .lock()
+                .unwrap()
+                .pop_due(Instant::now(), ingress.emulated().counters());
+            if let Some(Pending {
+                datagram,
+                addr,
+                verdict,
+            }) = due
+            {
+                ingress.emulated().counters().delivered.add();
+                let len = datagram.len().min(buf.len());
+                buf[..len].copy_from_slice(&datagram[..len]);
+                let received = self.accept(buf, len, addr, only_from);
+                if let Received::Frame { frame, peer } = &received
+                    && !verdict.is_plain()
+                {
+                    self.inner.events.emit(EventKind::LinkDecision {
+                        at: self.inner.endpoint,
+                        direction: ingress.direction,
+                        peer: *peer,
+                        frame: FrameSummary::of(frame, len),
+                        what: verdict,
+                    });
+                }
+                return Ok(received);
+            }
+            let next = ingress.pipeline.lock().unwrap().next_wake();
+            tokio::select! {
+                received = self.inner.socket.recv_from(buf) => {
+                    let (len, peer) = received?;
+                    self.on_arrival(ingress, &buf[..len], peer).await;
+                }
+                _ = sleep_until_or_forever(next) => {}
+            }
         }
+    }
+
+    /// Gives an arriving datagram to the emulator; the capture records it as it arrived
+    /// (it did cross the wire), with a note saying what the emulator made of it.
+    async fn on_arrival(&self, ingress: &Ingress, datagram: &[u8], peer: SocketAddr) {
+        let now = Instant::now();
+        let corruptible = corruptible_range(self.inner.mode, datagram);
+        let offered = {
+            let mut pipeline = ingress.pipeline.lock().unwrap();
+            ingress
+                .emulated()
+                .offer(&mut pipeline, now, datagram.to_vec(), corruptible, peer)
+        };
+        let note = match &offered {
+            Err((cause, _)) => {
+                let verdict = LinkVerdict::dropped(*cause);
+                if let Ok(frame) = self.inner.mode.decode(datagram) {
+                    self.inner.events.emit(EventKind::LinkDecision {
+                        at: self.inner.endpoint,
+                        direction: ingress.direction,
+                        peer,
+                        frame: FrameSummary::of(&frame, datagram.len()),
+                        what: verdict.clone(),
+                    });
+                }
+                verdict.capture_note(true)
+            }
+            Ok(accepted) => {
+                let note = accepted.verdict.capture_note(true);
+                if accepted.release.is_none() {
+                    let held = "held back to be reordered";
+                    Some(match note {
+                        Some(note) => format!("{note}, {held}"),
+                        None => format!("link emulator (on arrival): {held}"),
+                    })
+                } else {
+                    note
+                }
+            }
+        };
+        self.inner.tap_arrival(datagram, peer, note).await;
+    }
+
+    /// Decodes, counts and reports a datagram that reached this endpoint.
+    fn accept<'b>(
+        &self,
+        buf: &'b [u8],
+        len: usize,
+        peer: SocketAddr,
+        only_from: Option<SocketAddr>,
+    ) -> Received<'b> {
+        let inner = &self.inner;
         if only_from.is_some_and(|expected| expected != peer) {
             self.ignore(peer, Ignored::Stranger);
-            return Ok(Received::Dropped);
+            return Received::Dropped;
         }
-        match self.mode.decode(datagram) {
+        match inner.mode.decode(&buf[..len]) {
             Ok(frame) => {
-                self.stats.received.add(frame.kind());
-                self.stats
+                inner.stats.received.add(frame.kind());
+                inner
+                    .stats
                     .received_bytes
                     .fetch_add(len as u64, Ordering::Relaxed);
-                if self.events.wants_frame_events() {
-                    self.events.emit(EventKind::FrameReceived {
-                        at: self.endpoint,
+                if inner.events.wants_frame_events() {
+                    inner.events.emit(EventKind::FrameReceived {
+                        at: inner.endpoint,
                         peer,
                         frame: FrameSummary::of(&frame, len),
                     });
                 }
-                Ok(Received::Frame { frame, peer })
+                Received::Frame { frame, peer }
             }
             Err(error) => {
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                self.events.emit(EventKind::FrameMalformed {
-                    at: self.endpoint,
+                inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                inner.events.emit(EventKind::FrameMalformed {
+                    at: inner.endpoint,
                     peer,
                     len,
                     error: error.to_string(),
                 });
-                Ok(Received::Dropped)
+                Received::Dropped
             }
         }
     }
 
     /// Counts and reports a datagram that the role chose not to act on.
     pub fn ignore(&self, peer: SocketAddr, why: Ignored) {
-        self.stats.ignored.fetch_add(1, Ordering::Relaxed);
-        self.events.emit(EventKind::FrameIgnored {
-            at: self.endpoint,
+        self.inner.stats.ignored.fetch_add(1, Ordering::Relaxed);
+        self.inner.events.emit(EventKind::FrameIgnored {
+            at: self.inner.endpoint,
             peer,
             why,
         });
+    }
+}
+
+impl Drop for LinkSocket {
+    /// Frames still waiting in the emulator die with their endpoint (counted as dropped,
+    /// [`DropCause::Stopped`]), and the emulator's timer task ends.
+    fn drop(&mut self) {
+        if let Some(egress) = &self.egress {
+            egress.stop.cancel();
+            if let Ok(mut pipeline) = egress.pipeline.lock() {
+                pipeline.discard_all(egress.emulated().counters());
+            }
+        }
+        if let Some(ingress) = &self.ingress
+            && let Ok(mut pipeline) = ingress.pipeline.lock()
+        {
+            pipeline.discard_all(ingress.emulated().counters());
+        }
+    }
+}
+
+impl Inner {
+    /// Counts and reports a frame the role sent (handed to the link).
+    fn sent_by_role(&self, frame: &Frame<'_>, wire_len: usize, to: SocketAddr) {
+        self.stats.sent.add(frame.kind());
+        self.stats
+            .sent_bytes
+            .fetch_add(wire_len as u64, Ordering::Relaxed);
+        if self.events.wants_frame_events() {
+            self.events.emit(EventKind::FrameSent {
+                at: self.endpoint,
+                peer: to,
+                frame: FrameSummary::of(frame, wire_len),
+            });
+        }
+    }
+
+    /// Puts one datagram on the wire. With `emulated`, it came out of the emulator: it is
+    /// counted as delivered (or as a failed send), and its verdict is reported.
+    async fn transmit(
+        &self,
+        datagram: &[u8],
+        to: SocketAddr,
+        emulated: Option<(&DirectionEmulator, &LinkVerdict)>,
+    ) -> io::Result<()> {
+        if let Err(e) = self.socket.send_to(datagram, to).await {
+            if let Some((direction, _)) = emulated {
+                direction.counters().drop(DropCause::SendFailed);
+                self.events.log(
+                    Level::Warn,
+                    self.endpoint.role(),
+                    format!(
+                        "{}: send of a {}-byte frame to {to} failed: {e}",
+                        self.endpoint.label(),
+                        datagram.len()
+                    ),
+                );
+            }
+            return Err(e);
+        }
+        if let Some((direction, verdict)) = emulated {
+            direction.counters().delivered.add();
+            // Everything this socket sends was encoded here, and the emulator only flips
+            // payload bits, so it decodes; the summary shows the bytes as they crossed.
+            if !verdict.is_plain()
+                && self.events.is_enabled()
+                && let Ok(frame) = self.mode.decode(datagram)
+            {
+                self.events.emit(EventKind::LinkDecision {
+                    at: self.endpoint,
+                    direction: direction.direction(),
+                    peer: to,
+                    frame: FrameSummary::of(&frame, datagram.len()),
+                    what: verdict.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Captures a datagram this endpoint sent (`on_wire`), or one the emulator dropped
+    /// before it could be sent (not `on_wire`: pcapng shows it as a comment, pcap skips it).
+    async fn tap_sent(
+        &self,
+        datagram: Vec<u8>,
+        to: SocketAddr,
+        note: Option<String>,
+        on_wire: bool,
+    ) {
+        if let Some((tap, _)) = &self.tap {
+            tap.record(TapRecord {
+                time: SystemTime::now(),
+                src: self.local,
+                dst: to,
+                datagram,
+                note,
+                on_wire,
+            })
+            .await;
+        }
+    }
+
+    /// Reports a frame the emulator dropped before it was sent: an event, and a capture
+    /// record marked as not on the wire (pcapng shows it as a comment; pcap skips it).
+    async fn dropped_before_sending(
+        &self,
+        direction: LinkDirection,
+        datagram: Vec<u8>,
+        to: SocketAddr,
+        cause: DropCause,
+    ) {
+        let verdict = LinkVerdict::dropped(cause);
+        if self.events.is_enabled()
+            && let Ok(frame) = self.mode.decode(&datagram)
+        {
+            self.events.emit(EventKind::LinkDecision {
+                at: self.endpoint,
+                direction,
+                peer: to,
+                frame: FrameSummary::of(&frame, datagram.len()),
+                what: verdict.clone(),
+            });
+        }
+        self.tap_sent(datagram, to, verdict.capture_note(false), false)
+            .await;
+    }
+
+    /// Captures a datagram as it arrived, if this endpoint taps what it receives.
+    async fn tap_arrival(&self, datagram: &[u8], peer: SocketAddr, note: Option<String>) {
+        if let Some((tap, TapScope::SentAndReceived)) = &self.tap {
+            tap.record(TapRecord {
+                time: SystemTime::now(),
+                src: peer,
+                dst: self.local,
+                datagram: datagram.to_vec(),
+                note,
+                on_wire: true,
+            })
+            .await;
+        }
+    }
+}
+
+/// The emulator of what one endpoint sends: its delay line, and the order of sending.
+#[derive(Debug)]
+struct Egress {
+    emulator: Arc<LinkEmulator>,
+    direction: LinkDirection,
+    pipeline: Mutex<Pipeline>,
+    /// Held by whoever sends due datagrams (a `send` call or the timer task), so they leave
+    /// in the delay line's order even when several connections send at once.
+    turn: tokio::sync::Mutex<()>,
+    /// Tells the timer task that the delay line changed.
+    wake: Notify,
+    timer_started: AtomicBool,
+    /// Cancelled when the socket is dropped.
+    stop: CancellationToken,
+}
+
+impl Egress {
+    fn emulated(&self) -> &DirectionEmulator {
+        self.emulator.direction(self.direction)
+    }
+
+    /// Sends everything that is due now.
+    async fn flush(&self, inner: &Inner) {
+        let _turn = self.turn.lock().await;
+        loop {
+            let due = self
+                .pipeline
+                .lock()
+                .unwrap()
+                .pop_due(Instant::now(), self.emulated().counters());
+            let Some(Pending {
+                datagram,
+                addr,
+                verdict,
+            }) = due
+            else {
+                break;
+            };
+            // A failure is counted and reported inside; the next datagram still goes.
+            if inner
+                .transmit(&datagram, addr, Some((self.emulated(), &verdict)))
+                .await
+                .is_ok()
+            {
+                inner
+                    .tap_sent(datagram, addr, verdict.capture_note(false), true)
+                    .await;
+            }
+        }
+    }
+
+    /// Makes sure the timer task will wake when something in the delay line is due.
+    fn arm(self: &Arc<Self>, inner: &Arc<Inner>) {
+        if self.pipeline.lock().unwrap().next_wake().is_none() {
+            return;
+        }
+        if !self.timer_started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(egress_timer(self.clone(), Arc::downgrade(inner)));
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// Sends delayed datagrams when they are due. It holds the socket only while sending, so a
+/// stopped role's port is free again at once.
+async fn egress_timer(egress: Arc<Egress>, inner: Weak<Inner>) {
+    loop {
+        let next = egress.pipeline.lock().unwrap().next_wake();
+        tokio::select! {
+            _ = egress.stop.cancelled() => return,
+            _ = egress.wake.notified() => {}
+            _ = sleep_until_or_forever(next) => {
+                let Some(inner) = inner.upgrade() else { return };
+                egress.flush(&inner).await;
+            }
+        }
+    }
+}
+
+/// The emulator of what a standalone endpoint receives.
+#[derive(Debug)]
+struct Ingress {
+    emulator: Arc<LinkEmulator>,
+    direction: LinkDirection,
+    pipeline: Mutex<Pipeline>,
+}
+
+impl Ingress {
+    fn emulated(&self) -> &DirectionEmulator {
+        self.emulator.direction(self.direction)
+    }
+}
+
+async fn sleep_until_or_forever(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The bytes of a datagram that corruption may flip: a `D` frame's payload, never its
+/// header (so a corrupted frame still reaches its connection), and nothing of other frames.
+fn corruptible_range(mode: WireMode, datagram: &[u8]) -> Range<usize> {
+    match mode.decode(datagram) {
+        Ok(Frame::Data { .. }) => mode.data_header_len()..datagram.len(),
+        _ => 0..0,
     }
 }

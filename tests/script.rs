@@ -34,6 +34,8 @@ fn run_script(scenario: &Path) -> Run {
         .arg(scenario)
         .arg("--report")
         .arg(&report_path)
+        // Anything the scenario writes (captures) stays in the temporary directory.
+        .current_dir(dir.path())
         .output()
         .expect("tunlab runs");
     finish(output, &report_path)
@@ -184,10 +186,48 @@ fn proxy2_down_scenario_retries_then_closes_the_client() {
 }
 
 #[test]
+fn lossy_link_scenario_shows_the_loss_and_the_tunnel_recovers() {
+    let run = run_script(&scenario_path("lossy-link.toml"));
+    run.assert_passed();
+    let report = run.report();
+    let to_proxy2 = &report["link"]["to_proxy2"];
+    let lost = to_proxy2["dropped_by"]["loss"].as_u64().unwrap();
+    // Client 2's three C frames, and part of client 1's data.
+    assert!(lost > 3, "{to_proxy2}");
+    assert_eq!(
+        to_proxy2["dropped"], lost,
+        "nothing lost beyond the emulator"
+    );
+    assert_eq!(
+        to_proxy2["sent"].as_u64().unwrap(),
+        to_proxy2["delivered"].as_u64().unwrap() + lost
+    );
+    assert_eq!(report["link"]["to_proxy1"]["dropped"], 0);
+    assert_eq!(report["link"]["seed"], 81);
+    assert_eq!(
+        report["link"]["settings"]["to_proxy2"]["loss"], 0.0,
+        "cleared at the end"
+    );
+    assert_eq!(run.connection(1)["intact"], false, "client 1 lost data");
+    assert_eq!(run.connection(3)["intact"], true);
+    assert!(
+        run.stdout.contains("link emulator, seed 81:"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("link to_proxy2 = { loss = 30 }"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn every_shipped_scenario_has_a_test_here() {
     let tested = [
         "basic.toml",
         "fin-vs-rst.toml",
+        "lossy-link.toml",
         "proxy2-down.toml",
         "server-down.toml",
         "ten-plus-one.toml",
@@ -384,6 +424,8 @@ fn without_a_terminal_tunlab_runs_the_built_in_demo() {
     let output = Command::new(TUNLAB)
         .arg("--report")
         .arg(&report_path)
+        // The demo captures into captures/ as the lab would: keep that in the temporary dir.
+        .current_dir(dir.path())
         .output()
         .unwrap();
     let run = finish(output, &report_path);

@@ -1,24 +1,102 @@
-//! The capture tap: every UDP frame of the link, exactly as it crossed the wire.
+//! Captures: every UDP frame of the link, exactly as it crossed the wire, to a pcap or pcapng
+//! file that opens in Wireshark.
 //!
+//! The link sockets feed a [`CaptureTap`]; a [`CaptureWriter`] drains it into the file.
 //! Unlike the event stream, the tap must never lose a frame, so [`CaptureTap::record`] waits
 //! for room in a bounded buffer (bounded, so a slow disk cannot grow memory without limit).
+//!
+//! The lab and the standalone proxies set a capture up the same way:
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use tunlab::capture::{CapturePlan, CaptureTarget, CaptureFormat, CaptureWriter};
+//! use tunlab::event::{EventSink, Role};
+//! let plan = CapturePlan::new(CaptureTarget::Dir("captures".into()), CaptureFormat::Pcap,
+//!                             "tunlab lab", Role::Proxy1);
+//! let capture = CaptureWriter::start(plan, EventSink::disabled())?;
+//! let tap = capture.tap(); // give it to the link sockets (LabConfig::capture)
+//! // … run the lab, then stop it …
+//! let summary = capture.finish().await;
+//! println!("capture: {} ({} frames)", summary.path.display(), summary.frames);
+//! # Ok(()) }
+//! ```
+
+mod file;
+mod format;
+mod packet;
+mod writer;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
+use crate::event::Role;
+
+pub use file::local_timestamp;
+pub use format::{CaptureFormat, PCAPNG_INTERFACE_NAME};
+pub use packet::ethernet_udp;
+
+pub use writer::{CaptureStatus, CaptureSummary, CaptureWriter};
+
+/// Records buffered between the link and the disk by default: about 6 MB of full-size
+/// datagrams, enough to ride out a slow disk moment without holding up the tunnel.
+pub const DEFAULT_QUEUE: usize = 4096;
+
+/// Where a capture file goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaptureTarget {
+    /// A new file in this directory (created if missing), named by the start time:
+    /// `tunlab-20261122-184501.pcap`, never overwriting an existing one.
+    Dir(PathBuf),
+    /// Exactly this file, replaced if it exists (what `--capture FILE` asks for).
+    File(PathBuf),
+}
+
+/// What a capture should be: the one set-up the lab and the standalone proxies share.
+#[derive(Clone, Debug)]
+pub struct CapturePlan {
+    pub target: CaptureTarget,
+    pub format: CaptureFormat,
+    /// Names the capture in a pcapng's section and interface description.
+    pub description: String,
+    /// The role whose log shows the writer's own messages (a failure, for example).
+    pub log_as: Role,
+    /// Records buffered before the tunnel waits for the disk ([`DEFAULT_QUEUE`]).
+    pub queue: usize,
+}
+
+impl CapturePlan {
+    pub fn new(
+        target: CaptureTarget,
+        format: CaptureFormat,
+        description: impl Into<String>,
+        log_as: Role,
+    ) -> Self {
+        CapturePlan {
+            target,
+            format,
+            description: description.into(),
+            log_as,
+            queue: DEFAULT_QUEUE,
+        }
+    }
+}
+
 /// One datagram on the link.
 #[derive(Clone, Debug)]
 pub struct TapRecord {
-    /// When the datagram was sent or received.
+    /// When the datagram was sent or received (for a dropped frame: when it was dropped).
     pub time: SystemTime,
     pub src: SocketAddr,
     pub dst: SocketAddr,
-    /// The exact bytes on the wire.
+    /// The exact bytes on the wire (for a dropped frame: the bytes that would have gone).
     pub datagram: Vec<u8>,
     /// What the lab did to this frame, if anything notable (pcapng comments).
     pub note: Option<String>,
+    /// False for a frame the link emulator dropped before it was sent: it never crossed the
+    /// wire, so a classic pcap skips it, and pcapng keeps it only to carry its `note`.
+    pub on_wire: bool,
 }
 
 /// The sending side of the capture writer's channel.

@@ -143,6 +143,10 @@ pub async fn close(mut writer: OwnedWriteHalf, how: CloseKind) {
         CloseKind::Rst => {
             // SO_LINGER 0 makes close() discard unsent data and send a RST.
             let _ = socket2::SockRef::from(writer.as_ref()).set_linger(Some(Duration::ZERO));
+            // Dropping a write half shuts it down (a FIN) before the RST; `forget` skips that,
+            // and the socket closes, with only a RST, when the read half is dropped.
+            writer.forget();
+            return;
         }
     }
     drop(writer);
@@ -186,4 +190,42 @@ pub async fn run_interactive(server: SocketAddr, echo_timeout: Duration) -> anyh
     }
     close(writer, CloseKind::Fin).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The capture lab contrasts FIN and RST: a RST close must not send a FIN first (which a
+    /// dropped write half would do), so the peer's next read is a reset, not end of stream.
+    #[tokio::test]
+    async fn rst_close_sends_only_a_reset() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (reader, writer) = client.into_split();
+        close(writer, CloseKind::Rst).await;
+        drop(reader);
+        let mut buf = [0u8; 16];
+        let read = server.read(&mut buf).await;
+        assert!(
+            matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "peer saw {read:?} instead of a reset"
+        );
+    }
+
+    #[tokio::test]
+    async fn fin_close_ends_the_stream() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (_reader, writer) = client.into_split();
+        close(writer, CloseKind::Fin).await;
+        let mut buf = [0u8; 16];
+        assert_eq!(server.read(&mut buf).await.unwrap(), 0);
+    }
 }

@@ -1,10 +1,7 @@
-//! The scenario's capture: the lab's capture tap, and what reached it.
+//! The scenario's capture: the lab's capture tap, what reached it, and the file it went to.
 //!
-//! The capture writer (pcap/pcapng files) is its own issue. Until it lands, a scenario with
-//! `capture = "pcap"` still taps every frame of the link and counts what the tap received,
-//! by frame type, so `captured` expectations check real traffic; no file is written and the
-//! report's `captures` list stays empty. Connecting the writer means replacing the body of
-//! [`CaptureRun::start`]'s task and filling `path`, nothing else.
+//! Every tapped frame is counted by type (for `captured` expectations) and handed on to the
+//! capture writer, which writes the pcap/pcapng file named in the report.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,12 +11,15 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::scenario::CaptureFormat;
-use crate::capture::CaptureTap;
+use crate::capture::{CapturePlan, CaptureTap, CaptureTarget, CaptureWriter};
+use crate::event::{EventSink, Role};
 use crate::link::KindCounts;
 use crate::wire::{FrameKind, WireMode};
 
 /// Frames the tap may hold before the lab's senders wait for the consumer.
 const TAP_CAPACITY: usize = 16 * 1024;
+/// How long [`CaptureRun::finish`] waits for the counting task once the lab has stopped.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 /// What the capture ended up with.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,28 +72,58 @@ pub struct CaptureRun {
     format: CaptureFormat,
     counters: Arc<Counters>,
     task: JoinHandle<()>,
+    writer: CaptureWriter,
 }
 
 impl CaptureRun {
-    /// Starts consuming the tap. `_dir` is where the writer will put its file.
-    pub fn start(format: CaptureFormat, _dir: &std::path::Path, mode: WireMode) -> CaptureRun {
+    /// Creates the capture file in `dir` (a clear error if it cannot) and starts consuming
+    /// the tap. `name` is the scenario's, for the pcapng description; the writer reports a
+    /// failure on `events`.
+    pub fn start(
+        format: CaptureFormat,
+        dir: &std::path::Path,
+        mode: WireMode,
+        name: &str,
+        events: &EventSink,
+    ) -> anyhow::Result<CaptureRun> {
+        let plan = CapturePlan::new(
+            CaptureTarget::Dir(dir.to_path_buf()),
+            format,
+            format!("tunlab scenario \"{name}\": every UDP frame between proxy1 and proxy2"),
+            Role::Proxy1,
+        );
+        let writer = CaptureWriter::start(plan, events.clone())?;
+        let file = writer.tap();
         let (tap, mut records) = CaptureTap::channel(TAP_CAPACITY);
         let counters = Arc::new(Counters::default());
         let task_counters = counters.clone();
         let task = tokio::spawn(async move {
             while let Some(record) = records.recv().await {
-                task_counters.frames.fetch_add(1, Ordering::Relaxed);
-                if let Ok(frame) = mode.decode(&record.datagram) {
-                    task_counters.count(frame.kind());
+                // A frame the link emulator dropped never crossed the wire: it is not counted,
+                // and the writer only keeps it as a pcapng comment.
+                if record.on_wire {
+                    task_counters.frames.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(frame) = mode.decode(&record.datagram) {
+                        task_counters.count(frame.kind());
+                    }
                 }
+                // Waits while the writer is behind, like the lab's own taps.
+                file.record(record).await;
             }
         });
-        CaptureRun {
+        Ok(CaptureRun {
             tap,
             format,
             counters,
             task,
-        }
+            writer,
+        })
+    }
+
+    /// Stops and deletes the file: the lab could not start, so it would stay empty.
+    pub async fn abandon(self) {
+        self.task.abort();
+        self.writer.abandon().await;
     }
 
     /// The tap to hand to the lab.
@@ -108,13 +138,16 @@ impl CaptureRun {
             format,
             counters,
             task,
+            writer,
         } = self;
         drop(tap);
         // The lab's sockets hold the other taps; after its shutdown the channel closes. If a
         // role lingers, count what arrived so far rather than wait.
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        let _ = tokio::time::timeout(DRAIN_WAIT, task).await;
+        // A writer that failed has already said so on stderr and in the event log.
+        let written = writer.finish().await;
         CaptureOutcome {
-            path: None,
+            path: Some(written.path),
             format: Some(format),
             frames: counters.frames.load(Ordering::Relaxed),
             by_kind: counters.by_kind(),

@@ -1,15 +1,47 @@
 //! The scenario's `link` settings and the report's `link` section: the one place that talks
 //! to the link emulator.
 //!
-//! The emulator (loss, delay, duplication, … per direction, seeded) is its own issue. Until
-//! it lands, a scenario's `[lab.link]` table and `link = { … }` steps are kept as opaque TOML
-//! and must be empty; connecting the emulator means filling in [`LinkSpec::check`],
-//! [`LinkSpec::configure`], [`LinkSpec::apply`] and [`LinkReport::from_snapshot`], nothing else.
+//! In a scenario, `[lab.link]` sets the emulator up at start and a `link = { … }` step changes
+//! it live. Both take the emulator's settings keys (`loss`, `burst`, `delay`, `jitter`, `dup`,
+//! `reorder`, `reorder_wait`, `corrupt`, `rate`, `queue`, `blackhole`): at the top level they
+//! apply to both directions, inside `to_proxy2` / `to_proxy1` to one (and win over the
+//! two-way ones). Only the keys given change; `clear = true` first resets everything, and
+//! `rate = "off"` / `burst = "off"` remove a rate limit or burst model. `seed` belongs in
+//! `[lab.link]` only.
+//!
+//! ```toml
+//! [lab.link]
+//! seed = 7
+//! loss = 10
+//! to_proxy1 = { delay = "20ms" }
+//!
+//! [[step]]
+//! link = { loss = 100 }     # the link goes dark both ways; the delay stays
+//! ```
 
 use serde::Serialize;
 
+use crate::event::LinkDirection;
+use crate::impair::{DirectionSettings, DropCounts, LinkSettings};
 use crate::lab::{Lab, LabConfig, LabError, LabSnapshot};
-use crate::link::LinkStatsSnapshot;
+
+/// The settings keys of one direction, as scenario files spell them.
+const SETTING_KEYS: [&str; 11] = [
+    "loss",
+    "burst",
+    "delay",
+    "jitter",
+    "dup",
+    "reorder",
+    "reorder_wait",
+    "corrupt",
+    "rate",
+    "queue",
+    "blackhole",
+];
+
+/// Settings that `"off"` removes.
+const OPTIONAL_KEYS: [&str; 2] = ["rate", "burst"];
 
 /// Link emulator settings as the scenario wrote them.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,26 +54,115 @@ impl LinkSpec {
         LinkSpec { settings }
     }
 
-    /// Whether these settings can be applied: the message says why not.
-    pub fn check(&self) -> Result<(), String> {
-        if self.settings.is_empty() {
-            return Ok(());
+    /// Whether these settings can be applied: the message says why not. `at_start` is true
+    /// for `[lab.link]` (where `seed` may be given), false for a step.
+    pub fn check(&self, at_start: bool) -> Result<(), String> {
+        for key in self.settings.keys() {
+            let known = SETTING_KEYS.contains(&key.as_str())
+                || matches!(key.as_str(), "to_proxy2" | "to_proxy1" | "clear")
+                || (key == "seed" && at_start);
+            if !known {
+                return Err(if key == "seed" {
+                    "the seed is set once, in [lab.link]; a step cannot change it".into()
+                } else {
+                    format!(
+                        "unknown link setting `{key}`: expected one of {}, to_proxy2, to_proxy1, clear{}",
+                        SETTING_KEYS.join(", "),
+                        if at_start { ", seed" } else { "" }
+                    )
+                });
+            }
         }
-        let keys: Vec<&str> = self.settings.keys().map(String::as_str).collect();
-        Err(format!(
-            "this build of tunlab has no link emulator yet, so link settings ({}) cannot be applied; leave the table empty or remove it",
-            keys.join(", ")
-        ))
+        if let Some(seed) = self.settings.get("seed")
+            && seed.as_integer().is_none_or(|n| n < 0)
+        {
+            return Err(format!("seed must be a whole number ≥ 0, not {seed}"));
+        }
+        if let Some(clear) = self.settings.get("clear")
+            && !clear.is_bool()
+        {
+            return Err(format!("clear must be true or false, not {clear}"));
+        }
+        for direction in ["to_proxy2", "to_proxy1"] {
+            if let Some(table) = self.settings.get(direction)
+                && !table.is_table()
+            {
+                return Err(format!(
+                    "{direction} must be a table of settings, like {{ loss = 10 }}"
+                ));
+            }
+        }
+        // Applying to the defaults checks every value (and every key inside the directions).
+        self.merged(&LinkSettings::default()).map(|_| ())
+    }
+
+    /// The seed the scenario asks for, if any.
+    pub fn seed(&self) -> Option<u64> {
+        self.settings
+            .get("seed")
+            .and_then(toml::Value::as_integer)
+            .and_then(|n| u64::try_from(n).ok())
+    }
+
+    /// `current` with these settings applied.
+    pub fn merged(&self, current: &LinkSettings) -> Result<LinkSettings, String> {
+        let clear = self
+            .settings
+            .get("clear")
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false);
+        let mut merged = LinkSettings::default();
+        for direction in [LinkDirection::ToProxy2, LinkDirection::ToProxy1] {
+            let name = match direction {
+                LinkDirection::ToProxy2 => "to_proxy2",
+                LinkDirection::ToProxy1 => "to_proxy1",
+            };
+            let start = if clear {
+                DirectionSettings::default()
+            } else {
+                current.direction(direction).clone()
+            };
+            let mut table = toml::Table::try_from(&start)
+                .map_err(|e| format!("cannot read the current settings: {e}"))?;
+            let two_way = self
+                .settings
+                .iter()
+                .filter(|(key, _)| SETTING_KEYS.contains(&key.as_str()));
+            let one_way = self
+                .settings
+                .get(name)
+                .and_then(toml::Value::as_table)
+                .into_iter()
+                .flatten();
+            for (key, value) in two_way.chain(one_way) {
+                if OPTIONAL_KEYS.contains(&key.as_str()) && value.as_str() == Some("off") {
+                    table.remove(key);
+                } else {
+                    table.insert(key.clone(), value.clone());
+                }
+            }
+            *merged.direction_mut(direction) = table
+                .try_into()
+                .map_err(|e: toml::de::Error| format!("{name}: {}", e.message()))?;
+        }
+        Ok(merged)
     }
 
     /// Puts start-up settings into the lab's configuration.
-    pub fn configure(&self, _config: &mut LabConfig) {
-        // Nothing to set until the emulator exists: `check` only lets empty settings through.
+    pub fn configure(&self, config: &mut LabConfig) {
+        // `check` has accepted these settings, so they apply.
+        if let Ok(settings) = self.merged(&config.link) {
+            config.link = settings;
+        }
+        if let Some(seed) = self.seed() {
+            config.link_seed = Some(seed);
+        }
     }
 
-    /// Changes the link settings of a running lab.
-    pub fn apply(&self, _lab: &mut Lab) -> Result<(), LabError> {
-        // Nothing to change until the emulator exists: `check` only lets empty settings through.
+    /// Changes the link settings of a running lab, from the next frame on.
+    pub fn apply(&self, lab: &mut Lab) -> Result<(), LabError> {
+        let settings = self.merged(&lab.link_settings()).map_err(LabError::Io)?;
+        lab.set_link(settings);
         Ok(())
     }
 
@@ -50,7 +171,12 @@ impl LinkSpec {
         if self.settings.is_empty() {
             "link settings unchanged (empty)".into()
         } else {
-            format!("link settings {}", self.settings)
+            let parts: Vec<String> = self
+                .settings
+                .iter()
+                .map(|(key, value)| format!("{key} = {value}"))
+                .collect();
+            format!("link {}", parts.join(", "))
         }
     }
 }
@@ -58,43 +184,58 @@ impl LinkSpec {
 /// What happened to the frames of one direction of the link.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DirectionReport {
-    /// Frames the sending proxy put on the link.
+    /// Frames the sending proxy offered to the link.
     pub sent: u64,
-    /// Datagrams that reached the receiving proxy (well-formed or not).
+    /// Datagrams that reached the receiving proxy (well-formed or not; copies included).
     pub delivered: u64,
-    /// Sent but never delivered (lost, or nobody was listening).
+    /// Frames that never reached the receiving proxy: the emulator's drops (`dropped_by`)
+    /// and any lost beyond it (for example while the receiving proxy was down).
     pub dropped: u64,
+    /// The emulator's drops by cause.
+    pub dropped_by: DropCounts,
     /// Extra copies the emulator made.
     pub duplicated: u64,
-    /// Frames the emulator delivered out of order.
+    /// Frames the emulator let a later frame overtake.
     pub reordered: u64,
-    /// Frames the emulator changed bytes of.
+    /// Frames the emulator flipped a payload bit of.
     pub corrupted: u64,
+    /// Frames the emulator sent later than they were offered (delay, rate queue, reordering).
+    pub delayed: u64,
     /// Datagrams the receiving proxy could not decode.
     pub malformed: u64,
 }
 
 impl DirectionReport {
-    /// From the sender's and the receiver's exact counters. Without an emulator nothing is
-    /// duplicated, reordered or corrupted on loopback.
-    fn between(sender: &LinkStatsSnapshot, receiver: &LinkStatsSnapshot) -> Self {
-        let sent = sender.sent.total();
+    /// From the emulator's counters for this direction and the receiving proxy's.
+    fn of(direction: LinkDirection, snapshot: &LabSnapshot) -> Self {
+        let emulated = snapshot.link.direction(direction);
+        let receiver = match direction {
+            LinkDirection::ToProxy2 => &snapshot.proxy2,
+            LinkDirection::ToProxy1 => &snapshot.proxy1,
+        };
         let delivered = receiver.received.total() + receiver.malformed;
         DirectionReport {
-            sent,
+            sent: emulated.sent,
             delivered,
-            dropped: sent.saturating_sub(delivered),
-            duplicated: 0,
-            reordered: 0,
-            corrupted: 0,
+            dropped: (emulated.sent + emulated.duplicated)
+                .saturating_sub(delivered + emulated.queued),
+            dropped_by: emulated.dropped_by,
+            duplicated: emulated.duplicated,
+            reordered: emulated.reordered,
+            corrupted: emulated.corrupted,
+            delayed: emulated.delayed,
             malformed: receiver.malformed,
         }
     }
 }
 
-/// The report's `link` section: both directions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+/// The report's `link` section: both directions, and the emulator's seed and settings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LinkReport {
+    /// Replays the emulator's decisions (`seed` in `[lab.link]`, or `--seed`).
+    pub seed: u64,
+    /// The emulator's settings at the end of the run.
+    pub settings: LinkSettings,
     /// proxy1 → proxy2.
     pub to_proxy2: DirectionReport,
     /// proxy2 → proxy1.
@@ -104,55 +245,98 @@ pub struct LinkReport {
 impl LinkReport {
     pub fn from_snapshot(snapshot: &LabSnapshot) -> Self {
         LinkReport {
-            to_proxy2: DirectionReport::between(&snapshot.proxy1, &snapshot.proxy2),
-            to_proxy1: DirectionReport::between(&snapshot.proxy2, &snapshot.proxy1),
+            seed: snapshot.link.seed,
+            settings: snapshot.link.settings.clone(),
+            to_proxy2: DirectionReport::of(LinkDirection::ToProxy2, snapshot),
+            to_proxy1: DirectionReport::of(LinkDirection::ToProxy1, snapshot),
         }
+    }
+
+    /// What the emulator did, one line per direction, for the human summary:
+    /// `p1→p2 dropped 18 (loss 18), duplicated 0, reordered 0, corrupted 0, delayed 0`.
+    pub fn emulator_lines(&self) -> Vec<String> {
+        [("p1→p2", &self.to_proxy2), ("p2→p1", &self.to_proxy1)]
+            .into_iter()
+            .map(|(label, d)| {
+                let by = d.dropped_by;
+                let causes = by.causes();
+                format!(
+                    "{label} dropped {}{causes}, duplicated {}, reordered {}, corrupted {}, delayed {}",
+                    by.total(),
+                    d.duplicated,
+                    d.reordered,
+                    d.corrupted,
+                    d.delayed
+                )
+            })
+            .collect()
+    }
+
+    /// Whether the emulator did anything in this run.
+    pub fn emulated(&self) -> bool {
+        let touched = |d: &DirectionReport| {
+            d.dropped_by.total() + d.duplicated + d.reordered + d.corrupted + d.delayed > 0
+        };
+        !self.settings.is_clear() || touched(&self.to_proxy2) || touched(&self.to_proxy1)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::link::KindCounts;
+    use std::time::Duration;
 
-    #[test]
-    fn empty_settings_pass_and_real_ones_are_refused_clearly() {
-        assert!(LinkSpec::new(toml::Table::new()).check().is_ok());
-        let mut settings = toml::Table::new();
-        settings.insert("loss".into(), toml::Value::Integer(10));
-        let message = LinkSpec::new(settings).check().unwrap_err();
-        assert!(message.contains("no link emulator"), "{message}");
-        assert!(message.contains("loss"), "{message}");
+    use super::*;
+    use crate::impair::Percent;
+
+    fn spec(text: &str) -> LinkSpec {
+        LinkSpec::new(toml::from_str(text).unwrap())
     }
 
     #[test]
-    fn dropped_is_what_was_sent_and_not_delivered() {
-        let sender = LinkStatsSnapshot {
-            sent: KindCounts {
-                connect: 2,
-                data: 8,
-                ..KindCounts::default()
-            },
-            ..LinkStatsSnapshot::default()
-        };
-        let receiver = LinkStatsSnapshot {
-            received: KindCounts {
-                connect: 2,
-                data: 5,
-                ..KindCounts::default()
-            },
-            malformed: 1,
-            ..LinkStatsSnapshot::default()
-        };
-        let report = DirectionReport::between(&sender, &receiver);
-        assert_eq!(
+    fn two_way_keys_apply_both_ways_and_one_way_keys_win() {
+        let spec = spec("loss = 10\ndelay = \"20ms\"\nto_proxy1 = { loss = 5 }\nseed = 7");
+        spec.check(true).unwrap();
+        let settings = spec.merged(&LinkSettings::default()).unwrap();
+        assert_eq!(settings.to_proxy2.loss, Percent::new(10.0).unwrap());
+        assert_eq!(settings.to_proxy1.loss, Percent::new(5.0).unwrap());
+        assert_eq!(settings.to_proxy1.delay, Duration::from_millis(20));
+        assert_eq!(spec.seed(), Some(7));
+    }
+
+    #[test]
+    fn a_step_changes_only_what_it_names() {
+        let start = spec("loss = 10\ndelay = \"20ms\"\nrate = \"1mbit\"")
+            .merged(&LinkSettings::default())
+            .unwrap();
+        let dark = spec("loss = 100").merged(&start).unwrap();
+        assert_eq!(dark.to_proxy2.loss, Percent::HUNDRED);
+        assert_eq!(dark.to_proxy2.delay, Duration::from_millis(20));
+        let unlimited = spec("rate = \"off\"").merged(&dark).unwrap();
+        assert_eq!(unlimited.to_proxy1.rate, None);
+        assert_eq!(unlimited.to_proxy1.loss, Percent::HUNDRED);
+        let clear = spec("clear = true").merged(&unlimited).unwrap();
+        assert!(clear.is_clear());
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_reason() {
+        let cases = [
+            ("loss = 150", true, "not a percentage"),
+            ("los = 1", true, "unknown link setting `los`"),
             (
-                report.sent,
-                report.delivered,
-                report.dropped,
-                report.malformed
+                "to_proxy2 = { dealy = \"1ms\" }",
+                true,
+                "unknown field `dealy`",
             ),
-            (10, 8, 2, 1)
-        );
+            ("seed = 3", false, "set once, in [lab.link]"),
+            ("seed = -3", true, "whole number"),
+            ("rate = \"2mbps\"", true, "unknown rate unit"),
+            ("to_proxy1 = 3", true, "must be a table"),
+        ];
+        for (text, at_start, reason) in cases {
+            let err = spec(text).check(at_start).unwrap_err();
+            assert!(err.contains(reason), "{text}: {err}");
+        }
+        assert!(spec("").check(false).is_ok());
     }
 }

@@ -20,7 +20,7 @@ pub mod scenario;
 pub mod source;
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use report::Report;
@@ -46,17 +46,39 @@ pub async fn run_file(path: &Path, report: Option<&Path>) -> ExitCode {
     }
 }
 
-/// Runs the built-in demo scenario.
-pub async fn run_demo(report: Option<&Path>) -> ExitCode {
-    run_source(&Source::new(DEMO_NAME, DEMO_SCENARIO), report).await
+/// Runs the built-in demo scenario. It is the lab run when there is no terminal, so it
+/// captures as the lab's options say: `capture` is the format and directory, `None` for
+/// `--no-capture`.
+pub async fn run_demo(
+    report: Option<&Path>,
+    capture: Option<(scenario::CaptureFormat, PathBuf)>,
+) -> ExitCode {
+    let source = Source::new(DEMO_NAME, DEMO_SCENARIO);
+    run_adjusted(&source, report, |scenario| {
+        scenario.lab.capture = capture.as_ref().map(|(format, _)| *format);
+        if let Some((_, dir)) = capture {
+            scenario.lab.capture_dir = dir;
+        }
+    })
+    .await
 }
 
 /// Checks and runs a scenario from its text.
 pub async fn run_source(source: &Source, report_path: Option<&Path>) -> ExitCode {
-    let scenario = match scenario::parse(source) {
+    run_adjusted(source, report_path, |_| {}).await
+}
+
+/// Checks a scenario, lets `adjust` change it, and runs it.
+async fn run_adjusted(
+    source: &Source,
+    report_path: Option<&Path>,
+    adjust: impl FnOnce(&mut scenario::Scenario),
+) -> ExitCode {
+    let mut scenario = match scenario::parse(source) {
         Ok(scenario) => scenario,
         Err(error) => return invalid(&error),
     };
+    adjust(&mut scenario);
     // Create the report file first, so a path that cannot be written fails before the run.
     let mut report_file = match report_path {
         Some(path) => match std::fs::File::create(path) {

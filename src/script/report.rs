@@ -236,6 +236,12 @@ impl Report {
             };
             let _ = writeln!(out, "  capture: {frames} frames {place}");
         }
+        if self.link.emulated() {
+            let _ = writeln!(out, "  link emulator, seed {}:", self.link.seed);
+            for line in self.link.emulator_lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
         if self.events.dropped > 0 {
             let _ = writeln!(
                 out,

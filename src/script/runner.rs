@@ -54,13 +54,25 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
     let capture = scenario
         .lab
         .capture
-        .map(|format| CaptureRun::start(format, &scenario.lab.capture_dir, scenario.lab.wire));
+        .map(|format| {
+            let lab = &scenario.lab;
+            CaptureRun::start(format, &lab.capture_dir, lab.wire, &scenario.name, &events)
+        })
+        .transpose()?;
     let mut config = scenario.lab.lab_config();
     config.capture = capture.as_ref().map(CaptureRun::tap);
     if let Some(link) = &scenario.lab.link {
         link.configure(&mut config);
     }
-    let lab = Lab::start(config, events).await?;
+    let lab = match Lab::start(config, events).await {
+        Ok(lab) => lab,
+        Err(e) => {
+            if let Some(capture) = capture {
+                capture.abandon().await;
+            }
+            return Err(e);
+        }
+    };
     let addrs = lab.addrs();
     println!(
         "lab up: echo server {} (tcp), proxy2 {} (udp), proxy1 {} (tcp) / {} (udp)",
@@ -88,10 +100,17 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
             })?;
         runner.run_steps(&scenario.steps).await
     };
-    let failure = match tokio::time::timeout_at(deadline, steps).await {
-        Ok(Ok(())) => None,
-        Ok(Err(StepFailure(why))) => Some(why),
-        Err(_elapsed) => Some(runner.deadline_message(scenario)),
+    // Ctrl-C or SIGTERM ends the steps too, but not the run: the lab still stops cleanly,
+    // the capture is drained to disk and the report written, so nothing is lost.
+    let ended = tokio::select! {
+        result = tokio::time::timeout_at(deadline, steps) => Some(result),
+        _ = crate::cli::wait_for_signal() => None,
+    };
+    let failure = match ended {
+        Some(Ok(Ok(()))) => None,
+        Some(Ok(Err(StepFailure(why)))) => Some(why),
+        Some(Err(_elapsed)) => Some(runner.deadline_message(scenario)),
+        None => Some("interrupted by a signal (Ctrl-C or SIGTERM): stopping the lab".to_string()),
     };
     if let Some(why) = &failure {
         println!("{} {why}", runner.stamp());

@@ -174,7 +174,7 @@ impl Checker<'_> {
     fn link(&self, table: Spanned<toml::Table>, key: &str) -> Result<LinkSpec, ScenarioError> {
         let span = table.span();
         let spec = LinkSpec::new(table.into_inner());
-        spec.check()
+        spec.check(key == "lab.link")
             .map_err(|message| self.source.error(span, Some(key), message))?;
         Ok(spec)
     }

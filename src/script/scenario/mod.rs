@@ -35,7 +35,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::link::LinkSpec;
 use super::source::{ScenarioError, Source};
@@ -112,13 +112,8 @@ impl LabSetup {
     }
 }
 
-/// The capture file format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CaptureFormat {
-    Pcap,
-    Pcapng,
-}
+/// The capture file format: the capture writer's own.
+pub use crate::capture::CaptureFormat;
 
 /// One step, with the line it was written on (for logs and messages).
 #[derive(Clone, Debug)]

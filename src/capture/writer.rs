@@ -1,0 +1,367 @@
+//! The capture writer: a dedicated thread that drains the tap's channel into the file.
+//!
+//! - It never loses a frame: the tap's bounded channel makes senders wait while it is full.
+//! - It keeps the file readable at all times: records are encoded in memory and handed to the
+//!   file in whole-record batches, every time the channel is momentarily empty (batching only
+//!   while busy), so a reader, a Ctrl-C or a crash finds a file that ends on a record boundary.
+//! - It gives up loudly: on a write error it says so on stderr and as an error `Log` event,
+//!   marks its [`CaptureStatus`] failed and closes the channel, so the tunnel never waits on
+//!   a capture that is no longer written.
+//!
+//! A thread rather than a task: a slow disk then blocks only this thread, not the runtime
+//! the tunnel runs on.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::file::{create_in_dir, create_named};
+use super::format::{CaptureFormat, Encoder};
+use super::{CapturePlan, CaptureTap, CaptureTarget, TapRecord};
+use crate::event::{EventSink, Level, Role};
+
+/// A batch is handed to the file once it is this big even if more records are waiting, so
+/// memory stays small and the file keeps up under a flood.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// How long [`CaptureWriter::finish`] waits for the queue to reach the disk.
+const FINISH_WAIT: Duration = Duration::from_secs(10);
+
+/// How long dropping an unfinished writer (an early return, a panic unwinding) waits.
+const DROP_WAIT: Duration = Duration::from_secs(5);
+
+/// A cheap, shareable view of a running capture for the TUI header and the script report.
+#[derive(Debug)]
+pub struct CaptureStatus {
+    path: PathBuf,
+    format: CaptureFormat,
+    /// Frames handed to the file (not merely queued).
+    frames: AtomicU64,
+    /// Size of the file: headers plus every frame written.
+    bytes: AtomicU64,
+    failed: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+impl CaptureStatus {
+    fn new(path: PathBuf, format: CaptureFormat, bytes: u64) -> Self {
+        CaptureStatus {
+            path,
+            format,
+            frames: AtomicU64::new(0),
+            bytes: AtomicU64::new(bytes),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn format(&self) -> CaptureFormat {
+        self.format
+    }
+    /// Frames in the file so far.
+    pub fn frames_written(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+    /// Bytes in the file so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+    /// Whether the writer gave up (the file is complete up to [`Self::frames_written`]).
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+    /// Why it gave up.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap().clone()
+    }
+
+    /// A copy for reports.
+    pub fn summary(&self) -> CaptureSummary {
+        CaptureSummary {
+            path: self.path.clone(),
+            format: self.format,
+            frames: self.frames_written(),
+            bytes: self.bytes_written(),
+            error: self.error(),
+        }
+    }
+
+    fn wrote(&self, frames: u64, bytes: usize) {
+        self.frames.fetch_add(frames, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn fail(&self, message: String) {
+        *self.error.lock().unwrap() = Some(message);
+        self.failed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A capture's outcome, as the script report and the exit message show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CaptureSummary {
+    pub path: PathBuf,
+    pub format: CaptureFormat,
+    pub frames: u64,
+    pub bytes: u64,
+    /// Set when the writer gave up.
+    pub error: Option<String>,
+}
+
+impl CaptureSummary {
+    /// One line for the end of a run, as the headless summary says it too:
+    /// `capture: 42 frames written to captures/tunlab-….pcap`.
+    pub fn describe(&self) -> String {
+        let frames = match self.frames {
+            1 => "1 frame".to_string(),
+            n => format!("{n} frames"),
+        };
+        let line = format!("capture: {frames} written to {}", self.path.display());
+        match &self.error {
+            None => line,
+            Some(_) => format!("{line}, then the capture FAILED (see the error above)"),
+        }
+    }
+}
+
+/// The running capture: hands out taps, shows its status, and finishes the file.
+///
+/// Dropping it without [`CaptureWriter::finish`] (an early return, a panic unwinding) still
+/// writes what is queued, waiting a few seconds at most.
+#[derive(Debug)]
+pub struct CaptureWriter {
+    tap: CaptureTap,
+    status: Arc<CaptureStatus>,
+    stop: CancellationToken,
+    /// Disconnects when the writer thread has ended (the thread holds the sender).
+    ended: Option<std_mpsc::Receiver<()>>,
+}
+
+impl CaptureWriter {
+    /// Creates the file, writes its header (so a clear error comes now, not later) and starts
+    /// the writer thread.
+    pub fn start(plan: CapturePlan, events: EventSink) -> anyhow::Result<CaptureWriter> {
+        let (path, file) = match &plan.target {
+            CaptureTarget::Dir(dir) => create_in_dir(dir, SystemTime::now(), plan.format)?,
+            CaptureTarget::File(path) => (path.clone(), create_named(path)?),
+        };
+        let mut sink = FileSink { file, committed: 0 };
+        let header = Encoder::new(plan.format, &plan.description).and_then(|mut encoder| {
+            let header = encoder.take();
+            sink.commit(&header).map(|()| (encoder, header.len()))
+        });
+        let (encoder, header_len) = match header {
+            Ok(ok) => ok,
+            Err(e) => {
+                if matches!(plan.target, CaptureTarget::Dir(_)) {
+                    // We made this file; leave no empty husk behind.
+                    let _ = std::fs::remove_file(&path);
+                }
+                return Err(e)
+                    .with_context(|| format!("cannot write capture file '{}'", path.display()));
+            }
+        };
+        let status = Arc::new(CaptureStatus::new(path, plan.format, header_len as u64));
+        let (tap, records) = CaptureTap::channel(plan.queue.max(1));
+        let stop = CancellationToken::new();
+        let (ended_tx, ended_rx) = std_mpsc::channel::<()>();
+        let thread = Thread {
+            records,
+            stop: stop.clone(),
+            encoder,
+            sink,
+            status: status.clone(),
+            events,
+            log_as: plan.log_as,
+        };
+        std::thread::Builder::new()
+            .name("tunlab-capture".into())
+            .spawn(move || {
+                let _ended = ended_tx;
+                thread.run();
+            })
+            .context("cannot start the capture writer thread")?;
+        Ok(CaptureWriter {
+            tap,
+            status,
+            stop,
+            ended: Some(ended_rx),
+        })
+    }
+
+    /// A tap for a [`crate::link::LinkSocket`] (or for `LabConfig::capture`).
+    pub fn tap(&self) -> CaptureTap {
+        self.tap.clone()
+    }
+
+    /// The live status, cheap to clone and read from anywhere.
+    pub fn status(&self) -> Arc<CaptureStatus> {
+        self.status.clone()
+    }
+
+    /// Stops taking frames, writes everything queued and waits for the file to be complete.
+    /// Call it after the roles have stopped, so that no frame is still on its way.
+    pub async fn finish(mut self) -> CaptureSummary {
+        self.stop.cancel();
+        if let Some(ended) = self.ended.take() {
+            let waited = tokio::task::spawn_blocking(move || ended.recv_timeout(FINISH_WAIT)).await;
+            if matches!(waited, Ok(Err(std_mpsc::RecvTimeoutError::Timeout))) {
+                let message = format!(
+                    "the capture writer did not finish within {}s; '{}' may lack the last frames",
+                    FINISH_WAIT.as_secs(),
+                    self.status.path.display()
+                );
+                eprintln!("error: {message}");
+                self.status.fail(message);
+            }
+        }
+        self.status.summary()
+    }
+
+    /// Stops and deletes the file: for a run that failed before any traffic (a port in use),
+    /// so that no empty capture is left behind.
+    pub async fn abandon(self) {
+        let path = self.status.path.clone();
+        self.finish().await;
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+impl Drop for CaptureWriter {
+    fn drop(&mut self) {
+        if let Some(ended) = self.ended.take() {
+            self.stop.cancel();
+            let _ = ended.recv_timeout(DROP_WAIT);
+        }
+    }
+}
+
+/// The file, and how much of it holds whole records.
+struct FileSink {
+    file: File,
+    committed: u64,
+}
+
+impl FileSink {
+    /// Writes whole records in one go. If the write fails half way, the partial tail is cut
+    /// off again, so the file still ends on a record boundary.
+    fn commit(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.file.write_all(bytes) {
+            // Best effort: a pipe or device has no length to set.
+            let _ = self.file.set_len(self.committed);
+            return Err(e);
+        }
+        self.committed += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// What the writer thread owns.
+struct Thread {
+    records: mpsc::Receiver<TapRecord>,
+    stop: CancellationToken,
+    encoder: Encoder,
+    sink: FileSink,
+    status: Arc<CaptureStatus>,
+    events: EventSink,
+    log_as: Role,
+}
+
+/// What the writer waits for.
+enum Next {
+    Record(TapRecord),
+    /// [`CaptureWriter::finish`] (or drop): write what is queued, then end.
+    Stop,
+    /// Every tap is gone and the queue is empty.
+    Closed,
+}
+
+impl Thread {
+    fn run(mut self) {
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.write_all()));
+        let problem = match outcome {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                format!("the capture writer crashed ({what})")
+            }
+        };
+        // Close first: from now on the tap returns at once and never holds up the tunnel.
+        self.records.close();
+        let message = format!(
+            "capture to '{}' stopped: {problem}. {} frames were saved and the file is readable up \
+             to there; the lab keeps running without capture",
+            self.status.path.display(),
+            self.status.frames_written(),
+        );
+        self.status.fail(message.clone());
+        eprintln!("error: {message}");
+        self.events.log(Level::Error, self.log_as, message);
+    }
+
+    fn write_all(&mut self) -> io::Result<()> {
+        // A tiny runtime of its own, only to wait on the tap channel and the stop signal
+        // together; all file I/O is plain blocking I/O on this thread.
+        let waiter = tokio::runtime::Builder::new_current_thread().build()?;
+        let mut stopping = false;
+        loop {
+            let (stop, records) = (&self.stop, &mut self.records);
+            let next = waiter.block_on(async {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled(), if !stopping => Next::Stop,
+                    record = records.recv() => record.map_or(Next::Closed, Next::Record),
+                }
+            });
+            match next {
+                Next::Stop => {
+                    // No new records; the ones already queued still arrive, then Closed.
+                    stopping = true;
+                    self.records.close();
+                }
+                Next::Closed => return Ok(()),
+                Next::Record(record) => self.write_batch(record)?,
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is queued right now.
+    fn write_batch(&mut self, first: TapRecord) -> io::Result<()> {
+        let mut frames = u64::from(self.encoder.encode(&first)?);
+        while let Ok(record) = self.records.try_recv() {
+            frames += u64::from(self.encoder.encode(&record)?);
+            if self.encoder.pending() >= BATCH_BYTES {
+                self.commit(frames)?;
+                frames = 0;
+            }
+        }
+        // The channel is momentarily empty: everything so far goes to the file now.
+        self.commit(frames)
+    }
+
+    fn commit(&mut self, frames: u64) -> io::Result<()> {
+        let bytes = self.encoder.take();
+        self.sink.commit(&bytes)?;
+        self.status.wrote(frames, bytes.len());
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! The terminal front end: all four roles live on one screen, a panel per connection id, a
+//! ladder diagram of the selected one, and keys that drive the lab.
+//!
+//! This is the only module that knows about ratatui and crossterm. It reads the lab's event
+//! stream like any other consumer, and changes the lab only through [`crate::lab::Lab`]'s
+//! methods, the same ones the headless script runner calls.
+//!
+//! - [`state`]: what is known, a pure fold of events (`update`) and lab snapshots.
+//! - [`render`]: one file per panel, pure functions of the state.
+//! - [`app`]: keys to commands (pure), and the loop that ties lab, state and screen together.
+//! - `terminal`: raw mode, the alternate screen, and restoring them on every way out.
+
+pub mod app;
+pub mod render;
+pub mod state;
+mod terminal;
+
+pub use app::run;

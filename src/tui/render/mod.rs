@@ -1,0 +1,203 @@
+//! Drawing: one file per panel, each a pure function of [`TuiState`].
+//!
+//! The screen at 100x30, the smallest "normal" layout (captured from tmux; bigger terminals
+//! give the panes more room):
+//!
+//! ```text
+//! ┌ tunlab · TCP over one UDP link ──────────────────────────────────────────────────────────────────┐
+//! │ 127.0.0.1 │ server tcp :1818 ● up │ proxy2 udp :3328 ● up │ proxy1 tcp :3327 udp :54322 ● up     │ header
+//! │ link classic, ids 0-9 · no impairment │ capture not recording │ clients 2 live · 1 ended         │
+//! └──────────────────────────────────────────────────────────────────────────────────────────────────┘
+//! ┌ Connections ─────────────────────────────┐┌ Connection 1 · free ─────────────────────────────────┐
+//! │ 0 open       client 1  2↑ 2↓             ││ p1→p2 3 fr 6 B │ p2→p1 2 fr 6 B                      │ trace
+//! │▶1 free                                   ││   0.005 ── id given to client 3 (127.0.0.1:35326)    │ of the
+//! │ 2 open       client 2  1↑ 1↓             ││   0.005 p1→p2 C1                                     │ selected
+//! │ …  one row per id, then waiting clients  ││   0.024 p2→p1 C1OK                                   │ id, or
+//! │ 9 free                                   ││   2.511 p1→p2 D1 len=6 "adios\n"                     │ its
+//! └──────────────────────────────────────────┘│   2.511 p2→p1 D1 len=6 "adios\n"                     │ ladder
+//! ┌ Clients (3) ─────────────────────────────┐│   3.019 p1→p2 X1                                     │ (`l`)
+//! │ #   now                   sent   echoed  ││                                                      │
+//! │ 1   id 0                  10 B     10 B ✓││                                                      │
+//! │ 3   aborted with RST       6 B      6 B ✓││                                                      │
+//! └──────────────────────────────────────────┘└──────────────────────────────────────────────────────┘
+//! ┌ Log ─────────────────────────────────────────────────────────────────────────────────────────────┐
+//! │   3.019 proxy2: connection 1 (127.0.0.1:54322) free                                              │
+//! └──────────────────────────────────────────────────────────────────────────────────────────────────┘
+//!  frames 11 (p1→p2 6 · p2→p1 5) · malformed 0 · ignored 0 · UI dropped 0                             status
+//!  q quit  ? help  a add  ↑↓ 0-9 select  s send  m message  f FIN  r RST  l ladder  space pause  p pro
+//! ```
+//!
+//! - Compact (below 100x30, down to 80x24): the header loses its border, there is no clients
+//!   pane, and the log shrinks; the connection list and the detail pane stay, and the ladder
+//!   takes the list's place when it is shown.
+//! - Large (from 160x48): the list becomes a grid with one panel per id, each with the tail of
+//!   its trace, and the detail pane (trace or ladder of the selected id) sits on the right.
+//! - `?` draws the help over everything.
+
+pub mod clients;
+pub mod connections;
+pub mod header;
+pub mod help;
+pub mod ladder;
+pub mod log;
+pub mod status;
+pub mod trace;
+
+use std::time::Duration;
+
+use ratatui::prelude::*;
+
+use super::state::{Selection, TuiState};
+
+/// Which arrangement of panels fits the terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScreenLayout {
+    Compact,
+    Normal,
+    Large,
+}
+
+impl ScreenLayout {
+    pub fn for_area(area: Rect) -> Self {
+        if area.width >= 160 && area.height >= 48 {
+            ScreenLayout::Large
+        } else if area.width >= 100 && area.height >= 30 {
+            ScreenLayout::Normal
+        } else {
+            ScreenLayout::Compact
+        }
+    }
+}
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame<'_>, state: &TuiState) {
+    let area = frame.area();
+    match ScreenLayout::for_area(area) {
+        ScreenLayout::Compact => draw_compact(frame, area, state),
+        ScreenLayout::Normal => draw_normal(frame, area, state),
+        ScreenLayout::Large => draw_large(frame, area, state),
+    }
+    if state.view.show_help {
+        help::render(frame, area, state);
+    }
+}
+
+fn draw_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
+    let log_rows = if area.height >= 22 { 6 } else { 0 };
+    let [header_area, body, log_area, status_area] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Min(6),
+        Constraint::Length(log_rows),
+        Constraint::Length(2),
+    ])
+    .areas(area);
+    header::render_compact(frame, header_area, state);
+    if state.view.show_ladder {
+        // Four lifelines need the width more than the list does; ↑↓ still change the id.
+        detail(frame, body, state);
+    } else {
+        let [list_area, detail_area] =
+            Layout::horizontal([Constraint::Length(30), Constraint::Min(20)]).areas(body);
+        connections::render_list(frame, list_area, state);
+        detail(frame, detail_area, state);
+    }
+    if log_rows > 0 {
+        log::render(frame, log_area, state);
+    }
+    status::render(frame, status_area, state, true);
+}
+
+fn draw_normal(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
+    // The body first needs every id and a few clients; the log gets what is left, 4 to 8 rows.
+    let log_rows = area.height.saturating_sub(4 + 2 + 12 + 6).clamp(4, 8);
+    let [header_area, body, log_area, status_area] = Layout::vertical([
+        Constraint::Length(4),
+        Constraint::Min(10),
+        Constraint::Length(log_rows),
+        Constraint::Length(2),
+    ])
+    .areas(area);
+    header::render(frame, header_area, state);
+    let [left, detail_area] =
+        Layout::horizontal([Constraint::Length(44), Constraint::Min(30)]).areas(body);
+    let list_rows = connections::list_height(state).min(left.height.saturating_sub(5));
+    let [list_area, clients_area] =
+        Layout::vertical([Constraint::Length(list_rows), Constraint::Min(3)]).areas(left);
+    connections::render_list(frame, list_area, state);
+    clients::render(frame, clients_area, state);
+    detail(frame, detail_area, state);
+    log::render(frame, log_area, state);
+    status::render(frame, status_area, state, false);
+}
+
+fn draw_large(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
+    let [header_area, body, bottom, status_area] = Layout::vertical([
+        Constraint::Length(4),
+        Constraint::Min(20),
+        Constraint::Length(10),
+        Constraint::Length(2),
+    ])
+    .areas(area);
+    header::render(frame, header_area, state);
+    let [grid_area, detail_area] =
+        Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(body);
+    connections::render_grid(frame, grid_area, state);
+    detail(frame, detail_area, state);
+    let [clients_area, log_area] =
+        Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(bottom);
+    clients::render(frame, clients_area, state);
+    log::render(frame, log_area, state);
+    status::render(frame, status_area, state, false);
+}
+
+/// The detail pane: the selected id's trace or ladder, or what a waiting client is doing.
+fn detail(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
+    match state.view.selected {
+        Selection::Conn(id) if state.view.show_ladder => ladder::render(frame, area, state, id),
+        Selection::Conn(id) => trace::render(frame, area, state, id),
+        Selection::Waiting(addr) => trace::render_waiting(frame, area, state, addr),
+    }
+}
+
+/// Seconds since the lab started, millisecond precision, right-aligned: `   1.234`.
+pub fn format_time(time: Duration) -> String {
+    format!("{:>8.3}", time.as_secs_f64())
+}
+
+/// `1.2 kB`-style sizes for narrow columns.
+pub fn format_bytes(bytes: u64) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
+        _ => format!("{:.1} GB", bytes as f64 / 1e9),
+    }
+}
+
+/// Cuts `text` to at most `width` characters, marking the cut with `…`.
+pub fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let mut out: String = text.chars().take(width - 1).collect();
+    out.push('…');
+    out
+}
+
+/// The rows of a list of `total` that fit `height`, scrolled `scroll` rows up from the newest.
+pub fn visible_window(total: usize, height: usize, scroll: usize) -> std::ops::Range<usize> {
+    let end = total.saturating_sub(scroll.min(total.saturating_sub(height)));
+    end.saturating_sub(height)..end
+}
+
+/// The style every panel uses for its border, brighter when it holds the selection.
+pub fn border_style(focused: bool) -> Style {
+    if focused {
+        Style::new().fg(Color::Cyan)
+    } else {
+        Style::new().fg(Color::DarkGray)
+    }
+}

@@ -1,0 +1,76 @@
+//! The status lines: the lab's exact counters (frames each way, malformed, ignored, events the
+//! UI dropped), then the key hints, or the input line while a message is being typed.
+
+use ratatui::prelude::*;
+use ratatui::widgets::Paragraph;
+
+use crate::tui::state::TuiState;
+
+/// Key hints for wide terminals, most needed first (a narrow terminal cuts the end); `?`
+/// lists every key.
+const HINTS: &str = "q quit  ? help  a add  ↑↓ 0-9 select  s send  m message  f FIN  r RST  \
+l ladder  space pause  p proxy2  e server";
+/// Key hints that fit 80 columns.
+const HINTS_COMPACT: &str =
+    "q quit ? help a add ↑↓ select s send m msg f FIN r RST l ladder spc pause";
+
+pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, compact: bool) {
+    let c = &state.counters;
+    let dim = Style::new().dark_gray();
+    let warn = |n: u64| {
+        if n > 0 {
+            Style::new().yellow().bold()
+        } else {
+            Style::new()
+        }
+    };
+    let frames = if compact {
+        c.frames().to_string()
+    } else {
+        format!(
+            "{} (p1→p2 {} · p2→p1 {})",
+            c.frames(),
+            c.frames_to_proxy2(),
+            c.frames_to_proxy1()
+        )
+    };
+    let mut counters = vec![
+        Span::styled(" frames ", dim),
+        Span::raw(frames),
+        Span::styled(" · malformed ", dim),
+        Span::styled(c.malformed().to_string(), warn(c.malformed())),
+        Span::styled(" · ignored ", dim),
+        Span::styled(c.ignored().to_string(), warn(c.ignored())),
+        Span::styled(" · UI dropped ", dim),
+        Span::styled(c.events_dropped.to_string(), warn(c.events_dropped)),
+    ];
+    if state.view.paused {
+        counters.push(Span::styled(" · PAUSED", Style::new().black().on_yellow()));
+    }
+    let second = match &state.view.input {
+        Some(text) => {
+            let target = state
+                .selected_client_addr()
+                .map(|a| state.client_label(a))
+                .unwrap_or_else(|| "no client".into());
+            Line::from(vec![
+                Span::styled(format!(" message from {target}: "), Style::new().cyan()),
+                Span::raw(text.clone()),
+                Span::styled("█", Style::new().cyan()),
+                Span::styled(
+                    if compact {
+                        "  Enter send · Esc cancel · \\xNN"
+                    } else {
+                        "  Enter sends · Esc cancels · \\n \\r \\t \\xNN escapes"
+                    },
+                    dim,
+                ),
+            ])
+        }
+        None => Line::styled(
+            format!(" {}", if compact { HINTS_COMPACT } else { HINTS }),
+            dim,
+        ),
+    };
+    frame.render_widget(Paragraph::new(vec![Line::from(counters), second]), area);
+}

@@ -1,0 +1,981 @@
+//! What the TUI knows: a pure fold of the lab's event stream ([`update`]) plus the lab's exact
+//! counters ([`apply_snapshot`]), and what the person at the keyboard has chosen to look at.
+//!
+//! Nothing here touches a terminal or a socket, so every screen can be rebuilt in a test from
+//! a scripted list of events. Everything that grows with traffic is a bounded [`Ring`]: a
+//! tunnel carrying thousands of frames a second must not grow the UI's memory.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use crate::describe::{describe, frame_label};
+use crate::event::{
+    ClientAction, ClientEnd, ClientId, CloseKind, ConnState, Endpoint, Event, EventKind,
+    FrameSummary, Level, LinkDirection, Role, TcpAction,
+};
+use crate::lab::{LabAddrs, LabSnapshot};
+use crate::link::LinkStatsSnapshot;
+use crate::wire::{ConnId, FrameKind, WireMode};
+
+/// Frames kept per connection id for its trace.
+pub const TRACE_CAPACITY: usize = 512;
+/// Ladder rows kept per connection id.
+pub const LADDER_CAPACITY: usize = 512;
+/// Lines kept in the log pane.
+pub const LOG_CAPACITY: usize = 500;
+/// Accepted-but-not-yet-assigned TCP clients remembered at proxy1 (for the ladder's first
+/// arrow); more than this means something outside the lab is hammering proxy1.
+const PENDING_ACCEPTS: usize = 256;
+/// Waiting clients remembered (each one is a real TCP connection at proxy1).
+const WAITING_CAPACITY: usize = 256;
+/// A client that waited at least this long between accept and id has waited for a free id.
+const WAIT_SHOWN: Duration = Duration::from_millis(100);
+
+/// A fixed-capacity queue that forgets its oldest entries.
+#[derive(Clone, Debug)]
+pub struct Ring<T> {
+    items: VecDeque<T>,
+    capacity: usize,
+    /// Entries pushed out to make room since the last clear.
+    forgotten: u64,
+}
+
+impl<T> Ring<T> {
+    pub fn new(capacity: usize) -> Self {
+        Ring {
+            items: VecDeque::with_capacity(capacity.min(64)),
+            capacity,
+            forgotten: 0,
+        }
+    }
+    pub fn push(&mut self, item: T) {
+        if self.items.len() == self.capacity {
+            self.items.pop_front();
+            self.forgotten += 1;
+        }
+        self.items.push_back(item);
+    }
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.forgotten = 0;
+    }
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// How many older entries were pushed out.
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
+    }
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &T> + ExactSizeIterator {
+        self.items.iter()
+    }
+    pub fn back(&self) -> Option<&T> {
+        self.items.back()
+    }
+}
+
+impl<T: HasTime> Ring<T> {
+    /// Inserts in time order. Events from different tasks can arrive slightly out of order;
+    /// they are almost always late by a few entries, so the search starts from the back.
+    pub fn insert_by_time(&mut self, item: T) {
+        let time = item.time();
+        let position = self
+            .items
+            .iter()
+            .rposition(|existing| existing.time() <= time)
+            .map_or(0, |p| p + 1);
+        if self.items.len() == self.capacity {
+            if position == 0 {
+                // Older than everything kept: it would be the first to go anyway.
+                self.forgotten += 1;
+                return;
+            }
+            self.items.pop_front();
+            self.forgotten += 1;
+            self.items.insert(position - 1, item);
+        } else {
+            self.items.insert(position, item);
+        }
+    }
+}
+
+/// Anything placed on the lab's time axis.
+pub trait HasTime {
+    fn time(&self) -> Duration;
+}
+
+/// A role's place in the header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleView {
+    /// Where it listens (proxy1: its TCP listener).
+    pub addr: Option<SocketAddr>,
+    pub up: bool,
+}
+
+/// Link settings as the header shows them. The impairment issue fills `impairment` in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkView {
+    pub mode: WireMode,
+    /// `None`: the link delivers what UDP on loopback delivers.
+    pub impairment: Option<String>,
+}
+
+/// The capture being written, from the capture writer's status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaptureView {
+    pub path: String,
+    /// Frames in the file so far.
+    pub frames: u64,
+    /// The writer gave up (a disk error); the file holds `frames` and no more.
+    pub failed: bool,
+}
+
+/// One frame in a connection's trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TraceLine {
+    Frame {
+        /// Since the lab started.
+        time: Duration,
+        direction: LinkDirection,
+        frame: FrameSummary,
+    },
+    /// The id was given to a new TCP client; what follows belongs to it.
+    NewConnection { time: Duration, client: SocketAddr },
+    /// The link emulator did something to a frame (dropped, delayed, duplicated…).
+    Link {
+        time: Duration,
+        direction: LinkDirection,
+        /// `D3 len=5 "hola" dropped (loss)`.
+        text: String,
+        dropped: bool,
+    },
+}
+
+impl HasTime for TraceLine {
+    fn time(&self) -> Duration {
+        match self {
+            TraceLine::Frame { time, .. }
+            | TraceLine::NewConnection { time, .. }
+            | TraceLine::Link { time, .. } => *time,
+        }
+    }
+}
+
+/// The four columns of the ladder diagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    Client,
+    Proxy1,
+    Proxy2,
+    Server,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 4] = [Lane::Client, Lane::Proxy1, Lane::Proxy2, Lane::Server];
+    pub fn label(self) -> &'static str {
+        match self {
+            Lane::Client => "client",
+            Lane::Proxy1 => "proxy1",
+            Lane::Proxy2 => "proxy2",
+            Lane::Server => "server",
+        }
+    }
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What an arrow carries, so the ladder can colour it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArrowKind {
+    /// A TCP connect or accept.
+    TcpOpen,
+    /// Bytes written on a TCP connection.
+    TcpData,
+    /// An orderly TCP close.
+    Fin,
+    /// An aborted TCP connection.
+    Rst,
+    /// A `C`, `OK` or `D` frame on the UDP link.
+    Frame,
+    /// `NOK` or a failed connect.
+    Failure,
+    /// An `X` frame.
+    Close,
+}
+
+/// One row of the ladder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LadderEntry {
+    Arrow {
+        time: Duration,
+        from: Lane,
+        to: Lane,
+        label: String,
+        kind: ArrowKind,
+    },
+    /// A line across every lane (the id freed, refused…).
+    Note { time: Duration, text: String },
+    /// The id was given to a TCP client (named when drawn: its lab client number may only
+    /// become known a moment later).
+    IdGiven { time: Duration, client: SocketAddr },
+}
+
+impl HasTime for LadderEntry {
+    fn time(&self) -> Duration {
+        match self {
+            LadderEntry::Arrow { time, .. }
+            | LadderEntry::Note { time, .. }
+            | LadderEntry::IdGiven { time, .. } => *time,
+        }
+    }
+}
+
+/// Bytes and frames of one direction of one connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    /// Every frame type.
+    pub frames: u64,
+    /// `D` payload bytes.
+    pub bytes: u64,
+}
+
+/// One tunnel connection id.
+#[derive(Clone, Debug)]
+pub struct ConnView {
+    pub id: ConnId,
+    /// As proxy1, which owns the id, sees it.
+    pub state: ConnState,
+    /// As proxy2 sees it (they differ while a frame is on its way, or after a role restart).
+    pub proxy2_state: ConnState,
+    /// The TCP client that has (or last had) the id.
+    pub client: Option<SocketAddr>,
+    /// How the previous use ended when it was not a plain close (refused, unanswered): a
+    /// refused connection is freed at once, and would otherwise never show as refused.
+    pub last_outcome: Option<ConnState>,
+    /// Since the id was last given out.
+    pub to_proxy2: Flow,
+    pub to_proxy1: Flow,
+    pub trace: Ring<TraceLine>,
+    pub ladder: Ring<LadderEntry>,
+}
+
+impl ConnView {
+    fn new(id: ConnId) -> Self {
+        ConnView {
+            id,
+            state: ConnState::Free,
+            proxy2_state: ConnState::Free,
+            client: None,
+            last_outcome: None,
+            to_proxy2: Flow::default(),
+            to_proxy1: Flow::default(),
+            trace: Ring::new(TRACE_CAPACITY),
+            ladder: Ring::new(LADDER_CAPACITY),
+        }
+    }
+}
+
+/// One lab echo client.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientView {
+    pub id: ClientId,
+    /// Its TCP address: how proxy1's events name it.
+    pub local: Option<SocketAddr>,
+    pub sent: u64,
+    pub echoed: u64,
+    /// Every echoed byte equal to what was sent, so far.
+    pub intact: bool,
+    pub ended: Option<ClientEnd>,
+    /// proxy1 closed it after it waited too long for an id.
+    pub gave_up_waiting: bool,
+    pub connect_error: Option<String>,
+}
+
+/// One line of the log pane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub time: Duration,
+    pub level: Level,
+    pub text: String,
+}
+
+/// Exact totals from the lab, refreshed every tick; the event stream may drop, these don't.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub proxy1: LinkStatsSnapshot,
+    pub proxy2: LinkStatsSnapshot,
+    /// Events the UI was too slow to receive.
+    pub events_dropped: u64,
+    /// Events the UI received (not part of the snapshot).
+    pub events_seen: u64,
+}
+
+impl Counters {
+    /// Frames sent proxy1 → proxy2.
+    pub fn frames_to_proxy2(&self) -> u64 {
+        self.proxy1.sent.total()
+    }
+    /// Frames sent proxy2 → proxy1.
+    pub fn frames_to_proxy1(&self) -> u64 {
+        self.proxy2.sent.total()
+    }
+    pub fn frames(&self) -> u64 {
+        self.frames_to_proxy2() + self.frames_to_proxy1()
+    }
+    pub fn malformed(&self) -> u64 {
+        self.proxy1.malformed + self.proxy2.malformed
+    }
+    pub fn ignored(&self) -> u64 {
+        self.proxy1.ignored + self.proxy2.ignored
+    }
+}
+
+/// A row of the connection list: an id, or a client waiting for one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selection {
+    Conn(ConnId),
+    Waiting(SocketAddr),
+}
+
+/// What the person is looking at and typing; changed only by keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewState {
+    pub selected: Selection,
+    /// Traces and ladders stop growing (counters and states keep going).
+    pub paused: bool,
+    /// The detail pane shows the ladder instead of the frame trace.
+    pub show_ladder: bool,
+    pub show_help: bool,
+    /// `Some` while a custom message is being typed.
+    pub input: Option<String>,
+    /// Rows scrolled up from the newest in the detail pane (0 follows new frames).
+    pub scroll: usize,
+}
+
+impl Default for ViewState {
+    fn default() -> Self {
+        ViewState {
+            selected: Selection::Conn(ConnId::new(0)),
+            paused: false,
+            show_ladder: false,
+            show_help: false,
+            input: None,
+            scroll: 0,
+        }
+    }
+}
+
+/// Everything the screen is drawn from.
+#[derive(Clone, Debug)]
+pub struct TuiState {
+    /// Times on screen are relative to this.
+    pub start: SystemTime,
+    pub server: RoleView,
+    pub proxy2: RoleView,
+    pub proxy1: RoleView,
+    /// proxy1's end of the UDP link.
+    pub proxy1_udp: Option<SocketAddr>,
+    pub link: LinkView,
+    pub capture: Option<CaptureView>,
+    /// One per id, `0..mode.max_connections()`.
+    pub conns: Vec<ConnView>,
+    pub clients: BTreeMap<ClientId, ClientView>,
+    /// TCP clients waiting at proxy1 for a free id, in arrival order.
+    pub waiting: Vec<SocketAddr>,
+    pub counters: Counters,
+    pub log: Ring<LogLine>,
+    pub view: ViewState,
+    /// When set, the UI's own log lines are stamped with this time instead of the clock's,
+    /// so that tests (and replays) draw the same screen every time.
+    pub fixed_now: Option<SystemTime>,
+    /// Lab clients by their TCP address.
+    client_by_addr: HashMap<SocketAddr, ClientId>,
+    /// The last id each TCP client was given.
+    conn_by_addr: HashMap<SocketAddr, ConnId>,
+    /// When proxy1 accepted each TCP client that has no id yet.
+    pending_accepts: HashMap<SocketAddr, Duration>,
+}
+
+impl TuiState {
+    /// A lab that has not reported anything yet; `addrs` are where its roles were bound.
+    pub fn new(start: SystemTime, mode: WireMode, addrs: Option<LabAddrs>) -> Self {
+        let role = |addr: Option<SocketAddr>| RoleView { addr, up: false };
+        TuiState {
+            start,
+            server: role(addrs.map(|a| a.server)),
+            proxy2: role(addrs.map(|a| a.proxy2_udp)),
+            proxy1: role(addrs.map(|a| a.proxy1_tcp)),
+            proxy1_udp: addrs.map(|a| a.proxy1_udp),
+            link: LinkView {
+                mode,
+                impairment: None,
+            },
+            capture: None,
+            conns: (0..mode.max_connections())
+                .map(|i| ConnView::new(ConnId::new(i as u16)))
+                .collect(),
+            clients: BTreeMap::new(),
+            waiting: Vec::new(),
+            counters: Counters::default(),
+            log: Ring::new(LOG_CAPACITY),
+            view: ViewState::default(),
+            fixed_now: None,
+            client_by_addr: HashMap::new(),
+            conn_by_addr: HashMap::new(),
+            pending_accepts: HashMap::new(),
+        }
+    }
+
+    /// The lab client at a TCP address, if it is one of ours.
+    pub fn client_at(&self, addr: SocketAddr) -> Option<ClientId> {
+        self.client_by_addr.get(&addr).copied()
+    }
+
+    /// "client 2", or the address of a TCP client from outside the lab.
+    pub fn client_label(&self, addr: SocketAddr) -> String {
+        match self.client_at(addr) {
+            Some(id) => format!("client {id}"),
+            None => addr.to_string(),
+        }
+    }
+
+    /// "client 2 (127.0.0.1:50002)", or just the address of a client from outside the lab.
+    pub fn client_description(&self, addr: SocketAddr) -> String {
+        match self.client_at(addr) {
+            Some(id) => format!("client {id} ({addr})"),
+            None => addr.to_string(),
+        }
+    }
+
+    /// The id a client has (or last had).
+    pub fn conn_of_client(&self, client: &ClientView) -> Option<ConnId> {
+        client
+            .local
+            .and_then(|a| self.conn_by_addr.get(&a).copied())
+    }
+
+    pub fn is_waiting(&self, client: &ClientView) -> bool {
+        client.local.is_some_and(|a| self.waiting.contains(&a))
+    }
+
+    pub fn conn(&self, id: ConnId) -> Option<&ConnView> {
+        self.conns.get(id.index())
+    }
+
+    /// The rows of the connection list, in order: every id, then the waiting clients.
+    pub fn rows(&self) -> Vec<Selection> {
+        self.conns
+            .iter()
+            .map(|c| Selection::Conn(c.id))
+            .chain(self.waiting.iter().map(|&a| Selection::Waiting(a)))
+            .collect()
+    }
+
+    /// The TCP client behind the selected row, if any.
+    pub fn selected_client_addr(&self) -> Option<SocketAddr> {
+        match self.view.selected {
+            Selection::Conn(id) => self
+                .conn(id)
+                .filter(|c| c.state != ConnState::Free)
+                .and_then(|c| c.client),
+            Selection::Waiting(addr) => Some(addr),
+        }
+    }
+
+    /// Time since the lab started.
+    pub fn since_start(&self, time: SystemTime) -> Duration {
+        time.duration_since(self.start).unwrap_or_default()
+    }
+
+    /// A line in the log pane from the UI itself (a key's result, an error).
+    pub fn note(&mut self, level: Level, text: impl Into<String>) {
+        let time = self.since_start(self.fixed_now.unwrap_or_else(SystemTime::now));
+        self.log.push(LogLine {
+            time,
+            level,
+            text: text.into(),
+        });
+    }
+
+    /// Empties traces, ladders and the log. Counters are the lab's exact totals and stay.
+    pub fn clear(&mut self) {
+        for conn in &mut self.conns {
+            conn.trace.clear();
+            conn.ladder.clear();
+        }
+        self.log.clear();
+        self.view.scroll = 0;
+    }
+
+    fn client_mut(&mut self, id: ClientId) -> &mut ClientView {
+        self.clients.entry(id).or_insert_with(|| ClientView {
+            id,
+            intact: true,
+            ..ClientView::default()
+        })
+    }
+
+    fn role_mut(&mut self, role: Role) -> Option<&mut RoleView> {
+        match role {
+            Role::EchoServer => Some(&mut self.server),
+            Role::Proxy2 => Some(&mut self.proxy2),
+            Role::Proxy1 => Some(&mut self.proxy1),
+            Role::Client => None,
+        }
+    }
+
+    /// Sets a role's up/down from the lab itself (the event saying so may have been dropped).
+    pub fn set_running(&mut self, role: Role, up: bool) {
+        let Some(view) = self.role_mut(role) else {
+            return;
+        };
+        let stopped = view.up && !up;
+        view.up = up;
+        if stopped && role == Role::Proxy2 {
+            // A stopped proxy2 forgets its table without a word per id.
+            for conn in &mut self.conns {
+                conn.proxy2_state = ConnState::Free;
+            }
+        }
+    }
+
+    fn ladder(&mut self, id: ConnId, entry: LadderEntry) {
+        if self.view.paused {
+            return;
+        }
+        if let Some(conn) = self.conns.get_mut(id.index()) {
+            conn.ladder.insert_by_time(entry);
+        }
+    }
+
+    fn arrow(
+        &mut self,
+        id: ConnId,
+        time: Duration,
+        (from, to): (Lane, Lane),
+        label: impl Into<String>,
+        kind: ArrowKind,
+    ) {
+        self.ladder(
+            id,
+            LadderEntry::Arrow {
+                time,
+                from,
+                to,
+                label: label.into(),
+                kind,
+            },
+        );
+    }
+}
+
+/// The ladder's short name for a frame: `C3`, `OK3`, `D3 "hola"`, `X3`.
+pub fn ladder_label(frame: &FrameSummary) -> String {
+    match frame.kind {
+        FrameKind::Data => format!(
+            "D{} {}B \"{}\"",
+            frame.id,
+            frame.payload_len,
+            crate::describe::preview_text(frame)
+        ),
+        FrameKind::Connect => format!("C{}", frame.id),
+        FrameKind::ConnectOk => format!("C{}OK", frame.id),
+        FrameKind::ConnectNok => format!("C{}NOK", frame.id),
+        FrameKind::Close => format!("X{}", frame.id),
+    }
+}
+
+fn close_label(how: CloseKind) -> (&'static str, ArrowKind) {
+    match how {
+        CloseKind::Fin => ("FIN", ArrowKind::Fin),
+        CloseKind::Rst => ("RST", ArrowKind::Rst),
+    }
+}
+
+fn lane_of(endpoint: Endpoint) -> Lane {
+    match endpoint {
+        Endpoint::Proxy1 => Lane::Proxy1,
+        Endpoint::Proxy2 => Lane::Proxy2,
+    }
+}
+
+/// Folds one event into the state. Pure: the same events give the same screen.
+pub fn update(state: &mut TuiState, event: Event) {
+    state.counters.events_seen += 1;
+    let time = state.since_start(event.time);
+    if let Some(text) = describe(&event.kind, false) {
+        let level = match &event.kind {
+            EventKind::Log { level, .. } => *level,
+            EventKind::FrameMalformed { .. }
+            | EventKind::FrameIgnored { .. }
+            | EventKind::WaitGaveUp { .. } => Level::Warn,
+            EventKind::Tcp {
+                action: TcpAction::ConnectFailed(_),
+                ..
+            } => Level::Warn,
+            EventKind::Conn {
+                state: ConnState::Refused | ConnState::Unanswered,
+                ..
+            } => Level::Warn,
+            _ => Level::Info,
+        };
+        state.log.push(LogLine { time, level, text });
+    }
+    match event.kind {
+        EventKind::RoleUp { role, addr } => {
+            if let Some(view) = state.role_mut(role) {
+                view.addr = Some(addr);
+                view.up = true;
+            }
+        }
+        EventKind::RoleDown { role } => state.set_running(role, false),
+        EventKind::FrameSent { at, frame, .. } => on_frame_sent(state, time, at, frame),
+        // Each frame is traced once, when it leaves; the receiving side adds nothing new on a
+        // lossless link, and the counters say how many arrived.
+        EventKind::FrameReceived { .. }
+        | EventKind::FrameMalformed { .. }
+        | EventKind::FrameIgnored { .. } => {}
+        EventKind::Conn {
+            at: Endpoint::Proxy1,
+            id,
+            state: conn_state,
+            client,
+        } => on_proxy1_conn(state, time, id, conn_state, client),
+        EventKind::Conn {
+            at: Endpoint::Proxy2,
+            id,
+            state: conn_state,
+            ..
+        } => {
+            if let Some(conn) = state.conns.get_mut(id.index()) {
+                conn.proxy2_state = conn_state;
+            }
+            if conn_state == ConnState::Free {
+                state.ladder(
+                    id,
+                    LadderEntry::Note {
+                        time,
+                        text: format!("proxy2 forgets id {id}"),
+                    },
+                );
+            }
+        }
+        EventKind::WaitingForId { client } => {
+            if !state.waiting.contains(&client) && state.waiting.len() < WAITING_CAPACITY {
+                state.waiting.push(client);
+            }
+        }
+        EventKind::WaitGaveUp { client } => {
+            stop_waiting(state, client, None);
+            if let Some(id) = state.client_at(client) {
+                state.client_mut(id).gave_up_waiting = true;
+            }
+        }
+        EventKind::Tcp {
+            role,
+            id,
+            peer,
+            action,
+        } => on_tcp(state, time, role, id, peer, action),
+        EventKind::Client { client, action } => on_client(state, client, action),
+        EventKind::LinkDecision {
+            direction,
+            frame,
+            what,
+            ..
+        } => on_link_decision(state, time, direction, frame, what),
+        EventKind::Log { .. } => {}
+    }
+}
+
+fn on_frame_sent(state: &mut TuiState, time: Duration, at: Endpoint, frame: FrameSummary) {
+    let direction = LinkDirection::sent_by(at);
+    let id = frame.id;
+    let Some(conn) = state.conns.get_mut(id.index()) else {
+        return;
+    };
+    let flow = match direction {
+        LinkDirection::ToProxy2 => &mut conn.to_proxy2,
+        LinkDirection::ToProxy1 => &mut conn.to_proxy1,
+    };
+    flow.frames += 1;
+    flow.bytes += frame.payload_len as u64;
+    if state.view.paused {
+        return;
+    }
+    let from = lane_of(at);
+    let to = match from {
+        Lane::Proxy1 => Lane::Proxy2,
+        _ => Lane::Proxy1,
+    };
+    let kind = match frame.kind {
+        FrameKind::ConnectNok => ArrowKind::Failure,
+        FrameKind::Close => ArrowKind::Close,
+        _ => ArrowKind::Frame,
+    };
+    let label = ladder_label(&frame);
+    conn.trace.insert_by_time(TraceLine::Frame {
+        time,
+        direction,
+        frame,
+    });
+    state.arrow(id, time, (from, to), label, kind);
+}
+
+/// Marks what the link emulator did in the connection's trace, and a lost frame in its ladder.
+fn on_link_decision(
+    state: &mut TuiState,
+    time: Duration,
+    direction: LinkDirection,
+    frame: FrameSummary,
+    what: crate::impair::LinkVerdict,
+) {
+    let id = frame.id;
+    if state.view.paused || id.index() >= state.conns.len() {
+        return;
+    }
+    let dropped = what.dropped.is_some();
+    let text = format!("{} {}", frame_label(&frame), what.describe());
+    if dropped {
+        state.ladder(
+            id,
+            LadderEntry::Note {
+                time,
+                text: format!("link {}: {text}", direction.arrow()),
+            },
+        );
+    }
+    state.conns[id.index()]
+        .trace
+        .insert_by_time(TraceLine::Link {
+            time,
+            direction,
+            text,
+            dropped,
+        });
+}
+
+fn stop_waiting(state: &mut TuiState, client: SocketAddr, got: Option<ConnId>) {
+    if let Some(position) = state.waiting.iter().position(|&a| a == client) {
+        state.waiting.remove(position);
+        if state.view.selected == Selection::Waiting(client) {
+            // Keep following the client the person picked.
+            state.view.selected = match got {
+                Some(id) => Selection::Conn(id),
+                None => Selection::Conn(ConnId::new(0)),
+            };
+        }
+    }
+}
+
+fn on_proxy1_conn(
+    state: &mut TuiState,
+    time: Duration,
+    id: ConnId,
+    new_state: ConnState,
+    client: Option<SocketAddr>,
+) {
+    let Some(conn) = state.conns.get_mut(id.index()) else {
+        return;
+    };
+    let previous = conn.state;
+    conn.state = new_state;
+    match new_state {
+        ConnState::Connecting => {
+            conn.client = client;
+            conn.last_outcome = None;
+            conn.to_proxy2 = Flow::default();
+            conn.to_proxy1 = Flow::default();
+            if let Some(addr) = client {
+                if !state.view.paused {
+                    conn.trace
+                        .insert_by_time(TraceLine::NewConnection { time, client: addr });
+                }
+                state.conn_by_addr.insert(addr, id);
+                stop_waiting(state, addr, Some(id));
+                state.ladder(id, LadderEntry::IdGiven { time, client: addr });
+                // The accept is drawn when it happened, unless the client then waited for an
+                // id: then the arrow would land in the previous owner's history, so it goes
+                // here and says how long the client waited.
+                let accepted = state.pending_accepts.remove(&addr).unwrap_or(time);
+                let waited = time.saturating_sub(accepted);
+                let (at, label) = if waited >= WAIT_SHOWN {
+                    (
+                        time,
+                        format!("TCP connect, waited {:.1} s", waited.as_secs_f64()),
+                    )
+                } else {
+                    (accepted, "TCP connect".to_string())
+                };
+                state.arrow(
+                    id,
+                    at,
+                    (Lane::Client, Lane::Proxy1),
+                    label,
+                    ArrowKind::TcpOpen,
+                );
+            }
+        }
+        ConnState::Free => {
+            if matches!(previous, ConnState::Refused | ConnState::Unanswered) {
+                conn.last_outcome = Some(previous);
+            }
+            state.ladder(
+                id,
+                LadderEntry::Note {
+                    time,
+                    text: format!("proxy1 frees id {id}"),
+                },
+            );
+        }
+        ConnState::Refused | ConnState::Unanswered => {
+            let text = if new_state == ConnState::Refused {
+                "refused: proxy2 cannot reach the server"
+            } else {
+                "no answer from proxy2"
+            };
+            state.ladder(
+                id,
+                LadderEntry::Note {
+                    time,
+                    text: text.into(),
+                },
+            );
+        }
+        ConnState::Open | ConnState::Closing => {}
+    }
+}
+
+fn on_tcp(
+    state: &mut TuiState,
+    time: Duration,
+    role: Role,
+    id: Option<ConnId>,
+    peer: SocketAddr,
+    action: TcpAction,
+) {
+    let (near, far) = match role {
+        // proxy1's peer is the client; proxy2's is the server. The echo server's own events
+        // carry no id (it cannot know one), so the proxy2 ↔ server arrows are drawn from
+        // proxy2's side, which sees every byte and close of that connection too.
+        Role::Proxy1 => (Lane::Proxy1, Lane::Client),
+        Role::Proxy2 => (Lane::Proxy2, Lane::Server),
+        Role::EchoServer | Role::Client => return,
+    };
+    let Some(id) = id else {
+        if role == Role::Proxy1 && action == TcpAction::Accepted {
+            if state.pending_accepts.len() >= PENDING_ACCEPTS {
+                state.pending_accepts.clear();
+            }
+            state.pending_accepts.insert(peer, time);
+        }
+        return;
+    };
+    let (lanes, label, kind) = match action {
+        TcpAction::Accepted => ((far, near), "TCP connect".to_string(), ArrowKind::TcpOpen),
+        TcpAction::Connected => ((near, far), "TCP connect".to_string(), ArrowKind::TcpOpen),
+        TcpAction::ConnectFailed(why) => {
+            ((near, far), format!("connect ✗ {why}"), ArrowKind::Failure)
+        }
+        TcpAction::Read(n) => ((far, near), format!("{n} B"), ArrowKind::TcpData),
+        TcpAction::Wrote(n) => ((near, far), format!("{n} B"), ArrowKind::TcpData),
+        TcpAction::PeerClosed(how) => {
+            let (label, kind) = close_label(how);
+            ((far, near), label.to_string(), kind)
+        }
+        TcpAction::Closed(how) => {
+            let (label, kind) = close_label(how);
+            ((near, far), label.to_string(), kind)
+        }
+    };
+    state.arrow(id, time, lanes, label, kind);
+}
+
+fn on_client(state: &mut TuiState, client: ClientId, action: ClientAction) {
+    match action {
+        ClientAction::Connected { local } => {
+            state.client_by_addr.insert(local, client);
+            state.client_mut(client).local = Some(local);
+        }
+        ClientAction::ConnectFailed(why) => {
+            let view = state.client_mut(client);
+            view.connect_error = Some(why);
+            view.ended = Some(ClientEnd::Error);
+        }
+        ClientAction::Sent(n) => state.client_mut(client).sent += n as u64,
+        ClientAction::Echoed { len, intact } => {
+            let view = state.client_mut(client);
+            view.echoed += len as u64;
+            view.intact &= intact;
+        }
+        ClientAction::Closed { how } => {
+            let view = state.client_mut(client);
+            view.ended = Some(how);
+            if let Some(local) = view.local {
+                stop_waiting(state, local, None);
+            }
+        }
+    }
+}
+
+/// Takes the lab's exact numbers: link counters, dropped events and client totals.
+pub fn apply_snapshot(state: &mut TuiState, snapshot: &LabSnapshot) {
+    state.counters.proxy1 = snapshot.proxy1;
+    state.counters.proxy2 = snapshot.proxy2;
+    state.counters.events_dropped = snapshot.events_dropped;
+    state.link.impairment = link_summary(&snapshot.link);
+    for (id, status) in &snapshot.clients {
+        if let Some(local) = status.local {
+            state.client_by_addr.insert(local, *id);
+        }
+        let view = state.client_mut(*id);
+        view.local = status.local.or(view.local);
+        view.sent = status.sent_bytes;
+        view.echoed = status.echoed_bytes;
+        // A client that has not started yet reports `intact: false`; nothing came back wrong.
+        view.intact = status.intact || status.echoed_bytes == 0;
+        if status.ended.is_some() {
+            view.ended = status.ended;
+        }
+    }
+}
+
+/// The header's one-line account of the link emulator: its settings and what it dropped.
+fn link_summary(link: &crate::impair::LinkReport) -> Option<String> {
+    let dropped = |direction| link.direction(direction).dropped;
+    let (to_proxy2, to_proxy1) = (&link.settings.to_proxy2, &link.settings.to_proxy1);
+    let settings = if to_proxy2 == to_proxy1 {
+        (!to_proxy2.is_clear()).then(|| to_proxy2.summary())
+    } else {
+        let side = |d: &crate::impair::DirectionSettings| {
+            if d.is_clear() {
+                "clear".to_string()
+            } else {
+                d.summary()
+            }
+        };
+        Some(format!(
+            "p1→p2 {} · p2→p1 {}",
+            side(to_proxy2),
+            side(to_proxy1)
+        ))
+    };
+    let lost = dropped(LinkDirection::ToProxy2) + dropped(LinkDirection::ToProxy1);
+    match (settings, lost) {
+        (None, 0) => None,
+        (None, _) => Some(format!("clear now · {lost} frames dropped so far")),
+        (Some(settings), _) => Some(format!(
+            "{settings} · dropped {}↑ {}↓",
+            dropped(LinkDirection::ToProxy2),
+            dropped(LinkDirection::ToProxy1)
+        )),
+    }
+}

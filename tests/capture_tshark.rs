@@ -1,0 +1,454 @@
+//! The Wireshark dissector (assets/wireshark/tunlab.lua), checked with tshark against the
+//! Rust decoder, frame by frame. Without tshark these tests print "skipped" and pass, unless
+//! TUNLAB_REQUIRE_TSHARK=1 (as in CI) makes a missing tshark a failure.
+
+mod capture_support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::SystemTime;
+
+use capture_support::*;
+use tunlab::capture::{CaptureFormat, CapturePlan, CaptureTarget, CaptureWriter, TapRecord};
+use tunlab::describe::frame_label;
+use tunlab::event::{EventSink, Role};
+use tunlab::lab::DEFAULT_PROXY2_PORT;
+use tunlab::wire::FrameKind;
+
+const DISSECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/wireshark/tunlab.lua");
+
+/// The fields every check reads, in this order.
+const FIELDS: [&str; 14] = [
+    "ip.src",
+    "udp.srcport",
+    "ip.dst",
+    "udp.dstport",
+    "tunlab.type",
+    "tunlab.id",
+    "tunlab.status",
+    "tunlab.len",
+    "tunlab.payload",
+    "ip.checksum.status",
+    "udp.checksum.status",
+    "_ws.expert.message",
+    "_ws.expert.severity",
+    "_ws.col.Info",
+];
+
+/// Wireshark's expert severity for warnings (PI_WARN); errors are higher. Below it are
+/// comments, chat (such as "Possible traceroute" when an ephemeral port falls in
+/// 33434-33523) and notes, which say nothing about the capture being wrong.
+const PI_WARN: u32 = 0x0060_0000;
+
+/// One packet's tshark fields, by name.
+#[derive(Debug)]
+struct Row(Vec<String>);
+
+impl Row {
+    fn get(&self, name: &str) -> &str {
+        let at = FIELDS
+            .iter()
+            .position(|f| *f == name)
+            .unwrap_or_else(|| panic!("{name} is not in FIELDS"));
+        &self.0[at]
+    }
+    /// An extra field, in the order given to [`tshark_fields`].
+    fn extra(&self, n: usize) -> &str {
+        &self.0[FIELDS.len() + n]
+    }
+    /// The most severe expert remark on this packet (0 when none).
+    fn worst_severity(&self) -> u32 {
+        self.get("_ws.expert.severity")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<u32>().expect("numeric severity"))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Whether tshark is here; says "skipped" loudly when it is not (or fails when required).
+fn have_tshark(test: &str) -> bool {
+    let found = Command::new("tshark")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var("TUNLAB_REQUIRE_TSHARK").as_deref() == Ok("1") {
+            panic!("{test}: tshark not found, and TUNLAB_REQUIRE_TSHARK=1 requires it");
+        }
+        eprintln!(
+            "=== {test}: skipped: tshark not found (TUNLAB_REQUIRE_TSHARK=1 makes this fail) ==="
+        );
+    }
+    found
+}
+
+/// One row of tshark's field output per packet, named by [`FIELDS`] (plus any `extra`).
+fn tshark_fields(file: &Path, decode_port: Option<u16>, extra: &[&str]) -> Vec<Row> {
+    let mut command = Command::new("tshark");
+    command
+        .args(["-n", "-r"])
+        .arg(file)
+        .args(["-X", &format!("lua_script:{DISSECTOR}")])
+        .args([
+            "-o",
+            "udp.check_checksum:TRUE",
+            "-o",
+            "ip.check_checksum:TRUE",
+        ])
+        .args(["-T", "fields", "-E", "separator=/t", "-E", "occurrence=a"]);
+    if let Some(port) = decode_port {
+        command.args(["-d", &format!("udp.port=={port},tunlab")]);
+    }
+    for field in FIELDS.iter().chain(extra) {
+        command.args(["-e", field]);
+    }
+    let output = command.output().expect("tshark runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "tshark failed: {stderr}");
+    // Lua errors do not fail tshark; they show on stderr.
+    assert!(
+        !stderr.to_lowercase().contains("lua"),
+        "the dissector complained: {stderr}"
+    );
+    String::from_utf8(output.stdout)
+        .expect("UTF-8 output")
+        .lines()
+        .map(|line| Row(line.split('\t').map(str::to_string).collect()))
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks one tshark row against what the Rust decoder makes of the same packet.
+fn assert_row_matches(n: usize, row: &Row, packet: &Captured) {
+    let get = |name: &str| row.get(name);
+    let at = format!("packet {}", n + 1);
+    assert_eq!(get("ip.src"), packet.src.ip().to_string(), "{at}");
+    assert_eq!(get("udp.srcport"), packet.src.port().to_string(), "{at}");
+    assert_eq!(get("ip.dst"), packet.dst.ip().to_string(), "{at}");
+    assert_eq!(get("udp.dstport"), packet.dst.port().to_string(), "{at}");
+    // 1 is "Good": tshark recomputed both checksums and agreed.
+    assert_eq!(get("ip.checksum.status"), "1", "{at}: IP checksum");
+    assert_eq!(get("udp.checksum.status"), "1", "{at}: UDP checksum");
+    // No warnings or errors from any dissector (a bad checksum or a malformed frame would be).
+    assert!(
+        row.worst_severity() < PI_WARN,
+        "{at}: tshark warns: {}",
+        get("_ws.expert.message")
+    );
+    // Wireshark lists a packet comment among the expert remarks.
+    if let Some(comment) = &packet.comment {
+        assert!(get("_ws.expert.message").contains(comment.as_str()), "{at}");
+    }
+
+    let summary = packet.summary();
+    let kind = &packet.datagram[..1];
+    assert_eq!(get("tunlab.type").as_bytes(), kind, "{at}: type");
+    assert_eq!(get("tunlab.id"), summary.id.to_string(), "{at}: id");
+    let status = match summary.kind {
+        FrameKind::ConnectOk => "OK",
+        FrameKind::ConnectNok => "NOK",
+        _ => "",
+    };
+    assert_eq!(get("tunlab.status"), status, "{at}: status");
+    let payload = &packet.datagram[2..];
+    if summary.kind == FrameKind::Data {
+        assert_eq!(get("tunlab.len"), payload.len().to_string(), "{at}: len");
+        assert_eq!(get("tunlab.payload"), hex(payload), "{at}: payload");
+    } else {
+        assert_eq!(get("tunlab.len"), "", "{at}");
+        assert_eq!(get("tunlab.payload"), "", "{at}");
+    }
+    assert_eq!(
+        get("_ws.col.Info"),
+        frame_label(&summary),
+        "{at}: Info column"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tshark_decodes_every_frame_of_a_lab_pcap() {
+    if !have_tshark("tshark_decodes_every_frame_of_a_lab_pcap") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_lab_traffic(dir.path(), CaptureFormat::Pcap, 3, 8, None).await;
+    let packets = read_pcap(&run.summary.path);
+    assert_capture_matches_events(&run, &packets);
+    // No `-d`: the lab's ports are the OS's choice, and the dissector finds the tunnel by its
+    // opening C frame.
+    let rows = tshark_fields(&run.summary.path, None, &[]);
+    assert_eq!(rows.len(), packets.len(), "tshark sees every packet");
+    for (n, (row, packet)) in rows.iter().zip(&packets).enumerate() {
+        assert_row_matches(n, row, packet);
+    }
+    // The traffic covered what the dissector must get right.
+    let infos: Vec<&str> = rows.iter().map(|r| r.get("_ws.col.Info")).collect();
+    assert!(infos.iter().any(|i| i.ends_with("OK")), "C<id>OK seen");
+    assert!(
+        infos.iter().any(|i| i.contains("\\x")),
+        "binary payload escaped"
+    );
+    assert!(
+        infos.iter().any(|i| i.ends_with("…\"")),
+        "long payload cut after 48 bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tshark_shows_pcapng_comments() {
+    if !have_tshark("tshark_shows_pcapng_comments") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let note = "dropped by link emulator";
+    let run = run_lab_traffic(
+        dir.path(),
+        CaptureFormat::Pcapng,
+        2,
+        2,
+        Some((note, b"D1gone")),
+    )
+    .await;
+    let packets = read_pcapng(&run.summary.path).packets;
+    let rows = tshark_fields(
+        &run.summary.path,
+        Some(run.addrs.proxy2_udp.port()),
+        &["frame.comment"],
+    );
+    assert_eq!(rows.len(), packets.len());
+    for (n, (row, packet)) in rows.iter().zip(&packets).enumerate() {
+        assert_row_matches(n, row, packet);
+        let comment = row.extra(0);
+        assert_eq!(
+            comment,
+            packet.comment.as_deref().unwrap_or(""),
+            "packet {}",
+            n + 1
+        );
+    }
+    assert_eq!(rows.iter().filter(|r| r.extra(0) == note).count(), 1);
+}
+
+/// Without `-d`, the dissector claims the lab's default proxy2 port, and it flags what is not
+/// a frame instead of failing.
+#[tokio::test]
+async fn dissector_claims_port_3328_and_flags_malformed_datagrams() {
+    if !have_tshark("dissector_claims_port_3328_and_flags_malformed_datagrams") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("default-port.pcap");
+    let plan = CapturePlan::new(
+        CaptureTarget::File(path.clone()),
+        CaptureFormat::Pcap,
+        "dissector test",
+        Role::Proxy2,
+    );
+    let capture = CaptureWriter::start(plan, EventSink::disabled()).unwrap();
+    // A port in traceroute's range: Wireshark adds a "Possible traceroute" chat remark, which
+    // must not count as a problem (ephemeral ports land there now and then).
+    let proxy1: SocketAddr = "127.0.0.1:33440".parse().unwrap();
+    let proxy2: SocketAddr = ([127, 0, 0, 1], DEFAULT_PROXY2_PORT).into();
+    let too_long = [b"D1".as_slice(), &[b'x'; 1499]].concat();
+    let datagrams: Vec<(&[u8], bool)> = vec![
+        (b"C5", true),
+        (b"C5OK", false),
+        (b"C5NOK", false),
+        (b"D5", true),
+        (b"D5\x00\x01\n\"\\\x7f\xff", true),
+        (b"X5", false),
+        (b"Z1", true),
+        (b"D", true),
+        (b"Da", true),
+        (&too_long, true),
+    ];
+    for (datagram, from_proxy1) in &datagrams {
+        let (src, dst) = if *from_proxy1 {
+            (proxy1, proxy2)
+        } else {
+            (proxy2, proxy1)
+        };
+        capture
+            .tap()
+            .record(TapRecord {
+                time: SystemTime::now(),
+                src,
+                dst,
+                datagram: datagram.to_vec(),
+                note: None,
+                on_wire: true,
+            })
+            .await;
+    }
+    let summary = capture.finish().await;
+    let packets = read_pcap(&summary.path);
+    let rows = tshark_fields(&path, None, &[]);
+    assert_eq!(rows.len(), datagrams.len());
+    assert!(
+        rows[0].get("_ws.expert.message").contains("traceroute"),
+        "{:?}",
+        rows[0]
+    );
+    let info = |n: usize| rows[n].get("_ws.col.Info");
+    let expert = |n: usize| rows[n].get("_ws.expert.message");
+    // The well-formed ones decode exactly as in a lab capture.
+    for n in [0, 1, 3, 4, 5] {
+        assert_row_matches(n, &rows[n], &packets[n]);
+    }
+    assert_eq!(info(4), r#"D5 len=7 "\x00\x01\n\"\\\x7f\xff""#);
+    // NOK decodes too, with a note-level remark.
+    assert_eq!(info(2), "C5NOK");
+    assert_eq!(rows[2].get("tunlab.status"), "NOK");
+    assert!(expert(2).contains("NOK"), "{:?}", rows[2]);
+    // Malformed datagrams are flagged, with the same reasons the Rust decoder gives.
+    assert!(
+        expert(6).contains("unknown frame type byte 0x5a"),
+        "{:?}",
+        rows[6]
+    );
+    assert!(
+        expert(7).contains("shorter than the 2-byte header"),
+        "{:?}",
+        rows[7]
+    );
+    assert!(
+        expert(8).contains("bad connection id byte 0x61"),
+        "{:?}",
+        rows[8]
+    );
+    for n in [6, 7, 8] {
+        assert!(info(n).starts_with("tunlab malformed"), "{}", info(n));
+        assert_eq!(
+            rows[n].get("tunlab.type"),
+            "",
+            "no type for a malformed datagram"
+        );
+        assert_eq!(rows[n].worst_severity(), 0x0080_0000, "an error (PI_ERROR)");
+    }
+    // Over 1500 bytes: still decoded, and warned about.
+    assert_eq!(rows[9].get("tunlab.len"), "1499");
+    assert!(expert(9).contains("longer than 1500"), "{:?}", rows[9]);
+}
+
+/// On ports it is not registered for, the dissector takes a UDP conversation only once it has
+/// seen the tunnel's opening frame (exactly C<id>, C<id>OK or C<id>NOK), and leaves other
+/// traffic alone.
+#[tokio::test]
+async fn dissector_finds_a_tunnel_on_any_port_by_its_opening_frame_only() {
+    if !have_tshark("dissector_finds_a_tunnel_on_any_port_by_its_opening_frame_only") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("any-port.pcap");
+    let plan = CapturePlan::new(
+        CaptureTarget::File(path.clone()),
+        CaptureFormat::Pcap,
+        "heuristic test",
+        Role::Proxy1,
+    );
+    let capture = CaptureWriter::start(plan, EventSink::disabled()).unwrap();
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let (tunnel_a, tunnel_b) = (addr(50000), addr(50001));
+    let (other_a, other_b) = (addr(50010), addr(50011));
+    let (almost_a, almost_b) = (addr(50020), addr(50021));
+    let records: [(SocketAddr, SocketAddr, &[u8]); 8] = [
+        // Not a tunnel: data and close with no opening exchange, and an ordinary datagram.
+        (other_a, other_b, b"D1abc"),
+        (other_b, other_a, b"X1"),
+        (other_a, other_b, b"hello"),
+        // Nearly an opening frame, but with trailing bytes: not enough to claim the flow.
+        (almost_a, almost_b, b"C1junk"),
+        // A tunnel on ports nobody registered.
+        (tunnel_a, tunnel_b, b"C4"),
+        (tunnel_b, tunnel_a, b"C4OK"),
+        (tunnel_a, tunnel_b, b"D4hi"),
+        (tunnel_b, tunnel_a, b"X4"),
+    ];
+    for (src, dst, datagram) in records {
+        capture
+            .tap()
+            .record(TapRecord {
+                time: SystemTime::now(),
+                src,
+                dst,
+                datagram: datagram.to_vec(),
+                note: None,
+                on_wire: true,
+            })
+            .await;
+    }
+    let summary = capture.finish().await;
+    let packets = read_pcap(&summary.path);
+    let rows = tshark_fields(&path, None, &["_ws.col.Protocol"]);
+    assert_eq!(rows.len(), records.len());
+    for (n, row) in rows.iter().enumerate().take(4) {
+        assert_ne!(
+            row.extra(0),
+            "TUNLAB",
+            "packet {} was claimed: {row:?}",
+            n + 1
+        );
+        assert_eq!(row.get("tunlab.type"), "", "packet {}", n + 1);
+    }
+    for n in 4..8 {
+        assert_eq!(
+            rows[n].extra(0),
+            "TUNLAB",
+            "packet {}: {:?}",
+            n + 1,
+            rows[n]
+        );
+        assert_row_matches(n, &rows[n], &packets[n]);
+    }
+}
+
+/// A frame the link emulator dropped before sending is an empty pcapng packet; Wireshark
+/// shows its comment in the Info column, between the frames that did cross.
+#[tokio::test]
+async fn a_frame_that_was_not_sent_shows_its_comment_in_the_info_column() {
+    if !have_tshark("a_frame_that_was_not_sent_shows_its_comment_in_the_info_column") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-sent.pcapng");
+    let plan = CapturePlan::new(
+        CaptureTarget::File(path.clone()),
+        CaptureFormat::Pcapng,
+        "not-sent test",
+        Role::Proxy1,
+    );
+    let capture = CaptureWriter::start(plan, EventSink::disabled()).unwrap();
+    let proxy1: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let proxy2: SocketAddr = ([127, 0, 0, 1], DEFAULT_PROXY2_PORT).into();
+    let note = "link emulator: dropped (loss); not sent";
+    let records: [(&[u8], bool); 3] = [(b"C1", true), (b"D1hola\n", false), (b"X1", true)];
+    for (datagram, on_wire) in records {
+        capture
+            .tap()
+            .record(TapRecord {
+                time: SystemTime::now(),
+                src: proxy1,
+                dst: proxy2,
+                datagram: datagram.to_vec(),
+                note: (!on_wire).then(|| note.to_string()),
+                on_wire,
+            })
+            .await;
+    }
+    capture.finish().await;
+    let rows = tshark_fields(&path, None, &["_ws.col.Protocol", "frame.cap_len"]);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0].get("_ws.col.Info"), "C1");
+    assert_eq!(rows[2].get("_ws.col.Info"), "X1");
+    let gone = &rows[1];
+    assert_eq!(gone.get("_ws.col.Info"), note, "{gone:?}");
+    assert_eq!(gone.extra(0), "TUNLAB");
+    assert_eq!(gone.extra(1), "0", "no bytes: none crossed the wire");
+    assert!(gone.worst_severity() < PI_WARN, "{gone:?}");
+}

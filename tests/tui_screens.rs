@@ -1,0 +1,398 @@
+//! Snapshots of every TUI panel and of whole screens, drawn from scripted events with fixed
+//! times and addresses (ratatui's `TestBackend` + insta), and a key-driving test in the
+//! style of bandwhich's UI tests: scripted keys, one snapshot per draw.
+
+mod tui_support;
+
+use insta::assert_snapshot;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use tui_support::{
+    Script, classroom, classroom_snapshot, client_addr, full_house, new_state, screen,
+};
+use tunlab::event::{CloseKind, Role};
+use tunlab::tui::app::{Command, handle_key};
+use tunlab::tui::render::{self, clients, connections, header, help, ladder, log, status, trace};
+use tunlab::tui::state::{CaptureView, Selection, TuiState, apply_snapshot};
+use tunlab::wire::ConnId;
+
+fn classroom_state() -> TuiState {
+    let mut state = new_state(3500);
+    classroom().apply(&mut state);
+    apply_snapshot(&mut state, &classroom_snapshot());
+    state
+}
+
+fn id(n: u16) -> ConnId {
+    ConnId::new(n)
+}
+
+#[test]
+fn header_panel() {
+    let state = classroom_state();
+    assert_snapshot!(screen(120, 4, |f| header::render(f, f.area(), &state)));
+}
+
+#[test]
+fn header_panel_with_a_role_down_and_a_capture() {
+    let mut state = classroom_state();
+    state.set_running(Role::Proxy2, false);
+    state.capture = Some(CaptureView {
+        path: "captures/tunlab-20250101-120000.pcap".into(),
+        frames: 42,
+        failed: false,
+    });
+    assert_snapshot!(screen(120, 4, |f| header::render(f, f.area(), &state)));
+}
+
+#[test]
+fn header_panel_compact() {
+    let state = classroom_state();
+    assert_snapshot!(screen(80, 2, |f| header::render_compact(
+        f,
+        f.area(),
+        &state
+    )));
+}
+
+#[test]
+fn connections_list() {
+    let state = classroom_state();
+    assert_snapshot!(screen(44, 12, |f| connections::render_list(
+        f,
+        f.area(),
+        &state
+    )));
+}
+
+#[test]
+fn connections_list_with_waiting_clients() {
+    let mut state = new_state(300);
+    full_house().apply(&mut state);
+    state.view.selected = Selection::Waiting(client_addr(12));
+    assert_snapshot!(screen(44, 14, |f| connections::render_list(
+        f,
+        f.area(),
+        &state
+    )));
+}
+
+/// A TCP client from outside the lab (a student's `nc`, a load generator) has no client
+/// number: the list names it by port, the detail pane by address.
+#[test]
+fn connections_list_names_outside_clients_by_port() {
+    let mut state = classroom_state();
+    let mut outside = Script::default();
+    outside.opens(4000, 77, 3);
+    outside.apply(&mut state);
+    state.view.selected = Selection::Conn(id(3));
+    assert_snapshot!(screen(100, 14, |f| {
+        let [list, detail] = ratatui::layout::Layout::horizontal([
+            ratatui::layout::Constraint::Length(44),
+            ratatui::layout::Constraint::Min(0),
+        ])
+        .areas(f.area());
+        connections::render_list(f, list, &state);
+        trace::render(f, detail, &state, id(3));
+    }));
+}
+
+#[test]
+fn connections_grid() {
+    let state = classroom_state();
+    assert_snapshot!(screen(100, 30, |f| connections::render_grid(
+        f,
+        f.area(),
+        &state
+    )));
+}
+
+#[test]
+fn trace_panel_of_an_open_connection() {
+    let mut state = classroom_state();
+    state.view.selected = Selection::Conn(id(1));
+    assert_snapshot!(screen(80, 10, |f| trace::render(
+        f,
+        f.area(),
+        &state,
+        id(1)
+    )));
+}
+
+#[test]
+fn trace_panel_of_a_refused_connection() {
+    let state = classroom_state();
+    assert_snapshot!(screen(80, 8, |f| trace::render(f, f.area(), &state, id(2))));
+}
+
+#[test]
+fn trace_panel_of_a_waiting_client() {
+    let mut state = new_state(300);
+    full_house().apply(&mut state);
+    assert_snapshot!(screen(70, 8, |f| trace::render_waiting(
+        f,
+        f.area(),
+        &state,
+        client_addr(11)
+    )));
+}
+
+#[test]
+fn ladder_of_a_connection_aborted_with_rst() {
+    let state = classroom_state();
+    assert_snapshot!(screen(90, 20, |f| ladder::render(
+        f,
+        f.area(),
+        &state,
+        id(0)
+    )));
+}
+
+/// PgUp/Home scroll back, but never past the oldest row, and the border says how far back.
+#[test]
+fn ladder_scrolled_to_the_top() {
+    let mut state = classroom_state();
+    state.view.show_ladder = true;
+    handle_key(&mut state, key(KeyCode::Home));
+    assert_eq!(state.view.scroll, state.conns[0].ladder.len());
+    assert_snapshot!(screen(90, 10, |f| ladder::render(
+        f,
+        f.area(),
+        &state,
+        id(0)
+    )));
+    handle_key(&mut state, key(KeyCode::End));
+    assert_eq!(state.view.scroll, 0);
+}
+
+#[test]
+fn ladder_of_a_refused_connection_narrow() {
+    let state = classroom_state();
+    assert_snapshot!(screen(60, 12, |f| ladder::render(
+        f,
+        f.area(),
+        &state,
+        id(2)
+    )));
+}
+
+#[test]
+fn clients_panel() {
+    let state = classroom_state();
+    assert_snapshot!(screen(44, 6, |f| clients::render(f, f.area(), &state)));
+}
+
+#[test]
+fn log_panel() {
+    let state = classroom_state();
+    assert_snapshot!(screen(100, 8, |f| log::render(f, f.area(), &state)));
+}
+
+#[test]
+fn status_panel() {
+    let mut state = classroom_state();
+    state.view.paused = true;
+    state.counters.events_dropped = 1234;
+    assert_snapshot!(screen(120, 2, |f| status::render(
+        f,
+        f.area(),
+        &state,
+        false
+    )));
+}
+
+#[test]
+fn status_panel_while_typing_compact() {
+    let mut state = classroom_state();
+    state.view.selected = Selection::Conn(id(1));
+    state.view.input = Some("hola\\x00".into());
+    assert_snapshot!(screen(80, 2, |f| status::render(f, f.area(), &state, true)));
+}
+
+#[test]
+fn help_overlay() {
+    let mut state = classroom_state();
+    state.view.show_help = true;
+    assert_snapshot!(screen(100, 26, |f| help::render(f, f.area(), &state)));
+}
+
+/// The README's key table is the help's, word for word.
+#[test]
+fn readme_lists_every_key_of_the_help() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    for (key, what) in help::KEYS {
+        let row = format!("| `{key}` | {what} |");
+        assert!(readme.contains(&row), "README.md lacks the row {row}");
+    }
+}
+
+#[test]
+fn whole_screen_80x24() {
+    let state = classroom_state();
+    assert_snapshot!(screen(80, 24, |f| render::draw(f, &state)));
+}
+
+/// The smallest terminal that gets the normal layout (clients pane, bordered header).
+#[test]
+fn whole_screen_100x30() {
+    let state = classroom_state();
+    assert_snapshot!(screen(100, 30, |f| render::draw(f, &state)));
+}
+
+#[test]
+fn whole_screen_120x40() {
+    let state = classroom_state();
+    assert_snapshot!(screen(120, 40, |f| render::draw(f, &state)));
+}
+
+#[test]
+fn whole_screen_120x40_with_ladder() {
+    let mut state = classroom_state();
+    state.view.show_ladder = true;
+    assert_snapshot!(screen(120, 40, |f| render::draw(f, &state)));
+}
+
+#[test]
+fn whole_screen_180x52() {
+    let mut state = classroom_state();
+    state.view.show_ladder = true;
+    assert_snapshot!(screen(180, 52, |f| render::draw(f, &state)));
+}
+
+/// Small terminals still draw (nothing panics, the list and the detail pane stay).
+#[test]
+fn tiny_terminals_do_not_panic() {
+    let state = classroom_state();
+    for (w, h) in [(1, 1), (20, 5), (40, 10), (79, 23), (99, 29), (159, 47)] {
+        let text = screen(w, h, |f| render::draw(f, &state));
+        assert_eq!(text.lines().count(), h as usize);
+    }
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn ch(c: char) -> KeyEvent {
+    key(KeyCode::Char(c))
+}
+
+/// bandwhich-style: a scripted session of keys, with the command each key asks of the lab
+/// and a snapshot of each screen. Events the lab would produce for those commands are fed
+/// in between, as the loop does.
+#[test]
+fn keys_drive_the_lab() {
+    let mut state = new_state(1000);
+    let mut lab = Script::default();
+    lab.roles_up(0)
+        .client_connects(5, 1)
+        .opens(6, 1, 0)
+        .client_connects(10, 2)
+        .opens(11, 2, 1);
+    lab.apply(&mut state);
+    let draw = |state: &TuiState| screen(80, 24, |f| render::draw(f, state));
+    assert_snapshot!("keys_0_start", draw(&state));
+
+    // Down selects id 1 (client 2); s sends the simple message from it.
+    assert_eq!(handle_key(&mut state, key(KeyCode::Down)), None);
+    assert_eq!(
+        handle_key(&mut state, ch('s')),
+        Some(Command::Send {
+            client: 2,
+            bytes: b"hola mundo".to_vec()
+        })
+    );
+    let mut echoed = Script::default();
+    echoed.echo(1500, 2, 1, b"hola mundo");
+    echoed.apply(&mut state);
+    assert_snapshot!("keys_1_sent_from_client_2", draw(&state));
+
+    // l shows the ladder of the selected id.
+    assert_eq!(handle_key(&mut state, ch('l')), None);
+    assert_snapshot!("keys_2_ladder", draw(&state));
+
+    // m, a message with an escaped byte, Enter.
+    assert_eq!(handle_key(&mut state, ch('m')), None);
+    for c in "hi\\x00!".chars() {
+        assert_eq!(handle_key(&mut state, ch(c)), None);
+    }
+    assert_snapshot!("keys_3_typing", draw(&state));
+    assert_eq!(
+        handle_key(&mut state, key(KeyCode::Enter)),
+        Some(Command::Send {
+            client: 2,
+            bytes: b"hi\x00!".to_vec()
+        })
+    );
+
+    // r aborts client 2 with a RST; the lab's events follow.
+    assert_eq!(
+        handle_key(&mut state, ch('r')),
+        Some(Command::Close {
+            client: 2,
+            how: CloseKind::Rst
+        })
+    );
+    let mut closed = Script::default();
+    closed.client_closes(2000, 2, 1, CloseKind::Rst);
+    closed.apply(&mut state);
+    assert_snapshot!("keys_4_rst", draw(&state));
+
+    // s on a free id does nothing to the lab and says why.
+    assert_eq!(handle_key(&mut state, ch('s')), None);
+    // 0 selects id 0; space pauses; ? opens help.
+    assert_eq!(handle_key(&mut state, ch('0')), None);
+    assert_eq!(state.view.selected, Selection::Conn(id(0)));
+    assert_eq!(handle_key(&mut state, ch(' ')), None);
+    assert_eq!(handle_key(&mut state, ch('?')), None);
+    assert_snapshot!("keys_5_paused_with_help", draw(&state));
+
+    // Esc closes help; p and e toggle roles; a adds a client; q quits.
+    assert_eq!(handle_key(&mut state, key(KeyCode::Esc)), None);
+    assert!(!state.view.show_help);
+    assert_eq!(
+        handle_key(&mut state, ch('p')),
+        Some(Command::ToggleRole(Role::Proxy2))
+    );
+    assert_eq!(
+        handle_key(&mut state, ch('e')),
+        Some(Command::ToggleRole(Role::EchoServer))
+    );
+    assert_eq!(handle_key(&mut state, ch('a')), Some(Command::AddClient));
+    assert_eq!(
+        handle_key(
+            &mut state,
+            KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)
+        ),
+        Some(Command::Quit)
+    );
+    assert_eq!(handle_key(&mut state, ch('q')), Some(Command::Quit));
+}
+
+/// While paused, frames are counted but not traced; clear empties traces and the log.
+#[test]
+fn pause_and_clear() {
+    let mut state = new_state(0);
+    let mut start = Script::default();
+    start.roles_up(0).client_connects(5, 1).opens(6, 1, 0);
+    start.apply(&mut state);
+    let traced = state.conns[0].trace.len();
+    handle_key(&mut state, ch(' '));
+    let mut more = Script::default();
+    more.echo(100, 1, 0, b"while paused");
+    more.apply(&mut state);
+    assert_eq!(state.conns[0].trace.len(), traced, "paused traces grew");
+    assert_eq!(
+        state.conns[0].to_proxy2.bytes, 12,
+        "paused counters stopped"
+    );
+    handle_key(&mut state, ch(' '));
+    more.events.clear();
+    more.echo(200, 1, 0, b"resumed");
+    more.apply(&mut state);
+    assert_eq!(state.conns[0].trace.len(), traced + 2);
+    handle_key(&mut state, ch('c'));
+    assert!(state.conns[0].trace.is_empty());
+    assert!(state.conns[0].ladder.is_empty());
+    assert!(state.log.is_empty());
+}

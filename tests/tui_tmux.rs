@@ -1,0 +1,249 @@
+//! Drives the real binary in tmux the way a person would: start the lab, add a client, send,
+//! abort with RST, look at the ladder, quit; and quit by Ctrl-C and by SIGTERM. Each time the
+//! terminal must come back as it was (the shell's screen, the tty settings unchanged).
+//!
+//! Without tmux these tests say "skipped" loudly; with `TUNLAB_REQUIRE_TMUX=1` they fail.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmux session that is killed however the test ends.
+struct Session {
+    name: String,
+    /// Where the lab writes its capture (not the working directory).
+    captures: tempfile::TempDir,
+}
+
+impl Session {
+    /// Starts `sh` in a detached `width`x`height` session, or returns `None` if tmux is missing.
+    fn start(tag: &str, width: u16, height: u16) -> Option<Session> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            if std::env::var("TUNLAB_REQUIRE_TMUX").is_ok_and(|v| v == "1") {
+                panic!("tmux not found, and TUNLAB_REQUIRE_TMUX=1 requires it");
+            }
+            eprintln!(
+                "==== skipped: tmux not found (set TUNLAB_REQUIRE_TMUX=1 to fail instead) ===="
+            );
+            return None;
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("tunlab-test-{tag}-{}-{nanos}", std::process::id());
+        let status = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &name, "-x"])
+            .arg(width.to_string())
+            .arg("-y")
+            .arg(height.to_string())
+            .args(["env", "PS1=$ ", "TERM=xterm-256color", "sh"])
+            .status()
+            .expect("tmux runs");
+        assert!(status.success(), "tmux new-session failed");
+        Some(Session {
+            name,
+            captures: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let status = Command::new("tmux")
+            .args(["send-keys", "-t", &self.name])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys runs");
+        assert!(status.success());
+    }
+
+    /// Types a line into the shell.
+    fn line(&self, text: &str) {
+        self.keys(&["-l", text]);
+        self.keys(&["Enter"]);
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .expect("tmux capture-pane runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls the screen until it contains every one of `texts`; a bound of 15 s, not a speed
+    /// check. Returns the screen.
+    fn wait_for(&self, texts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = self.screen();
+            if texts.iter().all(|t| screen.contains(t)) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("the screen never showed {texts:?}; it shows:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The pid of the program running in the pane's shell (Linux: through /proc).
+    fn child_pid(&self) -> Option<u32> {
+        let out = Command::new("tmux")
+            .args(["display-message", "-p", "-t", &self.name, "#{pane_pid}"])
+            .output()
+            .ok()?;
+        let shell: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        let children =
+            std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}
+
+/// Starts the lab in the session's shell. When it ends, the shell prints one line with its
+/// exit status and whether the tty settings are as before; the markers are put together by
+/// the shell, so the typed command line itself never matches them.
+fn start_lab(session: &Session, clients: u32) {
+    let bin = env!("CARGO_BIN_EXE_tunlab");
+    session.line(&format!(
+        "S=$(stty -g); '{bin}' --clients {clients} --server-port 0 --proxy1-port 0 --proxy2-port 0 \
+         --capture-dir '{}'; \
+         E=$?; if [ \"$(stty -g)\" = \"$S\" ]; then R=same; else R=changed; fi; \
+         echo \"RESULT\" \"exit=$E\" \"tty=$R\"",
+        session.captures.path().display()
+    ));
+}
+
+/// After the lab ends: its exit status, the tty as before, and the TUI gone from the screen.
+fn assert_restored(session: &Session) {
+    let screen = session.wait_for(&["RESULT exit="]);
+    assert!(
+        screen.contains("RESULT exit=0 tty=same"),
+        "after the lab:\n{screen}"
+    );
+    assert!(
+        !screen.contains("Connections") && !screen.contains("┌"),
+        "the TUI is still on the screen:\n{screen}"
+    );
+    assert!(screen.contains("tunlab: "), "no summary line:\n{screen}");
+    // The capture is complete however the lab was asked to stop: it reads to the end and
+    // holds the frames the exit line counts.
+    let line = screen
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("capture: "))
+        .unwrap_or_else(|| panic!("no capture line:\n{screen}"));
+    let (frames, path) = line.split_once(" frames written to ").expect(line);
+    assert!(
+        path.starts_with(&*session.captures.path().to_string_lossy()),
+        "{line}"
+    );
+    let file = std::fs::File::open(path).expect("the capture file exists");
+    let mut reader = pcap_file::pcap::PcapReader::new(file).expect("a pcap");
+    let mut packets = 0;
+    while let Some(packet) = reader.next_packet() {
+        packet.expect("every packet reads");
+        packets += 1;
+    }
+    assert_eq!(frames, packets.to_string(), "{line}");
+    assert!(packets > 0, "the clients' C and OK at least");
+}
+
+#[test]
+fn add_send_rst_ladder_quit() {
+    let Some(session) = Session::start("keys", 120, 40) else {
+        return;
+    };
+    start_lab(&session, 1);
+    session.wait_for(&["Connections", "Clients (1)", "open       client 1"]);
+
+    session.keys(&["a"]);
+    session.wait_for(&["Clients (2)", "open       client 2"]);
+
+    // Select id 1 (client 2) and send the simple message.
+    session.keys(&["1"]);
+    session.keys(&["s"]);
+    let screen = session.wait_for(&[
+        r#"p1→p2 D1 len=10 "hola mundo""#,
+        r#"p2→p1 D1 len=10 "hola mundo""#,
+    ]);
+    assert!(
+        screen.contains("Connection 1 · open · client 2"),
+        "{screen}"
+    );
+
+    session.keys(&["r"]);
+    session.wait_for(&["aborted with RST", "p1→p2 X1"]);
+
+    session.keys(&["l"]);
+    let ladder = session.wait_for(&["Ladder of connection 1", "RST", "proxy1 frees id 1"]);
+    assert!(ladder.contains("TCP connect"), "{ladder}");
+
+    session.keys(&["q"]);
+    assert_restored(&session);
+}
+
+#[test]
+fn ctrl_c_quits_and_restores() {
+    let Some(session) = Session::start("ctrlc", 80, 24) else {
+        return;
+    };
+    start_lab(&session, 2);
+    // The compact layout at 80x24.
+    session.wait_for(&["Connections", "open       client 2", "q quit ? help a add"]);
+    session.keys(&["C-c"]);
+    assert_restored(&session);
+}
+
+#[test]
+fn sigterm_quits_and_restores() {
+    let Some(session) = Session::start("term", 100, 30) else {
+        return;
+    };
+    start_lab(&session, 1);
+    session.wait_for(&["Connections", "open       client 1"]);
+    let Some(pid) = session.child_pid() else {
+        eprintln!("==== skipped: cannot find the lab's pid without /proc ====");
+        return;
+    };
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_restored(&session);
+}
+
+/// Closing the terminal (the window goes away: SIGHUP, a dead tty) ends the lab; it must not
+/// linger, let alone spin on the dead tty.
+#[test]
+fn closing_the_terminal_ends_the_lab() {
+    let Some(session) = Session::start("hangup", 100, 30) else {
+        return;
+    };
+    start_lab(&session, 1);
+    session.wait_for(&["Connections", "open       client 1"]);
+    let Some(pid) = session.child_pid() else {
+        eprintln!("==== skipped: cannot find the lab's pid without /proc ====");
+        return;
+    };
+    drop(session);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // A zombie has ended; only its parent's wait is missing.
+        if state.split_whitespace().nth(2) == Some("Z") {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("the lab (pid {pid}) still runs 10 s after its terminal closed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
