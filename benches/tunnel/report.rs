@@ -315,13 +315,15 @@ pub fn render(info: &RunInfo, results: &[PathResult]) -> String {
     }));
     let _ = writeln!(
         w,
-        "\n### Cost of the lab's consumers (change against the lab with no consumers)\n"
+        "\n### Cost of the lab's consumers (change against the lab with no consumers)\n\n\
+         Counts are totals over rounds: events the consumer folded and the lab dropped for it, \
+         redraws of the off-screen TUI, frames written to the capture file.\n"
     );
     let _ = writeln!(
         w,
-        "| lab with | p50 | goodput (bounded) | goodput (full speed) | round trips/s | events seen / dropped | capture records |"
+        "| lab with | p50 | goodput (bounded) | goodput (full speed) | round trips/s | events seen / dropped | screen redraws | capture records |"
     );
-    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         let PathKind::Lab(options) = r.kind else {
             continue;
@@ -338,7 +340,7 @@ pub fn render(info: &RunInfo, results: &[PathResult]) -> String {
         let sum = |f: fn(&LabSummary) -> u64| summaries.iter().map(|s| f(s)).sum::<u64>();
         let _ = writeln!(
             w,
-            "| {label} | {} | {} | {} | {} | {} / {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} / {} | {} | {} |",
             change(r.p50_us(), bare.and_then(PathResult::p50_us)),
             change(r.goodput_mb(false), bare.and_then(|b| b.goodput_mb(false))),
             change(r.goodput_mb(true), bare.and_then(|b| b.goodput_mb(true))),
@@ -348,6 +350,7 @@ pub fn render(info: &RunInfo, results: &[PathResult]) -> String {
             ),
             sum(|s| s.events_seen),
             sum(|s| s.events_dropped),
+            sum(|s| s.redraws),
             sum(|s| s.capture_records),
         );
     }
