@@ -32,6 +32,10 @@ use crate::event::{EventSink, Level, Role};
 /// memory stays small and the file keeps up under a flood.
 const BATCH_BYTES: usize = 256 * 1024;
 
+/// Records taken from the channel at once: one wake-up and one release of room for the
+/// senders per handful of frames rather than per frame.
+const RECV_BATCH: usize = 256;
+
 /// How long [`CaptureWriter::finish`] waits for the queue to reach the disk.
 const FINISH_WAIT: Duration = Duration::from_secs(10);
 
@@ -283,7 +287,8 @@ struct Thread {
 
 /// What the writer waits for.
 enum Next {
-    Record(TapRecord),
+    /// Records arrived (in the thread's batch vector).
+    Records,
     /// [`CaptureWriter::finish`] (or drop): write what is queued, then end.
     Stop,
     /// Every tap is gone and the queue is empty.
@@ -323,13 +328,18 @@ impl Thread {
         // together; all file I/O is plain blocking I/O on this thread.
         let waiter = tokio::runtime::Builder::new_current_thread().build()?;
         let mut stopping = false;
+        // Reused for every batch, so receiving allocates nothing.
+        let mut batch = Vec::with_capacity(RECV_BATCH);
         loop {
             let (stop, records) = (&self.stop, &mut self.records);
             let next = waiter.block_on(async {
                 tokio::select! {
                     biased;
                     _ = stop.cancelled(), if !stopping => Next::Stop,
-                    record = records.recv() => record.map_or(Next::Closed, Next::Record),
+                    // 0 only when every tap is gone and the queue is empty.
+                    n = records.recv_many(&mut batch, RECV_BATCH) => {
+                        if n == 0 { Next::Closed } else { Next::Records }
+                    }
                 }
             });
             match next {
@@ -339,29 +349,40 @@ impl Thread {
                     self.records.close();
                 }
                 Next::Closed => return Ok(()),
-                Next::Record(record) => self.write_batch(record)?,
+                Next::Records => self.write_batch(&waiter, &mut batch)?,
             }
         }
     }
 
-    /// Writes `first` and whatever else is queued right now.
-    fn write_batch(&mut self, first: TapRecord) -> io::Result<()> {
-        let mut frames = u64::from(self.encoder.encode(&first)?);
-        while let Ok(record) = self.records.try_recv() {
-            frames += u64::from(self.encoder.encode(&record)?);
-            if self.encoder.pending() >= BATCH_BYTES {
-                self.commit(frames)?;
-                frames = 0;
+    /// Writes the records in `batch` and whatever else is queued right now.
+    fn write_batch(
+        &mut self,
+        waiter: &tokio::runtime::Runtime,
+        batch: &mut Vec<TapRecord>,
+    ) -> io::Result<()> {
+        let mut frames = 0;
+        loop {
+            for record in batch.drain(..) {
+                frames += u64::from(self.encoder.encode(&record)?);
+                if self.encoder.pending() >= BATCH_BYTES {
+                    self.commit(frames)?;
+                    frames = 0;
+                }
             }
+            if self.records.is_empty() {
+                break;
+            }
+            // More is queued, so this returns at once.
+            waiter.block_on(self.records.recv_many(batch, RECV_BATCH));
         }
         // The channel is momentarily empty: everything so far goes to the file now.
         self.commit(frames)
     }
 
     fn commit(&mut self, frames: u64) -> io::Result<()> {
-        let bytes = self.encoder.take();
-        self.sink.commit(&bytes)?;
-        self.status.wrote(frames, bytes.len());
+        let sink = &mut self.sink;
+        let bytes = self.encoder.drain_into(|bytes| sink.commit(bytes))?;
+        self.status.wrote(frames, bytes);
         Ok(())
     }
 }
