@@ -348,6 +348,11 @@ pub struct EventSink {
     dropped: Arc<AtomicU64>,
     /// Whether per-frame and per-read events are wanted (see [`EventSink::wants_frame_events`]).
     frame_events: bool,
+    /// Whether `FrameReceived` is wanted, on top of `frame_events`.
+    frames_received: bool,
+    /// Whether the echo server's per-read and per-write `Tcp` events are wanted, on top of
+    /// `frame_events`.
+    echo_server_io: bool,
 }
 
 impl EventSink {
@@ -359,6 +364,8 @@ impl EventSink {
                 tx: Some(tx),
                 dropped: Arc::default(),
                 frame_events: true,
+                frames_received: true,
+                echo_server_io: true,
             },
             rx,
         )
@@ -386,6 +393,32 @@ impl EventSink {
     /// client sends and echoes. Hot paths check this before building one.
     pub fn wants_frame_events(&self) -> bool {
         self.frame_events && self.is_enabled()
+    }
+
+    /// The same stream without `FrameReceived`: for a consumer that traces each frame once,
+    /// when it is sent (the TUI), so the receiving side does not build one per datagram.
+    pub fn without_frames_received(mut self) -> Self {
+        self.frames_received = false;
+        self
+    }
+
+    /// Whether `FrameReceived` events are wanted (implies [`EventSink::wants_frame_events`]).
+    pub fn wants_frames_received(&self) -> bool {
+        self.frames_received && self.wants_frame_events()
+    }
+
+    /// The same stream without the echo server's per-read and per-write `Tcp` events: for a
+    /// consumer that draws the server side from proxy2's events (the TUI). The server's
+    /// accepts and closes still come.
+    pub fn without_echo_server_io(mut self) -> Self {
+        self.echo_server_io = false;
+        self
+    }
+
+    /// Whether the echo server's reads and writes are wanted (implies
+    /// [`EventSink::wants_frame_events`]).
+    pub fn wants_echo_server_io(&self) -> bool {
+        self.echo_server_io && self.wants_frame_events()
     }
 
     /// Sends without waiting; a full or closed stream counts the event as dropped.

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::describe::{describe, frame_label};
 use crate::event::{
-    ClientAction, ClientEnd, ClientId, CloseKind, ConnState, Endpoint, Event, EventKind,
+    ClientAction, ClientEnd, ClientId, CloseKind, ConnState, Endpoint, Event, EventKind, EventSink,
     FrameSummary, Level, LinkDirection, Role, TcpAction,
 };
 use crate::lab::{LabAddrs, LabSnapshot};
@@ -605,6 +605,14 @@ fn lane_of(endpoint: Endpoint) -> Lane {
         Endpoint::Proxy1 => Lane::Proxy1,
         Endpoint::Proxy2 => Lane::Proxy2,
     }
+}
+
+/// The lab's event stream as [`update`] needs it: without what it ignores, so the roles do
+/// not build and queue those events at all. Each frame is traced once, when it is sent
+/// (`FrameReceived` adds nothing on screen), and the proxy2 ↔ server arrows come from proxy2's
+/// side, so the echo server's per-read and per-write events are not wanted either.
+pub fn events_for_tui(sink: EventSink) -> EventSink {
+    sink.without_frames_received().without_echo_server_io()
 }
 
 /// Folds one event into the state. Pure: the same events give the same screen.
