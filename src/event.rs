@@ -96,6 +96,42 @@ impl Role {
 /// small enough that events stay cheap.
 pub const PREVIEW_LEN: usize = 48;
 
+/// The first [`PREVIEW_LEN`] payload bytes of a frame, kept inline: a frame event is built
+/// for every datagram, and a heap allocation per preview was a large part of its cost.
+/// Reads as a `&[u8]`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Preview {
+    len: u8,
+    /// Zero beyond `len`, so that the derived equality compares only the preview.
+    bytes: [u8; PREVIEW_LEN],
+}
+
+impl Preview {
+    /// The first [`PREVIEW_LEN`] bytes of `payload`.
+    pub fn of(payload: &[u8]) -> Self {
+        let len = payload.len().min(PREVIEW_LEN);
+        let mut bytes = [0; PREVIEW_LEN];
+        bytes[..len].copy_from_slice(&payload[..len]);
+        Preview {
+            len: len as u8,
+            bytes,
+        }
+    }
+}
+
+impl std::ops::Deref for Preview {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for Preview {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// A frame as traces show it: type, id, size and the first bytes of payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameSummary {
@@ -106,7 +142,7 @@ pub struct FrameSummary {
     /// Payload length (only `D` frames have one).
     pub payload_len: usize,
     /// The first [`PREVIEW_LEN`] payload bytes.
-    pub preview: Vec<u8>,
+    pub preview: Preview,
 }
 
 impl FrameSummary {
@@ -117,7 +153,7 @@ impl FrameSummary {
             id: frame.id(),
             wire_len,
             payload_len: payload.len(),
-            preview: payload[..payload.len().min(PREVIEW_LEN)].to_vec(),
+            preview: Preview::of(payload),
         }
     }
 }
