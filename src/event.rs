@@ -96,6 +96,42 @@ impl Role {
 /// small enough that events stay cheap.
 pub const PREVIEW_LEN: usize = 48;
 
+/// The first [`PREVIEW_LEN`] payload bytes of a frame, kept inline: a frame event is built
+/// for every datagram, and a heap allocation per preview was a large part of its cost.
+/// Reads as a `&[u8]`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Preview {
+    len: u8,
+    /// Zero beyond `len`, so that the derived equality compares only the preview.
+    bytes: [u8; PREVIEW_LEN],
+}
+
+impl Preview {
+    /// The first [`PREVIEW_LEN`] bytes of `payload`.
+    pub fn of(payload: &[u8]) -> Self {
+        let len = payload.len().min(PREVIEW_LEN);
+        let mut bytes = [0; PREVIEW_LEN];
+        bytes[..len].copy_from_slice(&payload[..len]);
+        Preview {
+            len: len as u8,
+            bytes,
+        }
+    }
+}
+
+impl std::ops::Deref for Preview {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for Preview {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// A frame as traces show it: type, id, size and the first bytes of payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameSummary {
@@ -106,7 +142,7 @@ pub struct FrameSummary {
     /// Payload length (only `D` frames have one).
     pub payload_len: usize,
     /// The first [`PREVIEW_LEN`] payload bytes.
-    pub preview: Vec<u8>,
+    pub preview: Preview,
 }
 
 impl FrameSummary {
@@ -117,7 +153,7 @@ impl FrameSummary {
             id: frame.id(),
             wire_len,
             payload_len: payload.len(),
-            preview: payload[..payload.len().min(PREVIEW_LEN)].to_vec(),
+            preview: Preview::of(payload),
         }
     }
 }
@@ -348,6 +384,11 @@ pub struct EventSink {
     dropped: Arc<AtomicU64>,
     /// Whether per-frame and per-read events are wanted (see [`EventSink::wants_frame_events`]).
     frame_events: bool,
+    /// Whether `FrameReceived` is wanted, on top of `frame_events`.
+    frames_received: bool,
+    /// Whether the echo server's per-read and per-write `Tcp` events are wanted, on top of
+    /// `frame_events`.
+    echo_server_io: bool,
 }
 
 impl EventSink {
@@ -359,6 +400,8 @@ impl EventSink {
                 tx: Some(tx),
                 dropped: Arc::default(),
                 frame_events: true,
+                frames_received: true,
+                echo_server_io: true,
             },
             rx,
         )
@@ -386,6 +429,32 @@ impl EventSink {
     /// client sends and echoes. Hot paths check this before building one.
     pub fn wants_frame_events(&self) -> bool {
         self.frame_events && self.is_enabled()
+    }
+
+    /// The same stream without `FrameReceived`: for a consumer that traces each frame once,
+    /// when it is sent (the TUI), so the receiving side does not build one per datagram.
+    pub fn without_frames_received(mut self) -> Self {
+        self.frames_received = false;
+        self
+    }
+
+    /// Whether `FrameReceived` events are wanted (implies [`EventSink::wants_frame_events`]).
+    pub fn wants_frames_received(&self) -> bool {
+        self.frames_received && self.wants_frame_events()
+    }
+
+    /// The same stream without the echo server's per-read and per-write `Tcp` events: for a
+    /// consumer that draws the server side from proxy2's events (the TUI). The server's
+    /// accepts and closes still come.
+    pub fn without_echo_server_io(mut self) -> Self {
+        self.echo_server_io = false;
+        self
+    }
+
+    /// Whether the echo server's reads and writes are wanted (implies
+    /// [`EventSink::wants_frame_events`]).
+    pub fn wants_echo_server_io(&self) -> bool {
+        self.echo_server_io && self.wants_frame_events()
     }
 
     /// Sends without waiting; a full or closed stream counts the event as dropped.

@@ -414,7 +414,7 @@ impl LinkSocket {
                     .stats
                     .received_bytes
                     .fetch_add(len as u64, Ordering::Relaxed);
-                if inner.events.wants_frame_events() {
+                if inner.events.wants_frames_received() {
                     inner.events.emit(EventKind::FrameReceived {
                         at: inner.endpoint,
                         peer,

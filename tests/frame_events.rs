@@ -148,3 +148,88 @@ async fn the_echo_server_reports_reads_only_when_asked() {
         );
     }
 }
+
+/// The TUI's sink (`events_for_tui`): frames are reported once, when sent, and the echo
+/// server's reads and writes are not built at all; its accept still is.
+#[tokio::test]
+async fn the_tuis_sink_gets_frames_sent_but_not_received_nor_the_servers_reads() {
+    let (sink, mut rx) = EventSink::channel(256);
+    let sink = tunlab::tui::state::events_for_tui(sink);
+    assert!(sink.wants_frame_events());
+    assert!(!sink.wants_frames_received());
+    assert!(!sink.wants_echo_server_io());
+    let sender = LinkSocket::new(
+        bind_udp(localhost()).unwrap(),
+        Endpoint::Proxy1,
+        WireMode::Classic,
+        sink.clone(),
+    )
+    .unwrap();
+    let receiver = LinkSocket::new(
+        bind_udp(localhost()).unwrap(),
+        Endpoint::Proxy2,
+        WireMode::Classic,
+        sink.clone(),
+    )
+    .unwrap();
+    let frame = Frame::Data {
+        id: ConnId::new(3),
+        payload: b"hola",
+    };
+    sender.send(&frame, receiver.local_addr()).await.unwrap();
+    let mut buf = vec![0u8; tunlab::link::RECV_BUFFER];
+    within("the frame to arrive", receiver.recv(&mut buf, None))
+        .await
+        .unwrap();
+    assert_eq!(receiver.stats().snapshot().received.data, 1);
+
+    let stop = CancellationToken::new();
+    let listener = bind_tcp(localhost()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(echo_server::run(listener, sink, stop.clone()));
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"hola\n").await.unwrap();
+    let mut back = [0u8; 5];
+    within("the echo", stream.read_exact(&mut back))
+        .await
+        .unwrap();
+    assert_eq!(&back, b"hola\n");
+    drop(stream);
+    stop.cancel();
+    within("the server to stop", server).await.unwrap();
+
+    let kinds = drain(&mut rx);
+    let count = |f: fn(&EventKind) -> bool| kinds.iter().filter(|k| f(k)).count();
+    assert_eq!(
+        count(|k| matches!(k, EventKind::FrameSent { frame, .. } if frame.payload_len == 4)),
+        1,
+        "the D frame is reported when sent, got {kinds:?}"
+    );
+    assert_eq!(
+        count(|k| matches!(k, EventKind::FrameReceived { .. })),
+        0,
+        "no frame-received events for the TUI, got {kinds:?}"
+    );
+    assert_eq!(
+        count(|k| matches!(
+            k,
+            EventKind::Tcp {
+                action: TcpAction::Read(_) | TcpAction::Wrote(_),
+                ..
+            }
+        )),
+        0,
+        "no server reads or writes for the TUI, got {kinds:?}"
+    );
+    assert_eq!(
+        count(|k| matches!(
+            k,
+            EventKind::Tcp {
+                action: TcpAction::Accepted,
+                ..
+            }
+        )),
+        1,
+        "the server's accept still arrives, got {kinds:?}"
+    );
+}

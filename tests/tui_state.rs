@@ -9,7 +9,8 @@ use tui_support::{
     START, Script, classroom, classroom_snapshot, client_addr, full_house, new_state,
 };
 use tunlab::event::{
-    ClientEnd, CloseKind, ConnState, Endpoint, Event, EventKind, FrameSummary, Role, TcpAction,
+    ClientEnd, CloseKind, ConnState, Endpoint, Event, EventKind, FrameSummary, Preview, Role,
+    TcpAction,
 };
 use tunlab::tui::app::parse_message;
 use tunlab::tui::state::{
@@ -24,7 +25,7 @@ fn data_frame(id: u16, payload: &[u8]) -> FrameSummary {
         id: ConnId::new(id),
         wire_len: 2 + payload.len(),
         payload_len: payload.len(),
-        preview: payload.to_vec(),
+        preview: Preview::of(payload),
     }
 }
 
@@ -184,7 +185,7 @@ fn ladder_of_a_whole_connection() {
         .filter_map(|e| match e {
             LadderEntry::Arrow {
                 from, to, label, ..
-            } => Some((*from, *to, label.clone())),
+            } => Some((*from, *to, label.text().into_owned())),
             _ => None,
         })
         .collect();
@@ -254,13 +255,16 @@ fn a_selected_waiting_client_is_followed_to_its_id() {
                 time,
                 from: Lane::Client,
                 ..
-            } => Some((label.as_str(), *time)),
+            } => Some((label.text().into_owned(), *time)),
             _ => None,
         })
         .collect();
     assert_eq!(
         connects.last(),
-        Some(&("TCP connect, waited 0.1 s", Duration::from_millis(310)))
+        Some(&(
+            "TCP connect, waited 0.1 s".to_string(),
+            Duration::from_millis(310)
+        ))
     );
     // One that gives up is no longer listed.
     let mut gave_up = Script::default();

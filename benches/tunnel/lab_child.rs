@@ -19,7 +19,7 @@ use tunlab::capture::{CaptureFormat, CapturePlan, CaptureTarget, CaptureWriter};
 use tunlab::event::{EventSink, Role};
 use tunlab::lab::{Lab, LabConfig};
 use tunlab::tui::render;
-use tunlab::tui::state::{TuiState, apply_snapshot, update};
+use tunlab::tui::state::{TuiState, apply_snapshot, events_for_tui, update};
 use tunlab::wire::WireMode;
 
 /// Which event consumer the "events on" rows use.
@@ -124,7 +124,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let (events, rx) = if options.events {
             let (sink, rx) = EventSink::channel(EVENT_CAPACITY);
-            (sink, Some(rx))
+            (events_for_tui(sink), Some(rx))
         } else {
             (EventSink::disabled(), None)
         };

@@ -68,7 +68,7 @@ async fn echo(mut stream: TcpStream, peer: SocketAddr, events: EventSink, stop: 
             break;
         }
         let n = read.unwrap_or(0);
-        let per_read = events.wants_frame_events();
+        let per_read = events.wants_echo_server_io();
         if per_read {
             events.emit(tcp(TcpAction::Read(n)));
         }

@@ -372,6 +372,7 @@ fn send(lab: &Lab, state: &mut TuiState, client: ClientId, bytes: Vec<u8>) {
 /// Runs the lab with the TUI until the person quits or a signal arrives.
 pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let (events, mut rx) = EventSink::channel(EVENT_CAPACITY);
+    let events = crate::tui::state::events_for_tui(events);
     // A capture directory that cannot be written is an error before the screen is taken over.
     let capture = match args.capture.plan() {
         Some(plan) => Some(CaptureWriter::start(plan, events.clone())?),

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::describe::{describe, frame_label};
 use crate::event::{
-    ClientAction, ClientEnd, ClientId, CloseKind, ConnState, Endpoint, Event, EventKind,
+    ClientAction, ClientEnd, ClientId, CloseKind, ConnState, Endpoint, Event, EventKind, EventSink,
     FrameSummary, Level, LinkDirection, Role, TcpAction,
 };
 use crate::lab::{LabAddrs, LabSnapshot};
@@ -211,6 +211,42 @@ pub enum ArrowKind {
     Close,
 }
 
+/// What an arrow says. One is made for every frame sent and every TCP read and write, but
+/// only the rows on screen are ever read, so it keeps the facts and [`ArrowLabel::text`]
+/// formats them when the row is drawn.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArrowLabel {
+    Text(String),
+    Static(&'static str),
+    /// `C3`, `D3 5B "hola\n"`… (see [`ladder_label`]).
+    Frame(FrameSummary),
+    /// `5 B`: bytes read or written on a TCP socket.
+    Bytes(usize),
+}
+
+impl ArrowLabel {
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            ArrowLabel::Text(text) => text.as_str().into(),
+            ArrowLabel::Static(text) => (*text).into(),
+            ArrowLabel::Frame(frame) => ladder_label(frame).into(),
+            ArrowLabel::Bytes(n) => format!("{n} B").into(),
+        }
+    }
+}
+
+impl From<String> for ArrowLabel {
+    fn from(text: String) -> Self {
+        ArrowLabel::Text(text)
+    }
+}
+
+impl From<&'static str> for ArrowLabel {
+    fn from(text: &'static str) -> Self {
+        ArrowLabel::Static(text)
+    }
+}
+
 /// One row of the ladder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LadderEntry {
@@ -218,7 +254,7 @@ pub enum LadderEntry {
         time: Duration,
         from: Lane,
         to: Lane,
-        label: String,
+        label: ArrowLabel,
         kind: ArrowKind,
     },
     /// A line across every lane (the id freed, refused…).
@@ -561,7 +597,7 @@ impl TuiState {
         id: ConnId,
         time: Duration,
         (from, to): (Lane, Lane),
-        label: impl Into<String>,
+        label: impl Into<ArrowLabel>,
         kind: ArrowKind,
     ) {
         self.ladder(
@@ -605,6 +641,14 @@ fn lane_of(endpoint: Endpoint) -> Lane {
         Endpoint::Proxy1 => Lane::Proxy1,
         Endpoint::Proxy2 => Lane::Proxy2,
     }
+}
+
+/// The lab's event stream as [`update`] needs it: without what it ignores, so the roles do
+/// not build and queue those events at all. Each frame is traced once, when it is sent
+/// (`FrameReceived` adds nothing on screen), and the proxy2 ↔ server arrows come from proxy2's
+/// side, so the echo server's per-read and per-write events are not wanted either.
+pub fn events_for_tui(sink: EventSink) -> EventSink {
+    sink.without_frames_received().without_echo_server_io()
 }
 
 /// Folds one event into the state. Pure: the same events give the same screen.
@@ -721,7 +765,7 @@ fn on_frame_sent(state: &mut TuiState, time: Duration, at: Endpoint, frame: Fram
         FrameKind::Close => ArrowKind::Close,
         _ => ArrowKind::Frame,
     };
-    let label = ladder_label(&frame);
+    let label = ArrowLabel::Frame(frame.clone());
     conn.trace.insert_by_time(TraceLine::Frame {
         time,
         direction,
@@ -807,13 +851,13 @@ fn on_proxy1_conn(
                 // here and says how long the client waited.
                 let accepted = state.pending_accepts.remove(&addr).unwrap_or(time);
                 let waited = time.saturating_sub(accepted);
-                let (at, label) = if waited >= WAIT_SHOWN {
+                let (at, label): (_, ArrowLabel) = if waited >= WAIT_SHOWN {
                     (
                         time,
-                        format!("TCP connect, waited {:.1} s", waited.as_secs_f64()),
+                        format!("TCP connect, waited {:.1} s", waited.as_secs_f64()).into(),
                     )
                 } else {
-                    (accepted, "TCP connect".to_string())
+                    (accepted, "TCP connect".into())
                 };
                 state.arrow(
                     id,
@@ -879,21 +923,23 @@ fn on_tcp(
         }
         return;
     };
-    let (lanes, label, kind) = match action {
-        TcpAction::Accepted => ((far, near), "TCP connect".to_string(), ArrowKind::TcpOpen),
-        TcpAction::Connected => ((near, far), "TCP connect".to_string(), ArrowKind::TcpOpen),
-        TcpAction::ConnectFailed(why) => {
-            ((near, far), format!("connect ✗ {why}"), ArrowKind::Failure)
-        }
-        TcpAction::Read(n) => ((far, near), format!("{n} B"), ArrowKind::TcpData),
-        TcpAction::Wrote(n) => ((near, far), format!("{n} B"), ArrowKind::TcpData),
+    let (lanes, label, kind): (_, ArrowLabel, _) = match action {
+        TcpAction::Accepted => ((far, near), "TCP connect".into(), ArrowKind::TcpOpen),
+        TcpAction::Connected => ((near, far), "TCP connect".into(), ArrowKind::TcpOpen),
+        TcpAction::ConnectFailed(why) => (
+            (near, far),
+            format!("connect ✗ {why}").into(),
+            ArrowKind::Failure,
+        ),
+        TcpAction::Read(n) => ((far, near), ArrowLabel::Bytes(n), ArrowKind::TcpData),
+        TcpAction::Wrote(n) => ((near, far), ArrowLabel::Bytes(n), ArrowKind::TcpData),
         TcpAction::PeerClosed(how) => {
             let (label, kind) = close_label(how);
-            ((far, near), label.to_string(), kind)
+            ((far, near), label.into(), kind)
         }
         TcpAction::Closed(how) => {
             let (label, kind) = close_label(how);
-            ((near, far), label.to_string(), kind)
+            ((near, far), label.into(), kind)
         }
     };
     state.arrow(id, time, lanes, label, kind);

@@ -10,7 +10,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use tunlab::event::{
     ClientAction, ClientEnd, ClientId, CloseKind, ConnState, Endpoint, Event, EventKind,
-    FrameSummary, PREVIEW_LEN, Role, TcpAction,
+    FrameSummary, Preview, Role, TcpAction,
 };
 use tunlab::lab::{LabAddrs, LabSnapshot};
 use tunlab::link::{KindCounts, LinkStatsSnapshot};
@@ -63,7 +63,7 @@ fn frame(kind: FrameKind, id: u16, payload: &[u8]) -> FrameSummary {
         id: ConnId::new(id),
         wire_len: 2 + payload.len() + if kind == FrameKind::ConnectOk { 2 } else { 0 },
         payload_len: payload.len(),
-        preview: payload[..payload.len().min(PREVIEW_LEN)].to_vec(),
+        preview: Preview::of(payload),
     }
 }
 

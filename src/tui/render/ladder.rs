@@ -108,7 +108,14 @@ pub fn ladder_row(state: &TuiState, entry: &LadderEntry, width: usize) -> Line<'
             label,
             kind,
         } => {
-            draw_arrow(&mut cells, width, *from, *to, label, arrow_style(*kind));
+            draw_arrow(
+                &mut cells,
+                width,
+                *from,
+                *to,
+                &label.text(),
+                arrow_style(*kind),
+            );
             *time
         }
         LadderEntry::Note { time, text } => {
