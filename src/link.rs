@@ -263,25 +263,35 @@ impl LinkSocket {
     /// returns (delay, rate limit, reordering): other frames keep flowing meanwhile, and a
     /// failed send is then reported on the event stream by the link itself.
     pub async fn send(&self, frame: &Frame<'_>, to: SocketAddr) -> io::Result<()> {
-        let datagram = self
+        // Encoded on the stack: only the emulator's delay line and the capture keep a copy.
+        let mut encoded = [0u8; MAX_DATAGRAM];
+        let len = self
             .inner
             .mode
-            .to_bytes(frame)
+            .encode_into(frame, &mut encoded)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let datagram = &encoded[..len];
         let Some(egress) = &self.egress else {
-            self.inner.transmit(&datagram, to, None).await?;
-            self.inner.sent_by_role(frame, datagram.len(), to);
+            self.inner.transmit(datagram, to, None).await?;
+            self.inner.sent_by_role(frame, len, to);
             self.inner.tap_sent(datagram, to, None, true).await;
             return Ok(());
         };
         // The role has sent it, whatever the link then does to it.
-        self.inner.sent_by_role(frame, datagram.len(), to);
-        let corruptible = corruptible_range(self.inner.mode, &datagram);
+        self.inner.sent_by_role(frame, len, to);
+        if egress.send_if_clear(&self.inner, datagram, to).await {
+            return Ok(());
+        }
+        let corruptible = corruptible_range(self.inner.mode, datagram);
         let offered = {
             let mut pipeline = egress.pipeline.lock().unwrap();
-            egress
-                .emulated()
-                .offer(&mut pipeline, Instant::now(), datagram, corruptible, to)
+            egress.emulated().offer(
+                &mut pipeline,
+                Instant::now(),
+                datagram.to_vec(),
+                corruptible,
+                to,
+            )
         };
         match offered {
             Err((cause, datagram)) => {
@@ -314,6 +324,21 @@ impl LinkSocket {
             return Ok(self.accept(buf, len, peer, only_from));
         };
         loop {
+            if ingress.emulated().is_clear() && ingress.pipeline.lock().unwrap().is_empty() {
+                // Nothing held to overtake, nothing to do to it: straight through, counted.
+                // Only this call feeds the delay line, so it stays empty meanwhile.
+                let (len, peer) = self.inner.socket.recv_from(buf).await?;
+                if ingress.emulated().is_clear() {
+                    let emulated = ingress.emulated();
+                    emulated.passed_clear();
+                    emulated.counters().delivered.add();
+                    self.inner.tap_arrival(&buf[..len], peer, None).await;
+                    return Ok(self.accept(buf, len, peer, only_from));
+                }
+                // Impaired while it was on its way: it is emulated like any later arrival.
+                self.on_arrival(ingress, &buf[..len], peer).await;
+                continue;
+            }
             let due = ingress
                 .pipeline
                 .lock()
@@ -528,7 +553,7 @@ impl Inner {
     /// before it could be sent (not `on_wire`: pcapng shows it as a comment, pcap skips it).
     async fn tap_sent(
         &self,
-        datagram: Vec<u8>,
+        datagram: impl Into<Vec<u8>>,
         to: SocketAddr,
         note: Option<String>,
         on_wire: bool,
@@ -538,7 +563,7 @@ impl Inner {
                 time: SystemTime::now(),
                 src: self.local,
                 dst: to,
-                datagram,
+                datagram: datagram.into(),
                 note,
                 on_wire,
             })
@@ -636,6 +661,36 @@ impl Egress {
                     .await;
             }
         }
+    }
+
+    /// Sends `datagram` straight away if this direction is clear and nothing waits in its
+    /// delay line; false (nothing done) otherwise, and the frame goes through the emulator.
+    ///
+    /// The turn is taken first, so no flush is between taking a datagram out of the delay
+    /// line and sending it (the delay line would look empty, and this frame would overtake
+    /// it). If a flush holds the turn, the frame takes the emulator's path, which for clear
+    /// settings makes no draws either: it queues behind what is held and goes at once.
+    async fn send_if_clear(&self, inner: &Inner, datagram: &[u8], to: SocketAddr) -> bool {
+        let emulated = self.emulated();
+        if !emulated.is_clear() {
+            return false;
+        }
+        let Ok(_turn) = self.turn.try_lock() else {
+            return false;
+        };
+        if !self.pipeline.lock().unwrap().is_empty() {
+            return false;
+        }
+        emulated.passed_clear();
+        // Counted as delivered, or as a failed send (reported on the event stream), inside.
+        if inner
+            .transmit(datagram, to, Some((emulated, &LinkVerdict::default())))
+            .await
+            .is_ok()
+        {
+            inner.tap_sent(datagram, to, None, true).await;
+        }
+        true
     }
 
     /// Makes sure the timer task will wake when something in the delay line is due.

@@ -178,6 +178,23 @@ impl WireMode {
         }
     }
 
+    /// Writes the frame's wire bytes at the start of `out` and returns their length: no
+    /// allocation, for the link socket's send path.
+    pub fn encode_into(
+        self,
+        frame: &Frame<'_>,
+        out: &mut [u8; MAX_DATAGRAM],
+    ) -> Result<usize, EncodeError> {
+        let (header, header_len) = match self {
+            WireMode::Classic => classic_header(frame)?,
+        };
+        let payload = frame.payload();
+        let len = header_len + payload.len();
+        out[..header_len].copy_from_slice(&header[..header_len]);
+        out[header_len..len].copy_from_slice(payload);
+        Ok(len)
+    }
+
     /// Encodes into a fresh buffer.
     pub fn to_bytes(self, frame: &Frame<'_>) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(self.data_header_len() + frame.payload().len() + 3);
@@ -213,6 +230,15 @@ fn decode_classic(datagram: &[u8]) -> Result<Frame<'_>, DecodeError> {
 }
 
 fn encode_classic(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let (header, header_len) = classic_header(frame)?;
+    out.extend_from_slice(&header[..header_len]);
+    out.extend_from_slice(frame.payload());
+    Ok(())
+}
+
+/// The bytes before the payload (all of the frame but a `D` frame's payload), once the frame
+/// is known to fit: at most 5 (`C1NOK`).
+fn classic_header(frame: &Frame<'_>) -> Result<([u8; 5], usize), EncodeError> {
     let id = frame.id();
     if id.index() >= WireMode::Classic.max_connections() {
         return Err(EncodeError::IdOutOfRange(id));
@@ -225,17 +251,13 @@ fn encode_classic(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), EncodeErro
         });
     }
     let digit = b'0' + id.0 as u8;
-    match frame {
-        Frame::Connect { .. } => out.extend_from_slice(&[b'C', digit]),
-        Frame::ConnectOk { .. } => out.extend_from_slice(&[b'C', digit, b'O', b'K']),
-        Frame::ConnectNok { .. } => out.extend_from_slice(&[b'C', digit, b'N', b'O', b'K']),
-        Frame::Data { payload, .. } => {
-            out.extend_from_slice(&[b'D', digit]);
-            out.extend_from_slice(payload);
-        }
-        Frame::Close { .. } => out.extend_from_slice(&[b'X', digit]),
-    }
-    Ok(())
+    Ok(match frame {
+        Frame::Connect { .. } => ([b'C', digit, 0, 0, 0], 2),
+        Frame::ConnectOk { .. } => ([b'C', digit, b'O', b'K', 0], 4),
+        Frame::ConnectNok { .. } => ([b'C', digit, b'N', b'O', b'K'], 5),
+        Frame::Data { .. } => ([b'D', digit, 0, 0, 0], 2),
+        Frame::Close { .. } => ([b'X', digit, 0, 0, 0], 2),
+    })
 }
 
 #[cfg(test)]
@@ -369,6 +391,31 @@ mod tests {
             let wire = CLASSIC.to_bytes(&frame).unwrap();
             prop_assert!(wire.len() <= MAX_DATAGRAM);
             prop_assert_eq!(CLASSIC.decode(&wire).unwrap(), frame);
+            let mut stack = [0u8; MAX_DATAGRAM];
+            let len = CLASSIC.encode_into(&frame, &mut stack).unwrap();
+            prop_assert_eq!(&stack[..len], &wire[..]);
         }
+    }
+
+    #[test]
+    fn encoding_in_place_matches_the_fresh_buffer_for_every_type() {
+        let mut stack = [0u8; MAX_DATAGRAM];
+        for frame in [
+            Frame::Connect { id: id(1) },
+            Frame::ConnectOk { id: id(2) },
+            Frame::ConnectNok { id: id(3) },
+            Frame::Data {
+                id: id(4),
+                payload: b"hola",
+            },
+            Frame::Close { id: id(9) },
+        ] {
+            let len = CLASSIC.encode_into(&frame, &mut stack).unwrap();
+            assert_eq!(&stack[..len], &CLASSIC.to_bytes(&frame).unwrap()[..]);
+        }
+        assert_eq!(
+            CLASSIC.encode_into(&Frame::Close { id: id(10) }, &mut stack),
+            Err(EncodeError::IdOutOfRange(id(10)))
+        );
     }
 }

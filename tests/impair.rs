@@ -880,3 +880,72 @@ async fn a_held_frame_that_nothing_overtakes_goes_after_the_wait() {
         (1, 0, 1)
     );
 }
+
+/// A clear link sends without asking the decider: frames that cross it make no draws, so the
+/// decisions after it are the seed's first ones, as the README's "Seeds and replay" says.
+/// They are still counted: sent, delivered, and it all adds up.
+#[tokio::test]
+async fn a_clear_period_makes_no_draws_and_is_still_counted() {
+    const SEED: u64 = 31;
+    let (link, receiver, emulator) = proxy1_link(DirectionSettings::default(), SEED).await;
+    let clear = send_and_collect(&link, &receiver, &emulator, 0..500).await;
+    assert_eq!(clear, (0..500).collect::<Vec<_>>());
+
+    let lossy = DirectionSettings {
+        loss: pct(30.0),
+        ..DirectionSettings::default()
+    };
+    emulator.set_direction(LinkDirection::ToProxy2, lossy.clone());
+    let arrived = send_and_collect(&link, &receiver, &emulator, 500..1500).await;
+    let mut decider = Decider::new(SEED, LinkDirection::ToProxy2);
+    let expected: Vec<u32> = (500..1500)
+        .filter(|_| decider.decide(&lossy, PAYLOAD).drop.is_none())
+        .collect();
+    assert!(expected.len() < 900, "the seed loses frames");
+    assert_eq!(arrived, expected);
+
+    let report = emulator.report().to_proxy2;
+    assert_eq!(report.sent, 1500);
+    assert_eq!(report.delivered, 500 + expected.len() as u64);
+    assert_eq!(report.dropped_by.loss, 1000 - expected.len() as u64);
+    assert_adds_up(&report);
+}
+
+/// Clearing the link while frames are still held: later frames must not overtake them (the
+/// fast path waits until the delay line is empty), and once it is, frames go straight out.
+#[tokio::test(start_paused = true)]
+async fn frames_sent_after_clearing_never_overtake_frames_still_held() {
+    let delayed = DirectionSettings {
+        delay: Duration::from_millis(50),
+        ..DirectionSettings::default()
+    };
+    let (link, receiver, emulator) = proxy1_link(delayed, 8).await;
+    let to = receiver.local_addr().unwrap();
+    for n in 0..5 {
+        send_numbered(&link, n, to).await;
+    }
+    emulator.set_direction(LinkDirection::ToProxy2, DirectionSettings::default());
+    for n in 5..10 {
+        send_numbered(&link, n, to).await;
+    }
+    let mut arrived = Vec::new();
+    for _ in 0..10 {
+        arrived.push(recv_numbered(&receiver).await);
+    }
+    assert_eq!(arrived, (0..10).collect::<Vec<_>>());
+    let counters = emulator.direction(LinkDirection::ToProxy2).counters();
+    assert_eq!(counters.queued.get(), 0);
+
+    // The delay line is empty now: straight through, in order, counted.
+    for n in 10..20 {
+        send_numbered(&link, n, to).await;
+    }
+    for n in 10..20 {
+        assert_eq!(recv_numbered(&receiver).await, n);
+    }
+    let report = emulator.report().to_proxy2;
+    assert_eq!((report.sent, report.delivered, report.queued), (20, 20, 0));
+    // The first five were delayed; the next five waited behind them.
+    assert!(report.delayed >= 5, "{report:?}");
+    assert_adds_up(&report);
+}

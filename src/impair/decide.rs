@@ -2,9 +2,14 @@
 //! happens to it. Nothing here touches a socket or a clock, so a test can run the same
 //! decider beside the real link and predict exactly what the receiving socket sees.
 //!
-//! Every frame consumes the same number of random draws, in the same order, whatever the
-//! settings are. So with one seed, the loss decisions do not change when duplication is
+//! Every frame consumes the same number of random draws, in the same order, whatever is
+//! switched on. So with one seed, the loss decisions do not change when duplication is
 //! switched on, and a replay with the same seed and the same frames decides the same.
+//!
+//! A frame offered while its direction is entirely clear ([`DirectionSettings::is_clear`])
+//! consumes no draws at all: nothing can happen to it, and the link socket sends it without
+//! asking the decider. So the stream only advances while the link is impaired, and a clear
+//! period, however many frames cross it, never shifts the decisions that follow it.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -102,9 +107,19 @@ impl Decider {
         }
     }
 
+    /// Forgets the Gilbert-Elliott state: the next burst model starts outside a burst.
+    pub(crate) fn leave_burst(&mut self) {
+        self.in_burst = false;
+    }
+
     /// Decides one frame. `corruptible` is the byte range of the datagram that corruption
     /// may touch (a `D` frame's payload; empty for every other frame).
     pub fn decide(&mut self, settings: &DirectionSettings, corruptible: Range<usize>) -> Decision {
+        if settings.is_clear() {
+            // No draws while clear (see the module comment); no burst model, so no burst.
+            self.in_burst = false;
+            return Decision::default();
+        }
         let mut draw = [0u64; DRAWS];
         for slot in &mut draw {
             *slot = self.rng.next_u64();
@@ -252,6 +267,28 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(drops(&lossy), drops(&lossy_and_dup));
+    }
+
+    #[test]
+    fn a_clear_period_draws_nothing_and_shifts_nothing() {
+        let lossy = DirectionSettings {
+            loss: pct(30.0),
+            dup: pct(10.0),
+            ..DirectionSettings::default()
+        };
+        let clear = DirectionSettings::default();
+        let straight = run(5, &lossy, 200);
+        // The same impaired frames with clear periods of different lengths in between.
+        let mut decider = Decider::new(5, LinkDirection::ToProxy2);
+        let mut interleaved = Vec::new();
+        for n in 0..200 {
+            for _ in 0..n % 7 {
+                assert_eq!(decider.decide(&clear, 2..10), Decision::default());
+            }
+            interleaved.push(decider.decide(&lossy, 2..10));
+        }
+        assert_eq!(straight, interleaved);
+        assert!(straight.iter().any(|d| d.drop.is_some()));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod verdict;
 
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
@@ -152,6 +153,9 @@ impl LinkReport {
 pub struct DirectionEmulator {
     direction: LinkDirection,
     state: Mutex<DirectionState>,
+    /// Whether the settings in force are clear: read on every frame without the lock, so a
+    /// clear link costs the sender next to nothing (see [`DirectionEmulator::is_clear`]).
+    clear: AtomicBool,
     counters: DirectionCounters,
 }
 
@@ -165,6 +169,7 @@ impl DirectionEmulator {
     fn new(direction: LinkDirection, settings: DirectionSettings, seed: u64) -> Self {
         DirectionEmulator {
             direction,
+            clear: AtomicBool::new(settings.is_clear()),
             state: Mutex::new(DirectionState {
                 settings,
                 decider: Decider::new(seed, direction),
@@ -180,7 +185,29 @@ impl DirectionEmulator {
         self.state.lock().unwrap().settings.clone()
     }
     pub fn set(&self, settings: DirectionSettings) {
-        self.state.lock().unwrap().settings = settings;
+        let mut state = self.state.lock().unwrap();
+        let clear = settings.is_clear();
+        if clear {
+            // A clear period ends any burst, whether or not frames crossed it (they may all
+            // have taken the fast path, which never asks the decider).
+            state.decider.leave_burst();
+        }
+        state.settings = settings;
+        self.clear.store(clear, Ordering::Release);
+    }
+
+    /// Whether this direction's settings leave frames alone, without taking the lock. A
+    /// link socket whose delay line is empty then sends the frame straight away and only
+    /// counts it ([`DirectionEmulator::passed_clear`]): no draws, no delay line, no timer.
+    /// The decider would make no draws for it either, so a seed means the same either way.
+    pub fn is_clear(&self) -> bool {
+        self.clear.load(Ordering::Acquire)
+    }
+
+    /// Counts a frame that went through a clear direction without being offered to the
+    /// delay line. The caller counts it as delivered (or as a failed send) once it is sent.
+    pub(crate) fn passed_clear(&self) {
+        self.counters.offered.add();
     }
     pub fn counters(&self) -> &DirectionCounters {
         &self.counters

@@ -309,14 +309,32 @@ impl Default for DirectionSettings {
 }
 
 impl DirectionSettings {
-    /// Whether these settings leave frames alone.
+    /// Whether these settings leave frames alone. `reorder_wait` and `queue` only shape what
+    /// `reorder` and `rate` do, so they do not count.
     pub fn is_clear(&self) -> bool {
-        let clear = DirectionSettings::default();
-        DirectionSettings {
-            reorder_wait: clear.reorder_wait,
-            queue: clear.queue,
-            ..self.clone()
-        } == clear
+        // Named field by field (no `..`), so a new setting cannot be forgotten here.
+        let DirectionSettings {
+            loss,
+            burst,
+            delay,
+            jitter,
+            dup,
+            reorder,
+            reorder_wait: _,
+            corrupt,
+            rate,
+            queue: _,
+            blackhole,
+        } = self;
+        loss.is_zero()
+            && burst.is_none()
+            && delay.is_zero()
+            && jitter.is_zero()
+            && dup.is_zero()
+            && reorder.is_zero()
+            && corrupt.is_zero()
+            && rate.is_none()
+            && !blackhole
     }
 
     /// A short human summary: `loss 10%, delay 20ms±5ms, rate 2mbit` or `clear`.
