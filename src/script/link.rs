@@ -19,10 +19,8 @@
 //! link = { loss = 100 }     # the link goes dark both ways; the delay stays
 //! ```
 
-use serde::Serialize;
-
 use crate::event::LinkDirection;
-use crate::impair::{DirectionSettings, DropCounts, LinkSettings};
+use crate::impair::{DirectionReport, DirectionSettings, LinkReport, LinkSettings};
 use crate::lab::{Lab, LabConfig, LabError, LabSnapshot};
 
 /// The settings keys of one direction, as scenario files spell them.
@@ -181,104 +179,50 @@ impl LinkSpec {
     }
 }
 
-/// What happened to the frames of one direction of the link.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct DirectionReport {
-    /// Frames the sending proxy offered to the link.
-    pub sent: u64,
-    /// Datagrams that reached the receiving proxy (well-formed or not; copies included).
-    pub delivered: u64,
-    /// Frames that never reached the receiving proxy: the emulator's drops (`dropped_by`)
-    /// and any lost beyond it (for example while the receiving proxy was down).
-    pub dropped: u64,
-    /// The emulator's drops by cause.
-    pub dropped_by: DropCounts,
-    /// Extra copies the emulator made.
-    pub duplicated: u64,
-    /// Frames the emulator let a later frame overtake.
-    pub reordered: u64,
-    /// Frames the emulator flipped a payload bit of.
-    pub corrupted: u64,
-    /// Frames the emulator sent later than they were offered (delay, rate queue, reordering).
-    pub delayed: u64,
-    /// Datagrams the receiving proxy could not decode.
-    pub malformed: u64,
+/// The report's `link` section: the emulator's own report, with `delivered`, `dropped` and
+/// `malformed` counted end to end. `delivered` is what reached the receiving proxy (well-formed
+/// or not, copies included) and `dropped` everything that never did: the emulator's drops
+/// (`dropped_by`) and any lost beyond it, for example while the receiving proxy was down.
+pub fn end_to_end(snapshot: &LabSnapshot) -> LinkReport {
+    let mut link = snapshot.link.clone();
+    for (report, receiver) in [
+        (&mut link.to_proxy2, &snapshot.proxy2),
+        (&mut link.to_proxy1, &snapshot.proxy1),
+    ] {
+        report.delivered = receiver.received.total() + receiver.malformed;
+        report.dropped =
+            (report.sent + report.duplicated).saturating_sub(report.delivered + report.queued);
+        report.malformed = receiver.malformed;
+    }
+    link
 }
 
-impl DirectionReport {
-    /// From the emulator's counters for this direction and the receiving proxy's.
-    fn of(direction: LinkDirection, snapshot: &LabSnapshot) -> Self {
-        let emulated = snapshot.link.direction(direction);
-        let receiver = match direction {
-            LinkDirection::ToProxy2 => &snapshot.proxy2,
-            LinkDirection::ToProxy1 => &snapshot.proxy1,
-        };
-        let delivered = receiver.received.total() + receiver.malformed;
-        DirectionReport {
-            sent: emulated.sent,
-            delivered,
-            dropped: (emulated.sent + emulated.duplicated)
-                .saturating_sub(delivered + emulated.queued),
-            dropped_by: emulated.dropped_by,
-            duplicated: emulated.duplicated,
-            reordered: emulated.reordered,
-            corrupted: emulated.corrupted,
-            delayed: emulated.delayed,
-            malformed: receiver.malformed,
-        }
-    }
+/// What the emulator did, one line per direction, for the human summary:
+/// `p1→p2 dropped 18 (loss 18), duplicated 0, reordered 0, corrupted 0, delayed 0`.
+pub fn emulator_lines(link: &LinkReport) -> Vec<String> {
+    [("p1→p2", &link.to_proxy2), ("p2→p1", &link.to_proxy1)]
+        .into_iter()
+        .map(|(label, d)| {
+            let by = d.dropped_by;
+            format!(
+                "{label} dropped {}{}, duplicated {}, reordered {}, corrupted {}, delayed {}",
+                by.total(),
+                by.causes(),
+                d.duplicated,
+                d.reordered,
+                d.corrupted,
+                d.delayed
+            )
+        })
+        .collect()
 }
 
-/// The report's `link` section: both directions, and the emulator's seed and settings.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct LinkReport {
-    /// Replays the emulator's decisions (`seed` in `[lab.link]`, or `--seed`).
-    pub seed: u64,
-    /// The emulator's settings at the end of the run.
-    pub settings: LinkSettings,
-    /// proxy1 → proxy2.
-    pub to_proxy2: DirectionReport,
-    /// proxy2 → proxy1.
-    pub to_proxy1: DirectionReport,
-}
-
-impl LinkReport {
-    pub fn from_snapshot(snapshot: &LabSnapshot) -> Self {
-        LinkReport {
-            seed: snapshot.link.seed,
-            settings: snapshot.link.settings.clone(),
-            to_proxy2: DirectionReport::of(LinkDirection::ToProxy2, snapshot),
-            to_proxy1: DirectionReport::of(LinkDirection::ToProxy1, snapshot),
-        }
-    }
-
-    /// What the emulator did, one line per direction, for the human summary:
-    /// `p1→p2 dropped 18 (loss 18), duplicated 0, reordered 0, corrupted 0, delayed 0`.
-    pub fn emulator_lines(&self) -> Vec<String> {
-        [("p1→p2", &self.to_proxy2), ("p2→p1", &self.to_proxy1)]
-            .into_iter()
-            .map(|(label, d)| {
-                let by = d.dropped_by;
-                let causes = by.causes();
-                format!(
-                    "{label} dropped {}{causes}, duplicated {}, reordered {}, corrupted {}, delayed {}",
-                    by.total(),
-                    d.duplicated,
-                    d.reordered,
-                    d.corrupted,
-                    d.delayed
-                )
-            })
-            .collect()
-    }
-
-    /// Whether the emulator did anything in this run.
-    pub fn emulated(&self) -> bool {
-        let touched = |d: &DirectionReport| {
-            d.dropped_by.total() + d.duplicated + d.reordered + d.corrupted + d.delayed > 0
-        };
-        !self.settings.is_clear() || touched(&self.to_proxy2) || touched(&self.to_proxy1)
-    }
+/// Whether the emulator did anything in this run.
+pub fn emulated(link: &LinkReport) -> bool {
+    let touched = |d: &DirectionReport| {
+        d.dropped_by.total() + d.duplicated + d.reordered + d.corrupted + d.delayed > 0
+    };
+    !link.settings.is_clear() || touched(&link.to_proxy2) || touched(&link.to_proxy1)
 }
 
 #[cfg(test)]

@@ -9,10 +9,11 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::expect::{self, ClientFacts, Verdict};
-use super::link::LinkReport;
+use super::link::{emulated, emulator_lines, end_to_end};
 use super::runner::Outcome;
 use super::scenario::Scenario;
 use crate::event::ClientId;
+use crate::impair::LinkReport;
 use crate::lab::LabAddrs;
 use crate::link::{KindCounts, LinkStatsSnapshot};
 use crate::wire::ConnId;
@@ -144,7 +145,7 @@ impl Report {
             lab: outcome.addrs,
             expectations,
             connections,
-            link: LinkReport::from_snapshot(snapshot),
+            link: end_to_end(snapshot),
             frames: FramesReport {
                 to_proxy2: DirectionFrames::between(&snapshot.proxy1, &snapshot.proxy2),
                 to_proxy1: DirectionFrames::between(&snapshot.proxy2, &snapshot.proxy1),
@@ -236,9 +237,9 @@ impl Report {
             };
             let _ = writeln!(out, "  capture: {frames} frames {place}");
         }
-        if self.link.emulated() {
+        if emulated(&self.link) {
             let _ = writeln!(out, "  link emulator, seed {}:", self.link.seed);
-            for line in self.link.emulator_lines() {
+            for line in emulator_lines(&self.link) {
                 let _ = writeln!(out, "    {line}");
             }
         }
