@@ -232,6 +232,91 @@ fn whole_screen_80x24() {
     assert_snapshot!(screen(80, 24, |f| render::draw(f, &state)));
 }
 
+/// Every echo verdict at once: client 1 got all 10 B back (✓), client 2 sent 30 B and has
+/// 10 B back so far (…), client 3 sent nothing, client 4's echo came back changed (✗) and
+/// client 5 ended with 12 B never echoed (✗ lost). A capture is on, so the header is full.
+fn verdicts_state() -> TuiState {
+    use tunlab::event::{ClientEnd, CloseKind};
+    use tunlab::roles::echo_client::ClientStatus;
+    let mut state = new_state(3500);
+    classroom().apply(&mut state);
+    let mut snapshot = classroom_snapshot();
+    let status = |n: u32, sent, echoed, intact, ended| {
+        (
+            n,
+            ClientStatus {
+                local: Some(client_addr(n)),
+                sent_bytes: sent,
+                echoed_bytes: echoed,
+                matched_bytes: if intact { echoed } else { 0 },
+                intact,
+                ended,
+            },
+        )
+    };
+    snapshot.clients = vec![
+        status(1, 10, 10, true, Some(ClientEnd::ByClient(CloseKind::Rst))),
+        status(2, 30, 10, true, None),
+        status(3, 0, 0, true, Some(ClientEnd::ByTunnel)),
+        status(4, 5, 5, false, None),
+        status(
+            5,
+            1200,
+            1188,
+            true,
+            Some(ClientEnd::ByClient(CloseKind::Fin)),
+        ),
+    ];
+    apply_snapshot(&mut state, &snapshot);
+    state.capture = Some(CaptureView {
+        path: "tunlab-20261129-151500.pcap".into(),
+        frames: 31,
+        failed: false,
+    });
+    state
+}
+
+/// Every line of a screen with no word cut at its right edge: each line ends in a border,
+/// a space, or a whole word that the next column does not continue.
+fn assert_verdicts_visible(screen: &str) {
+    assert!(screen.contains("✗"), "no ✗ on screen:\n{screen}");
+    assert!(screen.contains("✓"), "no ✓ on screen:\n{screen}");
+    assert!(
+        screen.contains("…"),
+        "no … (echo still due) on screen:\n{screen}"
+    );
+    for cut in ["ende\"", "end│", "clien│", " p pro\""] {
+        assert!(!screen.contains(cut), "a word is cut ({cut}):\n{screen}");
+    }
+}
+
+#[test]
+fn echo_verdicts_at_80x24() {
+    let state = verdicts_state();
+    let screen = screen(80, 24, |f| render::draw(f, &state));
+    assert_verdicts_visible(&screen);
+    assert!(screen.contains(" echo  1 ✓  2 … 20 B due  3 –  4 ✗ damaged  5 ✗ 12 B lost"));
+    assert_snapshot!(screen);
+}
+
+#[test]
+fn echo_verdicts_at_100x30() {
+    let state = verdicts_state();
+    let screen = screen(100, 30, |f| render::draw(f, &state));
+    assert_verdicts_visible(&screen);
+    assert!(screen.contains("✗ damaged"), "{screen}");
+    assert_snapshot!(screen);
+}
+
+#[test]
+fn echo_verdicts_at_120x40() {
+    let state = verdicts_state();
+    let screen = screen(120, 40, |f| render::draw(f, &state));
+    assert_verdicts_visible(&screen);
+    assert!(screen.contains("✗ 12 B lost"), "{screen}");
+    assert_snapshot!(screen);
+}
+
 /// The smallest terminal that gets the normal layout (clients pane, bordered header).
 #[test]
 fn whole_screen_100x30() {

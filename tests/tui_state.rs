@@ -316,10 +316,105 @@ fn role_up_and_down() {
 
 #[test]
 fn typed_messages_understand_escapes() {
-    assert_eq!(parse_message("hola mundo"), b"hola mundo");
-    assert_eq!(parse_message("a\\nb\\r\\t\\\\"), b"a\nb\r\t\\");
-    assert_eq!(parse_message("\\x00\\xff\\x41"), [0, 0xff, b'A']);
-    // Not an escape: taken literally.
-    assert_eq!(parse_message("\\xZZ \\q \\"), b"\\xZZ \\q \\");
-    assert_eq!(parse_message("ñ"), "ñ".as_bytes());
+    assert_eq!(parse_message("hola mundo").unwrap(), b"hola mundo");
+    assert_eq!(parse_message("a\\nb\\r\\t\\\\").unwrap(), b"a\nb\r\t\\");
+    assert_eq!(parse_message("\\x00\\xff\\x41").unwrap(), [0, 0xff, b'A']);
+    assert_eq!(parse_message("adiós").unwrap(), "adiós".as_bytes());
+}
+
+#[test]
+fn typed_messages_with_a_bad_escape_are_refused_with_the_reason() {
+    for (text, reason) in [
+        ("\\xZZ", "\\xZZ is not a byte"),
+        ("ab\\x4", "\\x4 is not a byte"),
+        ("\\x+1", "\\x+1 is not a byte"),
+        ("\\q", "\\q is not an escape"),
+        ("end\\", "lone \\"),
+    ] {
+        let err = parse_message(text).unwrap_err();
+        assert!(err.contains(reason), "{text}: {err}");
+    }
+}
+
+#[test]
+fn a_check_mark_only_when_every_byte_sent_came_back_intact() {
+    use tunlab::tui::state::{ClientView, EchoVerdict};
+    let client = |sent, echoed, intact, ended| ClientView {
+        sent,
+        echoed,
+        intact,
+        ended,
+        ..ClientView::default()
+    };
+    let fin = Some(tunlab::event::ClientEnd::ByClient(
+        tunlab::event::CloseKind::Fin,
+    ));
+    assert_eq!(
+        client(0, 0, true, None).echo_verdict(),
+        EchoVerdict::NothingSent
+    );
+    assert_eq!(
+        client(30, 30, true, None).echo_verdict(),
+        EchoVerdict::Intact
+    );
+    // 30 B sent and 10 B echoed is not ✓: 20 B are still due, or lost once the client ended.
+    assert_eq!(
+        client(30, 10, true, None).echo_verdict(),
+        EchoVerdict::Short {
+            missing: 20,
+            ended: false
+        }
+    );
+    assert_eq!(
+        client(30, 10, true, fin).echo_verdict(),
+        EchoVerdict::Short {
+            missing: 20,
+            ended: true
+        }
+    );
+    assert_eq!(
+        client(30, 30, false, None).echo_verdict(),
+        EchoVerdict::Damaged
+    );
+    assert_eq!(
+        client(10, 12, true, None).echo_verdict(),
+        EchoVerdict::Damaged
+    );
+}
+
+#[test]
+fn a_bad_escape_keeps_the_message_open_and_says_why() {
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use tunlab::tui::app::{Command, handle_key};
+    let mut state = new_state(100);
+    let mut script = tui_support::Script::default();
+    script.roles_up(0).client_connects(1, 1).opens(2, 1, 0);
+    script.apply(&mut state);
+    let key = |code| KeyEvent::new(code, KeyModifiers::NONE);
+    assert_eq!(handle_key(&mut state, key(KeyCode::Char('m'))), None);
+    for c in "a\\xZZ".chars() {
+        handle_key(&mut state, key(KeyCode::Char(c)));
+    }
+    assert_eq!(handle_key(&mut state, key(KeyCode::Enter)), None);
+    assert_eq!(
+        state.view.input.as_deref(),
+        Some("a\\xZZ"),
+        "kept for fixing"
+    );
+    let last = state.log.back().unwrap();
+    assert!(last.text.contains("\\xZZ is not a byte"), "{}", last.text);
+    for _ in 0..3 {
+        handle_key(&mut state, key(KeyCode::Backspace));
+    }
+    for c in "x41".chars() {
+        handle_key(&mut state, key(KeyCode::Char(c)));
+    }
+    assert_eq!(
+        handle_key(&mut state, key(KeyCode::Enter)),
+        Some(Command::Send {
+            client: 1,
+            bytes: b"aA".to_vec()
+        })
+    );
+    assert_eq!(state.view.input, None);
 }

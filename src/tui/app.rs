@@ -84,16 +84,22 @@ pub fn handle_key(state: &mut TuiState, key: KeyEvent) -> Option<Command> {
         match key.code {
             KeyCode::Esc => state.view.input = None,
             KeyCode::Enter => {
-                let text = state.view.input.take().unwrap_or_default();
                 if text.is_empty() {
+                    state.view.input = None;
                     state.note(Level::Warn, "empty message: nothing sent");
                     return None;
                 }
+                // A bad escape keeps the text open for fixing, and says what is wrong.
+                let bytes = match parse_message(text) {
+                    Ok(bytes) => bytes,
+                    Err(why) => {
+                        state.note(Level::Warn, format!("not sent: {why}"));
+                        return None;
+                    }
+                };
+                state.view.input = None;
                 let client = selected_client(state)?;
-                return Some(Command::Send {
-                    client,
-                    bytes: parse_message(&text),
-                });
+                return Some(Command::Send { client, bytes });
             }
             KeyCode::Backspace => {
                 text.pop();
@@ -242,45 +248,39 @@ fn selected_client(state: &mut TuiState) -> Option<ClientId> {
 }
 
 /// Turns what was typed into bytes: `\n`, `\r`, `\t`, `\\` and `\xNN` are escapes, so any
-/// byte can be sent from the keyboard. Anything else is taken literally (as UTF-8).
-pub fn parse_message(text: &str) -> Vec<u8> {
+/// byte can be sent from the keyboard; anything else is taken literally (as UTF-8). Any
+/// other backslash (`\xZZ`, `\q`, a `\` at the end) is refused with the reason, so a typo
+/// is never sent as if it were meant.
+pub fn parse_message(text: &str) -> Result<Vec<u8>, String> {
+    const HOW: &str = "escapes are \\n \\r \\t \\\\ and \\xNN (two hex digits)";
     let mut out = Vec::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
+    let mut chars = text.chars();
     while let Some(c) = chars.next() {
         if c != '\\' {
             let mut buf = [0u8; 4];
             out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
             continue;
         }
-        match chars.peek().copied() {
+        match chars.next() {
             Some('n') => out.push(b'\n'),
             Some('r') => out.push(b'\r'),
             Some('t') => out.push(b'\t'),
             Some('\\') => out.push(b'\\'),
             Some('x') => {
-                let mut lookahead = chars.clone();
-                lookahead.next();
-                let hex: String = lookahead.by_ref().take(2).collect();
+                let hex: String = chars.clone().take(2).collect();
                 match u8::from_str_radix(&hex, 16) {
-                    Ok(byte) if hex.len() == 2 => {
+                    Ok(byte) if hex.len() == 2 && hex.chars().all(|c| c.is_ascii_hexdigit()) => {
                         out.push(byte);
-                        chars = lookahead;
-                        continue;
+                        chars.nth(1);
                     }
-                    _ => {
-                        out.push(b'\\');
-                        continue;
-                    }
+                    _ => return Err(format!("\\x{hex} is not a byte: {HOW}")),
                 }
             }
-            _ => {
-                out.push(b'\\');
-                continue;
-            }
+            Some(other) => return Err(format!("\\{other} is not an escape: {HOW}")),
+            None => return Err(format!("a message cannot end with a lone \\: {HOW}")),
         }
-        chars.next();
     }
-    out
+    Ok(out)
 }
 
 /// Carries out a command on the lab and notes the outcome in the log. True means quit.

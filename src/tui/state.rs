@@ -335,6 +335,38 @@ pub struct ClientView {
     pub connect_error: Option<String>,
 }
 
+/// What a client's echo says so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EchoVerdict {
+    /// It has sent nothing yet.
+    NothingSent,
+    /// Every byte it sent came back, unchanged.
+    Intact,
+    /// What came back is unchanged, but `missing` bytes have not come back: still on their
+    /// way (`ended` false), or lost for good (the client has ended).
+    Short { missing: u64, ended: bool },
+    /// A byte came back different from what was sent (or more came back than was sent).
+    Damaged,
+}
+
+impl ClientView {
+    /// ✓ only when every byte sent came back intact.
+    pub fn echo_verdict(&self) -> EchoVerdict {
+        if !self.intact || self.echoed > self.sent {
+            EchoVerdict::Damaged
+        } else if self.sent == 0 {
+            EchoVerdict::NothingSent
+        } else if self.echoed == self.sent {
+            EchoVerdict::Intact
+        } else {
+            EchoVerdict::Short {
+                missing: self.sent - self.echoed,
+                ended: self.ended.is_some(),
+            }
+        }
+    }
+}
+
 /// One line of the log pane.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogLine {
