@@ -276,10 +276,9 @@ impl Lab {
             Role::Client => return Err(LabError::Io("clients are closed one by one".into())),
         };
         match running {
+            // The role's own "down" event says it stopped.
             Some(running) => {
                 running.stop().await;
-                self.events
-                    .log(Level::Info, role, format!("{} stopped", role.label()));
                 Ok(())
             }
             None => Err(LabError::NotRunning(role.label())),
@@ -311,8 +310,7 @@ impl Lab {
                 return Ok(());
             }
         }
-        self.events
-            .log(Level::Info, role, format!("{} started", role.label()));
+        // The role's own "up" event says it started.
         Ok(())
     }
 
@@ -399,8 +397,18 @@ impl Lab {
         self.link.seed()
     }
 
-    /// Changes what the link emulator does, both directions, from the next frame on.
+    /// Changes what the link emulator does, both directions, from the next frame on. The log
+    /// says it in one line when both directions get the same settings.
     pub fn set_link(&self, settings: LinkSettings) {
+        if settings.to_proxy2 == settings.to_proxy1 && self.link.settings() != settings {
+            self.link.set(settings.clone());
+            self.events.log(
+                Level::Info,
+                Role::Proxy1,
+                format!("link emulator both ways: {}", settings.to_proxy2.summary()),
+            );
+            return;
+        }
         for direction in [LinkDirection::ToProxy2, LinkDirection::ToProxy1] {
             self.set_link_direction(direction, settings.direction(direction).clone());
         }

@@ -418,3 +418,42 @@ fn a_bad_escape_keeps_the_message_open_and_says_why() {
     );
     assert_eq!(state.view.input, None);
 }
+
+/// One log line per happening: a connection's whole life, a refused one and a client that
+/// waits, each said once, by the role that knows most about it.
+#[test]
+fn one_log_line_per_happening() {
+    let mut state = new_state(0);
+    tui_support::classroom().apply(&mut state);
+    let mut script = tui_support::Script::default();
+    script.waits(4000, 4);
+    script.apply(&mut state);
+    let log: Vec<String> = state
+        .log
+        .iter()
+        .map(|l| format!("{:.3} {}", l.time.as_secs_f64(), l.text))
+        .collect();
+    assert_eq!(
+        log,
+        [
+            "0.000 server up on 127.0.0.1:1818",
+            "0.000 proxy2 up on 127.0.0.1:3328",
+            "0.000 proxy1 up on 127.0.0.1:3327",
+            "0.005 client 1: connected from 127.0.0.1:50001",
+            "0.006 proxy1: connection 0 (127.0.0.1:50001) connecting",
+            "0.009 proxy1: connection 0 (127.0.0.1:50001) open",
+            "0.010 client 2: connected from 127.0.0.1:50002",
+            "0.011 proxy1: connection 1 (127.0.0.1:50002) connecting",
+            "0.014 proxy1: connection 1 (127.0.0.1:50002) open",
+            "2.000 client 3: connected from 127.0.0.1:50003",
+            "2.001 proxy1: connection 2 (127.0.0.1:50003) connecting",
+            "2.003 proxy2: connection 2 (127.0.0.1:40000) free",
+            "2.004 proxy1: connection 2 (127.0.0.1:50003) free",
+            "2.004 client 3: closed by the tunnel",
+            "3.000 client 1: closed with RST",
+            "3.000 proxy1: connection 0 (127.0.0.1:50001) closing",
+            "3.001 proxy1: connection 0 (127.0.0.1:50001) free",
+            "3.001 proxy2: connection 0 (127.0.0.1:40000) free",
+        ]
+    );
+}

@@ -288,7 +288,8 @@ pub async fn execute(lab: &mut Lab, state: &mut TuiState, command: Command) -> b
     match command {
         Command::Quit => return true,
         Command::AddClient => match lab.add_client().await {
-            Ok(client) => state.note(Level::Info, format!("client {client} added")),
+            // The client's own "connected" line follows.
+            Ok(_) => {}
             Err(e) => state.note(Level::Error, format!("cannot add a client: {e}")),
         },
         Command::Send { client, bytes } => send(lab, state, client, bytes),
@@ -312,12 +313,12 @@ pub async fn execute(lab: &mut Lab, state: &mut TuiState, command: Command) -> b
         }
         Command::Close { client, how } => {
             let what = match how {
-                CloseKind::Fin => "closes with FIN",
-                CloseKind::Rst => "aborts with RST",
+                CloseKind::Fin => "cannot close with FIN",
+                CloseKind::Rst => "cannot abort with RST",
             };
-            match lab.client_close(client, how) {
-                Ok(()) => state.note(Level::Info, format!("client {client} {what}")),
-                Err(e) => state.note(Level::Warn, e.to_string()),
+            // On success the client's own "closed" line says it.
+            if let Err(e) = lab.client_close(client, how) {
+                state.note(Level::Warn, format!("client {client} {what}: {e}"));
             }
         }
         Command::ToggleRole(role) => {

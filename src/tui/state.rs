@@ -683,11 +683,38 @@ pub fn events_for_tui(sink: EventSink) -> EventSink {
     sink.without_frames_received().without_echo_server_io()
 }
 
+/// Whether an event gets its own line in the log pane: one line per happening. Several roles
+/// see the same happening, and only one of them says it:
+/// - TCP accepts, connects and closes are drawn in the ladder; the lab client's own
+///   `connected` and `closed` lines say them once (a failed connect is said by proxy2's
+///   warning, which gives the reason);
+/// - proxy1 logs a waiting client, one that gave up, and a refused or unanswered `C` with
+///   the reason, so their bare events add nothing;
+/// - proxy2's view of an id is said only when it forgets it (its `NOK` has its warning).
+fn worth_a_log_line(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Tcp { .. } | EventKind::WaitingForId { .. } | EventKind::WaitGaveUp { .. } => {
+            false
+        }
+        EventKind::Conn {
+            at: Endpoint::Proxy1,
+            state,
+            ..
+        } => !matches!(state, ConnState::Refused | ConnState::Unanswered),
+        EventKind::Conn {
+            at: Endpoint::Proxy2,
+            state,
+            ..
+        } => *state == ConnState::Free,
+        _ => true,
+    }
+}
+
 /// Folds one event into the state. Pure: the same events give the same screen.
 pub fn update(state: &mut TuiState, event: Event) {
     state.counters.events_seen += 1;
     let time = state.since_start(event.time);
-    if let Some(text) = describe(&event.kind, false) {
+    if let Some(text) = describe(&event.kind, false).filter(|_| worth_a_log_line(&event.kind)) {
         let level = match &event.kind {
             EventKind::Log { level, .. } => *level,
             EventKind::FrameMalformed { .. }
