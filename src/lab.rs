@@ -28,6 +28,10 @@ pub const DEFAULT_SERVER_PORT: u16 = 1818;
 pub const DEFAULT_PROXY1_PORT: u16 = 3327;
 pub const DEFAULT_PROXY2_PORT: u16 = 3328;
 
+/// How long [`Lab::add_clients`] waits for proxy1 to place one client before connecting the
+/// next anyway.
+const CLIENT_PLACED_WAIT: Duration = Duration::from_secs(1);
+
 /// How to set a lab up. Port 0 means "any free port".
 #[derive(Clone, Debug)]
 pub struct LabConfig {
@@ -346,6 +350,44 @@ impl Lab {
             status,
         });
         Ok(id)
+    }
+
+    /// Connects `n` new echo clients one after the other, each only once proxy1 has placed
+    /// the one before (sent its `C`, or made it wait), so the first clients of a fresh lab
+    /// get ids in their own order: client 1 id 0, client 2 id 1… proxy1 serves each accepted
+    /// client in its own task, so clients connected back to back would race for the ids.
+    pub async fn add_clients(&mut self, n: u32) -> Result<Vec<ClientId>, LabError> {
+        let ids = self.config.mode.max_connections();
+        let mut added = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let connects = self.proxy1_stats.sent.get(crate::wire::FrameKind::Connect);
+            let live = self
+                .clients
+                .iter()
+                .filter(|c| c.status.lock().unwrap().ended.is_none())
+                .count();
+            let client = self.add_client().await?;
+            added.push(client);
+            if live >= ids {
+                // It will wait for an id (or another client's id frees first): no C to wait for.
+                continue;
+            }
+            let placed = async {
+                loop {
+                    let sent = self.proxy1_stats.sent.get(crate::wire::FrameKind::Connect);
+                    let ended = self
+                        .client_status(client)
+                        .is_ok_and(|status| status.ended.is_some());
+                    if sent > connects || ended {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            };
+            // Bounded: a proxy1 that places nobody must not stall the lab's start.
+            let _ = tokio::time::timeout(CLIENT_PLACED_WAIT, placed).await;
+        }
+        Ok(added)
     }
 
     fn client(&self, id: ClientId) -> Result<&LabClient, LabError> {

@@ -186,13 +186,12 @@ impl Runner {
         }
     }
 
+    /// Starts clients in order: on a fresh lab, client N gets id N-1.
     async fn start_clients(&mut self, n: u32) -> Result<(), StepFailure> {
-        for _ in 0..n {
-            self.lab
-                .add_client()
-                .await
-                .map_err(|e| StepFailure(e.to_string()))?;
-        }
+        self.lab
+            .add_clients(n)
+            .await
+            .map_err(|e| StepFailure(e.to_string()))?;
         Ok(())
     }
 

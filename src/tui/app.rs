@@ -397,10 +397,9 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     };
     let capture_status = capture.as_ref().map(CaptureWriter::status);
     let mut state = TuiState::new(start, mode, Some(lab.addrs()));
-    for _ in 0..args.clients {
-        if let Err(e) = lab.add_client().await {
-            state.note(Level::Error, format!("cannot add a client: {e}"));
-        }
+    // In order, so client N gets id N-1 on a fresh lab.
+    if let Err(e) = lab.add_clients(args.clients).await {
+        state.note(Level::Error, format!("cannot add a client: {e}"));
     }
     let mut signals = QuitSignals::new()?;
     let mut session = terminal::enter()?;
