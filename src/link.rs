@@ -296,7 +296,7 @@ impl LinkSocket {
         match offered {
             Err((cause, datagram)) => {
                 self.inner
-                    .dropped_before_sending(egress.direction, datagram, to, cause)
+                    .dropped_before_sending(egress.emulated(), datagram, to, cause)
                     .await;
             }
             Ok(_) => {
@@ -392,6 +392,9 @@ impl LinkSocket {
         let note = match &offered {
             Err((cause, _)) => {
                 let verdict = LinkVerdict::dropped(*cause);
+                if let Some(kind) = self.inner.kind_of(datagram) {
+                    ingress.emulated().counters().drop_kind(kind);
+                }
                 if let Ok(frame) = self.inner.mode.decode(datagram) {
                     self.inner.events.emit(EventKind::LinkDecision {
                         at: self.inner.endpoint,
@@ -479,18 +482,23 @@ impl Drop for LinkSocket {
         if let Some(egress) = &self.egress {
             egress.stop.cancel();
             if let Ok(mut pipeline) = egress.pipeline.lock() {
-                pipeline.discard_all(egress.emulated().counters());
+                pipeline.discard_all(egress.emulated().counters(), |d| self.inner.kind_of(d));
             }
         }
         if let Some(ingress) = &self.ingress
             && let Ok(mut pipeline) = ingress.pipeline.lock()
         {
-            pipeline.discard_all(ingress.emulated().counters());
+            pipeline.discard_all(ingress.emulated().counters(), |d| self.inner.kind_of(d));
         }
     }
 }
 
 impl Inner {
+    /// The type of a datagram this link speaks, if it decodes.
+    fn kind_of(&self, datagram: &[u8]) -> Option<FrameKind> {
+        self.mode.decode(datagram).ok().map(|frame| frame.kind())
+    }
+
     /// Counts and reports a frame the role sent (handed to the link).
     fn sent_by_role(&self, frame: &Frame<'_>, wire_len: usize, to: SocketAddr) {
         self.stats.sent.add(frame.kind());
@@ -517,6 +525,9 @@ impl Inner {
         if let Err(e) = self.socket.send_to(datagram, to).await {
             if let Some((direction, _)) = emulated {
                 direction.counters().drop(DropCause::SendFailed);
+                if let Some(kind) = self.kind_of(datagram) {
+                    direction.counters().drop_kind(kind);
+                }
                 self.events.log(
                     Level::Warn,
                     self.endpoint.role(),
@@ -575,12 +586,16 @@ impl Inner {
     /// record marked as not on the wire (pcapng shows it as a comment; pcap skips it).
     async fn dropped_before_sending(
         &self,
-        direction: LinkDirection,
+        emulated: &DirectionEmulator,
         datagram: Vec<u8>,
         to: SocketAddr,
         cause: DropCause,
     ) {
+        let direction = emulated.direction();
         let verdict = LinkVerdict::dropped(cause);
+        if let Some(kind) = self.kind_of(&datagram) {
+            emulated.counters().drop_kind(kind);
+        }
         if self.events.is_enabled()
             && let Ok(frame) = self.mode.decode(&datagram)
         {

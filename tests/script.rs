@@ -208,6 +208,17 @@ fn lossy_link_scenario_shows_the_loss_and_the_tunnel_recovers() {
         report["link"]["settings"]["to_proxy2"]["loss"], 0.0,
         "cleared at the end"
     );
+    // By type, from the emulator's own counters: the dark period's three C frames, the
+    // lossy period's D frames; together every frame it dropped.
+    let types = &to_proxy2["dropped_types"];
+    assert_eq!(types["C"], 3, "{types}");
+    assert_eq!(
+        types["C"].as_u64().unwrap() + types["D"].as_u64().unwrap(),
+        to_proxy2["dropped_by"]["loss"].as_u64().unwrap(),
+        "{to_proxy2}"
+    );
+    // The report has the settings at the start (clear) as well as at the end.
+    assert_eq!(report["link_at_start"]["to_proxy2"]["loss"], 0.0);
     assert_eq!(run.connection(1)["intact"], false, "client 1 lost data");
     assert_eq!(run.connection(3)["intact"], true);
     assert!(
@@ -220,6 +231,112 @@ fn lossy_link_scenario_shows_the_loss_and_the_tunnel_recovers() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn any_seed_tunlab_takes_fits_a_scenario_and_the_report_shows_both_link_settings() {
+    let (_dir, path) = temp_scenario(
+        "seed.toml",
+        r#"
+[lab]
+clients = 1
+[lab.link]
+seed = "18446744073709551615"
+to_proxy1 = { delay = "1ms" }
+[[step]]
+wait_for = "open"
+[[step]]
+link = { to_proxy1 = { blackhole = true } }
+[[step]]
+send = "hola"
+[[step]]
+wait = "200ms"
+[[step]]
+link = { clear = true }
+[[expect]]
+dropped = "D"
+direction = "to-proxy1"
+exactly = 1
+[[expect]]
+dropped = "any"
+direction = "to-proxy2"
+exactly = 0
+"#,
+    );
+    let run = run_script(&path);
+    run.assert_passed();
+    let report = run.report();
+    assert_eq!(report["link"]["seed"], u64::MAX);
+    assert_eq!(report["link_at_start"]["to_proxy1"]["delay"], "1ms");
+    assert_eq!(report["link"]["settings"]["to_proxy1"]["delay"], "0s");
+    assert_eq!(report["link"]["to_proxy1"]["dropped_types"]["D"], 1);
+    assert!(
+        run.stdout
+            .contains("at start: p1→p2 clear · p2→p1 delay 1ms"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("at end:   p1→p2 clear · p2→p1 clear"),
+        "{}",
+        run.stdout
+    );
+
+    // Unquoted, a seed above 2^63 - 1 is not a TOML integer: the message says what to write.
+    let (_dir, path) = temp_scenario("big.toml", "[lab.link]\nseed = 18446744073709551615\n");
+    let run = run_script(&path);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("write a larger seed in quotes"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// After a lossy period `wait_for = "ids-free"` may wait for an `X` that was lost: the step
+/// says which id, at which proxy, and that the idle timeout frees it; with a short
+/// `idle_timeout` it then holds.
+#[test]
+fn ids_free_after_a_lost_x_says_why_and_the_idle_timeout_frees_it() {
+    let scenario = |idle: &str| {
+        format!(
+            r#"
+[lab]
+clients = 1
+[lab.tunnel]
+idle_timeout = "{idle}"
+[[step]]
+wait_for = "open"
+[[step]]
+link = {{ to_proxy2 = {{ blackhole = true }} }}
+[[step]]
+close = "fin"
+[[step]]
+wait = "100ms"
+[[step]]
+link = {{ clear = true }}
+[[step]]
+wait_for = "ids-free"
+timeout = "1500ms"
+[[expect]]
+dropped = "X"
+direction = "to-proxy2"
+exactly = 1
+"#
+        )
+    };
+    let (_dir, path) = temp_scenario("lost-x.toml", &scenario("5m"));
+    let run = run_script(&path);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "id 0 still taken at proxy2 (if proxy1's X0 was lost, proxy2 frees it after idle_timeout, 5m)"
+        ),
+        "{}",
+        run.stdout
+    );
+    let (_dir, path) = temp_scenario("lost-x-short-idle.toml", &scenario("500ms"));
+    run_script(&path).assert_passed();
 }
 
 #[test]

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::decide::DropCause;
+use crate::wire::FrameKind;
 
 /// One counter (or gauge) updated without a lock.
 #[derive(Debug, Default)]
@@ -54,6 +55,8 @@ pub struct DirectionCounters {
     pub delayed: Counter,
     /// Datagrams waiting in a delay line right now.
     pub queued: Counter,
+    /// Dropped frames by type, counted by the link socket, which can read them.
+    dropped_kinds: [Counter; 5],
 }
 
 impl DirectionCounters {
@@ -71,6 +74,10 @@ impl DirectionCounters {
     }
     pub fn dropped(&self, cause: DropCause) -> u64 {
         self.dropped[Self::slot(cause)].get()
+    }
+    /// Counts the type of a frame whose drop was counted with [`DirectionCounters::drop`].
+    pub fn drop_kind(&self, kind: FrameKind) {
+        self.dropped_kinds[TypeCounts::slot(kind)].add();
     }
 
     pub fn snapshot(&self) -> DirectionReport {
@@ -93,6 +100,9 @@ impl DirectionCounters {
             delayed: self.delayed.get(),
             queued: self.queued.get(),
             malformed: 0,
+            dropped_types: TypeCounts {
+                counts: self.dropped_kinds.each_ref().map(Counter::get),
+            },
         }
     }
 }
@@ -161,4 +171,45 @@ pub struct DirectionReport {
     /// Datagrams the receiving end could not decode. The emulator never makes one (it only
     /// corrupts payload); the lab fills this in from the receiving endpoint's counters.
     pub malformed: u64,
+    /// Frames the emulator dropped, by type: `{"C": 0, "OK": 0, "NOK": 0, "D": 3, "X": 1}`.
+    pub dropped_types: TypeCounts,
+}
+
+/// A count per frame type, written with the types' labels (`C`, `OK`, `NOK`, `D`, `X`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TypeCounts {
+    counts: [u64; 5],
+}
+
+impl TypeCounts {
+    const KINDS: [FrameKind; 5] = [
+        FrameKind::Connect,
+        FrameKind::ConnectOk,
+        FrameKind::ConnectNok,
+        FrameKind::Data,
+        FrameKind::Close,
+    ];
+    fn slot(kind: FrameKind) -> usize {
+        Self::KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .expect("every frame type has a slot")
+    }
+    pub fn get(&self, kind: FrameKind) -> u64 {
+        self.counts[Self::slot(kind)]
+    }
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+impl serde::Serialize for TypeCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(Self::KINDS.len()))?;
+        for (kind, count) in Self::KINDS.iter().zip(self.counts) {
+            map.serialize_entry(kind.label(), &count)?;
+        }
+        map.end()
+    }
 }

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 pub use args::LinkArgs;
-pub use counters::{DirectionCounters, DirectionReport, DropCounts};
+pub use counters::{DirectionCounters, DirectionReport, DropCounts, TypeCounts};
 pub use decide::{Corruption, Decider, Decision, DropCause};
 pub use pipeline::Accepted;
 pub use settings::{BitRate, BurstLoss, DirectionSettings, LinkSettings, Percent};
@@ -40,9 +40,10 @@ pub use verdict::LinkVerdict;
 use crate::event::LinkDirection;
 use pipeline::Pipeline;
 
-/// A seed for when none was given (reports show it, so the run can be replayed).
+/// A seed for when none was given (reports show it, so the run can be replayed). It stays
+/// below 2^63, so that it pastes back into a scenario file as a plain TOML integer.
 pub fn random_seed() -> u64 {
-    rand::random()
+    rand::random::<u64>() >> 1
 }
 
 /// The emulator of both directions of one link: settings, dice and counters. Shared by the

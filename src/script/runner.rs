@@ -12,6 +12,7 @@ use super::capture::{CaptureOutcome, CaptureRun};
 use super::fold::Fold;
 use super::scenario::{Action, ClientSel, Condition, Scenario, Step};
 use crate::event::{ClientEnd, ClientId, Event, EventSink};
+use crate::impair::LinkSettings;
 use crate::lab::{Lab, LabAddrs, LabSnapshot};
 use crate::roles::echo_client::ClientStatus;
 
@@ -42,6 +43,8 @@ pub struct Outcome {
     pub failure: Option<String>,
     /// From the lab's start to the snapshot.
     pub duration: Duration,
+    /// The link emulator's settings when the lab started (the snapshot has them at the end).
+    pub link_at_start: LinkSettings,
 }
 
 /// Why a step could not go on.
@@ -74,6 +77,7 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
         }
     };
     let addrs = lab.addrs();
+    let link_at_start = lab.link_settings();
     println!(
         "lab up: echo server {} (tcp), proxy2 {} (udp), proxy1 {} (tcp) / {} (udp)",
         addrs.server, addrs.proxy2_udp, addrs.proxy1_tcp, addrs.proxy1_udp
@@ -141,6 +145,7 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
         steps_completed,
         failure,
         duration,
+        link_at_start,
     })
 }
 
@@ -332,16 +337,21 @@ impl Runner {
         selection: &ClientSel,
     ) -> Result<Option<String>, StepFailure> {
         if condition == Condition::IdsFree {
+            // After a lossy period an `X` may have been lost: then only the idle timeout frees
+            // the id at the side that missed it, and the message says so.
+            let idle = humantime::format_duration(self.lab.config().proxy2.idle_timeout);
             let busy: Vec<String> = self
                 .fold
                 .busy()
                 .map(|c| {
-                    let at = if c.freed_at_proxy1 {
-                        "proxy2"
+                    if c.freed_at_proxy1 {
+                        format!(
+                            "id {} still taken at proxy2 (if proxy1's X{} was lost, proxy2 frees it after idle_timeout, {idle})",
+                            c.id, c.id
+                        )
                     } else {
-                        "proxy1"
-                    };
-                    format!("id {} still taken at {at}", c.id)
+                        format!("id {} still taken at proxy1", c.id)
+                    }
                 })
                 .collect();
             return Ok((!busy.is_empty()).then(|| busy.join(", ")));

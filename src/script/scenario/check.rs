@@ -55,6 +55,7 @@ const EXPECT_CHECKS: &[&str] = &[
     "closed",
     "frames",
     "captured",
+    "dropped",
     "no_malformed",
 ];
 
@@ -62,11 +63,11 @@ const EXPECT_CHECKS: &[&str] = &[
 const EXPECT_MODIFIERS: &[(&str, &[&str])] = &[
     ("how", &["closed"]),
     ("id", &["opened"]),
-    ("direction", &["frames"]),
+    ("direction", &["frames", "dropped"]),
     ("counted", &["frames"]),
-    ("exactly", &["frames", "captured"]),
-    ("min", &["frames", "captured"]),
-    ("max", &["frames", "captured"]),
+    ("exactly", &["frames", "captured", "dropped"]),
+    ("min", &["frames", "captured", "dropped"]),
+    ("max", &["frames", "captured", "dropped"]),
 ];
 
 impl Checker<'_> {
@@ -400,6 +401,7 @@ impl Checker<'_> {
             ("closed", raw.closed.is_some()),
             ("frames", raw.frames.is_some()),
             ("captured", raw.captured.is_some()),
+            ("dropped", raw.dropped.is_some()),
             ("no_malformed", raw.no_malformed.is_some()),
             ("how", raw.how.is_some()),
             ("id", raw.id.is_some()),
@@ -481,6 +483,11 @@ impl Checker<'_> {
                     bounds: bounds()?,
                 }
             }
+            "dropped" => Check::Dropped {
+                kind: raw.dropped.expect("the check key is present"),
+                direction: raw.direction.unwrap_or(DirectionSel::Both),
+                bounds: bounds()?,
+            },
             "no_malformed" => {
                 if raw.no_malformed != Some(true) {
                     return Err(self.source.key_error(
@@ -555,6 +562,10 @@ max = 3
 [[expect]]
 captured = "any"
 exactly = 9
+[[expect]]
+dropped = "D"
+direction = "to-proxy1"
+max = 2
 "#,
         )
         .unwrap();
@@ -591,6 +602,34 @@ exactly = 9
                 }
             }
         ));
+    }
+
+    #[test]
+    fn a_dropped_expectation_reads_as_written() {
+        let scenario = parse_text(
+            "[[expect]]\ndropped = \"D\"\ndirection = \"to-proxy1\"\nmax = 2\n[[expect]]\ndropped = \"any\"\nexactly = 0\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            scenario.expectations[0].check,
+            Check::Dropped {
+                kind: FrameSel(Some(FrameKind::Data)),
+                direction: DirectionSel::ToProxy1,
+                bounds: Bounds {
+                    min: None,
+                    max: Some(2)
+                }
+            }
+        ));
+        let error = error_of("[[expect]]\ndropped = \"X\"\n");
+        assert!(error.message.contains("give `dropped` a bound"), "{error}");
+        let error = error_of("[[expect]]\ndropped = \"X\"\ncounted = \"sent\"\nmin = 1\n");
+        assert!(
+            error
+                .message
+                .contains("`counted` does not go with `dropped`"),
+            "{error}"
+        );
     }
 
     #[test]

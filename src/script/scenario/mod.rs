@@ -252,6 +252,12 @@ pub enum Check {
     },
     /// Frames of a type in the capture.
     Captured { kind: FrameSel, bounds: Bounds },
+    /// Frames of a type the link emulator dropped in a direction (any cause).
+    Dropped {
+        kind: FrameSel,
+        direction: DirectionSel,
+        bounds: Bounds,
+    },
     /// No datagram on the link failed to decode.
     NoMalformed,
 }
@@ -293,6 +299,14 @@ pub enum DirectionSel {
 }
 
 impl DirectionSel {
+    /// `p1→p2`, `p2→p1`, `both ways`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DirectionSel::ToProxy2 => "p1→p2",
+            DirectionSel::ToProxy1 => "p2→p1",
+            DirectionSel::Both => "both ways",
+        }
+    }
     pub fn directions(self) -> &'static [LinkDirection] {
         match self {
             DirectionSel::ToProxy2 => &[LinkDirection::ToProxy2],
@@ -452,11 +466,7 @@ impl Check {
                 counted,
                 bounds,
             } => {
-                let direction = match direction {
-                    DirectionSel::ToProxy2 => "p1→p2",
-                    DirectionSel::ToProxy1 => "p2→p1",
-                    DirectionSel::Both => "both ways",
-                };
+                let direction = direction.label();
                 let counted = match counted {
                     Counted::Sent => "sent",
                     Counted::Received => "received",
@@ -464,6 +474,14 @@ impl Check {
                 format!("{kind} frames {counted} {direction}: {bounds}")
             }
             Check::Captured { kind, bounds } => format!("{kind} frames captured: {bounds}"),
+            Check::Dropped {
+                kind,
+                direction,
+                bounds,
+            } => format!(
+                "{kind} frames the link emulator dropped {}: {bounds}",
+                direction.label()
+            ),
             Check::NoMalformed => "no malformed frames".into(),
         }
     }

@@ -93,6 +93,7 @@ pub(super) struct RawExpect {
     pub(super) closed: Option<Spanned<ClientSel>>,
     pub(super) frames: Option<FrameSel>,
     pub(super) captured: Option<FrameSel>,
+    pub(super) dropped: Option<FrameSel>,
     pub(super) no_malformed: Option<bool>,
     // Modifiers.
     pub(super) how: Option<HowClosed>,
