@@ -46,18 +46,67 @@ local e_refused = ProtoExpert.new("tunlab.nok", "proxy2 could not reach the serv
     expert.group.RESPONSE_CODE, expert.severity.NOTE)
 tunlab.experts = { e_malformed, e_too_long, e_refused }
 
--- The same escaping as tunlab's describe::escape_bytes.
+-- The length of the valid UTF-8 sequence at position i of bytes, and its code point; nil
+-- when the bytes there are not one (a lone continuation byte, a cut or overlong sequence,
+-- a surrogate).
+local function utf8_at(bytes, i)
+    local b = bytes:byte(i)
+    local n, low, high, cp
+    if b >= 0xc2 and b <= 0xdf then n, cp = 1, b - 0xc0
+    elseif b >= 0xe0 and b <= 0xef then n, cp = 2, b - 0xe0
+    elseif b >= 0xf0 and b <= 0xf4 then n, cp = 3, b - 0xf0
+    else return nil end
+    -- The allowed range of the first continuation byte (RFC 3629's table).
+    low, high = 0x80, 0xbf
+    if b == 0xe0 then low = 0xa0 elseif b == 0xed then high = 0x9f
+    elseif b == 0xf0 then low = 0x90 elseif b == 0xf4 then high = 0x8f end
+    for k = 1, n do
+        local c = bytes:byte(i + k)
+        if c == nil then return nil end
+        if k == 1 then
+            if c < low or c > high then return nil end
+        elseif c < 0x80 or c > 0xbf then return nil end
+        cp = cp * 64 + (c - 0x80)
+    end
+    return n + 1, cp
+end
+
+-- Characters that must not reach a terminal as text: C1 controls, and format or separator
+-- characters that move or hide text.
+local function printable(cp)
+    return not ((cp >= 0x80 and cp <= 0x9f) or cp == 0xad
+        or (cp >= 0x200b and cp <= 0x200f) or (cp >= 0x2028 and cp <= 0x202e)
+        or (cp >= 0x2060 and cp <= 0x206f) or cp == 0xfeff
+        or (cp >= 0xfff9 and cp <= 0xfffb))
+end
+
+-- The same escaping as tunlab's describe::escape_bytes: printable text as is (UTF-8 too),
+-- \n \r \t \\ \" escaped, every other byte as \xNN.
 local function escape_bytes(bytes)
     local out = {}
-    for i = 1, #bytes do
+    local i = 1
+    while i <= #bytes do
         local b = bytes:byte(i)
-        if b == 10 then out[#out + 1] = "\\n"
-        elseif b == 13 then out[#out + 1] = "\\r"
-        elseif b == 9 then out[#out + 1] = "\\t"
-        elseif b == 92 then out[#out + 1] = "\\\\"
-        elseif b == 34 then out[#out + 1] = "\\\""
-        elseif b >= 0x20 and b <= 0x7e then out[#out + 1] = string.char(b)
-        else out[#out + 1] = string.format("\\x%02x", b)
+        local len, cp = nil, nil
+        if b >= 0x80 then len, cp = utf8_at(bytes, i) end
+        if len and printable(cp) then
+            out[#out + 1] = bytes:sub(i, i + len - 1)
+            i = i + len
+        elseif len then
+            for k = i, i + len - 1 do
+                out[#out + 1] = string.format("\\x%02x", bytes:byte(k))
+            end
+            i = i + len
+        else
+            if b == 10 then out[#out + 1] = "\\n"
+            elseif b == 13 then out[#out + 1] = "\\r"
+            elseif b == 9 then out[#out + 1] = "\\t"
+            elseif b == 92 then out[#out + 1] = "\\\\"
+            elseif b == 34 then out[#out + 1] = "\\\""
+            elseif b >= 0x20 and b <= 0x7e then out[#out + 1] = string.char(b)
+            else out[#out + 1] = string.format("\\x%02x", b)
+            end
+            i = i + 1
         end
     end
     return table.concat(out)
