@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capture::CaptureTap;
 use crate::event::{
-    ClientAction, ClientId, CloseKind, Endpoint, EventKind, EventSink, Level, LinkDirection, Role,
+    ClientAction, ClientId, CloseKind, Endpoint, EventKind, EventSink, FrameSummary, Level,
+    LinkDirection, Role,
 };
 use crate::impair::{DirectionSettings, LinkEmulator, LinkReport, LinkSettings, random_seed};
 use crate::link::{EmulatorScope, LinkSocket, LinkStats, LinkStatsSnapshot, TapScope};
@@ -126,6 +127,17 @@ pub enum LabError {
     NotRunning(&'static str),
     #[error("{0}")]
     Io(String),
+}
+
+/// A frame the link holds in step mode, as the screen and scenarios see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldView {
+    /// Names it while it is held.
+    pub id: u64,
+    pub direction: LinkDirection,
+    pub frame: FrameSummary,
+    /// A copy made by duplicating a held frame.
+    pub copy: bool,
 }
 
 /// Totals for the whole lab, exact (not from the lossy event stream).
@@ -473,6 +485,94 @@ impl Lab {
             sender,
             format!("link emulator {}: {summary}", direction.arrow()),
         );
+    }
+
+    /// Step mode on (`true`): from the next frame on, the link holds every frame, both ways,
+    /// until it is released, dropped or duplicated by hand. Off: everything held goes, in
+    /// order.
+    pub fn set_hold(&self, holding: bool) {
+        let hold = self.link.hold();
+        if hold.is_holding() == holding {
+            return;
+        }
+        let released = hold.set_holding(holding);
+        let text = if holding {
+            "link held (step mode): every frame waits to be released, dropped or duplicated"
+                .to_string()
+        } else {
+            format!("link flows again: {released} held frames released in order")
+        };
+        self.events.log(Level::Info, Role::Proxy1, text);
+    }
+
+    /// Whether the link is held (step mode).
+    pub fn is_holding(&self) -> bool {
+        self.link.hold().is_holding()
+    }
+
+    /// The frames the link holds, oldest first.
+    pub fn held_frames(&self) -> Vec<HeldView> {
+        self.link
+            .hold()
+            .held()
+            .into_iter()
+            .filter_map(|held| {
+                let frame = self.config.mode.decode(&held.datagram).ok()?;
+                Some(HeldView {
+                    id: held.id,
+                    direction: held.direction,
+                    frame: FrameSummary::of(&frame, held.datagram.len()),
+                    copy: held.copy,
+                })
+            })
+            .collect()
+    }
+
+    /// Lets a held frame cross: `None` the oldest. Returns it, if there was one.
+    pub fn release_held(&self, id: Option<u64>) -> Option<HeldView> {
+        let view = self.held_view(id)?;
+        self.link.hold().release(Some(view.id))?;
+        Some(view)
+    }
+
+    /// Drops a held frame: it never crosses (counted as dropped "by hand", and traced).
+    pub fn drop_held(&self, id: u64) -> Option<HeldView> {
+        let view = self.held_view(Some(id))?;
+        let held = self.link.hold().discard(id)?;
+        let counters = self.link.direction(held.direction).counters();
+        counters.queued.sub();
+        counters.drop(crate::impair::DropCause::ByHand);
+        counters.drop_kind(view.frame.kind);
+        let sender = match held.direction {
+            LinkDirection::ToProxy2 => Endpoint::Proxy1,
+            LinkDirection::ToProxy1 => Endpoint::Proxy2,
+        };
+        self.events.emit(EventKind::LinkDecision {
+            at: sender,
+            direction: held.direction,
+            peer: held.addr,
+            frame: view.frame.clone(),
+            what: crate::impair::LinkVerdict::dropped(crate::impair::DropCause::ByHand),
+        });
+        Some(view)
+    }
+
+    /// Puts a copy of a held frame right behind it (counted as a duplicate). Returns the copy.
+    pub fn duplicate_held(&self, id: u64) -> Option<HeldView> {
+        self.held_view(Some(id))?;
+        let copy = self.link.hold().duplicate(id)?;
+        let counters = self.link.direction(copy.direction).counters();
+        counters.duplicated.add();
+        counters.queued.add();
+        self.held_view(Some(copy.id))
+    }
+
+    fn held_view(&self, id: Option<u64>) -> Option<HeldView> {
+        let held = self.held_frames();
+        match id {
+            None => held.into_iter().next(),
+            Some(id) => held.into_iter().find(|h| h.id == id),
+        }
     }
 
     /// Exact totals right now.

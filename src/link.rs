@@ -279,6 +279,20 @@ impl LinkSocket {
         };
         // The role has sent it, whatever the link then does to it.
         self.inner.sent_by_role(frame, len, to);
+        if egress
+            .emulator
+            .hold()
+            .try_hold(egress.direction, datagram, to)
+            .is_some()
+        {
+            // Step mode: it waits here until a key or a step lets it go. It counts as
+            // offered and waiting, like a frame in the delay line.
+            let counters = egress.emulated().counters();
+            counters.offered.add();
+            counters.queued.add();
+            egress.start_timer(&self.inner);
+            return Ok(());
+        }
         if egress.send_if_clear(&self.inner, datagram, to).await {
             return Ok(());
         }
@@ -483,6 +497,15 @@ impl Drop for LinkSocket {
             egress.stop.cancel();
             if let Ok(mut pipeline) = egress.pipeline.lock() {
                 pipeline.discard_all(egress.emulated().counters(), |d| self.inner.kind_of(d));
+            }
+            // Frames held in step mode for this direction die with it too.
+            let counters = egress.emulated().counters();
+            for datagram in egress.emulator.hold().discard_direction(egress.direction) {
+                counters.queued.sub();
+                counters.drop(DropCause::Stopped);
+                if let Some(kind) = self.inner.kind_of(&datagram) {
+                    counters.drop_kind(kind);
+                }
             }
         }
         if let Some(ingress) = &self.ingress
@@ -713,10 +736,47 @@ impl Egress {
         if self.pipeline.lock().unwrap().next_wake().is_none() {
             return;
         }
+        self.start_timer(inner);
+        self.wake.notify_one();
+    }
+
+    /// Starts the timer task if it is not running: it sends what the delay line makes due
+    /// and what step mode releases.
+    fn start_timer(self: &Arc<Self>, inner: &Arc<Inner>) {
         if !self.timer_started.swap(true, Ordering::AcqRel) {
             tokio::spawn(egress_timer(self.clone(), Arc::downgrade(inner)));
         }
-        self.wake.notify_one();
+    }
+
+    /// Sends what step mode has released for this direction, in order: at once, with none
+    /// of the other impairments (the person chose to let it go).
+    async fn send_released(&self, inner: &Inner) {
+        let _turn = self.turn.lock().await;
+        while let Some(released) = self.emulator.hold().take_released(self.direction) {
+            let emulated = self.emulated();
+            emulated.counters().queued.sub();
+            let verdict = LinkVerdict {
+                held_for: released.since.elapsed(),
+                copy: released.copy,
+                ..LinkVerdict::default()
+            };
+            if inner
+                .transmit(
+                    &released.datagram,
+                    released.addr,
+                    Some((emulated, &verdict)),
+                )
+                .await
+                .is_ok()
+            {
+                let note = verdict
+                    .capture_note(false)
+                    .map(|n| format!("{n} (step mode)"));
+                inner
+                    .tap_sent(released.datagram, released.addr, note, true)
+                    .await;
+            }
+        }
     }
 }
 
@@ -728,6 +788,10 @@ async fn egress_timer(egress: Arc<Egress>, inner: Weak<Inner>) {
         tokio::select! {
             _ = egress.stop.cancelled() => return,
             _ = egress.wake.notified() => {}
+            _ = egress.emulator.hold().released(egress.direction) => {
+                let Some(inner) = inner.upgrade() else { return };
+                egress.send_released(&inner).await;
+            }
             _ = sleep_until_or_forever(next) => {
                 let Some(inner) = inner.upgrade() else { return };
                 egress.flush(&inner).await;

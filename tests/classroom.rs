@@ -90,3 +90,105 @@ async fn the_first_clients_of_a_fresh_lab_get_ids_in_their_order() {
         lab.shutdown().await;
     }
 }
+
+/// Polls the lab until `ready` holds (bounded by `within`).
+async fn until(lab: &Lab, what: &str, ready: impl Fn(&Lab) -> bool) {
+    common::within(what, async {
+        while !ready(lab) {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+}
+
+fn held_kinds(lab: &Lab) -> Vec<(tunlab::event::LinkDirection, tunlab::wire::FrameKind)> {
+    lab.held_frames()
+        .iter()
+        .map(|h| (h.direction, h.frame.kind))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_mode_holds_every_frame_and_lets_one_go_drops_one_or_copies_one() {
+    use tunlab::event::LinkDirection::{ToProxy1, ToProxy2};
+    use tunlab::wire::FrameKind::{Connect, ConnectOk, Data};
+    let (events, _rx) = EventSink::channel(65536);
+    let mut lab = Lab::start(LabConfig::ephemeral(), events).await.unwrap();
+    lab.set_hold(true);
+    let client = lab.add_client().await.unwrap();
+    // C is held; released, proxy2 answers OK, held too.
+    until(&lab, "C to be held", |lab| {
+        held_kinds(lab) == [(ToProxy2, Connect)]
+    })
+    .await;
+    let c = lab.release_held(None).unwrap();
+    assert_eq!(c.frame.kind, Connect);
+    until(&lab, "OK to be held", |lab| {
+        held_kinds(lab) == [(ToProxy1, ConnectOk)]
+    })
+    .await;
+    lab.release_held(None).unwrap();
+
+    // A D dropped by hand never crosses: no echo.
+    lab.client_send(client, b"hola".to_vec()).unwrap();
+    until(&lab, "D to be held", |lab| {
+        held_kinds(lab) == [(ToProxy2, Data)]
+    })
+    .await;
+    let d = lab.held_frames()[0].clone();
+    assert_eq!(&d.frame.preview[..], b"hola");
+    assert_eq!(lab.drop_held(d.id).unwrap().id, d.id);
+    assert!(lab.held_frames().is_empty());
+
+    // A D released crosses, and so does its echo once released.
+    lab.client_send(client, b"adios".to_vec()).unwrap();
+    until(&lab, "D to be held", |lab| {
+        held_kinds(lab) == [(ToProxy2, Data)]
+    })
+    .await;
+    lab.release_held(None).unwrap();
+    until(&lab, "the echo to be held", |lab| {
+        held_kinds(lab) == [(ToProxy1, Data)]
+    })
+    .await;
+    lab.release_held(None).unwrap();
+    until(&lab, "the echo to arrive", |lab| {
+        lab.client_status(client).unwrap().echoed_bytes == 5
+    })
+    .await;
+    let status = lab.client_status(client).unwrap();
+    // "hola" was lost for good: what came back is "adios", compared with "holaadios".
+    assert_eq!((status.sent_bytes, status.echoed_bytes), (9, 5));
+
+    // A copy crosses too: the server gets the bytes twice and echoes them twice.
+    lab.client_send(client, b"x".to_vec()).unwrap();
+    until(&lab, "D to be held", |lab| {
+        held_kinds(lab) == [(ToProxy2, Data)]
+    })
+    .await;
+    let original = lab.held_frames()[0].id;
+    let copy = lab.duplicate_held(original).unwrap();
+    assert!(copy.copy);
+    assert_eq!(held_kinds(&lab), [(ToProxy2, Data), (ToProxy2, Data)]);
+    // Letting go of the hold releases everything, in order, and lets the echoes through.
+    lab.set_hold(false);
+    until(&lab, "both copies echoed", |lab| {
+        lab.client_status(client).unwrap().echoed_bytes == 7
+    })
+    .await;
+
+    let report = lab.snapshot().link;
+    let p1p2 = &report.to_proxy2;
+    assert_eq!(p1p2.dropped_by.by_hand, 1);
+    assert_eq!(p1p2.dropped_types.get(Data), 1);
+    assert_eq!(p1p2.duplicated, 1);
+    for d in [&report.to_proxy2, &report.to_proxy1] {
+        assert_eq!(
+            d.sent + d.duplicated,
+            d.delivered + d.dropped + d.queued,
+            "{d:?}"
+        );
+        assert_eq!(d.queued, 0);
+    }
+    lab.shutdown().await;
+}

@@ -32,13 +32,14 @@ impl Counter {
 }
 
 /// Every drop cause, in report order.
-const CAUSES: [DropCause; 6] = [
+const CAUSES: [DropCause; 7] = [
     DropCause::Loss,
     DropCause::Burst,
     DropCause::Blackhole,
     DropCause::QueueFull,
     DropCause::Stopped,
     DropCause::SendFailed,
+    DropCause::ByHand,
 ];
 
 /// The live counters of one direction.
@@ -88,6 +89,7 @@ impl DirectionCounters {
             queue_full: self.dropped(DropCause::QueueFull),
             stopped: self.dropped(DropCause::Stopped),
             send_failed: self.dropped(DropCause::SendFailed),
+            by_hand: self.dropped(DropCause::ByHand),
         };
         DirectionReport {
             sent: self.offered.get(),
@@ -118,6 +120,8 @@ pub struct DropCounts {
     pub stopped: u64,
     /// The operating system refused to send it.
     pub send_failed: u64,
+    /// Held in step mode and dropped by hand.
+    pub by_hand: u64,
 }
 
 impl DropCounts {
@@ -130,6 +134,7 @@ impl DropCounts {
             ("queue full", self.queue_full),
             ("stopped", self.stopped),
             ("send failed", self.send_failed),
+            ("by hand", self.by_hand),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -143,7 +148,13 @@ impl DropCounts {
     }
 
     pub fn total(&self) -> u64 {
-        self.loss + self.burst + self.blackhole + self.queue_full + self.stopped + self.send_failed
+        self.loss
+            + self.burst
+            + self.blackhole
+            + self.queue_full
+            + self.stopped
+            + self.send_failed
+            + self.by_hand
     }
 }
 

@@ -19,6 +19,7 @@
 pub mod args;
 pub mod counters;
 pub mod decide;
+pub mod hold;
 pub mod pipeline;
 pub mod settings;
 pub mod verdict;
@@ -53,6 +54,8 @@ pub struct LinkEmulator {
     seed: u64,
     to_proxy2: DirectionEmulator,
     to_proxy1: DirectionEmulator,
+    /// Step mode: frames held by hand, before any other impairment.
+    hold: hold::StepHold,
 }
 
 impl LinkEmulator {
@@ -61,7 +64,13 @@ impl LinkEmulator {
             seed,
             to_proxy2: DirectionEmulator::new(LinkDirection::ToProxy2, settings.to_proxy2, seed),
             to_proxy1: DirectionEmulator::new(LinkDirection::ToProxy1, settings.to_proxy1, seed),
+            hold: hold::StepHold::default(),
         })
+    }
+
+    /// Step mode: what the link holds, and how to let it go.
+    pub fn hold(&self) -> &hold::StepHold {
+        &self.hold
     }
 
     pub fn seed(&self) -> u64 {
