@@ -340,11 +340,63 @@ exactly = 1
 }
 
 #[test]
+fn lost_echo_scenario_steps_the_link_and_classic_mode_loses_the_echo() {
+    let run = run_script(&scenario_path("lost-echo.toml"));
+    run.assert_passed();
+    let report = run.report();
+    let to_proxy1 = &report["link"]["to_proxy1"];
+    assert_eq!(to_proxy1["dropped_by"]["by_hand"], 1, "{to_proxy1}");
+    assert_eq!(to_proxy1["dropped_types"]["D"], 1, "{to_proxy1}");
+    // "hola" (4 B) never came back; "otra vez" (8 B) did, and is compared with "hola…".
+    let client = run.connection(1);
+    assert_eq!(client["sent_bytes"], 12);
+    assert_eq!(client["echoed_bytes"], 8);
+    assert_eq!(client["intact"], false);
+    for line in [
+        "hold the link (step mode)",
+        "release the first C frame held",
+        "drop the first D frame of id 0 p2→p1 held",
+        "let the link flow (release everything held)",
+    ] {
+        assert!(run.stdout.contains(line), "{line}:\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn a_held_frame_step_without_a_hold_is_refused_and_one_that_never_comes_fails_clearly() {
+    let (_dir, path) = temp_scenario(
+        "nohold.toml",
+        "[lab]\nclients = 1\n[[step]]\ndrop = \"D\"\n",
+    );
+    let run = run_script(&path);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("add a step `hold = true`"),
+        "{}",
+        run.stderr
+    );
+
+    let (_dir, path) = temp_scenario(
+        "never.toml",
+        "[lab]\nclients = 1\n[[step]]\nwait_for = \"open\"\n[[step]]\nhold = true\n[[step]]\ndrop = \"X\"\ntimeout = \"300ms\"\n",
+    );
+    let run = run_script(&path);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .contains("the first X frame held did not come within 300ms; nothing is held"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn every_shipped_scenario_has_a_test_here() {
     let tested = [
         "basic.toml",
         "fin-vs-rst.toml",
         "lossy-link.toml",
+        "lost-echo.toml",
         "proxy2-down.toml",
         "server-down.toml",
         "ten-plus-one.toml",

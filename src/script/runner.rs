@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::capture::{CaptureOutcome, CaptureRun};
 use super::fold::Fold;
-use super::scenario::{Action, ClientSel, Condition, Scenario, Step};
+use super::scenario::{Action, ClientSel, Condition, FramePick, HeldAction, Scenario, Step};
 use crate::event::{ClientEnd, ClientId, Event, EventSink};
 use crate::impair::LinkSettings;
 use crate::lab::{Lab, LabAddrs, LabSnapshot};
@@ -266,6 +266,66 @@ impl Runner {
                 timeout,
             } => self.wait_for(*condition, clients, *timeout).await,
             Action::SetLink(spec) => spec.apply(&mut self.lab).map_err(lab_error),
+            Action::Hold(on) => {
+                self.lab.set_hold(*on);
+                Ok(())
+            }
+            Action::Held {
+                what,
+                pick,
+                timeout,
+            } => self.act_on_held(*what, pick, *timeout).await,
+        }
+    }
+
+    /// Waits until the picked frame is held (frames reach the link when their role sends
+    /// them), then releases, drops or duplicates it.
+    async fn act_on_held(
+        &mut self,
+        what: HeldAction,
+        pick: &FramePick,
+        timeout: Option<Duration>,
+    ) -> Result<(), StepFailure> {
+        let give_up = timeout.map(|t| Instant::now() + t);
+        loop {
+            let held = self.lab.held_frames();
+            if let Some(frame) = pick.find(&held) {
+                let id = frame.id;
+                let done = match what {
+                    HeldAction::Release => self.lab.release_held(Some(id)),
+                    HeldAction::Drop => self.lab.drop_held(id),
+                    HeldAction::Duplicate => self.lab.duplicate_held(id),
+                };
+                return match done {
+                    Some(_) => Ok(()),
+                    None => Err(StepFailure(format!("{pick} was let go meanwhile"))),
+                };
+            }
+            let listing: Vec<String> = held
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{} {}",
+                        h.direction.arrow(),
+                        crate::describe::frame_label(&h.frame)
+                    )
+                })
+                .collect();
+            let now = if listing.is_empty() {
+                "nothing is held".to_string()
+            } else {
+                format!("held: {}", listing.join(", "))
+            };
+            self.waiting_on = Some(format!("{pick}; {now}"));
+            if let Some(give_up) = give_up
+                && Instant::now() >= give_up
+            {
+                return Err(StepFailure(format!(
+                    "{pick} did not come within {}; {now}",
+                    humantime::format_duration(timeout.unwrap_or_default())
+                )));
+            }
+            self.pass_time_until(Instant::now() + POLL).await;
         }
     }
 

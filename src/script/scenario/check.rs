@@ -11,8 +11,8 @@ use toml::Spanned;
 use super::raw::{Dur, RawExpect, RawLab, RawScenario, RawStep};
 use super::{
     Action, Bounds, Check, ClientSel, Condition, Counted, DEFAULT_DEADLINE, DirectionSel,
-    Expectation, HowClosed, LabSetup, MAX_CLIENTS, MAX_DEADLINE, MAX_MESSAGE, Message, Scenario,
-    Step,
+    Expectation, FramePick, HeldAction, HowClosed, LabSetup, MAX_CLIENTS, MAX_DEADLINE,
+    MAX_MESSAGE, Message, Scenario, Step,
 };
 use crate::lab::LabConfig;
 use crate::script::link::LinkSpec;
@@ -33,6 +33,10 @@ const STEP_ACTIONS: &[&str] = &[
     "wait",
     "wait_for",
     "link",
+    "hold",
+    "release",
+    "drop",
+    "duplicate",
 ];
 
 /// Which actions each step modifier goes with.
@@ -40,7 +44,10 @@ const STEP_MODIFIERS: &[(&str, &[&str])] = &[
     ("client", &["send", "send_size", "close", "wait_for"]),
     ("count", &["send", "send_size"]),
     ("interval", &["send", "send_size"]),
-    ("timeout", &["wait_for"]),
+    ("timeout", &["wait_for", "release", "drop", "duplicate"]),
+    ("direction", &["release", "drop", "duplicate"]),
+    ("id", &["release", "drop", "duplicate"]),
+    ("occurrence", &["release", "drop", "duplicate"]),
 ];
 
 /// The keys of an expectation that name its check.
@@ -91,9 +98,10 @@ impl Checker<'_> {
         };
         let lab = self.lab(raw.lab)?;
         let mut clients = lab.clients;
+        let mut holding = false;
         let mut steps = Vec::with_capacity(raw.step.len());
         for step in raw.step {
-            steps.push(self.step(step, &mut clients)?);
+            steps.push(self.step(step, &mut clients, &mut holding)?);
         }
         let mut expectations = Vec::with_capacity(raw.expect.len());
         for expect in raw.expect {
@@ -262,7 +270,12 @@ impl Checker<'_> {
         }
     }
 
-    fn step(&self, raw: Spanned<RawStep>, started: &mut u32) -> Result<Step, ScenarioError> {
+    fn step(
+        &self,
+        raw: Spanned<RawStep>,
+        started: &mut u32,
+        holding: &mut bool,
+    ) -> Result<Step, ScenarioError> {
         let span = raw.span();
         let line = self.source.position(span.start).line;
         let raw = raw.into_inner();
@@ -276,10 +289,17 @@ impl Checker<'_> {
             ("wait", raw.wait.is_some()),
             ("wait_for", raw.wait_for.is_some()),
             ("link", raw.link.is_some()),
+            ("hold", raw.hold.is_some()),
+            ("release", raw.release.is_some()),
+            ("drop", raw.drop.is_some()),
+            ("duplicate", raw.duplicate.is_some()),
             ("client", raw.client.is_some()),
             ("count", raw.count.is_some()),
             ("interval", raw.interval.is_some()),
             ("timeout", raw.timeout.is_some()),
+            ("direction", raw.direction.is_some()),
+            ("id", raw.id.is_some()),
+            ("occurrence", raw.occurrence.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))
@@ -371,6 +391,45 @@ impl Checker<'_> {
             }
             "link" => {
                 Action::SetLink(self.link(raw.link.expect("the action key is present"), "link")?)
+            }
+            "hold" => {
+                let on = raw.hold.expect("the action key is present");
+                *holding = on;
+                Action::Hold(on)
+            }
+            "release" | "drop" | "duplicate" => {
+                if !*holding {
+                    return Err(self.source.key_error(
+                        span.start,
+                        action_key,
+                        format!(
+                            "the link is not held here, so there is nothing to {action_key}: add a step `hold = true` before this one"
+                        ),
+                    ));
+                }
+                let (what, selection) = match action_key {
+                    "release" => (HeldAction::Release, raw.release),
+                    "drop" => (HeldAction::Drop, raw.drop),
+                    _ => (HeldAction::Duplicate, raw.duplicate),
+                };
+                let occurrence = raw.occurrence.unwrap_or(1);
+                if occurrence == 0 {
+                    return Err(self.source.key_error(
+                        span.start,
+                        "occurrence",
+                        "occurrences count from 1 (the oldest matching frame held)",
+                    ));
+                }
+                Action::Held {
+                    what,
+                    pick: FramePick {
+                        kind: selection.expect("the action key is present").0,
+                        direction: raw.direction.unwrap_or(DirectionSel::Both),
+                        id: raw.id,
+                        occurrence,
+                    },
+                    timeout: raw.timeout.map(|d| d.0),
+                }
             }
             other => unreachable!("unknown step action {other}"),
         };

@@ -147,6 +147,69 @@ pub enum Action {
         timeout: Option<Duration>,
     },
     SetLink(LinkSpec),
+    /// Step mode on (`true`) or off (everything held goes, in order).
+    Hold(bool),
+    /// Acts on a frame the held link holds, once one matching `pick` is held.
+    Held {
+        what: HeldAction,
+        pick: FramePick,
+        timeout: Option<Duration>,
+    },
+}
+
+/// What a step does to a held frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeldAction {
+    /// It crosses now.
+    Release,
+    /// It never crosses.
+    Drop,
+    /// A copy is held right behind it.
+    Duplicate,
+}
+
+/// Which held frame: the `occurrence`-th (from 1) of those held now, oldest first, that have
+/// this type, direction and connection id (each optional).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FramePick {
+    pub kind: Option<FrameKind>,
+    pub direction: DirectionSel,
+    pub id: Option<u16>,
+    pub occurrence: u32,
+}
+
+impl FramePick {
+    /// The frame this picks among `held` (oldest first), if it is held.
+    pub fn find<'h>(&self, held: &'h [crate::lab::HeldView]) -> Option<&'h crate::lab::HeldView> {
+        held.iter()
+            .filter(|h| self.kind.is_none_or(|k| h.frame.kind == k))
+            .filter(|h| self.direction.directions().contains(&h.direction))
+            .filter(|h| {
+                self.id
+                    .is_none_or(|id| h.frame.id.index() == usize::from(id))
+            })
+            .nth(self.occurrence.saturating_sub(1) as usize)
+    }
+}
+
+impl fmt::Display for FramePick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nth = match self.occurrence {
+            1 => "the first".to_string(),
+            n => format!("held frame #{n} of"),
+        };
+        let kind = self
+            .kind
+            .map_or("frame".to_string(), |k| format!("{} frame", k.label()));
+        write!(f, "{nth} {kind}")?;
+        if let Some(id) = self.id {
+            write!(f, " of id {id}")?;
+        }
+        if self.direction != DirectionSel::Both {
+            write!(f, " {}", self.direction.label())?;
+        }
+        write!(f, " held")
+    }
 }
 
 /// What a send step sends.
@@ -434,6 +497,16 @@ impl Action {
                 }
             }
             Action::SetLink(spec) => spec.describe(),
+            Action::Hold(true) => "hold the link (step mode)".into(),
+            Action::Hold(false) => "let the link flow (release everything held)".into(),
+            Action::Held { what, pick, .. } => {
+                let verb = match what {
+                    HeldAction::Release => "release",
+                    HeldAction::Drop => "drop",
+                    HeldAction::Duplicate => "duplicate",
+                };
+                format!("{verb} {pick}")
+            }
         }
     }
 }
