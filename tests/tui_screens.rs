@@ -481,3 +481,92 @@ fn pause_and_clear() {
     assert!(state.conns[0].ladder.is_empty());
     assert!(state.log.is_empty());
 }
+
+/// Step mode: the held frames replace the log, in order, the chosen one marked; Tab moves the
+/// choice, `x` drops the chosen one and `d` copies it, `.` lets the oldest go.
+#[test]
+fn step_mode_lists_the_held_frames_and_keys_act_on_the_chosen_one() {
+    use tunlab::event::{FrameSummary, LinkDirection, Preview};
+    use tunlab::lab::HeldView;
+    use tunlab::tui::state::HoldView;
+    use tunlab::wire::FrameKind;
+    let held = |id: u64, direction, kind, conn: u16, payload: &[u8], copy| HeldView {
+        id,
+        direction,
+        frame: FrameSummary {
+            kind,
+            id: ConnId::new(conn),
+            wire_len: 2 + payload.len(),
+            payload_len: payload.len(),
+            preview: Preview::of(payload),
+        },
+        copy,
+    };
+    let mut state = classroom_state();
+    state.set_hold(HoldView {
+        holding: true,
+        frames: vec![
+            held(
+                4,
+                LinkDirection::ToProxy2,
+                FrameKind::Data,
+                1,
+                b"adi\xc3\xb3s\n",
+                false,
+            ),
+            held(
+                5,
+                LinkDirection::ToProxy2,
+                FrameKind::Data,
+                1,
+                b"adi\xc3\xb3s\n",
+                true,
+            ),
+            held(7, LinkDirection::ToProxy1, FrameKind::Close, 1, b"", false),
+        ],
+    });
+    let key = |code| KeyEvent::new(code, KeyModifiers::NONE);
+    assert_eq!(
+        handle_key(&mut state, key(KeyCode::Char('.'))),
+        Some(Command::ReleaseNext)
+    );
+    assert_eq!(handle_key(&mut state, key(KeyCode::Tab)), None);
+    assert_eq!(handle_key(&mut state, key(KeyCode::Tab)), None);
+    assert_eq!(
+        handle_key(&mut state, key(KeyCode::Char('x'))),
+        Some(Command::DropHeld(7))
+    );
+    assert_eq!(
+        handle_key(&mut state, key(KeyCode::Char('d'))),
+        Some(Command::DuplicateHeld(7))
+    );
+    assert_eq!(
+        handle_key(&mut state, key(KeyCode::Char('h'))),
+        Some(Command::ToggleHold)
+    );
+    let wide = screen(100, 30, |f| render::draw(f, &state));
+    assert!(wide.contains(" 3 p2→p1 X1"), "{wide}");
+    assert!(wide.contains("HELD 3"), "{wide}");
+    assert_snapshot!("step_mode_100x30", wide);
+    let narrow = screen(80, 24, |f| render::draw(f, &state));
+    assert!(narrow.contains("Link held"), "{narrow}");
+    assert_snapshot!("step_mode_80x24", narrow);
+}
+
+#[test]
+fn step_keys_say_so_when_the_link_is_not_held() {
+    let mut state = classroom_state();
+    let key = |code| KeyEvent::new(code, KeyModifiers::NONE);
+    for code in [
+        KeyCode::Char('.'),
+        KeyCode::Char('x'),
+        KeyCode::Char('d'),
+        KeyCode::Tab,
+    ] {
+        assert_eq!(handle_key(&mut state, key(code)), None);
+        assert!(
+            state.log.back().unwrap().text.contains("h holds it"),
+            "{code:?}"
+        );
+    }
+}

@@ -51,6 +51,14 @@ pub enum Command {
     ToggleRole(Role),
     /// Change the link emulator, both directions at once.
     Link(LinkChange),
+    /// Step mode on or off.
+    ToggleHold,
+    /// Let the oldest held frame cross.
+    ReleaseNext,
+    /// Drop a held frame (by its hold id).
+    DropHeld(u64),
+    /// Hold a copy right behind a held frame.
+    DuplicateHeld(u64),
     Quit,
 }
 
@@ -153,6 +161,37 @@ pub fn handle_key(state: &mut TuiState, key: KeyEvent) -> Option<Command> {
         KeyCode::Char('-') => return Some(Command::Link(LinkChange::LessLoss)),
         KeyCode::Char('b') => return Some(Command::Link(LinkChange::ToggleBlackhole)),
         KeyCode::Char('n') => return Some(Command::Link(LinkChange::Clear)),
+        KeyCode::Char('h') => return Some(Command::ToggleHold),
+        KeyCode::Char('.') | KeyCode::Char('x') | KeyCode::Char('d') | KeyCode::Tab
+            if !state.hold.holding =>
+        {
+            state.note(Level::Warn, "the link is not held: h holds it (step mode)");
+        }
+        KeyCode::Char('.') => return Some(Command::ReleaseNext),
+        KeyCode::Tab => {
+            // Cycle the choice through the held frames, oldest first.
+            let frames = &state.hold.frames;
+            let next = match state.chosen_held() {
+                Some(chosen) => {
+                    let at = frames.iter().position(|f| f.id == chosen.id).unwrap_or(0);
+                    frames.get((at + 1) % frames.len().max(1)).map(|f| f.id)
+                }
+                None => None,
+            };
+            state.view.held_choice = next;
+        }
+        KeyCode::Char('x') | KeyCode::Char('d') => {
+            let Some(chosen) = state.chosen_held() else {
+                state.note(Level::Warn, "nothing is held yet");
+                return None;
+            };
+            let id = chosen.id;
+            return Some(if key.code == KeyCode::Char('x') {
+                Command::DropHeld(id)
+            } else {
+                Command::DuplicateHeld(id)
+            });
+        }
         KeyCode::Char('l') => {
             state.view.show_ladder = !state.view.show_ladder;
             state.view.scroll = 0;
@@ -333,8 +372,47 @@ pub async fn execute(lab: &mut Lab, state: &mut TuiState, command: Command) -> b
             state.set_running(role, lab.is_running(role));
         }
         Command::Link(change) => change_link(lab, change),
+        // The lab logs the change; the held pane shows what is held.
+        Command::ToggleHold => lab.set_hold(!lab.is_holding()),
+        Command::ReleaseNext => match lab.release_held(None) {
+            Some(frame) => state.note(
+                Level::Info,
+                format!(
+                    "released {} {}",
+                    frame.direction.arrow(),
+                    crate::describe::frame_label(&frame.frame)
+                ),
+            ),
+            None => state.note(Level::Warn, "nothing is held yet"),
+        },
+        // A drop is traced (and laddered) from the lab's own event.
+        Command::DropHeld(id) => {
+            if lab.drop_held(id).is_none() {
+                state.note(Level::Warn, "that frame is no longer held");
+            }
+        }
+        Command::DuplicateHeld(id) => match lab.duplicate_held(id) {
+            Some(copy) => state.note(
+                Level::Info,
+                format!(
+                    "copied {} {}: the copy is held right behind it",
+                    copy.direction.arrow(),
+                    crate::describe::frame_label(&copy.frame)
+                ),
+            ),
+            None => state.note(Level::Warn, "that frame is no longer held"),
+        },
     }
+    state.set_hold(hold_view(lab));
     false
+}
+
+/// What the link holds now, for the screen.
+pub fn hold_view(lab: &Lab) -> super::state::HoldView {
+    super::state::HoldView {
+        holding: lab.is_holding(),
+        frames: lab.held_frames(),
+    }
 }
 
 fn change_link(lab: &Lab, change: LinkChange) {
@@ -442,6 +520,9 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
                 for role in [Role::EchoServer, Role::Proxy2, Role::Proxy1] {
                     state.set_running(role, lab.is_running(role));
                 }
+                let hold = hold_view(&lab);
+                dirty |= hold != state.hold;
+                state.set_hold(hold);
                 for panic in terminal::take_other_panics() {
                     state.note(Level::Error, panic);
                 }

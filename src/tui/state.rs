@@ -406,6 +406,15 @@ impl Counters {
     }
 }
 
+/// Step mode as the screen shows it: whether the link is held, and what it holds (from the
+/// lab, exact, every tick).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HoldView {
+    pub holding: bool,
+    /// Oldest first.
+    pub frames: Vec<crate::lab::HeldView>,
+}
+
 /// A row of the connection list: an id, or a client waiting for one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Selection {
@@ -426,6 +435,8 @@ pub struct ViewState {
     pub input: Option<String>,
     /// Rows scrolled up from the newest in the detail pane (0 follows new frames).
     pub scroll: usize,
+    /// The held frame chosen for `x` (drop) and `d` (duplicate), by its hold id.
+    pub held_choice: Option<u64>,
 }
 
 impl Default for ViewState {
@@ -437,6 +448,7 @@ impl Default for ViewState {
             show_help: false,
             input: None,
             scroll: 0,
+            held_choice: None,
         }
     }
 }
@@ -461,6 +473,8 @@ pub struct TuiState {
     pub counters: Counters,
     pub log: Ring<LogLine>,
     pub view: ViewState,
+    /// Step mode: the held link.
+    pub hold: HoldView,
     /// When set, the UI's own log lines are stamped with this time instead of the clock's,
     /// so that tests (and replays) draw the same screen every time.
     pub fixed_now: Option<SystemTime>,
@@ -495,6 +509,7 @@ impl TuiState {
             counters: Counters::default(),
             log: Ring::new(LOG_CAPACITY),
             view: ViewState::default(),
+            hold: HoldView::default(),
             fixed_now: None,
             client_by_addr: HashMap::new(),
             conn_by_addr: HashMap::new(),
@@ -571,6 +586,26 @@ impl TuiState {
             level,
             text: text.into(),
         });
+    }
+
+    /// The held frame `x` and `d` act on: the one chosen with Tab while it is still held,
+    /// else the oldest.
+    pub fn chosen_held(&self) -> Option<&crate::lab::HeldView> {
+        let frames = &self.hold.frames;
+        self.view
+            .held_choice
+            .and_then(|id| frames.iter().find(|f| f.id == id))
+            .or_else(|| frames.first())
+    }
+
+    /// Takes the lab's held frames; keeps the choice while its frame is still held.
+    pub fn set_hold(&mut self, hold: HoldView) {
+        if let Some(id) = self.view.held_choice
+            && !hold.frames.iter().any(|f| f.id == id)
+        {
+            self.view.held_choice = None;
+        }
+        self.hold = hold;
     }
 
     /// Empties traces, ladders and the log. Counters are the lab's exact totals and stay.

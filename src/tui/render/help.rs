@@ -36,6 +36,14 @@ pub const KEYS: &[(&str, &str)] = &[
     ("+ -", "link loss up or down by 10 points, both directions"),
     ("b", "blackhole the link (drop everything), or stop"),
     ("n", "back to a clear link: no loss, no delay, nothing"),
+    ("h", "hold the link (step mode); again: let it all flow"),
+    (".", "step mode: let the oldest held frame cross"),
+    ("Tab", "step mode: choose a held frame"),
+    (
+        "x",
+        "step mode: drop the chosen held frame (it never crosses)",
+    ),
+    ("d", "step mode: hold a copy right behind the chosen frame"),
     ("l", "toggle the ladder diagram of the selected id"),
     (
         "space",

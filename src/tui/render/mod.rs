@@ -37,6 +37,7 @@
 pub mod clients;
 pub mod connections;
 pub mod header;
+pub mod held;
 pub mod help;
 pub mod ladder;
 pub mod log;
@@ -105,7 +106,7 @@ fn draw_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
         detail(frame, detail_area, state);
     }
     if log_rows > 0 {
-        log::render(frame, log_area, state);
+        log_or_held(frame, log_area, state);
     }
     status::render(frame, status_area, state, true);
 }
@@ -129,7 +130,7 @@ fn draw_normal(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     connections::render_list(frame, list_area, state);
     clients::render(frame, clients_area, state);
     detail(frame, detail_area, state);
-    log::render(frame, log_area, state);
+    log_or_held(frame, log_area, state);
     status::render(frame, status_area, state, false);
 }
 
@@ -149,8 +150,17 @@ fn draw_large(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     let [clients_area, log_area] =
         Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(bottom);
     clients::render(frame, clients_area, state);
-    log::render(frame, log_area, state);
+    log_or_held(frame, log_area, state);
     status::render(frame, status_area, state, false);
+}
+
+/// The log, or in step mode the frames the link holds (the log keeps filling meanwhile).
+fn log_or_held(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
+    if state.hold.holding {
+        held::render(frame, area, state);
+    } else {
+        log::render(frame, area, state);
+    }
 }
 
 /// The detail pane: the selected id's trace or ladder, or what a waiting client is doing.

@@ -19,6 +19,7 @@ const HINTS: &[(&str, &str)] = &[
     ("r", "RST"),
     ("l", "ladder"),
     ("space", "pause"),
+    ("h", "hold"),
     ("p", "proxy2"),
     ("e", "server"),
 ];
@@ -34,6 +35,7 @@ const HINTS_COMPACT: &[(&str, &str)] = &[
     ("r", "RST"),
     ("l", "ladder"),
     ("spc", "pause"),
+    ("h", "hold"),
     ("p", "proxy2"),
     ("e", "server"),
 ];
@@ -93,6 +95,12 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, compact: bool
     ];
     if state.view.paused {
         counters.push(Span::styled(" · PAUSED", Style::new().black().on_yellow()));
+    }
+    if state.hold.holding {
+        counters.push(Span::styled(
+            format!(" · HELD {}", state.hold.frames.len()),
+            Style::new().black().on_yellow(),
+        ));
     }
     let second = match &state.view.input {
         Some(text) => {
