@@ -68,8 +68,10 @@ fn a_flood_of_events_stays_bounded() {
             &mut state,
             Event {
                 time,
-                kind: EventKind::WaitGaveUp {
-                    client: client_addr(99),
+                kind: EventKind::Log {
+                    level: tunlab::event::Level::Warn,
+                    role: Role::Proxy1,
+                    message: "a warning".into(),
                 },
             },
         );
