@@ -248,3 +248,41 @@ fn closing_the_terminal_ends_the_lab() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Step mode by hand: hold the link, send, drop the held `D`: classic mode never gets that
+/// echo back, and the screen says so. Then the link flows again and the next echo comes back.
+#[test]
+#[cfg_attr(not(has_tmux), ignore = "needs tmux (apt install tmux)")]
+fn step_mode_drop_a_d_and_the_echo_is_lost() {
+    let Some(session) = Session::start("step", 120, 40) else {
+        return;
+    };
+    start_lab(&session, 1);
+    session.wait_for(&["Connections", "open       client 1"]);
+
+    session.keys(&["h"]);
+    session.wait_for(&["Link held", "nothing held yet", "HELD 0"]);
+    session.keys(&["s"]);
+    let held = session.wait_for(&[r#"1 p1→p2 D0 len=10 "hola mundo""#, "HELD 1"]);
+    assert!(
+        held.contains("▶  1 p1→p2 D0"),
+        "the only frame is chosen:\n{held}"
+    );
+    session.keys(&["x"]);
+    // The trace says it was dropped by hand; the client waits for 10 bytes that never come.
+    session.wait_for(&["dropped (by hand)", "HELD 0", "… 10 B due"]);
+
+    // Let it flow again: the next message is echoed; the first one stays lost.
+    session.keys(&["h"]);
+    session.wait_for(&["Log", "link flows again"]);
+    session.keys(&["s"]);
+    let screen = session.wait_for(&[r#"p2→p1 D0 len=10 "hola mundo""#, "20 B    10 B"]);
+    assert!(screen.contains("… 10 B due"), "{screen}");
+    assert!(
+        !screen.contains(" ✓"),
+        "the lost echo is not intact:\n{screen}"
+    );
+
+    session.keys(&["q"]);
+    assert_restored(&session);
+}
