@@ -454,28 +454,48 @@ fn keys_drive_the_lab() {
     assert_eq!(handle_key(&mut state, ch('q')), Some(Command::Quit));
 }
 
-/// While paused, frames are counted but not traced; clear empties traces and the log.
+/// While paused the screen stands still, but nothing is lost: frames that arrive meanwhile
+/// are counted and kept, and show when it resumes. Clear empties traces and the log.
 #[test]
-fn pause_and_clear() {
-    let mut state = new_state(0);
+fn pause_keeps_what_arrives_and_shows_it_on_resume_and_clear_empties() {
+    let mut state = new_state(50);
     let mut start = Script::default();
     start.roles_up(0).client_connects(5, 1).opens(6, 1, 0);
     start.apply(&mut state);
     let traced = state.conns[0].trace.len();
+    let laddered = state.conns[0].ladder.len();
     handle_key(&mut state, ch(' '));
     let mut more = Script::default();
     more.echo(100, 1, 0, b"while paused");
     more.apply(&mut state);
-    assert_eq!(state.conns[0].trace.len(), traced, "paused traces grew");
     assert_eq!(
-        state.conns[0].to_proxy2.bytes, 12,
-        "paused counters stopped"
+        state.shown(&state.conns[0].trace),
+        traced,
+        "the screen stood still"
+    );
+    assert_eq!(
+        state.conns[0].trace.len(),
+        traced + 2,
+        "and kept both frames"
+    );
+    assert!(state.conns[0].ladder.len() > laddered);
+    assert_eq!(state.conns[0].to_proxy2.bytes, 12, "counters kept counting");
+    let paused = screen(100, 30, |f| render::draw(f, &state));
+    assert!(!paused.contains("while paused"), "{paused}");
+    assert!(
+        paused.contains("PAUSED · 2 new kept (space shows them)"),
+        "{paused}"
     );
     handle_key(&mut state, ch(' '));
-    more.events.clear();
-    more.echo(200, 1, 0, b"resumed");
-    more.apply(&mut state);
-    assert_eq!(state.conns[0].trace.len(), traced + 2);
+    let resumed = screen(100, 30, |f| render::draw(f, &state));
+    assert!(
+        resumed.contains(r#"p1→p2 D0 len=12 "while paused""#)
+            && resumed.contains(r#"p2→p1 D0 len=12 "while paused""#),
+        "{resumed}"
+    );
+    handle_key(&mut state, ch('l'));
+    let ladder = screen(120, 40, |f| render::draw(f, &state));
+    assert!(ladder.contains("D0 12B"), "{ladder}");
     handle_key(&mut state, ch('c'));
     assert!(state.conns[0].trace.is_empty());
     assert!(state.conns[0].ladder.is_empty());

@@ -197,11 +197,11 @@ pub fn handle_key(state: &mut TuiState, key: KeyEvent) -> Option<Command> {
             state.view.scroll = 0;
         }
         KeyCode::Char(' ') => {
-            state.view.paused = !state.view.paused;
+            state.set_paused(!state.view.paused);
             let what = if state.view.paused {
-                "traces paused: frames are still counted, not traced"
+                "traces paused: what arrives meanwhile is kept, and shows on resume"
             } else {
-                "traces resumed"
+                "traces resumed, with everything that arrived meanwhile"
             };
             state.note(Level::Info, what);
         }
@@ -248,9 +248,9 @@ fn detail_rows(state: &TuiState) -> usize {
     match state.view.selected {
         Selection::Conn(id) => state.conn(id).map_or(0, |c| {
             if state.view.show_ladder {
-                c.ladder.len()
+                state.shown(&c.ladder)
             } else {
-                c.trace.len()
+                state.shown(&c.trace)
             }
         }),
         Selection::Waiting(_) => 0,

@@ -82,6 +82,12 @@ impl<T> Ring<T> {
 }
 
 impl<T: HasTime> Ring<T> {
+    /// How many entries are at or before `time` (entries are in time order, so they are the
+    /// first ones): what a paused screen shows, while newer ones keep arriving behind them.
+    pub fn len_until(&self, time: Duration) -> usize {
+        self.items.partition_point(|item| item.time() <= time)
+    }
+
     /// Inserts in time order. Events from different tasks can arrive slightly out of order;
     /// they are almost always late by a few entries, so the search starts from the back.
     pub fn insert_by_time(&mut self, item: T) {
@@ -426,8 +432,11 @@ pub enum Selection {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ViewState {
     pub selected: Selection,
-    /// Traces and ladders stop growing (counters and states keep going).
+    /// Traces and ladders show nothing newer than `paused_at` (counters and states keep
+    /// going, and what arrives meanwhile is kept: it shows on resume).
     pub paused: bool,
+    /// Since the lab started, when the screen was paused.
+    pub paused_at: Duration,
     /// The detail pane shows the ladder instead of the frame trace.
     pub show_ladder: bool,
     pub show_help: bool,
@@ -444,6 +453,7 @@ impl Default for ViewState {
         ViewState {
             selected: Selection::Conn(ConnId::new(0)),
             paused: false,
+            paused_at: Duration::ZERO,
             show_ladder: false,
             show_help: false,
             input: None,
@@ -608,6 +618,22 @@ impl TuiState {
         self.hold = hold;
     }
 
+    /// How many entries of a trace or ladder the screen shows: all of them, or while paused
+    /// only those up to the pause (the rest are kept, and show on resume).
+    pub fn shown<T: HasTime>(&self, ring: &Ring<T>) -> usize {
+        if self.view.paused {
+            ring.len_until(self.view.paused_at)
+        } else {
+            ring.len()
+        }
+    }
+
+    /// Pauses or resumes what traces and ladders show.
+    pub fn set_paused(&mut self, paused: bool) {
+        self.view.paused = paused;
+        self.view.paused_at = self.since_start(self.fixed_now.unwrap_or_else(SystemTime::now));
+    }
+
     /// Empties traces, ladders and the log. Counters are the lab's exact totals and stay.
     pub fn clear(&mut self) {
         for conn in &mut self.conns {
@@ -651,9 +677,6 @@ impl TuiState {
     }
 
     fn ladder(&mut self, id: ConnId, entry: LadderEntry) {
-        if self.view.paused {
-            return;
-        }
         if let Some(conn) = self.conns.get_mut(id.index()) {
             conn.ladder.insert_by_time(entry);
         }
@@ -846,9 +869,6 @@ fn on_frame_sent(state: &mut TuiState, time: Duration, at: Endpoint, frame: Fram
     };
     flow.frames += 1;
     flow.bytes += frame.payload_len as u64;
-    if state.view.paused {
-        return;
-    }
     let from = lane_of(at);
     let to = match from {
         Lane::Proxy1 => Lane::Proxy2,
@@ -877,7 +897,7 @@ fn on_link_decision(
     what: crate::impair::LinkVerdict,
 ) {
     let id = frame.id;
-    if state.view.paused || id.index() >= state.conns.len() {
+    if id.index() >= state.conns.len() {
         return;
     }
     let dropped = what.dropped.is_some();
@@ -933,10 +953,8 @@ fn on_proxy1_conn(
             conn.to_proxy2 = Flow::default();
             conn.to_proxy1 = Flow::default();
             if let Some(addr) = client {
-                if !state.view.paused {
-                    conn.trace
-                        .insert_by_time(TraceLine::NewConnection { time, client: addr });
-                }
+                conn.trace
+                    .insert_by_time(TraceLine::NewConnection { time, client: addr });
                 state.conn_by_addr.insert(addr, id);
                 stop_waiting(state, addr, Some(id));
                 state.ladder(id, LadderEntry::IdGiven { time, client: addr });

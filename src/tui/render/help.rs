@@ -45,10 +45,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     ("d", "step mode: hold a copy right behind the chosen frame"),
     ("l", "toggle the ladder diagram of the selected id"),
-    (
-        "space",
-        "pause or resume the traces (counters keep counting)",
-    ),
+    ("space", "pause or resume the traces (nothing is lost)"),
     (
         "PgUp PgDn Home End",
         "scroll the trace or ladder (End follows new rows)",
