@@ -50,6 +50,9 @@ fn warn_about_ignored_options(args: &LabArgs) {
     if args.clients != 3 {
         ignored.push("--clients");
     }
+    if args.chatter.is_some() {
+        ignored.push("--chatter");
+    }
     if (args.server_port, args.proxy1_port, args.proxy2_port)
         != (
             DEFAULT_SERVER_PORT,

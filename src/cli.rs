@@ -69,6 +69,11 @@ pub struct LabArgs {
     /// Echo clients to start with.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub clients: u32,
+    /// Clients talk on their own: every INTERVAL (`1s`, `300ms`) the next live client, in
+    /// turn, sends a short line, so the screen keeps moving during a talk. `t` switches it on
+    /// and off (at this interval, or every second).
+    #[arg(long, value_parser = parse_chatter, value_name = "INTERVAL")]
+    pub chatter: Option<std::time::Duration>,
     /// Address every role binds (keep it on loopback unless you mean otherwise).
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), value_name = "ADDR")]
     pub host: IpAddr,
@@ -516,5 +521,24 @@ pub async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The shortest and longest `--chatter` interval: faster would flood the traces, slower
+/// would not look like chatter.
+pub const CHATTER_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_millis(50)..=std::time::Duration::from_secs(600);
+
+fn parse_chatter(text: &str) -> Result<std::time::Duration, String> {
+    let interval = humantime::parse_duration(text)
+        .map_err(|_| format!("'{text}' is not a duration: write it like 1s or 300ms"))?;
+    if CHATTER_RANGE.contains(&interval) {
+        Ok(interval)
+    } else {
+        Err(format!(
+            "{text} is outside {} to {}",
+            humantime::format_duration(*CHATTER_RANGE.start()),
+            humantime::format_duration(*CHATTER_RANGE.end())
+        ))
     }
 }

@@ -107,10 +107,15 @@ impl Drop for Session {
 /// exit status and whether the tty settings are as before; the markers are put together by
 /// the shell, so the typed command line itself never matches them.
 fn start_lab(session: &Session, clients: u32) {
+    start_lab_with(session, clients, "");
+}
+
+/// [`start_lab`] with more options on the command line.
+fn start_lab_with(session: &Session, clients: u32, options: &str) {
     let bin = env!("CARGO_BIN_EXE_tunlab");
     session.line(&format!(
         "S=$(stty -g); '{bin}' --clients {clients} --server-port 0 --proxy1-port 0 --proxy2-port 0 \
-         --capture-dir '{}'; \
+         {options} --capture-dir '{}'; \
          E=$?; if [ \"$(stty -g)\" = \"$S\" ]; then R=same; else R=changed; fi; \
          echo \"RESULT\" \"exit=$E\" \"tty=$R\"",
         session.captures.path().display()
@@ -282,6 +287,38 @@ fn step_mode_drop_a_d_and_the_echo_is_lost() {
         !screen.contains(" ✓"),
         "the lost echo is not intact:\n{screen}"
     );
+
+    session.keys(&["q"]);
+    assert_restored(&session);
+}
+
+/// `--chatter`: the clients speak on their own, in turn, and `t` stops them; `L` sends 3000
+/// bytes, which cross as several `D` frames and come back whole.
+#[test]
+#[cfg_attr(not(has_tmux), ignore = "needs tmux (apt install tmux)")]
+fn chatter_and_a_large_message() {
+    let Some(session) = Session::start("chatter", 120, 40) else {
+        return;
+    };
+    start_lab_with(&session, 2, "--chatter 100ms");
+    session.wait_for(&["open       client 2", "chatter 100ms"]);
+    // Both clients speak, each in turn.
+    session.wait_for(&[r#""chatter 1 from client 1\n""#]);
+    session.keys(&["1"]);
+    session.wait_for(&[r#"from client 2\n""#]);
+    session.keys(&["t"]);
+    session.wait_for(&["chatter off"]);
+
+    session.keys(&["0"]);
+    session.keys(&["L"]);
+    let screen = session.wait_for(&["sends 3000 bytes", "D0 len=1498"]);
+    assert!(
+        !screen.contains("chatter 100ms"),
+        "chatter is off:\n{screen}"
+    );
+    // Client 1's echo: its chatter lines and the 3000 bytes, all back.
+    // Only client 1 sent kilobytes: its row ends "… kB ✓" once every byte is back.
+    session.wait_for(&["kB ✓"]);
 
     session.keys(&["q"]);
     assert_restored(&session);

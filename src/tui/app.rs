@@ -53,6 +53,10 @@ pub enum Command {
     Link(LinkChange),
     /// Step mode on or off.
     ToggleHold,
+    /// Clients talking on their own, on or off.
+    ToggleChatter,
+    /// A [`LARGE_MESSAGE`]-byte message from one client: several `D` frames.
+    SendLarge(ClientId),
     /// Let the oldest held frame cross.
     ReleaseNext,
     /// Drop a held frame (by its hold id).
@@ -73,6 +77,17 @@ pub enum LinkChange {
     ToggleBlackhole,
     /// Back to a clear link.
     Clear,
+}
+
+/// Bytes the `L` key sends: more than two `D` frames' worth (at most 1498 bytes each).
+pub const LARGE_MESSAGE: usize = 3000;
+
+/// How often clients chatter when `t` turns it on without `--chatter`.
+pub const DEFAULT_CHATTER: Duration = Duration::from_secs(1);
+
+/// The large message: printable bytes in a repeating pattern, so traces stay readable.
+pub fn large_message() -> Vec<u8> {
+    (0..LARGE_MESSAGE).map(|i| b'!' + (i % 94) as u8).collect()
 }
 
 /// How much one press of `+` or `-` changes the loss.
@@ -162,6 +177,11 @@ pub fn handle_key(state: &mut TuiState, key: KeyEvent) -> Option<Command> {
         KeyCode::Char('b') => return Some(Command::Link(LinkChange::ToggleBlackhole)),
         KeyCode::Char('n') => return Some(Command::Link(LinkChange::Clear)),
         KeyCode::Char('h') => return Some(Command::ToggleHold),
+        KeyCode::Char('t') => return Some(Command::ToggleChatter),
+        KeyCode::Char('L') => {
+            let client = selected_client(state)?;
+            return Some(Command::SendLarge(client));
+        }
         KeyCode::Char('.') | KeyCode::Char('x') | KeyCode::Char('d') | KeyCode::Tab
             if !state.hold.holding =>
         {
@@ -374,6 +394,37 @@ pub async fn execute(lab: &mut Lab, state: &mut TuiState, command: Command) -> b
         Command::Link(change) => change_link(lab, change),
         // The lab logs the change; the held pane shows what is held.
         Command::ToggleHold => lab.set_hold(!lab.is_holding()),
+        Command::SendLarge(client) => {
+            let bytes = large_message();
+            match lab.client_send(client, bytes) {
+                Ok(()) => state.note(
+                    Level::Info,
+                    format!(
+                        "client {client} sends {LARGE_MESSAGE} bytes: more than a D frame holds (1498), so several cross"
+                    ),
+                ),
+                Err(e) => state.note(Level::Warn, e.to_string()),
+            }
+        }
+        Command::ToggleChatter => {
+            state.chatter = match state.chatter {
+                Some(_) => {
+                    state.note(Level::Info, "chatter off");
+                    None
+                }
+                None => {
+                    let every = state.chatter_interval.unwrap_or(DEFAULT_CHATTER);
+                    state.note(
+                        Level::Info,
+                        format!(
+                            "chatter on: a client speaks every {}, in turn",
+                            humantime::format_duration(every)
+                        ),
+                    );
+                    Some(every)
+                }
+            };
+        }
         Command::ReleaseNext => match lab.release_held(None) {
             Some(frame) => state.note(
                 Level::Info,
@@ -448,6 +499,52 @@ fn send(lab: &Lab, state: &mut TuiState, client: ClientId, bytes: Vec<u8>) {
     }
 }
 
+/// Clients talking on their own: every interval, the next live client (in turn) sends a line.
+#[derive(Default)]
+pub struct Chatter {
+    next_at: Option<tokio::time::Instant>,
+    /// The last client that spoke.
+    last: ClientId,
+    lines: u64,
+}
+
+impl Chatter {
+    /// Resolves when the next line is due; never while chatter is off.
+    pub async fn due(&mut self, every: Option<Duration>) {
+        let Some(every) = every else {
+            self.next_at = None;
+            return std::future::pending().await;
+        };
+        let at = *self
+            .next_at
+            .get_or_insert_with(|| tokio::time::Instant::now() + every);
+        tokio::time::sleep_until(at).await;
+        self.next_at = Some(at + every);
+    }
+
+    /// The next live client after the last one says a numbered line.
+    pub fn speak(&mut self, lab: &Lab, state: &mut TuiState) {
+        let live: Vec<ClientId> = lab
+            .client_ids()
+            .into_iter()
+            .filter(|&c| lab.client_status(c).is_ok_and(|s| s.ended.is_none()))
+            .collect();
+        let Some(&client) = live
+            .iter()
+            .find(|&&c| c > self.last)
+            .or_else(|| live.first())
+        else {
+            return;
+        };
+        self.last = client;
+        self.lines += 1;
+        let line = format!("chatter {} from client {client}\n", self.lines);
+        if let Err(e) = lab.client_send(client, line.into_bytes()) {
+            state.note(Level::Warn, e.to_string());
+        }
+    }
+}
+
 /// Runs the lab with the TUI until the person quits or a signal arrives.
 pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let (events, mut rx) = EventSink::channel(EVENT_CAPACITY);
@@ -479,6 +576,9 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = lab.add_clients(args.clients).await {
         state.note(Level::Error, format!("cannot add a client: {e}"));
     }
+    state.chatter_interval = args.chatter;
+    state.chatter = args.chatter;
+    let mut chatter = Chatter::default();
     let mut signals = QuitSignals::new()?;
     let mut session = terminal::enter()?;
     let mut input = InputReader::spawn()?;
@@ -502,6 +602,7 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
                 }
                 dirty = true;
             }
+            _ = chatter.due(state.chatter) => chatter.speak(&lab, &mut state),
             _ = tick.tick() => {
                 let before = state.counters;
                 apply_snapshot(&mut state, &lab.snapshot());

@@ -485,6 +485,10 @@ pub struct TuiState {
     pub view: ViewState,
     /// Step mode: the held link.
     pub hold: HoldView,
+    /// Clients talk on their own every this long (`t`); `None`: they don't.
+    pub chatter: Option<Duration>,
+    /// The interval `--chatter` gave, for `t` to turn it back on.
+    pub chatter_interval: Option<Duration>,
     /// When set, the UI's own log lines are stamped with this time instead of the clock's,
     /// so that tests (and replays) draw the same screen every time.
     pub fixed_now: Option<SystemTime>,
@@ -520,6 +524,8 @@ impl TuiState {
             log: Ring::new(LOG_CAPACITY),
             view: ViewState::default(),
             hold: HoldView::default(),
+            chatter: None,
+            chatter_interval: None,
             fixed_now: None,
             client_by_addr: HashMap::new(),
             conn_by_addr: HashMap::new(),

@@ -96,6 +96,12 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, compact: bool
     if state.view.paused {
         counters.push(Span::styled(" · PAUSED", Style::new().black().on_yellow()));
     }
+    if let Some(every) = state.chatter {
+        counters.push(Span::styled(
+            format!(" · chatter {}", humantime::format_duration(every)),
+            Style::new().cyan(),
+        ));
+    }
     if state.hold.holding {
         counters.push(Span::styled(
             format!(" · HELD {}", state.hold.frames.len()),
