@@ -410,6 +410,11 @@ impl Counters {
     pub fn ignored(&self) -> u64 {
         self.proxy1.ignored + self.proxy2.ignored
     }
+    /// Connections a limit of proxy2 turned away (`--max-connections`, `--max-peers`,
+    /// allow-list).
+    pub fn refused(&self) -> u64 {
+        self.proxy1.refused + self.proxy2.refused
+    }
 }
 
 /// Step mode as the screen shows it: whether the link is held, and what it holds (from the
