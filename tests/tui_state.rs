@@ -459,3 +459,109 @@ fn one_log_line_per_happening() {
         ]
     );
 }
+
+fn ladder_notes(state: &tunlab::tui::state::TuiState, id: usize) -> Vec<String> {
+    state.conns[id]
+        .ladder
+        .iter()
+        .filter_map(|entry| match entry {
+            tunlab::tui::state::LadderEntry::Note { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The ladder marks a restart of proxy2 or the server on every id with a history, so what an
+/// id did before and after reads as two lives of that role.
+#[test]
+fn the_ladder_marks_a_stop_and_a_restart() {
+    let mut state = new_state(0);
+    let mut script = Script::default();
+    script.roles_up(0).client_connects(1, 1).opens(2, 1, 0);
+    script
+        .at(100, EventKind::RoleDown { role: Role::Proxy2 })
+        .at(
+            200,
+            EventKind::RoleUp {
+                role: Role::Proxy2,
+                addr: tui_support::addr(tui_support::PROXY2_UDP),
+            },
+        )
+        .at(
+            300,
+            EventKind::RoleDown {
+                role: Role::EchoServer,
+            },
+        )
+        .at(
+            400,
+            EventKind::RoleUp {
+                role: Role::EchoServer,
+                addr: tui_support::addr(tui_support::SERVER),
+            },
+        );
+    script.apply(&mut state);
+    assert_eq!(
+        ladder_notes(&state, 0),
+        [
+            "✕ proxy2 stopped",
+            "↻ proxy2 restarted",
+            "✕ server stopped",
+            "↻ server restarted"
+        ]
+    );
+    assert!(ladder_notes(&state, 5).is_empty(), "an id with no history");
+}
+
+/// A new client's id that proxy2 still holds for the last one (its X was lost): the ladder
+/// says the id was reused stale.
+#[test]
+fn the_ladder_marks_a_reused_stale_id() {
+    let mut state = new_state(0);
+    let mut script = Script::default();
+    let c1 = client_addr(1);
+    script.roles_up(0).client_connects(1, 1).opens(2, 1, 0);
+    // Client 1 leaves; proxy1 frees id 0 and sends X, which is lost: no "proxy2 free".
+    script
+        .at(
+            100,
+            EventKind::Conn {
+                at: Endpoint::Proxy1,
+                id: ConnId::new(0),
+                state: ConnState::Free,
+                client: Some(c1),
+            },
+        )
+        .client_connects(500, 2)
+        .at(
+            501,
+            EventKind::Conn {
+                at: Endpoint::Proxy1,
+                id: ConnId::new(0),
+                state: ConnState::Connecting,
+                client: Some(client_addr(2)),
+            },
+        );
+    script.apply(&mut state);
+    let notes = ladder_notes(&state, 0);
+    assert!(
+        notes.contains(&"⚠ id 0 reused while proxy2 still holds its last connection".to_string()),
+        "{notes:?}"
+    );
+    // A clean reuse (proxy2 freed it first) is not marked.
+    let mut clean = new_state(0);
+    let mut script = Script::default();
+    script
+        .roles_up(0)
+        .client_connects(1, 1)
+        .opens(2, 1, 0)
+        .client_closes(100, 1, 0, tunlab::event::CloseKind::Fin)
+        .client_connects(500, 2)
+        .opens(501, 2, 0);
+    script.apply(&mut clean);
+    assert!(
+        !ladder_notes(&clean, 0).iter().any(|n| n.contains("reused")),
+        "{:?}",
+        ladder_notes(&clean, 0)
+    );
+}

@@ -490,6 +490,8 @@ pub struct TuiState {
     pub view: ViewState,
     /// Step mode: the held link.
     pub hold: HoldView,
+    /// Roles seen up at least once: seen up again, they restarted.
+    roles_started: Vec<Role>,
     /// Clients talk on their own every this long (`t`); `None`: they don't.
     pub chatter: Option<Duration>,
     /// The interval `--chatter` gave, for `t` to turn it back on.
@@ -529,6 +531,7 @@ impl TuiState {
             log: Ring::new(LOG_CAPACITY),
             view: ViewState::default(),
             hold: HoldView::default(),
+            roles_started: Vec::new(),
             chatter: None,
             chatter_interval: None,
             fixed_now: None,
@@ -693,6 +696,18 @@ impl TuiState {
         }
     }
 
+    /// A note across the ladder of every id that has a history.
+    fn mark_ladders(&mut self, time: Duration, text: String) {
+        for conn in &mut self.conns {
+            if !conn.ladder.is_empty() || conn.state != ConnState::Free {
+                conn.ladder.insert_by_time(LadderEntry::Note {
+                    time,
+                    text: text.clone(),
+                });
+            }
+        }
+    }
+
     fn arrow(
         &mut self,
         id: ConnId,
@@ -807,8 +822,20 @@ pub fn update(state: &mut TuiState, event: Event) {
                 view.addr = Some(addr);
                 view.up = true;
             }
+            // Up again after being up once: a restart, which every ladder marks (what an id
+            // did before and after it are different lives of that role).
+            if state.roles_started.contains(&role) {
+                state.mark_ladders(time, format!("↻ {} restarted", role.label()));
+            } else {
+                state.roles_started.push(role);
+            }
         }
-        EventKind::RoleDown { role } => state.set_running(role, false),
+        EventKind::RoleDown { role } => {
+            state.set_running(role, false);
+            if matches!(role, Role::Proxy2 | Role::EchoServer) {
+                state.mark_ladders(time, format!("✕ {} stopped", role.label()));
+            }
+        }
         EventKind::FrameSent { at, frame, .. } => on_frame_sent(state, time, at, frame),
         // Each frame is traced once, when it leaves; the receiving side adds nothing new on a
         // lossless link, and the counters say how many arrived.
@@ -959,6 +986,9 @@ fn on_proxy1_conn(
     conn.state = new_state;
     match new_state {
         ConnState::Connecting => {
+            // proxy2 still holds the id's previous connection (its X was lost, or is still on
+            // its way): the new client's C lands on a stale id.
+            let stale = conn.proxy2_state != ConnState::Free && previous == ConnState::Free;
             conn.client = client;
             conn.last_outcome = None;
             conn.to_proxy2 = Flow::default();
@@ -969,6 +999,17 @@ fn on_proxy1_conn(
                 state.conn_by_addr.insert(addr, id);
                 stop_waiting(state, addr, Some(id));
                 state.ladder(id, LadderEntry::IdGiven { time, client: addr });
+                if stale {
+                    state.ladder(
+                        id,
+                        LadderEntry::Note {
+                            time,
+                            text: format!(
+                                "⚠ id {id} reused while proxy2 still holds its last connection"
+                            ),
+                        },
+                    );
+                }
                 // The accept is drawn when it happened, unless the client then waited for an
                 // id: then the arrow would land in the previous owner's history, so it goes
                 // here and says how long the client waited.
