@@ -31,6 +31,17 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     if let Some(script) = &args.script {
         return Ok(crate::script::run_file(script, args.report.as_deref()).await);
     }
+    if let Some(play) = &args.play {
+        if !std::io::stdout().is_terminal() {
+            eprintln!(
+                "error: --play draws the scenario on a terminal, and stdout is not one; \
+                 run it headless with --script {}",
+                play.display()
+            );
+            return Ok(ExitCode::from(crate::script::EXIT_INVALID));
+        }
+        return crate::tui::play::run(play, args.play_every).await;
+    }
     if !std::io::stdout().is_terminal() {
         // The demo is the lab's run without a terminal: it captures as the lab would.
         let capture = &args.capture;

@@ -101,6 +101,25 @@ pub struct LabArgs {
     /// up its own lab (ports, clients, timings), so the other lab options do not apply.
     #[arg(long, value_name = "FILE", help_heading = "Headless")]
     pub script: Option<PathBuf>,
+    /// Run this scenario on screen, for a class: the step list in the log's place, Enter runs
+    /// the next step (the usual keys work in between), the expectations are ticked at the
+    /// end, and the summary follows on the terminal. Exit codes as for --script.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Classroom",
+        conflicts_with = "script"
+    )]
+    pub play: Option<PathBuf>,
+    /// With --play: run the next step by itself after this long (Enter still runs it sooner).
+    #[arg(
+        long,
+        value_parser = humantime::parse_duration,
+        value_name = "TIME",
+        requires = "play",
+        help_heading = "Classroom"
+    )]
+    pub play_every: Option<std::time::Duration>,
     /// Write a JSON report of the headless run (a --script, or the built-in demo that runs
     /// when stdout is not a terminal).
     #[arg(long, value_name = "FILE", help_heading = "Headless")]

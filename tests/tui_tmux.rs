@@ -323,3 +323,59 @@ fn chatter_and_a_large_message() {
     session.keys(&["q"]);
     assert_restored(&session);
 }
+
+/// Starts `tunlab --play FILE …` in the session's shell; like [`start_lab`], the shell then
+/// prints its exit status and whether the tty is as before.
+fn start_play(session: &Session, scenario: &str, options: &str) {
+    let bin = env!("CARGO_BIN_EXE_tunlab");
+    let file = format!("{}/assets/scenarios/{scenario}", env!("CARGO_MANIFEST_DIR"));
+    session.line(&format!(
+        "S=$(stty -g); '{bin}' --play '{file}' {options}; \
+         E=$?; if [ \"$(stty -g)\" = \"$S\" ]; then R=same; else R=changed; fi; \
+         echo \"RESULT\" \"exit=$E\" \"tty=$R\""
+    ));
+}
+
+/// `--play`: the scenario's steps on screen, one per Enter, the held link beside them, and
+/// the expectations ticked at the end; q leaves, and the summary follows on the terminal.
+#[test]
+#[cfg_attr(not(has_tmux), ignore = "needs tmux (apt install tmux)")]
+fn play_steps_a_scenario_one_enter_at_a_time() {
+    let Some(session) = Session::start("play", 100, 30) else {
+        return;
+    };
+    start_play(&session, "lost-echo.toml", "");
+    let first = session.wait_for(&["lost echo · step 1 of 11", "▶  1 line"]);
+    assert!(first.contains("Enter runs the next step"), "{first}");
+    // Nothing happens until Enter: the link is not held yet.
+    assert!(!first.contains("Link held"), "{first}");
+    for step in 1..=10 {
+        session.keys(&["Enter"]);
+        session.wait_for(&[&format!("step {} of 11", step + 1)]);
+    }
+    // Step 8 dropped the echo: the held pane showed it beside the steps on the way.
+    session.keys(&["Enter"]);
+    let end = session.wait_for(&["PASSED: 5 of 5 expectations hold"]);
+    assert!(
+        end.contains("✓ the echo of hola was dropped by hand"),
+        "{end}"
+    );
+    session.keys(&["q"]);
+    let after = session.wait_for(&["RESULT exit="]);
+    assert!(after.contains("RESULT exit=0 tty=same"), "{after}");
+    assert!(after.contains("PASSED: 5 of 5"), "{after}");
+}
+
+/// `--play-every`: the steps go by themselves.
+#[test]
+#[cfg_attr(not(has_tmux), ignore = "needs tmux (apt install tmux)")]
+fn play_every_runs_the_steps_by_themselves() {
+    let Some(session) = Session::start("playevery", 80, 24) else {
+        return;
+    };
+    start_play(&session, "lost-echo.toml", "--play-every 50ms");
+    session.wait_for(&["PASSED: 5 of 5"]);
+    session.keys(&["q"]);
+    let after = session.wait_for(&["RESULT exit="]);
+    assert!(after.contains("RESULT exit=0 tty=same"), "{after}");
+}

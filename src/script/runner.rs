@@ -10,7 +10,9 @@ use tokio::time::Instant;
 
 use super::capture::{CaptureOutcome, CaptureRun};
 use super::fold::Fold;
-use super::scenario::{Action, ClientSel, Condition, FramePick, HeldAction, Scenario, Step};
+use super::scenario::{
+    Action, ClientSel, Condition, FramePick, HeldAction, MAX_DEADLINE, Scenario, Step,
+};
 use crate::event::{ClientEnd, ClientId, Event, EventSink};
 use crate::impair::LinkSettings;
 use crate::lab::{Lab, LabAddrs, LabSnapshot};
@@ -19,8 +21,8 @@ use crate::roles::echo_client::ClientStatus;
 /// Events the stream holds before it starts dropping (and counting) them. The runner reads
 /// continuously, so this only absorbs bursts.
 const EVENT_CAPACITY: usize = 256 * 1024;
-/// How often a `wait_for` looks at the lab again.
-const POLL: Duration = Duration::from_millis(10);
+/// How often a `wait_for` looks at the lab again (and a front may redraw).
+pub const POLL: Duration = Duration::from_millis(10);
 /// After the steps, the counters must stay still this long before the snapshot is taken, so
 /// frames in flight (an `X` after a close) are counted…
 const SETTLE_QUIET: Duration = Duration::from_millis(60);
@@ -50,9 +52,46 @@ pub struct Outcome {
 /// Why a step could not go on.
 struct StepFailure(String);
 
+/// Who watches a run: the headless summary (stdout), or the TUI's `--play`. The runner
+/// calls it at each point a person could see or steer; it never draws anything itself.
+#[allow(async_fn_in_trait)] // implemented in this crate only, and awaited in place
+pub trait Front {
+    /// A line of the step log.
+    fn say(&mut self, line: String);
+    /// Every event the runner reads, in order, before the runner folds it.
+    fn event(&mut self, _event: &Event) {}
+    /// Before step `index` runs: false stops the run (the person quit). May use the lab (the
+    /// TUI's keys do).
+    async fn before_step(&mut self, _lab: &mut Lab, _index: usize, _step: &Step) -> bool {
+        true
+    }
+    /// Step `index` is done.
+    fn step_done(&mut self, _index: usize) {}
+    /// While time passes inside a step, about every [`POLL`]: a chance to redraw.
+    fn tick(&mut self, _lab: &Lab) {}
+    /// Whether the scenario's deadline applies (not while a person steps through it).
+    fn deadline_applies(&self) -> bool {
+        true
+    }
+}
+
+/// The headless front: the step log on stdout.
+pub struct Stdout;
+
+impl Front for Stdout {
+    fn say(&mut self, line: String) {
+        println!("{line}");
+    }
+}
+
 /// Runs `scenario`. `Err` means the lab could not start (the scenario is then unusable as
 /// written here, for example a fixed port that is taken).
 pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
+    run_with(scenario, &mut Stdout).await
+}
+
+/// Runs `scenario` with `front` watching (and, between steps, steering).
+pub async fn run_with<F: Front>(scenario: &Scenario, front: &mut F) -> anyhow::Result<Outcome> {
     let (events, receiver) = EventSink::channel(EVENT_CAPACITY);
     let capture = scenario
         .lab
@@ -78,11 +117,13 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
     };
     let addrs = lab.addrs();
     let link_at_start = lab.link_settings();
-    println!(
+    front.say(format!(
         "lab up: echo server {} (tcp), proxy2 {} (udp), proxy1 {} (tcp) / {} (udp)",
         addrs.server, addrs.proxy2_udp, addrs.proxy1_tcp, addrs.proxy1_udp
-    );
+    ));
+    let deadline_applies = front.deadline_applies();
     let mut runner = Runner {
+        front,
         lab,
         receiver,
         fold: Fold::default(),
@@ -93,8 +134,13 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
         steps_completed: 0,
     };
 
-    // Everything from here to the last step is bounded by the deadline.
-    let deadline = runner.started + scenario.deadline;
+    // Everything from here to the last step is bounded by the deadline (unless a person
+    // steps through it: then they decide when it ends).
+    let deadline = if deadline_applies {
+        runner.started + scenario.deadline
+    } else {
+        runner.started + MAX_DEADLINE * 24
+    };
     let steps = async {
         runner
             .start_clients(scenario.lab.clients)
@@ -117,7 +163,8 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
         None => Some("interrupted by a signal (Ctrl-C or SIGTERM): stopping the lab".to_string()),
     };
     if let Some(why) = &failure {
-        println!("{} {why}", runner.stamp());
+        let line = format!("{} {why}", runner.stamp());
+        runner.front.say(line);
     }
 
     runner.settle().await;
@@ -149,7 +196,8 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
     })
 }
 
-struct Runner {
+struct Runner<'f, F: Front> {
+    front: &'f mut F,
     lab: Lab,
     receiver: mpsc::Receiver<Event>,
     fold: Fold,
@@ -162,7 +210,7 @@ struct Runner {
     steps_completed: usize,
 }
 
-impl Runner {
+impl<F: Front> Runner<'_, F> {
     /// `[  0.123s]`: time since the lab started, for the step log.
     fn stamp(&self) -> String {
         format!("[{:>8.3}s]", self.started.elapsed().as_secs_f64())
@@ -171,22 +219,31 @@ impl Runner {
     /// Takes in every event already in the stream.
     fn drain(&mut self) {
         while let Ok(event) = self.receiver.try_recv() {
+            self.front.event(&event);
             self.fold.apply(&event.kind);
         }
     }
 
     /// Lets time pass until `until`, taking in events as they come.
     async fn pass_time_until(&mut self, until: Instant) {
+        let mut next_tick = Instant::now() + POLL;
         loop {
             tokio::select! {
                 event = self.receiver.recv() => match event {
-                    Some(event) => self.fold.apply(&event.kind),
+                    Some(event) => {
+                        self.front.event(&event);
+                        self.fold.apply(&event.kind);
+                    }
                     None => {
                         tokio::time::sleep_until(until).await;
                         return;
                     }
                 },
                 _ = tokio::time::sleep_until(until) => return,
+                _ = tokio::time::sleep_until(next_tick) => {
+                    self.front.tick(&self.lab);
+                    next_tick = Instant::now() + POLL;
+                }
             }
         }
     }
@@ -201,24 +258,33 @@ impl Runner {
     }
 
     async fn run_steps(&mut self, steps: &[Step]) -> Result<(), StepFailure> {
-        for step in steps {
+        for (index, step) in steps.iter().enumerate() {
+            self.drain();
+            if !self.front.before_step(&mut self.lab, index, step).await {
+                return Err(StepFailure(format!(
+                    "stopped before the step at line {} (quit)",
+                    step.line
+                )));
+            }
             if let Some(at) = step.at {
                 self.pass_time_until(self.started + at).await;
             }
             self.current = Some(step.clone());
             self.waiting_on = None;
-            println!(
+            let line = format!(
                 "{} line {:<4} {}",
                 self.stamp(),
                 step.line,
                 step.action.describe()
             );
+            self.front.say(line);
             self.run_step(&step.action)
                 .await
                 .map_err(|StepFailure(why)| {
                     StepFailure(format!("step at line {} failed: {why}", step.line))
                 })?;
             self.steps_completed += 1;
+            self.front.step_done(index);
         }
         self.current = None;
         Ok(())
@@ -521,11 +587,18 @@ impl Runner {
         self.drain();
     }
 
-    fn counters(&self) -> impl PartialEq + use<> {
+    fn counters(&self) -> Quiet {
         let snapshot = self.lab.snapshot();
         (snapshot.proxy1, snapshot.proxy2, snapshot.clients)
     }
 }
+
+/// What must stop changing before the final snapshot.
+type Quiet = (
+    crate::link::LinkStatsSnapshot,
+    crate::link::LinkStatsSnapshot,
+    Vec<(ClientId, ClientStatus)>,
+);
 
 /// How a client ended, in a few words.
 pub fn end_label(end: ClientEnd) -> &'static str {

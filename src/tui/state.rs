@@ -426,6 +426,23 @@ pub struct HoldView {
     pub frames: Vec<crate::lab::HeldView>,
 }
 
+/// `--play`: a scenario stepped through on screen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlayView {
+    /// The scenario's name.
+    pub name: String,
+    /// Each step as the step log says it: `line 12  send "hola" from client 1`.
+    pub steps: Vec<String>,
+    /// Steps done so far (they are done in order).
+    pub done: usize,
+    /// The step that waits for Enter (or for its time), if one does.
+    pub waiting: Option<usize>,
+    /// Steps go by themselves this often; `None`: one per Enter.
+    pub every: Option<Duration>,
+    /// Once the run is over: each expectation, held or not, and what was seen.
+    pub verdicts: Option<Vec<(bool, String)>>,
+}
+
 /// A row of the connection list: an id, or a client waiting for one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Selection {
@@ -490,6 +507,8 @@ pub struct TuiState {
     pub view: ViewState,
     /// Step mode: the held link.
     pub hold: HoldView,
+    /// `--play`: the scenario on screen.
+    pub play: Option<PlayView>,
     /// Roles seen up at least once: seen up again, they restarted.
     roles_started: Vec<Role>,
     /// Clients talk on their own every this long (`t`); `None`: they don't.
@@ -531,6 +550,7 @@ impl TuiState {
             log: Ring::new(LOG_CAPACITY),
             view: ViewState::default(),
             hold: HoldView::default(),
+            play: None,
             roles_started: Vec::new(),
             chatter: None,
             chatter_interval: None,

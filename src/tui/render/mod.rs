@@ -41,6 +41,7 @@ pub mod held;
 pub mod help;
 pub mod ladder;
 pub mod log;
+pub mod play;
 pub mod status;
 pub mod trace;
 
@@ -154,10 +155,20 @@ fn draw_large(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     status::render(frame, status_area, state, false);
 }
 
-/// The log, or in step mode the frames the link holds (the log keeps filling meanwhile).
+/// The log; in step mode the frames the link holds; with `--play` the scenario's steps (the
+/// log keeps filling meanwhile).
 fn log_or_held(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
-    if state.hold.holding {
+    if state.hold.holding && state.play.is_some() {
+        // A scenario stepping a held link: its steps and what the link holds, side by side.
+        let [steps, held_area] =
+            Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+                .areas(area);
+        play::render(frame, steps, state);
+        held::render(frame, held_area, state);
+    } else if state.hold.holding {
         held::render(frame, area, state);
+    } else if state.play.is_some() {
+        play::render(frame, area, state);
     } else {
         log::render(frame, area, state);
     }
