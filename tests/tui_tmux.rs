@@ -379,3 +379,28 @@ fn play_every_runs_the_steps_by_themselves() {
     let after = session.wait_for(&["RESULT exit="]);
     assert!(after.contains("RESULT exit=0 tty=same"), "{after}");
 }
+
+/// A pause keeps everything: what crosses while the screen stands still is not traced on
+/// screen, the pane says how much waits, and it all shows on resume.
+#[test]
+#[cfg_attr(not(has_tmux), ignore = "needs tmux (apt install tmux)")]
+fn a_pause_keeps_the_frames_that_arrive_and_shows_them_on_resume() {
+    let Some(session) = Session::start("pause", 120, 40) else {
+        return;
+    };
+    start_lab(&session, 1);
+    session.wait_for(&["open       client 1", "p2→p1 C0OK"]);
+    session.keys(&["Space"]);
+    session.wait_for(&["PAUSED (space resumes)"]);
+    session.keys(&["s"]);
+    // The echo comes back (the clients pane is live), but the trace stands still.
+    let paused = session.wait_for(&["10 B    10 B ✓", "new kept (space shows them)"]);
+    assert!(!paused.contains(r#"D0 len=10 "hola mundo""#), "{paused}");
+    session.keys(&["Space"]);
+    session.wait_for(&[
+        r#"p1→p2 D0 len=10 "hola mundo""#,
+        r#"p2→p1 D0 len=10 "hola mundo""#,
+    ]);
+    session.keys(&["q"]);
+    assert_restored(&session);
+}
