@@ -311,7 +311,7 @@ fn selected_client(state: &mut TuiState) -> Option<ClientId> {
 /// other backslash (`\xZZ`, `\q`, a `\` at the end) is refused with the reason, so a typo
 /// is never sent as if it were meant.
 pub fn parse_message(text: &str) -> Result<Vec<u8>, String> {
-    const HOW: &str = "escapes are \\n \\r \\t \\\\ and \\xNN (two hex digits)";
+    const HOW: &str = "escapes: \\n \\r \\t \\\\ \\xNN";
     let mut out = Vec::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {

@@ -198,15 +198,26 @@ pub fn format_bytes(bytes: u64) -> String {
     }
 }
 
-/// Cuts `text` to at most `width` characters, marking the cut with `…`.
+/// Cuts `text` to at most `width` terminal columns, marking the cut with `…`. Columns, not
+/// characters: a payload shown as text may hold wide characters (`日本`, `⚡`).
 pub fn truncate(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    if text.width() <= width {
         return text.to_string();
     }
     if width == 0 {
         return String::new();
     }
-    let mut out: String = text.chars().take(width - 1).collect();
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w > width - 1 {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
     out.push('…');
     out
 }
@@ -343,6 +354,15 @@ mod tests {
         );
         assert_eq!(text(50), "link loss 10% │ clients 3 live · 1 ended");
         assert_eq!(text(25), "link loss 10% │ 3 live");
+    }
+
+    #[test]
+    fn truncation_counts_columns() {
+        assert_eq!(truncate("hola", 4), "hola");
+        assert_eq!(truncate("hola mundo", 5), "hola…");
+        // Each of these takes two columns.
+        assert_eq!(truncate("日本語です", 5), "日本…");
+        assert_eq!(Span::raw(truncate("⚡ dropped", 6)).width(), 6);
     }
 
     #[test]

@@ -148,7 +148,8 @@ fn trace_line(state: &TuiState, line: &TraceLine, width: usize) -> Line<'static>
             dropped,
         } => {
             let prefix = format!("{} ", format_time(*time));
-            let room = width.saturating_sub(prefix.chars().count() + 8);
+            // "p1→p2 ⚡ ": the arrow is 5 columns, the bolt 2, and two spaces.
+            let room = width.saturating_sub(prefix.chars().count() + 9);
             let style = if *dropped {
                 Style::new().red()
             } else {
