@@ -40,7 +40,7 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::from(crate::script::EXIT_INVALID));
         }
-        return crate::tui::play::run(play, args.play_every).await;
+        return crate::tui::play::run(play, args.play_every, args.report.as_deref()).await;
     }
     if !std::io::stdout().is_terminal() {
         // The demo is the lab's run without a terminal: it captures as the lab would.

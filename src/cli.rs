@@ -120,8 +120,8 @@ pub struct LabArgs {
         help_heading = "Classroom"
     )]
     pub play_every: Option<std::time::Duration>,
-    /// Write a JSON report of the headless run (a --script, or the built-in demo that runs
-    /// when stdout is not a terminal).
+    /// Write a JSON report of the scenario's run (a --script or --play, or the built-in demo
+    /// that runs when stdout is not a terminal).
     #[arg(long, value_name = "FILE", help_heading = "Headless")]
     pub report: Option<PathBuf>,
 }

@@ -366,18 +366,28 @@ fn play_steps_a_scenario_one_enter_at_a_time() {
     assert!(after.contains("PASSED: 5 of 5"), "{after}");
 }
 
-/// `--play-every`: the steps go by themselves.
+/// `--play-every`: the steps go by themselves; `--report` writes the JSON report.
 #[test]
 #[cfg_attr(not(has_tmux), ignore = "needs tmux (apt install tmux)")]
 fn play_every_runs_the_steps_by_themselves() {
     let Some(session) = Session::start("playevery", 80, 24) else {
         return;
     };
-    start_play(&session, "lost-echo.toml", "--play-every 50ms");
+    let report = session.captures.path().join("report.json");
+    start_play(
+        &session,
+        "lost-echo.toml",
+        &format!("--play-every 50ms --report '{}'", report.display()),
+    );
     session.wait_for(&["PASSED: 5 of 5"]);
     session.keys(&["q"]);
     let after = session.wait_for(&["RESULT exit="]);
     assert!(after.contains("RESULT exit=0 tty=same"), "{after}");
+    // The same JSON report as --script writes.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["link"]["to_proxy1"]["dropped_by"]["by_hand"], 1);
 }
 
 /// A pause keeps everything: what crosses while the screen stands still is not traced on

@@ -115,12 +115,7 @@ async fn run_adjusted(
     let report = Report::build(&scenario, &outcome);
     print!("{}", report.summary());
     if let Some((path, file)) = report_file {
-        let mut writer = std::io::BufWriter::new(file);
-        let written = serde_json::to_writer_pretty(&mut writer, &report)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(writer))
-            .and_then(|()| writer.flush());
-        match written {
+        match write_report(file, &report) {
             Ok(()) => println!("report: {}", path.display()),
             Err(e) => {
                 eprintln!("error: cannot write the report {}: {e}", path.display());
@@ -133,6 +128,15 @@ async fn run_adjusted(
     } else {
         EXIT_FAILED
     })
+}
+
+/// Writes the JSON report into `file`.
+pub fn write_report(file: std::fs::File, report: &Report) -> std::io::Result<()> {
+    let mut writer = std::io::BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut writer, report)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(writer))
+        .and_then(|()| writer.flush())
 }
 
 /// "1 step", "3 steps".

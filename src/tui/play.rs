@@ -133,7 +133,12 @@ async fn sleep_until_or_forever(at: Option<tokio::time::Instant>) {
 }
 
 /// Runs the scenario in `file` on screen; `every` lets steps go by themselves.
-pub async fn run(file: &Path, every: Option<Duration>) -> anyhow::Result<ExitCode> {
+/// `report` receives the JSON report, as with `--script`.
+pub async fn run(
+    file: &Path,
+    every: Option<Duration>,
+    report_path: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let name = file.display().to_string();
     let text = match std::fs::read_to_string(file) {
         Ok(text) => text,
@@ -149,6 +154,17 @@ pub async fn run(file: &Path, every: Option<Duration>) -> anyhow::Result<ExitCod
             eprintln!("error: invalid scenario {error}");
             return Ok(ExitCode::from(EXIT_INVALID));
         }
+    };
+    // A report path that cannot be written fails before the run, as with --script.
+    let report_file = match report_path {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => Some((path, file)),
+            Err(e) => {
+                eprintln!("error: cannot write the report {}: {e}", path.display());
+                return Ok(ExitCode::from(EXIT_INVALID));
+            }
+        },
+        None => None,
     };
     let mut state = TuiState::new(SystemTime::now(), scenario.lab.wire, None);
     state.play = Some(PlayView {
@@ -200,6 +216,15 @@ pub async fn run(file: &Path, every: Option<Duration>) -> anyhow::Result<ExitCod
     }
     drop(front);
     let _ = write!(std::io::stdout(), "{}", report.summary());
+    if let Some((path, file)) = report_file {
+        match crate::script::write_report(file, &report) {
+            Ok(()) => println!("report: {}", path.display()),
+            Err(e) => {
+                eprintln!("error: cannot write the report {}: {e}", path.display());
+                return Ok(ExitCode::from(EXIT_INVALID));
+            }
+        }
+    }
     Ok(ExitCode::from(if report.passed {
         EXIT_PASSED
     } else {
