@@ -328,7 +328,11 @@ fn chatter_and_a_large_message() {
 /// prints its exit status and whether the tty is as before.
 fn start_play(session: &Session, scenario: &str, options: &str) {
     let bin = env!("CARGO_BIN_EXE_tunlab");
-    let file = format!("{}/assets/scenarios/{scenario}", env!("CARGO_MANIFEST_DIR"));
+    let file = if scenario.starts_with('/') {
+        scenario.to_string()
+    } else {
+        format!("{}/assets/scenarios/{scenario}", env!("CARGO_MANIFEST_DIR"))
+    };
     session.line(&format!(
         "S=$(stty -g); '{bin}' --play '{file}' {options}; \
          E=$?; if [ \"$(stty -g)\" = \"$S\" ]; then R=same; else R=changed; fi; \
@@ -413,4 +417,34 @@ fn a_pause_keeps_the_frames_that_arrive_and_shows_them_on_resume() {
     ]);
     session.keys(&["q"]);
     assert_restored(&session);
+}
+
+/// A step that would wait for an hour: q stops the run in the middle of it, the verdicts say
+/// so, and the exit code is 1.
+#[test]
+#[cfg_attr(not(has_tmux), ignore = "needs tmux (apt install tmux)")]
+fn q_stops_a_played_scenario_in_the_middle_of_a_step() {
+    let Some(session) = Session::start("playstop", 100, 30) else {
+        return;
+    };
+    let file = session.captures.path().join("long.toml");
+    std::fs::write(
+        &file,
+        "name = \"long\"\n[lab]\nclients = 1\n[[step]]\nwait = \"1h\"\n[[expect]]\nopened = 1\n",
+    )
+    .unwrap();
+    start_play(&session, &file.display().to_string(), "");
+    session.wait_for(&["long · step 1 of 1"]);
+    session.keys(&["Enter"]);
+    session.wait_for(&["the step is running"]);
+    session.keys(&["q"]);
+    let end = session.wait_for(&["FAILED: 1 of 2 expectations hold"]);
+    assert!(end.contains("✗ every step finished"), "{end}");
+    session.keys(&["q"]);
+    let after = session.wait_for(&["RESULT exit="]);
+    assert!(after.contains("RESULT exit=1 tty=same"), "{after}");
+    assert!(
+        after.contains("0 of 1 steps done; stopped during"),
+        "the summary says why:\n{after}"
+    );
 }

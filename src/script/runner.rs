@@ -73,6 +73,11 @@ pub trait Front {
     fn deadline_applies(&self) -> bool {
         true
     }
+    /// Cancelled when the person wants to stop in the middle of a step (the run then ends
+    /// cleanly, like on Ctrl-C).
+    fn stop(&self) -> Option<tokio_util::sync::CancellationToken> {
+        None
+    }
 }
 
 /// The headless front: the step log on stdout.
@@ -122,6 +127,7 @@ pub async fn run_with<F: Front>(scenario: &Scenario, front: &mut F) -> anyhow::R
         addrs.server, addrs.proxy2_udp, addrs.proxy1_tcp, addrs.proxy1_udp
     ));
     let deadline_applies = front.deadline_applies();
+    let stop = front.stop().unwrap_or_default();
     let mut runner = Runner {
         front,
         lab,
@@ -153,13 +159,18 @@ pub async fn run_with<F: Front>(scenario: &Scenario, front: &mut F) -> anyhow::R
     // Ctrl-C or SIGTERM ends the steps too, but not the run: the lab still stops cleanly,
     // the capture is drained to disk and the report written, so nothing is lost.
     let ended = tokio::select! {
-        result = tokio::time::timeout_at(deadline, steps) => Some(result),
+        result = tokio::time::timeout_at(deadline, steps) => Some(Ok(result)),
         _ = crate::cli::wait_for_signal() => None,
+        _ = stop.cancelled() => Some(Err(())),
     };
     let failure = match ended {
-        Some(Ok(Ok(()))) => None,
-        Some(Ok(Err(StepFailure(why)))) => Some(why),
-        Some(Err(_elapsed)) => Some(runner.deadline_message(scenario)),
+        Some(Ok(Ok(Ok(())))) => None,
+        Some(Ok(Ok(Err(StepFailure(why))))) => Some(why),
+        Some(Ok(Err(_elapsed))) => Some(runner.deadline_message(scenario)),
+        Some(Err(())) => Some(match &runner.current {
+            Some(step) => format!("stopped during the step at line {} (quit)", step.line),
+            None => "stopped (quit)".to_string(),
+        }),
         None => Some("interrupted by a signal (Ctrl-C or SIGTERM): stopping the lab".to_string()),
     };
     if let Some(why) = &failure {

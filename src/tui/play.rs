@@ -30,6 +30,8 @@ struct PlayFront {
     input: InputReader,
     state: TuiState,
     last_draw: Instant,
+    /// `q` or Ctrl-C while a step runs: the runner stops the run.
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl PlayFront {
@@ -114,6 +116,18 @@ impl Front for PlayFront {
     }
 
     fn tick(&mut self, lab: &Lab) {
+        // While a step runs, only quitting is heard (a step may wait a long time).
+        while let Ok(input) = self.input.events.try_recv() {
+            if let Input::Key(key) = input
+                && key.kind != KeyEventKind::Release
+                && (key.code == KeyCode::Char('q')
+                    || (key.modifiers.contains(KeyModifiers::CONTROL)
+                        && key.code == KeyCode::Char('c')))
+            {
+                self.state.note(Level::Warn, "stopping the run (q)");
+                self.stop.cancel();
+            }
+        }
         if self.last_draw.elapsed() >= FRAME {
             self.refresh(lab);
             self.draw();
@@ -122,6 +136,10 @@ impl Front for PlayFront {
 
     fn deadline_applies(&self) -> bool {
         false
+    }
+
+    fn stop(&self) -> Option<tokio_util::sync::CancellationToken> {
+        Some(self.stop.clone())
     }
 }
 
@@ -184,6 +202,7 @@ pub async fn run(
         input,
         state,
         last_draw: Instant::now(),
+        stop: tokio_util::sync::CancellationToken::new(),
     };
     let outcome = match runner::run_with(&scenario, &mut front).await {
         Ok(outcome) => outcome,
