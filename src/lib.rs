@@ -13,6 +13,7 @@ pub mod impair;
 pub mod lab;
 pub mod link;
 pub mod net;
+pub mod netns;
 pub mod roles;
 pub mod script;
 pub mod tui;

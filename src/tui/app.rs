@@ -16,7 +16,7 @@ use tokio::time::MissedTickBehavior;
 use super::render;
 use super::state::{CaptureView, Selection, TuiState, apply_snapshot, update};
 use super::terminal::{self, InputReader, QuitSignals};
-use crate::capture::CaptureWriter;
+use crate::capture::{CaptureWriter, TcpCapture};
 use crate::cli::LabArgs;
 use crate::event::{ClientId, CloseKind, EventSink, Level, Role};
 use crate::lab::{Lab, LabConfig};
@@ -370,11 +370,12 @@ fn send(lab: &Lab, state: &mut TuiState, client: ClientId, bytes: Vec<u8>) {
 }
 
 /// Runs the lab with the TUI until the person quits or a signal arrives.
-pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
+/// `tcp` is the packet socket `--capture-tcp` opened (the permission already checked).
+pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<ExitCode> {
     let (events, mut rx) = EventSink::channel(EVENT_CAPACITY);
     let events = crate::tui::state::events_for_tui(events);
     // A capture directory that cannot be written is an error before the screen is taken over.
-    let capture = match args.capture.plan() {
+    let mut capture = match args.capture.plan() {
         Some(plan) => Some(CaptureWriter::start(plan, events.clone())?),
         None => None,
     };
@@ -385,6 +386,7 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let mode = config.mode;
     let start = SystemTime::now();
     // Binding errors (a port in use) print as usual, before the screen is taken over.
+    let tcp_events = events.clone();
     let mut lab = match Lab::start(config, events).await {
         Ok(lab) => lab,
         Err(e) => {
@@ -394,6 +396,14 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
+    if let (Some(capture), Some(tcp)) = (&mut capture, tcp) {
+        let addrs = lab.addrs();
+        capture.capture_tcp(
+            tcp,
+            &[addrs.proxy1_tcp.port(), addrs.server.port()],
+            tcp_events,
+        )?;
+    }
     let capture_status = capture.as_ref().map(CaptureWriter::status);
     let mut state = TuiState::new(start, mode, Some(lab.addrs()));
     for _ in 0..args.clients {
