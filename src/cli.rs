@@ -52,6 +52,8 @@ Examples:
                                            the lab over a lossy, slow link (replayable)
   tunlab proxy1 3327 localhost 3328 --loss-to-proxy1 30
                                            proxy1 losing 30% of what proxy2 sends it
+  tunlab --netns --capture-tcp            the lab in a namespace of its own, its capture
+                                           holding the TCP legs too (no root needed)
   tunlab --script assets/scenarios/basic.toml --report report.json
                                            a scenario headless, for CI";
 

@@ -64,8 +64,9 @@ pub struct Segment {
 pub enum TcpCaptureError {
     /// No `CAP_NET_RAW` here.
     #[error(
-        "--capture-tcp reads the TCP legs from the loopback interface with a packet socket, which \
-         needs the CAP_NET_RAW capability ({0}). Three ways to get it:\n  \
+        "TCP capture (--capture-tcp, or capture_tcp in a scenario) reads the TCP legs from the \
+         loopback interface with a packet socket, which needs the CAP_NET_RAW capability ({0}). \
+         Three ways to get it:\n  \
          1. run tunlab as root (sudo);\n  \
          2. give the binary the capability once: sudo setcap cap_net_raw+ep \"$(command -v tunlab)\";\n  \
          3. add --netns: the lab runs in a network namespace of its own, where it has the \
