@@ -77,7 +77,9 @@ async fn over_ten_thousand_round_trips_no_reply_is_stamped_before_its_request() 
                 connect.insert(id.index(), packet.time);
             }
             Frame::ConnectOk { id } => {
-                let asked_at = connect.get(&id.index()).expect("an OK after its C in the file");
+                let asked_at = connect
+                    .get(&id.index())
+                    .expect("an OK after its C in the file");
                 assert!(*asked_at <= packet.time, "C{id}OK stamped before its C");
             }
             Frame::Data { payload, .. } if to_proxy2 => {
@@ -98,7 +100,11 @@ async fn over_ten_thousand_round_trips_no_reply_is_stamped_before_its_request() 
             _ => {}
         }
     }
-    assert_eq!(round_trips, CLIENTS * ROUNDS, "one D each way per round trip");
+    assert_eq!(
+        round_trips,
+        CLIENTS * ROUNDS,
+        "one D each way per round trip"
+    );
     assert!(asked.is_empty(), "every request answered");
 }
 

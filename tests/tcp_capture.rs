@@ -109,7 +109,9 @@ fn fin_vs_rst_captures_the_tcp_legs_beside_the_link() {
     };
     let (proxy1, server) = (port("proxy1_tcp"), port("server"));
     let (mut syn, mut fin, mut rst) = (Vec::new(), 0, 0);
-    for (_, frame) in &file.segments {
+    // When each handshake was answered: client leg (from proxy1) and server leg (from it).
+    let (mut client_leg_syn_ack, mut server_leg_syn_ack) = (Vec::new(), Vec::new());
+    for (time, frame) in &file.segments {
         let packet = SlicedPacket::from_ethernet(frame).unwrap();
         let Some(TransportSlice::Tcp(tcp)) = packet.transport else {
             panic!("not TCP: {frame:02x?}")
@@ -122,6 +124,13 @@ fn fin_vs_rst_captures_the_tcp_legs_beside_the_link() {
         if tcp.syn() && !tcp.ack() {
             syn.push(tcp.destination_port());
         }
+        if tcp.syn() && tcp.ack() {
+            if tcp.source_port() == proxy1 {
+                client_leg_syn_ack.push(*time);
+            } else {
+                server_leg_syn_ack.push(*time);
+            }
+        }
         fin += usize::from(tcp.fin());
         rst += usize::from(tcp.rst());
     }
@@ -131,6 +140,37 @@ fn fin_vs_rst_captures_the_tcp_legs_beside_the_link() {
     assert!(fin >= 4, "FINs: {fin}");
     assert!(rst >= 1, "RSTs: {rst}");
     assert!(file.packets.len() >= 12, "the link's frames too");
+
+    // Cause before effect, across the legs: the k-th client handshake is answered before
+    // the k-th C goes out, and the k-th server handshake before the k-th OK comes back.
+    let connects: Vec<Duration> = file
+        .packets
+        .iter()
+        .filter(|p| p.datagram.len() == 2 && p.datagram[0] == b'C')
+        .map(|p| p.time)
+        .collect();
+    let oks: Vec<Duration> = file
+        .packets
+        .iter()
+        .filter(|p| p.datagram.starts_with(b"C") && p.datagram.ends_with(b"OK"))
+        .map(|p| p.time)
+        .collect();
+    assert_eq!(connects.len(), 3);
+    assert_eq!(oks.len(), 3);
+    for k in 0..3 {
+        assert!(
+            client_leg_syn_ack[k] < connects[k],
+            "handshake {k} after its C"
+        );
+        assert!(
+            connects[k] < server_leg_syn_ack[k],
+            "server handshake {k} before its C"
+        );
+        assert!(
+            server_leg_syn_ack[k] < oks[k],
+            "OK {k} before the server answered"
+        );
+    }
 }
 
 fn tshark(args: &[&str]) -> Option<String> {

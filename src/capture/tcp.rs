@@ -14,9 +14,13 @@
 //! - **Each segment once.** On `lo` a packet socket sees every packet twice: leaving
 //!   (`PACKET_OUTGOING`) and arriving (`PACKET_HOST`). The filter drops the outgoing copy,
 //!   as libpcap does on loopback, so each segment is in the file once.
-//! - **Kernel timestamps.** Each segment carries the time the kernel stamped it
-//!   (`SO_TIMESTAMPNS`), on the same clock as the link's frames, so the writer can merge both
-//!   in time order ([`super::order`]).
+//! - **Stamped on delivery, by the kernel.** Segments are read from a `PACKET_RX_RING`
+//!   (TPACKET_V2, the ring libpcap uses): the kernel writes each frame's time into the ring as
+//!   it delivers it, on the same clock as the link's frames, so the writer can merge both in
+//!   time order ([`super::order`]). Plain `recvmsg` with `SO_TIMESTAMPNS` is not enough on
+//!   loopback: TCP's segments carry a delivery time of another clock there, so the kernel
+//!   stamps them when they are *read*, milliseconds late, and a client's SYN-ACK would show up
+//!   after the `C` it caused.
 //! - **Needs `CAP_NET_RAW`** in the network namespace of `lo`: root, the capability on the
 //!   binary, or the lab's own namespace (`--netns`). [`TcpCapture::open`] checks that first,
 //!   before anything starts, and [`TcpCaptureError`] says how to get it.
@@ -25,7 +29,9 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,17 +44,51 @@ use crate::event::{EventKind, EventSink, TcpFlags, TcpSegmentSummary};
 /// The interface the lab's TCP legs cross.
 pub const LOOPBACK: &str = "lo";
 
-/// Bytes kept of each segment: all of it (loopback's MTU is 65536).
-const SNAPLEN: u32 = 262_144;
+/// Bytes kept of each segment: all of it (loopback's MTU is 65536, plus the Ethernet header).
+const SNAPLEN: u32 = 65_536 + 14;
+/// One ring frame: the TPACKET_V2 header and padding, then a whole segment.
+const RING_FRAME: u32 = 128 * 1024;
+/// Ring frames: a burst of this many segments waits for the reader without loss (16 MiB).
+const RING_FRAMES: u32 = 128;
 /// How often the reader looks up from the socket to see whether it should stop.
 const POLL_EVERY: Duration = Duration::from_millis(50);
 
 /// `PACKET_OUTGOING` (linux/if_packet.h): a packet this host sent, as a packet socket sees it.
 const PACKET_OUTGOING: u32 = 4;
-/// `SO_TIMESTAMPNS` / `SCM_TIMESTAMPNS` (asm-generic/socket.h).
-const SO_TIMESTAMPNS: libc::c_int = 35;
 /// `SO_ATTACH_FILTER` (asm-generic/socket.h).
 const SO_ATTACH_FILTER: libc::c_int = 26;
+// linux/if_packet.h: the receive ring.
+const PACKET_RX_RING: libc::c_int = 5;
+const PACKET_VERSION: libc::c_int = 10;
+const TPACKET_V2: libc::c_int = 1;
+/// A ring frame the kernel has filled, for the reader.
+const TP_STATUS_USER: u32 = 1;
+/// A ring frame that is the kernel's to fill again.
+const TP_STATUS_KERNEL: u32 = 0;
+
+/// `struct tpacket_req` (linux/if_packet.h).
+#[repr(C)]
+struct TpacketReq {
+    block_size: u32,
+    block_nr: u32,
+    frame_size: u32,
+    frame_nr: u32,
+}
+
+/// `struct tpacket2_hdr` (linux/if_packet.h): the start of each ring frame.
+#[repr(C)]
+struct Tpacket2Hdr {
+    status: u32,
+    len: u32,
+    snaplen: u32,
+    mac: u16,
+    net: u16,
+    sec: u32,
+    nsec: u32,
+    vlan_tci: u16,
+    vlan_tpid: u16,
+    padding: [u8; 4],
+}
 
 /// One TCP segment as it crossed `lo`.
 #[derive(Clone, Debug)]
@@ -129,17 +169,7 @@ impl TcpCapture {
                 size_of::<libc::sock_fprog>() as libc::socklen_t,
             )
         })?;
-        let on: libc::c_int = 1;
-        // SAFETY: an int option, passed by pointer with its size.
-        check(unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                SO_TIMESTAMPNS,
-                (&raw const on).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        })?;
+        let ring = Ring::new(fd)?;
         let name = std::ffi::CString::new(LOOPBACK).expect("no NUL in the name");
         // SAFETY: a NUL-terminated name.
         let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -161,6 +191,7 @@ impl TcpCapture {
         })?;
         let stop = Arc::new(AtomicBool::new(false));
         let reader = Reader {
+            ring,
             fd: self.fd,
             ports: ports.to_vec(),
             segments,
@@ -214,6 +245,8 @@ impl Drop for TcpReader {
 }
 
 struct Reader {
+    /// Declared before `fd`: unmapped before the socket closes.
+    ring: Ring,
     fd: OwnedFd,
     ports: Vec<u16>,
     segments: mpsc::Sender<Segment>,
@@ -222,88 +255,32 @@ struct Reader {
 }
 
 impl Reader {
-    fn run(self) {
-        let mut buf = vec![0u8; SNAPLEN as usize];
+    fn run(mut self) {
         loop {
             let stopping = self.stop.load(Ordering::Relaxed);
-            if !stopping && !self.wait_readable() {
-                continue;
-            }
-            // Read everything queued now; when stopping, that is the last of it.
-            loop {
-                match self.receive(&mut buf) {
-                    Ok(Some((len, time))) => {
-                        if !self.deliver(&buf[..len], time) {
-                            return; // the writer is gone
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        self.events.log(
-                            crate::event::Level::Error,
-                            crate::event::Role::Proxy1,
-                            format!("TCP capture stopped: reading {LOOPBACK} failed: {e}"),
-                        );
-                        return;
-                    }
+            // Everything the kernel has put in the ring; when stopping, that is the last.
+            while let Some((frame, time)) = self.ring.next() {
+                let delivered = self.deliver(&frame, time);
+                if !delivered {
+                    return; // the writer is gone
                 }
             }
             if stopping {
                 return;
             }
+            self.wait_readable();
         }
     }
 
-    /// Waits up to [`POLL_EVERY`] for a packet; false when none came.
-    fn wait_readable(&self) -> bool {
+    /// Waits up to [`POLL_EVERY`] for the kernel to fill a ring frame.
+    fn wait_readable(&self) {
         let mut poll = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
         // SAFETY: one pollfd, owned here.
-        let ready = unsafe { libc::poll(&mut poll, 1, POLL_EVERY.as_millis() as libc::c_int) };
-        ready > 0
-    }
-
-    /// One packet without waiting: its length and kernel timestamp; `None` when none is queued.
-    fn receive(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SystemTime)>> {
-        // Room for one SCM_TIMESTAMPNS control message (a timespec), generously aligned.
-        let mut control = [0u64; 8];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: msghdr is plain data; the pointers set below outlive the call.
-        let mut msg: libc::msghdr = unsafe { zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = size_of::<[u64; 8]>() as _;
-        // SAFETY: msg describes valid buffers; MSG_DONTWAIT never blocks.
-        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let error = io::Error::last_os_error();
-            return match error.kind() {
-                io::ErrorKind::WouldBlock => Ok(None),
-                io::ErrorKind::Interrupted => Ok(None),
-                _ => Err(error),
-            };
-        }
-        let mut time = None;
-        // SAFETY: walking the control messages the kernel wrote into `control`, with the
-        // libc macros that bound each step by msg_controllen.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == SO_TIMESTAMPNS {
-                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                    time = Some(UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
-                }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-            }
-        }
-        Ok(Some((n as usize, time.unwrap_or_else(SystemTime::now))))
+        unsafe { libc::poll(&mut poll, 1, POLL_EVERY.as_millis() as libc::c_int) };
     }
 
     /// Hands one packet on if it is a lab segment; false once the writer is gone.
@@ -325,6 +302,108 @@ impl Reader {
         };
         // Waits while the writer is behind: the capture loses nothing.
         self.segments.blocking_send(segment).is_ok()
+    }
+}
+
+/// The receive ring shared with the kernel (TPACKET_V2): frames the kernel fills and stamps,
+/// handed back one by one.
+struct Ring {
+    base: NonNull<u8>,
+    size: usize,
+    /// The next frame to look at.
+    next: u32,
+}
+
+// SAFETY: the mapping is owned by the one thread that reads it.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    fn new(fd: libc::c_int) -> io::Result<Ring> {
+        let version = TPACKET_V2;
+        // SAFETY: an int option, passed by pointer with its size.
+        check(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                PACKET_VERSION,
+                (&raw const version).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })?;
+        let request = TpacketReq {
+            block_size: RING_FRAME,
+            block_nr: RING_FRAMES,
+            frame_size: RING_FRAME,
+            frame_nr: RING_FRAMES,
+        };
+        // SAFETY: a tpacket_req, passed by pointer with its size.
+        check(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                PACKET_RX_RING,
+                (&raw const request).cast(),
+                size_of::<TpacketReq>() as libc::socklen_t,
+            )
+        })?;
+        let size = (RING_FRAME * RING_FRAMES) as usize;
+        // SAFETY: maps the ring the kernel just made for this socket; checked below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap gave null"))?;
+        Ok(Ring {
+            base,
+            size,
+            next: 0,
+        })
+    }
+
+    /// The next filled frame (a copy) and the time the kernel delivered it; `None` when the
+    /// kernel has filled nothing more yet.
+    fn next(&mut self) -> Option<(Vec<u8>, SystemTime)> {
+        let offset = (self.next * RING_FRAME) as usize;
+        // SAFETY: offset is inside the mapping (next < RING_FRAMES); each frame starts with a
+        // tpacket2_hdr, aligned (frames are page-aligned).
+        let header = unsafe { self.base.as_ptr().add(offset).cast::<Tpacket2Hdr>() };
+        // The status word is shared with the kernel: read it atomically, and only then the
+        // rest of the frame (Acquire pairs with the kernel's release of the frame).
+        // SAFETY: `status` is the first, 4-byte aligned field of the header.
+        let status = unsafe { AtomicU32::from_ptr(&raw mut (*header).status) };
+        if status.load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+            return None;
+        }
+        // SAFETY: the kernel filled this frame and does not touch it until status goes back
+        // to TP_STATUS_KERNEL; mac + snaplen stays inside the frame.
+        let (frame, time) = unsafe {
+            let h = &*header;
+            let data = std::slice::from_raw_parts(
+                self.base.as_ptr().add(offset + usize::from(h.mac)),
+                (h.snaplen as usize).min(RING_FRAME as usize - usize::from(h.mac)),
+            );
+            let time = UNIX_EPOCH + Duration::new(u64::from(h.sec), h.nsec);
+            (data.to_vec(), time)
+        };
+        status.store(TP_STATUS_KERNEL, Ordering::Release);
+        self.next = (self.next + 1) % RING_FRAMES;
+        Some((frame, time))
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.size) };
     }
 }
 
