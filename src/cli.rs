@@ -387,6 +387,13 @@ pub struct EchoClientArgs {
 /// Parses the command line and runs it; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.is_some() && cli.lab.netns {
+        eprintln!(
+            "error: --netns is for the lab (no subcommand): a standalone role in a namespace of \
+             its own could reach no one; give a proxy CAP_NET_RAW for --capture-tcp instead"
+        );
+        return ExitCode::from(crate::script::EXIT_INVALID);
+    }
     if cli.command.is_none() && cli.lab.netns {
         // Before the runtime: unshare refuses a new user namespace to a threaded process.
         if let Err(e) = crate::netns::enter() {

@@ -436,3 +436,15 @@ fn netns_puts_the_lab_on_a_loopback_of_its_own() {
     std::thread::sleep(Duration::from_millis(10));
     assert!(held.accept().is_err(), "the lab reached the host");
 }
+
+/// `--netns` is for the lab: a standalone role alone in a namespace could reach no one.
+#[test]
+fn netns_with_a_role_subcommand_is_refused() {
+    let output = Command::new(TUNLAB)
+        .args(["--netns", "echo-server", "0"])
+        .output()
+        .expect("tunlab runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--netns is for the lab"), "{stderr}");
+}

@@ -406,6 +406,9 @@ pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<Exit
     }
     let capture_status = capture.as_ref().map(CaptureWriter::status);
     let mut state = TuiState::new(start, mode, Some(lab.addrs()));
+    if args.netns {
+        state.note(Level::Info, crate::netns::NOTICE);
+    }
     for _ in 0..args.clients {
         if let Err(e) = lab.add_client().await {
             state.note(Level::Error, format!("cannot add a client: {e}"));
