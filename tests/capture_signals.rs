@@ -329,7 +329,7 @@ async fn standalone_proxy2_pcapng_capture_survives_sigterm() {
 
 /// A standalone proxy1 with `--capture-tcp` records its clients' TCP leg in the same file:
 /// pcapng by the file's extension, the handshakes of the clients beside the link's frames, in
-/// time order. It needs CAP_NET_RAW on this machine's loopback (root, as in CI).
+/// time order (FIN and RST are checked in tests/tcp_capture.rs, where the closes are scripted). It needs CAP_NET_RAW on this machine's loopback (root, as in CI).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_proxy1_captures_its_tcp_leg_too() {
     // SAFETY: geteuid cannot fail.
@@ -377,8 +377,6 @@ async fn standalone_proxy1_captures_its_tcp_leg_too() {
     let traffic = Traffic::start(proxy1_addr).await;
     traffic.wait_for(20).await;
     traffic.stop.cancel();
-    // Let the clients close, so their FINs are on the leg too.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let stderr = proxy1.stop_with(libc::SIGINT).await;
     stop.cancel();
     assert!(
@@ -388,7 +386,7 @@ async fn standalone_proxy1_captures_its_tcp_leg_too() {
     let file = read_pcapng(&capture);
     assert!(file.times.windows(2).all(|w| w[0] <= w[1]), "time order");
     assert!(!file.packets.is_empty(), "the link's frames");
-    let ports: Vec<(u16, u16, bool, bool)> = file
+    let ports: Vec<(u16, u16, bool)> = file
         .segments
         .iter()
         .map(|(_, frame)| {
@@ -396,12 +394,7 @@ async fn standalone_proxy1_captures_its_tcp_leg_too() {
             let Some(etherparse::TransportSlice::Tcp(tcp)) = packet.transport else {
                 panic!("not TCP")
             };
-            (
-                tcp.source_port(),
-                tcp.destination_port(),
-                tcp.syn(),
-                tcp.fin(),
-            )
+            (tcp.source_port(), tcp.destination_port(), tcp.syn())
         })
         .collect();
     assert!(
@@ -412,7 +405,6 @@ async fn standalone_proxy1_captures_its_tcp_leg_too() {
     );
     let syns = ports
         .iter()
-        .filter(|(_, d, syn, _)| *syn && *d == proxy1_addr.port());
+        .filter(|(_, d, syn)| *syn && *d == proxy1_addr.port());
     assert_eq!(syns.count(), CLIENTS, "one handshake per client");
-    assert!(ports.iter().any(|p| p.3), "the clients' FINs");
 }
