@@ -217,54 +217,7 @@ fn ladder_of_a_whole_connection() {
 /// plain ACKs do not (the read and write arrows say that), nor segments of other ports.
 #[test]
 fn captured_tcp_segments_show_on_their_leg_of_the_ladder() {
-    use tui_support::{PROXY1_TCP, SERVER, addr};
-    use tunlab::event::{TcpFlags, TcpSegmentSummary};
-    let flags = |list: &str| TcpFlags {
-        syn: list.contains('S'),
-        ack: list.contains('A'),
-        fin: list.contains('F'),
-        rst: list.contains('R'),
-        psh: list.contains('P'),
-    };
-    let segment = |src, dst, list: &str, payload_len| EventKind::TcpSegment {
-        segment: TcpSegmentSummary {
-            src,
-            dst,
-            flags: flags(list),
-            seq: 1,
-            ack: 1,
-            payload_len,
-        },
-    };
-    let (client, proxy1, server) = (client_addr(1), addr(PROXY1_TCP), addr(SERVER));
-    let proxy2_end = addr(61000);
-    let mut script = Script::default();
-    script
-        .roles_up(0)
-        .at(1, segment(client, proxy1, "S", 0))
-        .at(1, segment(proxy1, client, "SA", 0))
-        .at(1, segment(client, proxy1, "A", 0))
-        .client_connects(1, 1)
-        .at(2, segment(proxy2_end, server, "S", 0))
-        .at(2, segment(server, proxy2_end, "SA", 0))
-        .at(2, segment(proxy2_end, server, "A", 0))
-        .opens(2, 1, 0)
-        .at(
-            4,
-            EventKind::Tcp {
-                role: Role::Proxy2,
-                id: Some(ConnId::new(0)),
-                peer: server,
-                action: TcpAction::ConnectedFrom(proxy2_end),
-            },
-        )
-        // Data and its ACK: no arrows of their own.
-        .at(5, segment(client, proxy1, "PA", 10))
-        .at(5, segment(proxy1, client, "A", 0))
-        // Something else on loopback.
-        .at(6, segment(addr(7000), addr(7001), "S", 0))
-        .at(7, segment(client, proxy1, "FA", 0))
-        .at(8, segment(proxy2_end, server, "RA", 0));
+    let script = tui_support::with_tcp_capture();
     let mut state = new_state(0);
     script.apply(&mut state);
     let segments: Vec<(Lane, Lane, String)> = state.conns[0]
