@@ -116,6 +116,7 @@ impl CaptureStatus {
             format: self.format,
             frames: self.frames_written(),
             tcp_segments: self.segments_written(),
+            out_of_order: self.late(),
             bytes: self.bytes_written(),
             error: self.error(),
         }
@@ -142,6 +143,9 @@ pub struct CaptureSummary {
     pub frames: u64,
     /// Of those, TCP segments read off loopback (`--capture-tcp`).
     pub tcp_segments: u64,
+    /// Records that reached the writer too late to be put in time order (0 unless the
+    /// machine stalled a producer for longer than [`super::ORDER_HOLD`]).
+    pub out_of_order: u64,
     pub bytes: u64,
     /// Set when the writer gave up.
     pub error: Option<String>,
@@ -158,7 +162,13 @@ impl CaptureSummary {
         if self.tcp_segments > 0 {
             frames = format!("{frames} ({} of them TCP segments)", self.tcp_segments);
         }
-        let line = format!("capture: {frames} written to {}", self.path.display());
+        let mut line = format!("capture: {frames} written to {}", self.path.display());
+        if self.out_of_order > 0 {
+            line = format!(
+                "{line} ({} reached the writer too late to be put in time order)",
+                self.out_of_order
+            );
+        }
         match &self.error {
             None => line,
             Some(_) => format!("{line}, then the capture FAILED (see the error above)"),
