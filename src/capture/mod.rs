@@ -1,5 +1,6 @@
 //! Captures: every UDP frame of the link, exactly as it crossed the wire, to a pcap or pcapng
-//! file that opens in Wireshark.
+//! file that opens in Wireshark; with [`CaptureWriter::capture_tcp`], the TCP legs too, read off
+//! loopback ([`tcp`]), in time order with the link's frames.
 //!
 //! The link sockets feed a [`CaptureTap`]; a [`CaptureWriter`] drains it into the file.
 //! Unlike the event stream, the tap must never lose a frame, so [`CaptureTap::record`] waits

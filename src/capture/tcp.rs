@@ -17,7 +17,7 @@
 //! - **Stamped on delivery, by the kernel.** Segments are read from a `PACKET_RX_RING`
 //!   (TPACKET_V2, the ring libpcap uses): the kernel writes each frame's time into the ring as
 //!   it delivers it, on the same clock as the link's frames, so the writer can merge both in
-//!   time order ([`super::order`]). Plain `recvmsg` with `SO_TIMESTAMPNS` is not enough on
+//!   time order (`capture/order.rs`). Plain `recvmsg` with `SO_TIMESTAMPNS` is not enough on
 //!   loopback: TCP's segments carry a delivery time of another clock there, so the kernel
 //!   stamps them when they are *read*, milliseconds late, and a client's SYN-ACK would show up
 //!   after the `C` it caused.
