@@ -35,7 +35,8 @@ pub struct Proxy1Config {
     /// How long a client may wait for a free id before it is closed.
     pub id_wait: Duration,
     /// An open id with no traffic either way for this long is closed (`X` sent).
-    pub idle_timeout: Duration,
+    /// Changeable while the role runs (it is read at every sweep).
+    pub idle_timeout: super::IdleTimeout,
     /// `D` frames queued toward one slow client before classic mode drops them.
     pub queue_frames: usize,
 }
@@ -47,7 +48,7 @@ impl Proxy1Config {
             connect_attempts: 5,
             connect_retry: Duration::from_millis(500),
             id_wait: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(300).into(),
             queue_frames: 1024,
         }
     }
@@ -187,7 +188,9 @@ pub async fn run(
         free_ids: Arc::new(Semaphore::new(ids)),
     });
     let mut buf = vec![0u8; RECV_BUFFER];
-    let mut sweep = tokio::time::interval(super::proxy2::sweep_period(shared.config.idle_timeout));
+    let mut sweep = tokio::time::interval(super::proxy2::sweep_period(
+        shared.config.idle_timeout.get(),
+    ));
     // One cancellation future for the whole loop: making a new one per read registers and
     // unregisters a waiter (two lock round trips) for every datagram or TCP read.
     let cancelled = shutdown.cancelled();
@@ -493,7 +496,7 @@ async fn reclaim_idle(shared: &Shared) {
             .filter_map(|(index, slot)| slot.as_ref().map(|slot| (index, slot)))
             .filter(|(_, slot)| {
                 matches!(slot.phase, Phase::Open(_))
-                    && slot.activity.idle_for() >= shared.config.idle_timeout
+                    && slot.activity.idle_for() >= shared.config.idle_timeout.get()
             })
             .map(|(index, slot)| {
                 slot.stop.cancel();
@@ -507,7 +510,7 @@ async fn reclaim_idle(shared: &Shared) {
             Role::Proxy1,
             format!(
                 "connection {id} (client {client}) idle for {:?}: closing it",
-                shared.config.idle_timeout
+                shared.config.idle_timeout.get()
             ),
         );
         shared.conn_event(id, ConnState::Closing, client);

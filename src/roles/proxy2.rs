@@ -32,7 +32,8 @@ pub struct Proxy2Config {
     pub connect_timeout: Duration,
     /// A connection with no traffic either way for this long is closed (`X` to proxy1),
     /// so an id whose `X` was lost does not stay taken forever.
-    pub idle_timeout: Duration,
+    /// Changeable while the role runs (it is read at every sweep).
+    pub idle_timeout: super::IdleTimeout,
     /// `D` frames queued toward one slow server connection before classic mode drops them.
     pub queue_frames: usize,
 }
@@ -42,7 +43,7 @@ impl Proxy2Config {
         Proxy2Config {
             server,
             connect_timeout: Duration::from_secs(3),
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(300).into(),
             queue_frames: 1024,
         }
     }
@@ -136,7 +137,7 @@ pub async fn run(link: LinkSocket, config: Proxy2Config, shutdown: CancellationT
         table: Mutex::default(),
     });
     let mut buf = vec![0u8; RECV_BUFFER];
-    let mut sweep = tokio::time::interval(sweep_period(shared.config.idle_timeout));
+    let mut sweep = tokio::time::interval(sweep_period(shared.config.idle_timeout.get()));
     // One cancellation future for the whole loop: making a new one per read registers and
     // unregisters a waiter (two lock round trips) for every datagram or TCP read.
     let cancelled = shutdown.cancelled();
@@ -371,7 +372,7 @@ async fn reclaim_idle(shared: &Shared) {
         let table = shared.table.lock().unwrap();
         table
             .iter()
-            .filter(|(_, slot)| slot.activity.idle_for() >= shared.config.idle_timeout)
+            .filter(|(_, slot)| slot.activity.idle_for() >= shared.config.idle_timeout.get())
             .map(|(key, _)| *key)
             .collect()
     };
@@ -382,7 +383,9 @@ async fn reclaim_idle(shared: &Shared) {
                 Role::Proxy2,
                 format!(
                     "connection {} from {} idle for {:?}: closing",
-                    key.1, key.0, shared.config.idle_timeout
+                    key.1,
+                    key.0,
+                    shared.config.idle_timeout.get()
                 ),
             );
             shared.send(Frame::Close { id: key.1 }, key.0).await;
