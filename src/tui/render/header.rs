@@ -27,19 +27,30 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
             Style::new().bold(),
         ));
     let mut lines = vec![topology_line(state, false), settings_line(state, false)];
-    lines.extend(state.monitor.as_ref().map(|m| monitor_line(m, false)));
+    lines.extend(
+        state
+            .monitor
+            .as_ref()
+            .map(|m| monitor_line(m, false, area.width.saturating_sub(2))),
+    );
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
 /// The header without a border, for 80x24: the same lines, shortened.
 pub fn render_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     let mut lines = vec![topology_line(state, true), settings_line(state, true)];
-    lines.extend(state.monitor.as_ref().map(|m| monitor_line(m, true)));
+    lines.extend(
+        state
+            .monitor
+            .as_ref()
+            .map(|m| monitor_line(m, true, area.width)),
+    );
     frame.render_widget(Paragraph::new(lines), area);
 }
 
-/// ` monitor metrics http://127.0.0.1:9100/metrics │ admin 127.0.0.1:9101 (tunlab monitor …)`.
-fn monitor_line(monitor: &MonitorView, compact: bool) -> Line<'static> {
+/// ` monitor metrics http://127.0.0.1:9100/metrics │ admin 127.0.0.1:9101 (tunlab monitor …)`;
+/// the command that logs in is added when it fits in `width`.
+fn monitor_line(monitor: &MonitorView, compact: bool, width: u16) -> Line<'static> {
     let label = Style::new().dark_gray();
     let mut spans = vec![Span::styled(" monitor", label)];
     if let Some(addr) = monitor.metrics {
@@ -56,11 +67,10 @@ fn monitor_line(monitor: &MonitorView, compact: bool) -> Line<'static> {
         }
         spans.push(Span::styled(" admin ", label));
         spans.push(Span::raw(addr.to_string()));
-        if !compact {
-            spans.push(Span::styled(
-                format!(" (tunlab monitor {} {})", addr.ip(), addr.port()),
-                label,
-            ));
+        let hint = format!(" (tunlab monitor {} {})", addr.ip(), addr.port());
+        let used: usize = spans.iter().map(Span::width).sum();
+        if !compact && used + hint.chars().count() <= usize::from(width) {
+            spans.push(Span::styled(hint, label));
         }
     }
     Line::from(spans)
