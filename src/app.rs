@@ -29,8 +29,8 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
 pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     // Headless: a scenario file, or the built-in demo scenario when there is no terminal.
     if let Some(script) = &args.script {
-        warn_monitor_is_interactive_only(&args);
-        return Ok(crate::script::run_file(script, args.report.as_deref()).await);
+        let monitor = args.monitor.plan();
+        return Ok(crate::script::run_file(script, args.report.as_deref(), &monitor).await);
     }
     if !std::io::stdout().is_terminal() {
         // The demo is the lab's run without a terminal: it captures as the lab would.
@@ -38,7 +38,8 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         let capture =
             (!capture.no_capture).then(|| (capture.capture_format, capture.capture_dir.clone()));
         warn_about_ignored_options(&args);
-        return Ok(crate::script::run_demo(args.report.as_deref(), capture).await);
+        let monitor = args.monitor.plan();
+        return Ok(crate::script::run_demo(args.report.as_deref(), capture, &monitor).await);
     }
     crate::tui::run(&args).await
 }
@@ -63,26 +64,12 @@ fn warn_about_ignored_options(args: &LabArgs) {
     if !args.link.settings().is_clear() || args.link.seed.is_some() {
         ignored.push("the link emulator options");
     }
-    if args.monitor.plan().is_on() {
-        ignored.push("--metrics and --admin");
-    }
     if !ignored.is_empty() {
         eprintln!(
             "note: stdout is not a terminal, so tunlab runs its built-in demo scenario as written \
              and ignores {}; run it on a terminal for the interactive lab, or write a scenario \
              for --script",
             ignored.join(", ")
-        );
-    }
-}
-
-/// A scenario runs headless and ends on its own: a monitor is for the interactive lab and
-/// the standalone roles, so say so rather than ignore it silently.
-fn warn_monitor_is_interactive_only(args: &LabArgs) {
-    if args.monitor.plan().is_on() {
-        eprintln!(
-            "note: --metrics and --admin serve the interactive lab and the standalone roles; \
-             a --script run does not start them"
         );
     }
 }

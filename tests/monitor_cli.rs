@@ -286,3 +286,107 @@ async fn the_admin_protocol_will_not_start_without_a_user() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("give a user as NAME:PASS"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_headless_scenario_serves_metrics_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("monitored.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+name = "monitored"
+deadline = "60s"
+
+[lab]
+ports = "auto"
+clients = 2
+
+[[step]]
+send = "hola mundo"
+
+[[step]]
+wait_for = "echoes"
+
+# Time for a scrape; the test ends the run with SIGTERM.
+[[step]]
+wait = "50s"
+"#,
+    )
+    .unwrap();
+    let report = dir.path().join("report.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tunlab"))
+        .arg("--script")
+        .arg(&scenario)
+        .arg("--report")
+        .arg(&report)
+        .args(["--metrics", "0"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let metrics: SocketAddr = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix("metrics on http://") {
+                return rest.trim_end_matches("/metrics").parse().unwrap();
+            }
+        }
+        panic!("the run ended without a metrics line");
+    })
+    .await
+    .expect("a metrics line");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    // Both echoes came back: proxy1 received two D frames.
+    let echoed = [
+        ("endpoint", "proxy1"),
+        ("direction", "received"),
+        ("type", "data"),
+    ];
+    let scraped = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let scraped = scrape(metrics).await;
+            if value(&scraped, "tunlab_frames_total", &echoed) == 2.0 {
+                return scraped;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the echoes in /metrics");
+
+    let pid = child.id().unwrap() as libc::pid_t;
+    // SAFETY: a plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("the run ends after SIGTERM")
+        .unwrap();
+    // The report's exact counters, taken after the signal, equal what was scraped.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    for direction in ["to_proxy2", "to_proxy1"] {
+        let labels = [("direction", direction)];
+        assert_eq!(
+            value(&scraped, "tunlab_emulator_offered_frames_total", &labels),
+            report["link"][direction]["sent"].as_f64().unwrap(),
+            "{direction}"
+        );
+        assert_eq!(
+            value(
+                &scraped,
+                "tunlab_emulator_delivered_datagrams_total",
+                &labels
+            ),
+            report["link"][direction]["delivered"].as_f64().unwrap(),
+            "{direction}"
+        );
+    }
+    assert_eq!(
+        value(&scraped, "tunlab_connections_open", &[("role", "proxy1")]),
+        2.0
+    );
+}
