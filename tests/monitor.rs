@@ -358,6 +358,16 @@ async fn every_admin_command_answers_from_the_lab() {
         .unwrap();
     let open = echo_client(lab, 2, 5000).await;
     let client = open.local_addr().unwrap();
+    // The first connection's close may still be on its way through proxy2 and the server.
+    within("one connection open at each role", async {
+        while [Role::Proxy1, Role::Proxy2, Role::EchoServer]
+            .iter()
+            .any(|r| monitored.conns.totals(*r).current != 1)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     let mut admin = Admin::logged_in(&monitored).await;
 
     let stats = admin.ask("STATS").await;

@@ -33,7 +33,7 @@
 //! | `tunlab_idle_timeout_seconds` | | the proxies' idle timeout now |
 //!
 //! Reserved for the reliable modes (stop-and-wait, Go-Back-N, Selective Repeat), which slot
-//! in as one more block of [`TunlabCollector::encode`] once their transports count them:
+//! in as one more block of `TunlabCollector::encode` once their transports count them:
 //! `tunlab_retransmissions_total{endpoint,type}` and the histogram `tunlab_rtt_seconds{endpoint}`.
 
 use std::net::SocketAddr;
