@@ -282,7 +282,8 @@ pub enum Command {
     /// Talk to a lab's or role's admin protocol (--admin): log in, then type commands (like the SOCKS5 project's monitor_client).
     ///
     /// It asks for NAME:PASS, then reads commands with line editing and history (up and down
-    /// arrows): STATS, CONNECTIONS, USERS, ACCESS_LOG [USER], CONFIG [PARAM VALUE], HELP, QUIT.
+    /// arrows): STATS, CONNECTIONS, USERS, ACCESS_LOG (of one USER if given), CONFIG (PARAM VALUE to
+    /// change one), HELP, QUIT.
     /// With stdin not a terminal it reads one line at a time, so it can be scripted.
     Monitor(MonitorClientArgs),
 }
