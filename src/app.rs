@@ -29,7 +29,8 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
 pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     // Headless: a scenario file, or the built-in demo scenario when there is no terminal.
     if let Some(script) = &args.script {
-        return Ok(crate::script::run_file(script, args.report.as_deref()).await);
+        let monitor = args.monitor.plan();
+        return Ok(crate::script::run_file(script, args.report.as_deref(), &monitor).await);
     }
     // Without the permission to read loopback, stop before anything starts (exit code 2).
     let tcp = match crate::cli::open_tcp_capture(args.capture.capture_tcp) {
@@ -45,7 +46,8 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
             tcp: capture.capture_tcp,
         });
         warn_about_ignored_options(&args);
-        return Ok(crate::script::run_demo(args.report.as_deref(), capture).await);
+        let monitor = args.monitor.plan();
+        return Ok(crate::script::run_demo(args.report.as_deref(), capture, &monitor).await);
     }
     crate::tui::run(&args, tcp).await
 }

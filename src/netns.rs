@@ -15,7 +15,8 @@ use std::io;
 /// What the lab says on stderr when it runs in its own namespace.
 pub const NOTICE: &str = "--netns: the lab runs in a network namespace of its own, with its own \
 loopback; programs outside it (a course script in another terminal, Wireshark on this machine's \
-lo) cannot reach it, and it cannot reach them. Its captures are written to the usual files.";
+lo, a scrape of --metrics or --admin) cannot reach it, and it cannot reach them. Its captures \
+are written to the usual files.";
 
 /// Why the lab could not get a namespace of its own.
 #[derive(Debug, thiserror::Error)]
