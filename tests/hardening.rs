@@ -489,3 +489,45 @@ async fn refused_clients_that_sent_data_see_a_fin_not_a_reset() {
     assert!(!reset, "closed with RST after waiting for an id");
     stop.cancel();
 }
+
+/// An idle client keeps its id while nobody waits for one (the lab's clients during a talk),
+/// and proxy2 keeps an unused connection that its proxy1 probes; one that nobody probes (a `C`
+/// no proxy1 followed up) goes after the unused timeout.
+#[tokio::test]
+async fn unused_connections_stay_while_harmless_and_go_when_abandoned() {
+    let stop = CancellationToken::new();
+    let server = start_echo_server(&stop).await;
+    let unused = Duration::from_millis(400);
+    let (proxy2, _) = start_proxy2(
+        Proxy2Config {
+            unused_timeout: unused,
+            ..Proxy2Config::new(server)
+        },
+        &stop,
+    )
+    .await;
+    let (proxy1, _, _) = start_proxy1(
+        Proxy1Config {
+            unused_timeout: unused,
+            probe_after: Duration::from_millis(100),
+            ..Proxy1Config::new(proxy2)
+        },
+        &stop,
+    )
+    .await;
+    let mut idle = TcpStream::connect(proxy1).await.unwrap();
+    // An abandoned C from somewhere else, never followed up and never probed.
+    let stray = RawPeer::new(proxy2).await;
+    stray.send(b"C7").await;
+    assert_eq!(stray.recv().await.0, b"C7OK");
+    tokio::time::sleep(unused * 4).await;
+    assert_eq!(
+        stray.recv().await.0,
+        b"X7",
+        "proxy2 closed the abandoned connection"
+    );
+    // The idle client is still served, on the connection it has had all along.
+    let echoed = within("a late echo", echo_through(&mut idle, b"still here", 64)).await;
+    assert_eq!(echoed, b"still here");
+    stop.cancel();
+}
