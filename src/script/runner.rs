@@ -3,6 +3,7 @@
 //! and stops at the deadline if the steps take too long.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -13,9 +14,11 @@ use super::fold::Fold;
 use super::scenario::{
     Action, ClientSel, Condition, FramePick, HeldAction, MAX_DEADLINE, Scenario, Step,
 };
+use crate::capture::TcpCapture;
 use crate::event::{ClientEnd, ClientId, Event, EventSink};
 use crate::impair::LinkSettings;
 use crate::lab::{Lab, LabAddrs, LabSnapshot};
+use crate::monitor::{ConnTable, Monitor, MonitorPlan, MonitorSources};
 use crate::roles::echo_client::ClientStatus;
 
 /// Events the stream holds before it starts dropping (and counting) them. The runner reads
@@ -89,23 +92,48 @@ impl Front for Stdout {
     }
 }
 
-/// Runs `scenario`. `Err` means the lab could not start (the scenario is then unusable as
-/// written here, for example a fixed port that is taken).
-pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
-    run_with(scenario, &mut Stdout).await
+/// Runs `scenario`, serving `/metrics` and the admin protocol meanwhile when `monitor` asks.
+/// `Err` means the lab could not start (the scenario is then unusable as written here, for
+/// example a fixed port that is taken).
+pub async fn run(scenario: &Scenario, monitor: &MonitorPlan) -> anyhow::Result<Outcome> {
+    run_with(scenario, monitor, &mut Stdout).await
 }
 
 /// Runs `scenario` with `front` watching (and, between steps, steering).
-pub async fn run_with<F: Front>(scenario: &Scenario, front: &mut F) -> anyhow::Result<Outcome> {
+pub async fn run_with<F: Front>(
+    scenario: &Scenario,
+    monitor: &MonitorPlan,
+    front: &mut F,
+) -> anyhow::Result<Outcome> {
     let (events, receiver) = EventSink::channel(EVENT_CAPACITY);
-    let capture = scenario
+    // The permission to read loopback is checked before any file is made.
+    let tcp = if scenario.lab.capture_tcp {
+        Some(TcpCapture::open()?)
+    } else {
+        None
+    };
+    // The monitor's connection table sees every event before the channel could drop one.
+    let conns = monitor.is_on().then(|| Arc::new(ConnTable::new()));
+    let events = match &conns {
+        Some(conns) => events.with_observer(conns.clone()),
+        None => events,
+    };
+    let mut capture = scenario
         .lab
         .capture
         .map(|format| {
             let lab = &scenario.lab;
-            CaptureRun::start(format, &lab.capture_dir, lab.wire, &scenario.name, &events)
+            CaptureRun::start(
+                format,
+                &lab.capture_dir,
+                lab.wire,
+                &scenario.name,
+                &events,
+                lab.capture_tcp,
+            )
         })
         .transpose()?;
+    let tcp_events = events.clone();
     let mut config = scenario.lab.lab_config();
     config.capture = capture.as_ref().map(CaptureRun::tap);
     if let Some(link) = &scenario.lab.link {
@@ -121,11 +149,40 @@ pub async fn run_with<F: Front>(scenario: &Scenario, front: &mut F) -> anyhow::R
         }
     };
     let addrs = lab.addrs();
+    if let (Some(capture), Some(tcp)) = (&mut capture, tcp) {
+        let ports = [addrs.proxy1_tcp.port(), addrs.server.port()];
+        capture.capture_tcp(tcp, &ports, tcp_events)?;
+        front.say(format!(
+            "capturing the TCP legs too: ports {} and {} on {}",
+            ports[0],
+            ports[1],
+            crate::capture::tcp::LOOPBACK
+        ));
+    }
     let link_at_start = lab.link_settings();
     front.say(format!(
         "lab up: echo server {} (tcp), proxy2 {} (udp), proxy1 {} (tcp) / {} (udp)",
         addrs.server, addrs.proxy2_udp, addrs.proxy1_tcp, addrs.proxy1_udp
     ));
+    let monitor = match conns {
+        Some(conns) => {
+            let status = capture.as_ref().map(CaptureRun::status);
+            match Monitor::start(monitor, MonitorSources::for_lab(&lab, conns, status)).await {
+                Ok(monitor) => Some(monitor),
+                Err(e) => {
+                    lab.shutdown().await;
+                    if let Some(capture) = capture {
+                        capture.abandon().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    if let Some(line) = monitor.as_ref().and_then(Monitor::describe) {
+        front.say(line);
+    }
     let deadline_applies = front.deadline_applies();
     let stop = front.stop().unwrap_or_default();
     let mut runner = Runner {
@@ -189,6 +246,9 @@ pub async fn run_with<F: Front>(scenario: &Scenario, front: &mut F) -> anyhow::R
         steps_completed,
         ..
     } = runner;
+    if let Some(monitor) = monitor {
+        monitor.stop().await;
+    }
     lab.shutdown().await;
     let capture = match capture {
         Some(capture) => Some(capture.finish().await),
@@ -476,7 +536,7 @@ impl<F: Front> Runner<'_, F> {
         if condition == Condition::IdsFree {
             // After a lossy period an `X` may have been lost: then only the idle timeout frees
             // the id at the side that missed it, and the message says so.
-            let idle = humantime::format_duration(self.lab.config().proxy2.idle_timeout);
+            let idle = humantime::format_duration(self.lab.config().proxy2.idle_timeout.get());
             let busy: Vec<String> = self
                 .fold
                 .busy()

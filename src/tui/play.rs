@@ -204,7 +204,9 @@ pub async fn run(
         last_draw: Instant::now(),
         stop: tokio_util::sync::CancellationToken::new(),
     };
-    let outcome = match runner::run_with(&scenario, &mut front).await {
+    // A played scenario serves no monitor: the screen is the monitor.
+    let monitor = crate::monitor::MonitorPlan::default();
+    let outcome = match runner::run_with(&scenario, &monitor, &mut front).await {
         Ok(outcome) => outcome,
         Err(e) => {
             drop(front);

@@ -145,8 +145,8 @@ impl Checker<'_> {
             proxy1.id_wait = wait;
         }
         if let Some(Dur(idle)) = tunnel.idle_timeout {
-            proxy1.idle_timeout = idle;
-            proxy2.idle_timeout = idle;
+            proxy1.idle_timeout = idle.into();
+            proxy2.idle_timeout = idle.into();
         }
         if let Some(Dur(timeout)) = tunnel.server_connect_timeout {
             proxy2.connect_timeout = timeout;
@@ -201,8 +201,13 @@ impl Checker<'_> {
             proxy2_port: raw.ports.proxy2,
             wire: raw.wire,
             clients,
-            capture: raw.capture.0,
+            // The TCP legs go into the link's capture: a pcapng one unless a format is given.
+            capture: raw
+                .capture
+                .0
+                .or(raw.capture_tcp.then_some(super::CaptureFormat::Pcapng)),
             capture_dir: raw.capture_dir.unwrap_or_else(|| PathBuf::from("captures")),
+            capture_tcp: raw.capture_tcp,
             proxy1,
             proxy2,
             link,

@@ -88,7 +88,7 @@ fn draw_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     let log_rows = if area.height >= 22 { 5 } else { 0 };
     // No room for the clients pane: one line says each client's echo verdict instead.
     let [header_area, body, strip_area, log_area, status_area] = Layout::vertical([
-        Constraint::Length(2),
+        Constraint::Length(header::height(state, true)),
         Constraint::Min(6),
         Constraint::Length(1),
         Constraint::Length(log_rows),
@@ -114,9 +114,12 @@ fn draw_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
 
 fn draw_normal(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     // The body first needs every id and a few clients; the log gets what is left, 4 to 8 rows.
-    let log_rows = area.height.saturating_sub(4 + 2 + 12 + 6).clamp(4, 8);
+    let log_rows = area
+        .height
+        .saturating_sub(header::height(state, false) + 2 + 12 + 6)
+        .clamp(4, 8);
     let [header_area, body, log_area, status_area] = Layout::vertical([
-        Constraint::Length(4),
+        Constraint::Length(header::height(state, false)),
         Constraint::Min(10),
         Constraint::Length(log_rows),
         Constraint::Length(2),
@@ -137,7 +140,7 @@ fn draw_normal(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
 
 fn draw_large(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     let [header_area, body, bottom, status_area] = Layout::vertical([
-        Constraint::Length(4),
+        Constraint::Length(header::height(state, false)),
         Constraint::Min(20),
         Constraint::Length(10),
         Constraint::Length(2),
