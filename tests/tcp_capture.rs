@@ -192,6 +192,7 @@ fn tshark(args: &[&str]) -> Option<String> {
 /// What a student does in Wireshark: the handshakes, the FIN and the RST, the tunnel's frames
 /// between them, and one client's conversation followed on its own.
 #[test]
+#[cfg_attr(not(has_tshark), ignore = "needs tshark (apt install tshark)")]
 fn tshark_reads_the_whole_story_and_follows_one_client() {
     let test = "tshark_reads_the_whole_story_and_follows_one_client";
     let dir = tempfile::tempdir().unwrap();
