@@ -624,3 +624,58 @@ fn step_keys_say_so_when_the_link_is_not_held() {
         );
     }
 }
+
+/// `--play`: the step list in the log's place (done ✓, next ▶), the held link beside it while
+/// a step holds it, and at the end every expectation ticked or crossed.
+#[test]
+fn play_shows_the_steps_and_then_the_verdicts() {
+    use tunlab::tui::state::{HoldView, PlayView};
+    let mut state = classroom_state();
+    state.play = Some(PlayView {
+        name: "lost echo".into(),
+        steps: vec![
+            "line 13  hold the link (step mode)".into(),
+            "line 16  start 1 client".into(),
+            "line 20  release the first C frame held".into(),
+            "line 24  release the first OK frame p2→p1 held".into(),
+            "line 44  drop the first D frame of id 0 p2→p1 held".into(),
+        ],
+        done: 3,
+        waiting: Some(3),
+        every: None,
+        verdicts: None,
+    });
+    state.set_hold(HoldView {
+        holding: true,
+        frames: Vec::new(),
+    });
+    let stepping = screen(100, 30, |f| render::draw(f, &state));
+    assert!(stepping.contains("lost echo · step 4 of 5"), "{stepping}");
+    assert!(stepping.contains("✓  3 line 20"), "{stepping}");
+    assert!(stepping.contains("▶  4 line 24"), "{stepping}");
+    assert!(stepping.contains("Link held"), "{stepping}");
+    assert_snapshot!("play_stepping_100x30", stepping);
+
+    state.set_hold(HoldView::default());
+    if let Some(play) = state.play.as_mut() {
+        play.done = 5;
+        play.waiting = None;
+        play.verdicts = Some(vec![
+            (
+                true,
+                "the echo of hola was dropped by hand — 1 dropped".into(),
+            ),
+            (
+                false,
+                "echo intact (client 1) — client 1 got 8 of 12 bytes back".into(),
+            ),
+        ]);
+    }
+    let end = screen(80, 24, |f| render::draw(f, &state));
+    assert!(end.contains("FAILED: 1 of 2 expectations hold"), "{end}");
+    assert!(
+        end.contains("✓ the echo of hola") && end.contains("✗ echo intact"),
+        "{end}"
+    );
+    assert_snapshot!("play_verdicts_80x24", end);
+}

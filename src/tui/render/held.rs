@@ -5,7 +5,7 @@
 use ratatui::prelude::*;
 use ratatui::widgets::{Block, Paragraph};
 
-use super::truncate;
+use super::{shorten_at_words, truncate};
 use crate::describe::frame_label;
 use crate::event::LinkDirection;
 use crate::tui::state::TuiState;
@@ -25,7 +25,7 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
         .border_style(Style::new().yellow())
         .title(title)
         .title_bottom(Line::styled(
-            truncate(hints, area.width.saturating_sub(2) as usize),
+            shorten_at_words(hints, area.width.saturating_sub(2) as usize),
             Style::new().dark_gray(),
         ));
     let inner = block.inner(area);
@@ -34,7 +34,10 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     if held.is_empty() {
         frame.render_widget(
             Paragraph::new(Line::styled(
-                " nothing held yet: every frame sent from now on waits here",
+                shorten_at_words(
+                    " nothing held yet: every frame sent from now on waits here",
+                    width,
+                ),
                 Style::new().dark_gray(),
             )),
             inner,

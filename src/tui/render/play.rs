@@ -4,7 +4,7 @@
 use ratatui::prelude::*;
 use ratatui::widgets::{Block, Paragraph};
 
-use super::truncate;
+use super::{shorten_at_words, truncate};
 use crate::tui::state::{PlayView, TuiState};
 
 pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
@@ -17,7 +17,7 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
             Span::raw(title),
         ]))
         .title_bottom(Line::styled(
-            truncate(&hint, area.width.saturating_sub(2) as usize),
+            shorten_at_words(&hint, area.width.saturating_sub(2) as usize),
             Style::new().dark_gray(),
         ));
     let inner = block.inner(area);
