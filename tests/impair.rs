@@ -22,7 +22,7 @@ use tunlab::impair::{
 };
 use tunlab::lab::{Lab, LabConfig};
 use tunlab::link::{EmulatorScope, LinkSocket, RECV_BUFFER, Received, TapScope};
-use tunlab::wire::{ConnId, Frame, WireMode};
+use tunlab::wire::{ConnId, Frame, Seq, WireMode};
 
 const CLASSIC: WireMode = WireMode::Classic;
 
@@ -75,6 +75,7 @@ async fn send_numbered(link: &LinkSocket, n: u32, to: SocketAddr) {
     link.send(
         &Frame::Data {
             id: ConnId::new(0),
+            seq: Seq::ZERO,
             payload: &payload,
         },
         to,
@@ -244,6 +245,7 @@ async fn corruption_flips_exactly_the_decided_payload_bit_and_never_a_header() {
             let payload = numbered(n);
             let frame = Frame::Data {
                 id: ConnId::new(3),
+                seq: Seq::ZERO,
                 payload: &payload,
             };
             let sent = CLASSIC.to_bytes(&frame).unwrap();
@@ -336,6 +338,7 @@ async fn the_rate_limit_spaces_frames_and_its_queue_drops_when_full() {
     for _ in 0..20 {
         let frame = Frame::Data {
             id: ConnId::new(0),
+            seq: Seq::ZERO,
             payload: &payload,
         };
         link.send(&frame, to).await.unwrap();

@@ -21,7 +21,7 @@ use crate::event::{
     CloseKind, ConnState, Endpoint, EventKind, EventSink, Ignored, Level, Role, TcpAction,
 };
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
-use crate::wire::{ConnId, Frame, FrameKind};
+use crate::wire::{ConnId, Frame, FrameKind, Seq};
 
 /// How proxy1 behaves; [`Proxy1Config::new`] gives the defaults.
 #[derive(Clone, Debug)]
@@ -271,8 +271,8 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
             // Data for an id we do not have open: proxy2 still thinks it is; tell it otherwise.
             (Frame::Data { .. }, None) => Action::AnswerClose,
             (_, None) => Action::Ignore(Ignored::NotOpen(frame.kind(), id)),
-            (Frame::Connect { .. }, Some(_)) => {
-                Action::Ignore(Ignored::Unexpected(FrameKind::Connect, id))
+            (Frame::Connect { .. } | Frame::Ack { .. }, Some(_)) => {
+                Action::Ignore(Ignored::Unexpected(frame.kind(), id))
             }
         }
     };
@@ -283,7 +283,7 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
             shared
                 .link
                 .ignore(peer, Ignored::NotOpen(FrameKind::Data, id));
-            shared.send(Frame::Close { id }).await;
+            shared.send(Frame::Close { id, seq: Seq::ZERO }).await;
         }
         Action::Closed(client) => shared.conn_event(id, ConnState::Closing, client),
     }
@@ -469,7 +469,7 @@ async fn pump(
             shared.tcp_event(Some(id), client, TcpAction::PeerClosed(how));
             if !closed_by_proxy2.load(Ordering::Relaxed) {
                 shared.conn_event(id, ConnState::Closing, client);
-                shared.send(Frame::Close { id }).await;
+                shared.send(Frame::Close { id, seq: Seq::ZERO }).await;
             }
             break;
         }
@@ -477,7 +477,13 @@ async fn pump(
         activity.touch();
         shared.tcp_event(Some(id), client, TcpAction::Read(n));
         for payload in buf[..n].chunks(max_payload) {
-            shared.send(Frame::Data { id, payload }).await;
+            shared
+                .send(Frame::Data {
+                    id,
+                    seq: Seq::ZERO,
+                    payload,
+                })
+                .await;
         }
     }
     stop.cancel();
@@ -511,6 +517,6 @@ async fn reclaim_idle(shared: &Shared) {
             ),
         );
         shared.conn_event(id, ConnState::Closing, client);
-        shared.send(Frame::Close { id }).await;
+        shared.send(Frame::Close { id, seq: Seq::ZERO }).await;
     }
 }

@@ -21,7 +21,7 @@ use crate::event::{
 };
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
 use crate::roles::Activity;
-use crate::wire::{ConnId, Frame, FrameKind};
+use crate::wire::{ConnId, Frame, FrameKind, Seq};
 
 /// How proxy2 behaves; [`Proxy2Config::new`] gives the defaults.
 #[derive(Clone, Debug)]
@@ -232,7 +232,7 @@ async fn on_frame(
                     shared
                         .link
                         .ignore(peer, Ignored::NotOpen(FrameKind::Data, id));
-                    shared.send(Frame::Close { id }, peer).await;
+                    shared.send(Frame::Close { id, seq: Seq::ZERO }, peer).await;
                 }
             }
         }
@@ -245,7 +245,7 @@ async fn on_frame(
                     .ignore(peer, Ignored::NotOpen(FrameKind::Close, id));
             }
         }
-        Frame::ConnectOk { .. } | Frame::ConnectNok { .. } => {
+        Frame::ConnectOk { .. } | Frame::ConnectNok { .. } | Frame::Ack { .. } => {
             shared
                 .link
                 .ignore(peer, Ignored::Unexpected(frame.kind(), id));
@@ -332,7 +332,7 @@ async fn serve_connection(
             shared.tcp_event(id, TcpAction::PeerClosed(how));
             if shared.forget(key) {
                 shared.conn_event(key, ConnState::Closing);
-                shared.send(Frame::Close { id }, peer).await;
+                shared.send(Frame::Close { id, seq: Seq::ZERO }, peer).await;
                 shared.conn_event(key, ConnState::Free);
             }
             break;
@@ -341,7 +341,16 @@ async fn serve_connection(
         activity.touch();
         shared.tcp_event(id, TcpAction::Read(n));
         for payload in buf[..n].chunks(max_payload) {
-            shared.send(Frame::Data { id, payload }, peer).await;
+            shared
+                .send(
+                    Frame::Data {
+                        id,
+                        seq: Seq::ZERO,
+                        payload,
+                    },
+                    peer,
+                )
+                .await;
         }
     }
     // Queue senders are gone once the slot is forgotten; the writer then flushes and closes.
@@ -385,7 +394,15 @@ async fn reclaim_idle(shared: &Shared) {
                     key.1, key.0, shared.config.idle_timeout
                 ),
             );
-            shared.send(Frame::Close { id: key.1 }, key.0).await;
+            shared
+                .send(
+                    Frame::Close {
+                        id: key.1,
+                        seq: Seq::ZERO,
+                    },
+                    key.0,
+                )
+                .await;
             shared.conn_event(key, ConnState::Free);
         }
     }

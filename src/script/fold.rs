@@ -222,7 +222,7 @@ impl Fold {
 mod tests {
     use super::*;
     use crate::event::FrameSummary;
-    use crate::wire::Frame;
+    use crate::wire::{Frame, Seq};
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -260,6 +260,7 @@ mod tests {
                 Endpoint::Proxy1,
                 Frame::Data {
                     id,
+                    seq: Seq::ZERO,
                     payload: b"hola",
                 },
             ),
@@ -267,10 +268,11 @@ mod tests {
                 Endpoint::Proxy2,
                 Frame::Data {
                     id,
+                    seq: Seq::ZERO,
                     payload: b"hola",
                 },
             ),
-            sent(Endpoint::Proxy1, Frame::Close { id }),
+            sent(Endpoint::Proxy1, Frame::Close { id, seq: Seq::ZERO }),
             conn(Endpoint::Proxy1, 0, ConnState::Free, addr(5001)),
         ] {
             fold.apply(&event);
@@ -323,7 +325,7 @@ mod tests {
             conn(Endpoint::Proxy1, 3, ConnState::Connecting, addr(5004)),
             conn(Endpoint::Proxy2, 3, ConnState::Connecting, proxy1),
             conn(Endpoint::Proxy1, 3, ConnState::Open, addr(5004)),
-            sent(Endpoint::Proxy1, Frame::Close { id }),
+            sent(Endpoint::Proxy1, Frame::Close { id, seq: Seq::ZERO }),
             conn(Endpoint::Proxy1, 3, ConnState::Free, addr(5004)),
             // A waiting client takes id 3 at once, before proxy2 has handled the X.
             conn(Endpoint::Proxy1, 3, ConnState::Connecting, addr(5011)),

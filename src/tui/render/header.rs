@@ -8,7 +8,6 @@ use ratatui::widgets::{Block, Paragraph};
 
 use super::border_style;
 use crate::tui::state::{RoleView, TuiState};
-use crate::wire::WireMode;
 
 /// The header in a bordered block (normal and large layouts): two lines inside.
 pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
@@ -81,8 +80,8 @@ fn up_down(role: &RoleView) -> Span<'static> {
 fn settings_line(state: &TuiState, compact: bool) -> Line<'static> {
     let label = Style::new().dark_gray();
     let mode = match state.link.mode {
-        WireMode::Classic if compact => "classic".to_string(),
-        WireMode::Classic => format!("classic, ids 0-{}", state.conns.len().saturating_sub(1)),
+        mode if compact => mode.name().to_string(),
+        mode => format!("{mode}, ids 0-{}", state.conns.len().saturating_sub(1)),
     };
     let impairment = state
         .link
