@@ -15,5 +15,6 @@ pub mod link;
 pub mod net;
 pub mod roles;
 pub mod script;
+pub mod transport;
 pub mod tui;
 pub mod wire;
