@@ -7,7 +7,7 @@
 //! duplicates included, and delivers only the expected bit. One bit per connection and per
 //! direction.
 //!
-//! Close: after [`finish`](StopAndWait::finish) and once the last `D` is acked, `X<id><bit>`
+//! Close: after [`finish`](crate::transport::Transport::finish) and once the last `D` is acked, `X<id><bit>`
 //! goes out with the next bit. Course peers neither ack nor resend `X`, so ours is sent up to
 //! `close_sends` times, one RTO apart, and stops early when the peer's own `X` (or an
 //! `A<id><bit>` for it, from a peer that acks closes) arrives. An arriving `X` ends the peer's
