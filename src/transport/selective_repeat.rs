@@ -311,6 +311,19 @@ mod tests {
     }
 
     #[test]
+    fn nonsense_sack_blocks_are_ignored() {
+        let t0 = Instant::now();
+        let mut t = Transport::new(SR, config());
+        t.write(b"abcd");
+        drain(&mut t, t0);
+        // Inverted, and beyond what was sent: neither may mark anything held.
+        t.handle_frame(t0, &sack(0, &[(3, 1), (2, 9)]));
+        let due = t.poll_timeout().unwrap();
+        t.handle_timeout(due);
+        assert_eq!(drain(&mut t, due).len(), 4, "every frame is still resent");
+    }
+
+    #[test]
     fn timers_resend_only_unheld_frames() {
         let t0 = Instant::now();
         let mut t = Transport::new(SR, config());

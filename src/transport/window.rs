@@ -175,7 +175,14 @@ impl<R: Receiver> Windowed<R> {
         }
         let mut new_sacks = false;
         if self.policy == Policy::SelectiveRepeat {
-            for block in sack.iter() {
+            // A block must lie within what is in flight; anything else is a confused peer.
+            let valid = |b: &crate::wire::SackBlock| {
+                self.snd_una.before(b.end)
+                    && b.start.before(b.end)
+                    && !self.snd_nxt.before(b.end)
+                    && !b.start.before(self.snd_una)
+            };
+            for block in sack.iter().filter(valid) {
                 for segment in &mut self.in_flight {
                     if !segment.sacked
                         && segment

@@ -127,6 +127,21 @@ mod tests {
     }
 
     #[test]
+    fn acks_do_not_exist_on_the_classic_wire() {
+        let ack = Frame::Ack {
+            id: id(1),
+            ack: Seq(1),
+            window: 1,
+            sack: crate::wire::SackBlocks::EMPTY,
+        };
+        assert!(matches!(
+            CLASSIC.to_bytes(&ack),
+            Err(EncodeError::NotInMode { .. })
+        ));
+        assert_eq!(CLASSIC.decode(b"A10"), Err(DecodeError::UnknownType(b'A')));
+    }
+
+    #[test]
     fn data_is_binary_safe() {
         let payload: Vec<u8> = (0..=255).collect();
         let wire = CLASSIC

@@ -18,7 +18,9 @@
 //! - A: cumulative ack (u32, the next seq expected), window (u32, frames the receiver can
 //!   take counting from the ack), block count (u8, at most [`MAX_SACK_BLOCKS`]), then per
 //!   block start (u32) and end (u32, exclusive): frames the receiver holds above the ack.
+//!   Nothing may follow.
 //! - X: seq (u32): the close takes the place after the last data frame, like TCP's FIN.
+//!   Nothing may follow.
 //!
 //! Reserved types: `0x07` abort (a reset), `0x08` ping and `0x09` pong (keepalives); they
 //! decode as an unknown type today. The first byte is at or above 0x80, so a datagram of this
@@ -98,6 +100,15 @@ pub fn decode(datagram: &[u8]) -> Result<Frame<'_>, DecodeError> {
             Ok(())
         }
     };
+    // A and X have fixed bodies: anything after them is an error, not an extension (a
+    // later version of the format gets a new magic byte).
+    let exact = |kind: FrameKind, body_len: usize| {
+        need(kind, body_len)?;
+        match body.len() - body_len {
+            0 => Ok(()),
+            extra => Err(DecodeError::TrailingBytes { kind, extra }),
+        }
+    };
     Ok(match covered[1] {
         code::CONNECT => Frame::Connect { id },
         code::CONNECT_OK => Frame::ConnectOk { id },
@@ -116,7 +127,7 @@ pub fn decode(datagram: &[u8]) -> Result<Frame<'_>, DecodeError> {
             if usize::from(count) > MAX_SACK_BLOCKS {
                 return Err(DecodeError::TooManySackBlocks(count));
             }
-            need(FrameKind::Ack, 9 + 8 * usize::from(count))?;
+            exact(FrameKind::Ack, 9 + 8 * usize::from(count))?;
             let sack = (0..usize::from(count))
                 .map(|i| SackBlock {
                     start: Seq(u32_at(body, 9 + 8 * i)),
@@ -131,7 +142,7 @@ pub fn decode(datagram: &[u8]) -> Result<Frame<'_>, DecodeError> {
             }
         }
         code::CLOSE => {
-            need(FrameKind::Close, 4)?;
+            exact(FrameKind::Close, 4)?;
             Frame::Close {
                 id,
                 seq: Seq(u32_at(body, 0)),
@@ -286,6 +297,19 @@ mod tests {
         assert!(WireMode::StopAndWait.decode(&wire).is_err());
         assert_eq!(EXT.decode(b"D1hola"), Err(DecodeError::NotExtended(b'D')));
         assert_eq!(EXT.decode(&[MAGIC_SEALED; 20]), Err(DecodeError::Sealed));
+    }
+
+    #[test]
+    fn fixed_bodies_take_no_trailing_bytes() {
+        let mut close = vec![MAGIC, code::CLOSE, 0, 1, 0, 0, 0, 5, 0xAA];
+        close.extend_from_slice(&crc32c::crc32c(&close).to_be_bytes());
+        assert_eq!(
+            EXT.decode(&close),
+            Err(DecodeError::TrailingBytes {
+                kind: FrameKind::Close,
+                extra: 1
+            })
+        );
     }
 
     #[test]

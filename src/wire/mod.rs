@@ -346,6 +346,8 @@ pub enum DecodeError {
         len: usize,
         need: usize,
     },
+    #[error("{kind:?} frame has {extra} bytes after its last field")]
+    TrailingBytes { kind: FrameKind, extra: usize },
     #[error("datagram of {len} bytes is longer than {max}")]
     TooLong { len: usize, max: usize },
     #[error("unknown frame type byte 0x{0:02x}")]
