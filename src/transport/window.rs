@@ -74,10 +74,10 @@ pub struct Windowed<R> {
     peer_window: u32,
     /// Go-Back-N's single timer (for the oldest frame).
     timer: Option<Instant>,
-    /// Duplicate acks in a row.
+    /// Duplicate acks in a row at the current `snd_una`. A fast retransmit fires when this
+    /// reaches the threshold, so at most once per hole: the duplicates that keep coming for
+    /// the same hole cannot fire it again, and a new hole (a new `snd_una`) can.
     dup_acks: u32,
-    /// No new fast retransmit until `snd_una` reaches this (one per loss event).
-    recover: Seq,
     /// Selective Repeat: when the RTO was last backed off (at most once per RTO).
     last_backoff: Option<Instant>,
     /// Timer expiries in a row with no ack from the peer.
@@ -103,7 +103,6 @@ impl<R: Receiver> Windowed<R> {
             peer_window: config.window,
             timer: None,
             dup_acks: 0,
-            recover: config.initial_seq,
             last_backoff: None,
             timeouts: 0,
             gave_up: None,
@@ -213,10 +212,7 @@ impl<R: Receiver> Windowed<R> {
         }
         match self.policy {
             Policy::GoBackN => {
-                if self.dup_acks == self.config.dup_ack_threshold
-                    && !self.snd_una.before(self.recover)
-                {
-                    self.recover = self.snd_nxt;
+                if self.dup_acks == self.config.dup_ack_threshold {
                     self.mark_all(RetransmitCause::FastRetransmit);
                 }
             }
@@ -356,7 +352,6 @@ impl<R: Receiver> Windowed<R> {
             self.last_backoff = Some(now);
         }
         self.dup_acks = 0;
-        self.recover = self.snd_nxt;
         match self.policy {
             Policy::GoBackN => {
                 self.mark_all(RetransmitCause::Timeout);
