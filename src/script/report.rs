@@ -206,7 +206,7 @@ impl Report {
         let _ = writeln!(out, "\nlink");
         let _ = writeln!(
             out,
-            "  {:<6}  {:>6}  {:>9}  {:>7}  {:>9}   frames sent C/OK/NOK/D/X",
+            "  {:<6}  {:>6}  {:>9}  {:>7}  {:>9}   frames sent C/OK/NOK/D/A/X",
             "", "sent", "delivered", "dropped", "malformed"
         );
         for (label, link, frames) in [
@@ -216,7 +216,7 @@ impl Report {
             let s = &frames.sent;
             let _ = writeln!(
                 out,
-                "  {:<6}  {:>6}  {:>9}  {:>7}  {:>9}   {}/{}/{}/{}/{}",
+                "  {:<6}  {:>6}  {:>9}  {:>7}  {:>9}   {}/{}/{}/{}/{}/{}",
                 label,
                 link.sent,
                 link.delivered,
@@ -226,6 +226,7 @@ impl Report {
                 s.ok,
                 s.nok,
                 s.data,
+                s.ack,
                 s.close
             );
         }
