@@ -17,4 +17,5 @@ pub mod roles;
 pub mod script;
 pub mod transport;
 pub mod tui;
+pub mod tunnel;
 pub mod wire;
