@@ -16,7 +16,7 @@ use tunlab::impair::LinkEmulator;
 use tunlab::impair::settings::{DirectionSettings, LinkSettings, Percent};
 use tunlab::link::{EmulatorScope, LinkSocket, RECV_BUFFER, Received};
 use tunlab::transport::{Transport, TransportConfig};
-use tunlab::wire::{ConnId, Frame, FrameKind, WireMode};
+use tunlab::wire::{ConnId, Frame, FrameKind, Seq, WireMode};
 
 const ID: ConnId = ConnId::new(4242);
 
@@ -121,7 +121,17 @@ async fn exchange_over_an_impaired_link(mode: WireMode, bytes: usize) {
         .await
         .with_emulator(emulator.clone(), EmulatorScope::Sent);
     let (a_addr, b_addr) = (a.local_addr(), b.local_addr());
-    let config = TransportConfig::for_mode(mode);
+    // Each side's own ISN, as the C and OK of a connection would carry them; one wraps.
+    let config = TransportConfig {
+        initial_seq: Seq(u32::MAX - 10),
+        peer_initial_seq: Seq(123_456),
+        ..TransportConfig::for_mode(mode)
+    };
+    let swapped = TransportConfig {
+        initial_seq: config.peer_initial_seq,
+        peer_initial_seq: config.initial_seq,
+        ..config
+    };
     let mut sides = [
         Side {
             link: a,
@@ -134,7 +144,7 @@ async fn exchange_over_an_impaired_link(mode: WireMode, bytes: usize) {
         Side {
             link: b,
             peer: a_addr,
-            transport: Transport::new(mode, config),
+            transport: Transport::new(mode, swapped),
             data: random_bytes(2, bytes),
             written: 0,
             received: Vec::new(),

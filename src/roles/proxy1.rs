@@ -609,7 +609,7 @@ async fn open(
     stop: &CancellationToken,
 ) -> Opening {
     for _ in 0..shared.config.connect_attempts.max(1) {
-        shared.send(Frame::Connect { id }).await;
+        shared.send(Frame::Connect { id, isn: Seq::ZERO }).await;
         let retry = tokio::time::sleep(shared.config.connect_retry);
         tokio::pin!(retry);
         loop {

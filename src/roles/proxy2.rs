@@ -259,7 +259,11 @@ async fn on_frame(
                 shared.conn_event(key, ConnState::Connecting);
             }
             // Our OK was probably lost, so say it again.
-            OnConnect::RepeatOk => shared.send(Frame::ConnectOk { id }, peer).await,
+            OnConnect::RepeatOk => {
+                shared
+                    .send(Frame::ConnectOk { id, isn: Seq::ZERO }, peer)
+                    .await
+            }
             OnConnect::Pending => {}
             OnConnect::Refused(why) => {
                 shared.link.stats().refused.fetch_add(1, Ordering::Relaxed);
@@ -448,7 +452,9 @@ async fn serve_connection(
             _ => return, // an X arrived while connecting
         }
     }
-    shared.send(Frame::ConnectOk { id }, peer).await;
+    shared
+        .send(Frame::ConnectOk { id, isn: Seq::ZERO }, peer)
+        .await;
     shared.conn_event(key, ConnState::Open);
 
     // Writer: proxy1's data to the server. It ends when the slot (and so the queue's

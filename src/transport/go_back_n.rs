@@ -35,7 +35,7 @@ pub struct InOrderReceiver {
 impl Receiver for InOrderReceiver {
     fn new(config: &TransportConfig) -> Self {
         InOrderReceiver {
-            rcv_nxt: config.initial_seq,
+            rcv_nxt: config.peer_initial_seq,
             inbox: Inbox::new(config.window),
             capacity: config.window.max(1),
             peer_finished: false,

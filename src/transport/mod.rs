@@ -60,9 +60,11 @@ pub struct TransportConfig {
     /// Stop-and-wait only: how many times a close (`X`) is sent at most, one RTO apart, until
     /// the peer's own close arrives (course peers neither ack nor resend `X`).
     pub close_sends: u32,
-    /// The first sequence number of both directions (tests use one near 2³² to cross the
-    /// wrap).
+    /// The first sequence number this side sends (extended modes): the ISN of our `C` or
+    /// `OK`, random per connection (tests use one near 2³² to cross the wrap).
     pub initial_seq: Seq,
+    /// The first sequence number the peer sends: the ISN in its `C` or `OK`.
+    pub peer_initial_seq: Seq,
 }
 
 impl TransportConfig {
@@ -80,6 +82,7 @@ impl TransportConfig {
             dup_ack_threshold: 3,
             close_sends: 3,
             initial_seq: Seq::ZERO,
+            peer_initial_seq: Seq::ZERO,
         }
     }
 }

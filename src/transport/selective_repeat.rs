@@ -95,7 +95,7 @@ impl HoldingReceiver {
 impl Receiver for HoldingReceiver {
     fn new(config: &TransportConfig) -> Self {
         HoldingReceiver {
-            rcv_nxt: config.initial_seq,
+            rcv_nxt: config.peer_initial_seq,
             held: VecDeque::new(),
             held_count: 0,
             inbox: Inbox::new(config.window),

@@ -114,7 +114,9 @@ struct Run {
     sizes: [usize; 2],
     /// Percent chance that an application skips reading at a step (flow control).
     skip_read: u32,
+    /// Side 0's initial sequence number; side 1's is `isn_gap` later.
     initial_seq: u32,
+    isn_gap: u32,
 }
 
 /// What a run ended with.
@@ -147,10 +149,16 @@ fn simulate(run: &Run) -> Outcome {
         dup_ack_threshold: 3,
         close_sends: 3,
         initial_seq: crate::wire::Seq(run.initial_seq),
+        peer_initial_seq: crate::wire::Seq(run.initial_seq.wrapping_add(run.isn_gap)),
+    };
+    let swapped = TransportConfig {
+        initial_seq: config.peer_initial_seq,
+        peer_initial_seq: config.initial_seq,
+        ..config
     };
     let mut sides: Vec<Side> = (0..2)
         .map(|i| Side {
-            transport: Transport::new(run.mode, config),
+            transport: Transport::new(run.mode, if i == 0 { config } else { swapped }),
             data: (0..run.sizes[i])
                 .map(|_| (rng.next_u32() & 0xff) as u8)
                 .collect(),
@@ -302,6 +310,7 @@ fn a_clear_link_needs_no_retransmission() {
             sizes: [20_000, 5_000],
             skip_read: 0,
             initial_seq: 0,
+            isn_gap: 0,
         };
         let outcome = simulate(&run);
         assert_exact(&run, &outcome);
@@ -322,6 +331,7 @@ fn selective_repeat_resends_less_than_go_back_n_under_the_same_loss() {
             sizes: [100_000, 0],
             skip_read: 0,
             initial_seq: 0,
+            isn_gap: 0,
         };
         let outcome = simulate(&run);
         assert_exact(&run, &outcome);
@@ -344,6 +354,7 @@ fn corruption_is_caught_and_repaired_in_the_extended_modes() {
             sizes: [30_000, 30_000],
             skip_read: 0,
             initial_seq: u32::MAX - 20,
+            isn_gap: 7,
         };
         let outcome = simulate(&run);
         assert_exact(&run, &outcome);
@@ -377,6 +388,7 @@ proptest! {
         sizes in (0usize..6000, 0usize..3000),
         skip_read in prop_oneof![Just(0u32), 0u32..90],
         initial_seq in prop_oneof![Just(0u32), Just(u32::MAX - 5), any::<u32>()],
+        isn_gap in any::<u32>(),
     ) {
         // Stop-and-wait's wire has no checksum: a corrupted payload is delivered as it came
         // (DESIGN.md). And one alternating bit only survives a FIFO channel: a D0 overtaken by
@@ -394,6 +406,7 @@ proptest! {
             skip_read,
             // Stop-and-wait's sequence numbers are bits.
             initial_seq: if mode.is_extended() { initial_seq } else { 0 },
+            isn_gap: if mode.is_extended() { isn_gap } else { 0 },
         };
         let outcome = simulate(&run);
         assert_exact(&run, &outcome);
@@ -424,6 +437,7 @@ fn half_the_frames_lost_each_way_still_delivers_every_byte() {
             sizes: [20_000, 20_000],
             skip_read: 30,
             initial_seq: if extended { u32::MAX - 3 } else { 0 },
+            isn_gap: if extended { 1 << 31 } else { 0 },
         };
         let outcome = simulate(&run);
         assert_exact(&run, &outcome);

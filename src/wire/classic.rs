@@ -31,9 +31,9 @@ pub fn decode(datagram: &[u8]) -> Result<Frame<'_>, DecodeError> {
     Ok(match kind {
         // The seed's proxy2 ignores anything after `C<id>`; only the exact replies mean OK/NOK.
         b'C' => match rest {
-            b"OK" => Frame::ConnectOk { id },
+            b"OK" => Frame::ConnectOk { id, isn: Seq::ZERO },
             b"NOK" => Frame::ConnectNok { id },
-            _ => Frame::Connect { id },
+            _ => Frame::Connect { id, isn: Seq::ZERO },
         },
         b'D' => Frame::Data {
             id,
@@ -82,8 +82,20 @@ mod tests {
     #[test]
     fn encodes_the_seed_examples_byte_for_byte() {
         let cases: [(Frame, &[u8]); 5] = [
-            (Frame::Connect { id: id(1) }, b"C1"),
-            (Frame::ConnectOk { id: id(1) }, b"C1OK"),
+            (
+                Frame::Connect {
+                    id: id(1),
+                    isn: Seq::ZERO,
+                },
+                b"C1",
+            ),
+            (
+                Frame::ConnectOk {
+                    id: id(1),
+                    isn: Seq::ZERO,
+                },
+                b"C1OK",
+            ),
             (Frame::ConnectNok { id: id(0) }, b"C0NOK"),
             (
                 Frame::Data {
@@ -111,11 +123,17 @@ mod tests {
     fn connect_ignores_trailing_bytes_but_replies_are_exact() {
         assert_eq!(
             CLASSIC.decode(b"C4junk").unwrap(),
-            Frame::Connect { id: id(4) }
+            Frame::Connect {
+                id: id(4),
+                isn: Seq::ZERO
+            }
         );
         assert_eq!(
             CLASSIC.decode(b"C4OKx").unwrap(),
-            Frame::Connect { id: id(4) }
+            Frame::Connect {
+                id: id(4),
+                isn: Seq::ZERO
+            }
         );
         assert_eq!(
             CLASSIC.decode(b"X4trail").unwrap(),
@@ -243,8 +261,14 @@ mod tests {
     fn encoding_in_place_matches_the_fresh_buffer_for_every_type() {
         let mut stack = [0u8; MAX_DATAGRAM];
         for frame in [
-            Frame::Connect { id: id(1) },
-            Frame::ConnectOk { id: id(2) },
+            Frame::Connect {
+                id: id(1),
+                isn: Seq::ZERO,
+            },
+            Frame::ConnectOk {
+                id: id(2),
+                isn: Seq::ZERO,
+            },
             Frame::ConnectNok { id: id(3) },
             Frame::Data {
                 id: id(4),

@@ -12,8 +12,10 @@
 //! | n−4 | 4 | CRC-32C (Castagnoli) over bytes `0..n−4` |
 //!
 //! Bodies:
-//! - C: empty. Reserved: a destination (type-length-value) for SOCKS5; decoders ignore it.
-//! - OK: empty. NOK: empty. Reserved: one refusal-reason byte; decoders ignore it.
+//! - C: the initial sequence number (u32) of proxy1's data, random per connection. Reserved
+//!   after it: a destination (type-length-value) for SOCKS5; decoders ignore it.
+//! - OK: the initial sequence number (u32) of proxy2's data. Reserved after it; ignored.
+//! - NOK: empty. Reserved: one refusal-reason byte; decoders ignore it.
 //! - D: seq (u32), then the payload.
 //! - A: cumulative ack (u32, the next seq expected), window (u32, frames the receiver can
 //!   take counting from the ack), block count (u8, at most [`MAX_SACK_BLOCKS`]), then per
@@ -110,8 +112,22 @@ pub fn decode(datagram: &[u8]) -> Result<Frame<'_>, DecodeError> {
         }
     };
     Ok(match covered[1] {
-        code::CONNECT => Frame::Connect { id },
-        code::CONNECT_OK => Frame::ConnectOk { id },
+        // After the ISN, C and OK bodies are reserved for later fields (a destination for
+        // SOCKS5): ignored here, so an older build still understands a newer peer's C.
+        code::CONNECT => {
+            need(FrameKind::Connect, 4)?;
+            Frame::Connect {
+                id,
+                isn: Seq(u32_at(body, 0)),
+            }
+        }
+        code::CONNECT_OK => {
+            need(FrameKind::ConnectOk, 4)?;
+            Frame::ConnectOk {
+                id,
+                isn: Seq(u32_at(body, 0)),
+            }
+        }
         code::CONNECT_NOK => Frame::ConnectNok { id },
         code::DATA => {
             need(FrameKind::Data, 4)?;
@@ -173,7 +189,8 @@ pub(super) fn encode_into(
         len += bytes.len();
     };
     match frame {
-        Frame::Connect { .. } | Frame::ConnectOk { .. } | Frame::ConnectNok { .. } => {}
+        Frame::Connect { isn, .. } | Frame::ConnectOk { isn, .. } => put(&isn.0.to_be_bytes()),
+        Frame::ConnectNok { .. } => {}
         Frame::Data { seq, payload, .. } => {
             put(&seq.0.to_be_bytes());
             put(payload);
@@ -229,8 +246,8 @@ mod tests {
     ) -> Frame<'a> {
         let id = ConnId::new(id);
         match kind {
-            0 => Frame::Connect { id },
-            1 => Frame::ConnectOk { id },
+            0 => Frame::Connect { id, isn: Seq(a) },
+            1 => Frame::ConnectOk { id, isn: Seq(b) },
             2 => Frame::ConnectNok { id },
             3 => Frame::Data {
                 id,
@@ -291,12 +308,50 @@ mod tests {
     #[test]
     fn is_never_mistaken_for_the_text_formats() {
         let wire = EXT
-            .to_bytes(&Frame::Connect { id: ConnId::new(1) })
+            .to_bytes(&Frame::Connect {
+                id: ConnId::new(1),
+                isn: Seq::ZERO,
+            })
             .unwrap();
         assert!(WireMode::Classic.decode(&wire).is_err());
         assert!(WireMode::StopAndWait.decode(&wire).is_err());
         assert_eq!(EXT.decode(b"D1hola"), Err(DecodeError::NotExtended(b'D')));
         assert_eq!(EXT.decode(&[MAGIC_SEALED; 20]), Err(DecodeError::Sealed));
+    }
+
+    #[test]
+    fn connect_carries_the_initial_sequence_number_and_ignores_what_follows() {
+        let wire = EXT
+            .to_bytes(&Frame::Connect {
+                id: ConnId::new(9),
+                isn: Seq(0x0102_0304),
+            })
+            .unwrap();
+        assert_eq!(
+            &wire[..8],
+            &[0xE1, 0x01, 0x00, 0x09, 0x01, 0x02, 0x03, 0x04]
+        );
+        assert_eq!(wire.len(), 12);
+        // A later peer's C with a destination after the ISN.
+        let mut longer = wire[..8].to_vec();
+        longer.extend_from_slice(b"\x01\x0bexample.org");
+        longer.extend_from_slice(&crc32c::crc32c(&longer).to_be_bytes());
+        assert_eq!(
+            EXT.decode(&longer).unwrap(),
+            Frame::Connect {
+                id: ConnId::new(9),
+                isn: Seq(0x0102_0304)
+            }
+        );
+        let mut short = vec![MAGIC, code::CONNECT_OK, 0, 9, 1];
+        short.extend_from_slice(&crc32c::crc32c(&short).to_be_bytes());
+        assert!(matches!(
+            EXT.decode(&short),
+            Err(DecodeError::Truncated {
+                kind: FrameKind::ConnectOk,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -254,9 +254,17 @@ impl FrameKind {
 pub enum Frame<'a> {
     Connect {
         id: ConnId,
+        /// Extended: the first sequence number proxy1 will send on this connection, picked
+        /// at random for each new connection so that frames of an earlier connection that
+        /// had the same id fall outside the new one's window. A re-sent `C` carries the same
+        /// one; a different one for an open id means a new connection. Zero in the text
+        /// formats (not on their wire).
+        isn: Seq,
     },
     ConnectOk {
         id: ConnId,
+        /// Extended: the first sequence number proxy2 will send. Zero in the text formats.
+        isn: Seq,
     },
     ConnectNok {
         id: ConnId,
@@ -290,8 +298,8 @@ pub enum Frame<'a> {
 impl<'a> Frame<'a> {
     pub fn id(&self) -> ConnId {
         match *self {
-            Frame::Connect { id }
-            | Frame::ConnectOk { id }
+            Frame::Connect { id, .. }
+            | Frame::ConnectOk { id, .. }
             | Frame::ConnectNok { id }
             | Frame::Data { id, .. }
             | Frame::Ack { id, .. }

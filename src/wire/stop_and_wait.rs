@@ -36,9 +36,9 @@ pub fn decode(datagram: &[u8]) -> Result<Frame<'_>, DecodeError> {
     if *kind == b'C' {
         // Course peers read the status after the third byte, whatever that byte is.
         return Ok(match rest.get(1..) {
-            Some(b"OK") => Frame::ConnectOk { id },
+            Some(b"OK") => Frame::ConnectOk { id, isn: Seq::ZERO },
             Some(b"NOK") => Frame::ConnectNok { id },
-            _ => Frame::Connect { id },
+            _ => Frame::Connect { id, isn: Seq::ZERO },
         });
     }
     let seq = match rest.first() {
@@ -121,8 +121,20 @@ mod tests {
     #[test]
     fn encodes_the_course_table_byte_for_byte() {
         let cases: [(Frame, &[u8]); 7] = [
-            (Frame::Connect { id: id(3) }, b"C30"),
-            (Frame::ConnectOk { id: id(3) }, b"C30OK"),
+            (
+                Frame::Connect {
+                    id: id(3),
+                    isn: Seq::ZERO,
+                },
+                b"C30",
+            ),
+            (
+                Frame::ConnectOk {
+                    id: id(3),
+                    isn: Seq::ZERO,
+                },
+                b"C30OK",
+            ),
             (Frame::ConnectNok { id: id(3) }, b"C30NOK"),
             (
                 Frame::Data {
@@ -159,10 +171,25 @@ mod tests {
         // The status is read after the third byte, whatever it is.
         assert_eq!(
             SAW.decode(b"C41OK").unwrap(),
-            Frame::ConnectOk { id: id(4) }
+            Frame::ConnectOk {
+                id: id(4),
+                isn: Seq::ZERO
+            }
         );
-        assert_eq!(SAW.decode(b"C4").unwrap(), Frame::Connect { id: id(4) });
-        assert_eq!(SAW.decode(b"C40hi").unwrap(), Frame::Connect { id: id(4) });
+        assert_eq!(
+            SAW.decode(b"C4").unwrap(),
+            Frame::Connect {
+                id: id(4),
+                isn: Seq::ZERO
+            }
+        );
+        assert_eq!(
+            SAW.decode(b"C40hi").unwrap(),
+            Frame::Connect {
+                id: id(4),
+                isn: Seq::ZERO
+            }
+        );
         assert_eq!(
             SAW.decode(b"X4").unwrap(),
             Frame::Close {
@@ -206,7 +233,10 @@ mod tests {
             Err(EncodeError::SeqOutOfRange(Seq(2)))
         );
         assert_eq!(
-            SAW.to_bytes(&Frame::Connect { id: id(10) }),
+            SAW.to_bytes(&Frame::Connect {
+                id: id(10),
+                isn: Seq::ZERO
+            }),
             Err(EncodeError::IdOutOfRange(id(10)))
         );
     }
@@ -249,8 +279,8 @@ mod tests {
             payload in proptest::collection::vec(any::<u8>(), 0..=1497),
         ) {
             let frame = match kind {
-                0 => Frame::Connect { id: id(n) },
-                1 => Frame::ConnectOk { id: id(n) },
+                0 => Frame::Connect { id: id(n), isn: Seq::ZERO },
+                1 => Frame::ConnectOk { id: id(n), isn: Seq::ZERO },
                 2 => Frame::ConnectNok { id: id(n) },
                 3 => Frame::Data { id: id(n), seq: Seq(bit), payload: &payload },
                 4 => ack(n, bit),
