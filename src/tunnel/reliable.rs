@@ -74,7 +74,7 @@ pub enum PumpEnd {
 }
 
 /// Where the pump sends frames and says what happened.
-pub struct PumpSide<'a> {
+pub(crate) struct PumpSide<'a> {
     pub link: &'a LinkSocket,
     pub peer: SocketAddr,
     pub id: ConnId,
@@ -88,7 +88,7 @@ pub struct PumpSide<'a> {
 /// Pumps `stream` through `conn` until both directions are closed (or the peer gives no
 /// sign of life, or the stream fails, or `stop`). `first` is what the TCP side sent before
 /// the connection opened, and `eof` whether it had already half-closed.
-pub async fn pump(
+pub(crate) async fn pump(
     conn: &ReliableConn,
     side: PumpSide<'_>,
     stream: TcpStream,
