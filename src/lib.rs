@@ -12,6 +12,7 @@ pub mod event;
 pub mod impair;
 pub mod lab;
 pub mod link;
+pub mod monitor;
 pub mod net;
 pub mod roles;
 pub mod script;

@@ -157,3 +157,37 @@ impl LogThrottle {
         }
     }
 }
+
+/// An idle timeout that can change while the role runs (the admin protocol's
+/// `CONFIG idle_timeout`). Clones share one value, so whoever holds a clone of a role's
+/// config can change it; a role reads it at every idle sweep.
+#[derive(Clone, Debug)]
+pub struct IdleTimeout(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl IdleTimeout {
+    /// A timeout of `timeout` (kept to the millisecond).
+    pub fn new(timeout: std::time::Duration) -> Self {
+        IdleTimeout(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+            timeout.as_millis().min(u64::MAX as u128) as u64,
+        )))
+    }
+
+    /// The timeout in force now.
+    pub fn get(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Changes the timeout for every clone, from the next sweep on.
+    pub fn set(&self, timeout: std::time::Duration) {
+        self.0.store(
+            timeout.as_millis().min(u64::MAX as u128) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+impl From<std::time::Duration> for IdleTimeout {
+    fn from(timeout: std::time::Duration) -> Self {
+        IdleTimeout::new(timeout)
+    }
+}

@@ -44,7 +44,8 @@ pub struct Proxy2Config {
     pub connect_timeout: Duration,
     /// A connection with no traffic either way for this long is closed (`X` to proxy1),
     /// so an id whose `X` was lost does not stay taken forever.
-    pub idle_timeout: Duration,
+    /// Changeable while the role runs (it is read at every sweep).
+    pub idle_timeout: super::IdleTimeout,
     /// A connection that has carried no byte either way for this long is closed: a `C`
     /// nobody follows up (a flood, a proxy1 that died) holds a server connection only
     /// this long.
@@ -60,7 +61,7 @@ impl Proxy2Config {
         Proxy2Config {
             server,
             connect_timeout: Duration::from_secs(3),
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(300).into(),
             unused_timeout: Duration::from_secs(10),
             queue_frames: 1024,
             limits: Limits::default(),
@@ -187,7 +188,11 @@ pub async fn run(link: LinkSocket, config: Proxy2Config, shutdown: CancellationT
     });
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut sweep = tokio::time::interval(sweep_period(
-        shared.config.idle_timeout.min(shared.config.unused_timeout),
+        shared
+            .config
+            .idle_timeout
+            .get()
+            .min(shared.config.unused_timeout),
     ));
     // One cancellation future for the whole loop: making a new one per read registers and
     // unregisters a waiter (two lock round trips) for every datagram or TCP read.
@@ -561,7 +566,10 @@ async fn reclaim_expired(shared: &Shared) {
             .iter()
             .filter_map(|(key, slot)| {
                 slot.activity
-                    .expired(shared.config.idle_timeout, shared.config.unused_timeout)
+                    .expired(
+                        shared.config.idle_timeout.get(),
+                        shared.config.unused_timeout,
+                    )
                     .map(|why| (*key, why))
             })
             .collect();
@@ -578,7 +586,7 @@ async fn reclaim_expired(shared: &Shared) {
             format!(
                 "closing {} connections idle for {:?} or unused for {:?}",
                 expired.len(),
-                shared.config.idle_timeout,
+                shared.config.idle_timeout.get(),
                 shared.config.unused_timeout
             ),
         );
@@ -586,7 +594,7 @@ async fn reclaim_expired(shared: &Shared) {
     for ((peer, id), why) in expired {
         if one_line_each {
             let timeout = if why == "idle" {
-                shared.config.idle_timeout
+                shared.config.idle_timeout.get()
             } else {
                 shared.config.unused_timeout
             };

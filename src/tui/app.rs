@@ -8,18 +8,20 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ratatui::crossterm::event::{Event as Input, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tokio::time::MissedTickBehavior;
 
 use super::render;
-use super::state::{CaptureView, Selection, TuiState, apply_snapshot, update};
+use super::state::{CaptureView, MonitorView, Selection, TuiState, apply_snapshot, update};
 use super::terminal::{self, InputReader, QuitSignals};
 use crate::capture::CaptureWriter;
 use crate::cli::LabArgs;
 use crate::event::{ClientId, CloseKind, EventSink, Level, Role};
 use crate::lab::{Lab, LabConfig};
+use crate::monitor::{ConnTable, Monitor, MonitorSources};
 use crate::roles::echo_client::SIMPLE_MESSAGE;
 use crate::wire::ConnId;
 
@@ -373,6 +375,14 @@ fn send(lab: &Lab, state: &mut TuiState, client: ClientId, bytes: Vec<u8>) {
 pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let (events, mut rx) = EventSink::channel(EVENT_CAPACITY);
     let events = crate::tui::state::events_for_tui(events);
+    // With a monitor on, its connection table sees every event before the screen's channel
+    // could drop one.
+    let monitor_plan = args.monitor.plan();
+    let conns = monitor_plan.is_on().then(|| Arc::new(ConnTable::new()));
+    let events = match &conns {
+        Some(conns) => events.with_observer(conns.clone()),
+        None => events,
+    };
     // A capture directory that cannot be written is an error before the screen is taken over.
     let capture = match args.capture.plan() {
         Some(plan) => Some(CaptureWriter::start(plan, events.clone())?),
@@ -395,7 +405,30 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let capture_status = capture.as_ref().map(CaptureWriter::status);
+    // Errors (a port in use, no --admin-user) print as usual, before the screen is taken over.
+    let monitor = match conns {
+        Some(conns) => match Monitor::start(
+            &monitor_plan,
+            MonitorSources::for_lab(&lab, conns, capture_status.clone()),
+        )
+        .await
+        {
+            Ok(monitor) => Some(monitor),
+            Err(e) => {
+                lab.shutdown().await;
+                if let Some(capture) = capture {
+                    capture.abandon().await;
+                }
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let mut state = TuiState::new(start, mode, Some(lab.addrs()));
+    state.monitor = monitor.as_ref().map(|monitor| MonitorView {
+        metrics: monitor.metrics_addr(),
+        admin: monitor.admin_addr(),
+    });
     for _ in 0..args.clients {
         if let Err(e) = lab.add_client().await {
             state.note(Level::Error, format!("cannot add a client: {e}"));
@@ -463,6 +496,9 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     drop(input);
     drop(session);
     let snapshot = lab.snapshot();
+    if let Some(monitor) = monitor {
+        monitor.stop().await;
+    }
     lab.shutdown().await;
     // After the roles have stopped, so every frame they sent is in the file.
     let captured = match capture {
