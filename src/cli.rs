@@ -213,8 +213,9 @@ pub struct WireArgs {
     /// A connection with no traffic for this long is closed, so a lost X frees its id.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub idle_timeout: Duration,
-    /// A connection that has carried no byte either way for this long is closed, so idle
-    /// sockets cannot hold every id (proxy1) or server connection (proxy2).
+    /// A connection that has carried no byte either way for this long is closed: at proxy1
+    /// when another client waits for its id (idle sockets cannot hold every id), at proxy2
+    /// when its proxy1 has not probed it either (a C nobody followed up).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub unused_timeout: Duration,
 }
