@@ -32,16 +32,24 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         let monitor = args.monitor.plan();
         return Ok(crate::script::run_file(script, args.report.as_deref(), &monitor).await);
     }
+    // Without the permission to read loopback, stop before anything starts (exit code 2).
+    let tcp = match crate::cli::open_tcp_capture(args.capture.capture_tcp) {
+        Ok(tcp) => tcp,
+        Err(code) => return Ok(code),
+    };
     if !std::io::stdout().is_terminal() {
         // The demo is the lab's run without a terminal: it captures as the lab would.
         let capture = &args.capture;
-        let capture =
-            (!capture.no_capture).then(|| (capture.capture_format, capture.capture_dir.clone()));
+        let capture = (!capture.no_capture).then(|| crate::script::DemoCapture {
+            format: capture.format(),
+            dir: capture.capture_dir.clone(),
+            tcp: capture.capture_tcp,
+        });
         warn_about_ignored_options(&args);
         let monitor = args.monitor.plan();
         return Ok(crate::script::run_demo(args.report.as_deref(), capture, &monitor).await);
     }
-    crate::tui::run(&args).await
+    crate::tui::run(&args, tcp).await
 }
 
 /// The headless demo runs its scenario as written; say so when the command line asked for

@@ -87,9 +87,21 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
                 what.describe()
             )
         }
+        EventKind::TcpSegment { segment } if frames => {
+            format!(
+                "tcp {} → {} [{}] seq={} ack={} len={}",
+                segment.src,
+                segment.dst,
+                segment.label(),
+                segment.seq,
+                segment.ack,
+                segment.payload_len
+            )
+        }
         EventKind::FrameSent { .. }
         | EventKind::FrameReceived { .. }
-        | EventKind::LinkDecision { .. } => return None,
+        | EventKind::LinkDecision { .. }
+        | EventKind::TcpSegment { .. } => return None,
         EventKind::FrameMalformed {
             at,
             peer,
@@ -147,6 +159,7 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
             let what = match action {
                 TcpAction::Accepted => "accepted".to_string(),
                 TcpAction::Connected => "connected".to_string(),
+                TcpAction::ConnectedFrom(local) => format!("connected from {local}"),
                 TcpAction::ConnectFailed(e) => format!("connect failed: {e}"),
                 TcpAction::Read(n) if frames => format!("read {n} bytes"),
                 TcpAction::Wrote(n) if frames => format!("wrote {n} bytes"),

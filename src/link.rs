@@ -288,9 +288,11 @@ impl LinkSocket {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let datagram = &encoded[..len];
         let Some(egress) = &self.egress else {
+            // Stamped as it is handed to the socket: the reply it causes comes later.
+            let handed = SystemTime::now();
             self.inner.transmit(datagram, to, None).await?;
             self.inner.sent_by_role(frame, len, to);
-            self.inner.tap_sent(datagram, to, None, true).await;
+            self.inner.tap_sent(handed, datagram, to, None, true).await;
             return Ok(());
         };
         // The role has sent it, whatever the link then does to it.
@@ -336,7 +338,9 @@ impl LinkSocket {
     ) -> io::Result<Received<'b>> {
         let Some(ingress) = &self.ingress else {
             let (len, peer) = self.inner.socket.recv_from(buf).await?;
-            self.inner.tap_arrival(&buf[..len], peer, None).await;
+            self.inner
+                .tap_arrival(SystemTime::now(), &buf[..len], peer, None)
+                .await;
             return Ok(self.accept(buf, len, peer, only_from));
         };
         loop {
@@ -344,15 +348,16 @@ impl LinkSocket {
                 // Nothing held to overtake, nothing to do to it: straight through, counted.
                 // Only this call feeds the delay line, so it stays empty meanwhile.
                 let (len, peer) = self.inner.socket.recv_from(buf).await?;
+                let read = SystemTime::now();
                 if ingress.emulated().is_clear() {
                     let emulated = ingress.emulated();
                     emulated.passed_clear();
                     emulated.counters().delivered.add();
-                    self.inner.tap_arrival(&buf[..len], peer, None).await;
+                    self.inner.tap_arrival(read, &buf[..len], peer, None).await;
                     return Ok(self.accept(buf, len, peer, only_from));
                 }
                 // Impaired while it was on its way: it is emulated like any later arrival.
-                self.on_arrival(ingress, &buf[..len], peer).await;
+                self.on_arrival(ingress, read, &buf[..len], peer).await;
                 continue;
             }
             let due = ingress
@@ -387,7 +392,8 @@ impl LinkSocket {
             tokio::select! {
                 received = self.inner.socket.recv_from(buf) => {
                     let (len, peer) = received?;
-                    self.on_arrival(ingress, &buf[..len], peer).await;
+                    let read = SystemTime::now();
+                    self.on_arrival(ingress, read, &buf[..len], peer).await;
                 }
                 _ = sleep_until_or_forever(next) => {}
             }
@@ -396,7 +402,13 @@ impl LinkSocket {
 
     /// Gives an arriving datagram to the emulator; the capture records it as it arrived
     /// (it did cross the wire), with a note saying what the emulator made of it.
-    async fn on_arrival(&self, ingress: &Ingress, datagram: &[u8], peer: SocketAddr) {
+    async fn on_arrival(
+        &self,
+        ingress: &Ingress,
+        read: SystemTime,
+        datagram: &[u8],
+        peer: SocketAddr,
+    ) {
         let now = Instant::now();
         let corruptible = corruptible_range(self.inner.mode, datagram);
         let offered = {
@@ -432,7 +444,7 @@ impl LinkSocket {
                 }
             }
         };
-        self.inner.tap_arrival(datagram, peer, note).await;
+        self.inner.tap_arrival(read, datagram, peer, note).await;
     }
 
     /// Decodes, counts and reports a datagram that reached this endpoint.
@@ -579,6 +591,7 @@ impl Inner {
     /// before it could be sent (not `on_wire`: pcapng shows it as a comment, pcap skips it).
     async fn tap_sent(
         &self,
+        time: SystemTime,
         datagram: impl Into<Vec<u8>>,
         to: SocketAddr,
         note: Option<String>,
@@ -586,7 +599,7 @@ impl Inner {
     ) {
         if let Some((tap, _)) = &self.tap {
             tap.record(TapRecord {
-                time: SystemTime::now(),
+                time,
                 src: self.local,
                 dst: to,
                 datagram: datagram.into(),
@@ -618,15 +631,27 @@ impl Inner {
                 what: verdict.clone(),
             });
         }
-        self.tap_sent(datagram, to, verdict.capture_note(false), false)
-            .await;
+        self.tap_sent(
+            SystemTime::now(),
+            datagram,
+            to,
+            verdict.capture_note(false),
+            false,
+        )
+        .await;
     }
 
     /// Captures a datagram as it arrived, if this endpoint taps what it receives.
-    async fn tap_arrival(&self, datagram: &[u8], peer: SocketAddr, note: Option<String>) {
+    async fn tap_arrival(
+        &self,
+        time: SystemTime,
+        datagram: &[u8],
+        peer: SocketAddr,
+        note: Option<String>,
+    ) {
         if let Some((tap, TapScope::SentAndReceived)) = &self.tap {
             tap.record(TapRecord {
-                time: SystemTime::now(),
+                time,
                 src: peer,
                 dst: self.local,
                 datagram: datagram.to_vec(),
@@ -677,13 +702,14 @@ impl Egress {
                 break;
             };
             // A failure is counted and reported inside; the next datagram still goes.
+            let handed = SystemTime::now();
             if inner
                 .transmit(&datagram, addr, Some((self.emulated(), &verdict)))
                 .await
                 .is_ok()
             {
                 inner
-                    .tap_sent(datagram, addr, verdict.capture_note(false), true)
+                    .tap_sent(handed, datagram, addr, verdict.capture_note(false), true)
                     .await;
             }
         }
@@ -709,12 +735,13 @@ impl Egress {
         }
         emulated.passed_clear();
         // Counted as delivered, or as a failed send (reported on the event stream), inside.
+        let handed = SystemTime::now();
         if inner
             .transmit(datagram, to, Some((emulated, &LinkVerdict::default())))
             .await
             .is_ok()
         {
-            inner.tap_sent(datagram, to, None, true).await;
+            inner.tap_sent(handed, datagram, to, None, true).await;
         }
         true
     }

@@ -168,6 +168,19 @@ fn ladder_of_a_connection_aborted_with_rst() {
     )));
 }
 
+/// With TCP capture on, each leg's handshake, FIN and RST segments are arrows of their own.
+#[test]
+fn ladder_with_captured_tcp_segments() {
+    let mut state = tui_support::new_state(0);
+    tui_support::with_tcp_capture().apply(&mut state);
+    assert_snapshot!(screen(90, 22, |f| ladder::render(
+        f,
+        f.area(),
+        &state,
+        id(0)
+    )));
+}
+
 /// PgUp/Home scroll back, but never past the oldest row, and the border says how far back.
 #[test]
 fn ladder_scrolled_to_the_top() {

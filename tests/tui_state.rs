@@ -212,6 +212,46 @@ fn ladder_of_a_whole_connection() {
     assert_eq!(got, expected);
 }
 
+/// With TCP capture on, the kernel's segments join the ladder on their leg: the handshakes
+/// (which happen before the id is known: they wait for it), FIN and RST; data segments and
+/// plain ACKs do not (the read and write arrows say that), nor segments of other ports.
+#[test]
+fn captured_tcp_segments_show_on_their_leg_of_the_ladder() {
+    let script = tui_support::with_tcp_capture();
+    let mut state = new_state(0);
+    script.apply(&mut state);
+    let segments: Vec<(Lane, Lane, String)> = state.conns[0]
+        .ladder
+        .iter()
+        .filter_map(|e| match e {
+            LadderEntry::Arrow {
+                from, to, label, ..
+            } if label.text().starts_with('[') => Some((*from, *to, label.text().into_owned())),
+            _ => None,
+        })
+        .collect();
+    use Lane::*;
+    let expected = [
+        (Client, Proxy1, "[SYN]"),
+        (Proxy1, Client, "[SYN, ACK]"),
+        (Client, Proxy1, "[ACK]"),
+        (Proxy2, Server, "[SYN]"),
+        (Server, Proxy2, "[SYN, ACK]"),
+        (Proxy2, Server, "[ACK]"),
+        (Client, Proxy1, "[FIN, ACK]"),
+        (Proxy2, Server, "[RST, ACK]"),
+    ];
+    let got: Vec<(Lane, Lane, &str)> = segments
+        .iter()
+        .map(|(a, b, l)| (*a, *b, l.as_str()))
+        .collect();
+    assert_eq!(got, expected);
+    assert!(
+        state.conns[1..].iter().all(|c| c.ladder.is_empty()),
+        "nothing on other ids"
+    );
+}
+
 /// A refused id is freed at once by proxy1; the state keeps the outcome until the id is
 /// given out again, and then starts its counters afresh.
 #[test]

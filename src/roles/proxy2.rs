@@ -33,8 +33,8 @@ use crate::event::{
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
 use crate::roles::Activity;
 use crate::transport::{Transport, TransportConfig};
-use crate::tunnel::reliable::{self, PumpEnd, PumpSide, ReliableConn};
 use crate::tunnel::admission::{Admission, ConnKey, Decision, Limits, Refusal};
+use crate::tunnel::reliable::{self, PumpEnd, PumpSide, ReliableConn};
 use crate::wire::{ConnId, Frame, FrameKind, Seq};
 
 /// How proxy2 behaves; [`Proxy2Config::new`] gives the defaults.
@@ -499,13 +499,21 @@ async fn serve_connection(
         }
     }
     let _ = stream.set_nodelay(true);
-    shared.tcp_event(id, TcpAction::Connected);
+    // proxy2's end of the connection names it in a TCP capture (the ladder's server leg).
+    let connected = match stream.local_addr() {
+        Ok(local) => TcpAction::ConnectedFrom(local),
+        Err(_) => TcpAction::Connected,
+    };
+    shared.tcp_event(id, connected);
     let mode = shared.link.mode();
     if mode.is_reliable() {
         let config = TransportConfig {
             initial_seq: our_isn,
             peer_initial_seq: peer_isn,
-            ..shared.config.transport.unwrap_or_else(|| TransportConfig::for_mode(mode))
+            ..shared
+                .config
+                .transport
+                .unwrap_or_else(|| TransportConfig::for_mode(mode))
         };
         let conn = Arc::new(ReliableConn::new(Transport::new(mode, config)));
         {
@@ -555,7 +563,9 @@ async fn serve_connection(
             _ => return, // an X arrived while connecting
         }
     }
-    shared.send(Frame::ConnectOk { id, isn: our_isn }, peer).await;
+    shared
+        .send(Frame::ConnectOk { id, isn: our_isn }, peer)
+        .await;
     shared.conn_event(key, ConnState::Open);
 
     // Writer: proxy1's data to the server. It ends when the slot (and so the queue's

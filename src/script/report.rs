@@ -43,6 +43,8 @@ pub struct Report {
     pub captures: Vec<String>,
     /// Frames the capture received (null when capture is off).
     pub captured_frames: Option<u64>,
+    /// TCP segments of the lab's legs written to the capture (null without `capture_tcp`).
+    pub captured_tcp_segments: Option<u64>,
     pub events: EventsReport,
 }
 
@@ -157,6 +159,11 @@ impl Report {
                 .map(|p| p.display().to_string())
                 .collect(),
             captured_frames: outcome.capture.as_ref().map(|c| c.frames),
+            captured_tcp_segments: scenario
+                .lab
+                .capture_tcp
+                .then(|| outcome.capture.as_ref().map(|c| c.tcp_segments))
+                .flatten(),
             events: EventsReport {
                 received: outcome.fold.events,
                 dropped: snapshot.events_dropped,
@@ -236,7 +243,11 @@ impl Report {
             } else {
                 format!("written to {}", self.captures.join(", "))
             };
-            let _ = writeln!(out, "  capture: {frames} frames {place}");
+            let segments = match self.captured_tcp_segments {
+                Some(n) => format!(" and {n} TCP segments of the legs"),
+                None => String::new(),
+            };
+            let _ = writeln!(out, "  capture: {frames} frames{segments} {place}");
         }
         if emulated(&self.link) {
             let _ = writeln!(out, "  link emulator, seed {}:", self.link.seed);

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::capture::{CaptureOutcome, CaptureRun};
 use super::fold::Fold;
 use super::scenario::{Action, ClientSel, Condition, Scenario, Step};
+use crate::capture::TcpCapture;
 use crate::event::{ClientEnd, ClientId, Event, EventSink};
 use crate::lab::{Lab, LabAddrs, LabSnapshot};
 use crate::monitor::{ConnTable, Monitor, MonitorPlan, MonitorSources};
@@ -54,20 +55,34 @@ struct StepFailure(String);
 /// example a fixed port that is taken).
 pub async fn run(scenario: &Scenario, monitor: &MonitorPlan) -> anyhow::Result<Outcome> {
     let (events, receiver) = EventSink::channel(EVENT_CAPACITY);
+    // The permission to read loopback is checked before any file is made.
+    let tcp = if scenario.lab.capture_tcp {
+        Some(TcpCapture::open()?)
+    } else {
+        None
+    };
     // The monitor's connection table sees every event before the channel could drop one.
     let conns = monitor.is_on().then(|| Arc::new(ConnTable::new()));
     let events = match &conns {
         Some(conns) => events.with_observer(conns.clone()),
         None => events,
     };
-    let capture = scenario
+    let mut capture = scenario
         .lab
         .capture
         .map(|format| {
             let lab = &scenario.lab;
-            CaptureRun::start(format, &lab.capture_dir, lab.wire, &scenario.name, &events)
+            CaptureRun::start(
+                format,
+                &lab.capture_dir,
+                lab.wire,
+                &scenario.name,
+                &events,
+                lab.capture_tcp,
+            )
         })
         .transpose()?;
+    let tcp_events = events.clone();
     let mut config = scenario.lab.lab_config();
     config.capture = capture.as_ref().map(CaptureRun::tap);
     if let Some(link) = &scenario.lab.link {
@@ -83,6 +98,16 @@ pub async fn run(scenario: &Scenario, monitor: &MonitorPlan) -> anyhow::Result<O
         }
     };
     let addrs = lab.addrs();
+    if let (Some(capture), Some(tcp)) = (&mut capture, tcp) {
+        let ports = [addrs.proxy1_tcp.port(), addrs.server.port()];
+        capture.capture_tcp(tcp, &ports, tcp_events)?;
+        println!(
+            "capturing the TCP legs too: ports {} and {} on {}",
+            ports[0],
+            ports[1],
+            crate::capture::tcp::LOOPBACK
+        );
+    }
     println!(
         "lab up: echo server {} (tcp), proxy2 {} (udp), proxy1 {} (tcp) / {} (udp)",
         addrs.server, addrs.proxy2_udp, addrs.proxy1_tcp, addrs.proxy1_udp

@@ -17,7 +17,7 @@ use tokio::time::MissedTickBehavior;
 use super::render;
 use super::state::{CaptureView, MonitorView, Selection, TuiState, apply_snapshot, update};
 use super::terminal::{self, InputReader, QuitSignals};
-use crate::capture::CaptureWriter;
+use crate::capture::{CaptureWriter, TcpCapture};
 use crate::cli::LabArgs;
 use crate::event::{ClientId, CloseKind, EventSink, Level, Role};
 use crate::lab::{Lab, LabConfig};
@@ -372,7 +372,8 @@ fn send(lab: &Lab, state: &mut TuiState, client: ClientId, bytes: Vec<u8>) {
 }
 
 /// Runs the lab with the TUI until the person quits or a signal arrives.
-pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
+/// `tcp` is the packet socket `--capture-tcp` opened (the permission already checked).
+pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<ExitCode> {
     let (events, mut rx) = EventSink::channel(EVENT_CAPACITY);
     let events = crate::tui::state::events_for_tui(events);
     // With a monitor on, its connection table sees every event before the screen's channel
@@ -384,7 +385,7 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
         None => events,
     };
     // A capture directory that cannot be written is an error before the screen is taken over.
-    let capture = match args.capture.plan() {
+    let mut capture = match args.capture.plan() {
         Some(plan) => Some(CaptureWriter::start(plan, events.clone())?),
         None => None,
     };
@@ -395,6 +396,7 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let mode = config.mode;
     let start = SystemTime::now();
     // Binding errors (a port in use) print as usual, before the screen is taken over.
+    let tcp_events = events.clone();
     let mut lab = match Lab::start(config, events).await {
         Ok(lab) => lab,
         Err(e) => {
@@ -404,6 +406,14 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
+    if let (Some(capture), Some(tcp)) = (&mut capture, tcp) {
+        let addrs = lab.addrs();
+        capture.capture_tcp(
+            tcp,
+            &[addrs.proxy1_tcp.port(), addrs.server.port()],
+            tcp_events,
+        )?;
+    }
     let capture_status = capture.as_ref().map(CaptureWriter::status);
     // Errors (a port in use, no --admin-user) print as usual, before the screen is taken over.
     let monitor = match conns {
@@ -425,6 +435,9 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let mut state = TuiState::new(start, mode, Some(lab.addrs()));
+    if args.netns {
+        state.note(Level::Info, crate::netns::NOTICE);
+    }
     state.monitor = monitor.as_ref().map(|monitor| MonitorView {
         metrics: monitor.metrics_addr(),
         admin: monitor.admin_addr(),

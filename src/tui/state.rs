@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use crate::describe::{describe, frame_label};
 use crate::event::{
     ClientAction, ClientEnd, ClientId, CloseKind, ConnState, Endpoint, Event, EventKind, EventSink,
-    FrameSummary, Level, LinkDirection, Role, TcpAction,
+    FrameSummary, Level, LinkDirection, Role, TcpAction, TcpSegmentSummary,
 };
 use crate::lab::{LabAddrs, LabSnapshot};
 use crate::link::LinkStatsSnapshot;
@@ -27,6 +27,9 @@ pub const LOG_CAPACITY: usize = 500;
 /// Accepted-but-not-yet-assigned TCP clients remembered at proxy1 (for the ladder's first
 /// arrow); more than this means something outside the lab is hammering proxy1.
 const PENDING_ACCEPTS: usize = 256;
+/// TCP segments remembered for connections whose id is not known yet (a handshake happens
+/// before proxy1 gives the client an id, and before proxy2 says it connected).
+const PENDING_SEGMENTS: usize = 256;
 /// Waiting clients remembered (each one is a real TCP connection at proxy1).
 const WAITING_CAPACITY: usize = 256;
 /// A client that waited at least this long between accept and id has waited for a free id.
@@ -218,6 +221,8 @@ pub enum ArrowKind {
     Failure,
     /// An `X` frame.
     Close,
+    /// A TCP segment of the handshake (SYN, SYN-ACK, its ACK), read off loopback.
+    Handshake,
 }
 
 /// What an arrow says. One is made for every frame sent and every TCP read and write, but
@@ -454,6 +459,13 @@ pub struct TuiState {
     conn_by_addr: HashMap<SocketAddr, ConnId>,
     /// When proxy1 accepted each TCP client that has no id yet.
     pending_accepts: HashMap<SocketAddr, Duration>,
+    /// The id of each of proxy2's connections to the server, by proxy2's end of it.
+    conn_by_server_leg: HashMap<SocketAddr, ConnId>,
+    /// Captured TCP segments whose connection has no id yet, by the far end's address (the
+    /// client's, or proxy2's end of a server connection), oldest first.
+    pending_segments: HashMap<SocketAddr, Vec<(Duration, TcpSegmentSummary)>>,
+    /// Connections whose handshake has had its SYN-ACK, so the next ACK completes it.
+    handshakes: std::collections::HashSet<(SocketAddr, SocketAddr)>,
 }
 
 impl TuiState {
@@ -484,6 +496,9 @@ impl TuiState {
             client_by_addr: HashMap::new(),
             conn_by_addr: HashMap::new(),
             pending_accepts: HashMap::new(),
+            conn_by_server_leg: HashMap::new(),
+            pending_segments: HashMap::new(),
+            handshakes: std::collections::HashSet::new(),
         }
     }
 
@@ -748,6 +763,7 @@ pub fn update(state: &mut TuiState, event: Event) {
             action,
         } => on_tcp(state, time, role, id, peer, action),
         EventKind::Client { client, action } => on_client(state, client, action),
+        EventKind::TcpSegment { segment } => on_tcp_segment(state, time, segment),
         EventKind::LinkDecision {
             direction,
             frame,
@@ -863,6 +879,7 @@ fn on_proxy1_conn(
                 }
                 state.conn_by_addr.insert(addr, id);
                 stop_waiting(state, addr, Some(id));
+                flush_pending_segments(state, addr, id);
                 state.ladder(id, LadderEntry::IdGiven { time, client: addr });
                 // The accept is drawn when it happened, unless the client then waited for an
                 // id: then the arrow would land in the previous owner's history, so it goes
@@ -941,9 +958,15 @@ fn on_tcp(
         }
         return;
     };
+    if let TcpAction::ConnectedFrom(local) = action {
+        state.conn_by_server_leg.insert(local, id);
+        flush_pending_segments(state, local, id);
+    }
     let (lanes, label, kind): (_, ArrowLabel, _) = match action {
         TcpAction::Accepted => ((far, near), "TCP connect".into(), ArrowKind::TcpOpen),
-        TcpAction::Connected => ((near, far), "TCP connect".into(), ArrowKind::TcpOpen),
+        TcpAction::Connected | TcpAction::ConnectedFrom(_) => {
+            ((near, far), "TCP connect".into(), ArrowKind::TcpOpen)
+        }
         TcpAction::ConnectFailed(why) => (
             (near, far),
             format!("connect ✗ {why}").into(),
@@ -961,6 +984,90 @@ fn on_tcp(
         }
     };
     state.arrow(id, time, lanes, label, kind);
+}
+
+/// A TCP segment read off loopback: the handshake (SYN, SYN-ACK and the ACK that completes
+/// it), FIN and RST segments become arrows on their leg of the connection's ladder. Data and
+/// plain ACKs are left to the TCP read and write arrows.
+fn on_tcp_segment(state: &mut TuiState, time: Duration, segment: TcpSegmentSummary) {
+    let flow = (segment.src, segment.dst);
+    let completes_handshake = !segment.is_control()
+        && segment.flags.ack
+        && state.handshakes.remove(&(segment.dst, segment.src));
+    if segment.flags.syn && segment.flags.ack {
+        if state.handshakes.len() >= PENDING_SEGMENTS {
+            state.handshakes.clear();
+        }
+        state.handshakes.insert(flow);
+    }
+    if !segment.is_control() && !completes_handshake {
+        return;
+    }
+    // Which leg: the client's (one end is proxy1's listener) or the server's.
+    let far_end =
+        if Some(segment.dst) == state.proxy1.addr || Some(segment.src) == state.proxy1.addr {
+            [segment.src, segment.dst]
+                .into_iter()
+                .find(|a| Some(*a) != state.proxy1.addr)
+        } else if Some(segment.dst) == state.server.addr || Some(segment.src) == state.server.addr {
+            [segment.src, segment.dst]
+                .into_iter()
+                .find(|a| Some(*a) != state.server.addr)
+        } else {
+            None
+        };
+    let Some(far_end) = far_end else { return };
+    let id = state
+        .conn_by_addr
+        .get(&far_end)
+        .or_else(|| state.conn_by_server_leg.get(&far_end))
+        .copied();
+    match id {
+        Some(id) => segment_arrow(state, id, time, &segment),
+        None => {
+            if state.pending_segments.len() >= PENDING_SEGMENTS
+                && !state.pending_segments.contains_key(&far_end)
+            {
+                state.pending_segments.clear();
+            }
+            let pending = state.pending_segments.entry(far_end).or_default();
+            if pending.len() < 16 {
+                pending.push((time, segment));
+            }
+        }
+    }
+}
+
+/// Segments that came before their connection had an id go to its ladder now.
+fn flush_pending_segments(state: &mut TuiState, far_end: SocketAddr, id: ConnId) {
+    if let Some(pending) = state.pending_segments.remove(&far_end) {
+        for (time, segment) in pending {
+            segment_arrow(state, id, time, &segment);
+        }
+    }
+}
+
+fn segment_arrow(state: &mut TuiState, id: ConnId, time: Duration, segment: &TcpSegmentSummary) {
+    let lane = |addr: SocketAddr| {
+        if Some(addr) == state.proxy1.addr {
+            Lane::Proxy1
+        } else if Some(addr) == state.server.addr {
+            Lane::Server
+        } else if state.conn_by_server_leg.contains_key(&addr) {
+            Lane::Proxy2
+        } else {
+            Lane::Client
+        }
+    };
+    let lanes = (lane(segment.src), lane(segment.dst));
+    let kind = if segment.flags.rst {
+        ArrowKind::Rst
+    } else if segment.flags.fin {
+        ArrowKind::Fin
+    } else {
+        ArrowKind::Handshake
+    };
+    state.arrow(id, time, lanes, format!("[{}]", segment.label()), kind);
 }
 
 fn on_client(state: &mut TuiState, client: ClientId, action: ClientAction) {

@@ -192,8 +192,13 @@ impl Checker<'_> {
             proxy2_port: raw.ports.proxy2,
             wire: raw.wire,
             clients,
-            capture: raw.capture.0,
+            // The TCP legs go into the link's capture: a pcapng one unless a format is given.
+            capture: raw
+                .capture
+                .0
+                .or(raw.capture_tcp.then_some(super::CaptureFormat::Pcapng)),
             capture_dir: raw.capture_dir.unwrap_or_else(|| PathBuf::from("captures")),
+            capture_tcp: raw.capture_tcp,
             proxy1,
             proxy2,
             link,

@@ -11,6 +11,7 @@
 //! ports = "auto"             # "auto" (default), "course" (1818/3327/3328) or a table
 //! clients = 3                # echo clients started before the first step
 //! capture = "off"            # "off" (default), "pcap" or "pcapng"
+//! capture_tcp = false        # also the TCP legs, off loopback (needs CAP_NET_RAW or --netns)
 //! [lab.tunnel]               # proxy timings (the CLI's --connect-attempts etc.)
 //! connect_retry = "100ms"
 //!
@@ -91,6 +92,8 @@ pub struct LabSetup {
     pub capture: Option<CaptureFormat>,
     /// Where capture files go.
     pub capture_dir: PathBuf,
+    /// The TCP legs read off loopback into the same capture (`--capture-tcp`).
+    pub capture_tcp: bool,
     pub proxy1: Proxy1Config,
     pub proxy2: Proxy2Config,
     /// Link emulator settings at start (opaque until the emulator lands).

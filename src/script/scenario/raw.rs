@@ -43,6 +43,8 @@ pub(super) struct RawLab {
     pub(super) capture: CaptureSetting,
     pub(super) capture_dir: Option<PathBuf>,
     #[serde(default)]
+    pub(super) capture_tcp: bool,
+    #[serde(default)]
     pub(super) tunnel: RawTunnel,
     pub(super) link: Option<Spanned<toml::Table>>,
 }
