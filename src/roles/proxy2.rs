@@ -448,35 +448,48 @@ fn on_connect(
             Seq::ZERO
         },
     };
-    let isns = (slot.our_isn, slot.peer_isn);
-    shared.tasks.spawn(serve_connection(
-        shared.clone(),
-        key,
-        slot.generation,
-        slot.stop.clone(),
-        slot.ended.clone(),
-        slot.activity.clone(),
+    let start = Starting {
+        generation: slot.generation,
+        stop: slot.stop.clone(),
+        ended: slot.ended.clone(),
+        activity: slot.activity.clone(),
         previous,
-        isns,
-    ));
+        our_isn: slot.our_isn,
+        peer_isn: slot.peer_isn,
+    };
+    shared
+        .tasks
+        .spawn(serve_connection(shared.clone(), key, start));
     table.slots.insert(key, slot);
     table.admission.admitted(key);
     OnConnect::Opening { replaced }
 }
 
-/// One tunnel connection: connect to the server, answer `OK`/`NOK`, then pump server bytes
-/// into `D` frames until either side closes. `previous` is the connection this one
-/// replaces on the same key: `OK` waits until it has stopped.
-async fn serve_connection(
-    shared: Arc<Shared>,
-    key: ConnKey,
+/// What a connection's task starts with: its slot's handles.
+struct Starting {
     generation: u64,
     stop: CancellationToken,
     ended: CancellationToken,
     activity: Arc<Activity>,
+    /// The connection this one replaces on the same key: `OK` waits until it has stopped.
     previous: Option<CancellationToken>,
-    (our_isn, peer_isn): (Seq, Seq),
-) {
+    our_isn: Seq,
+    peer_isn: Seq,
+}
+
+/// One tunnel connection: connect to the server, answer `OK`/`NOK`, then pump server bytes
+/// into `D` frames until either side closes. `previous` is the connection this one
+/// replaces on the same key: `OK` waits until it has stopped.
+async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
+    let Starting {
+        generation,
+        stop,
+        ended,
+        activity,
+        previous,
+        our_isn,
+        peer_isn,
+    } = start;
     let _ended = ended.drop_guard();
     let (peer, id) = key;
     let connect = tokio::time::timeout(
