@@ -56,8 +56,16 @@ impl PathKind {
             PathKind::Direct => "direct TCP".into(),
             PathKind::Kcptun => "kcptun (fast3, no crypt)".into(),
             PathKind::Classic => "tunlab classic, proxy1+proxy2 processes".into(),
-            PathKind::Lab(LabOptions { events, capture }) => {
+            PathKind::Lab(LabOptions {
+                events,
+                capture,
+                wire,
+                loss,
+            }) => {
                 let mut name = "tunlab in-process lab".to_string();
+                if wire != tunlab::wire::WireMode::Classic || loss > 0 {
+                    return format!("tunlab lab, {wire}, {loss}% loss each way");
+                }
                 match (events, capture) {
                     (false, false) => name.push_str(" (no consumers)"),
                     (true, false) => name.push_str(" + event consumer"),
