@@ -253,7 +253,7 @@ fn main() -> anyhow::Result<()> {
     for round in 1..=args.rounds {
         println!("round {round}/{}", args.rounds);
         for result in &mut results {
-            progress(&format!("  {:<45}", result.kind.name()));
+            progress(&format!("  {:<48}", result.kind.name()));
             let measured = runtime.block_on(measure_path(
                 result.kind,
                 &tools,
