@@ -188,7 +188,11 @@ pub async fn run(link: LinkSocket, config: Proxy2Config, shutdown: CancellationT
     });
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut sweep = tokio::time::interval(sweep_period(
-        shared.config.idle_timeout.get().min(shared.config.unused_timeout),
+        shared
+            .config
+            .idle_timeout
+            .get()
+            .min(shared.config.unused_timeout),
     ));
     // One cancellation future for the whole loop: making a new one per read registers and
     // unregisters a waiter (two lock round trips) for every datagram or TCP read.
@@ -539,7 +543,10 @@ async fn reclaim_expired(shared: &Shared) {
             .iter()
             .filter_map(|(key, slot)| {
                 slot.activity
-                    .expired(shared.config.idle_timeout.get(), shared.config.unused_timeout)
+                    .expired(
+                        shared.config.idle_timeout.get(),
+                        shared.config.unused_timeout,
+                    )
                     .map(|why| (*key, why))
             })
             .collect();
