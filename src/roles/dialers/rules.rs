@@ -18,6 +18,9 @@
 //! every address a name resolves to (IPv4-mapped IPv6 addresses count as IPv4), and a
 //! destination is refused if any of its addresses is: a name cannot slip past a rule by
 //! resolving to a denied address.
+//!
+//! An IPv6 address with a port always goes in brackets: `::1:22` is the address `::1:22`
+//! (any port), since a bare IPv6 address may end in what looks like a port.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -394,6 +397,12 @@ mod tests {
             })
         );
         assert_eq!(p("[fd00::/8]").ports, None);
+        // Without brackets, a trailing :22 is part of the IPv6 address.
+        assert_eq!(p("::1:22").ports, None);
+        assert_eq!(
+            p("::1:22").host,
+            HostPattern::Net(IpNet::parse("::1:22/128").unwrap().unwrap())
+        );
         assert!(matches!(p("10.0.0.0/8:22-25").host, HostPattern::Net(_)));
         assert_eq!(
             p("Example.ORG.").host,
