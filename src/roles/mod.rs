@@ -94,6 +94,14 @@ impl Activity {
             .saturating_sub(std::time::Duration::from_millis(last))
     }
 
+    /// The peer showed it still has the connection (proxy1's probe, at proxy2), without
+    /// carrying a byte: it counts as recent activity, not as data.
+    pub(crate) fn keepalive(&self) {
+        let now = self.since.elapsed().as_millis() as u64;
+        self.last_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// When bytes last went (or when the connection began, if they never did).
     pub(crate) fn last_touch(&self) -> std::time::Instant {
         let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
@@ -105,19 +113,14 @@ impl Activity {
         self.carried.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// How long the connection has existed.
-    pub(crate) fn age(&self) -> std::time::Duration {
-        self.since.elapsed()
-    }
-
-    /// Whether it should give its id back: idle past `idle_timeout`, or never used past
-    /// `unused_timeout`. Says which, for the log.
+    /// Whether it should give its id back: idle past `idle_timeout`, or never used and
+    /// quiet past `unused_timeout`. Says which, for the log.
     pub(crate) fn expired(
         &self,
         idle_timeout: std::time::Duration,
         unused_timeout: std::time::Duration,
     ) -> Option<&'static str> {
-        if !self.carried() && self.age() >= unused_timeout {
+        if !self.carried() && self.idle_for() >= unused_timeout {
             Some("carried no data")
         } else if self.idle_for() >= idle_timeout {
             Some("idle")

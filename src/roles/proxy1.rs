@@ -49,8 +49,8 @@ pub struct Proxy1Config {
     /// An open id with no traffic either way for this long is closed (`X` sent).
     /// Changeable while the role runs (it is read at every sweep).
     pub idle_timeout: super::IdleTimeout,
-    /// An open id that has carried no byte either way for this long is closed, so idle
-    /// sockets cannot hold all the ids.
+    /// An open id that has carried no byte either way for this long is closed when another
+    /// client waits for an id, so idle sockets cannot hold all the ids.
     pub unused_timeout: Duration,
     /// After a client's FIN, proxy1 keeps delivering proxy2's data to it until proxy2 has
     /// been quiet this long, then sends `X`.
@@ -824,6 +824,13 @@ async fn sweep_ids(shared: &Shared) {
     let now = Instant::now();
     let mut expired = Vec::new();
     let mut probes = Vec::new();
+    // A connection that never carried a byte gives its id back only to a client that waits
+    // for one: an idle lab client (or a telnet left open) is no harm while ids are free.
+    let unused_timeout = if shared.ids.lock().unwrap().queue.is_empty() {
+        Duration::MAX
+    } else {
+        config.unused_timeout
+    };
     {
         let mut slots = shared.slots.lock().unwrap();
         for (id, slot) in slots.iter_mut() {
@@ -832,7 +839,7 @@ async fn sweep_ids(shared: &Shared) {
             }
             if let Some(why) = slot
                 .activity
-                .expired(config.idle_timeout.get(), config.unused_timeout)
+                .expired(config.idle_timeout.get(), unused_timeout)
             {
                 slot.stop.cancel();
                 expired.push((*id, slot.client, why));

@@ -46,9 +46,10 @@ pub struct Proxy2Config {
     /// so an id whose `X` was lost does not stay taken forever.
     /// Changeable while the role runs (it is read at every sweep).
     pub idle_timeout: super::IdleTimeout,
-    /// A connection that has carried no byte either way for this long is closed: a `C`
-    /// nobody follows up (a flood, a proxy1 that died) holds a server connection only
-    /// this long.
+    /// A connection that has carried no byte either way, and that its proxy1 has not
+    /// probed, for this long is closed: a `C` nobody follows up (a flood, a proxy1 that
+    /// died) holds a server connection only this long. A live proxy1 probes its idle ids
+    /// every second, so its connections stay.
     pub unused_timeout: Duration,
     /// `D` frames queued toward one slow server connection before classic mode drops them.
     pub queue_frames: usize,
@@ -289,12 +290,14 @@ async fn on_frame(
             let queue = {
                 let mut table = shared.table.lock().unwrap();
                 let first_bytes = table.slots.get(&key).map(|slot| {
-                    // An empty `D` is proxy1's probe ("do you still have this id?"): it
-                    // carries nothing and keeps nothing alive.
-                    let first = !payload.is_empty() && !slot.activity.carried();
-                    if !payload.is_empty() {
-                        slot.activity.touch();
+                    // An empty `D` is proxy1's probe ("do you still have this id?"): proxy1
+                    // still holds the connection, so it stays, but it has carried nothing.
+                    if payload.is_empty() {
+                        slot.activity.keepalive();
+                        return false;
                     }
+                    let first = !slot.activity.carried();
+                    slot.activity.touch();
                     first
                 });
                 if first_bytes == Some(true) {
@@ -431,7 +434,12 @@ async fn serve_connection(
         }
     }
     let _ = stream.set_nodelay(true);
-    shared.tcp_event(id, TcpAction::Connected);
+    // proxy2's end of the connection names it in a TCP capture (the ladder's server leg).
+    let connected = match stream.local_addr() {
+        Ok(local) => TcpAction::ConnectedFrom(local),
+        Err(_) => TcpAction::Connected,
+    };
+    shared.tcp_event(id, connected);
     let (mut from_server, mut to_server) = stream.into_split();
     let (queue_tx, mut queue_rx) = mpsc::channel::<Vec<u8>>(shared.config.queue_frames);
     {

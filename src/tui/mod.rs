@@ -11,6 +11,7 @@
 //! - `terminal`: raw mode, the alternate screen, and restoring them on every way out.
 
 pub mod app;
+pub mod play;
 pub mod render;
 pub mod state;
 mod terminal;
