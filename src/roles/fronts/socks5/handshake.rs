@@ -153,8 +153,8 @@ impl<'a> Handshake<'a> {
     }
 
     /// Parses what `input` holds, removes the bytes it used, and says what to do next.
-    /// After `Connect` or `Close` it only answers `NeedMore`-free repeats of nothing: call
-    /// it no more.
+    /// After `Connect` or `Close` the handshake is over: later calls consume nothing and
+    /// answer `NeedMore`.
     pub fn advance(&mut self, input: &mut Vec<u8>) -> Step {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Greeting => self.greeting(input),
