@@ -638,3 +638,38 @@ async fn the_binary_serves_curl_and_writes_the_access_log_on_sigterm() {
     );
     assert_eq!(lines[1].reason.as_deref(), Some("not-allowed"));
 }
+
+#[tokio::test]
+async fn stopping_the_server_ends_open_relays_and_logs_them() {
+    let http = http_server("127.0.0.1:0", HashMap::new()).await;
+    let socks = server(&["ana:pw"], &[], Duration::from_secs(10), None).await;
+    // A relay that stays open (the HTTP server waits for a request that never comes) and a
+    // client stuck in its handshake.
+    let relay = socks_connect(socks.addr, http.addr).await;
+    let mut stuck = TcpStream::connect(socks.addr).await.unwrap();
+    stuck.write_all(&[5, 1, 2, 1]).await.unwrap();
+    let mut method = [0u8; 2];
+    stuck.read_exact(&mut method).await.unwrap();
+    assert_eq!(
+        method,
+        [5, 2],
+        "the server has it, in the middle of its login"
+    );
+    // shut() returns only once every connection task has ended.
+    let records = tokio::time::timeout(Duration::from_secs(20), socks.shut())
+        .await
+        .expect("the server stops with connections open");
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.detail.as_deref() == Some("the server stopped")),
+        "{records:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r.result == AccessResult::Ok && r.user.as_deref() == Some("ana"))
+    );
+    drop(relay);
+}
