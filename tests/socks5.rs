@@ -105,6 +105,21 @@ impl Server {
     fn records(&self) -> Vec<AccessRecord> {
         self.records.lock().unwrap().clone()
     }
+
+    /// Waits (a bounded while) until `count` connections have ended on their own, so that
+    /// stopping the server afterwards cuts nothing short.
+    async fn wait_for_records(&self, count: usize) {
+        for _ in 0..500 {
+            if self.records.lock().unwrap().len() >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "{count} connections did not end within 10 s: {:?}",
+            self.records()
+        );
+    }
 }
 
 async fn server(
@@ -182,6 +197,7 @@ async fn curl_fetches_a_file_byte_exact_by_name_with_a_password() {
     .await;
     assert!(output.status.success(), "curl failed: {}", stderr(&output));
     let got = std::fs::read(&out_path).unwrap();
+    socks.wait_for_records(1).await;
     assert!(
         got == *body,
         "the file arrived changed ({} of {} bytes)",
@@ -223,6 +239,7 @@ async fn curl_reaches_an_ipv6_destination_without_authentication() {
     let output = curl(&["--globoff", "--socks5", &socks.addr.to_string(), &url]).await;
     assert!(output.status.success(), "curl failed: {}", stderr(&output));
     assert!(output.stdout == *body, "the body arrived changed");
+    socks.wait_for_records(1).await;
     let records = socks.shut().await;
     assert_eq!(
         records[0].destination,
@@ -536,12 +553,7 @@ async fn five_hundred_clients_at_once_are_all_served() {
         .await
         .expect("500 clients were not all served within 2 minutes");
     // Every relay ends with its client's close; give the server the moment it needs to log.
-    for _ in 0..200 {
-        if socks.records().len() == CLIENTS {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    socks.wait_for_records(CLIENTS).await;
     let records = socks.shut().await;
     assert_eq!(records.len(), CLIENTS);
     assert!(

@@ -108,13 +108,7 @@ async fn serve(
     let started = Instant::now();
     let mut record = AccessRecord::new(peer, SystemTime::now());
     let _ = client.set_nodelay(true);
-    let stopped = tokio::select! {
-        _ = stop.cancelled() => true,
-        () = handle(client, config, &mut record, stop) => false,
-    };
-    if stopped {
-        record.detail = Some("the server stopped".into());
-    }
+    handle(client, config, &mut record, stop).await;
     record.lasted(started.elapsed());
     if let Some(log) = &config.access_log {
         log.record(&record);
@@ -130,7 +124,12 @@ async fn handle(
     record: &mut AccessRecord,
     stop: &CancellationToken,
 ) {
-    let accepted = match socks5::accept(&mut client, &config.front).await {
+    // Each phase watches `stop` itself, so whatever the relay counted reaches the record.
+    let accepted = tokio::select! {
+        _ = stop.cancelled() => return stopped(record),
+        accepted = socks5::accept(&mut client, &config.front) => accepted,
+    };
+    let accepted = match accepted {
         Ok(accepted) => accepted,
         Err(rejected) => {
             record.user = rejected.user().map(str::to_string);
@@ -142,7 +141,11 @@ async fn handle(
     };
     record.user = accepted.user.clone();
     record.destination = Some(accepted.destination.to_string());
-    let dialed = match config.dialer.dial(&accepted.destination).await {
+    let dialed = tokio::select! {
+        _ = stop.cancelled() => return stopped(record),
+        dialed = config.dialer.dial(&accepted.destination) => dialed,
+    };
+    let dialed = match dialed {
         Ok(dialed) => dialed,
         Err(e) => {
             record.result = AccessResult::Refused;
@@ -162,9 +165,15 @@ async fn handle(
     let relayed = relay(client, dialed.stream, &accepted.early_data, stop).await;
     record.bytes_up = relayed.up;
     record.bytes_down = relayed.down;
-    record.detail = relayed
-        .error
-        .map(|e| format!("ended by a socket error: {e}"));
+    record.detail = match relayed.error {
+        Some(e) => Some(format!("ended by a socket error: {e}")),
+        None if relayed.stopped => Some("the server stopped".to_string()),
+        None => None,
+    };
+}
+
+fn stopped(record: &mut AccessRecord) {
+    record.detail = Some("the server stopped".to_string());
 }
 
 /// What a relay moved, and the socket error that ended it, if one did.
@@ -173,6 +182,8 @@ pub struct Relayed {
     pub up: u64,
     pub down: u64,
     pub error: Option<io::Error>,
+    /// `stop` ended it while both sides were still open.
+    pub stopped: bool,
 }
 
 /// Copies both ways between `client` and `server` until both sides have closed (a FIN one
@@ -189,6 +200,7 @@ pub async fn relay(
     let (client_read, client_write) = client.into_split();
     let (server_read, mut server_write) = server.into_split();
     let mut error = None;
+    let mut stopped = false;
     if !early.is_empty() {
         match server_write.write_all(early).await {
             Ok(()) => {
@@ -204,7 +216,10 @@ pub async fn relay(
         let (mut up_done, mut down_done) = (false, false);
         while !(up_done && down_done) {
             let result = tokio::select! {
-                _ = stop.cancelled() => break,
+                _ = stop.cancelled() => {
+                    stopped = true;
+                    break;
+                }
                 result = &mut upward, if !up_done => { up_done = true; result }
                 result = &mut downward, if !down_done => { down_done = true; result }
             };
@@ -219,6 +234,7 @@ pub async fn relay(
         up: up.load(Ordering::Relaxed),
         down: down.load(Ordering::Relaxed),
         error,
+        stopped,
     }
 }
 
