@@ -396,7 +396,7 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     };
     let capture_status = capture.as_ref().map(CaptureWriter::status);
     let mut state = TuiState::new(start, mode, Some(lab.addrs()));
-    for _ in 0..args.clients {
+    for _ in 0..args.clients_to_start(true) {
         if let Err(e) = lab.add_client().await {
             state.note(Level::Error, format!("cannot add a client: {e}"));
         }
@@ -473,19 +473,6 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     for panic in terminal::take_other_panics() {
         let _ = writeln!(std::io::stderr(), "{panic}");
     }
-    let _ = writeln!(
-        std::io::stdout(),
-        "tunlab: {} clients; {} frames on the link (p1→p2 {}, p2→p1 {}); {} malformed, {} ignored; {} events the screen dropped",
-        snapshot.clients.len(),
-        snapshot.proxy1.sent.total() + snapshot.proxy2.sent.total(),
-        snapshot.proxy1.sent.total(),
-        snapshot.proxy2.sent.total(),
-        snapshot.proxy1.malformed + snapshot.proxy2.malformed,
-        snapshot.proxy1.ignored + snapshot.proxy2.ignored,
-        snapshot.events_dropped,
-    );
-    if let Some(captured) = captured {
-        let _ = writeln!(std::io::stdout(), "{}", captured.describe());
-    }
+    crate::headless::print_totals(&snapshot, captured.as_ref(), "events the screen dropped");
     Ok(ExitCode::SUCCESS)
 }
