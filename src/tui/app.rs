@@ -1,20 +1,16 @@
-//! The TUI's loop: keys become [`Command`]s on the [`Lab`], events fold into the state, and
-//! the screen is redrawn at most [`FRAMES_PER_SECOND`] times a second.
-//!
-//! The data path never waits for the screen: roles `try_send` into a bounded channel (and
-//! count what they drop), this loop drains it in batches, and drawing happens on a timer
-//! that takes priority over draining, so a flood of events cannot starve the screen and a
-//! slow terminal cannot back up the tunnel.
+//! The TUI's keys and commands: a key becomes a [`Command`] on the [`Lab`] (pure, so tests
+//! script keys), carried out with the same calls a script uses; and [`run`], which sets up
+//! the lab and the terminal, runs the [`ScreenLoop`] and tears everything down.
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use ratatui::crossterm::event::{Event as Input, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use tokio::time::MissedTickBehavior;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use tokio::sync::mpsc;
 
-use super::render;
-use super::state::{CaptureView, Selection, TuiState, apply_snapshot, update};
+use super::screen_loop::ScreenLoop;
+use super::state::{Selection, TuiState};
 use super::terminal::{self, InputReader, QuitSignals};
 use crate::capture::CaptureWriter;
 use crate::cli::LabArgs;
@@ -27,8 +23,6 @@ use crate::wire::ConnId;
 pub const FRAMES_PER_SECOND: u64 = 30;
 /// Events the roles may queue for the UI before new ones are dropped (and counted).
 pub const EVENT_CAPACITY: usize = 64 * 1024;
-/// Events folded per wake-up before the loop looks at keys and the clock again.
-const BATCH: usize = 4096;
 /// Rows PgUp/PgDn move the detail pane.
 const PAGE: usize = 10;
 
@@ -371,7 +365,7 @@ fn send(lab: &Lab, state: &mut TuiState, client: ClientId, bytes: Vec<u8>) {
 
 /// Runs the lab with the TUI until the person quits or a signal arrives.
 pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
-    let (events, mut rx) = EventSink::channel(EVENT_CAPACITY);
+    let (events, rx) = EventSink::channel(EVENT_CAPACITY);
     let events = crate::tui::state::events_for_tui(events);
     // A capture directory that cannot be written is an error before the screen is taken over.
     let capture = match args.capture.plan() {
@@ -394,7 +388,6 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
-    let capture_status = capture.as_ref().map(CaptureWriter::status);
     let mut state = TuiState::new(start, mode, Some(lab.addrs()));
     for _ in 0..args.clients_to_start(true) {
         if let Err(e) = lab.add_client().await {
@@ -402,68 +395,25 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut signals = QuitSignals::new()?;
-    let mut session = terminal::enter()?;
+    let (screen_terminal, session) = terminal::enter()?;
     let mut input = InputReader::spawn()?;
-    let mut tick = tokio::time::interval(Duration::from_millis(1000 / FRAMES_PER_SECOND));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut events_open = true;
-    let mut dirty = true;
-    loop {
-        tokio::select! {
-            // Order matters: quitting, keys and the redraw clock come before draining events,
-            // so a flood of events never starves them.
-            biased;
-            _ = signals.recv() => break,
-            Some(input) = input.events.recv() => {
-                if let Input::Key(key) = input
-                    && let Some(command) = handle_key(&mut state, key)
-                    && execute(&mut lab, &mut state, command).await
-                {
-                    break;
-                }
-                dirty = true;
-            }
-            _ = tick.tick() => {
-                let before = state.counters;
-                apply_snapshot(&mut state, &lab.snapshot());
-                if let Some(status) = &capture_status {
-                    // The file name only: the header is narrow, and the whole path is printed
-                    // when the lab ends.
-                    let name = status.path().file_name().unwrap_or_default();
-                    let view = CaptureView {
-                        path: name.to_string_lossy().into_owned(),
-                        frames: status.frames_written(),
-                        failed: status.failed(),
-                    };
-                    dirty |= state.capture.as_ref() != Some(&view);
-                    state.capture = Some(view);
-                }
-                for role in [Role::EchoServer, Role::Proxy2, Role::Proxy1] {
-                    state.set_running(role, lab.is_running(role));
-                }
-                for panic in terminal::take_other_panics() {
-                    state.note(Level::Error, panic);
-                }
-                dirty |= state.counters != before;
-                if dirty {
-                    session.terminal.draw(|frame| render::draw(frame, &state))?;
-                    dirty = false;
-                }
-            }
-            received = rx.recv_many(&mut batch, BATCH), if events_open => {
-                events_open = received > 0;
-                for event in batch.drain(..) {
-                    update(&mut state, event);
-                }
-                dirty = true;
-            }
-        }
-    }
+    // The loop takes the keys; the reader keeps its thread until it is dropped.
+    let inputs = std::mem::replace(&mut input.events, mpsc::unbounded_channel().1);
+    let mut screen = ScreenLoop::new(
+        screen_terminal,
+        lab,
+        state,
+        rx,
+        inputs,
+        capture.as_ref().map(CaptureWriter::status),
+    );
+    let outcome = screen.run(signals.recv()).await;
     drop(input);
     drop(session);
-    let snapshot = lab.snapshot();
-    lab.shutdown().await;
+    let lab = screen.lab;
+    outcome?;
+    // Taken once every role has stopped: the totals match the capture frame for frame.
+    let snapshot = lab.shutdown_with_totals().await;
     // After the roles have stopped, so every frame they sent is in the file.
     let captured = match capture {
         Some(capture) => Some(capture.finish().await),

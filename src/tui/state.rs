@@ -569,10 +569,12 @@ impl TuiState {
     }
 
     /// Sets a role's up/down from the lab itself (the event saying so may have been dropped).
-    pub fn set_running(&mut self, role: Role, up: bool) {
+    /// Returns whether that changed anything.
+    pub fn set_running(&mut self, role: Role, up: bool) -> bool {
         let Some(view) = self.role_mut(role) else {
-            return;
+            return false;
         };
+        let changed = view.up != up;
         let stopped = view.up && !up;
         view.up = up;
         if stopped && role == Role::Proxy2 {
@@ -581,6 +583,7 @@ impl TuiState {
                 conn.proxy2_state = ConnState::Free;
             }
         }
+        changed
     }
 
     fn ladder(&mut self, id: ConnId, entry: LadderEntry) {
@@ -680,7 +683,9 @@ pub fn update(state: &mut TuiState, event: Event) {
                 view.up = true;
             }
         }
-        EventKind::RoleDown { role } => state.set_running(role, false),
+        EventKind::RoleDown { role } => {
+            state.set_running(role, false);
+        }
         EventKind::FrameSent { at, frame, .. } => on_frame_sent(state, time, at, frame),
         // Each frame is traced once, when it leaves; the receiving side adds nothing new on a
         // lossless link, and the counters say how many arrived.
@@ -972,17 +977,25 @@ fn on_client(state: &mut TuiState, client: ClientId, action: ClientAction) {
     }
 }
 
-/// Takes the lab's exact numbers: link counters, dropped events and client totals.
-pub fn apply_snapshot(state: &mut TuiState, snapshot: &LabSnapshot) {
+/// Takes the lab's exact numbers: link counters, dropped events and client totals. Returns
+/// whether any of them changed (the screen needs a redraw only then).
+pub fn apply_snapshot(state: &mut TuiState, snapshot: &LabSnapshot) -> bool {
+    let counters_before = state.counters;
     state.counters.proxy1 = snapshot.proxy1;
     state.counters.proxy2 = snapshot.proxy2;
     state.counters.events_dropped = snapshot.events_dropped;
-    state.link.impairment = link_summary(&snapshot.link);
+    let mut changed = state.counters != counters_before;
+    let impairment = link_summary(&snapshot.link);
+    if state.link.impairment != impairment {
+        state.link.impairment = impairment;
+        changed = true;
+    }
     for (id, status) in &snapshot.clients {
         if let Some(local) = status.local {
             state.client_by_addr.insert(local, *id);
         }
         let view = state.client_mut(*id);
+        let before = view.clone();
         view.local = status.local.or(view.local);
         view.sent = status.sent_bytes;
         view.echoed = status.echoed_bytes;
@@ -991,7 +1004,9 @@ pub fn apply_snapshot(state: &mut TuiState, snapshot: &LabSnapshot) {
         if status.ended.is_some() {
             view.ended = status.ended;
         }
+        changed |= *view != before;
     }
+    changed
 }
 
 /// The header's one-line account of the link emulator: its settings and what it dropped.

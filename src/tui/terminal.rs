@@ -35,26 +35,23 @@ static OTHER_PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// The terminal while the TUI runs. Dropping it restores the screen and the panic hook.
 pub struct TerminalSession {
-    pub terminal: Terminal<CrosstermBackend<Stdout>>,
     previous_hook: Arc<PanicHook>,
 }
 
-/// Switches the terminal to raw mode and the alternate screen.
-pub fn enter() -> io::Result<TerminalSession> {
+/// Switches the terminal to raw mode and the alternate screen; returns the terminal to draw on
+/// and the session that restores everything when dropped.
+pub fn enter() -> io::Result<(Terminal<CrosstermBackend<Stdout>>, TerminalSession)> {
     let terminal = Terminal::new(CrosstermBackend::new(stdout()))?;
     let previous_hook: Arc<PanicHook> = Arc::from(std::panic::take_hook());
     let ui_thread = thread::current().id();
     let chained = previous_hook.clone();
     std::panic::set_hook(Box::new(move |info| on_panic(info, ui_thread, &*chained)));
     // From here on a failure still restores everything through `Drop`.
-    let session = TerminalSession {
-        terminal,
-        previous_hook,
-    };
+    let session = TerminalSession { previous_hook };
     ACTIVE.store(true, Ordering::SeqCst);
     enable_raw_mode()?;
     execute!(stdout(), EnterAlternateScreen, Hide)?;
-    Ok(session)
+    Ok((terminal, session))
 }
 
 fn on_panic(info: &PanicHookInfo<'_>, ui_thread: ThreadId, previous: &PanicHook) {
