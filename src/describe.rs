@@ -84,9 +84,21 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
                 what.describe()
             )
         }
+        EventKind::FramesFolded {
+            at,
+            id,
+            frames: count,
+            payload_bytes,
+            other,
+        } if frames => format!(
+            "{} [{id}]: {count} frames ({payload_bytes} payload bytes) and {other} other events \
+             counted, not logged one by one (sampled)",
+            at.label()
+        ),
         EventKind::FrameSent { .. }
         | EventKind::FrameReceived { .. }
-        | EventKind::LinkDecision { .. } => return None,
+        | EventKind::LinkDecision { .. }
+        | EventKind::FramesFolded { .. } => return None,
         EventKind::FrameMalformed {
             at,
             peer,

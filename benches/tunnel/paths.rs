@@ -347,8 +347,12 @@ impl RunningPath {
                     std::fs::create_dir_all(&dir)?;
                     running.scratch = Some(dir);
                 }
-                let (process, target) =
-                    start_binary_lab(options, tools, running.scratch.as_deref(), &log("binary-lab"))?;
+                let (process, target) = start_binary_lab(
+                    options,
+                    tools,
+                    running.scratch.as_deref(),
+                    &log("binary-lab"),
+                )?;
                 running.processes.push(process);
                 running.target = target;
             }
@@ -445,7 +449,12 @@ mod pty {
     /// Starts `command` with a `columns`×`rows` pty as its controlling terminal and stdin,
     /// stdout and stderr. A thread reads everything it draws and throws it away, as fast as
     /// it comes (a terminal that keeps up); the first 64 KiB go to `log`.
-    pub fn spawn(command: &mut Command, columns: u16, rows: u16, log: &Path) -> anyhow::Result<Process> {
+    pub fn spawn(
+        command: &mut Command,
+        columns: u16,
+        rows: u16,
+        log: &Path,
+    ) -> anyhow::Result<Process> {
         let size = libc::winsize {
             ws_row: rows,
             ws_col: columns,
@@ -455,11 +464,22 @@ mod pty {
         let (mut master, mut slave) = (0, 0);
         // SAFETY: openpty writes two fds into the given ints and reads the winsize.
         let opened = unsafe {
-            libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size)
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
         };
-        anyhow::ensure!(opened == 0, "openpty failed: {}", std::io::Error::last_os_error());
+        anyhow::ensure!(
+            opened == 0,
+            "openpty failed: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: both fds were just opened and are owned here alone.
-        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
         let slave_fd = slave.as_raw_fd();
         command
             .stdin(Stdio::from(slave.try_clone()?))

@@ -478,10 +478,7 @@ fn render_watching(w: &mut String, results: &[PathResult]) {
         tui: true,
         capture: true,
     };
-    if let Some(watched) = results
-        .iter()
-        .find(|r| r.kind == PathKind::Binary(watched))
-    {
+    if let Some(watched) = results.iter().find(|r| r.kind == PathKind::Binary(watched)) {
         let _ = writeln!(
             w,
             "\nAgainst the aims (issue 18), TUI at 120×40 with capture on against the bare lab: \

@@ -106,6 +106,9 @@ impl<B: Backend> ScreenLoop<B> {
                     }
                 }
                 _ = tick.tick() => {
+                    // Counts that stood in for per-frame events past the TUI's rate join
+                    // the stream, behind what is queued (folded on the next wake-up).
+                    self.lab.events().flush_folded();
                     dirty |= self.refresh();
                     if dirty {
                         let state = &self.state;

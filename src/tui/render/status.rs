@@ -44,6 +44,11 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, compact: bool
         Span::styled(" · UI dropped ", dim),
         Span::styled(c.events_dropped.to_string(), warn(c.events_dropped)),
     ];
+    if c.events_sampled > 0 {
+        // Past the TUI's rate, traces are a sample; the counts above stay exact.
+        counters.push(Span::styled(" · sampled ", dim));
+        counters.push(Span::raw(c.events_sampled.to_string()));
+    }
     if state.view.paused {
         counters.push(Span::styled(" · PAUSED", Style::new().black().on_yellow()));
     }
