@@ -551,19 +551,13 @@ impl Inner {
 
     /// Captures a datagram this endpoint sent (`on_wire`), or one the emulator dropped
     /// before it could be sent (not `on_wire`: pcapng shows it as a comment, pcap skips it).
-    async fn tap_sent(
-        &self,
-        datagram: impl Into<Vec<u8>>,
-        to: SocketAddr,
-        note: Option<String>,
-        on_wire: bool,
-    ) {
+    async fn tap_sent(&self, datagram: &[u8], to: SocketAddr, note: Option<String>, on_wire: bool) {
         if let Some((tap, _)) = &self.tap {
             tap.record(TapRecord {
                 time: SystemTime::now(),
                 src: self.local,
                 dst: to,
-                datagram: datagram.into(),
+                datagram: tap.copy(datagram),
                 note,
                 on_wire,
             })
@@ -592,7 +586,7 @@ impl Inner {
                 what: verdict.clone(),
             });
         }
-        self.tap_sent(datagram, to, verdict.capture_note(false), false)
+        self.tap_sent(&datagram, to, verdict.capture_note(false), false)
             .await;
     }
 
@@ -603,7 +597,7 @@ impl Inner {
                 time: SystemTime::now(),
                 src: peer,
                 dst: self.local,
-                datagram: datagram.to_vec(),
+                datagram: tap.copy(datagram),
                 note,
                 on_wire: true,
             })
@@ -657,7 +651,7 @@ impl Egress {
                 .is_ok()
             {
                 inner
-                    .tap_sent(datagram, addr, verdict.capture_note(false), true)
+                    .tap_sent(&datagram, addr, verdict.capture_note(false), true)
                     .await;
             }
         }
