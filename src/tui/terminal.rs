@@ -7,7 +7,7 @@
 //! restores only for the UI thread; other threads' panics are kept for the log pane and
 //! printed once the terminal is back.
 
-use std::io::{self, Stdout, stdout};
+use std::io::{self, BufWriter, Stdout, stdout};
 use std::panic::PanicHookInfo;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,10 +38,21 @@ pub struct TerminalSession {
     previous_hook: Arc<PanicHook>,
 }
 
+/// What the screen is drawn through: stdout behind a buffer that holds a whole frame, so a
+/// redraw is one write to the terminal (ratatui flushes at the end of each draw). Bare stdout
+/// is line-buffered in 1 kB and wrote a busy frame in several pieces.
+pub type ScreenBackend = CrosstermBackend<BufWriter<Stdout>>;
+
+/// Bytes buffered per redraw: a full 200×60 repaint with colours fits.
+const FRAME_BUFFER: usize = 256 * 1024;
+
 /// Switches the terminal to raw mode and the alternate screen; returns the terminal to draw on
 /// and the session that restores everything when dropped.
-pub fn enter() -> io::Result<(Terminal<CrosstermBackend<Stdout>>, TerminalSession)> {
-    let terminal = Terminal::new(CrosstermBackend::new(stdout()))?;
+pub fn enter() -> io::Result<(Terminal<ScreenBackend>, TerminalSession)> {
+    let terminal = Terminal::new(CrosstermBackend::new(BufWriter::with_capacity(
+        FRAME_BUFFER,
+        stdout(),
+    )))?;
     let previous_hook: Arc<PanicHook> = Arc::from(std::panic::take_hook());
     let ui_thread = thread::current().id();
     let chained = previous_hook.clone();
