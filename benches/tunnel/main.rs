@@ -136,7 +136,11 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&logs)?;
     let needs_kcptun = selected.contains(&PathKind::Kcptun) && args.profile.is_none();
     let mut tools = Tools {
-        tunlab: PathBuf::from(env!("CARGO_BIN_EXE_tunlab")),
+        // TUNLAB_BENCH_TUNLAB: another build of `tunlab` (an older commit's, for a before
+        // and after of the bin-* paths); the in-process lab paths always run this build.
+        tunlab: std::env::var_os("TUNLAB_BENCH_TUNLAB")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tunlab"))),
         kcptun_client: if needs_kcptun {
             find_tool("kcptun-client")?
         } else {
