@@ -188,6 +188,10 @@ pub struct WireArgs {
     /// A connection with no traffic for this long is closed, so a lost X frees its id.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub idle_timeout: Duration,
+    /// A connection that has carried no byte either way for this long is closed, so idle
+    /// sockets cannot hold every id (proxy1) or server connection (proxy2).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "TIME")]
+    pub unused_timeout: Duration,
 }
 
 /// proxy1's timings.
@@ -203,6 +207,21 @@ pub struct Proxy1Tuning {
     /// How long a client may wait at proxy1 for a free id (all 10 busy) before it is closed.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub id_wait: Duration,
+    /// After a client half-closes (FIN), proxy1 keeps delivering proxy2's data to it until
+    /// proxy2 has been quiet this long, then sends X.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration, value_name = "TIME")]
+    pub half_close_linger: Duration,
+    /// Times proxy1 sends X when it closes a connection (classic X is never acknowledged).
+    /// The id is not handed out again before the last one.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub close_attempts: u32,
+    /// Time between those X frames.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "TIME")]
+    pub close_retry: Duration,
+    /// An id with no traffic for this long is probed with an empty D (and again every this
+    /// long): a proxy2 that no longer knows it (restarted) answers X, and the client is closed.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "TIME")]
+    pub probe_after: Duration,
 }
 
 /// proxy2's timings.
@@ -212,6 +231,18 @@ pub struct Proxy2Tuning {
     /// How long proxy2 tries to connect to the server before answering NOK.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub server_connect_timeout: Duration,
+    /// Most connections proxy2 keeps open, over all proxy1s. When full, the oldest one that
+    /// has never carried a byte makes room; if none, the C is answered NOK.
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Most proxy1 addresses (IP and port) with connections open at once. When full, the
+    /// oldest one none of whose connections has carried a byte makes room.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_peers: u64,
+    /// Accept C only from this proxy1: an IP address (any port) or IP:PORT. Repeatable;
+    /// without it, any address may open connections.
+    #[arg(long = "allow-proxy1", value_name = "ADDR")]
+    pub allow_proxy1: Vec<crate::tunnel::admission::PeerFilter>,
 }
 
 impl Proxy1Tuning {
@@ -221,6 +252,11 @@ impl Proxy1Tuning {
             connect_retry: self.connect_retry,
             id_wait: self.id_wait,
             idle_timeout: wire.idle_timeout,
+            unused_timeout: wire.unused_timeout,
+            half_close_linger: self.half_close_linger,
+            close_attempts: self.close_attempts,
+            close_retry: self.close_retry,
+            probe_after: self.probe_after,
             ..Proxy1Config::new(proxy2)
         }
     }
@@ -231,6 +267,12 @@ impl Proxy2Tuning {
         Proxy2Config {
             connect_timeout: self.server_connect_timeout,
             idle_timeout: wire.idle_timeout,
+            unused_timeout: wire.unused_timeout,
+            limits: crate::tunnel::admission::Limits {
+                max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+                max_peers: usize::try_from(self.max_peers).unwrap_or(usize::MAX),
+                allowed: (!self.allow_proxy1.is_empty()).then(|| self.allow_proxy1.clone()),
+            },
             ..Proxy2Config::new(server)
         }
     }

@@ -44,6 +44,8 @@ pub fn preview_text(frame: &FrameSummary) -> String {
 pub fn frame_label(frame: &FrameSummary) -> String {
     use crate::wire::FrameKind;
     match frame.kind {
+        // proxy1's "do you still have this id?" (see roles::proxy1).
+        FrameKind::Data if frame.payload_len == 0 => format!("D{} len=0 (probe)", frame.id),
         FrameKind::Data => format!(
             "D{} len={} \"{}\"",
             frame.id,

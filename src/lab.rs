@@ -447,6 +447,9 @@ impl Lab {
     }
 
     /// Stops every role and client and waits (briefly) for them to finish.
+    ///
+    /// proxy1 stops first, while proxy2 still listens: the `X` it sends for each open id is
+    /// received (and captured as delivered), as when proxy1 alone is restarted.
     pub async fn shutdown(mut self) {
         self.stop_everything().await;
     }
@@ -459,8 +462,11 @@ impl Lab {
     }
 
     async fn stop_everything(&mut self) {
+        if let Some(proxy1) = self.proxy1.take() {
+            proxy1.stop().await;
+        }
         self.shutdown.cancel();
-        for running in [self.proxy1.take(), self.proxy2.take(), self.server.take()]
+        for running in [self.proxy2.take(), self.server.take()]
             .into_iter()
             .flatten()
         {

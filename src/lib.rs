@@ -18,4 +18,5 @@ pub mod net;
 pub mod roles;
 pub mod script;
 pub mod tui;
+pub mod tunnel;
 pub mod wire;

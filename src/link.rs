@@ -75,6 +75,10 @@ pub struct LinkStats {
     pub malformed: AtomicU64,
     /// Datagrams dropped on purpose (stranger, id not open, unexpected, overflow).
     pub ignored: AtomicU64,
+    /// Connections turned away by a limit of the role (proxy2's `--max-connections`,
+    /// `--max-peers`, allow-list): a `C` answered with `NOK`, or a connection that never
+    /// carried a byte closed to make room for a new one.
+    pub refused: AtomicU64,
 }
 
 /// A point-in-time copy of [`KindCounters`].
@@ -111,6 +115,7 @@ pub struct LinkStatsSnapshot {
     pub received_bytes: u64,
     pub malformed: u64,
     pub ignored: u64,
+    pub refused: u64,
 }
 
 impl LinkStats {
@@ -122,6 +127,7 @@ impl LinkStats {
             received_bytes: self.received_bytes.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
             ignored: self.ignored.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
         }
     }
 }

@@ -358,6 +358,13 @@ async fn frames_the_link_emulator_dropped_are_comments_in_pcapng_and_absent_from
         for &client in &clients {
             let _ = lab.client_close(client, CloseKind::Fin);
         }
+        // proxy1 closes a half-closed client after the linger, then sends its X frames.
+        wait_until("every client closed", || {
+            clients
+                .iter()
+                .all(|&c| lab.client_status(c).unwrap().ended.is_some())
+        })
+        .await;
         // Until nothing moves, so the snapshot and the file describe the same run.
         let mut last = None;
         let mut still = 0;
@@ -371,8 +378,10 @@ async fn frames_the_link_emulator_dropped_are_comments_in_pcapng_and_absent_from
             };
             last = Some((now.to_proxy2, now.to_proxy1));
         }
-        let link = lab.snapshot().link;
+        // Counted after the shutdown: proxy1 sends X for whatever is still open as it stops.
+        let emulator = lab.link_emulator().clone();
         lab.shutdown().await;
+        let link = emulator.report();
         let summary = capture.finish().await;
         assert_eq!(summary.error, None);
         let delivered = link.to_proxy2.delivered + link.to_proxy1.delivered;

@@ -123,7 +123,8 @@ fn basic_echo_scenario_passes_and_reports_every_connection() {
         assert_eq!(link["dropped"], 0);
         assert_eq!(link["malformed"], 0);
     }
-    assert_eq!(report["frames"]["to_proxy2"]["sent"]["close"], 3);
+    // Three closes, each X sent three times (--close-attempts).
+    assert_eq!(report["frames"]["to_proxy2"]["sent"]["close"], 9);
     assert_eq!(report["captures"], serde_json::json!([]));
     // The step log and the summary table are on stdout.
     assert!(run.stdout.contains("send \"hola mundo\""), "{}", run.stdout);
@@ -155,11 +156,12 @@ fn fin_versus_rst_scenario_shows_both_as_x_and_frees_both_ids() {
     run.assert_passed();
     assert_eq!(run.connection(1)["close"], "fin");
     assert_eq!(run.connection(2)["close"], "rst");
-    // Client 3 reused the lowest freed id.
-    assert_eq!(run.connection(3)["id"], 0);
+    // Client 3 got the least recently used id: 2, never used, not the just-freed 0 or 1.
+    assert_eq!(run.connection(3)["id"], 2);
     let frames = &run.report()["frames"];
-    assert_eq!(frames["to_proxy2"]["sent"]["close"], 3);
-    assert_eq!(frames["to_proxy2"]["received"]["close"], 3);
+    // Three closes, each X sent three times (--close-attempts).
+    assert_eq!(frames["to_proxy2"]["sent"]["close"], 9);
+    assert_eq!(frames["to_proxy2"]["received"]["close"], 9);
     assert_eq!(frames["to_proxy1"]["sent"]["close"], 0);
 }
 
@@ -180,9 +182,12 @@ fn proxy2_down_scenario_retries_then_closes_the_client() {
     assert_eq!(run.connection(2)["close"], "unanswered");
     assert_eq!(run.connection(1)["close"], "tunnel");
     assert_eq!(run.connection(3)["intact"], true);
-    // The three C frames sent while proxy2 was down never arrived.
+    // The three C frames sent while proxy2 was down never arrived, nor the X frames proxy1
+    // then sent in case a C had arrived and only its OK was lost: the first at least (the
+    // other two may find proxy2 back).
     let to_proxy2 = &run.report()["link"]["to_proxy2"];
-    assert_eq!(to_proxy2["dropped"], 3, "{to_proxy2}");
+    let dropped = to_proxy2["dropped"].as_u64().unwrap();
+    assert!((4..=6).contains(&dropped), "{to_proxy2}");
 }
 
 #[test]
@@ -263,9 +268,10 @@ close = "fin"
 [[step]]
 wait_for = "ids-free"
 
+# Two closes, each X sent three times (--close-attempts).
 [[expect]]
 captured = "X"
-exactly = 2
+exactly = 6
 
 [[expect]]
 captured = "OK"

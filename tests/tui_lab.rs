@@ -82,7 +82,8 @@ async fn keys_commands_drive_a_real_lab() {
         r#"p2→p1 D0 len=10 "hola mundo""#,
         "p1→p2 X0",
         "aborted with RST",
-        "frames 5 (p1→p2 3 · p2→p1 2)",
+        // C0, D0 and X0 three times (--close-attempts); OK and D back.
+        "frames 7 (p1→p2 5 · p2→p1 2)",
     ] {
         assert!(trace.contains(expected), "no {expected:?} in\n{trace}");
     }

@@ -287,9 +287,10 @@ async fn close_propagates_as_x(how: CloseKind) {
     })
     .await;
     let stats = lab.snapshot();
-    assert_eq!(stats.proxy1.sent.close, 1);
-    assert_eq!(stats.proxy2.received.close, 1);
-    // And proxy1 gives the same, lowest, id to the next client.
+    // X goes out at once, and twice more while the id is held back (--close-attempts).
+    assert!((1..=3).contains(&stats.proxy1.sent.close), "{stats:?}");
+    assert!(stats.proxy2.received.close >= 1, "{stats:?}");
+    // The next client gets the least recently used id: one never used, not the freed 0.
     let next = TcpStream::connect(lab.addrs().proxy1_tcp).await.unwrap();
     let next_addr = next.local_addr().unwrap();
     let id = wait_for(&mut events, "the next client to open", |kind| match kind {
@@ -302,7 +303,7 @@ async fn close_propagates_as_x(how: CloseKind) {
         _ => None,
     })
     .await;
-    assert_eq!(id.index(), 0);
+    assert_eq!(id.index(), 1);
     lab.shutdown().await;
 }
 

@@ -3,73 +3,17 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tunlab::event::{Endpoint, EventSink};
-use tunlab::link::{LinkSocket, LinkStats};
-use tunlab::net::{bind_tcp, bind_udp};
-use tunlab::roles::echo_server;
-use tunlab::roles::proxy1::{self, Proxy1Config};
-use tunlab::roles::proxy2::{self, Proxy2Config};
-use tunlab::wire::WireMode;
+use tunlab::net::bind_tcp;
+use tunlab::roles::proxy1::Proxy1Config;
+use tunlab::roles::proxy2::Proxy2Config;
 
 const QUIET: Duration = Duration::from_millis(300);
-
-fn localhost() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-async fn start_echo_server(stop: &CancellationToken) -> SocketAddr {
-    let listener = bind_tcp(localhost()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(echo_server::run(
-        listener,
-        EventSink::disabled(),
-        stop.clone(),
-    ));
-    addr
-}
-
-async fn start_proxy2(
-    config: Proxy2Config,
-    stop: &CancellationToken,
-) -> (SocketAddr, std::sync::Arc<LinkStats>) {
-    let link = LinkSocket::new(
-        bind_udp(localhost()).unwrap(),
-        Endpoint::Proxy2,
-        WireMode::Classic,
-        EventSink::disabled(),
-    )
-    .unwrap();
-    let addr = link.local_addr();
-    let stats = link.stats().clone();
-    tokio::spawn(proxy2::run(link, config, stop.clone()));
-    (addr, stats)
-}
-
-async fn start_proxy1(
-    config: Proxy1Config,
-    stop: &CancellationToken,
-) -> (SocketAddr, SocketAddr, std::sync::Arc<LinkStats>) {
-    let listener = bind_tcp(localhost()).unwrap();
-    let tcp = listener.local_addr().unwrap();
-    let link = LinkSocket::new(
-        bind_udp(localhost()).unwrap(),
-        Endpoint::Proxy1,
-        WireMode::Classic,
-        EventSink::disabled(),
-    )
-    .unwrap();
-    let udp = link.local_addr();
-    let stats = link.stats().clone();
-    tokio::spawn(proxy1::run(listener, link, config, stop.clone()));
-    (tcp, udp, stats)
-}
 
 #[tokio::test]
 async fn proxy2_speaks_the_seed_protocol_byte_for_byte() {

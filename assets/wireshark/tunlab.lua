@@ -117,7 +117,12 @@ function tunlab.dissector(tvb, pinfo, tree)
             payload = tvb(2, math.min(rest, PREVIEW_LEN)):raw()
         end
         local more = rest > PREVIEW_LEN and "…" or ""
-        label = string.format('D%d len=%d "%s%s"', id, rest, escape_bytes(payload), more)
+        if rest == 0 then
+            -- proxy1's probe: "do you still have this id?" (answered X if not)
+            label = string.format("D%d len=0 (probe)", id)
+        else
+            label = string.format('D%d len=%d "%s%s"', id, rest, escape_bytes(payload), more)
+        end
     else
         if rest > 0 then subtree:add(f_ignored, tvb(2, rest)) end
         label = string.format("X%d", id)

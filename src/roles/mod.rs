@@ -53,11 +53,13 @@ pub(crate) fn peer_close_kind(result: &io::Result<usize>) -> Option<CloseKind> {
     }
 }
 
-/// When a connection last carried traffic; shared by its tasks without a lock.
+/// When a connection last carried traffic, and whether it ever did; shared by its tasks
+/// without a lock.
 #[derive(Debug)]
 pub(crate) struct Activity {
     since: std::time::Instant,
     last_ms: std::sync::atomic::AtomicU64,
+    carried: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Activity {
@@ -65,21 +67,93 @@ impl Default for Activity {
         Activity {
             since: std::time::Instant::now(),
             last_ms: Default::default(),
+            carried: Default::default(),
         }
     }
 }
 
 impl Activity {
+    /// Bytes went one way or the other.
     pub(crate) fn touch(&self) {
         let now = self.since.elapsed().as_millis() as u64;
         self.last_ms
             .store(now, std::sync::atomic::Ordering::Relaxed);
+        self.carried
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// How long since bytes last went either way (or since the connection began).
     pub(crate) fn idle_for(&self) -> std::time::Duration {
         let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
         self.since
             .elapsed()
             .saturating_sub(std::time::Duration::from_millis(last))
+    }
+
+    /// When bytes last went (or when the connection began, if they never did).
+    pub(crate) fn last_touch(&self) -> std::time::Instant {
+        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.since + std::time::Duration::from_millis(last)
+    }
+
+    /// Whether the connection has carried a byte either way.
+    pub(crate) fn carried(&self) -> bool {
+        self.carried.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How long the connection has existed.
+    pub(crate) fn age(&self) -> std::time::Duration {
+        self.since.elapsed()
+    }
+
+    /// Whether it should give its id back: idle past `idle_timeout`, or never used past
+    /// `unused_timeout`. Says which, for the log.
+    pub(crate) fn expired(
+        &self,
+        idle_timeout: std::time::Duration,
+        unused_timeout: std::time::Duration,
+    ) -> Option<&'static str> {
+        if !self.carried() && self.age() >= unused_timeout {
+            Some("carried no data")
+        } else if self.idle_for() >= idle_timeout {
+            Some("idle")
+        } else {
+            None
+        }
+    }
+}
+
+/// Lets through one log line per period about a thing that can happen thousands of times a
+/// second (a flood), and counts the ones it held back, so the log stays readable.
+#[derive(Debug)]
+pub(crate) struct LogThrottle {
+    period: std::time::Duration,
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl LogThrottle {
+    pub(crate) fn new(period: std::time::Duration) -> Self {
+        LogThrottle {
+            period,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(n)` when a line may be written now, `n` being how many were held back since
+    /// the last one; `None` when this one is held back.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap();
+        let now = std::time::Instant::now();
+        match state.0 {
+            Some(last) if now.duration_since(last) < self.period => {
+                state.1 += 1;
+                None
+            }
+            _ => {
+                let held = std::mem::take(&mut state.1);
+                state.0 = Some(now);
+                Some(held)
+            }
+        }
     }
 }

@@ -1,11 +1,20 @@
-//! proxy1: the near end of the UDP link. It accepts TCP clients, gives each the lowest free
-//! connection id, asks proxy2 to open it with `C`, and then carries the client's bytes as
-//! `D` frames over its one UDP socket.
+//! proxy1: the near end of the UDP link. It accepts TCP clients, gives each a connection id,
+//! asks proxy2 to open it with `C`, and then carries the client's bytes as `D` frames over
+//! its one UDP socket.
 //!
-//! When every id is taken, a new client waits (a bounded time, in arrival order) for one to
-//! free up. UDP may lose any datagram, so nothing here waits forever: `C` is re-sent a few
-//! times, and idle ids are reclaimed.
+//! Ids go least recently used first (see [`crate::tunnel::ids`]). When every id is taken, a
+//! new client waits, a bounded time, for one to free up; a client that has already sent
+//! something goes before one that sits idle, and one that hangs up leaves the queue. UDP may
+//! lose any datagram, so nothing here waits forever: `C` is re-sent a few times, every path
+//! that ends a connection sends `X` (re-sent a few times, the id held back meanwhile), idle
+//! and never-used ids are reclaimed, and ids idle for a while are probed with an empty `D`,
+//! which a proxy2 that no longer knows the id answers with `X` (a restarted proxy2, say).
+//!
+//! A client that half-closes (FIN after its request) still gets the whole answer: proxy1
+//! keeps delivering what proxy2 sends until it has been quiet for `half_close_linger`, and
+//! only then sends `X` and passes the FIN on.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,14 +22,17 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{Activity, peer_close_kind};
 use crate::event::{
     CloseKind, ConnState, Endpoint, EventKind, EventSink, Ignored, Level, Role, TcpAction,
 };
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
+use crate::tunnel::ids::{IdPool, WaitQueue};
 use crate::wire::{ConnId, Frame, FrameKind};
 
 /// How proxy1 behaves; [`Proxy1Config::new`] gives the defaults.
@@ -36,6 +48,20 @@ pub struct Proxy1Config {
     pub id_wait: Duration,
     /// An open id with no traffic either way for this long is closed (`X` sent).
     pub idle_timeout: Duration,
+    /// An open id that has carried no byte either way for this long is closed, so idle
+    /// sockets cannot hold all the ids.
+    pub unused_timeout: Duration,
+    /// After a client's FIN, proxy1 keeps delivering proxy2's data to it until proxy2 has
+    /// been quiet this long, then sends `X`.
+    pub half_close_linger: Duration,
+    /// How many times `X` is sent when proxy1 closes a connection (classic `X` is never
+    /// acknowledged); the id is not handed out again before the last one.
+    pub close_attempts: u32,
+    /// The time between those sends.
+    pub close_retry: Duration,
+    /// An open id with no traffic for this long is probed with an empty `D` (and again every
+    /// this long): a proxy2 that no longer has the id answers `X`.
+    pub probe_after: Duration,
     /// `D` frames queued toward one slow client before classic mode drops them.
     pub queue_frames: usize,
 }
@@ -48,16 +74,25 @@ impl Proxy1Config {
             connect_retry: Duration::from_millis(500),
             id_wait: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            unused_timeout: Duration::from_secs(10),
+            half_close_linger: Duration::from_millis(500),
+            close_attempts: 3,
+            close_retry: Duration::from_millis(100),
+            probe_after: Duration::from_secs(1),
             queue_frames: 1024,
         }
     }
 }
 
+/// What a waiting client may send before proxy1 stops reading it (TCP then holds the rest).
+const STASH_LIMIT: usize = 64 * 1024;
+
 /// What the UDP side hands to a client's writer task.
 enum ToClient {
     Data(Vec<u8>),
-    /// proxy2 sent `X`: close the client after the data queued before it.
-    PeerClosed,
+    /// No more data: close the client (FIN) after what is queued. Sent when proxy2's `X`
+    /// arrives, or when proxy1 itself ends a half-closed connection.
+    Finish,
 }
 
 /// The bytes a message puts on the client's socket (none for the close).
@@ -65,7 +100,7 @@ impl AsRef<[u8]> for ToClient {
     fn as_ref(&self) -> &[u8] {
         match self {
             ToClient::Data(data) => data,
-            ToClient::PeerClosed => &[],
+            ToClient::Finish => &[],
         }
     }
 }
@@ -74,30 +109,68 @@ enum Phase {
     /// `C` sent; the first `OK` (true) or `NOK` (false) goes here.
     Connecting(Option<oneshot::Sender<bool>>),
     Open(mpsc::Sender<ToClient>),
+    /// `X` sent, being re-sent: whatever still arrives for the id is old news.
+    Closing,
 }
 
 struct Slot {
     client: SocketAddr,
     phase: Phase,
     stop: CancellationToken,
+    /// Bytes either way.
     activity: Arc<Activity>,
-    /// Set when proxy2's `X` arrives, so that the client's own close, racing with it, does
-    /// not send a redundant `X` for an id proxy2 has already forgotten.
+    /// Bytes from proxy2 only: the half-close linger waits for these to stop.
+    from_proxy2: Arc<Activity>,
+    /// Set when proxy2's `X` arrives: proxy2 has forgotten the id, so proxy1 sends no `X`.
     closed_by_proxy2: Arc<AtomicBool>,
+    /// When the id was last probed with an empty `D`.
+    probed: Option<Instant>,
+}
+
+/// The ids and the clients waiting for one.
+struct Ids {
+    pool: IdPool,
+    queue: WaitQueue,
+    /// Where to hand each waiting client its id, by ticket.
+    grants: HashMap<u64, oneshot::Sender<ConnId>>,
+    next_ticket: u64,
+}
+
+impl Ids {
+    /// Hands free ids to waiting clients.
+    fn dispatch(&mut self) {
+        while self.pool.free() > 0 {
+            let Some(waiter) = self.queue.pop_next() else {
+                return;
+            };
+            let id = self.pool.take().expect("an id is free");
+            let handed = self
+                .grants
+                .remove(&waiter.ticket)
+                .is_some_and(|grant| grant.send(id).is_ok());
+            if !handed {
+                self.pool.untake(id);
+            }
+        }
+    }
 }
 
 struct Shared {
     link: LinkSocket,
     config: Proxy1Config,
-    /// One entry per id; `None` is a free id.
-    slots: Mutex<Vec<Option<Slot>>>,
-    /// One permit per id. Waiting clients queue here, first come first served.
-    free_ids: Arc<Semaphore>,
+    slots: Mutex<HashMap<ConnId, Slot>>,
+    ids: Mutex<Ids>,
+    /// Cancelled when proxy1 stops: closing connections then send one `X` and do not wait.
+    shutdown: CancellationToken,
 }
 
 impl Shared {
     fn events(&self) -> &EventSink {
         self.link.events()
+    }
+
+    fn log(&self, level: Level, message: String) {
+        self.events().log(level, Role::Proxy1, message);
     }
 
     fn conn_event(&self, id: ConnId, state: ConnState, client: SocketAddr) {
@@ -125,9 +198,8 @@ impl Shared {
 
     async fn send(&self, frame: Frame<'_>) {
         if let Err(e) = self.link.send(&frame, self.config.proxy2).await {
-            self.events().log(
+            self.log(
                 Level::Warn,
-                Role::Proxy1,
                 format!(
                     "send of {} to proxy2 {} failed: {e}",
                     frame.kind().label(),
@@ -137,32 +209,39 @@ impl Shared {
         }
     }
 
-    /// Takes the lowest free id for `client`.
-    fn claim_id(
-        &self,
-        client: SocketAddr,
-        reply: oneshot::Sender<bool>,
-        stop: CancellationToken,
-    ) -> (ConnId, Arc<Activity>, Arc<AtomicBool>) {
-        let mut slots = self.slots.lock().unwrap();
-        let index = slots
-            .iter()
-            .position(Option::is_none)
-            .expect("a permit guarantees a free id");
-        let activity = Arc::new(Activity::default());
-        let closed_by_proxy2 = Arc::new(AtomicBool::new(false));
-        slots[index] = Some(Slot {
-            client,
-            phase: Phase::Connecting(Some(reply)),
-            stop,
-            activity: activity.clone(),
-            closed_by_proxy2: closed_by_proxy2.clone(),
-        });
-        (ConnId::new(index as u16), activity, closed_by_proxy2)
+    /// An id now, or a place in the queue: its ticket and where the id will come.
+    fn request_id(&self) -> Result<ConnId, (u64, oneshot::Receiver<ConnId>)> {
+        let mut ids = self.ids.lock().unwrap();
+        if ids.queue.is_empty()
+            && let Some(id) = ids.pool.take()
+        {
+            return Ok(id);
+        }
+        let (grant, granted) = oneshot::channel();
+        ids.next_ticket += 1;
+        let ticket = ids.next_ticket;
+        ids.queue.push(ticket);
+        ids.grants.insert(ticket, grant);
+        Err((ticket, granted))
     }
 
+    /// Takes a client out of the queue; an id handed to it meanwhile goes back.
+    fn leave_queue(&self, ticket: u64, mut granted: oneshot::Receiver<ConnId>) {
+        let mut ids = self.ids.lock().unwrap();
+        ids.queue.remove(ticket);
+        ids.grants.remove(&ticket);
+        if let Ok(id) = granted.try_recv() {
+            ids.pool.untake(id);
+            ids.dispatch();
+        }
+    }
+
+    /// Gives an id back to the pool (as the most recently used) and to a waiting client.
     fn release_id(&self, id: ConnId) {
-        self.slots.lock().unwrap()[id.index()] = None;
+        self.slots.lock().unwrap().remove(&id);
+        let mut ids = self.ids.lock().unwrap();
+        ids.pool.give_back(id);
+        ids.dispatch();
     }
 }
 
@@ -183,11 +262,18 @@ pub async fn run(
     let shared = Arc::new(Shared {
         link,
         config,
-        slots: Mutex::new((0..ids).map(|_| None).collect()),
-        free_ids: Arc::new(Semaphore::new(ids)),
+        slots: Mutex::new(HashMap::new()),
+        ids: Mutex::new(Ids {
+            pool: IdPool::new(ids),
+            queue: WaitQueue::default(),
+            grants: HashMap::new(),
+            next_ticket: 0,
+        }),
+        shutdown: shutdown.clone(),
     });
+    let clients = TaskTracker::new();
     let mut buf = vec![0u8; RECV_BUFFER];
-    let mut sweep = tokio::time::interval(super::proxy2::sweep_period(shared.config.idle_timeout));
+    let mut sweep = tokio::time::interval(sweep_period(&shared.config));
     // One cancellation future for the whole loop: making a new one per read registers and
     // unregisters a waiter (two lock round trips) for every datagram or TCP read.
     let cancelled = shutdown.cancelled();
@@ -195,13 +281,13 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut cancelled => break,
-            _ = sweep.tick() => reclaim_idle(&shared).await,
+            _ = sweep.tick() => sweep_ids(&shared).await,
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
-                    tokio::spawn(serve_client(shared.clone(), stream, client, shutdown.child_token()));
+                    clients.spawn(serve_client(shared.clone(), stream, client, shutdown.child_token()));
                 }
                 Err(e) => {
-                    shared.events().log(Level::Warn, Role::Proxy1, format!("accept failed: {e}"));
+                    shared.log(Level::Warn, format!("accept failed: {e}"));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -214,11 +300,24 @@ pub async fn run(
             },
         }
     }
-    // Closing the semaphore wakes waiting clients so they end at once.
-    shared.free_ids.close();
+    drop(listener);
+    // Every client task sees the cancellation, sends its X once and ends; waiting for them
+    // means the UDP port is free again when this returns (a restart can bind it).
+    clients.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), clients.wait()).await;
     shared
         .events()
         .emit(EventKind::RoleDown { role: Role::Proxy1 });
+}
+
+/// How often ids are checked for expiry and probing.
+fn sweep_period(config: &Proxy1Config) -> Duration {
+    super::proxy2::sweep_period(
+        config
+            .idle_timeout
+            .min(config.unused_timeout)
+            .min(config.probe_after * 2),
+    )
 }
 
 async fn on_frame(shared: &Shared, frame: Frame<'_>) {
@@ -233,8 +332,7 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
     }
     let action = {
         let mut slots = shared.slots.lock().unwrap();
-        let slot = slots.get_mut(id.index()).and_then(Option::as_mut);
-        match (frame, slot) {
+        match (frame, slots.get_mut(&id)) {
             (Frame::ConnectOk { .. } | Frame::ConnectNok { .. }, Some(slot)) => {
                 match &mut slot.phase {
                     Phase::Connecting(reply) => {
@@ -244,29 +342,37 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
                         Action::None
                     }
                     // A second OK for a re-sent C: harmless.
-                    Phase::Open(_) => Action::Ignore(Ignored::Unexpected(frame.kind(), id)),
+                    Phase::Open(_) | Phase::Closing => {
+                        Action::Ignore(Ignored::Unexpected(frame.kind(), id))
+                    }
                 }
             }
             (Frame::Data { payload, .. }, Some(slot)) => match &slot.phase {
+                Phase::Open(_) if payload.is_empty() => Action::None,
                 Phase::Open(to_client) => {
                     slot.activity.touch();
+                    slot.from_proxy2.touch();
                     match to_client.try_send(ToClient::Data(payload.to_vec())) {
                         Ok(()) => Action::None,
                         Err(_) => Action::Ignore(Ignored::Overflow(id)),
                     }
                 }
-                Phase::Connecting(_) => Action::Ignore(Ignored::NotOpen(FrameKind::Data, id)),
+                Phase::Connecting(_) | Phase::Closing => {
+                    Action::Ignore(Ignored::NotOpen(FrameKind::Data, id))
+                }
             },
             (Frame::Close { .. }, Some(slot)) => match &slot.phase {
                 Phase::Open(to_client) => {
                     slot.closed_by_proxy2.store(true, Ordering::Relaxed);
                     // Queued behind the data that came before it; if the queue is full, stop now.
-                    if to_client.try_send(ToClient::PeerClosed).is_err() {
+                    if to_client.try_send(ToClient::Finish).is_err() {
                         slot.stop.cancel();
                     }
                     Action::Closed(slot.client)
                 }
-                Phase::Connecting(_) => Action::Ignore(Ignored::Unexpected(FrameKind::Close, id)),
+                Phase::Connecting(_) | Phase::Closing => {
+                    Action::Ignore(Ignored::Unexpected(FrameKind::Close, id))
+                }
             },
             // Data for an id we do not have open: proxy2 still thinks it is; tell it otherwise.
             (Frame::Data { .. }, None) => Action::AnswerClose,
@@ -289,6 +395,60 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
     }
 }
 
+/// What a client did while it waited (for an id, or for proxy2's answer).
+enum ClientNews {
+    /// It sent its first bytes.
+    Sent,
+    /// It closed its sending side after sending something: it still waits for an answer.
+    HalfClosed,
+    /// It hung up (FIN with nothing sent, or a reset).
+    Left(CloseKind),
+}
+
+/// What a client sent before its connection was open, kept to send once it is.
+#[derive(Default)]
+struct Lobby {
+    stash: Vec<u8>,
+    /// The client half-closed.
+    eof: bool,
+}
+
+impl Lobby {
+    /// Reads the client while it waits, so a hang-up is seen at once. Never returns again
+    /// after the client's FIN or once [`STASH_LIMIT`] bytes wait (TCP holds the rest).
+    async fn watch(&mut self, stream: &TcpStream) -> ClientNews {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if self.eof || self.stash.len() >= STASH_LIMIT {
+                return std::future::pending().await;
+            }
+            if stream.readable().await.is_err() {
+                return ClientNews::Left(CloseKind::Rst);
+            }
+            let room = (STASH_LIMIT - self.stash.len()).min(chunk.len());
+            match stream.try_read(&mut chunk[..room]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return if self.stash.is_empty() {
+                        ClientNews::Left(CloseKind::Fin)
+                    } else {
+                        ClientNews::HalfClosed
+                    };
+                }
+                Ok(n) => {
+                    let first = self.stash.is_empty();
+                    self.stash.extend_from_slice(&chunk[..n]);
+                    if first {
+                        return ClientNews::Sent;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return ClientNews::Left(CloseKind::Rst),
+            }
+        }
+    }
+}
+
 /// One TCP client from accept to close.
 async fn serve_client(
     shared: Arc<Shared>,
@@ -298,129 +458,251 @@ async fn serve_client(
 ) {
     shared.tcp_event(None, client, TcpAction::Accepted);
     let _ = stream.set_nodelay(true);
-
-    // Wait for an id, in arrival order, for a bounded time.
-    let permit = match shared.free_ids.clone().try_acquire_owned() {
-        Ok(permit) => permit,
-        Err(_) => {
-            shared.events().emit(EventKind::WaitingForId { client });
-            shared.events().log(
-                Level::Info,
-                Role::Proxy1,
-                format!(
-                    "all {} ids busy: client {client} waits up to {:?}",
-                    shared.link.mode().max_connections(),
-                    shared.config.id_wait
-                ),
-            );
-            let wait = tokio::time::timeout(
-                shared.config.id_wait,
-                shared.free_ids.clone().acquire_owned(),
-            );
-            let acquired = tokio::select! {
-                _ = stop.cancelled() => None,
-                acquired = wait => acquired.ok().and_then(Result::ok),
-            };
-            match acquired {
-                Some(permit) => permit,
-                None => {
-                    shared.events().emit(EventKind::WaitGaveUp { client });
-                    shared.events().log(
-                        Level::Warn,
-                        Role::Proxy1,
-                        format!(
-                            "client {client} got no free id within {:?}: closing it",
-                            shared.config.id_wait
-                        ),
-                    );
-                    shared.tcp_event(None, client, TcpAction::Closed(CloseKind::Fin));
-                    return;
-                }
-            }
-        }
+    let mut lobby = Lobby::default();
+    let Some(id) = acquire_id(&shared, &stream, client, &mut lobby, &stop).await else {
+        close_politely(&shared, stream, client).await;
+        return;
     };
 
     let (reply_tx, reply_rx) = oneshot::channel();
-    let (id, activity, closed_by_proxy2) = shared.claim_id(client, reply_tx, stop.clone());
+    let activity = Arc::new(Activity::default());
+    let from_proxy2 = Arc::new(Activity::default());
+    let closed_by_proxy2 = Arc::new(AtomicBool::new(false));
+    shared.slots.lock().unwrap().insert(
+        id,
+        Slot {
+            client,
+            phase: Phase::Connecting(Some(reply_tx)),
+            stop: stop.clone(),
+            activity: activity.clone(),
+            from_proxy2: from_proxy2.clone(),
+            closed_by_proxy2: closed_by_proxy2.clone(),
+            probed: None,
+        },
+    );
     shared.conn_event(id, ConnState::Connecting, client);
-    let end_state = match open(&shared, id, reply_rx, &stop).await {
-        Some(true) => {
-            pump(
-                &shared,
+    // Whether proxy2 may have the id open, so that an X must tell it to forget it.
+    let proxy2_may_have_it = match open(&shared, id, reply_rx, &stream, &mut lobby, &stop).await {
+        Opening::Ok => {
+            let conn = Conn {
+                shared: &shared,
                 id,
-                stream,
                 client,
-                &stop,
-                &activity,
-                &closed_by_proxy2,
-            )
-            .await;
-            ConnState::Free
+                stop: &stop,
+                activity: &activity,
+                from_proxy2: &from_proxy2,
+            };
+            pump(conn, stream, lobby).await;
+            !closed_by_proxy2.load(Ordering::Relaxed)
         }
-        Some(false) => {
-            shared.events().log(
+        Opening::Refused => {
+            shared.log(
                 Level::Warn,
-                Role::Proxy1,
                 format!("proxy2 answered NOK for connection {id}: the server is unreachable; closing client {client}"),
             );
             shared.conn_event(id, ConnState::Refused, client);
-            ConnState::Free
+            close_politely(&shared, stream, client).await;
+            false
         }
-        None if stop.is_cancelled() => ConnState::Free,
-        None => {
-            shared.events().log(
+        Opening::Unanswered => {
+            shared.log(
                 Level::Error,
-                Role::Proxy1,
                 format!(
                     "proxy2 at {} did not answer C{id} after {} tries: closing client {client}",
                     shared.config.proxy2, shared.config.connect_attempts
                 ),
             );
             shared.conn_event(id, ConnState::Unanswered, client);
-            ConnState::Free
+            close_politely(&shared, stream, client).await;
+            // A C may have arrived with only its OK lost.
+            true
         }
+        Opening::ClientLeft(how) => {
+            shared.tcp_event(Some(id), client, TcpAction::PeerClosed(how));
+            shared.log(
+                Level::Info,
+                format!("client {client} hung up while connection {id} was opening"),
+            );
+            true
+        }
+        Opening::Stopped => true,
     };
+    if proxy2_may_have_it {
+        send_close(&shared, id, client).await;
+    }
     shared.release_id(id);
-    shared.conn_event(id, end_state, client);
-    drop(permit);
+    shared.conn_event(id, ConnState::Free, client);
 }
 
-/// Sends `C` until proxy2 answers. `Some(ok)` is the answer; `None` means no answer at all.
-async fn open(
+/// Waits for an id, in arrival order (a client that has sent data first), for a bounded
+/// time, watching the client meanwhile. `None` if it got none (and was told why).
+async fn acquire_id(
     shared: &Shared,
-    id: ConnId,
-    mut reply: oneshot::Receiver<bool>,
+    stream: &TcpStream,
+    client: SocketAddr,
+    lobby: &mut Lobby,
     stop: &CancellationToken,
-) -> Option<bool> {
-    for _ in 0..shared.config.connect_attempts.max(1) {
-        shared.send(Frame::Connect { id }).await;
+) -> Option<ConnId> {
+    let (ticket, mut granted) = match shared.request_id() {
+        Ok(id) => return Some(id),
+        Err(waiting) => waiting,
+    };
+    shared.events().emit(EventKind::WaitingForId { client });
+    shared.log(
+        Level::Info,
+        format!(
+            "all {} ids busy: client {client} waits up to {:?}",
+            shared.link.mode().max_connections(),
+            shared.config.id_wait
+        ),
+    );
+    let deadline = tokio::time::sleep(shared.config.id_wait);
+    tokio::pin!(deadline);
+    let why = loop {
         tokio::select! {
-            _ = stop.cancelled() => return None,
-            answer = &mut reply => return answer.ok(),
-            _ = tokio::time::sleep(shared.config.connect_retry) => {}
+            _ = stop.cancelled() => break None,
+            _ = &mut deadline => break Some(format!(
+                "client {client} got no free id within {:?}: closing it",
+                shared.config.id_wait
+            )),
+            id = &mut granted => match id {
+                Ok(id) => return Some(id),
+                Err(_) => break None,
+            },
+            news = lobby.watch(stream) => match news {
+                ClientNews::Sent => shared.ids.lock().unwrap().queue.mark_ready(ticket),
+                ClientNews::HalfClosed => {}
+                ClientNews::Left(how) => {
+                    shared.tcp_event(None, client, TcpAction::PeerClosed(how));
+                    break Some(format!(
+                        "client {client} hung up ({}) while waiting for an id: it leaves the queue",
+                        how.label()
+                    ));
+                }
+            },
         }
+    };
+    shared.leave_queue(ticket, granted);
+    shared.events().emit(EventKind::WaitGaveUp { client });
+    if let Some(why) = why {
+        shared.log(Level::Warn, why);
     }
     None
 }
 
-/// Carries an open connection's bytes both ways until the client or proxy2 closes it.
-async fn pump(
-    shared: &Arc<Shared>,
+/// How opening a connection went.
+enum Opening {
+    Ok,
+    Refused,
+    Unanswered,
+    ClientLeft(CloseKind),
+    Stopped,
+}
+
+/// Sends `C` until proxy2 answers, watching the client meanwhile.
+async fn open(
+    shared: &Shared,
     id: ConnId,
-    stream: TcpStream,
-    client: SocketAddr,
+    mut reply: oneshot::Receiver<bool>,
+    stream: &TcpStream,
+    lobby: &mut Lobby,
     stop: &CancellationToken,
-    activity: &Activity,
-    closed_by_proxy2: &AtomicBool,
-) {
+) -> Opening {
+    for _ in 0..shared.config.connect_attempts.max(1) {
+        shared.send(Frame::Connect { id }).await;
+        let retry = tokio::time::sleep(shared.config.connect_retry);
+        tokio::pin!(retry);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Opening::Stopped,
+                answer = &mut reply => return match answer {
+                    Ok(true) => Opening::Ok,
+                    Ok(false) => Opening::Refused,
+                    Err(_) => Opening::Stopped,
+                },
+                news = lobby.watch(stream) => match news {
+                    ClientNews::Left(how) => return Opening::ClientLeft(how),
+                    ClientNews::Sent | ClientNews::HalfClosed => continue,
+                },
+                _ = &mut retry => break,
+            }
+        }
+    }
+    Opening::Unanswered
+}
+
+/// Sends `X` for an id proxy1 is closing: a few times in classic mode, where nothing
+/// acknowledges it, holding the id meanwhile so that no new connection takes it while an
+/// `X` for the old one may still be on its way. Once when proxy1 itself is stopping.
+async fn send_close(shared: &Shared, id: ConnId, client: SocketAddr) {
+    if let Some(slot) = shared.slots.lock().unwrap().get_mut(&id) {
+        slot.phase = Phase::Closing;
+    }
+    shared.conn_event(id, ConnState::Closing, client);
+    for attempt in 0..shared.config.close_attempts.max(1) {
+        if attempt > 0 {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(shared.config.close_retry) => {}
+            }
+        }
+        shared.send(Frame::Close { id }).await;
+    }
+}
+
+/// Closes a client that is not (or no longer) served: a FIN, and its unread bytes read
+/// first, since closing a socket with unread data sends a RST instead.
+async fn close_politely(shared: &Shared, mut stream: TcpStream, client: SocketAddr) {
+    let _ = stream.shutdown().await;
+    let mut drained = 0usize;
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.try_read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+        if drained > STASH_LIMIT {
+            shared.log(
+                Level::Info,
+                format!("client {client} keeps sending while being closed: it may see a RST"),
+            );
+            break;
+        }
+    }
+    shared.tcp_event(None, client, TcpAction::Closed(CloseKind::Fin));
+}
+
+/// An open connection, as its pump needs it.
+struct Conn<'a> {
+    shared: &'a Arc<Shared>,
+    id: ConnId,
+    client: SocketAddr,
+    stop: &'a CancellationToken,
+    activity: &'a Activity,
+    from_proxy2: &'a Activity,
+}
+
+/// Carries an open connection's bytes both ways until the client or proxy2 closes it, or
+/// proxy1 ends it. The caller sends `X` afterwards, unless proxy2 closed it.
+async fn pump(conn: Conn<'_>, stream: TcpStream, lobby: Lobby) {
+    let Conn {
+        shared,
+        id,
+        client,
+        stop,
+        activity,
+        from_proxy2,
+    } = conn;
     let (to_client_tx, mut to_client_rx) = mpsc::channel(shared.config.queue_frames);
-    if let Some(slot) = shared.slots.lock().unwrap()[id.index()].as_mut() {
+    let finish = to_client_tx.clone();
+    if let Some(slot) = shared.slots.lock().unwrap().get_mut(&id) {
         slot.phase = Phase::Open(to_client_tx);
     }
     shared.conn_event(id, ConnState::Open, client);
     let (mut from_client, mut to_client) = stream.into_split();
 
-    // Writer: proxy2's data to the client, then a FIN when proxy2 closes the connection.
+    // Writer: proxy2's data to the client, then a FIN when the connection is finished. A
+    // failed write (the client is gone) stops the whole connection.
     let writer_shared = shared.clone();
     let writer_stop = stop.clone();
     let writer = tokio::spawn(async move {
@@ -433,19 +715,25 @@ async fn pump(
                 _ = &mut cancelled => break,
                 received = to_client_rx.recv_many(&mut queued, super::FRAMES_PER_WRITE) => received,
             };
-            // Data queued before proxy2's X goes out (in one write), then the FIN.
-            let closed_at = queued
+            // Data queued before the finish goes out (in one write), then the FIN.
+            let finished_at = queued
                 .iter()
-                .position(|message| matches!(message, ToClient::PeerClosed));
-            let data = &queued[..closed_at.unwrap_or(queued.len())];
+                .position(|message| matches!(message, ToClient::Finish));
+            let data = &queued[..finished_at.unwrap_or(queued.len())];
             if !data.is_empty() {
                 match super::write_coalesced(&mut to_client, data, &mut scratch).await {
                     Ok(n) => writer_shared.tcp_event(Some(id), client, TcpAction::Wrote(n)),
-                    Err(_) => break 'serve,
+                    Err(e) => {
+                        writer_shared.log(
+                            Level::Info,
+                            format!("connection {id}: writing to client {client} failed ({e}): closing it"),
+                        );
+                        break 'serve;
+                    }
                 }
             }
             queued.clear();
-            if received == 0 || closed_at.is_some() {
+            if received == 0 || finished_at.is_some() {
                 let _ = to_client.shutdown().await;
                 writer_shared.tcp_event(Some(id), client, TcpAction::Closed(CloseKind::Fin));
                 break;
@@ -455,6 +743,37 @@ async fn pump(
     });
 
     let max_payload = shared.link.mode().max_payload();
+    // What the client sent while it waited goes first.
+    for payload in lobby.stash.chunks(max_payload) {
+        activity.touch();
+        shared.send(Frame::Data { id, payload }).await;
+    }
+    let half_closed =
+        lobby.eof || read_client(shared, id, client, &mut from_client, stop, activity).await;
+    if half_closed && !stop.is_cancelled() {
+        linger(shared, stop, from_proxy2).await;
+        // The FIN follows what is queued; a full queue can't take it, so stop instead.
+        if finish.try_send(ToClient::Finish).is_err() {
+            stop.cancel();
+        }
+    } else {
+        stop.cancel();
+    }
+    let _ = writer.await;
+    stop.cancel();
+}
+
+/// Reads the client into `D` frames until it closes or the connection is stopped; true if
+/// the client half-closed (FIN), false otherwise (a reset, or stopped).
+async fn read_client(
+    shared: &Shared,
+    id: ConnId,
+    client: SocketAddr,
+    from_client: &mut tokio::net::tcp::OwnedReadHalf,
+    stop: &CancellationToken,
+    activity: &Activity,
+) -> bool {
+    let max_payload = shared.link.mode().max_payload();
     let mut buf = vec![0u8; max_payload * super::FRAMES_PER_READ];
     // One cancellation future for the whole loop: making a new one per read registers and
     // unregisters a waiter (two lock round trips) for every datagram or TCP read.
@@ -462,16 +781,12 @@ async fn pump(
     tokio::pin!(cancelled);
     loop {
         let read = tokio::select! {
-            _ = &mut cancelled => break,
+            _ = &mut cancelled => return false,
             read = from_client.read(&mut buf) => read,
         };
         if let Some(how) = peer_close_kind(&read) {
             shared.tcp_event(Some(id), client, TcpAction::PeerClosed(how));
-            if !closed_by_proxy2.load(Ordering::Relaxed) {
-                shared.conn_event(id, ConnState::Closing, client);
-                shared.send(Frame::Close { id }).await;
-            }
-            break;
+            return how == CloseKind::Fin;
         }
         let n = read.unwrap_or(0);
         activity.touch();
@@ -480,37 +795,69 @@ async fn pump(
             shared.send(Frame::Data { id, payload }).await;
         }
     }
-    stop.cancel();
-    let _ = writer.await;
 }
 
-async fn reclaim_idle(shared: &Shared) {
-    let idle: Vec<(ConnId, SocketAddr)> = {
-        let slots = shared.slots.lock().unwrap();
-        slots
-            .iter()
-            .enumerate()
-            .filter_map(|(index, slot)| slot.as_ref().map(|slot| (index, slot)))
-            .filter(|(_, slot)| {
-                matches!(slot.phase, Phase::Open(_))
-                    && slot.activity.idle_for() >= shared.config.idle_timeout
-            })
-            .map(|(index, slot)| {
+/// After the client's FIN: waits until proxy2 has sent nothing for the linger time (counted
+/// from the FIN at the earliest), or the connection is stopped (proxy2's `X`, a failed
+/// write, proxy1 stopping).
+async fn linger(shared: &Shared, stop: &CancellationToken, from_proxy2: &Activity) {
+    let fin_at = Instant::now();
+    loop {
+        let last_data = Instant::from_std(from_proxy2.last_touch());
+        let deadline = fin_at.max(last_data) + shared.config.half_close_linger;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Ends connections that have expired (idle, or never used) and probes the ones that have
+/// been quiet for a while.
+async fn sweep_ids(shared: &Shared) {
+    let config = &shared.config;
+    let now = Instant::now();
+    let mut expired = Vec::new();
+    let mut probes = Vec::new();
+    {
+        let mut slots = shared.slots.lock().unwrap();
+        for (id, slot) in slots.iter_mut() {
+            if !matches!(slot.phase, Phase::Open(_)) {
+                continue;
+            }
+            if let Some(why) = slot
+                .activity
+                .expired(config.idle_timeout, config.unused_timeout)
+            {
                 slot.stop.cancel();
-                (ConnId::new(index as u16), slot.client)
-            })
-            .collect()
-    };
-    for (id, client) in idle {
-        shared.events().log(
+                expired.push((*id, slot.client, why));
+            } else if slot.activity.idle_for() >= config.probe_after
+                && slot
+                    .probed
+                    .is_none_or(|at| now.duration_since(at) >= config.probe_after)
+            {
+                slot.probed = Some(now);
+                probes.push(*id);
+            }
+        }
+    }
+    for (id, client, why) in expired {
+        let timeout = if why == "idle" {
+            config.idle_timeout
+        } else {
+            config.unused_timeout
+        };
+        shared.log(
             Level::Info,
-            Role::Proxy1,
-            format!(
-                "connection {id} (client {client}) idle for {:?}: closing it",
-                shared.config.idle_timeout
-            ),
+            format!("connection {id} (client {client}) {why} for {timeout:?}: closing it"),
         );
-        shared.conn_event(id, ConnState::Closing, client);
-        shared.send(Frame::Close { id }).await;
+    }
+    for id in probes {
+        // An empty D: proxy2 answers X if it no longer has the id; a course proxy2 writes
+        // zero bytes to its server, which is nothing.
+        shared.send(Frame::Data { id, payload: &[] }).await;
     }
 }

@@ -4,9 +4,19 @@
 //! Several proxy1s can share one proxy2: connections are keyed by the proxy1's UDP source
 //! address *and* the id, on one socket, so two proxy1s starting at once cannot be mixed up
 //! (the course's fork-per-client proxy2 could misroute a newcomer's first datagram).
+//!
+//! Classic frames carry nothing but an id, so the same id is reused by one connection after
+//! another. Three rules keep them apart:
+//! - a `C` for an id whose connection has carried data is a new connection, not a re-send
+//!   (its `X` was lost): the old server connection is closed and a new one opened;
+//! - every connection has a generation, and a closing old one can only remove itself, never
+//!   a newer connection on the same id;
+//! - a replacing connection answers `OK` only once the old one's task has stopped, so no
+//!   `D` of the old server connection can follow that `OK`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,13 +24,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::peer_close_kind;
+use super::{LogThrottle, peer_close_kind};
 use crate::event::{
     CloseKind, ConnState, Endpoint, EventKind, EventSink, Ignored, Level, Role, TcpAction,
 };
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
 use crate::roles::Activity;
+use crate::tunnel::admission::{Admission, ConnKey, Decision, Limits, Refusal};
 use crate::wire::{ConnId, Frame, FrameKind};
 
 /// How proxy2 behaves; [`Proxy2Config::new`] gives the defaults.
@@ -33,8 +45,14 @@ pub struct Proxy2Config {
     /// A connection with no traffic either way for this long is closed (`X` to proxy1),
     /// so an id whose `X` was lost does not stay taken forever.
     pub idle_timeout: Duration,
+    /// A connection that has carried no byte either way for this long is closed: a `C`
+    /// nobody follows up (a flood, a proxy1 that died) holds a server connection only
+    /// this long.
+    pub unused_timeout: Duration,
     /// `D` frames queued toward one slow server connection before classic mode drops them.
     pub queue_frames: usize,
+    /// Who may open connections, and how many.
+    pub limits: Limits,
 }
 
 impl Proxy2Config {
@@ -43,13 +61,12 @@ impl Proxy2Config {
             server,
             connect_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(300),
+            unused_timeout: Duration::from_secs(10),
             queue_frames: 1024,
+            limits: Limits::default(),
         }
     }
 }
-
-/// A tunnel connection is named by the proxy1 it belongs to and its id on that link.
-type Key = (SocketAddr, ConnId);
 
 enum SlotState {
     /// The TCP connect to the server is under way; a duplicate `C` is ignored meanwhile,
@@ -60,16 +77,42 @@ enum SlotState {
 }
 
 struct Slot {
+    /// Tells this connection from earlier and later ones on the same key.
+    generation: u64,
     state: SlotState,
-    /// Cancelled when the connection must end (an `X`, idle, shutdown).
+    /// Cancelled when the connection must end (an `X`, idle, shutdown, replaced).
     stop: CancellationToken,
+    /// Cancelled when the connection's task has ended.
+    ended: CancellationToken,
     activity: Arc<Activity>,
+}
+
+/// The connection table and the limits' bookkeeping, under one lock.
+struct Table {
+    slots: HashMap<ConnKey, Slot>,
+    admission: Admission,
+    next_generation: u64,
+}
+
+impl Table {
+    /// Removes a connection and stops its task; the slot if it was there.
+    fn remove(&mut self, key: ConnKey) -> Option<Slot> {
+        let slot = self.slots.remove(&key)?;
+        self.admission.released(key);
+        slot.stop.cancel();
+        Some(slot)
+    }
 }
 
 struct Shared {
     link: LinkSocket,
     config: Proxy2Config,
-    table: Mutex<HashMap<Key, Slot>>,
+    table: Mutex<Table>,
+    /// One log line per second about refused `C`s, however many there are.
+    refusals_logged: LogThrottle,
+    /// Every task of every connection: awaited on shutdown, so that the UDP port is free
+    /// again when `run` returns.
+    tasks: TaskTracker,
 }
 
 impl Shared {
@@ -77,7 +120,7 @@ impl Shared {
         self.link.events()
     }
 
-    fn conn_event(&self, (peer, id): Key, state: ConnState) {
+    fn conn_event(&self, (peer, id): ConnKey, state: ConnState) {
         self.events().emit(EventKind::Conn {
             at: Endpoint::Proxy2,
             id,
@@ -100,27 +143,28 @@ impl Shared {
         });
     }
 
+    fn log(&self, level: Level, message: String) {
+        self.events().log(level, Role::Proxy2, message);
+    }
+
     /// Sends a frame; a failed send is reported, since the link itself stays usable.
     async fn send(&self, frame: Frame<'_>, to: SocketAddr) {
         if let Err(e) = self.link.send(&frame, to).await {
-            self.events().log(
+            self.log(
                 Level::Warn,
-                Role::Proxy2,
                 format!("send of {} to {to} failed: {e}", frame.kind().label()),
             );
         }
     }
 
-    /// Removes a connection from the table and stops its tasks; true if it was there.
-    fn forget(&self, key: Key) -> bool {
-        let slot = self.table.lock().unwrap().remove(&key);
-        match slot {
-            Some(slot) => {
-                slot.stop.cancel();
-                true
-            }
-            None => false,
+    /// Removes the connection `key` if it is still generation `generation` (a newer one on
+    /// the same id is left alone) and stops its task; true if it was removed.
+    fn forget_generation(&self, key: ConnKey, generation: u64) -> bool {
+        let mut table = self.table.lock().unwrap();
+        if table.slots.get(&key).map(|slot| slot.generation) != Some(generation) {
+            return false;
         }
+        table.remove(key).is_some()
     }
 }
 
@@ -132,11 +176,19 @@ pub async fn run(link: LinkSocket, config: Proxy2Config, shutdown: CancellationT
     });
     let shared = Arc::new(Shared {
         link,
+        table: Mutex::new(Table {
+            slots: HashMap::new(),
+            admission: Admission::new(config.limits.clone()),
+            next_generation: 0,
+        }),
         config,
-        table: Mutex::default(),
+        refusals_logged: LogThrottle::new(Duration::from_secs(1)),
+        tasks: TaskTracker::new(),
     });
     let mut buf = vec![0u8; RECV_BUFFER];
-    let mut sweep = tokio::time::interval(sweep_period(shared.config.idle_timeout));
+    let mut sweep = tokio::time::interval(sweep_period(
+        shared.config.idle_timeout.min(shared.config.unused_timeout),
+    ));
     // One cancellation future for the whole loop: making a new one per read registers and
     // unregisters a waiter (two lock round trips) for every datagram or TCP read.
     let cancelled = shutdown.cancelled();
@@ -144,28 +196,44 @@ pub async fn run(link: LinkSocket, config: Proxy2Config, shutdown: CancellationT
     loop {
         tokio::select! {
             _ = &mut cancelled => break,
-            _ = sweep.tick() => reclaim_idle(&shared).await,
+            _ = sweep.tick() => reclaim_expired(&shared).await,
             received = shared.link.recv(&mut buf, None) => match received {
                 Ok(Received::Frame { frame, peer }) => {
                     on_frame(&shared, frame, peer, &shutdown).await;
                 }
                 Ok(Received::Dropped) => {}
                 // ICMP errors from earlier sends surface here on some systems; keep serving.
-                Err(e) => shared.events().log(Level::Warn, Role::Proxy2, format!("receive failed: {e}")),
+                Err(e) => shared.log(Level::Warn, format!("receive failed: {e}")),
             },
         }
     }
-    for (_, slot) in shared.table.lock().unwrap().drain() {
+    for (_, slot) in shared.table.lock().unwrap().slots.drain() {
         slot.stop.cancel();
     }
+    shared.tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), shared.tasks.wait()).await;
     shared
         .events()
         .emit(EventKind::RoleDown { role: Role::Proxy2 });
 }
 
-/// How often idle connections are looked for: often enough to reclaim close to the timeout.
-pub(crate) fn sweep_period(idle_timeout: Duration) -> Duration {
-    (idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5))
+/// How often expired connections are looked for: often enough to reclaim close to the
+/// timeout.
+pub(crate) fn sweep_period(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5))
+}
+
+/// What a `C` leads to, decided under the table's lock.
+enum OnConnect {
+    /// Opening (a new connection, or a replacement for one whose `X` was lost).
+    Opening {
+        replaced: bool,
+    },
+    /// A re-sent `C` for a connection that is open and has carried nothing: say `OK` again.
+    RepeatOk,
+    /// A re-sent `C` while the server connect is under way: the answer follows anyway.
+    Pending,
+    Refused(Refusal),
 }
 
 async fn on_frame(
@@ -177,48 +245,63 @@ async fn on_frame(
     let id = frame.id();
     let key = (peer, id);
     match frame {
-        Frame::Connect { .. } => {
-            let already_open = {
-                let mut table = shared.table.lock().unwrap();
-                match table.get(&key).map(|slot| &slot.state) {
-                    Some(SlotState::Open { .. }) => Some(true),
-                    Some(SlotState::Connecting) => Some(false),
-                    None => {
-                        let slot = Slot {
-                            state: SlotState::Connecting,
-                            stop: shutdown.child_token(),
-                            activity: Arc::default(),
-                        };
-                        tokio::spawn(serve_connection(
-                            shared.clone(),
-                            key,
-                            slot.stop.clone(),
-                            slot.activity.clone(),
-                        ));
-                        table.insert(key, slot);
-                        None
-                    }
+        Frame::Connect { .. } => match on_connect(shared, key, shutdown) {
+            OnConnect::Opening { replaced } => {
+                if replaced {
+                    shared.log(
+                        Level::Info,
+                        format!(
+                            "C{id} from {peer} for a connection that has carried data: its X was lost; \
+                             closing the old server connection and opening a new one"
+                        ),
+                    );
                 }
-            };
-            match already_open {
-                // A duplicate C: our OK was probably lost, so say it again.
-                Some(true) => shared.send(Frame::ConnectOk { id }, peer).await,
-                Some(false) => {}
-                None => shared.conn_event(key, ConnState::Connecting),
+                shared.conn_event(key, ConnState::Connecting);
             }
-        }
+            // Our OK was probably lost, so say it again.
+            OnConnect::RepeatOk => shared.send(Frame::ConnectOk { id }, peer).await,
+            OnConnect::Pending => {}
+            OnConnect::Refused(why) => {
+                shared.link.stats().refused.fetch_add(1, Ordering::Relaxed);
+                if let Some(held) = shared.refusals_logged.allow() {
+                    let more = if held > 0 {
+                        format!(" ({held} more refused since the last such line)")
+                    } else {
+                        String::new()
+                    };
+                    shared.log(
+                        Level::Warn,
+                        format!(
+                            "refused C{id} from {peer}: {}; answering NOK{more}",
+                            why.describe()
+                        ),
+                    );
+                }
+                shared.send(Frame::ConnectNok { id }, peer).await;
+            }
+        },
         Frame::Data { payload, .. } => {
             let queue = {
-                let table = shared.table.lock().unwrap();
-                table.get(&key).map(|slot| match &slot.state {
-                    SlotState::Open { to_server } => {
+                let mut table = shared.table.lock().unwrap();
+                let first_bytes = table.slots.get(&key).map(|slot| {
+                    // An empty `D` is proxy1's probe ("do you still have this id?"): it
+                    // carries nothing and keeps nothing alive.
+                    let first = !payload.is_empty() && !slot.activity.carried();
+                    if !payload.is_empty() {
                         slot.activity.touch();
-                        Some(to_server.clone())
                     }
+                    first
+                });
+                if first_bytes == Some(true) {
+                    table.admission.used(key);
+                }
+                table.slots.get(&key).map(|slot| match &slot.state {
+                    SlotState::Open { to_server } => Some(to_server.clone()),
                     SlotState::Connecting => None,
                 })
             };
             match queue {
+                Some(Some(_)) if payload.is_empty() => {}
                 Some(Some(to_server)) => {
                     if to_server.try_send(payload.to_vec()).is_err() {
                         shared.link.ignore(peer, Ignored::Overflow(id));
@@ -228,7 +311,7 @@ async fn on_frame(
                     .link
                     .ignore(peer, Ignored::NotOpen(FrameKind::Data, id)),
                 None => {
-                    // Data for a connection we do not have: tell proxy1 it is gone.
+                    // Data (or a probe) for a connection we do not have: tell proxy1 it is gone.
                     shared
                         .link
                         .ignore(peer, Ignored::NotOpen(FrameKind::Data, id));
@@ -237,7 +320,8 @@ async fn on_frame(
             }
         }
         Frame::Close { .. } => {
-            if shared.forget(key) {
+            let removed = shared.table.lock().unwrap().remove(key).is_some();
+            if removed {
                 shared.conn_event(key, ConnState::Free);
             } else {
                 shared
@@ -253,14 +337,74 @@ async fn on_frame(
     }
 }
 
+/// Decides what a `C` for `key` means and, for a new connection, starts it.
+fn on_connect(shared: &Arc<Shared>, key: ConnKey, shutdown: &CancellationToken) -> OnConnect {
+    let mut table = shared.table.lock().unwrap();
+    let previous = match table.slots.get(&key) {
+        Some(slot) => match slot.state {
+            SlotState::Connecting => return OnConnect::Pending,
+            SlotState::Open { .. } if !slot.activity.carried() => return OnConnect::RepeatOk,
+            // Data has flowed on it: this C opens a new connection on a reused id.
+            SlotState::Open { .. } => table.remove(key).map(|old| old.ended),
+        },
+        None => {
+            match table.admission.decide(key) {
+                Decision::Refuse(why) => return OnConnect::Refused(why),
+                Decision::Admit { evict } => {
+                    for old in evict {
+                        if table.remove(old).is_some() {
+                            // Told like an idle close: proxy1 frees the id. Counted with
+                            // the refusals: a limit turned it away.
+                            shared.link.stats().refused.fetch_add(1, Ordering::Relaxed);
+                            let task = shared.clone();
+                            shared.tasks.spawn(async move {
+                                let shared = task;
+                                shared.send(Frame::Close { id: old.1 }, old.0).await;
+                                shared.conn_event(old, ConnState::Free);
+                            });
+                        }
+                    }
+                }
+            }
+            None
+        }
+    };
+    let replaced = previous.is_some();
+    table.next_generation += 1;
+    let slot = Slot {
+        generation: table.next_generation,
+        state: SlotState::Connecting,
+        stop: shutdown.child_token(),
+        ended: CancellationToken::new(),
+        activity: Arc::default(),
+    };
+    shared.tasks.spawn(serve_connection(
+        shared.clone(),
+        key,
+        slot.generation,
+        slot.stop.clone(),
+        slot.ended.clone(),
+        slot.activity.clone(),
+        previous,
+    ));
+    table.slots.insert(key, slot);
+    table.admission.admitted(key);
+    OnConnect::Opening { replaced }
+}
+
 /// One tunnel connection: connect to the server, answer `OK`/`NOK`, then pump server bytes
-/// into `D` frames until either side closes.
+/// into `D` frames until either side closes. `previous` is the connection this one
+/// replaces on the same key: `OK` waits until it has stopped.
 async fn serve_connection(
     shared: Arc<Shared>,
-    key: Key,
+    key: ConnKey,
+    generation: u64,
     stop: CancellationToken,
+    ended: CancellationToken,
     activity: Arc<Activity>,
+    previous: Option<CancellationToken>,
 ) {
+    let _ended = ended.drop_guard();
     let (peer, id) = key;
     let connect = tokio::time::timeout(
         shared.config.connect_timeout,
@@ -270,23 +414,30 @@ async fn serve_connection(
         _ = stop.cancelled() => return,
         result = connect => match result {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return refuse(&shared, key, e.to_string()).await,
-            Err(_) => return refuse(&shared, key, "timed out".into()).await,
+            Ok(Err(e)) => return refuse(&shared, key, generation, e.to_string()).await,
+            Err(_) => return refuse(&shared, key, generation, "timed out".into()).await,
         },
     };
+    if let Some(previous) = previous {
+        // It was cancelled when this one was created, and stops at its next step.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = previous.cancelled() => {}
+        }
+    }
     let _ = stream.set_nodelay(true);
     shared.tcp_event(id, TcpAction::Connected);
     let (mut from_server, mut to_server) = stream.into_split();
     let (queue_tx, mut queue_rx) = mpsc::channel::<Vec<u8>>(shared.config.queue_frames);
     {
         let mut table = shared.table.lock().unwrap();
-        match table.get_mut(&key) {
-            Some(slot) => {
+        match table.slots.get_mut(&key) {
+            Some(slot) if slot.generation == generation => {
                 slot.state = SlotState::Open {
                     to_server: queue_tx,
                 }
             }
-            None => return, // an X arrived while connecting
+            _ => return, // an X arrived while connecting
         }
     }
     shared.send(Frame::ConnectOk { id }, peer).await;
@@ -295,7 +446,7 @@ async fn serve_connection(
     // Writer: proxy1's data to the server. It ends when the slot (and so the queue's
     // sender) is dropped, and then closes the server connection with a FIN.
     let writer_shared = shared.clone();
-    let writer = tokio::spawn(async move {
+    let writer = shared.tasks.spawn(async move {
         let mut queued = Vec::with_capacity(super::FRAMES_PER_WRITE);
         let mut scratch = Vec::new();
         while queue_rx
@@ -319,7 +470,7 @@ async fn serve_connection(
     // unregisters a waiter (two lock round trips) for every datagram or TCP read.
     let cancelled = stop.cancelled();
     tokio::pin!(cancelled);
-    loop {
+    'pump: loop {
         let read = tokio::select! {
             _ = &mut cancelled => {
                 shared.tcp_event(id, TcpAction::Closed(CloseKind::Fin));
@@ -328,9 +479,9 @@ async fn serve_connection(
             read = from_server.read(&mut buf) => read,
         };
         if let Some(how) = peer_close_kind(&read) {
-            // The server closed: tell proxy1, and forget the id.
+            // The server closed: tell proxy1, and forget the id (if it is still ours).
             shared.tcp_event(id, TcpAction::PeerClosed(how));
-            if shared.forget(key) {
+            if shared.forget_generation(key, generation) {
                 shared.conn_event(key, ConnState::Closing);
                 shared.send(Frame::Close { id }, peer).await;
                 shared.conn_event(key, ConnState::Free);
@@ -338,9 +489,21 @@ async fn serve_connection(
             break;
         }
         let n = read.unwrap_or(0);
+        if !activity.carried() {
+            let mut table = shared.table.lock().unwrap();
+            if table.slots.get(&key).map(|s| s.generation) == Some(generation) {
+                table.admission.used(key);
+            }
+        }
         activity.touch();
         shared.tcp_event(id, TcpAction::Read(n));
         for payload in buf[..n].chunks(max_payload) {
+            // Once stopped (an X, or replaced by a new connection on this id), not one more
+            // frame: it would reach whoever has the id now.
+            if stop.is_cancelled() {
+                shared.tcp_event(id, TcpAction::Closed(CloseKind::Fin));
+                break 'pump;
+            }
             shared.send(Frame::Data { id, payload }, peer).await;
         }
     }
@@ -348,45 +511,68 @@ async fn serve_connection(
     drop(writer);
 }
 
-async fn refuse(shared: &Shared, key: Key, why: String) {
+async fn refuse(shared: &Shared, key: ConnKey, generation: u64, why: String) {
     let (peer, id) = key;
     shared.tcp_event(id, TcpAction::ConnectFailed(why.clone()));
-    shared.events().log(
+    shared.log(
         Level::Warn,
-        Role::Proxy2,
         format!(
             "connection {id} from {peer}: cannot reach server {}: {why}; answering NOK",
             shared.config.server
         ),
     );
-    if shared.forget(key) {
+    if shared.forget_generation(key, generation) {
         shared.send(Frame::ConnectNok { id }, peer).await;
         shared.conn_event(key, ConnState::Refused);
         shared.conn_event(key, ConnState::Free);
     }
 }
 
-async fn reclaim_idle(shared: &Shared) {
-    let idle: Vec<Key> = {
-        let table = shared.table.lock().unwrap();
-        table
+/// Closes connections that have been idle past the idle timeout, or have never carried a
+/// byte past the unused timeout, and tells their proxy1.
+async fn reclaim_expired(shared: &Shared) {
+    let expired: Vec<(ConnKey, &'static str)> = {
+        let mut table = shared.table.lock().unwrap();
+        let expired: Vec<(ConnKey, &'static str)> = table
+            .slots
             .iter()
-            .filter(|(_, slot)| slot.activity.idle_for() >= shared.config.idle_timeout)
-            .map(|(key, _)| *key)
-            .collect()
-    };
-    for key in idle {
-        if shared.forget(key) {
-            shared.events().log(
-                Level::Info,
-                Role::Proxy2,
-                format!(
-                    "connection {} from {} idle for {:?}: closing",
-                    key.1, key.0, shared.config.idle_timeout
-                ),
-            );
-            shared.send(Frame::Close { id: key.1 }, key.0).await;
-            shared.conn_event(key, ConnState::Free);
+            .filter_map(|(key, slot)| {
+                slot.activity
+                    .expired(shared.config.idle_timeout, shared.config.unused_timeout)
+                    .map(|why| (*key, why))
+            })
+            .collect();
+        for (key, _) in &expired {
+            table.remove(*key);
         }
+        expired
+    };
+    // After a flood, hundreds can expire at once: one line for them all.
+    let one_line_each = expired.len() <= 5;
+    if !one_line_each {
+        shared.log(
+            Level::Info,
+            format!(
+                "closing {} connections idle for {:?} or unused for {:?}",
+                expired.len(),
+                shared.config.idle_timeout,
+                shared.config.unused_timeout
+            ),
+        );
+    }
+    for ((peer, id), why) in expired {
+        if one_line_each {
+            let timeout = if why == "idle" {
+                shared.config.idle_timeout
+            } else {
+                shared.config.unused_timeout
+            };
+            shared.log(
+                Level::Info,
+                format!("connection {id} from {peer} {why} for {timeout:?}: closing"),
+            );
+        }
+        shared.send(Frame::Close { id }, peer).await;
+        shared.conn_event((peer, id), ConnState::Free);
     }
 }

@@ -400,6 +400,11 @@ impl Counters {
     pub fn ignored(&self) -> u64 {
         self.proxy1.ignored + self.proxy2.ignored
     }
+    /// Connections a limit of proxy2 turned away (`--max-connections`, `--max-peers`,
+    /// allow-list).
+    pub fn refused(&self) -> u64 {
+        self.proxy1.refused + self.proxy2.refused
+    }
 }
 
 /// A row of the connection list: an id, or a client waiting for one.

@@ -358,7 +358,8 @@ pub async fn run_lab_traffic(
         };
         lab.client_close(id, how).unwrap();
     }
-    let n = clients as u64;
+    // Each close sends X `close_attempts` times (after the half-close linger for a FIN).
+    let n = clients as u64 * u64::from(lab.config().proxy1.close_attempts);
     wait_until("every X has crossed the link", || {
         let s = lab.snapshot();
         s.proxy1.sent.close >= n && s.proxy2.received.close >= n

@@ -8,7 +8,14 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
-use tunlab::event::{Event, EventKind};
+use tokio_util::sync::CancellationToken;
+use tunlab::event::{Endpoint, Event, EventKind, EventSink};
+use tunlab::link::{LinkSocket, LinkStats};
+use tunlab::net::{bind_tcp, bind_udp};
+use tunlab::roles::echo_server;
+use tunlab::roles::proxy1::{self, Proxy1Config};
+use tunlab::roles::proxy2::{self, Proxy2Config};
+use tunlab::wire::WireMode;
 
 /// Every wait in these tests is bounded by this; a hang becomes a clear failure, not a stuck CI.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -126,4 +133,59 @@ impl RawPeer {
             _ => None,
         }
     }
+}
+
+/// An ephemeral port on 127.0.0.1.
+pub fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// Starts the role alone on ephemeral ports.
+pub async fn start_echo_server(stop: &CancellationToken) -> SocketAddr {
+    let listener = bind_tcp(localhost()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(echo_server::run(
+        listener,
+        EventSink::disabled(),
+        stop.clone(),
+    ));
+    addr
+}
+
+/// Starts the role alone on ephemeral ports.
+pub async fn start_proxy2(
+    config: Proxy2Config,
+    stop: &CancellationToken,
+) -> (SocketAddr, std::sync::Arc<LinkStats>) {
+    let link = LinkSocket::new(
+        bind_udp(localhost()).unwrap(),
+        Endpoint::Proxy2,
+        WireMode::Classic,
+        EventSink::disabled(),
+    )
+    .unwrap();
+    let addr = link.local_addr();
+    let stats = link.stats().clone();
+    tokio::spawn(proxy2::run(link, config, stop.clone()));
+    (addr, stats)
+}
+
+/// Starts the role alone on ephemeral ports.
+pub async fn start_proxy1(
+    config: Proxy1Config,
+    stop: &CancellationToken,
+) -> (SocketAddr, SocketAddr, std::sync::Arc<LinkStats>) {
+    let listener = bind_tcp(localhost()).unwrap();
+    let tcp = listener.local_addr().unwrap();
+    let link = LinkSocket::new(
+        bind_udp(localhost()).unwrap(),
+        Endpoint::Proxy1,
+        WireMode::Classic,
+        EventSink::disabled(),
+    )
+    .unwrap();
+    let udp = link.local_addr();
+    let stats = link.stats().clone();
+    tokio::spawn(proxy1::run(listener, link, config, stop.clone()));
+    (tcp, udp, stats)
 }

@@ -393,6 +393,7 @@ pub fn classroom_snapshot() -> LabSnapshot {
             received_bytes: 4 + 4 + 5 + 12 + 21,
             malformed: 1,
             ignored: 0,
+            refused: 0,
         },
         proxy2: LinkStatsSnapshot {
             sent: counts(0, 2, 1, 2, 0),
@@ -401,6 +402,7 @@ pub fn classroom_snapshot() -> LabSnapshot {
             received_bytes: 6 + 12 + 21,
             malformed: 0,
             ignored: 1,
+            refused: 0,
         },
         events_dropped: 0,
         // A teacher has turned loss up to 10% both ways.

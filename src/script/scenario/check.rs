@@ -142,6 +142,35 @@ impl Checker<'_> {
         if let Some(Dur(timeout)) = tunnel.server_connect_timeout {
             proxy2.connect_timeout = timeout;
         }
+        if let Some(Dur(unused)) = tunnel.unused_timeout {
+            proxy1.unused_timeout = unused;
+            proxy2.unused_timeout = unused;
+        }
+        if let Some(Dur(linger)) = tunnel.half_close_linger {
+            proxy1.half_close_linger = linger;
+        }
+        if let Some(attempts) = tunnel.close_attempts {
+            if *attempts.get_ref() == 0 {
+                return Err(self.source.error(
+                    attempts.span(),
+                    Some("lab.tunnel.close_attempts"),
+                    "proxy1 must send X at least once",
+                ));
+            }
+            proxy1.close_attempts = attempts.into_inner();
+        }
+        if let Some(Dur(retry)) = tunnel.close_retry {
+            proxy1.close_retry = retry;
+        }
+        if let Some(Dur(probe)) = tunnel.probe_after {
+            proxy1.probe_after = probe;
+        }
+        if let Some(max) = tunnel.max_connections {
+            proxy2.limits.max_connections = max;
+        }
+        if let Some(max) = tunnel.max_peers {
+            proxy2.limits.max_peers = max;
+        }
         let clients = match raw.clients {
             Some(clients) if *clients.get_ref() > MAX_CLIENTS => {
                 return Err(self.source.error(

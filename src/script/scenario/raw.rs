@@ -55,6 +55,13 @@ pub(super) struct RawTunnel {
     pub(super) id_wait: Option<Dur>,
     pub(super) idle_timeout: Option<Dur>,
     pub(super) server_connect_timeout: Option<Dur>,
+    pub(super) unused_timeout: Option<Dur>,
+    pub(super) half_close_linger: Option<Dur>,
+    pub(super) close_attempts: Option<Spanned<u32>>,
+    pub(super) close_retry: Option<Dur>,
+    pub(super) probe_after: Option<Dur>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_peers: Option<usize>,
 }
 
 #[derive(Deserialize)]

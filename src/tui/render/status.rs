@@ -44,6 +44,11 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, compact: bool
         Span::styled(" · UI dropped ", dim),
         Span::styled(c.events_dropped.to_string(), warn(c.events_dropped)),
     ];
+    // Only a flood or a misconfigured proxy1 makes these: shown when there are any.
+    if c.refused() > 0 {
+        counters.push(Span::styled(" · refused by limits ", dim));
+        counters.push(Span::styled(c.refused().to_string(), warn(c.refused())));
+    }
     if c.events_sampled > 0 {
         // Past the TUI's rate, traces are a sample; the counts above stay exact.
         counters.push(Span::styled(" · sampled ", dim));
