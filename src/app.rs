@@ -30,7 +30,8 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
 pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     // Headless: a scenario file, or the built-in demo scenario when there is no terminal.
     if let Some(script) = &args.script {
-        return Ok(crate::script::run_file(script, args.report.as_deref()).await);
+        let monitor = args.monitor.plan();
+        return Ok(crate::script::run_file(script, args.report.as_deref(), &monitor).await);
     }
     if args.no_tui {
         return crate::headless::run(&args).await;
@@ -41,7 +42,8 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         let capture =
             (!capture.no_capture).then(|| (capture.capture_format, capture.capture_dir.clone()));
         warn_about_ignored_options(&args);
-        return Ok(crate::script::run_demo(args.report.as_deref(), capture).await);
+        let monitor = args.monitor.plan();
+        return Ok(crate::script::run_demo(args.report.as_deref(), capture, &monitor).await);
     }
     crate::tui::run(&args).await
 }

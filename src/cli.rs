@@ -12,10 +12,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capture::{CaptureFormat, CapturePlan, CaptureTap, CaptureTarget, CaptureWriter};
 use crate::describe::describe;
+use crate::event::Endpoint;
 use crate::event::{EventSink, Level, Role};
 use crate::impair::{LinkArgs, LinkEmulator, random_seed};
 use crate::lab::{DEFAULT_PROXY1_PORT, DEFAULT_PROXY2_PORT, DEFAULT_SERVER_PORT};
-use crate::link::{EmulatorScope, LinkSocket};
+use crate::link::{EmulatorScope, LinkSocket, LinkStats};
+use crate::monitor::{
+    ConnTable, Credential, Monitor, MonitorPlan, MonitorSources, parse_listen_addr,
+};
 use crate::net::{bind_tcp, bind_udp, local_bind_towards, resolve};
 use crate::roles::proxy1::Proxy1Config;
 use crate::roles::proxy2::Proxy2Config;
@@ -53,7 +57,10 @@ Examples:
                                            proxy1 losing 30% of what proxy2 sends it
   tunlab --no-tui --proxy1-port 3327      the lab headless until Ctrl-C, for your own clients
   tunlab --script assets/scenarios/basic.toml --report report.json
-                                           a scenario headless, for CI";
+                                           a scenario headless, for CI
+  tunlab proxy2 3328 localhost 1818 --metrics 9100 --admin 9101 --admin-user ana:s3cret
+                                           proxy2 with Prometheus metrics and the admin protocol
+  tunlab monitor localhost 9101            log in to an admin protocol, type commands";
 
 #[derive(Debug, Parser)]
 #[command(name = "tunlab", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
@@ -93,6 +100,8 @@ pub struct LabArgs {
     pub link: LinkArgs,
     #[command(flatten)]
     pub capture: LabCaptureArgs,
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
     /// Run the lab without a screen until Ctrl-C or SIGTERM: every role as usual, capturing as
     /// configured, connections and errors logged on stderr, totals printed on stdout at the
     /// end. For a server or a CI job where your own clients connect to proxy1.
@@ -148,6 +157,37 @@ impl LabCaptureArgs {
     }
 }
 
+/// Monitoring from outside: Prometheus metrics and the admin protocol.
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Monitoring")]
+pub struct MonitorArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (exact counters: frames, bytes,
+    /// connections, emulator drops, capture). A bare PORT listens on 127.0.0.1 only; give
+    /// 0.0.0.0:PORT to let other machines scrape.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
+    pub metrics: Option<SocketAddr>,
+    /// Serve the admin protocol on ADDR (the SOCKS5 project's: a login, then STATS,
+    /// CONNECTIONS, USERS, ACCESS_LOG, CONFIG, QUIT); `tunlab monitor HOST PORT` talks to it.
+    /// A bare PORT listens on 127.0.0.1 only. Needs --admin-user.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr, requires = "admin_user")]
+    pub admin: Option<SocketAddr>,
+    /// Who may log in to the admin protocol, as NAME:PASS; repeat it for more users.
+    #[arg(long, value_name = "NAME:PASS", requires = "admin")]
+    pub admin_user: Vec<Credential>,
+}
+
+impl MonitorArgs {
+    /// What to serve.
+    pub fn plan(&self) -> MonitorPlan {
+        MonitorPlan {
+            metrics: self.metrics,
+            admin: self.admin,
+            users: self.admin_user.clone(),
+            limits: Default::default(),
+        }
+    }
+}
+
 /// How a standalone proxy records its side of the link.
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Capture")]
@@ -188,8 +228,9 @@ pub struct WireArgs {
     /// A connection with no traffic for this long is closed, so a lost X frees its id.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub idle_timeout: Duration,
-    /// A connection that has carried no byte either way for this long is closed, so idle
-    /// sockets cannot hold every id (proxy1) or server connection (proxy2).
+    /// A connection that has carried no byte either way for this long is closed: at proxy1
+    /// when another client waits for its id (idle sockets cannot hold every id), at proxy2
+    /// when its proxy1 has not probed it either (a C nobody followed up).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub unused_timeout: Duration,
 }
@@ -251,7 +292,7 @@ impl Proxy1Tuning {
             connect_attempts: self.connect_attempts,
             connect_retry: self.connect_retry,
             id_wait: self.id_wait,
-            idle_timeout: wire.idle_timeout,
+            idle_timeout: wire.idle_timeout.into(),
             unused_timeout: wire.unused_timeout,
             half_close_linger: self.half_close_linger,
             close_attempts: self.close_attempts,
@@ -266,7 +307,7 @@ impl Proxy2Tuning {
     pub fn config(&self, wire: &WireArgs, server: SocketAddr) -> Proxy2Config {
         Proxy2Config {
             connect_timeout: self.server_connect_timeout,
-            idle_timeout: wire.idle_timeout,
+            idle_timeout: wire.idle_timeout.into(),
             unused_timeout: wire.unused_timeout,
             limits: crate::tunnel::admission::Limits {
                 max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
@@ -296,6 +337,21 @@ pub enum Command {
     Proxy1(Proxy1Args),
     /// Run one interactive echo client (like client_echo2.py): each stdin line is sent and its echo printed.
     EchoClient(EchoClientArgs),
+    /// Talk to a lab's or role's admin protocol (--admin): log in, then type commands (like the SOCKS5 project's monitor_client).
+    ///
+    /// It asks for NAME:PASS, then reads commands with line editing and history (up and down
+    /// arrows): STATS, CONNECTIONS, USERS, ACCESS_LOG (of one USER if given), CONFIG (PARAM VALUE to
+    /// change one), HELP, QUIT.
+    /// With stdin not a terminal it reads one line at a time, so it can be scripted.
+    Monitor(MonitorClientArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorClientArgs {
+    /// Host of the admin protocol.
+    pub host: String,
+    /// Its TCP port.
+    pub port: u16,
 }
 
 /// Options every standalone role shares.
@@ -307,6 +363,8 @@ pub struct StandaloneArgs {
     /// Also log every frame and TCP read/write, not only connections and errors.
     #[arg(short, long)]
     pub verbose: bool,
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
 }
 
 #[derive(Debug, Args)]
@@ -397,7 +455,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => crate::app::run_lab(cli.lab).await,
         Some(Command::EchoServer(args)) => {
             let listener = bind_tcp((args.common.bind, args.port).into())?;
-            run_standalone(&args.common, None, |events, stop, _| {
+            let sources = |events, conns, _capture| {
+                MonitorSources::new("echo-server", Role::EchoServer, events, conns)
+            };
+            run_standalone(&args.common, None, sources, |events, stop, _| {
                 echo_server::run(listener, events, stop)
             })
             .await
@@ -407,18 +468,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let socket = bind_udp((args.common.bind, args.udp_port).into())?;
             let config = args.tuning.config(&args.wire, server);
             let wire = args.wire.wire;
-            let emulator = standalone_emulator(&args.link);
+            let emulator = standalone_emulator(&args.link, args.common.monitor.admin.is_some());
             let attach = emulator.clone();
             let capture = args.capture.plan(Role::Proxy2);
-            let code = run_standalone(&args.common, capture, |events, stop, tap| async move {
-                match LinkSocket::new(socket, crate::event::Endpoint::Proxy2, wire, events) {
-                    Ok(link) => {
-                        let link = with_tap(with_emulator(link, attach), tap);
-                        proxy2::run(link, config, stop).await
+            let stats = Arc::new(LinkStats::default());
+            let sources = proxy_sources(
+                Endpoint::Proxy2,
+                &stats,
+                &emulator,
+                config.idle_timeout.clone(),
+                server,
+            );
+            let code = run_standalone(
+                &args.common,
+                capture,
+                sources,
+                |events, stop, tap| async move {
+                    match LinkSocket::new(socket, Endpoint::Proxy2, wire, events) {
+                        Ok(link) => {
+                            let link = with_tap(with_emulator(link.with_stats(stats), attach), tap);
+                            proxy2::run(link, config, stop).await
+                        }
+                        Err(e) => eprintln!("error: {e}"),
                     }
-                    Err(e) => eprintln!("error: {e}"),
-                }
-            })
+                },
+            )
             .await;
             report_emulator(emulator.as_deref());
             code
@@ -429,18 +503,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let socket = bind_udp(local_bind_towards(proxy2_addr))?;
             let config = args.tuning.config(&args.wire, proxy2_addr);
             let wire = args.wire.wire;
-            let emulator = standalone_emulator(&args.link);
+            let emulator = standalone_emulator(&args.link, args.common.monitor.admin.is_some());
             let attach = emulator.clone();
             let capture = args.capture.plan(Role::Proxy1);
-            let code = run_standalone(&args.common, capture, |events, stop, tap| async move {
-                match LinkSocket::new(socket, crate::event::Endpoint::Proxy1, wire, events) {
-                    Ok(link) => {
-                        let link = with_tap(with_emulator(link, attach), tap);
-                        proxy1::run(listener, link, config, stop).await
+            let stats = Arc::new(LinkStats::default());
+            let sources = proxy_sources(
+                Endpoint::Proxy1,
+                &stats,
+                &emulator,
+                config.idle_timeout.clone(),
+                proxy2_addr,
+            );
+            let code = run_standalone(
+                &args.common,
+                capture,
+                sources,
+                |events, stop, tap| async move {
+                    match LinkSocket::new(socket, Endpoint::Proxy1, wire, events) {
+                        Ok(link) => {
+                            let link = with_tap(with_emulator(link.with_stats(stats), attach), tap);
+                            proxy1::run(listener, link, config, stop).await
+                        }
+                        Err(e) => eprintln!("error: {e}"),
                     }
-                    Err(e) => eprintln!("error: {e}"),
-                }
-            })
+                },
+            )
             .await;
             report_emulator(emulator.as_deref());
             code
@@ -450,17 +537,52 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             echo_client::run_interactive(server, args.echo_timeout).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Monitor(args)) => {
+            // A blocking client: it waits on a person, not on sockets of its own.
+            tokio::task::spawn_blocking(move || crate::monitor::client::run(&args.host, args.port))
+                .await?
+        }
     }
 }
 
-/// The emulator a standalone proxy runs, if its flags ask for one. It says so on stderr,
-/// with the seed that replays it.
-fn standalone_emulator(args: &LinkArgs) -> Option<Arc<LinkEmulator>> {
+/// How a standalone proxy's monitor finds its counters: `destination` is where its
+/// connections lead (proxy1: its proxy2; proxy2: the server).
+fn proxy_sources(
+    endpoint: Endpoint,
+    stats: &Arc<LinkStats>,
+    emulator: &Option<Arc<LinkEmulator>>,
+    idle_timeout: crate::roles::IdleTimeout,
+    destination: SocketAddr,
+) -> impl FnOnce(EventSink, Arc<ConnTable>, Option<Arc<crate::capture::CaptureStatus>>) -> MonitorSources
++ use<> {
+    let stats = stats.clone();
+    let emulator = emulator.clone();
+    move |events, conns, capture| {
+        conns.set_destination(endpoint.role(), destination);
+        let sources = MonitorSources::new(endpoint.label(), endpoint.role(), events, conns)
+            .with_link(endpoint, stats)
+            .with_capture(capture)
+            .with_idle_timeout(idle_timeout);
+        match emulator {
+            Some(emulator) => sources.with_emulator(emulator),
+            None => sources,
+        }
+    }
+}
+
+/// The emulator a standalone proxy runs, if its flags ask for one or the admin protocol may
+/// change it (`CONFIG loss 10`; a clear emulator costs next to nothing). It says so on
+/// stderr, with the seed that replays it.
+fn standalone_emulator(args: &LinkArgs, admin: bool) -> Option<Arc<LinkEmulator>> {
     let settings = args.settings();
-    if settings.is_clear() {
+    if settings.is_clear() && !admin {
         return None;
     }
+    let clear = settings.is_clear();
     let emulator = LinkEmulator::new(settings, args.seed.unwrap_or_else(random_seed));
+    if clear {
+        return Some(emulator);
+    }
     let settings = emulator.settings();
     eprintln!(
         "link emulator (seed {}; replay with --seed {}): p1→p2 {} | p2→p1 {}",
@@ -497,20 +619,35 @@ fn with_tap(link: LinkSocket, tap: Option<CaptureTap>) -> LinkSocket {
     }
 }
 
-/// Runs one role until Ctrl-C or SIGTERM, printing its events on stderr, and records its link
-/// frames when `capture` says so (the file is finished after the role has stopped).
-async fn run_standalone<F, Fut>(
+/// Runs one role until Ctrl-C or SIGTERM, printing its events on stderr, records its link
+/// frames when `capture` says so (the file is finished after the role has stopped), and
+/// serves its metrics and admin protocol when `common.monitor` asks, from what `sources`
+/// gathers.
+async fn run_standalone<S, F, Fut>(
     common: &StandaloneArgs,
     capture: Option<CapturePlan>,
+    sources: S,
     role: F,
 ) -> anyhow::Result<ExitCode>
 where
+    S: FnOnce(
+        EventSink,
+        Arc<ConnTable>,
+        Option<Arc<crate::capture::CaptureStatus>>,
+    ) -> MonitorSources,
     F: FnOnce(EventSink, CancellationToken, Option<CaptureTap>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     // Listening before anything starts, so an early signal still stops the role cleanly.
     let mut signals = StopSignals::new();
     let (events, mut rx) = EventSink::channel(16 * 1024);
+    // The connection table sees every event, before the log's channel could drop one.
+    let plan = common.monitor.plan();
+    let conns = plan.is_on().then(|| Arc::new(ConnTable::new()));
+    let events = match &conns {
+        Some(conns) => events.with_observer(conns.clone()),
+        None => events,
+    };
     let verbose = common.verbose;
     // Without -v the log shows no frames, so the roles need not build an event per datagram.
     let events = if verbose {
@@ -535,12 +672,33 @@ where
             capture.status().path().display()
         );
     }
+    let monitor = match conns {
+        Some(conns) => {
+            let status = capture.as_ref().map(CaptureWriter::status);
+            match Monitor::start(&plan, sources(events.clone(), conns, status)).await {
+                Ok(monitor) => Some(monitor),
+                Err(e) => {
+                    if let Some(capture) = capture {
+                        capture.abandon().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    if let Some(line) = monitor.as_ref().and_then(Monitor::describe) {
+        eprintln!("{line}");
+    }
     let stop = CancellationToken::new();
     let tap = capture.as_ref().map(CaptureWriter::tap);
     let task = tokio::spawn(role(events.clone(), stop.clone(), tap));
     signals.recv().await;
     stop.cancel();
     let _ = task.await;
+    if let Some(monitor) = monitor {
+        monitor.stop().await;
+    }
     if let Some(capture) = capture {
         eprintln!("{}", capture.finish().await.describe());
     }

@@ -389,11 +389,37 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// Which way bytes went, seen from the role that counts them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Flow {
+    /// Received (from the link, or read from a TCP peer).
+    In,
+    /// Sent (to the link, or written to a TCP peer).
+    Out,
+}
+
+/// Sees every event as it is emitted, before the bounded channel can drop it, plus per-frame
+/// byte counts that the stream does not carry when frame events are off. For a consumer that
+/// must be exact whatever the screen keeps up with: the monitor's connection table.
+///
+/// Called on the roles' hot paths, so an implementation must be quick and never wait.
+pub trait EventObserver: Send + Sync + std::fmt::Debug {
+    /// An event, as it is emitted.
+    fn observe(&self, event: &EventKind);
+    /// Payload bytes of tunnel connection `id` that endpoint `at` sent to (`Out`) or received
+    /// from (`In`) the link peer `peer`.
+    fn link_payload(&self, at: Endpoint, peer: SocketAddr, id: ConnId, flow: Flow, bytes: usize);
+    /// Bytes a TCP role read from (`In`) or wrote to (`Out`) its connection with `peer`.
+    fn tcp_bytes(&self, role: Role, peer: SocketAddr, flow: Flow, bytes: usize);
+}
+
 /// Where roles send events. Cheap to clone; a disabled sink discards everything.
 #[derive(Clone, Debug, Default)]
 pub struct EventSink {
     tx: Option<mpsc::Sender<Event>>,
     dropped: Arc<AtomicU64>,
+    /// Sees every event before the channel (see [`EventObserver`]).
+    observer: Option<Arc<dyn EventObserver>>,
     /// Whether per-frame and per-read events are wanted (see [`EventSink::wants_frame_events`]).
     frame_events: bool,
     /// Whether `FrameReceived` is wanted, on top of `frame_events`.
@@ -413,6 +439,7 @@ impl EventSink {
             EventSink {
                 tx: Some(tx),
                 dropped: Arc::default(),
+                observer: None,
                 frame_events: true,
                 frames_received: true,
                 echo_server_io: true,
@@ -482,9 +509,25 @@ impl EventSink {
         self
     }
 
-    /// Sends without waiting; a full or closed stream counts the event as dropped. Past the
-    /// sampling rate (if any), a per-frame event is counted instead.
+    /// The same stream, with `observer` seeing every event first (and the byte counts the
+    /// link and the TCP roles report to it).
+    pub fn with_observer(mut self, observer: Arc<dyn EventObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The observer, if one is attached: hot paths report byte counts to it directly.
+    pub fn observer(&self) -> Option<&dyn EventObserver> {
+        self.observer.as_deref()
+    }
+
+    /// Sends without waiting; a full or closed stream counts the event as dropped. The
+    /// observer, if any, sees it first, whatever happens to it in the channel. Past the
+    /// sampling rate (if any), a per-frame event is counted instead of sent.
     pub fn emit(&self, kind: EventKind) {
+        if let Some(observer) = &self.observer {
+            observer.observe(&kind);
+        }
         let Some(tx) = &self.tx else { return };
         if let Some(sampler) = &self.sampler {
             match classify(&kind) {

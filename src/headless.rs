@@ -8,6 +8,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::capture::{CaptureSummary, CaptureWriter};
@@ -15,6 +16,7 @@ use crate::cli::{LabArgs, StopSignals};
 use crate::describe::describe;
 use crate::event::{EventSink, Level};
 use crate::lab::{Lab, LabConfig, LabSnapshot};
+use crate::monitor::{ConnTable, Monitor, MonitorSources};
 
 /// Log events queued for stderr before new ones are dropped (and counted).
 const LOG_CAPACITY: usize = 16 * 1024;
@@ -26,7 +28,15 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     // the lab cleanly, with the capture finished.
     let mut signals = StopSignals::new();
     let (events, mut rx) = EventSink::channel(LOG_CAPACITY);
-    let events = events.without_frame_events();
+    // With a monitor on, its connection table sees every event (and gets byte counts from
+    // the hot paths directly); the log wants no per-frame events either way.
+    let monitor_plan = args.monitor.plan();
+    let conns = monitor_plan.is_on().then(|| Arc::new(ConnTable::new()));
+    let events = match &conns {
+        Some(conns) => events.with_observer(conns.clone()),
+        None => events,
+    }
+    .without_frame_events();
     let printer = tokio::spawn(async move {
         let mut stderr = std::io::stderr();
         while let Some(event) = rx.recv().await {
@@ -53,6 +63,23 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
+    let monitor = match conns {
+        Some(conns) => {
+            let status = capture.as_ref().map(CaptureWriter::status);
+            match Monitor::start(&monitor_plan, MonitorSources::for_lab(&lab, conns, status)).await
+            {
+                Ok(monitor) => Some(monitor),
+                Err(e) => {
+                    lab.shutdown().await;
+                    if let Some(capture) = capture {
+                        capture.abandon().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     let addrs = lab.addrs();
     eprintln!(
         "tunlab: lab up without a screen: clients connect to proxy1 at {} (server tcp {}, proxy2 \
@@ -65,6 +92,14 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
             capture.status().path().display()
         );
     }
+    if let Some(monitor) = &monitor {
+        if let Some(addr) = monitor.metrics_addr() {
+            eprintln!("tunlab: metrics at http://{addr}/metrics");
+        }
+        if let Some(addr) = monitor.admin_addr() {
+            eprintln!("tunlab: admin protocol on {addr}");
+        }
+    }
     for _ in 0..args.clients_to_start(false) {
         if let Err(e) = lab.add_client().await {
             eprintln!("{}: cannot add a client: {e}", Level::Error.label());
@@ -72,6 +107,9 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     }
     signals.recv().await;
     eprintln!("tunlab: stopping");
+    if let Some(monitor) = monitor {
+        monitor.stop().await;
+    }
     let snapshot = lab.shutdown_with_totals().await;
     // After the roles have stopped, so every frame they sent is in the file.
     let captured = match capture {

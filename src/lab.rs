@@ -384,6 +384,14 @@ impl Lab {
         self.clients.iter().map(|c| c.id).collect()
     }
 
+    /// The exact counters of one link endpoint (kept across the role's restarts).
+    pub fn link_stats(&self, endpoint: Endpoint) -> &Arc<LinkStats> {
+        match endpoint {
+            Endpoint::Proxy1 => &self.proxy1_stats,
+            Endpoint::Proxy2 => &self.proxy2_stats,
+        }
+    }
+
     /// The link emulator (settings, seed, counters), shared by both proxies.
     pub fn link_emulator(&self) -> &Arc<LinkEmulator> {
         &self.link

@@ -14,6 +14,7 @@ pub mod headless;
 pub mod impair;
 pub mod lab;
 pub mod link;
+pub mod monitor;
 pub mod net;
 pub mod roles;
 pub mod script;

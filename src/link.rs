@@ -17,7 +17,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::{CaptureTap, TapRecord};
-use crate::event::{Endpoint, EventKind, EventSink, FrameSummary, Ignored, Level, LinkDirection};
+use crate::event::{
+    Endpoint, EventKind, EventSink, Flow, FrameSummary, Ignored, Level, LinkDirection,
+};
 use crate::impair::pipeline::{Pending, Pipeline};
 use crate::impair::{DirectionEmulator, DropCause, LinkEmulator, LinkVerdict};
 use crate::wire::{Frame, FrameKind, MAX_DATAGRAM, WireMode};
@@ -445,6 +447,7 @@ impl LinkSocket {
                     .stats
                     .received_bytes
                     .fetch_add(len as u64, Ordering::Relaxed);
+                inner.observe_payload(&frame, peer, Flow::In);
                 if inner.events.wants_frames_received() {
                     inner.events.emit(EventKind::FrameReceived {
                         at: inner.endpoint,
@@ -497,12 +500,21 @@ impl Drop for LinkSocket {
 }
 
 impl Inner {
+    /// Tells the event observer (the monitor's connection table), if any, about a `D`
+    /// frame's payload: its per-connection byte counts do not depend on frame events.
+    fn observe_payload(&self, frame: &Frame<'_>, peer: SocketAddr, flow: Flow) {
+        if let (Some(observer), Frame::Data { id, payload }) = (self.events.observer(), frame) {
+            observer.link_payload(self.endpoint, peer, *id, flow, payload.len());
+        }
+    }
+
     /// Counts and reports a frame the role sent (handed to the link).
     fn sent_by_role(&self, frame: &Frame<'_>, wire_len: usize, to: SocketAddr) {
         self.stats.sent.add(frame.kind());
         self.stats
             .sent_bytes
             .fetch_add(wire_len as u64, Ordering::Relaxed);
+        self.observe_payload(frame, to, Flow::Out);
         if self.events.wants_frame_events() {
             self.events.emit(EventKind::FrameSent {
                 at: self.endpoint,

@@ -18,7 +18,7 @@ fn help_of(path: &[&str]) -> String {
 #[test]
 fn help_texts_are_pinned() {
     insta::assert_snapshot!("help", help_of(&[]));
-    for sub in ["echo-server", "proxy2", "proxy1", "echo-client"] {
+    for sub in ["echo-server", "proxy2", "proxy1", "echo-client", "monitor"] {
         insta::assert_snapshot!(format!("help-{sub}"), help_of(&[sub]));
     }
 }
@@ -39,7 +39,7 @@ fn the_binary_prints_help_and_version() {
     let help = tunlab(&["--help"]);
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
-    for role in ["echo-server", "proxy2", "proxy1", "echo-client"] {
+    for role in ["echo-server", "proxy2", "proxy1", "echo-client", "monitor"] {
         assert!(text.contains(role), "--help lists {role}");
     }
     let version = tunlab(&["--version"]);

@@ -57,10 +57,9 @@ async fn an_idle_lab_draws_nothing_and_a_change_draws_again() {
     let (events, rx) = EventSink::channel(EVENT_CAPACITY);
     let events = events_for_tui(events);
     let start = SystemTime::now();
-    let mut lab = Lab::start(LabConfig::ephemeral(), events).await.unwrap();
-    for _ in 0..2 {
-        lab.add_client().await.unwrap();
-    }
+    // No clients yet: an open id is probed every second (an empty `D`, a frame on the wire
+    // the screen shows), so only a lab with every id free is idle on the wire too.
+    let lab = Lab::start(LabConfig::ephemeral(), events).await.unwrap();
     let state = TuiState::new(start, WireMode::Classic, Some(lab.addrs()));
     let terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
     let (keys, inputs) = mpsc::unbounded_channel();
@@ -77,7 +76,7 @@ async fn an_idle_lab_draws_nothing_and_a_change_draws_again() {
         screen
     });
 
-    // The clients connect and open their ids; then nothing happens.
+    // The roles come up; then nothing happens.
     let before = settled(&draws, Duration::from_millis(500)).await;
     assert!(before >= 1, "the first screen is drawn");
 
@@ -94,11 +93,18 @@ async fn an_idle_lab_draws_nothing_and_a_change_draws_again() {
     keys.send(Input::Key(KeyEvent::from(KeyCode::Char('l'))))
         .unwrap();
     let after_key = drawn_after(&draws, before).await;
-    // ...and traffic does too: `s` sends from the selected connection's client.
-    let after_traffic = settled(&draws, Duration::from_millis(500)).await;
-    keys.send(Input::Key(KeyEvent::from(KeyCode::Char('s'))))
+    // ...and so does traffic: `a` adds a client, which opens id 0 (C, OK)...
+    keys.send(Input::Key(KeyEvent::from(KeyCode::Char('a'))))
         .unwrap();
-    drawn_after(&draws, after_traffic.max(after_key)).await;
+    let after_client = drawn_after(&draws, after_key).await;
+    // ...and `s` sends from it. A press before the id is open only notes a warning (drawn
+    // too), so a few presses, 300 ms apart, make sure one sends.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        keys.send(Input::Key(KeyEvent::from(KeyCode::Char('s'))))
+            .unwrap();
+    }
+    drawn_after(&draws, after_client).await;
 
     quit.send(()).unwrap();
     let screen = running.await.unwrap();

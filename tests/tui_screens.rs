@@ -12,7 +12,7 @@ use tui_support::{
 use tunlab::event::{CloseKind, Role};
 use tunlab::tui::app::{Command, handle_key};
 use tunlab::tui::render::{self, clients, connections, header, help, ladder, log, status, trace};
-use tunlab::tui::state::{CaptureView, Selection, TuiState, apply_snapshot};
+use tunlab::tui::state::{CaptureView, MonitorView, Selection, TuiState, apply_snapshot};
 use tunlab::wire::ConnId;
 
 fn classroom_state() -> TuiState {
@@ -42,6 +42,27 @@ fn header_panel_with_a_role_down_and_a_capture() {
         failed: false,
     });
     assert_snapshot!(screen(120, 4, |f| header::render(f, f.area(), &state)));
+}
+
+#[test]
+fn header_panel_with_the_monitor_on() {
+    let mut state = classroom_state();
+    state.monitor = Some(MonitorView {
+        metrics: Some("127.0.0.1:9100".parse().unwrap()),
+        admin: Some("127.0.0.1:9101".parse().unwrap()),
+    });
+    assert_eq!(header::height(&state, false), 5);
+    assert_eq!(header::height(&state, true), 3);
+    assert_snapshot!(screen(120, 5, |f| header::render(f, f.area(), &state)));
+    assert_snapshot!(
+        "header_panel_with_the_monitor_on_compact",
+        screen(80, 3, |f| header::render_compact(f, f.area(), &state))
+    );
+    // The whole screen makes room for the third line.
+    assert_snapshot!(
+        "screen_with_the_monitor_on",
+        screen(100, 30, |f| render::draw(f, &state))
+    );
 }
 
 #[test]

@@ -110,10 +110,15 @@ impl Drop for Session {
 /// exit status and whether the tty settings are as before; the markers are put together by
 /// the shell, so the typed command line itself never matches them.
 fn start_lab(session: &Session, clients: u32) {
+    start_lab_with(session, clients, "");
+}
+
+/// [`start_lab`] with more options.
+fn start_lab_with(session: &Session, clients: u32, options: &str) {
     let bin = env!("CARGO_BIN_EXE_tunlab");
     session.line(&format!(
         "S=$(stty -g); '{bin}' --clients {clients} --server-port 0 --proxy1-port 0 --proxy2-port 0 \
-         --capture-dir '{}'; \
+         --capture-dir '{}' {options}; \
          E=$?; if [ \"$(stty -g)\" = \"$S\" ]; then R=same; else R=changed; fi; \
          echo \"RESULT\" \"exit=$E\" \"tty=$R\"",
         session.captures.path().display()
@@ -246,4 +251,63 @@ fn closing_the_terminal_ends_the_lab() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The lab with `--metrics` and `--admin`: the header shows both addresses, /metrics answers,
+/// and a change made with `tunlab monitor` shows on the screen.
+#[test]
+fn the_header_shows_the_monitor_and_it_answers() {
+    let Some(session) = Session::start("monitor", 120, 40) else {
+        return;
+    };
+    start_lab_with(&session, 1, "--metrics 0 --admin 0 --admin-user ana:pw");
+    let screen = session.wait_for(&["open       client 1", "monitor metrics http://"]);
+    let addr_after = |prefix: &str| -> std::net::SocketAddr {
+        let at = screen.find(prefix).expect(prefix) + prefix.len();
+        let rest = &screen[at..];
+        let end = rest.find([' ', '/']).unwrap();
+        rest[..end].parse().unwrap()
+    };
+    let metrics = addr_after("metrics http://");
+    let admin = addr_after("admin ");
+
+    use std::io::{Read, Write};
+    let mut http = std::net::TcpStream::connect(metrics).unwrap();
+    http.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: lab\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(
+        response.contains("tunlab_connections_open{role=\"proxy1\"} 1"),
+        "{response}"
+    );
+
+    let mut monitor = Command::new(env!("CARGO_BIN_EXE_tunlab"))
+        .args([
+            "monitor",
+            &admin.ip().to_string(),
+            &admin.port().to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    monitor
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ana:pw\nCONFIG loss 40\nQUIT\n")
+        .unwrap();
+    let output = monitor.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(out.contains("loss set to 40"), "{out}");
+    // The lab's screen shows the new setting and who made it.
+    session.wait_for(&["loss 40%", "admin ana: loss set to 40"]);
+
+    session.keys(&["q"]);
+    assert_restored(&session);
 }

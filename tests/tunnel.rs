@@ -320,7 +320,7 @@ async fn a_rst_from_the_client_becomes_x_and_frees_the_id() {
 #[tokio::test]
 async fn an_idle_connection_is_reclaimed_on_both_sides() {
     let mut config = LabConfig::ephemeral();
-    config.proxy1.idle_timeout = Duration::from_millis(300);
+    config.proxy1.idle_timeout = Duration::from_millis(300).into();
     let (lab, mut events) = lab_with(config).await;
     let mut client = open_client(&lab, b"then silence").await;
     let (_, _) = within(

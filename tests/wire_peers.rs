@@ -90,7 +90,7 @@ async fn proxy2_reclaims_an_idle_id_with_x() {
     let stop = CancellationToken::new();
     let server = start_echo_server(&stop).await;
     let mut config = Proxy2Config::new(server);
-    config.idle_timeout = Duration::from_millis(200);
+    config.idle_timeout = Duration::from_millis(200).into();
     let (proxy2, _) = start_proxy2(config, &stop).await;
     let p1 = RawPeer::new(proxy2).await;
     p1.send(b"C2").await;

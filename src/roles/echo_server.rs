@@ -8,7 +8,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::peer_close_kind;
-use crate::event::{CloseKind, EventKind, EventSink, Level, Role, TcpAction};
+use crate::event::{CloseKind, EventKind, EventSink, Flow, Level, Role, TcpAction};
 
 /// Serves until `shutdown` is cancelled; then closes the listener and every connection.
 pub async fn run(listener: TcpListener, events: EventSink, shutdown: CancellationToken) {
@@ -68,6 +68,9 @@ async fn echo(mut stream: TcpStream, peer: SocketAddr, events: EventSink, stop: 
             break;
         }
         let n = read.unwrap_or(0);
+        if let Some(observer) = events.observer() {
+            observer.tcp_bytes(Role::EchoServer, peer, Flow::In, n);
+        }
         let per_read = events.wants_echo_server_io();
         if per_read {
             events.emit(tcp(TcpAction::Read(n)));
@@ -75,6 +78,9 @@ async fn echo(mut stream: TcpStream, peer: SocketAddr, events: EventSink, stop: 
         if stream.write_all(&buf[..n]).await.is_err() {
             events.emit(tcp(TcpAction::PeerClosed(CloseKind::Rst)));
             return;
+        }
+        if let Some(observer) = events.observer() {
+            observer.tcp_bytes(Role::EchoServer, peer, Flow::Out, n);
         }
         if per_read {
             events.emit(tcp(TcpAction::Wrote(n)));

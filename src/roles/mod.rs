@@ -90,6 +90,14 @@ impl Activity {
             .saturating_sub(std::time::Duration::from_millis(last))
     }
 
+    /// The peer showed it still has the connection (proxy1's probe, at proxy2), without
+    /// carrying a byte: it counts as recent activity, not as data.
+    pub(crate) fn keepalive(&self) {
+        let now = self.since.elapsed().as_millis() as u64;
+        self.last_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// When bytes last went (or when the connection began, if they never did).
     pub(crate) fn last_touch(&self) -> std::time::Instant {
         let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
@@ -101,19 +109,14 @@ impl Activity {
         self.carried.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// How long the connection has existed.
-    pub(crate) fn age(&self) -> std::time::Duration {
-        self.since.elapsed()
-    }
-
-    /// Whether it should give its id back: idle past `idle_timeout`, or never used past
-    /// `unused_timeout`. Says which, for the log.
+    /// Whether it should give its id back: idle past `idle_timeout`, or never used and
+    /// quiet past `unused_timeout`. Says which, for the log.
     pub(crate) fn expired(
         &self,
         idle_timeout: std::time::Duration,
         unused_timeout: std::time::Duration,
     ) -> Option<&'static str> {
-        if !self.carried() && self.age() >= unused_timeout {
+        if !self.carried() && self.idle_for() >= unused_timeout {
             Some("carried no data")
         } else if self.idle_for() >= idle_timeout {
             Some("idle")
@@ -155,5 +158,39 @@ impl LogThrottle {
                 Some(held)
             }
         }
+    }
+}
+
+/// An idle timeout that can change while the role runs (the admin protocol's
+/// `CONFIG idle_timeout`). Clones share one value, so whoever holds a clone of a role's
+/// config can change it; a role reads it at every idle sweep.
+#[derive(Clone, Debug)]
+pub struct IdleTimeout(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl IdleTimeout {
+    /// A timeout of `timeout` (kept to the millisecond).
+    pub fn new(timeout: std::time::Duration) -> Self {
+        IdleTimeout(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+            timeout.as_millis().min(u64::MAX as u128) as u64,
+        )))
+    }
+
+    /// The timeout in force now.
+    pub fn get(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Changes the timeout for every clone, from the next sweep on.
+    pub fn set(&self, timeout: std::time::Duration) {
+        self.0.store(
+            timeout.as_millis().min(u64::MAX as u128) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+impl From<std::time::Duration> for IdleTimeout {
+    fn from(timeout: std::time::Duration) -> Self {
+        IdleTimeout::new(timeout)
     }
 }

@@ -47,9 +47,10 @@ pub struct Proxy1Config {
     /// How long a client may wait for a free id before it is closed.
     pub id_wait: Duration,
     /// An open id with no traffic either way for this long is closed (`X` sent).
-    pub idle_timeout: Duration,
-    /// An open id that has carried no byte either way for this long is closed, so idle
-    /// sockets cannot hold all the ids.
+    /// Changeable while the role runs (it is read at every sweep).
+    pub idle_timeout: super::IdleTimeout,
+    /// An open id that has carried no byte either way for this long is closed when another
+    /// client waits for an id, so idle sockets cannot hold all the ids.
     pub unused_timeout: Duration,
     /// After a client's FIN, proxy1 keeps delivering proxy2's data to it until proxy2 has
     /// been quiet this long, then sends `X`.
@@ -73,7 +74,7 @@ impl Proxy1Config {
             connect_attempts: 5,
             connect_retry: Duration::from_millis(500),
             id_wait: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(300).into(),
             unused_timeout: Duration::from_secs(10),
             half_close_linger: Duration::from_millis(500),
             close_attempts: 3,
@@ -315,6 +316,7 @@ fn sweep_period(config: &Proxy1Config) -> Duration {
     super::proxy2::sweep_period(
         config
             .idle_timeout
+            .get()
             .min(config.unused_timeout)
             .min(config.probe_after * 2),
     )
@@ -822,6 +824,13 @@ async fn sweep_ids(shared: &Shared) {
     let now = Instant::now();
     let mut expired = Vec::new();
     let mut probes = Vec::new();
+    // A connection that never carried a byte gives its id back only to a client that waits
+    // for one: an idle lab client (or a telnet left open) is no harm while ids are free.
+    let unused_timeout = if shared.ids.lock().unwrap().queue.is_empty() {
+        Duration::MAX
+    } else {
+        config.unused_timeout
+    };
     {
         let mut slots = shared.slots.lock().unwrap();
         for (id, slot) in slots.iter_mut() {
@@ -830,7 +839,7 @@ async fn sweep_ids(shared: &Shared) {
             }
             if let Some(why) = slot
                 .activity
-                .expired(config.idle_timeout, config.unused_timeout)
+                .expired(config.idle_timeout.get(), unused_timeout)
             {
                 slot.stop.cancel();
                 expired.push((*id, slot.client, why));
@@ -846,7 +855,7 @@ async fn sweep_ids(shared: &Shared) {
     }
     for (id, client, why) in expired {
         let timeout = if why == "idle" {
-            config.idle_timeout
+            config.idle_timeout.get()
         } else {
             config.unused_timeout
         };

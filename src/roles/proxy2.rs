@@ -44,10 +44,12 @@ pub struct Proxy2Config {
     pub connect_timeout: Duration,
     /// A connection with no traffic either way for this long is closed (`X` to proxy1),
     /// so an id whose `X` was lost does not stay taken forever.
-    pub idle_timeout: Duration,
-    /// A connection that has carried no byte either way for this long is closed: a `C`
-    /// nobody follows up (a flood, a proxy1 that died) holds a server connection only
-    /// this long.
+    /// Changeable while the role runs (it is read at every sweep).
+    pub idle_timeout: super::IdleTimeout,
+    /// A connection that has carried no byte either way, and that its proxy1 has not
+    /// probed, for this long is closed: a `C` nobody follows up (a flood, a proxy1 that
+    /// died) holds a server connection only this long. A live proxy1 probes its idle ids
+    /// every second, so its connections stay.
     pub unused_timeout: Duration,
     /// `D` frames queued toward one slow server connection before classic mode drops them.
     pub queue_frames: usize,
@@ -60,7 +62,7 @@ impl Proxy2Config {
         Proxy2Config {
             server,
             connect_timeout: Duration::from_secs(3),
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(300).into(),
             unused_timeout: Duration::from_secs(10),
             queue_frames: 1024,
             limits: Limits::default(),
@@ -187,7 +189,11 @@ pub async fn run(link: LinkSocket, config: Proxy2Config, shutdown: CancellationT
     });
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut sweep = tokio::time::interval(sweep_period(
-        shared.config.idle_timeout.min(shared.config.unused_timeout),
+        shared
+            .config
+            .idle_timeout
+            .get()
+            .min(shared.config.unused_timeout),
     ));
     // One cancellation future for the whole loop: making a new one per read registers and
     // unregisters a waiter (two lock round trips) for every datagram or TCP read.
@@ -284,12 +290,14 @@ async fn on_frame(
             let queue = {
                 let mut table = shared.table.lock().unwrap();
                 let first_bytes = table.slots.get(&key).map(|slot| {
-                    // An empty `D` is proxy1's probe ("do you still have this id?"): it
-                    // carries nothing and keeps nothing alive.
-                    let first = !payload.is_empty() && !slot.activity.carried();
-                    if !payload.is_empty() {
-                        slot.activity.touch();
+                    // An empty `D` is proxy1's probe ("do you still have this id?"): proxy1
+                    // still holds the connection, so it stays, but it has carried nothing.
+                    if payload.is_empty() {
+                        slot.activity.keepalive();
+                        return false;
                     }
+                    let first = !slot.activity.carried();
+                    slot.activity.touch();
                     first
                 });
                 if first_bytes == Some(true) {
@@ -538,7 +546,10 @@ async fn reclaim_expired(shared: &Shared) {
             .iter()
             .filter_map(|(key, slot)| {
                 slot.activity
-                    .expired(shared.config.idle_timeout, shared.config.unused_timeout)
+                    .expired(
+                        shared.config.idle_timeout.get(),
+                        shared.config.unused_timeout,
+                    )
                     .map(|why| (*key, why))
             })
             .collect();
@@ -555,7 +566,7 @@ async fn reclaim_expired(shared: &Shared) {
             format!(
                 "closing {} connections idle for {:?} or unused for {:?}",
                 expired.len(),
-                shared.config.idle_timeout,
+                shared.config.idle_timeout.get(),
                 shared.config.unused_timeout
             ),
         );
@@ -563,7 +574,7 @@ async fn reclaim_expired(shared: &Shared) {
     for ((peer, id), why) in expired {
         if one_line_each {
             let timeout = if why == "idle" {
-                shared.config.idle_timeout
+                shared.config.idle_timeout.get()
             } else {
                 shared.config.unused_timeout
             };

@@ -131,6 +131,11 @@ impl CaptureRun {
         self.tap.clone()
     }
 
+    /// The file writer's status (frames written so far), for the monitor.
+    pub fn status(&self) -> Arc<crate::capture::CaptureStatus> {
+        self.writer.status()
+    }
+
     /// Waits (briefly) for every tapped frame to be taken in, once the lab has shut down.
     pub async fn finish(self) -> CaptureOutcome {
         let CaptureRun {

@@ -23,6 +23,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::monitor::MonitorPlan;
 use report::Report;
 use source::{ScenarioError, Source};
 
@@ -34,11 +35,12 @@ pub const EXIT_INVALID: u8 = 2;
 pub const DEMO_SCENARIO: &str = include_str!("../../assets/scenarios/basic.toml");
 const DEMO_NAME: &str = "built-in demo (assets/scenarios/basic.toml)";
 
-/// Runs the scenario in `path`, printing the summary; writes the JSON report to `report`.
-pub async fn run_file(path: &Path, report: Option<&Path>) -> ExitCode {
+/// Runs the scenario in `path`, printing the summary; writes the JSON report to `report`,
+/// and serves what `monitor` asks while it runs.
+pub async fn run_file(path: &Path, report: Option<&Path>, monitor: &MonitorPlan) -> ExitCode {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => run_source(&Source::new(file, text), report).await,
+        Ok(text) => run_adjusted(&Source::new(file, text), report, monitor, |_| {}).await,
         Err(e) => invalid(&ScenarioError::whole_file(
             file,
             format!("cannot read the scenario: {e}"),
@@ -52,9 +54,10 @@ pub async fn run_file(path: &Path, report: Option<&Path>) -> ExitCode {
 pub async fn run_demo(
     report: Option<&Path>,
     capture: Option<(scenario::CaptureFormat, PathBuf)>,
+    monitor: &MonitorPlan,
 ) -> ExitCode {
     let source = Source::new(DEMO_NAME, DEMO_SCENARIO);
-    run_adjusted(&source, report, |scenario| {
+    run_adjusted(&source, report, monitor, |scenario| {
         scenario.lab.capture = capture.as_ref().map(|(format, _)| *format);
         if let Some((_, dir)) = capture {
             scenario.lab.capture_dir = dir;
@@ -65,13 +68,14 @@ pub async fn run_demo(
 
 /// Checks and runs a scenario from its text.
 pub async fn run_source(source: &Source, report_path: Option<&Path>) -> ExitCode {
-    run_adjusted(source, report_path, |_| {}).await
+    run_adjusted(source, report_path, &MonitorPlan::default(), |_| {}).await
 }
 
 /// Checks a scenario, lets `adjust` change it, and runs it.
 async fn run_adjusted(
     source: &Source,
     report_path: Option<&Path>,
+    monitor: &MonitorPlan,
     adjust: impl FnOnce(&mut scenario::Scenario),
 ) -> ExitCode {
     let mut scenario = match scenario::parse(source) {
@@ -101,7 +105,7 @@ async fn run_adjusted(
     if let Some(description) = &scenario.description {
         println!("  {}", description.trim());
     }
-    let outcome = match runner::run(&scenario).await {
+    let outcome = match runner::run(&scenario, monitor).await {
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("error: {}: the lab could not start: {e:#}", scenario.file);

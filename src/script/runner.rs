@@ -3,6 +3,7 @@
 //! and stops at the deadline if the steps take too long.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -13,6 +14,7 @@ use super::fold::Fold;
 use super::scenario::{Action, ClientSel, Condition, Scenario, Step};
 use crate::event::{ClientEnd, ClientId, Event, EventSink};
 use crate::lab::{Lab, LabAddrs, LabSnapshot};
+use crate::monitor::{ConnTable, Monitor, MonitorPlan, MonitorSources};
 use crate::roles::echo_client::ClientStatus;
 
 /// Events the stream holds before it starts dropping (and counting) them. The runner reads
@@ -47,10 +49,17 @@ pub struct Outcome {
 /// Why a step could not go on.
 struct StepFailure(String);
 
-/// Runs `scenario`. `Err` means the lab could not start (the scenario is then unusable as
-/// written here, for example a fixed port that is taken).
-pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
+/// Runs `scenario`, serving `/metrics` and the admin protocol meanwhile when `monitor` asks.
+/// `Err` means the lab could not start (the scenario is then unusable as written here, for
+/// example a fixed port that is taken).
+pub async fn run(scenario: &Scenario, monitor: &MonitorPlan) -> anyhow::Result<Outcome> {
     let (events, receiver) = EventSink::channel(EVENT_CAPACITY);
+    // The monitor's connection table sees every event before the channel could drop one.
+    let conns = monitor.is_on().then(|| Arc::new(ConnTable::new()));
+    let events = match &conns {
+        Some(conns) => events.with_observer(conns.clone()),
+        None => events,
+    };
     let capture = scenario
         .lab
         .capture
@@ -78,6 +87,25 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
         "lab up: echo server {} (tcp), proxy2 {} (udp), proxy1 {} (tcp) / {} (udp)",
         addrs.server, addrs.proxy2_udp, addrs.proxy1_tcp, addrs.proxy1_udp
     );
+    let monitor = match conns {
+        Some(conns) => {
+            let status = capture.as_ref().map(CaptureRun::status);
+            match Monitor::start(monitor, MonitorSources::for_lab(&lab, conns, status)).await {
+                Ok(monitor) => Some(monitor),
+                Err(e) => {
+                    lab.shutdown().await;
+                    if let Some(capture) = capture {
+                        capture.abandon().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    if let Some(line) = monitor.as_ref().and_then(Monitor::describe) {
+        println!("{line}");
+    }
     let mut runner = Runner {
         lab,
         receiver,
@@ -127,6 +155,9 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Outcome> {
         steps_completed,
         ..
     } = runner;
+    if let Some(monitor) = monitor {
+        monitor.stop().await;
+    }
     lab.shutdown().await;
     let capture = match capture {
         Some(capture) => Some(capture.finish().await),

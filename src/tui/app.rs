@@ -4,18 +4,20 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tokio::sync::mpsc;
 
 use super::screen_loop::ScreenLoop;
-use super::state::{Selection, TuiState};
+use super::state::{MonitorView, Selection, TuiState};
 use super::terminal::{self, InputReader, QuitSignals};
 use crate::capture::CaptureWriter;
 use crate::cli::LabArgs;
 use crate::event::{ClientId, CloseKind, EventSink, Level, Role};
 use crate::lab::{Lab, LabConfig};
+use crate::monitor::{ConnTable, Monitor, MonitorSources};
 use crate::roles::echo_client::SIMPLE_MESSAGE;
 use crate::wire::ConnId;
 
@@ -367,6 +369,14 @@ fn send(lab: &Lab, state: &mut TuiState, client: ClientId, bytes: Vec<u8>) {
 pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let (events, rx) = EventSink::channel(EVENT_CAPACITY);
     let events = crate::tui::state::events_for_tui(events);
+    // With a monitor on, its connection table sees every event before the screen's channel
+    // could drop one (or the sampling count it instead).
+    let monitor_plan = args.monitor.plan();
+    let conns = monitor_plan.is_on().then(|| Arc::new(ConnTable::new()));
+    let events = match &conns {
+        Some(conns) => events.with_observer(conns.clone()),
+        None => events,
+    };
     // A capture directory that cannot be written is an error before the screen is taken over.
     let capture = match args.capture.plan() {
         Some(plan) => Some(CaptureWriter::start(plan, events.clone())?),
@@ -388,7 +398,31 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
+    let capture_status = capture.as_ref().map(CaptureWriter::status);
+    // Errors (a port in use, no --admin-user) print as usual, before the screen is taken over.
+    let monitor = match conns {
+        Some(conns) => match Monitor::start(
+            &monitor_plan,
+            MonitorSources::for_lab(&lab, conns, capture_status.clone()),
+        )
+        .await
+        {
+            Ok(monitor) => Some(monitor),
+            Err(e) => {
+                lab.shutdown().await;
+                if let Some(capture) = capture {
+                    capture.abandon().await;
+                }
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let mut state = TuiState::new(start, mode, Some(lab.addrs()));
+    state.monitor = monitor.as_ref().map(|monitor| MonitorView {
+        metrics: monitor.metrics_addr(),
+        admin: monitor.admin_addr(),
+    });
     for _ in 0..args.clients_to_start(true) {
         if let Err(e) = lab.add_client().await {
             state.note(Level::Error, format!("cannot add a client: {e}"));
@@ -399,18 +433,14 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let mut input = InputReader::spawn()?;
     // The loop takes the keys; the reader keeps its thread until it is dropped.
     let inputs = std::mem::replace(&mut input.events, mpsc::unbounded_channel().1);
-    let mut screen = ScreenLoop::new(
-        screen_terminal,
-        lab,
-        state,
-        rx,
-        inputs,
-        capture.as_ref().map(CaptureWriter::status),
-    );
+    let mut screen = ScreenLoop::new(screen_terminal, lab, state, rx, inputs, capture_status);
     let outcome = screen.run(signals.recv()).await;
     drop(input);
     drop(session);
     let lab = screen.lab;
+    if let Some(monitor) = monitor {
+        monitor.stop().await;
+    }
     outcome?;
     // Taken once every role has stopped: the totals match the capture frame for frame.
     let snapshot = lab.shutdown_with_totals().await;

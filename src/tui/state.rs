@@ -145,6 +145,15 @@ pub struct CaptureView {
     pub failed: bool,
 }
 
+/// Where the lab's monitor serves, when `--metrics` or `--admin` is on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MonitorView {
+    /// `/metrics` listens here.
+    pub metrics: Option<SocketAddr>,
+    /// The admin protocol listens here.
+    pub admin: Option<SocketAddr>,
+}
+
 /// One frame in a connection's trace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TraceLine {
@@ -454,6 +463,8 @@ pub struct TuiState {
     pub proxy1_udp: Option<SocketAddr>,
     pub link: LinkView,
     pub capture: Option<CaptureView>,
+    /// The monitor's addresses, when it is on.
+    pub monitor: Option<MonitorView>,
     /// One per id, `0..mode.max_connections()`.
     pub conns: Vec<ConnView>,
     pub clients: BTreeMap<ClientId, ClientView>,
@@ -488,6 +499,7 @@ impl TuiState {
                 impairment: None,
             },
             capture: None,
+            monitor: None,
             conns: (0..mode.max_connections())
                 .map(|i| ConnView::new(ConnId::new(i as u16)))
                 .collect(),

@@ -136,8 +136,8 @@ impl Checker<'_> {
             proxy1.id_wait = wait;
         }
         if let Some(Dur(idle)) = tunnel.idle_timeout {
-            proxy1.idle_timeout = idle;
-            proxy2.idle_timeout = idle;
+            proxy1.idle_timeout = idle.into();
+            proxy2.idle_timeout = idle.into();
         }
         if let Some(Dur(timeout)) = tunnel.server_connect_timeout {
             proxy2.connect_timeout = timeout;

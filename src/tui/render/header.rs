@@ -1,5 +1,5 @@
 //! The header: the topology (each role, its address, up or down), the link's settings, the
-//! capture, and how many clients there are.
+//! capture, how many clients there are, and where the monitor serves when it is on.
 
 use std::net::SocketAddr;
 
@@ -7,10 +7,18 @@ use ratatui::prelude::*;
 use ratatui::widgets::{Block, Paragraph};
 
 use super::border_style;
-use crate::tui::state::{RoleView, TuiState};
+use crate::tui::state::{MonitorView, RoleView, TuiState};
 use crate::wire::WireMode;
 
-/// The header in a bordered block (normal and large layouts): two lines inside.
+/// Rows the header takes: two lines (three with the monitor on), plus the border when not
+/// compact.
+pub fn height(state: &TuiState, compact: bool) -> u16 {
+    let lines = 2 + u16::from(state.monitor.is_some());
+    if compact { lines } else { lines + 2 }
+}
+
+/// The header in a bordered block (normal and large layouts): two lines inside, three with
+/// the monitor on.
 pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     let block = Block::bordered()
         .border_style(border_style(false))
@@ -18,14 +26,54 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
             " tunlab · TCP over one UDP link ",
             Style::new().bold(),
         ));
-    let lines = vec![topology_line(state, false), settings_line(state, false)];
+    let mut lines = vec![topology_line(state, false), settings_line(state, false)];
+    lines.extend(
+        state
+            .monitor
+            .as_ref()
+            .map(|m| monitor_line(m, false, area.width.saturating_sub(2))),
+    );
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
-/// The header without a border, for 80x24: the same two lines, shortened.
+/// The header without a border, for 80x24: the same lines, shortened.
 pub fn render_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
-    let lines = vec![topology_line(state, true), settings_line(state, true)];
+    let mut lines = vec![topology_line(state, true), settings_line(state, true)];
+    lines.extend(
+        state
+            .monitor
+            .as_ref()
+            .map(|m| monitor_line(m, true, area.width)),
+    );
     frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// ` monitor metrics http://127.0.0.1:9100/metrics │ admin 127.0.0.1:9101 (tunlab monitor …)`;
+/// the command that logs in is added when it fits in `width`.
+fn monitor_line(monitor: &MonitorView, compact: bool, width: u16) -> Line<'static> {
+    let label = Style::new().dark_gray();
+    let mut spans = vec![Span::styled(" monitor", label)];
+    if let Some(addr) = monitor.metrics {
+        spans.push(Span::styled(" metrics ", label));
+        spans.push(Span::raw(if compact {
+            addr.to_string()
+        } else {
+            format!("http://{addr}/metrics")
+        }));
+    }
+    if let Some(addr) = monitor.admin {
+        if monitor.metrics.is_some() {
+            spans.push(Span::styled(" │", label));
+        }
+        spans.push(Span::styled(" admin ", label));
+        spans.push(Span::raw(addr.to_string()));
+        let hint = format!(" (tunlab monitor {} {})", addr.ip(), addr.port());
+        let used: usize = spans.iter().map(Span::width).sum();
+        if !compact && used + hint.chars().count() <= usize::from(width) {
+            spans.push(Span::styled(hint, label));
+        }
+    }
+    Line::from(spans)
 }
 
 fn topology_line(state: &TuiState, compact: bool) -> Line<'static> {

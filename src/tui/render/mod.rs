@@ -85,7 +85,7 @@ pub fn draw(frame: &mut Frame<'_>, state: &TuiState) {
 fn draw_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     let log_rows = if area.height >= 22 { 6 } else { 0 };
     let [header_area, body, log_area, status_area] = Layout::vertical([
-        Constraint::Length(2),
+        Constraint::Length(header::height(state, true)),
         Constraint::Min(6),
         Constraint::Length(log_rows),
         Constraint::Length(2),
@@ -109,9 +109,12 @@ fn draw_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
 
 fn draw_normal(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     // The body first needs every id and a few clients; the log gets what is left, 4 to 8 rows.
-    let log_rows = area.height.saturating_sub(4 + 2 + 12 + 6).clamp(4, 8);
+    let log_rows = area
+        .height
+        .saturating_sub(header::height(state, false) + 2 + 12 + 6)
+        .clamp(4, 8);
     let [header_area, body, log_area, status_area] = Layout::vertical([
-        Constraint::Length(4),
+        Constraint::Length(header::height(state, false)),
         Constraint::Min(10),
         Constraint::Length(log_rows),
         Constraint::Length(2),
@@ -132,7 +135,7 @@ fn draw_normal(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
 
 fn draw_large(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     let [header_area, body, bottom, status_area] = Layout::vertical([
-        Constraint::Length(4),
+        Constraint::Length(header::height(state, false)),
         Constraint::Min(20),
         Constraint::Length(10),
         Constraint::Length(2),
