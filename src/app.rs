@@ -33,19 +33,38 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         let monitor = args.monitor.plan();
         return Ok(crate::script::run_file(script, args.report.as_deref(), &monitor).await);
     }
+    if let Some(play) = &args.play {
+        if !std::io::stdout().is_terminal() {
+            eprintln!(
+                "error: --play draws the scenario on a terminal, and stdout is not one; \
+                 run it headless with --script {}",
+                play.display()
+            );
+            return Ok(ExitCode::from(crate::script::EXIT_INVALID));
+        }
+        return crate::tui::play::run(play, args.play_every, args.report.as_deref()).await;
+    }
+    // Without the permission to read loopback, stop before anything starts (exit code 2).
+    let tcp = match crate::cli::open_tcp_capture(args.capture.capture_tcp) {
+        Ok(tcp) => tcp,
+        Err(code) => return Ok(code),
+    };
     if args.no_tui {
-        return crate::headless::run(&args).await;
+        return crate::headless::run(&args, tcp).await;
     }
     if !std::io::stdout().is_terminal() {
         // The demo is the lab's run without a terminal: it captures as the lab would.
         let capture = &args.capture;
-        let capture =
-            (!capture.no_capture).then(|| (capture.capture_format, capture.capture_dir.clone()));
+        let capture = (!capture.no_capture).then(|| crate::script::DemoCapture {
+            format: capture.format(),
+            dir: capture.capture_dir.clone(),
+            tcp: capture.capture_tcp,
+        });
         warn_about_ignored_options(&args);
         let monitor = args.monitor.plan();
         return Ok(crate::script::run_demo(args.report.as_deref(), capture, &monitor).await);
     }
-    crate::tui::run(&args).await
+    crate::tui::run(&args, tcp).await
 }
 
 /// The headless demo runs its scenario as written; say so when the command line asked for
@@ -55,6 +74,9 @@ fn warn_about_ignored_options(args: &LabArgs) {
     let mut ignored = Vec::new();
     if args.clients.is_some() {
         ignored.push("--clients");
+    }
+    if args.chatter.is_some() {
+        ignored.push("--chatter");
     }
     if (args.server_port, args.proxy1_port, args.proxy2_port)
         != (

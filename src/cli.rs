@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::{CaptureFormat, CapturePlan, CaptureTap, CaptureTarget, CaptureWriter};
+use crate::capture::{
+    CaptureFormat, CapturePlan, CaptureTap, CaptureTarget, CaptureWriter, TcpCapture,
+};
 use crate::describe::describe;
 use crate::event::Endpoint;
 use crate::event::{EventSink, Level, Role};
@@ -56,6 +58,8 @@ Examples:
   tunlab proxy1 3327 localhost 3328 --loss-to-proxy1 30
                                            proxy1 losing 30% of what proxy2 sends it
   tunlab --no-tui --proxy1-port 3327      the lab headless until Ctrl-C, for your own clients
+  tunlab --netns --capture-tcp            the lab in a namespace of its own, its capture
+                                           holding the TCP legs too (no root needed)
   tunlab --script assets/scenarios/basic.toml --report report.json
                                            a scenario headless, for CI
   tunlab proxy2 3328 localhost 1818 --metrics 9100 --admin 9101 --admin-user ana:s3cret
@@ -78,6 +82,11 @@ pub struct LabArgs {
     /// Echo clients to start with [default: 3 with the screen, 0 with --no-tui].
     #[arg(long, value_name = "N")]
     pub clients: Option<u32>,
+    /// Clients talk on their own: every INTERVAL (`1s`, `300ms`) the next live client, in
+    /// turn, sends a short line, so the screen keeps moving during a talk. `t` switches it on
+    /// and off (at this interval, or every second).
+    #[arg(long, value_parser = parse_chatter, value_name = "INTERVAL")]
+    pub chatter: Option<std::time::Duration>,
     /// Address every role binds (keep it on loopback unless you mean otherwise).
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), value_name = "ADDR")]
     pub host: IpAddr,
@@ -100,20 +109,44 @@ pub struct LabArgs {
     pub link: LinkArgs,
     #[command(flatten)]
     pub capture: LabCaptureArgs,
+    /// Run the lab in a new user and network namespace of its own (no root needed where the
+    /// kernel allows unprivileged user namespaces), where --capture-tcp may read its loopback.
+    /// Programs outside the namespace cannot reach the lab there, nor it them.
+    #[arg(long)]
+    pub netns: bool,
     #[command(flatten)]
     pub monitor: MonitorArgs,
     /// Run the lab without a screen until Ctrl-C or SIGTERM: every role as usual, capturing as
     /// configured, connections and errors logged on stderr, totals printed on stdout at the
     /// end. For a server or a CI job where your own clients connect to proxy1.
-    #[arg(long, help_heading = "Headless", conflicts_with_all = ["script", "report"])]
+    #[arg(long, help_heading = "Headless", conflicts_with_all = ["script", "report", "play"])]
     pub no_tui: bool,
     /// Run this scenario headless instead of the interactive lab: exit code 0 when every
     /// expectation holds, 1 when one fails, 2 when the scenario is invalid. The scenario sets
     /// up its own lab (ports, clients, timings), so the other lab options do not apply.
     #[arg(long, value_name = "FILE", help_heading = "Headless")]
     pub script: Option<PathBuf>,
-    /// Write a JSON report of the headless run (a --script, or the built-in demo that runs
-    /// when stdout is not a terminal).
+    /// Run this scenario on screen, for a class: the step list in the log's place, Enter runs
+    /// the next step (the usual keys work in between), the expectations are ticked at the
+    /// end, and the summary follows on the terminal. Exit codes as for --script.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "Classroom",
+        conflicts_with = "script"
+    )]
+    pub play: Option<PathBuf>,
+    /// With --play: run the next step by itself after this long (Enter still runs it sooner).
+    #[arg(
+        long,
+        value_parser = humantime::parse_duration,
+        value_name = "TIME",
+        requires = "play",
+        help_heading = "Classroom"
+    )]
+    pub play_every: Option<std::time::Duration>,
+    /// Write a JSON report of the scenario's run (a --script or --play, or the built-in demo
+    /// that runs when stdout is not a terminal).
     #[arg(long, value_name = "FILE", help_heading = "Headless")]
     pub report: Option<PathBuf>,
 }
@@ -127,11 +160,16 @@ pub struct LabCaptureArgs {
     #[arg(long, default_value = "captures", value_name = "DIR")]
     pub capture_dir: PathBuf,
     /// Do not record the link.
-    #[arg(long, conflicts_with = "capture_dir")]
+    #[arg(long, conflicts_with_all = ["capture_dir", "capture_tcp"])]
     pub no_capture: bool,
-    /// File format of the capture.
-    #[arg(long, value_enum, default_value_t = CaptureFormat::Pcap, value_name = "FORMAT")]
-    pub capture_format: CaptureFormat,
+    /// File format of the capture [default: pcap, or pcapng with --capture-tcp]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub capture_format: Option<CaptureFormat>,
+    /// Also record the TCP legs (client-proxy1 and proxy2-server: handshakes, data, FIN and
+    /// RST) from the loopback interface, in time order with the link's frames in one file.
+    /// Needs CAP_NET_RAW: run as root, give the binary the capability, or add --netns.
+    #[arg(long)]
+    pub capture_tcp: bool,
 }
 
 impl LabArgs {
@@ -143,16 +181,32 @@ impl LabArgs {
 }
 
 impl LabCaptureArgs {
+    /// The format asked for, or the default: pcapng when TCP segments join the file (its
+    /// interfaces then say which packets are the link's and which the TCP legs').
+    pub fn format(&self) -> CaptureFormat {
+        self.capture_format.unwrap_or(if self.capture_tcp {
+            CaptureFormat::Pcapng
+        } else {
+            CaptureFormat::Pcap
+        })
+    }
+
     /// The capture to start, if any.
     pub fn plan(&self) -> Option<CapturePlan> {
         (!self.no_capture).then(|| {
+            let description = if self.capture_tcp {
+                "tunlab lab: every UDP frame between proxy1 and proxy2, and the TCP legs"
+            } else {
+                "tunlab lab: every UDP frame between proxy1 and proxy2"
+            };
             CapturePlan::new(
                 CaptureTarget::Dir(self.capture_dir.clone()),
-                self.capture_format,
-                "tunlab lab: every UDP frame between proxy1 and proxy2",
+                self.format(),
+                description,
                 // The writer's messages appear under proxy1, the link's client end.
                 Role::Proxy1,
             )
+            .with_tcp(self.capture_tcp)
         })
     }
 }
@@ -196,26 +250,64 @@ pub struct ProxyCaptureArgs {
     /// The file is complete after Ctrl-C or SIGTERM.
     #[arg(long, value_name = "FILE")]
     pub capture: Option<PathBuf>,
-    /// File format of the capture.
-    #[arg(long, value_enum, default_value_t = CaptureFormat::Pcap, value_name = "FORMAT")]
-    pub capture_format: CaptureFormat,
+    /// File format of the capture [default: from FILE's extension, .pcapng or .pcap; pcapng
+    /// with --capture-tcp]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub capture_format: Option<CaptureFormat>,
+    /// Also record this proxy's TCP leg (proxy1: its clients; proxy2: the server) from the
+    /// loopback interface into the same file, in time order. Needs CAP_NET_RAW (root, or the
+    /// capability on the binary).
+    #[arg(long, requires = "capture")]
+    pub capture_tcp: bool,
 }
 
 impl ProxyCaptureArgs {
+    /// The format asked for; otherwise the one the file name's extension says; otherwise
+    /// pcapng with TCP capture and pcap without.
+    pub fn format(&self) -> CaptureFormat {
+        let by_extension = self.capture.as_ref().and_then(|file| {
+            match file.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+                "pcapng" => Some(CaptureFormat::Pcapng),
+                "pcap" => Some(CaptureFormat::Pcap),
+                _ => None,
+            }
+        });
+        self.capture_format
+            .or(by_extension)
+            .unwrap_or(if self.capture_tcp {
+                CaptureFormat::Pcapng
+            } else {
+                CaptureFormat::Pcap
+            })
+    }
+
     /// The capture to start, if any; `role` names the proxy in the file and the log.
     pub fn plan(&self, role: Role) -> Option<CapturePlan> {
         self.capture.as_ref().map(|file| {
             CapturePlan::new(
                 CaptureTarget::File(file.clone()),
-                self.capture_format,
+                self.format(),
                 format!(
                     "tunlab {} (standalone): every UDP frame it sent and received",
                     role.label()
                 ),
                 role,
             )
+            .with_tcp(self.capture_tcp)
         })
     }
+}
+
+/// Opens the packet socket for `--capture-tcp` when asked, before anything starts: without
+/// the permission the run stops here with a message that says how to get it (exit code 2).
+pub fn open_tcp_capture(wanted: bool) -> Result<Option<TcpCapture>, ExitCode> {
+    if !wanted {
+        return Ok(None);
+    }
+    TcpCapture::open().map(Some).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(crate::script::EXIT_INVALID)
+    })
 }
 
 /// Settings of the UDP link that both proxies share.
@@ -434,6 +526,21 @@ pub struct EchoClientArgs {
 /// Parses the command line and runs it; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.is_some() && cli.lab.netns {
+        eprintln!(
+            "error: --netns is for the lab (no subcommand): a standalone role in a namespace of \
+             its own could reach no one; give a proxy CAP_NET_RAW for --capture-tcp instead"
+        );
+        return ExitCode::from(crate::script::EXIT_INVALID);
+    }
+    if cli.command.is_none() && cli.lab.netns {
+        // Before the runtime: unshare refuses a new user namespace to a threaded process.
+        if let Err(e) = crate::netns::enter() {
+            eprintln!("error: {e}");
+            return ExitCode::from(crate::script::EXIT_INVALID);
+        }
+        eprintln!("{}", crate::netns::NOTICE);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -458,7 +565,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let sources = |events, conns, _capture| {
                 MonitorSources::new("echo-server", Role::EchoServer, events, conns)
             };
-            run_standalone(&args.common, None, sources, |events, stop, _| {
+            run_standalone(&args.common, None, None, sources, |events, stop, _| {
                 echo_server::run(listener, events, stop)
             })
             .await
@@ -471,6 +578,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let emulator = standalone_emulator(&args.link, args.common.monitor.admin.is_some());
             let attach = emulator.clone();
             let capture = args.capture.plan(Role::Proxy2);
+            let tcp = match open_tcp_capture(args.capture.capture_tcp) {
+                Ok(tcp) => tcp.map(|tcp| (tcp, vec![server.port()])),
+                Err(code) => return Ok(code),
+            };
             let stats = Arc::new(LinkStats::default());
             let sources = proxy_sources(
                 Endpoint::Proxy2,
@@ -482,6 +593,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let code = run_standalone(
                 &args.common,
                 capture,
+                tcp,
                 sources,
                 |events, stop, tap| async move {
                     match LinkSocket::new(socket, Endpoint::Proxy2, wire, events) {
@@ -506,6 +618,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let emulator = standalone_emulator(&args.link, args.common.monitor.admin.is_some());
             let attach = emulator.clone();
             let capture = args.capture.plan(Role::Proxy1);
+            let client_port = listener.local_addr()?.port();
+            let tcp = match open_tcp_capture(args.capture.capture_tcp) {
+                Ok(tcp) => tcp.map(|tcp| (tcp, vec![client_port])),
+                Err(code) => return Ok(code),
+            };
             let stats = Arc::new(LinkStats::default());
             let sources = proxy_sources(
                 Endpoint::Proxy1,
@@ -517,6 +634,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let code = run_standalone(
                 &args.common,
                 capture,
+                tcp,
                 sources,
                 |events, stop, tap| async move {
                     match LinkSocket::new(socket, Endpoint::Proxy1, wire, events) {
@@ -626,6 +744,7 @@ fn with_tap(link: LinkSocket, tap: Option<CaptureTap>) -> LinkSocket {
 async fn run_standalone<S, F, Fut>(
     common: &StandaloneArgs,
     capture: Option<CapturePlan>,
+    tcp: Option<(TcpCapture, Vec<u16>)>,
     sources: S,
     role: F,
 ) -> anyhow::Result<ExitCode>
@@ -662,15 +781,24 @@ where
             }
         }
     });
-    let capture = match capture {
+    let mut capture = match capture {
         Some(plan) => Some(CaptureWriter::start(plan, events.clone())?),
         None => None,
     };
-    if let Some(capture) = &capture {
+    if let Some(capture) = &mut capture {
         eprintln!(
             "capturing the link to {}",
             capture.status().path().display()
         );
+        if let Some((tcp, ports)) = tcp {
+            capture.capture_tcp(tcp, &ports, events.clone())?;
+            let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+            eprintln!(
+                "capturing TCP port {} on {} too",
+                ports.join(", "),
+                crate::capture::tcp::LOOPBACK
+            );
+        }
     }
     let monitor = match conns {
         Some(conns) => {
@@ -771,4 +899,23 @@ impl Default for StopSignals {
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM received from now on.
 pub async fn wait_for_signal() {
     StopSignals::new().recv().await;
+}
+
+/// The shortest and longest `--chatter` interval: faster would flood the traces, slower
+/// would not look like chatter.
+pub const CHATTER_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_millis(50)..=std::time::Duration::from_secs(600);
+
+fn parse_chatter(text: &str) -> Result<std::time::Duration, String> {
+    let interval = humantime::parse_duration(text)
+        .map_err(|_| format!("'{text}' is not a duration: write it like 1s or 300ms"))?;
+    if CHATTER_RANGE.contains(&interval) {
+        Ok(interval)
+    } else {
+        Err(format!(
+            "{text} is outside {} to {}",
+            humantime::format_duration(*CHATTER_RANGE.start()),
+            humantime::format_duration(*CHATTER_RANGE.end())
+        ))
+    }
 }

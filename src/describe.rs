@@ -3,30 +3,58 @@
 
 use crate::event::{ClientAction, ConnState, EventKind, FrameSummary, Ignored, TcpAction};
 
-/// Escapes bytes for display: printable ASCII as is, `\n`, `\r`, `\t`, everything else `\xNN`.
+/// Escapes bytes for display: printable text as is (ASCII and any printable UTF-8, so
+/// `adiós` reads as `adiós`), `\n`, `\r`, `\t`, `\\` and `\"` as escapes, and every other
+/// byte (control characters, bytes that are not UTF-8) as `\xNN`.
 ///
 /// The TUI labels every frame it traces with this, so it avoids the formatting machinery
 /// (a `format!` per byte made binary payloads the TUI's largest cost).
 pub fn escape_bytes(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 2);
-    for &b in bytes {
-        match b {
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'"' => out.extend_from_slice(b"\\\""),
-            0x20..=0x7e => out.push(b),
-            _ => out.extend_from_slice(&[
-                b'\\',
-                b'x',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]),
+    let mut out = String::with_capacity(bytes.len() + bytes.len() / 2);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                ' '..='~' => out.push(c),
+                c if c.is_ascii() || !is_printable(c) => {
+                    let mut buf = [0u8; 4];
+                    for &b in c.encode_utf8(&mut buf).as_bytes() {
+                        push_hex(&mut out, b);
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for &b in chunk.invalid() {
+            push_hex(&mut out, b);
         }
     }
-    String::from_utf8(out).expect("only printable ASCII is written")
+    out
+}
+
+/// Whether a non-ASCII character is safe to put on a terminal as text: not a control
+/// character (C1), not a format or separator character that moves or hides text.
+fn is_printable(c: char) -> bool {
+    !c.is_control()
+        && !matches!(c,
+            '\u{00ad}'                       // soft hyphen: invisible
+            | '\u{200b}'..='\u{200f}'         // zero-width spaces, direction marks
+            | '\u{2028}'..='\u{202e}'         // line/paragraph separators, embeddings
+            | '\u{2060}'..='\u{206f}'         // word joiner, invisible operators, isolates
+            | '\u{feff}'                       // byte order mark
+            | '\u{fff9}'..='\u{fffb}') // interlinear annotations
+}
+
+fn push_hex(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('\\');
+    out.push('x');
+    out.push(char::from(HEX[usize::from(b >> 4)]));
+    out.push(char::from(HEX[usize::from(b & 0xf)]));
 }
 
 /// A `D` frame's payload preview, escaped, with `…` when the payload is longer.
@@ -97,10 +125,22 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
              counted, not logged one by one (sampled)",
             at.label()
         ),
+        EventKind::TcpSegment { segment } if frames => {
+            format!(
+                "tcp {} → {} [{}] seq={} ack={} len={}",
+                segment.src,
+                segment.dst,
+                segment.label(),
+                segment.seq,
+                segment.ack,
+                segment.payload_len
+            )
+        }
         EventKind::FrameSent { .. }
         | EventKind::FrameReceived { .. }
         | EventKind::LinkDecision { .. }
-        | EventKind::FramesFolded { .. } => return None,
+        | EventKind::FramesFolded { .. }
+        | EventKind::TcpSegment { .. } => return None,
         EventKind::FrameMalformed {
             at,
             peer,
@@ -158,6 +198,7 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
             let what = match action {
                 TcpAction::Accepted => "accepted".to_string(),
                 TcpAction::Connected => "connected".to_string(),
+                TcpAction::ConnectedFrom(local) => format!("connected from {local}"),
                 TcpAction::ConnectFailed(e) => format!("connect failed: {e}"),
                 TcpAction::Read(n) if frames => format!("read {n} bytes"),
                 TcpAction::Wrote(n) if frames => format!("wrote {n} bytes"),
@@ -209,5 +250,17 @@ mod tests {
             assert_eq!(escape_bytes(&[b]), want, "byte {b:#04x}");
         }
         assert_eq!(escape_bytes(b"hola\n\x00\xff"), "hola\\n\\x00\\xff");
+    }
+
+    #[test]
+    fn printable_utf8_is_text_and_everything_else_is_escaped() {
+        assert_eq!(escape_bytes("adiós".as_bytes()), "adiós");
+        assert_eq!(escape_bytes("ñandú 日本 €".as_bytes()), "ñandú 日本 €");
+        // A cut sequence, a lone continuation byte, a C1 control and a zero-width space.
+        assert_eq!(escape_bytes(b"adi\xc3"), "adi\\xc3");
+        assert_eq!(escape_bytes(b"\x80ok"), "\\x80ok");
+        assert_eq!(escape_bytes("\u{85}".as_bytes()), "\\xc2\\x85");
+        assert_eq!(escape_bytes("a\u{200b}b".as_bytes()), "a\\xe2\\x80\\x8bb");
+        assert_eq!(escape_bytes("\u{7f}".as_bytes()), "\\x7f");
     }
 }

@@ -216,6 +216,9 @@ pub enum TcpAction {
     Accepted,
     /// An outgoing connect succeeded.
     Connected,
+    /// An outgoing connect succeeded from this local address (how a captured TCP segment of
+    /// that connection is matched to its tunnel id).
+    ConnectedFrom(SocketAddr),
     /// An outgoing connect failed.
     ConnectFailed(String),
     /// Bytes read from the socket.
@@ -226,6 +229,52 @@ pub enum TcpAction {
     PeerClosed(CloseKind),
     /// This side closed.
     Closed(CloseKind),
+}
+
+/// The flags of a TCP segment that the capture lab is about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub ack: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub psh: bool,
+}
+
+/// A TCP segment of one of the lab's legs, as the kernel carried it on loopback (read by the
+/// TCP capture, `--capture-tcp`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpSegmentSummary {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub flags: TcpFlags,
+    pub seq: u32,
+    pub ack: u32,
+    /// Bytes of data it carries.
+    pub payload_len: usize,
+}
+
+impl TcpSegmentSummary {
+    /// Wireshark's way of naming it: `SYN`, `SYN, ACK`, `FIN, ACK`, `RST`, `ACK`, `PSH, ACK`.
+    pub fn label(&self) -> String {
+        let f = self.flags;
+        let names: Vec<&str> = [
+            (f.fin, "FIN"),
+            (f.syn, "SYN"),
+            (f.rst, "RST"),
+            (f.psh, "PSH"),
+            (f.ack, "ACK"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        names.join(", ")
+    }
+
+    /// Whether it opens or ends a connection (SYN, FIN or RST): the segments the ladder shows.
+    pub fn is_control(&self) -> bool {
+        self.flags.syn || self.flags.fin || self.flags.rst
+    }
 }
 
 /// Identifies a lab echo client (1, 2, 3… in the order they were started).
@@ -358,6 +407,9 @@ pub enum EventKind {
         peer: SocketAddr,
         action: TcpAction,
     },
+    /// A TCP segment of a lab leg crossed loopback (TCP capture on). The event's time is the
+    /// kernel's stamp of the segment.
+    TcpSegment { segment: TcpSegmentSummary },
     /// A lab echo client did something.
     Client {
         client: ClientId,
@@ -525,6 +577,12 @@ impl EventSink {
     /// observer, if any, sees it first, whatever happens to it in the channel. Past the
     /// sampling rate (if any), a per-frame event is counted instead of sent.
     pub fn emit(&self, kind: EventKind) {
+        self.emit_at(SystemTime::now(), kind);
+    }
+
+    /// Like [`EventSink::emit`], for something that happened at `time` (a packet the kernel
+    /// stamped, read a moment later).
+    pub fn emit_at(&self, time: SystemTime, kind: EventKind) {
         if let Some(observer) = &self.observer {
             observer.observe(&kind);
         }
@@ -555,14 +613,11 @@ impl EventSink {
                 }
             }
         }
-        self.send(tx, kind);
+        self.send(tx, time, kind);
     }
 
-    fn send(&self, tx: &mpsc::Sender<Event>, kind: EventKind) {
-        let event = Event {
-            time: SystemTime::now(),
-            kind,
-        };
+    fn send(&self, tx: &mpsc::Sender<Event>, time: SystemTime, kind: EventKind) {
+        let event = Event { time, kind };
         if tx.try_send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }

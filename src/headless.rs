@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::capture::{CaptureSummary, CaptureWriter};
+use crate::capture::{CaptureSummary, CaptureWriter, TcpCapture};
 use crate::cli::{LabArgs, StopSignals};
 use crate::describe::describe;
 use crate::event::{EventSink, Level};
@@ -23,7 +23,8 @@ const LOG_CAPACITY: usize = 16 * 1024;
 
 /// Runs the lab headless until a signal arrives; prints the run's totals on stdout at the end.
 /// Exits 0 after a clean stop, 1 when the capture failed (its file is short of frames).
-pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
+/// `tcp` is the packet socket `--capture-tcp` opened (the permission already checked).
+pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<ExitCode> {
     // Listening before the lab starts: a signal as soon as proxy1 is announced still stops
     // the lab cleanly, with the capture finished.
     let mut signals = StopSignals::new();
@@ -46,7 +47,7 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    let capture = match args.capture.plan() {
+    let mut capture = match args.capture.plan() {
         Some(plan) => Some(CaptureWriter::start(plan, events.clone())?),
         None => None,
     };
@@ -54,6 +55,7 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
         capture: capture.as_ref().map(CaptureWriter::tap),
         ..crate::app::lab_config(args)
     };
+    let tcp_events = events.clone();
     let mut lab = match Lab::start(config, events.clone()).await {
         Ok(lab) => lab,
         Err(e) => {
@@ -63,6 +65,14 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
+    if let (Some(capture), Some(tcp)) = (&mut capture, tcp) {
+        let addrs = lab.addrs();
+        capture.capture_tcp(
+            tcp,
+            &[addrs.proxy1_tcp.port(), addrs.server.port()],
+            tcp_events,
+        )?;
+    }
     let monitor = match conns {
         Some(conns) => {
             let status = capture.as_ref().map(CaptureWriter::status);

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capture::CaptureTap;
 use crate::event::{
-    ClientAction, ClientId, CloseKind, Endpoint, EventKind, EventSink, Level, LinkDirection, Role,
+    ClientAction, ClientId, CloseKind, Endpoint, EventKind, EventSink, FrameSummary, Level,
+    LinkDirection, Role,
 };
 use crate::impair::{DirectionSettings, LinkEmulator, LinkReport, LinkSettings, random_seed};
 use crate::link::{EmulatorScope, LinkSocket, LinkStats, LinkStatsSnapshot, TapScope};
@@ -27,6 +28,10 @@ use crate::wire::WireMode;
 pub const DEFAULT_SERVER_PORT: u16 = 1818;
 pub const DEFAULT_PROXY1_PORT: u16 = 3327;
 pub const DEFAULT_PROXY2_PORT: u16 = 3328;
+
+/// How long [`Lab::add_clients`] waits for proxy1 to place one client before connecting the
+/// next anyway.
+const CLIENT_PLACED_WAIT: Duration = Duration::from_secs(1);
 
 /// How to set a lab up. Port 0 means "any free port".
 #[derive(Clone, Debug)]
@@ -122,6 +127,17 @@ pub enum LabError {
     NotRunning(&'static str),
     #[error("{0}")]
     Io(String),
+}
+
+/// A frame the link holds in step mode, as the screen and scenarios see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldView {
+    /// Names it while it is held.
+    pub id: u64,
+    pub direction: LinkDirection,
+    pub frame: FrameSummary,
+    /// A copy made by duplicating a held frame.
+    pub copy: bool,
 }
 
 /// Totals for the whole lab, exact (not from the lossy event stream).
@@ -276,10 +292,9 @@ impl Lab {
             Role::Client => return Err(LabError::Io("clients are closed one by one".into())),
         };
         match running {
+            // The role's own "down" event says it stopped.
             Some(running) => {
                 running.stop().await;
-                self.events
-                    .log(Level::Info, role, format!("{} stopped", role.label()));
                 Ok(())
             }
             None => Err(LabError::NotRunning(role.label())),
@@ -311,8 +326,7 @@ impl Lab {
                 return Ok(());
             }
         }
-        self.events
-            .log(Level::Info, role, format!("{} started", role.label()));
+        // The role's own "up" event says it started.
         Ok(())
     }
 
@@ -348,6 +362,44 @@ impl Lab {
             status,
         });
         Ok(id)
+    }
+
+    /// Connects `n` new echo clients one after the other, each only once proxy1 has placed
+    /// the one before (sent its `C`, or made it wait), so the first clients of a fresh lab
+    /// get ids in their own order: client 1 id 0, client 2 id 1… proxy1 serves each accepted
+    /// client in its own task, so clients connected back to back would race for the ids.
+    pub async fn add_clients(&mut self, n: u32) -> Result<Vec<ClientId>, LabError> {
+        let ids = self.config.mode.max_connections();
+        let mut added = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let connects = self.proxy1_stats.sent.get(crate::wire::FrameKind::Connect);
+            let live = self
+                .clients
+                .iter()
+                .filter(|c| c.status.lock().unwrap().ended.is_none())
+                .count();
+            let client = self.add_client().await?;
+            added.push(client);
+            if live >= ids {
+                // It will wait for an id (or another client's id frees first): no C to wait for.
+                continue;
+            }
+            let placed = async {
+                loop {
+                    let sent = self.proxy1_stats.sent.get(crate::wire::FrameKind::Connect);
+                    let ended = self
+                        .client_status(client)
+                        .is_ok_and(|status| status.ended.is_some());
+                    if sent > connects || ended {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            };
+            // Bounded: a proxy1 that places nobody must not stall the lab's start.
+            let _ = tokio::time::timeout(CLIENT_PLACED_WAIT, placed).await;
+        }
+        Ok(added)
     }
 
     fn client(&self, id: ClientId) -> Result<&LabClient, LabError> {
@@ -407,8 +459,18 @@ impl Lab {
         self.link.seed()
     }
 
-    /// Changes what the link emulator does, both directions, from the next frame on.
+    /// Changes what the link emulator does, both directions, from the next frame on. The log
+    /// says it in one line when both directions get the same settings.
     pub fn set_link(&self, settings: LinkSettings) {
+        if settings.to_proxy2 == settings.to_proxy1 && self.link.settings() != settings {
+            self.link.set(settings.clone());
+            self.events.log(
+                Level::Info,
+                Role::Proxy1,
+                format!("link emulator both ways: {}", settings.to_proxy2.summary()),
+            );
+            return;
+        }
         for direction in [LinkDirection::ToProxy2, LinkDirection::ToProxy1] {
             self.set_link_direction(direction, settings.direction(direction).clone());
         }
@@ -431,6 +493,94 @@ impl Lab {
             sender,
             format!("link emulator {}: {summary}", direction.arrow()),
         );
+    }
+
+    /// Step mode on (`true`): from the next frame on, the link holds every frame, both ways,
+    /// until it is released, dropped or duplicated by hand. Off: everything held goes, in
+    /// order.
+    pub fn set_hold(&self, holding: bool) {
+        let hold = self.link.hold();
+        if hold.is_holding() == holding {
+            return;
+        }
+        let released = hold.set_holding(holding);
+        let text = if holding {
+            "link held (step mode): every frame waits to be released, dropped or duplicated"
+                .to_string()
+        } else {
+            format!("link flows again: {released} held frames released in order")
+        };
+        self.events.log(Level::Info, Role::Proxy1, text);
+    }
+
+    /// Whether the link is held (step mode).
+    pub fn is_holding(&self) -> bool {
+        self.link.hold().is_holding()
+    }
+
+    /// The frames the link holds, oldest first.
+    pub fn held_frames(&self) -> Vec<HeldView> {
+        self.link
+            .hold()
+            .held()
+            .into_iter()
+            .filter_map(|held| {
+                let frame = self.config.mode.decode(&held.datagram).ok()?;
+                Some(HeldView {
+                    id: held.id,
+                    direction: held.direction,
+                    frame: FrameSummary::of(&frame, held.datagram.len()),
+                    copy: held.copy,
+                })
+            })
+            .collect()
+    }
+
+    /// Lets a held frame cross: `None` the oldest. Returns it, if there was one.
+    pub fn release_held(&self, id: Option<u64>) -> Option<HeldView> {
+        let view = self.held_view(id)?;
+        self.link.hold().release(Some(view.id))?;
+        Some(view)
+    }
+
+    /// Drops a held frame: it never crosses (counted as dropped "by hand", and traced).
+    pub fn drop_held(&self, id: u64) -> Option<HeldView> {
+        let view = self.held_view(Some(id))?;
+        let held = self.link.hold().discard(id)?;
+        let counters = self.link.direction(held.direction).counters();
+        counters.queued.sub();
+        counters.drop(crate::impair::DropCause::ByHand);
+        counters.drop_kind(view.frame.kind);
+        let sender = match held.direction {
+            LinkDirection::ToProxy2 => Endpoint::Proxy1,
+            LinkDirection::ToProxy1 => Endpoint::Proxy2,
+        };
+        self.events.emit(EventKind::LinkDecision {
+            at: sender,
+            direction: held.direction,
+            peer: held.addr,
+            frame: view.frame.clone(),
+            what: crate::impair::LinkVerdict::dropped(crate::impair::DropCause::ByHand),
+        });
+        Some(view)
+    }
+
+    /// Puts a copy of a held frame right behind it (counted as a duplicate). Returns the copy.
+    pub fn duplicate_held(&self, id: u64) -> Option<HeldView> {
+        self.held_view(Some(id))?;
+        let copy = self.link.hold().duplicate(id)?;
+        let counters = self.link.direction(copy.direction).counters();
+        counters.duplicated.add();
+        counters.queued.add();
+        self.held_view(Some(copy.id))
+    }
+
+    fn held_view(&self, id: Option<u64>) -> Option<HeldView> {
+        let held = self.held_frames();
+        match id {
+            None => held.into_iter().next(),
+            Some(id) => held.into_iter().find(|h| h.id == id),
+        }
     }
 
     /// Exact totals right now.

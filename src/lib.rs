@@ -16,6 +16,7 @@ pub mod lab;
 pub mod link;
 pub mod monitor;
 pub mod net;
+pub mod netns;
 pub mod roles;
 pub mod script;
 pub mod tui;

@@ -280,13 +280,29 @@ impl LinkSocket {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let datagram = &encoded[..len];
         let Some(egress) = &self.egress else {
+            // Stamped as it is handed to the socket: the reply it causes comes later.
+            let handed = SystemTime::now();
             self.inner.transmit(datagram, to, None).await?;
             self.inner.sent_by_role(frame, len, to);
-            self.inner.tap_sent(datagram, to, None, true).await;
+            self.inner.tap_sent(handed, datagram, to, None, true).await;
             return Ok(());
         };
         // The role has sent it, whatever the link then does to it.
         self.inner.sent_by_role(frame, len, to);
+        if egress
+            .emulator
+            .hold()
+            .try_hold(egress.direction, datagram, to)
+            .is_some()
+        {
+            // Step mode: it waits here until a key or a step lets it go. It counts as
+            // offered and waiting, like a frame in the delay line.
+            let counters = egress.emulated().counters();
+            counters.offered.add();
+            counters.queued.add();
+            egress.start_timer(&self.inner);
+            return Ok(());
+        }
         if egress.send_if_clear(&self.inner, datagram, to).await {
             return Ok(());
         }
@@ -304,7 +320,7 @@ impl LinkSocket {
         match offered {
             Err((cause, datagram)) => {
                 self.inner
-                    .dropped_before_sending(egress.direction, datagram, to, cause)
+                    .dropped_before_sending(egress.emulated(), datagram, to, cause)
                     .await;
             }
             Ok(_) => {
@@ -328,7 +344,9 @@ impl LinkSocket {
     ) -> io::Result<Received<'b>> {
         let Some(ingress) = &self.ingress else {
             let (len, peer) = self.inner.socket.recv_from(buf).await?;
-            self.inner.tap_arrival(&buf[..len], peer, None).await;
+            self.inner
+                .tap_arrival(SystemTime::now(), &buf[..len], peer, None)
+                .await;
             return Ok(self.accept(buf, len, peer, only_from));
         };
         loop {
@@ -336,15 +354,16 @@ impl LinkSocket {
                 // Nothing held to overtake, nothing to do to it: straight through, counted.
                 // Only this call feeds the delay line, so it stays empty meanwhile.
                 let (len, peer) = self.inner.socket.recv_from(buf).await?;
+                let read = SystemTime::now();
                 if ingress.emulated().is_clear() {
                     let emulated = ingress.emulated();
                     emulated.passed_clear();
                     emulated.counters().delivered.add();
-                    self.inner.tap_arrival(&buf[..len], peer, None).await;
+                    self.inner.tap_arrival(read, &buf[..len], peer, None).await;
                     return Ok(self.accept(buf, len, peer, only_from));
                 }
                 // Impaired while it was on its way: it is emulated like any later arrival.
-                self.on_arrival(ingress, &buf[..len], peer).await;
+                self.on_arrival(ingress, read, &buf[..len], peer).await;
                 continue;
             }
             let due = ingress
@@ -379,7 +398,8 @@ impl LinkSocket {
             tokio::select! {
                 received = self.inner.socket.recv_from(buf) => {
                     let (len, peer) = received?;
-                    self.on_arrival(ingress, &buf[..len], peer).await;
+                    let read = SystemTime::now();
+                    self.on_arrival(ingress, read, &buf[..len], peer).await;
                 }
                 _ = sleep_until_or_forever(next) => {}
             }
@@ -388,7 +408,13 @@ impl LinkSocket {
 
     /// Gives an arriving datagram to the emulator; the capture records it as it arrived
     /// (it did cross the wire), with a note saying what the emulator made of it.
-    async fn on_arrival(&self, ingress: &Ingress, datagram: &[u8], peer: SocketAddr) {
+    async fn on_arrival(
+        &self,
+        ingress: &Ingress,
+        read: SystemTime,
+        datagram: &[u8],
+        peer: SocketAddr,
+    ) {
         let now = Instant::now();
         let corruptible = corruptible_range(self.inner.mode, datagram);
         let offered = {
@@ -400,6 +426,9 @@ impl LinkSocket {
         let note = match &offered {
             Err((cause, _)) => {
                 let verdict = LinkVerdict::dropped(*cause);
+                if let Some(kind) = self.inner.kind_of(datagram) {
+                    ingress.emulated().counters().drop_kind(kind);
+                }
                 if let Ok(frame) = self.inner.mode.decode(datagram) {
                     self.inner.events.emit(EventKind::LinkDecision {
                         at: self.inner.endpoint,
@@ -424,7 +453,7 @@ impl LinkSocket {
                 }
             }
         };
-        self.inner.tap_arrival(datagram, peer, note).await;
+        self.inner.tap_arrival(read, datagram, peer, note).await;
     }
 
     /// Decodes, counts and reports a datagram that reached this endpoint.
@@ -488,18 +517,32 @@ impl Drop for LinkSocket {
         if let Some(egress) = &self.egress {
             egress.stop.cancel();
             if let Ok(mut pipeline) = egress.pipeline.lock() {
-                pipeline.discard_all(egress.emulated().counters());
+                pipeline.discard_all(egress.emulated().counters(), |d| self.inner.kind_of(d));
+            }
+            // Frames held in step mode for this direction die with it too.
+            let counters = egress.emulated().counters();
+            for datagram in egress.emulator.hold().discard_direction(egress.direction) {
+                counters.queued.sub();
+                counters.drop(DropCause::Stopped);
+                if let Some(kind) = self.inner.kind_of(&datagram) {
+                    counters.drop_kind(kind);
+                }
             }
         }
         if let Some(ingress) = &self.ingress
             && let Ok(mut pipeline) = ingress.pipeline.lock()
         {
-            pipeline.discard_all(ingress.emulated().counters());
+            pipeline.discard_all(ingress.emulated().counters(), |d| self.inner.kind_of(d));
         }
     }
 }
 
 impl Inner {
+    /// The type of a datagram this link speaks, if it decodes.
+    fn kind_of(&self, datagram: &[u8]) -> Option<FrameKind> {
+        self.mode.decode(datagram).ok().map(|frame| frame.kind())
+    }
+
     /// Tells the event observer (the monitor's connection table), if any, about a `D`
     /// frame's payload: its per-connection byte counts do not depend on frame events.
     fn observe_payload(&self, frame: &Frame<'_>, peer: SocketAddr, flow: Flow) {
@@ -535,6 +578,9 @@ impl Inner {
         if let Err(e) = self.socket.send_to(datagram, to).await {
             if let Some((direction, _)) = emulated {
                 direction.counters().drop(DropCause::SendFailed);
+                if let Some(kind) = self.kind_of(datagram) {
+                    direction.counters().drop_kind(kind);
+                }
                 self.events.log(
                     Level::Warn,
                     self.endpoint.role(),
@@ -569,10 +615,17 @@ impl Inner {
 
     /// Captures a datagram this endpoint sent (`on_wire`), or one the emulator dropped
     /// before it could be sent (not `on_wire`: pcapng shows it as a comment, pcap skips it).
-    async fn tap_sent(&self, datagram: &[u8], to: SocketAddr, note: Option<String>, on_wire: bool) {
+    async fn tap_sent(
+        &self,
+        time: SystemTime,
+        datagram: &[u8],
+        to: SocketAddr,
+        note: Option<String>,
+        on_wire: bool,
+    ) {
         if let Some((tap, _)) = &self.tap {
             tap.record(TapRecord {
-                time: SystemTime::now(),
+                time,
                 src: self.local,
                 dst: to,
                 datagram: tap.copy(datagram),
@@ -587,12 +640,16 @@ impl Inner {
     /// record marked as not on the wire (pcapng shows it as a comment; pcap skips it).
     async fn dropped_before_sending(
         &self,
-        direction: LinkDirection,
+        emulated: &DirectionEmulator,
         datagram: Vec<u8>,
         to: SocketAddr,
         cause: DropCause,
     ) {
+        let direction = emulated.direction();
         let verdict = LinkVerdict::dropped(cause);
+        if let Some(kind) = self.kind_of(&datagram) {
+            emulated.counters().drop_kind(kind);
+        }
         if self.events.is_enabled()
             && let Ok(frame) = self.mode.decode(&datagram)
         {
@@ -604,15 +661,27 @@ impl Inner {
                 what: verdict.clone(),
             });
         }
-        self.tap_sent(&datagram, to, verdict.capture_note(false), false)
-            .await;
+        self.tap_sent(
+            SystemTime::now(),
+            &datagram,
+            to,
+            verdict.capture_note(false),
+            false,
+        )
+        .await;
     }
 
     /// Captures a datagram as it arrived, if this endpoint taps what it receives.
-    async fn tap_arrival(&self, datagram: &[u8], peer: SocketAddr, note: Option<String>) {
+    async fn tap_arrival(
+        &self,
+        time: SystemTime,
+        datagram: &[u8],
+        peer: SocketAddr,
+        note: Option<String>,
+    ) {
         if let Some((tap, TapScope::SentAndReceived)) = &self.tap {
             tap.record(TapRecord {
-                time: SystemTime::now(),
+                time,
                 src: peer,
                 dst: self.local,
                 datagram: tap.copy(datagram),
@@ -663,13 +732,14 @@ impl Egress {
                 break;
             };
             // A failure is counted and reported inside; the next datagram still goes.
+            let handed = SystemTime::now();
             if inner
                 .transmit(&datagram, addr, Some((self.emulated(), &verdict)))
                 .await
                 .is_ok()
             {
                 inner
-                    .tap_sent(&datagram, addr, verdict.capture_note(false), true)
+                    .tap_sent(handed, &datagram, addr, verdict.capture_note(false), true)
                     .await;
             }
         }
@@ -695,12 +765,13 @@ impl Egress {
         }
         emulated.passed_clear();
         // Counted as delivered, or as a failed send (reported on the event stream), inside.
+        let handed = SystemTime::now();
         if inner
             .transmit(datagram, to, Some((emulated, &LinkVerdict::default())))
             .await
             .is_ok()
         {
-            inner.tap_sent(datagram, to, None, true).await;
+            inner.tap_sent(handed, datagram, to, None, true).await;
         }
         true
     }
@@ -710,10 +781,48 @@ impl Egress {
         if self.pipeline.lock().unwrap().next_wake().is_none() {
             return;
         }
+        self.start_timer(inner);
+        self.wake.notify_one();
+    }
+
+    /// Starts the timer task if it is not running: it sends what the delay line makes due
+    /// and what step mode releases.
+    fn start_timer(self: &Arc<Self>, inner: &Arc<Inner>) {
         if !self.timer_started.swap(true, Ordering::AcqRel) {
             tokio::spawn(egress_timer(self.clone(), Arc::downgrade(inner)));
         }
-        self.wake.notify_one();
+    }
+
+    /// Sends what step mode has released for this direction, in order: at once, with none
+    /// of the other impairments (the person chose to let it go).
+    async fn send_released(&self, inner: &Inner) {
+        let _turn = self.turn.lock().await;
+        while let Some(released) = self.emulator.hold().take_released(self.direction) {
+            let emulated = self.emulated();
+            emulated.counters().queued.sub();
+            let verdict = LinkVerdict {
+                held_for: released.since.elapsed(),
+                copy: released.copy,
+                ..LinkVerdict::default()
+            };
+            let handed = SystemTime::now();
+            if inner
+                .transmit(
+                    &released.datagram,
+                    released.addr,
+                    Some((emulated, &verdict)),
+                )
+                .await
+                .is_ok()
+            {
+                let note = verdict
+                    .capture_note(false)
+                    .map(|n| format!("{n} (step mode)"));
+                inner
+                    .tap_sent(handed, &released.datagram, released.addr, note, true)
+                    .await;
+            }
+        }
     }
 }
 
@@ -725,6 +834,10 @@ async fn egress_timer(egress: Arc<Egress>, inner: Weak<Inner>) {
         tokio::select! {
             _ = egress.stop.cancelled() => return,
             _ = egress.wake.notified() => {}
+            _ = egress.emulator.hold().released(egress.direction) => {
+                let Some(inner) = inner.upgrade() else { return };
+                egress.send_released(&inner).await;
+            }
             _ = sleep_until_or_forever(next) => {
                 let Some(inner) = inner.upgrade() else { return };
                 egress.flush(&inner).await;

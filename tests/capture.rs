@@ -12,6 +12,7 @@ use tunlab::capture::{
 use tunlab::event::{CloseKind, EventKind, EventSink, Level, Role};
 use tunlab::impair::{DirectionSettings, LinkSettings, Percent};
 use tunlab::lab::{Lab, LabConfig};
+use tunlab::wire::WireMode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pcap_holds_every_frame_of_a_lab_run() {
@@ -321,8 +322,8 @@ async fn finish_waits_for_every_queued_frame() {
 }
 
 /// With the link emulator losing frames, a classic pcap holds exactly what crossed the wire,
-/// and pcapng also keeps each frame dropped before sending, as an empty packet whose comment
-/// says so.
+/// and pcapng also keeps each frame dropped before sending, whole (addresses, type, id,
+/// length) on the not-sent interface, with a comment that says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_the_link_emulator_dropped_are_comments_in_pcapng_and_absent_from_pcap() {
     for format in [CaptureFormat::Pcapng, CaptureFormat::Pcap] {
@@ -341,6 +342,7 @@ async fn frames_the_link_emulator_dropped_are_comments_in_pcapng_and_absent_from
         // One C each, no retries: once the clients close, the link falls quiet.
         config.proxy1.connect_attempts = 1;
         let mut lab = Lab::start(config, events.clone()).await.unwrap();
+        let addrs = lab.addrs();
         let mut clients = Vec::new();
         for _ in 0..4 {
             clients.push(lab.add_client().await.unwrap());
@@ -410,6 +412,14 @@ async fn frames_the_link_emulator_dropped_are_comments_in_pcapng_and_absent_from
                     assert_eq!(gone.comment, "link emulator: dropped (loss); not sent");
                     // Ethernet, IPv4 and UDP headers, type and id at least.
                     assert!(gone.original_len >= 14 + 20 + 8 + 2, "{gone:?}");
+                    // Named: where it was going, and a frame that decodes.
+                    let lab_ends = [addrs.proxy1_udp, addrs.proxy2_udp];
+                    assert!(lab_ends.contains(&gone.packet.src), "{gone:?}");
+                    assert!(lab_ends.contains(&gone.packet.dst), "{gone:?}");
+                    assert_ne!(gone.packet.src, gone.packet.dst);
+                    WireMode::Classic
+                        .decode(&gone.packet.datagram)
+                        .unwrap_or_else(|e| panic!("{gone:?}: {e}"));
                 }
                 assert_eq!(summary.frames, delivered + lost, "every record is a block");
             }

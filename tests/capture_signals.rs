@@ -286,10 +286,9 @@ async fn standalone_proxy2_pcapng_capture_survives_sigterm() {
         "0",
         "127.0.0.1",
         &server_port,
+        // No --capture-format: the .pcapng extension asks for pcapng.
         "--capture",
         capture.to_str().unwrap(),
-        "--capture-format",
-        "pcapng",
     ];
     let (proxy2, proxy2_addr) = Role::start(&args, "proxy2").await;
     // proxy1 runs in this process.
@@ -326,4 +325,86 @@ async fn standalone_proxy2_pcapng_capture_survives_sigterm() {
             .contains("proxy2 (standalone)")
     );
     check_capture(&file.packets, proxy2_addr, trips, &stderr, &capture);
+}
+
+/// A standalone proxy1 with `--capture-tcp` records its clients' TCP leg in the same file:
+/// pcapng by the file's extension, the handshakes of the clients beside the link's frames, in
+/// time order (FIN and RST are checked in tests/tcp_capture.rs, where the closes are scripted). It needs CAP_NET_RAW on this machine's loopback (root, as in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_proxy1_captures_its_tcp_leg_too() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "standalone_proxy1_captures_its_tcp_leg_too: skipped (not root: no CAP_NET_RAW on \
+             this loopback; tests/tcp_capture.rs covers --capture-tcp in a namespace)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("proxy1.pcapng");
+    let stop = CancellationToken::new();
+    let server = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let server_addr = server.local_addr().unwrap();
+    tokio::spawn(echo_server::run(
+        server,
+        EventSink::disabled(),
+        stop.clone(),
+    ));
+    let link = LinkSocket::new(
+        bind_udp("127.0.0.1:0".parse().unwrap()).unwrap(),
+        Endpoint::Proxy2,
+        WireMode::Classic,
+        EventSink::disabled(),
+    )
+    .unwrap();
+    let proxy2_addr = link.local_addr();
+    tokio::spawn(proxy2::run(
+        link,
+        Proxy2Config::new(server_addr),
+        stop.clone(),
+    ));
+    let port = proxy2_addr.port().to_string();
+    let args = [
+        "proxy1",
+        "0",
+        "127.0.0.1",
+        &port,
+        "--capture",
+        capture.to_str().unwrap(),
+        "--capture-tcp",
+    ];
+    let (proxy1, proxy1_addr) = Role::start(&args, "proxy1").await;
+    let traffic = Traffic::start(proxy1_addr).await;
+    traffic.wait_for(20).await;
+    traffic.stop.cancel();
+    let stderr = proxy1.stop_with(libc::SIGINT).await;
+    stop.cancel();
+    assert!(
+        stderr.iter().any(|l| l.contains("capturing TCP port")),
+        "{stderr:?}"
+    );
+    let file = read_pcapng(&capture);
+    assert!(file.times.windows(2).all(|w| w[0] <= w[1]), "time order");
+    assert!(!file.packets.is_empty(), "the link's frames");
+    let ports: Vec<(u16, u16, bool)> = file
+        .segments
+        .iter()
+        .map(|(_, frame)| {
+            let packet = etherparse::SlicedPacket::from_ethernet(frame).unwrap();
+            let Some(etherparse::TransportSlice::Tcp(tcp)) = packet.transport else {
+                panic!("not TCP")
+            };
+            (tcp.source_port(), tcp.destination_port(), tcp.syn())
+        })
+        .collect();
+    assert!(
+        ports
+            .iter()
+            .all(|(s, d, ..)| *s == proxy1_addr.port() || *d == proxy1_addr.port()),
+        "only proxy1's leg: {ports:?}"
+    );
+    let syns = ports
+        .iter()
+        .filter(|(_, d, syn)| *syn && *d == proxy1_addr.port());
+    assert_eq!(syns.count(), CLIENTS, "one handshake per client");
 }

@@ -1,6 +1,7 @@
 //! The Wireshark dissector (assets/wireshark/tunlab.lua), checked with tshark against the
-//! Rust decoder, frame by frame. Without tshark these tests print "skipped" and pass, unless
-//! TUNLAB_REQUIRE_TSHARK=1 (as in CI) makes a missing tshark a failure.
+//! Rust decoder, frame by frame. Without tshark (found by build.rs) these tests are marked
+//! ignored, "needs tshark"; TUNLAB_REQUIRE_TSHARK=1 (as in CI) makes a missing tshark a
+//! build error.
 
 mod capture_support;
 
@@ -68,20 +69,17 @@ impl Row {
     }
 }
 
-/// Whether tshark is here; says "skipped" loudly when it is not (or fails when required).
+/// Whether tshark is here. The build script found it (`has_tshark`), or this test would be
+/// ignored; if it went missing since, that is a failure, never a silent pass.
 fn have_tshark(test: &str) -> bool {
     let found = Command::new("tshark")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var("TUNLAB_REQUIRE_TSHARK").as_deref() == Ok("1") {
-            panic!("{test}: tshark not found, and TUNLAB_REQUIRE_TSHARK=1 requires it");
-        }
-        eprintln!(
-            "=== {test}: skipped: tshark not found (TUNLAB_REQUIRE_TSHARK=1 makes this fail) ==="
-        );
-    }
+    assert!(
+        found,
+        "{test}: tshark does not run (it was there at build time)"
+    );
     found
 }
 
@@ -124,8 +122,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Checks one tshark row against what the Rust decoder makes of the same packet.
-fn assert_row_matches(n: usize, row: &Row, packet: &Captured) {
+/// Checks one tshark row against what the Rust decoder makes of the same packet; `proxy2`
+/// is the link's proxy2 end, which sets the direction the Info column shows.
+fn assert_row_matches(n: usize, row: &Row, packet: &Captured, proxy2: SocketAddr) {
     let get = |name: &str| row.get(name);
     let at = format!("packet {}", n + 1);
     assert_eq!(get("ip.src"), packet.src.ip().to_string(), "{at}");
@@ -164,14 +163,21 @@ fn assert_row_matches(n: usize, row: &Row, packet: &Captured) {
         assert_eq!(get("tunlab.len"), "", "{at}");
         assert_eq!(get("tunlab.payload"), "", "{at}");
     }
+    let direction = if packet.dst == proxy2 {
+        "p1→p2"
+    } else {
+        assert_eq!(packet.src, proxy2, "{at}: a frame of this link");
+        "p2→p1"
+    };
     assert_eq!(
         get("_ws.col.Info"),
-        frame_label(&summary),
+        format!("{direction} {}", frame_label(&summary)),
         "{at}: Info column"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(has_tshark), ignore = "needs tshark (apt install tshark)")]
 async fn tshark_decodes_every_frame_of_a_lab_pcap() {
     if !have_tshark("tshark_decodes_every_frame_of_a_lab_pcap") {
         return;
@@ -185,7 +191,7 @@ async fn tshark_decodes_every_frame_of_a_lab_pcap() {
     let rows = tshark_fields(&run.summary.path, None, &[]);
     assert_eq!(rows.len(), packets.len(), "tshark sees every packet");
     for (n, (row, packet)) in rows.iter().zip(&packets).enumerate() {
-        assert_row_matches(n, row, packet);
+        assert_row_matches(n, row, packet, run.addrs.proxy2_udp);
     }
     // The traffic covered what the dissector must get right.
     let infos: Vec<&str> = rows.iter().map(|r| r.get("_ws.col.Info")).collect();
@@ -201,6 +207,7 @@ async fn tshark_decodes_every_frame_of_a_lab_pcap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(has_tshark), ignore = "needs tshark (apt install tshark)")]
 async fn tshark_shows_pcapng_comments() {
     if !have_tshark("tshark_shows_pcapng_comments") {
         return;
@@ -223,7 +230,7 @@ async fn tshark_shows_pcapng_comments() {
     );
     assert_eq!(rows.len(), packets.len());
     for (n, (row, packet)) in rows.iter().zip(&packets).enumerate() {
-        assert_row_matches(n, row, packet);
+        assert_row_matches(n, row, packet, run.addrs.proxy2_udp);
         let comment = row.extra(0);
         assert_eq!(
             comment,
@@ -238,6 +245,7 @@ async fn tshark_shows_pcapng_comments() {
 /// Without `-d`, the dissector claims the lab's default proxy2 port, and it flags what is not
 /// a frame instead of failing.
 #[tokio::test]
+#[cfg_attr(not(has_tshark), ignore = "needs tshark (apt install tshark)")]
 async fn dissector_claims_port_3328_and_flags_malformed_datagrams() {
     if !have_tshark("dissector_claims_port_3328_and_flags_malformed_datagrams") {
         return;
@@ -299,11 +307,11 @@ async fn dissector_claims_port_3328_and_flags_malformed_datagrams() {
     let expert = |n: usize| rows[n].get("_ws.expert.message");
     // The well-formed ones decode exactly as in a lab capture.
     for n in [0, 1, 3, 4, 5] {
-        assert_row_matches(n, &rows[n], &packets[n]);
+        assert_row_matches(n, &rows[n], &packets[n], proxy2);
     }
-    assert_eq!(info(4), r#"D5 len=7 "\x00\x01\n\"\\\x7f\xff""#);
+    assert_eq!(info(4), r#"p1→p2 D5 len=7 "\x00\x01\n\"\\\x7f\xff""#);
     // NOK decodes too, with a note-level remark.
-    assert_eq!(info(2), "C5NOK");
+    assert_eq!(info(2), "p2→p1 C5NOK");
     assert_eq!(rows[2].get("tunlab.status"), "NOK");
     assert!(expert(2).contains("NOK"), "{:?}", rows[2]);
     // Malformed datagrams are flagged, with the same reasons the Rust decoder gives.
@@ -340,6 +348,7 @@ async fn dissector_claims_port_3328_and_flags_malformed_datagrams() {
 /// seen the tunnel's opening frame (exactly C<id>, C<id>OK or C<id>NOK), and leaves other
 /// traffic alone.
 #[tokio::test]
+#[cfg_attr(not(has_tshark), ignore = "needs tshark (apt install tshark)")]
 async fn dissector_finds_a_tunnel_on_any_port_by_its_opening_frame_only() {
     if !have_tshark("dissector_finds_a_tunnel_on_any_port_by_its_opening_frame_only") {
         return;
@@ -404,15 +413,17 @@ async fn dissector_finds_a_tunnel_on_any_port_by_its_opening_frame_only() {
             n + 1,
             rows[n]
         );
-        assert_row_matches(n, &rows[n], &packets[n]);
+        assert_row_matches(n, &rows[n], &packets[n], tunnel_b);
     }
 }
 
-/// A frame the link emulator dropped before sending is an empty pcapng packet; Wireshark
-/// shows its comment in the Info column, between the frames that did cross.
+/// A frame the link emulator dropped before sending is named in pcapng like any frame (type,
+/// id, direction, length, addresses), marked as not sent with the reason, and left out of the
+/// stream a follow shows.
 #[tokio::test]
-async fn a_frame_that_was_not_sent_shows_its_comment_in_the_info_column() {
-    if !have_tshark("a_frame_that_was_not_sent_shows_its_comment_in_the_info_column") {
+#[cfg_attr(not(has_tshark), ignore = "needs tshark (apt install tshark)")]
+async fn a_frame_that_was_not_sent_is_named_and_marked() {
+    if !have_tshark("a_frame_that_was_not_sent_is_named_and_marked") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -427,14 +438,24 @@ async fn a_frame_that_was_not_sent_shows_its_comment_in_the_info_column() {
     let proxy1: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let proxy2: SocketAddr = ([127, 0, 0, 1], DEFAULT_PROXY2_PORT).into();
     let note = "link emulator: dropped (loss); not sent";
-    let records: [(&[u8], bool); 3] = [(b"C1", true), (b"D1hola\n", false), (b"X1", true)];
-    for (datagram, on_wire) in records {
+    let records: [(&[u8], bool, bool); 4] = [
+        (b"C1", true, true),
+        (b"D1hola\n", false, true),
+        (b"D1ok", true, true),
+        (b"X1", true, true),
+    ];
+    for (datagram, on_wire, from_proxy1) in records {
+        let (src, dst) = if from_proxy1 {
+            (proxy1, proxy2)
+        } else {
+            (proxy2, proxy1)
+        };
         capture
             .tap()
             .record(TapRecord {
                 time: SystemTime::now(),
-                src: proxy1,
-                dst: proxy2,
+                src,
+                dst,
                 datagram: datagram.to_vec(),
                 note: (!on_wire).then(|| note.to_string()),
                 on_wire,
@@ -442,13 +463,75 @@ async fn a_frame_that_was_not_sent_shows_its_comment_in_the_info_column() {
             .await;
     }
     capture.finish().await;
-    let rows = tshark_fields(&path, None, &["_ws.col.Protocol", "frame.cap_len"]);
-    assert_eq!(rows.len(), 3);
-    assert_eq!(rows[0].get("_ws.col.Info"), "C1");
-    assert_eq!(rows[2].get("_ws.col.Info"), "X1");
+    let rows = tshark_fields(
+        &path,
+        None,
+        &[
+            "_ws.col.Protocol",
+            "frame.cap_len",
+            "frame.interface_name",
+            "tunlab.not_sent",
+        ],
+    );
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0].get("_ws.col.Info"), "p1→p2 C1");
+    assert_eq!(rows[3].get("_ws.col.Info"), "p1→p2 X1");
     let gone = &rows[1];
-    assert_eq!(gone.get("_ws.col.Info"), note, "{gone:?}");
+    assert_eq!(
+        gone.get("_ws.col.Info"),
+        format!("[not sent] p1→p2 D1 len=5 \"hola\\n\" — {note}"),
+        "{gone:?}"
+    );
+    assert_eq!(gone.get("ip.src"), "127.0.0.1");
+    assert_eq!(gone.get("udp.dstport"), DEFAULT_PROXY2_PORT.to_string());
+    assert_eq!(gone.get("tunlab.type"), "D");
+    assert_eq!(gone.get("tunlab.id"), "1");
     assert_eq!(gone.extra(0), "TUNLAB");
-    assert_eq!(gone.extra(1), "0", "no bytes: none crossed the wire");
+    assert_eq!(
+        gone.extra(1),
+        (14 + 20 + 8 + 7).to_string(),
+        "the whole frame"
+    );
+    assert_eq!(gone.extra(2), tunlab::capture::PCAPNG_NOT_SENT_INTERFACE);
+    assert!(gone.extra(3) == "1" || gone.extra(3) == "True", "{gone:?}");
     assert!(gone.worst_severity() < PI_WARN, "{gone:?}");
+    // What crossed, only.
+    let followed = follow_stream(&path, 0);
+    assert_eq!(followed, (b"ok".to_vec(), Vec::new()));
+}
+
+/// `tshark -z follow,tunlab,raw,N`: the bytes of stream N from proxy1's side (node 0) and
+/// from proxy2's (node 1).
+fn follow_stream(file: &Path, stream: u32) -> (Vec<u8>, Vec<u8>) {
+    let output = Command::new("tshark")
+        .args(["-n", "-q", "-r"])
+        .arg(file)
+        .args(["-X", &format!("lua_script:{DISSECTOR}")])
+        .args(["-z", &format!("follow,tunlab,raw,{stream}")])
+        .output()
+        .expect("tshark runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "tshark failed: {stderr}");
+    assert!(!stderr.to_lowercase().contains("lua"), "{stderr}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("Follow: tunlab,raw"), "{text}");
+    let unhex = |line: &str| -> Vec<u8> {
+        (0..line.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let (mut from_proxy1, mut from_proxy2) = (Vec::new(), Vec::new());
+    let body = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Node 1:"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("====="));
+    for line in body {
+        match line.strip_prefix('\t') {
+            Some(hex) => from_proxy2.extend(unhex(hex)),
+            None => from_proxy1.extend(unhex(line)),
+        }
+    }
+    (from_proxy1, from_proxy2)
 }

@@ -97,3 +97,55 @@ fn a_port_in_use_is_named() {
         stderr(&out)
     );
 }
+
+/// `--capture FILE` writes the format its extension names, unless `--capture-format` says
+/// otherwise; with `--capture-tcp` and no hint, pcapng. The lab's default follows
+/// `--capture-tcp` the same way.
+#[test]
+fn the_capture_format_follows_the_file_name() {
+    use clap::Parser;
+    use tunlab::capture::CaptureFormat::{Pcap, Pcapng};
+    use tunlab::cli::Command as Sub;
+    let format = |args: &[&str]| {
+        let cli = Cli::try_parse_from(
+            ["tunlab", "proxy1", "3327", "localhost", "3328"]
+                .iter()
+                .chain(args),
+        )
+        .unwrap();
+        match cli.command {
+            Some(Sub::Proxy1(proxy1)) => proxy1.capture.format(),
+            _ => unreachable!(),
+        }
+    };
+    assert_eq!(format(&["--capture", "p1.pcapng"]), Pcapng);
+    assert_eq!(format(&["--capture", "P1.PCAPNG"]), Pcapng);
+    assert_eq!(format(&["--capture", "p1.pcap"]), Pcap);
+    assert_eq!(format(&["--capture", "p1.cap"]), Pcap);
+    assert_eq!(format(&["--capture", "/dev/stdout"]), Pcap);
+    assert_eq!(
+        format(&["--capture", "p1.pcapng", "--capture-format", "pcap"]),
+        Pcap
+    );
+    assert_eq!(format(&["--capture", "p1.cap", "--capture-tcp"]), Pcapng);
+    assert_eq!(
+        format(&["--capture", "p1.pcap", "--capture-tcp"]),
+        Pcap,
+        "the name still wins"
+    );
+    let lab = |args: &[&str]| {
+        Cli::try_parse_from(["tunlab"].iter().chain(args))
+            .unwrap()
+            .lab
+            .capture
+            .format()
+    };
+    assert_eq!(lab(&[]), Pcap);
+    assert_eq!(lab(&["--capture-tcp"]), Pcapng);
+    assert_eq!(lab(&["--capture-tcp", "--capture-format", "pcap"]), Pcap);
+    // --capture-tcp needs a file to write into.
+    assert!(
+        Cli::try_parse_from(["tunlab", "proxy2", "3328", "h", "1818", "--capture-tcp"]).is_err()
+    );
+    assert!(Cli::try_parse_from(["tunlab", "--no-capture", "--capture-tcp"]).is_err());
+}

@@ -168,6 +168,19 @@ fn ladder_of_a_connection_aborted_with_rst() {
     )));
 }
 
+/// With TCP capture on, each leg's handshake, FIN and RST segments are arrows of their own.
+#[test]
+fn ladder_with_captured_tcp_segments() {
+    let mut state = tui_support::new_state(0);
+    tui_support::with_tcp_capture().apply(&mut state);
+    assert_snapshot!(screen(90, 22, |f| ladder::render(
+        f,
+        f.area(),
+        &state,
+        id(0)
+    )));
+}
+
 /// PgUp/Home scroll back, but never past the oldest row, and the border says how far back.
 #[test]
 fn ladder_scrolled_to_the_top() {
@@ -251,6 +264,91 @@ fn readme_lists_every_key_of_the_help() {
 fn whole_screen_80x24() {
     let state = classroom_state();
     assert_snapshot!(screen(80, 24, |f| render::draw(f, &state)));
+}
+
+/// Every echo verdict at once: client 1 got all 10 B back (✓), client 2 sent 30 B and has
+/// 10 B back so far (…), client 3 sent nothing, client 4's echo came back changed (✗) and
+/// client 5 ended with 12 B never echoed (✗ lost). A capture is on, so the header is full.
+fn verdicts_state() -> TuiState {
+    use tunlab::event::{ClientEnd, CloseKind};
+    use tunlab::roles::echo_client::ClientStatus;
+    let mut state = new_state(3500);
+    classroom().apply(&mut state);
+    let mut snapshot = classroom_snapshot();
+    let status = |n: u32, sent, echoed, intact, ended| {
+        (
+            n,
+            ClientStatus {
+                local: Some(client_addr(n)),
+                sent_bytes: sent,
+                echoed_bytes: echoed,
+                matched_bytes: if intact { echoed } else { 0 },
+                intact,
+                ended,
+            },
+        )
+    };
+    snapshot.clients = vec![
+        status(1, 10, 10, true, Some(ClientEnd::ByClient(CloseKind::Rst))),
+        status(2, 30, 10, true, None),
+        status(3, 0, 0, true, Some(ClientEnd::ByTunnel)),
+        status(4, 5, 5, false, None),
+        status(
+            5,
+            1200,
+            1188,
+            true,
+            Some(ClientEnd::ByClient(CloseKind::Fin)),
+        ),
+    ];
+    apply_snapshot(&mut state, &snapshot);
+    state.capture = Some(CaptureView {
+        path: "tunlab-20261129-151500.pcap".into(),
+        frames: 31,
+        failed: false,
+    });
+    state
+}
+
+/// Every line of a screen with no word cut at its right edge: each line ends in a border,
+/// a space, or a whole word that the next column does not continue.
+fn assert_verdicts_visible(screen: &str) {
+    assert!(screen.contains("✗"), "no ✗ on screen:\n{screen}");
+    assert!(screen.contains("✓"), "no ✓ on screen:\n{screen}");
+    assert!(
+        screen.contains("…"),
+        "no … (echo still due) on screen:\n{screen}"
+    );
+    for cut in ["ende\"", "end│", "clien│", " p pro\""] {
+        assert!(!screen.contains(cut), "a word is cut ({cut}):\n{screen}");
+    }
+}
+
+#[test]
+fn echo_verdicts_at_80x24() {
+    let state = verdicts_state();
+    let screen = screen(80, 24, |f| render::draw(f, &state));
+    assert_verdicts_visible(&screen);
+    assert!(screen.contains(" echo  1 ✓  2 … 20 B due  3 –  4 ✗ damaged  5 ✗ 12 B lost"));
+    assert_snapshot!(screen);
+}
+
+#[test]
+fn echo_verdicts_at_100x30() {
+    let state = verdicts_state();
+    let screen = screen(100, 30, |f| render::draw(f, &state));
+    assert_verdicts_visible(&screen);
+    assert!(screen.contains("✗ damaged"), "{screen}");
+    assert_snapshot!(screen);
+}
+
+#[test]
+fn echo_verdicts_at_120x40() {
+    let state = verdicts_state();
+    let screen = screen(120, 40, |f| render::draw(f, &state));
+    assert_verdicts_visible(&screen);
+    assert!(screen.contains("✗ 12 B lost"), "{screen}");
+    assert_snapshot!(screen);
 }
 
 /// The smallest terminal that gets the normal layout (clients pane, bordered header).
@@ -390,28 +488,48 @@ fn keys_drive_the_lab() {
     assert_eq!(handle_key(&mut state, ch('q')), Some(Command::Quit));
 }
 
-/// While paused, frames are counted but not traced; clear empties traces and the log.
+/// While paused the screen stands still, but nothing is lost: frames that arrive meanwhile
+/// are counted and kept, and show when it resumes. Clear empties traces and the log.
 #[test]
-fn pause_and_clear() {
-    let mut state = new_state(0);
+fn pause_keeps_what_arrives_and_shows_it_on_resume_and_clear_empties() {
+    let mut state = new_state(50);
     let mut start = Script::default();
     start.roles_up(0).client_connects(5, 1).opens(6, 1, 0);
     start.apply(&mut state);
     let traced = state.conns[0].trace.len();
+    let laddered = state.conns[0].ladder.len();
     handle_key(&mut state, ch(' '));
     let mut more = Script::default();
     more.echo(100, 1, 0, b"while paused");
     more.apply(&mut state);
-    assert_eq!(state.conns[0].trace.len(), traced, "paused traces grew");
     assert_eq!(
-        state.conns[0].to_proxy2.bytes, 12,
-        "paused counters stopped"
+        state.shown(&state.conns[0].trace),
+        traced,
+        "the screen stood still"
+    );
+    assert_eq!(
+        state.conns[0].trace.len(),
+        traced + 2,
+        "and kept both frames"
+    );
+    assert!(state.conns[0].ladder.len() > laddered);
+    assert_eq!(state.conns[0].to_proxy2.bytes, 12, "counters kept counting");
+    let paused = screen(100, 30, |f| render::draw(f, &state));
+    assert!(!paused.contains("while paused"), "{paused}");
+    assert!(
+        paused.contains("PAUSED · 2 new kept (space shows them)"),
+        "{paused}"
     );
     handle_key(&mut state, ch(' '));
-    more.events.clear();
-    more.echo(200, 1, 0, b"resumed");
-    more.apply(&mut state);
-    assert_eq!(state.conns[0].trace.len(), traced + 2);
+    let resumed = screen(100, 30, |f| render::draw(f, &state));
+    assert!(
+        resumed.contains(r#"p1→p2 D0 len=12 "while paused""#)
+            && resumed.contains(r#"p2→p1 D0 len=12 "while paused""#),
+        "{resumed}"
+    );
+    handle_key(&mut state, ch('l'));
+    let ladder = screen(120, 40, |f| render::draw(f, &state));
+    assert!(ladder.contains("D0 12B"), "{ladder}");
     handle_key(&mut state, ch('c'));
     assert!(state.conns[0].trace.is_empty());
     assert!(state.conns[0].ladder.is_empty());
@@ -459,4 +577,148 @@ fn sampled_frames_are_marked_in_the_trace_and_the_ladder() {
         &state,
         id(1)
     )));
+}
+
+/// Step mode: the held frames replace the log, in order, the chosen one marked; Tab moves the
+/// choice, `x` drops the chosen one and `d` copies it, `.` lets the oldest go.
+#[test]
+fn step_mode_lists_the_held_frames_and_keys_act_on_the_chosen_one() {
+    use tunlab::event::{FrameSummary, LinkDirection, Preview};
+    use tunlab::lab::HeldView;
+    use tunlab::tui::state::HoldView;
+    use tunlab::wire::FrameKind;
+    let held = |id: u64, direction, kind, conn: u16, payload: &[u8], copy| HeldView {
+        id,
+        direction,
+        frame: FrameSummary {
+            kind,
+            id: ConnId::new(conn),
+            wire_len: 2 + payload.len(),
+            payload_len: payload.len(),
+            preview: Preview::of(payload),
+        },
+        copy,
+    };
+    let mut state = classroom_state();
+    state.set_hold(HoldView {
+        holding: true,
+        frames: vec![
+            held(
+                4,
+                LinkDirection::ToProxy2,
+                FrameKind::Data,
+                1,
+                b"adi\xc3\xb3s\n",
+                false,
+            ),
+            held(
+                5,
+                LinkDirection::ToProxy2,
+                FrameKind::Data,
+                1,
+                b"adi\xc3\xb3s\n",
+                true,
+            ),
+            held(7, LinkDirection::ToProxy1, FrameKind::Close, 1, b"", false),
+        ],
+    });
+    let key = |code| KeyEvent::new(code, KeyModifiers::NONE);
+    assert_eq!(
+        handle_key(&mut state, key(KeyCode::Char('.'))),
+        Some(Command::ReleaseNext)
+    );
+    assert_eq!(handle_key(&mut state, key(KeyCode::Tab)), None);
+    assert_eq!(handle_key(&mut state, key(KeyCode::Tab)), None);
+    assert_eq!(
+        handle_key(&mut state, key(KeyCode::Char('x'))),
+        Some(Command::DropHeld(7))
+    );
+    assert_eq!(
+        handle_key(&mut state, key(KeyCode::Char('d'))),
+        Some(Command::DuplicateHeld(7))
+    );
+    assert_eq!(
+        handle_key(&mut state, key(KeyCode::Char('h'))),
+        Some(Command::ToggleHold)
+    );
+    let wide = screen(100, 30, |f| render::draw(f, &state));
+    assert!(wide.contains(" 3 p2→p1 X1"), "{wide}");
+    assert!(wide.contains("HELD 3"), "{wide}");
+    assert_snapshot!("step_mode_100x30", wide);
+    let narrow = screen(80, 24, |f| render::draw(f, &state));
+    assert!(narrow.contains("Link held"), "{narrow}");
+    assert_snapshot!("step_mode_80x24", narrow);
+}
+
+#[test]
+fn step_keys_say_so_when_the_link_is_not_held() {
+    let mut state = classroom_state();
+    let key = |code| KeyEvent::new(code, KeyModifiers::NONE);
+    for code in [
+        KeyCode::Char('.'),
+        KeyCode::Char('x'),
+        KeyCode::Char('d'),
+        KeyCode::Tab,
+    ] {
+        assert_eq!(handle_key(&mut state, key(code)), None);
+        assert!(
+            state.log.back().unwrap().text.contains("h holds it"),
+            "{code:?}"
+        );
+    }
+}
+
+/// `--play`: the step list in the log's place (done ✓, next ▶), the held link beside it while
+/// a step holds it, and at the end every expectation ticked or crossed.
+#[test]
+fn play_shows_the_steps_and_then_the_verdicts() {
+    use tunlab::tui::state::{HoldView, PlayView};
+    let mut state = classroom_state();
+    state.play = Some(PlayView {
+        name: "lost echo".into(),
+        steps: vec![
+            "line 13  hold the link (step mode)".into(),
+            "line 16  start 1 client".into(),
+            "line 20  release the first C frame held".into(),
+            "line 24  release the first OK frame p2→p1 held".into(),
+            "line 44  drop the first D frame of id 0 p2→p1 held".into(),
+        ],
+        done: 3,
+        waiting: Some(3),
+        every: None,
+        verdicts: None,
+    });
+    state.set_hold(HoldView {
+        holding: true,
+        frames: Vec::new(),
+    });
+    let stepping = screen(100, 30, |f| render::draw(f, &state));
+    assert!(stepping.contains("lost echo · step 4 of 5"), "{stepping}");
+    assert!(stepping.contains("✓  3 line 20"), "{stepping}");
+    assert!(stepping.contains("▶  4 line 24"), "{stepping}");
+    assert!(stepping.contains("Link held"), "{stepping}");
+    assert_snapshot!("play_stepping_100x30", stepping);
+
+    state.set_hold(HoldView::default());
+    if let Some(play) = state.play.as_mut() {
+        play.done = 5;
+        play.waiting = None;
+        play.verdicts = Some(vec![
+            (
+                true,
+                "the echo of hola was dropped by hand — 1 dropped".into(),
+            ),
+            (
+                false,
+                "echo intact (client 1) — client 1 got 8 of 12 bytes back".into(),
+            ),
+        ]);
+    }
+    let end = screen(80, 24, |f| render::draw(f, &state));
+    assert!(end.contains("FAILED: 1 of 2 expectations hold"), "{end}");
+    assert!(
+        end.contains("✓ the echo of hola") && end.contains("✗ echo intact"),
+        "{end}"
+    );
+    assert_snapshot!("play_verdicts_80x24", end);
 }

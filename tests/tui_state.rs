@@ -68,8 +68,10 @@ fn a_flood_of_events_stays_bounded() {
             &mut state,
             Event {
                 time,
-                kind: EventKind::WaitGaveUp {
-                    client: client_addr(99),
+                kind: EventKind::Log {
+                    level: tunlab::event::Level::Warn,
+                    role: Role::Proxy1,
+                    message: "a warning".into(),
                 },
             },
         );
@@ -196,6 +198,46 @@ fn ladder_of_a_whole_connection() {
     assert_eq!(got, expected);
 }
 
+/// With TCP capture on, the kernel's segments join the ladder on their leg: the handshakes
+/// (which happen before the id is known: they wait for it), FIN and RST; data segments and
+/// plain ACKs do not (the read and write arrows say that), nor segments of other ports.
+#[test]
+fn captured_tcp_segments_show_on_their_leg_of_the_ladder() {
+    let script = tui_support::with_tcp_capture();
+    let mut state = new_state(0);
+    script.apply(&mut state);
+    let segments: Vec<(Lane, Lane, String)> = state.conns[0]
+        .ladder
+        .iter()
+        .filter_map(|e| match e {
+            LadderEntry::Arrow {
+                from, to, label, ..
+            } if label.text().starts_with('[') => Some((*from, *to, label.text().into_owned())),
+            _ => None,
+        })
+        .collect();
+    use Lane::*;
+    let expected = [
+        (Client, Proxy1, "[SYN]"),
+        (Proxy1, Client, "[SYN, ACK]"),
+        (Client, Proxy1, "[ACK]"),
+        (Proxy2, Server, "[SYN]"),
+        (Server, Proxy2, "[SYN, ACK]"),
+        (Proxy2, Server, "[ACK]"),
+        (Client, Proxy1, "[FIN, ACK]"),
+        (Proxy2, Server, "[RST, ACK]"),
+    ];
+    let got: Vec<(Lane, Lane, &str)> = segments
+        .iter()
+        .map(|(a, b, l)| (*a, *b, l.as_str()))
+        .collect();
+    assert_eq!(got, expected);
+    assert!(
+        state.conns[1..].iter().all(|c| c.ladder.is_empty()),
+        "nothing on other ids"
+    );
+}
+
 /// A refused id is freed at once by proxy1; the state keeps the outcome until the id is
 /// given out again, and then starts its counters afresh.
 #[test]
@@ -300,10 +342,250 @@ fn role_up_and_down() {
 
 #[test]
 fn typed_messages_understand_escapes() {
-    assert_eq!(parse_message("hola mundo"), b"hola mundo");
-    assert_eq!(parse_message("a\\nb\\r\\t\\\\"), b"a\nb\r\t\\");
-    assert_eq!(parse_message("\\x00\\xff\\x41"), [0, 0xff, b'A']);
-    // Not an escape: taken literally.
-    assert_eq!(parse_message("\\xZZ \\q \\"), b"\\xZZ \\q \\");
-    assert_eq!(parse_message("ñ"), "ñ".as_bytes());
+    assert_eq!(parse_message("hola mundo").unwrap(), b"hola mundo");
+    assert_eq!(parse_message("a\\nb\\r\\t\\\\").unwrap(), b"a\nb\r\t\\");
+    assert_eq!(parse_message("\\x00\\xff\\x41").unwrap(), [0, 0xff, b'A']);
+    assert_eq!(parse_message("adiós").unwrap(), "adiós".as_bytes());
+}
+
+#[test]
+fn typed_messages_with_a_bad_escape_are_refused_with_the_reason() {
+    for (text, reason) in [
+        ("\\xZZ", "\\xZZ is not a byte"),
+        ("ab\\x4", "\\x4 is not a byte"),
+        ("\\x+1", "\\x+1 is not a byte"),
+        ("\\q", "\\q is not an escape"),
+        ("end\\", "lone \\"),
+    ] {
+        let err = parse_message(text).unwrap_err();
+        assert!(err.contains(reason), "{text}: {err}");
+    }
+}
+
+#[test]
+fn a_check_mark_only_when_every_byte_sent_came_back_intact() {
+    use tunlab::tui::state::{ClientView, EchoVerdict};
+    let client = |sent, echoed, intact, ended| ClientView {
+        sent,
+        echoed,
+        intact,
+        ended,
+        ..ClientView::default()
+    };
+    let fin = Some(tunlab::event::ClientEnd::ByClient(
+        tunlab::event::CloseKind::Fin,
+    ));
+    assert_eq!(
+        client(0, 0, true, None).echo_verdict(),
+        EchoVerdict::NothingSent
+    );
+    assert_eq!(
+        client(30, 30, true, None).echo_verdict(),
+        EchoVerdict::Intact
+    );
+    // 30 B sent and 10 B echoed is not ✓: 20 B are still due, or lost once the client ended.
+    assert_eq!(
+        client(30, 10, true, None).echo_verdict(),
+        EchoVerdict::Short {
+            missing: 20,
+            ended: false
+        }
+    );
+    assert_eq!(
+        client(30, 10, true, fin).echo_verdict(),
+        EchoVerdict::Short {
+            missing: 20,
+            ended: true
+        }
+    );
+    assert_eq!(
+        client(30, 30, false, None).echo_verdict(),
+        EchoVerdict::Damaged
+    );
+    assert_eq!(
+        client(10, 12, true, None).echo_verdict(),
+        EchoVerdict::Damaged
+    );
+}
+
+#[test]
+fn a_bad_escape_keeps_the_message_open_and_says_why() {
+    use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use tunlab::tui::app::{Command, handle_key};
+    let mut state = new_state(100);
+    let mut script = tui_support::Script::default();
+    script.roles_up(0).client_connects(1, 1).opens(2, 1, 0);
+    script.apply(&mut state);
+    let key = |code| KeyEvent::new(code, KeyModifiers::NONE);
+    assert_eq!(handle_key(&mut state, key(KeyCode::Char('m'))), None);
+    for c in "a\\xZZ".chars() {
+        handle_key(&mut state, key(KeyCode::Char(c)));
+    }
+    assert_eq!(handle_key(&mut state, key(KeyCode::Enter)), None);
+    assert_eq!(
+        state.view.input.as_deref(),
+        Some("a\\xZZ"),
+        "kept for fixing"
+    );
+    let last = state.log.back().unwrap();
+    assert!(last.text.contains("\\xZZ is not a byte"), "{}", last.text);
+    for _ in 0..3 {
+        handle_key(&mut state, key(KeyCode::Backspace));
+    }
+    for c in "x41".chars() {
+        handle_key(&mut state, key(KeyCode::Char(c)));
+    }
+    assert_eq!(
+        handle_key(&mut state, key(KeyCode::Enter)),
+        Some(Command::Send {
+            client: 1,
+            bytes: b"aA".to_vec()
+        })
+    );
+    assert_eq!(state.view.input, None);
+}
+
+/// One log line per happening: a connection's whole life, a refused one and a client that
+/// waits, each said once, by the role that knows most about it.
+#[test]
+fn one_log_line_per_happening() {
+    let mut state = new_state(0);
+    tui_support::classroom().apply(&mut state);
+    let mut script = tui_support::Script::default();
+    script.waits(4000, 4);
+    script.apply(&mut state);
+    let log: Vec<String> = state
+        .log
+        .iter()
+        .map(|l| format!("{:.3} {}", l.time.as_secs_f64(), l.text))
+        .collect();
+    assert_eq!(
+        log,
+        [
+            "0.000 server up on 127.0.0.1:1818",
+            "0.000 proxy2 up on 127.0.0.1:3328",
+            "0.000 proxy1 up on 127.0.0.1:3327",
+            "0.005 client 1: connected from 127.0.0.1:50001",
+            "0.006 proxy1: connection 0 (127.0.0.1:50001) connecting",
+            "0.009 proxy1: connection 0 (127.0.0.1:50001) open",
+            "0.010 client 2: connected from 127.0.0.1:50002",
+            "0.011 proxy1: connection 1 (127.0.0.1:50002) connecting",
+            "0.014 proxy1: connection 1 (127.0.0.1:50002) open",
+            "2.000 client 3: connected from 127.0.0.1:50003",
+            "2.001 proxy1: connection 2 (127.0.0.1:50003) connecting",
+            "2.003 proxy2: connection 2 (127.0.0.1:40000) free",
+            "2.004 proxy1: connection 2 (127.0.0.1:50003) free",
+            "2.004 client 3: closed by the tunnel",
+            "3.000 client 1: closed with RST",
+            "3.000 proxy1: connection 0 (127.0.0.1:50001) closing",
+            "3.001 proxy1: connection 0 (127.0.0.1:50001) free",
+            "3.001 proxy2: connection 0 (127.0.0.1:40000) free",
+        ]
+    );
+}
+
+fn ladder_notes(state: &tunlab::tui::state::TuiState, id: usize) -> Vec<String> {
+    state.conns[id]
+        .ladder
+        .iter()
+        .filter_map(|entry| match entry {
+            tunlab::tui::state::LadderEntry::Note { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The ladder marks a restart of proxy2 or the server on every id with a history, so what an
+/// id did before and after reads as two lives of that role.
+#[test]
+fn the_ladder_marks_a_stop_and_a_restart() {
+    let mut state = new_state(0);
+    let mut script = Script::default();
+    script.roles_up(0).client_connects(1, 1).opens(2, 1, 0);
+    script
+        .at(100, EventKind::RoleDown { role: Role::Proxy2 })
+        .at(
+            200,
+            EventKind::RoleUp {
+                role: Role::Proxy2,
+                addr: tui_support::addr(tui_support::PROXY2_UDP),
+            },
+        )
+        .at(
+            300,
+            EventKind::RoleDown {
+                role: Role::EchoServer,
+            },
+        )
+        .at(
+            400,
+            EventKind::RoleUp {
+                role: Role::EchoServer,
+                addr: tui_support::addr(tui_support::SERVER),
+            },
+        );
+    script.apply(&mut state);
+    assert_eq!(
+        ladder_notes(&state, 0),
+        [
+            "✕ proxy2 stopped",
+            "↻ proxy2 restarted",
+            "✕ server stopped",
+            "↻ server restarted"
+        ]
+    );
+    assert!(ladder_notes(&state, 5).is_empty(), "an id with no history");
+}
+
+/// A new client's id that proxy2 still holds for the last one (its X was lost): the ladder
+/// says the id was reused stale.
+#[test]
+fn the_ladder_marks_a_reused_stale_id() {
+    let mut state = new_state(0);
+    let mut script = Script::default();
+    let c1 = client_addr(1);
+    script.roles_up(0).client_connects(1, 1).opens(2, 1, 0);
+    // Client 1 leaves; proxy1 frees id 0 and sends X, which is lost: no "proxy2 free".
+    script
+        .at(
+            100,
+            EventKind::Conn {
+                at: Endpoint::Proxy1,
+                id: ConnId::new(0),
+                state: ConnState::Free,
+                client: Some(c1),
+            },
+        )
+        .client_connects(500, 2)
+        .at(
+            501,
+            EventKind::Conn {
+                at: Endpoint::Proxy1,
+                id: ConnId::new(0),
+                state: ConnState::Connecting,
+                client: Some(client_addr(2)),
+            },
+        );
+    script.apply(&mut state);
+    let notes = ladder_notes(&state, 0);
+    assert!(
+        notes.contains(&"⚠ id 0 reused while proxy2 still holds its last connection".to_string()),
+        "{notes:?}"
+    );
+    // A clean reuse (proxy2 freed it first) is not marked.
+    let mut clean = new_state(0);
+    let mut script = Script::default();
+    script
+        .roles_up(0)
+        .client_connects(1, 1)
+        .opens(2, 1, 0)
+        .client_closes(100, 1, 0, tunlab::event::CloseKind::Fin)
+        .client_connects(500, 2)
+        .opens(501, 2, 0);
+    script.apply(&mut clean);
+    assert!(
+        !ladder_notes(&clean, 0).iter().any(|n| n.contains("reused")),
+        "{:?}",
+        ladder_notes(&clean, 0)
+    );
 }

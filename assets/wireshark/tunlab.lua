@@ -12,7 +12,16 @@
 --   wireshark -X lua_script:assets/wireshark/tunlab.lua -d udp.port==N,tunlab FILE
 -- (or in Wireshark: Analyze > Decode As…, UDP port N, tunlab).
 --
--- The Info column reads like tunlab's own traces: C3, C3OK, C3NOK, X3, D3 len=5 "hola\n".
+-- The Info column reads like tunlab's own traces, with the direction first:
+-- p1→p2 C3, p2→p1 C3OK, p2→p1 C3NOK, p1→p2 X3, p1→p2 D3 len=5 "hola\n".
+--
+-- Each use of a connection id (from its C to its X) is a stream of its own, numbered like
+-- tcp.stream: filter with tunlab.stream == N, or follow it (the D payloads, proxy1's side as
+-- node 0 and proxy2's as node 1) with
+--   tshark -r FILE -X lua_script:assets/wireshark/tunlab.lua -q -z follow,tunlab,ascii,N
+-- (raw instead of ascii gives hex). In Wireshark: Tools > tunlab > Follow stream.
+-- Frames the link emulator dropped before sending (tunlab's pcapng keeps them on the interface
+-- tunlab-not-sent) are marked [not sent] and left out of what a stream carried.
 -- Written for Wireshark 4.0 (Lua 5.2).
 
 local DEFAULT_PORT = 3328
@@ -35,7 +44,78 @@ local f_status = ProtoField.string("tunlab.status", "Connect status")
 local f_len = ProtoField.uint16("tunlab.len", "Payload length", base.DEC)
 local f_payload = ProtoField.bytes("tunlab.payload", "Payload")
 local f_ignored = ProtoField.bytes("tunlab.ignored", "Ignored trailing bytes")
-tunlab.fields = { f_type, f_id, f_status, f_len, f_payload, f_ignored }
+local f_direction = ProtoField.string("tunlab.direction", "Direction")
+local f_stream = ProtoField.uint32("tunlab.stream", "Stream index", base.DEC)
+local f_not_sent = ProtoField.bool("tunlab.not_sent", "Not sent (dropped by the link emulator)")
+tunlab.fields = { f_type, f_id, f_status, f_len, f_payload, f_ignored, f_direction, f_stream,
+    f_not_sent }
+
+-- tunlab's pcapng puts frames the link emulator dropped on an interface of their own.
+local NOT_SENT_INTERFACE = "tunlab-not-sent"
+local f_interface_name = Field.new("frame.interface_name")
+local f_comment = Field.new("frame.comment")
+
+-- What the first pass learned, per packet number: direction and stream. Later passes (and
+-- Wireshark's random access) read it back, so every pass shows the same.
+local per_packet = {}
+-- Per UDP conversation (the two endpoints): which end is proxy2, and each id's stream.
+local conversations = {}
+local next_stream = 0
+
+function tunlab.init()
+    per_packet = {}
+    conversations = {}
+    next_stream = 0
+end
+
+local function endpoint(address, port)
+    return tostring(address) .. ":" .. tostring(port)
+end
+
+-- Works out a packet's direction and stream on the first pass; `kind` and `tail` are the
+-- frame's type letter and what follows C<id>.
+local function place(pinfo, kind, id, tail)
+    local known = per_packet[pinfo.number]
+    if known ~= nil then return known end
+    local src = endpoint(pinfo.src, pinfo.src_port)
+    local dst = endpoint(pinfo.dst, pinfo.dst_port)
+    local key = src < dst and (src .. "|" .. dst) or (dst .. "|" .. src)
+    local conv = conversations[key]
+    if conv == nil then
+        conv = { proxy2 = nil, current = {}, closed = {} }
+        conversations[key] = conv
+    end
+    -- proxy2 is where a C goes and where C..OK / C..NOK come from; failing that, the
+    -- lab's default proxy2 port.
+    if kind == "C" and (tail == "OK" or tail == "NOK") then
+        conv.proxy2 = src
+    elseif kind == "C" then
+        conv.proxy2 = dst
+    elseif conv.proxy2 == nil then
+        if pinfo.dst_port == DEFAULT_PORT then conv.proxy2 = dst
+        elseif pinfo.src_port == DEFAULT_PORT then conv.proxy2 = src end
+    end
+    local direction = "?"
+    if conv.proxy2 == dst then direction = "p1→p2"
+    elseif conv.proxy2 == src then direction = "p2→p1" end
+    -- A new stream starts with each C that opens the id (the first, or one after an X).
+    local opening = kind == "C" and tail ~= "OK" and tail ~= "NOK"
+    if conv.current[id] == nil or (opening and conv.closed[id]) then
+        conv.current[id] = next_stream
+        next_stream = next_stream + 1
+        conv.closed[id] = false
+    end
+    local stream = conv.current[id]
+    if kind == "X" then conv.closed[id] = true end
+    known = { direction = direction, stream = stream }
+    per_packet[pinfo.number] = known
+    return known
+end
+
+local function not_sent_frame()
+    local name = f_interface_name()
+    return name ~= nil and tostring(name.value) == NOT_SENT_INTERFACE
+end
 
 local e_malformed = ProtoExpert.new("tunlab.malformed", "Malformed tunlab datagram",
     expert.group.MALFORMED, expert.severity.ERROR)
@@ -46,18 +126,67 @@ local e_refused = ProtoExpert.new("tunlab.nok", "proxy2 could not reach the serv
     expert.group.RESPONSE_CODE, expert.severity.NOTE)
 tunlab.experts = { e_malformed, e_too_long, e_refused }
 
--- The same escaping as tunlab's describe::escape_bytes.
+-- The length of the valid UTF-8 sequence at position i of bytes, and its code point; nil
+-- when the bytes there are not one (a lone continuation byte, a cut or overlong sequence,
+-- a surrogate).
+local function utf8_at(bytes, i)
+    local b = bytes:byte(i)
+    local n, low, high, cp
+    if b >= 0xc2 and b <= 0xdf then n, cp = 1, b - 0xc0
+    elseif b >= 0xe0 and b <= 0xef then n, cp = 2, b - 0xe0
+    elseif b >= 0xf0 and b <= 0xf4 then n, cp = 3, b - 0xf0
+    else return nil end
+    -- The allowed range of the first continuation byte (RFC 3629's table).
+    low, high = 0x80, 0xbf
+    if b == 0xe0 then low = 0xa0 elseif b == 0xed then high = 0x9f
+    elseif b == 0xf0 then low = 0x90 elseif b == 0xf4 then high = 0x8f end
+    for k = 1, n do
+        local c = bytes:byte(i + k)
+        if c == nil then return nil end
+        if k == 1 then
+            if c < low or c > high then return nil end
+        elseif c < 0x80 or c > 0xbf then return nil end
+        cp = cp * 64 + (c - 0x80)
+    end
+    return n + 1, cp
+end
+
+-- Characters that must not reach a terminal as text: C1 controls, and format or separator
+-- characters that move or hide text.
+local function printable(cp)
+    return not ((cp >= 0x80 and cp <= 0x9f) or cp == 0xad
+        or (cp >= 0x200b and cp <= 0x200f) or (cp >= 0x2028 and cp <= 0x202e)
+        or (cp >= 0x2060 and cp <= 0x206f) or cp == 0xfeff
+        or (cp >= 0xfff9 and cp <= 0xfffb))
+end
+
+-- The same escaping as tunlab's describe::escape_bytes: printable text as is (UTF-8 too),
+-- \n \r \t \\ \" escaped, every other byte as \xNN.
 local function escape_bytes(bytes)
     local out = {}
-    for i = 1, #bytes do
+    local i = 1
+    while i <= #bytes do
         local b = bytes:byte(i)
-        if b == 10 then out[#out + 1] = "\\n"
-        elseif b == 13 then out[#out + 1] = "\\r"
-        elseif b == 9 then out[#out + 1] = "\\t"
-        elseif b == 92 then out[#out + 1] = "\\\\"
-        elseif b == 34 then out[#out + 1] = "\\\""
-        elseif b >= 0x20 and b <= 0x7e then out[#out + 1] = string.char(b)
-        else out[#out + 1] = string.format("\\x%02x", b)
+        local len, cp = nil, nil
+        if b >= 0x80 then len, cp = utf8_at(bytes, i) end
+        if len and printable(cp) then
+            out[#out + 1] = bytes:sub(i, i + len - 1)
+            i = i + len
+        elseif len then
+            for k = i, i + len - 1 do
+                out[#out + 1] = string.format("\\x%02x", bytes:byte(k))
+            end
+            i = i + len
+        else
+            if b == 10 then out[#out + 1] = "\\n"
+            elseif b == 13 then out[#out + 1] = "\\r"
+            elseif b == 9 then out[#out + 1] = "\\t"
+            elseif b == 92 then out[#out + 1] = "\\\\"
+            elseif b == 34 then out[#out + 1] = "\\\""
+            elseif b >= 0x20 and b <= 0x7e then out[#out + 1] = string.char(b)
+            else out[#out + 1] = string.format("\\x%02x", b)
+            end
+            i = i + 1
         end
     end
     return table.concat(out)
@@ -89,17 +218,22 @@ function tunlab.dissector(tvb, pinfo, tree)
     end
     local id = digit - 0x30
     local rest = len - 2
+    local tail = (kind == "C" and rest > 0) and tvb(2, rest):raw() or ""
+    local where = place(pinfo, kind, id, tail)
+    local dropped = not_sent_frame()
 
     local subtree = tree:add(tunlab, tvb())
     subtree:add(f_type, tvb(0, 1)):append_text(" (" .. TYPE_NAMES[kind] .. ")")
     subtree:add(f_id, tvb(1, 1), id)
+    subtree:add(f_direction, where.direction):set_generated()
+    subtree:add(f_stream, where.stream):set_generated()
+    if dropped then subtree:add(f_not_sent, true):set_generated() end
     if len > MAX_DATAGRAM then
         subtree:add_proto_expert_info(e_too_long)
     end
 
     local label
     if kind == "C" then
-        local tail = rest > 0 and tvb(2, rest):raw() or ""
         -- Only the exact replies mean OK/NOK; anything else after C<id> is ignored (seed rule).
         if tail == "OK" or tail == "NOK" then
             subtree:add(f_status, tvb(2, rest))
@@ -127,7 +261,15 @@ function tunlab.dissector(tvb, pinfo, tree)
         if rest > 0 then subtree:add(f_ignored, tvb(2, rest)) end
         label = string.format("X%d", id)
     end
+    label = where.direction .. " " .. label
     subtree:append_text(": " .. label)
+    if dropped then
+        -- Named like any frame (type, id, direction, length), and why it never crossed.
+        local why = ""
+        local comment = f_comment()
+        if comment ~= nil then why = " — " .. tostring(comment.value) end
+        label = "[not sent] " .. label .. why
+    end
     pinfo.cols.info:set(label)
     return len
 end
@@ -158,10 +300,9 @@ end
 
 tunlab:register_heuristic("udp", heuristic)
 
--- tunlab's pcapng keeps a frame the link emulator dropped before sending as an empty packet
--- (no bytes crossed the wire) whose comment says what happened. Show that comment in the
--- Info column, so the drop is visible in the packet list where it happened.
-local f_comment = Field.new("frame.comment")
+-- Older tunlab pcapngs kept a frame the link emulator dropped before sending as an empty
+-- packet whose comment says what happened. Show that comment in the Info column, so the drop
+-- is visible in the packet list where it happened.
 local not_sent = Proto("tunlab_not_sent", "tunlab frame that was not sent")
 
 function not_sent.dissector(tvb, pinfo, tree)
@@ -175,3 +316,77 @@ function not_sent.dissector(tvb, pinfo, tree)
 end
 
 register_postdissector(not_sent)
+
+-- Follow one stream: the D payloads of one use of one id, in order, proxy1's side as node 0
+-- and proxy2's as node 1, in the shape of tshark's own follow output. Frames that were not
+-- sent are left out: they never crossed.
+--   tshark -r FILE -X lua_script:tunlab.lua -q -z follow,tunlab,ascii,N   (or raw: hex)
+local f_stream_field = Field.new("tunlab.stream")
+local f_payload_field = Field.new("tunlab.payload")
+local f_direction_field = Field.new("tunlab.direction")
+
+local function hex(bytes)
+    return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+-- Collects stream `stream`'s chunks while packets are dissected; `report(text)` gets the
+-- follow output when they all have been.
+local function follow(stream, mode, report)
+    local filter = string.format("tunlab.stream == %d && tunlab.type == \"D\" && !tunlab.not_sent",
+        stream)
+    local chunks = {}
+    local nodes = {}
+    local tap = Listener.new(nil, filter)
+    function tap.packet(pinfo)
+        local payload = f_payload_field()
+        local direction = f_direction_field()
+        if direction == nil then return end
+        local side = tostring(direction.value) == "p2→p1" and 1 or 0
+        local src = endpoint(pinfo.src, pinfo.src_port)
+        local dst = endpoint(pinfo.dst, pinfo.dst_port)
+        if side == 0 then nodes[0], nodes[1] = src, dst else nodes[0], nodes[1] = dst, src end
+        local bytes = payload ~= nil and payload.range:raw() or ""
+        chunks[#chunks + 1] = { side = side, bytes = bytes }
+    end
+    function tap.draw()
+        local out = {}
+        out[#out + 1] = string.rep("=", 67)
+        out[#out + 1] = "Follow: tunlab," .. mode
+        out[#out + 1] = "Filter: " .. filter
+        out[#out + 1] = "Node 0: " .. (nodes[0] or "")
+        out[#out + 1] = "Node 1: " .. (nodes[1] or "")
+        for _, chunk in ipairs(chunks) do
+            local indent = chunk.side == 1 and "\t" or ""
+            if mode == "raw" then
+                out[#out + 1] = indent .. hex(chunk.bytes)
+            else
+                out[#out + 1] = indent .. tostring(#chunk.bytes)
+                out[#out + 1] = indent .. escape_bytes(chunk.bytes)
+            end
+        end
+        out[#out + 1] = string.rep("=", 67)
+        report(table.concat(out, "\n"))
+    end
+    function tap.reset()
+        chunks = {}
+        nodes = {}
+    end
+end
+
+register_stat_cmd_arg("follow,tunlab", function(arg)
+    local mode, stream = arg:match("^follow,tunlab,(%a+),(%d+)$")
+    if mode == nil or (mode ~= "ascii" and mode ~= "raw") then
+        error("usage: -z follow,tunlab,ascii,N or -z follow,tunlab,raw,N (N: the tunlab.stream)")
+    end
+    follow(tonumber(stream), mode, print)
+end)
+
+if gui_enabled() then
+    register_menu("tunlab/Follow stream", function()
+        new_dialog("Follow tunlab stream", function(stream)
+            local window = TextWindow.new("tunlab stream " .. stream)
+            follow(tonumber(stream) or 0, "ascii", function(text) window:set(text) end)
+            retap_packets()
+        end, "Stream index (tunlab.stream)")
+    end, MENU_TOOLS_UNSORTED)
+end

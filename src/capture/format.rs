@@ -23,8 +23,8 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 use pcap_file::{DataLink, Endianness};
 
-use super::TapRecord;
 use super::packet::FrameBuilder;
+use super::{Record, Segment, TapRecord};
 
 /// Largest packet a capture file declares it may hold. Link datagrams are far smaller.
 const SNAPLEN: u32 = 65535;
@@ -33,8 +33,22 @@ const SNAPLEN: u32 = 65535;
 /// so (if_tsresol = 10^-9); without it Wireshark would read every time 1000 times too late.
 const PCAPNG_TSRESOL_NANOS: u8 = 9;
 
-/// The name the capture's one interface has in pcapng (Wireshark's "Interface" column).
+/// The name of the link's interface in pcapng (Wireshark's "Interface" column): the UDP
+/// frames of the tunnel, interface 0.
 pub const PCAPNG_INTERFACE_NAME: &str = "tunlab-link";
+
+/// Interface 1 in pcapng: frames the link emulator dropped before they were sent. They are
+/// written whole (addresses, ports, type, id, length) so a reader sees what was lost, but on
+/// an interface of their own, so nobody mistakes them for traffic (the dissector marks them,
+/// and leaves them out of a followed stream).
+pub const PCAPNG_NOT_SENT_INTERFACE: &str = "tunlab-not-sent";
+
+/// Interface 2 in pcapng, present with TCP capture: the loopback interface the TCP legs'
+/// segments were read from.
+pub const PCAPNG_LOOPBACK_INTERFACE: &str = "lo";
+
+const NOT_SENT_INTERFACE_ID: u32 = 1;
+const LOOPBACK_INTERFACE_ID: u32 = 2;
 
 /// Which file format a capture is written in.
 #[derive(
@@ -103,7 +117,7 @@ pub(crate) struct Encoder {
 impl Encoder {
     /// Starts a capture: the file header (pcap) or section and interface blocks (pcapng,
     /// naming the lab with `description`) are ready in [`Encoder::take`] at once.
-    pub fn new(format: CaptureFormat, description: &str) -> io::Result<Encoder> {
+    pub fn new(format: CaptureFormat, description: &str, tcp: bool) -> io::Result<Encoder> {
         let buffer = SharedBuffer::default();
         let writer = match format {
             CaptureFormat::Pcap => {
@@ -131,18 +145,35 @@ impl Encoder {
                 };
                 let mut writer =
                     PcapNgWriter::with_section_header(buffer.clone(), section).map_err(to_io)?;
-                let interface = InterfaceDescriptionBlock {
-                    linktype: DataLink::ETHERNET,
-                    snaplen: SNAPLEN,
-                    options: vec![
-                        InterfaceDescriptionOption::IfName(Cow::Borrowed(PCAPNG_INTERFACE_NAME)),
-                        InterfaceDescriptionOption::IfDescription(Cow::Owned(
-                            description.to_string(),
-                        )),
-                        InterfaceDescriptionOption::IfTsResol(PCAPNG_TSRESOL_NANOS),
-                    ],
-                };
-                writer.write_pcapng_block(interface).map_err(to_io)?;
+                let mut interfaces = vec![
+                    (PCAPNG_INTERFACE_NAME, description.to_string()),
+                    (
+                        PCAPNG_NOT_SENT_INTERFACE,
+                        "frames the link emulator dropped before sending: they never crossed \
+                         the wire"
+                            .to_string(),
+                    ),
+                ];
+                if tcp {
+                    interfaces.push((
+                        PCAPNG_LOOPBACK_INTERFACE,
+                        "the lab's TCP legs (client-proxy1, proxy2-server) as the kernel \
+                         carried them on loopback"
+                            .to_string(),
+                    ));
+                }
+                for (name, text) in interfaces {
+                    let interface = InterfaceDescriptionBlock {
+                        linktype: DataLink::ETHERNET,
+                        snaplen: SNAPLEN,
+                        options: vec![
+                            InterfaceDescriptionOption::IfName(Cow::Borrowed(name)),
+                            InterfaceDescriptionOption::IfDescription(Cow::Owned(text)),
+                            InterfaceDescriptionOption::IfTsResol(PCAPNG_TSRESOL_NANOS),
+                        ],
+                    };
+                    writer.write_pcapng_block(interface).map_err(to_io)?;
+                }
                 Writer::PcapNg(writer)
             }
         };
@@ -154,9 +185,49 @@ impl Encoder {
         })
     }
 
+    /// Appends one record of either kind; see [`Encoder::encode`] and
+    /// [`Encoder::encode_segment`].
+    pub fn encode_any(&mut self, record: &Record) -> io::Result<bool> {
+        match record {
+            Record::Link(record) => self.encode(record),
+            Record::Segment(segment) => self.encode_segment(segment).map(|()| true),
+        }
+    }
+
+    /// Appends a TCP segment read off loopback, as it was read.
+    pub fn encode_segment(&mut self, segment: &Segment) -> io::Result<()> {
+        let timestamp = since_epoch(segment.time);
+        match &mut self.writer {
+            Writer::Pcap => {
+                let seconds = u32::try_from(timestamp.as_secs())
+                    .map_err(|_| invalid("PcapPacket: timestamp_secs > u32::MAX"))?;
+                let len = u32::try_from(segment.frame.len())
+                    .ok()
+                    .filter(|len| *len <= SNAPLEN)
+                    .ok_or_else(|| invalid("PcapPacket: incl_len > snap_len"))?;
+                let mut buffer = self.buffer.0.lock().unwrap();
+                for value in [seconds, timestamp.subsec_micros(), len, len] {
+                    buffer.extend_from_slice(&value.to_ne_bytes());
+                }
+                buffer.extend_from_slice(&segment.frame);
+            }
+            Writer::PcapNg(writer) => {
+                let packet = EnhancedPacketBlock {
+                    interface_id: LOOPBACK_INTERFACE_ID,
+                    timestamp,
+                    original_len: segment.frame.len() as u32,
+                    data: Cow::Borrowed(&segment.frame),
+                    options: Vec::new(),
+                };
+                writer.write_pcapng_block(packet).map_err(to_io)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Appends one record. Returns whether it became a packet of the file: a frame that never
     /// crossed the wire (the link emulator dropped it before sending) is left out of a classic
-    /// pcap, and kept in pcapng only as a comment on an empty packet.
+    /// pcap, and kept whole in pcapng on the not-sent interface with a comment saying why.
     pub fn encode(&mut self, record: &TapRecord) -> io::Result<bool> {
         let timestamp = since_epoch(record.time);
         match &mut self.writer {
@@ -171,14 +242,18 @@ impl Encoder {
                     Some(note) => vec![EnhancedPacketOption::Comment(Cow::Borrowed(note))],
                     None => Vec::new(),
                 };
-                // Not on the wire: no bytes were captured, because none crossed; the comment
-                // says what happened and the original length what would have gone.
-                let captured: &[u8] = if record.on_wire { data } else { &[] };
+                // Not on the wire: the frame goes whole (addresses, type, id, length: what was
+                // lost) on the interface that says it never crossed, with the comment.
+                let interface_id = if record.on_wire {
+                    0
+                } else {
+                    NOT_SENT_INTERFACE_ID
+                };
                 let packet = EnhancedPacketBlock {
-                    interface_id: 0,
+                    interface_id,
                     timestamp,
                     original_len: data.len() as u32,
-                    data: Cow::Borrowed(captured),
+                    data: Cow::Borrowed(data),
                     options,
                 };
                 writer.write_pcapng_block(packet).map_err(to_io)?;
@@ -280,7 +355,7 @@ mod tests {
             record(&[0xA5; 1500], true, 999_999),
             record(b"", true, 1_000_000),
         ];
-        let mut encoder = Encoder::new(CaptureFormat::Pcap, "test").unwrap();
+        let mut encoder = Encoder::new(CaptureFormat::Pcap, "test", false).unwrap();
         let mut ours = encoder.take();
         for r in &records {
             assert_eq!(encoder.encode(r).unwrap(), r.on_wire);

@@ -1,5 +1,6 @@
 //! Captures: every UDP frame of the link, exactly as it crossed the wire, to a pcap or pcapng
-//! file that opens in Wireshark.
+//! file that opens in Wireshark; with [`CaptureWriter::capture_tcp`], the TCP legs too, read off
+//! loopback ([`tcp`]), in time order with the link's frames.
 //!
 //! The link sockets feed a [`CaptureTap`]; a [`CaptureWriter`] drains it into the file.
 //! Unlike the event stream, the tap must never lose a frame, so [`CaptureTap::record`] waits
@@ -22,7 +23,9 @@
 
 mod file;
 mod format;
+mod order;
 mod packet;
+pub mod tcp;
 mod writer;
 
 use std::net::SocketAddr;
@@ -35,8 +38,12 @@ use tokio::sync::mpsc;
 use crate::event::Role;
 
 pub use file::local_timestamp;
-pub use format::{CaptureFormat, PCAPNG_INTERFACE_NAME};
+pub use format::{
+    CaptureFormat, PCAPNG_INTERFACE_NAME, PCAPNG_LOOPBACK_INTERFACE, PCAPNG_NOT_SENT_INTERFACE,
+};
+pub use order::HOLD as ORDER_HOLD;
 pub use packet::ethernet_udp;
+pub use tcp::{Segment, TcpCapture, TcpCaptureError};
 
 pub use writer::{CaptureStatus, CaptureSummary, CaptureWriter};
 
@@ -65,6 +72,9 @@ pub struct CapturePlan {
     pub log_as: Role,
     /// Records buffered before the tunnel waits for the disk ([`DEFAULT_QUEUE`]).
     pub queue: usize,
+    /// Whether TCP segments from loopback join the file ([`CaptureWriter::capture_tcp`]):
+    /// a pcapng then describes a second interface, `lo`, that they were read from.
+    pub tcp: bool,
 }
 
 impl CapturePlan {
@@ -80,14 +90,23 @@ impl CapturePlan {
             description: description.into(),
             log_as,
             queue: DEFAULT_QUEUE,
+            tcp: false,
         }
+    }
+
+    /// The same plan with TCP segments from loopback in the file too.
+    pub fn with_tcp(mut self, tcp: bool) -> Self {
+        self.tcp = tcp;
+        self
     }
 }
 
 /// One datagram on the link.
 #[derive(Clone, Debug)]
 pub struct TapRecord {
-    /// When the datagram was sent or received (for a dropped frame: when it was dropped).
+    /// When the datagram was handed to the socket, or read from it (for a dropped frame:
+    /// when it was dropped). Stamped before the send, so a reply can never be stamped before
+    /// its request.
     pub time: SystemTime,
     pub src: SocketAddr,
     pub dst: SocketAddr,
@@ -98,6 +117,21 @@ pub struct TapRecord {
     /// False for a frame the link emulator dropped before it was sent: it never crossed the
     /// wire, so a classic pcap skips it, and pcapng keeps it only to carry its `note`.
     pub on_wire: bool,
+}
+
+/// What the writer puts in the file: a datagram of the link, or a TCP segment off loopback.
+pub(crate) enum Record {
+    Link(TapRecord),
+    Segment(Segment),
+}
+
+impl order::Stamped for Record {
+    fn stamp(&self) -> SystemTime {
+        match self {
+            Record::Link(record) => record.time,
+            Record::Segment(segment) => segment.time,
+        }
+    }
 }
 
 /// Datagram buffers the writer hands back once their records are in the file, for the taps

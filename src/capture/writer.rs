@@ -1,6 +1,8 @@
 //! The capture writer: a dedicated thread that drains the tap's channel into the file.
 //!
 //! - It never loses a frame: the tap's bounded channel makes senders wait while it is full.
+//! - It writes in time order: records from the two proxies and the TCP reader are held for a
+//!   moment ([`super::order`]) and written oldest first, so a reply never precedes its request.
 //! - It keeps the file readable at all times: records are encoded in memory and handed to the
 //!   file in whole-record batches, every time the channel is momentarily empty, so a reader,
 //!   a Ctrl-C or a crash finds a file that ends on a record boundary.
@@ -27,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::file::{create_in_dir, create_named};
 use super::format::{CaptureFormat, Encoder};
-use super::{BufferPool, CapturePlan, CaptureTap, CaptureTarget, TapRecord};
+use super::order::TimeOrder;
+use super::tcp::{Segment, TcpCapture, TcpReader};
+use super::{BufferPool, CapturePlan, CaptureTap, CaptureTarget, Record, TapRecord};
 use crate::event::{EventSink, Level, Role};
 
 /// A batch is handed to the file once it is this big even if more records are waiting, so
@@ -57,6 +61,11 @@ pub struct CaptureStatus {
     format: CaptureFormat,
     /// Frames handed to the file (not merely queued).
     frames: AtomicU64,
+    /// Of those, TCP segments read off loopback.
+    segments: AtomicU64,
+    /// Records that reached the writer later than [`super::ORDER_HOLD`] after a younger one:
+    /// written, but out of time order.
+    late: AtomicU64,
     /// Size of the file: headers plus every frame written.
     bytes: AtomicU64,
     failed: AtomicBool,
@@ -69,6 +78,8 @@ impl CaptureStatus {
             path,
             format,
             frames: AtomicU64::new(0),
+            segments: AtomicU64::new(0),
+            late: AtomicU64::new(0),
             bytes: AtomicU64::new(bytes),
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
@@ -84,6 +95,14 @@ impl CaptureStatus {
     /// Frames in the file so far.
     pub fn frames_written(&self) -> u64 {
         self.frames.load(Ordering::Relaxed)
+    }
+    /// TCP segments in the file so far (with `--capture-tcp`).
+    pub fn segments_written(&self) -> u64 {
+        self.segments.load(Ordering::Relaxed)
+    }
+    /// Records written out of time order because they reached the writer too late.
+    pub fn late(&self) -> u64 {
+        self.late.load(Ordering::Relaxed)
     }
     /// Bytes in the file so far.
     pub fn bytes_written(&self) -> u64 {
@@ -104,13 +123,16 @@ impl CaptureStatus {
             path: self.path.clone(),
             format: self.format,
             frames: self.frames_written(),
+            tcp_segments: self.segments_written(),
+            out_of_order: self.late(),
             bytes: self.bytes_written(),
             error: self.error(),
         }
     }
 
-    fn wrote(&self, frames: u64, bytes: usize) {
+    fn wrote(&self, (frames, segments): (u64, u64), bytes: usize) {
         self.frames.fetch_add(frames, Ordering::Relaxed);
+        self.segments.fetch_add(segments, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
@@ -125,7 +147,13 @@ impl CaptureStatus {
 pub struct CaptureSummary {
     pub path: PathBuf,
     pub format: CaptureFormat,
+    /// Packets in the file, TCP segments included.
     pub frames: u64,
+    /// Of those, TCP segments read off loopback (`--capture-tcp`).
+    pub tcp_segments: u64,
+    /// Records that reached the writer too late to be put in time order (0 unless the
+    /// machine stalled a producer for longer than [`super::ORDER_HOLD`]).
+    pub out_of_order: u64,
     pub bytes: u64,
     /// Set when the writer gave up.
     pub error: Option<String>,
@@ -135,11 +163,20 @@ impl CaptureSummary {
     /// One line for the end of a run, as the headless summary says it too:
     /// `capture: 42 frames written to captures/tunlab-….pcap`.
     pub fn describe(&self) -> String {
-        let frames = match self.frames {
+        let mut frames = match self.frames {
             1 => "1 frame".to_string(),
             n => format!("{n} frames"),
         };
-        let line = format!("capture: {frames} written to {}", self.path.display());
+        if self.tcp_segments > 0 {
+            frames = format!("{frames} ({} of them TCP segments)", self.tcp_segments);
+        }
+        let mut line = format!("capture: {frames} written to {}", self.path.display());
+        if self.out_of_order > 0 {
+            line = format!(
+                "{line} ({} reached the writer too late to be put in time order)",
+                self.out_of_order
+            );
+        }
         match &self.error {
             None => line,
             Some(_) => format!("{line}, then the capture FAILED (see the error above)"),
@@ -154,6 +191,10 @@ impl CaptureSummary {
 #[derive(Debug)]
 pub struct CaptureWriter {
     tap: CaptureTap,
+    /// Where the TCP reader sends segments; dropped on finishing, so the writer sees the end.
+    segments: Option<mpsc::Sender<Segment>>,
+    /// The TCP reader, once [`CaptureWriter::capture_tcp`] started it.
+    tcp: Option<TcpReader>,
     status: Arc<CaptureStatus>,
     stop: CancellationToken,
     /// Disconnects when the writer thread has ended (the thread holds the sender).
@@ -169,10 +210,11 @@ impl CaptureWriter {
             CaptureTarget::File(path) => (path.clone(), create_named(path)?),
         };
         let mut sink = FileSink { file, committed: 0 };
-        let header = Encoder::new(plan.format, &plan.description).and_then(|mut encoder| {
-            let header = encoder.take();
-            sink.commit(&header).map(|()| (encoder, header.len()))
-        });
+        let header =
+            Encoder::new(plan.format, &plan.description, plan.tcp).and_then(|mut encoder| {
+                let header = encoder.take();
+                sink.commit(&header).map(|()| (encoder, header.len()))
+            });
         let (encoder, header_len) = match header {
             Ok(ok) => ok,
             Err(e) => {
@@ -187,12 +229,15 @@ impl CaptureWriter {
         let status = Arc::new(CaptureStatus::new(path, plan.format, header_len as u64));
         let (tap, records) = CaptureTap::channel(plan.queue.max(1));
         let pool = tap.pool();
+        let (segments_tx, segments) = mpsc::channel(plan.queue.max(1));
         let stop = CancellationToken::new();
         let (ended_tx, ended_rx) = std_mpsc::channel::<()>();
         let thread = Thread {
             records,
             pool,
             spent: Vec::with_capacity(RECV_BATCH),
+            segments,
+            order: TimeOrder::default(),
             stop: stop.clone(),
             encoder,
             sink,
@@ -209,6 +254,8 @@ impl CaptureWriter {
             .context("cannot start the capture writer thread")?;
         Ok(CaptureWriter {
             tap,
+            segments: Some(segments_tx),
+            tcp: None,
             status,
             stop,
             ended: Some(ended_rx),
@@ -225,9 +272,41 @@ impl CaptureWriter {
         self.status.clone()
     }
 
+    /// Starts reading the TCP segments to and from `ports` off loopback into this file, in
+    /// time order with the link's frames. `capture` was opened (and the permission checked)
+    /// before the lab started; `events` gets each segment for the ladder.
+    pub fn capture_tcp(
+        &mut self,
+        capture: TcpCapture,
+        ports: &[u16],
+        events: EventSink,
+    ) -> io::Result<()> {
+        let sender = self
+            .segments
+            .clone()
+            .ok_or_else(|| io::Error::other("the capture has finished"))?;
+        self.tcp = Some(capture.start(ports, sender, events)?);
+        Ok(())
+    }
+
+    /// Stops the TCP reader (after it has read what is queued) and closes the segment input.
+    fn stop_tcp(&mut self) {
+        if let Some(reader) = self.tcp.take() {
+            reader.stop();
+        }
+        self.segments = None;
+    }
+
     /// Stops taking frames, writes everything queued and waits for the file to be complete.
     /// Call it after the roles have stopped, so that no frame is still on its way.
     pub async fn finish(mut self) -> CaptureSummary {
+        // The reader's last reads may wait for room in the queue, which this thread's
+        // writer makes: so it is stopped off the runtime.
+        let reader = self.tcp.take();
+        self.segments = None;
+        if let Some(reader) = reader {
+            let _ = tokio::task::spawn_blocking(move || reader.stop()).await;
+        }
         self.stop.cancel();
         if let Some(ended) = self.ended.take() {
             let waited = tokio::task::spawn_blocking(move || ended.recv_timeout(FINISH_WAIT)).await;
@@ -255,6 +334,7 @@ impl CaptureWriter {
 
 impl Drop for CaptureWriter {
     fn drop(&mut self) {
+        self.stop_tcp();
         if let Some(ended) = self.ended.take() {
             self.stop.cancel();
             let _ = ended.recv_timeout(DROP_WAIT);
@@ -292,6 +372,9 @@ struct Thread {
     pool: Arc<BufferPool>,
     /// Those buffers, gathered over a batch.
     spent: Vec<Vec<u8>>,
+    segments: mpsc::Receiver<Segment>,
+    /// Records wait here until older ones can no longer arrive.
+    order: TimeOrder<Record>,
     stop: CancellationToken,
     encoder: Encoder,
     sink: FileSink,
@@ -302,12 +385,18 @@ struct Thread {
 
 /// What the writer waits for.
 enum Next {
-    /// Records arrived (in the thread's batch vector).
+    /// Link records arrived (in the thread's batch vector).
     Records,
+    /// TCP segments arrived (in the segment batch vector).
+    Segments,
     /// [`CaptureWriter::finish`] (or drop): write what is queued, then end.
     Stop,
-    /// Every tap is gone and the queue is empty.
-    Closed,
+    /// Every tap is gone and the link queue is empty.
+    RecordsClosed,
+    /// The TCP reader is gone (or never started) and its queue is empty.
+    SegmentsClosed,
+    /// The oldest held record may go now.
+    Due,
 }
 
 impl Thread {
@@ -327,6 +416,7 @@ impl Thread {
         };
         // Close first: from now on the tap returns at once and never holds up the tunnel.
         self.records.close();
+        self.segments.close();
         let message = format!(
             "capture to '{}' stopped: {problem}. {} frames were saved and the file is readable up \
              to there; the lab keeps running without capture",
@@ -339,75 +429,104 @@ impl Thread {
     }
 
     fn write_all(&mut self) -> io::Result<()> {
-        // A tiny runtime of its own, only to wait on the tap channel and the stop signal
-        // together; all file I/O is plain blocking I/O on this thread.
-        let waiter = tokio::runtime::Builder::new_current_thread().build()?;
+        // A tiny runtime of its own, only to wait on the inputs, the stop signal and the
+        // reorder timer together; all file I/O is plain blocking I/O on this thread.
+        let waiter = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
         let mut stopping = false;
+        let (mut records_open, mut segments_open) = (true, true);
         // Reused for every batch, so receiving allocates nothing.
         let mut batch = Vec::with_capacity(RECV_BATCH);
+        let mut segment_batch = Vec::with_capacity(RECV_BATCH);
         loop {
-            let (stop, records) = (&self.stop, &mut self.records);
+            let due = self.order.next_due(SystemTime::now());
+            let (stop, records, segments) = (&self.stop, &mut self.records, &mut self.segments);
             let next = waiter.block_on(async {
                 tokio::select! {
                     biased;
                     _ = stop.cancelled(), if !stopping => Next::Stop,
-                    // 0 only when every tap is gone and the queue is empty.
-                    n = records.recv_many(&mut batch, RECV_BATCH) => {
-                        if n == 0 { Next::Closed } else { Next::Records }
+                    // 0 only when every sender is gone and the queue is empty.
+                    n = records.recv_many(&mut batch, RECV_BATCH), if records_open => {
+                        if n == 0 { Next::RecordsClosed } else { Next::Records }
                     }
+                    n = segments.recv_many(&mut segment_batch, RECV_BATCH), if segments_open => {
+                        if n == 0 { Next::SegmentsClosed } else { Next::Segments }
+                    }
+                    _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => Next::Due,
                 }
             });
+            let arrived = matches!(next, Next::Records | Next::Segments);
             match next {
                 Next::Stop => {
                     // No new records; the ones already queued still arrive, then Closed.
                     stopping = true;
                     self.records.close();
+                    self.segments.close();
                 }
-                Next::Closed => return Ok(()),
+                Next::RecordsClosed => records_open = false,
+                Next::SegmentsClosed => segments_open = false,
                 Next::Records => {
-                    self.write_batch(&waiter, &mut batch)?;
-                    if !stopping {
-                        // Let the next frames gather instead of waking for each one: a
-                        // sender only wakes this thread when it is waiting on an empty
-                        // queue, so during traffic the taps cost no wake-up at all.
-                        std::thread::sleep(GATHER);
-                    }
+                    self.order.extend(batch.drain(..).map(Record::Link));
                 }
+                Next::Segments => {
+                    self.order
+                        .extend(segment_batch.drain(..).map(Record::Segment));
+                }
+                Next::Due => {}
+            }
+            if !records_open && !segments_open {
+                // Everything has arrived: the rest goes in time order, then the file is done.
+                return self.release(None);
+            }
+            self.release(Some(SystemTime::now()))?;
+            if arrived && !stopping {
+                // Let the next frames gather instead of waking for each one: a sender only
+                // wakes this thread when it is waiting on an empty queue, so during traffic
+                // the taps cost no wake-up at all.
+                std::thread::sleep(GATHER);
             }
         }
     }
 
-    /// Writes the records in `batch` and whatever else is queued right now.
-    fn write_batch(
-        &mut self,
-        waiter: &tokio::runtime::Runtime,
-        batch: &mut Vec<TapRecord>,
-    ) -> io::Result<()> {
-        let mut frames = 0;
+    /// Writes the held records that may go at `now` (all of them with `None`), in time
+    /// order, and hands them to the file.
+    fn release(&mut self, now: Option<SystemTime>) -> io::Result<()> {
+        let mut counts = (0, 0);
         loop {
-            for record in batch.drain(..) {
-                frames += u64::from(self.encoder.encode(&record)?);
-                self.spent.push(record.datagram);
-                if self.encoder.pending() >= BATCH_BYTES {
-                    self.commit(frames)?;
-                    frames = 0;
+            let record = match now {
+                Some(now) => self.order.pop_ready(now),
+                None => self.order.pop(),
+            };
+            let Some(record) = record else { break };
+            let written = u64::from(self.encoder.encode_any(&record)?);
+            match record {
+                Record::Link(link) => {
+                    counts.0 += written;
+                    self.spent.push(link.datagram);
+                }
+                Record::Segment(_) => {
+                    counts.0 += written;
+                    counts.1 += written;
                 }
             }
-            self.pool.give_back(&mut self.spent);
-            if self.records.is_empty() {
-                break;
+            if self.encoder.pending() >= BATCH_BYTES {
+                self.commit(counts)?;
+                counts = (0, 0);
             }
-            // More is queued, so this returns at once.
-            waiter.block_on(self.records.recv_many(batch, RECV_BATCH));
         }
-        // The channel is momentarily empty: everything so far goes to the file now.
-        self.commit(frames)
+        self.pool.give_back(&mut self.spent);
+        self.status.late.store(self.order.late(), Ordering::Relaxed);
+        self.commit(counts)
     }
 
-    fn commit(&mut self, frames: u64) -> io::Result<()> {
+    fn commit(&mut self, counts: (u64, u64)) -> io::Result<()> {
+        if self.encoder.pending() == 0 {
+            return Ok(());
+        }
         let sink = &mut self.sink;
         let bytes = self.encoder.drain_into(|bytes| sink.commit(bytes))?;
-        self.status.wrote(frames, bytes);
+        self.status.wrote(counts, bytes);
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::decide::DropCause;
+use crate::wire::FrameKind;
 
 /// One counter (or gauge) updated without a lock.
 #[derive(Debug, Default)]
@@ -31,13 +32,14 @@ impl Counter {
 }
 
 /// Every drop cause, in report order.
-const CAUSES: [DropCause; 6] = [
+const CAUSES: [DropCause; 7] = [
     DropCause::Loss,
     DropCause::Burst,
     DropCause::Blackhole,
     DropCause::QueueFull,
     DropCause::Stopped,
     DropCause::SendFailed,
+    DropCause::ByHand,
 ];
 
 /// The live counters of one direction.
@@ -54,6 +56,8 @@ pub struct DirectionCounters {
     pub delayed: Counter,
     /// Datagrams waiting in a delay line right now.
     pub queued: Counter,
+    /// Dropped frames by type, counted by the link socket, which can read them.
+    dropped_kinds: [Counter; 5],
 }
 
 impl DirectionCounters {
@@ -72,6 +76,10 @@ impl DirectionCounters {
     pub fn dropped(&self, cause: DropCause) -> u64 {
         self.dropped[Self::slot(cause)].get()
     }
+    /// Counts the type of a frame whose drop was counted with [`DirectionCounters::drop`].
+    pub fn drop_kind(&self, kind: FrameKind) {
+        self.dropped_kinds[TypeCounts::slot(kind)].add();
+    }
 
     pub fn snapshot(&self) -> DirectionReport {
         let dropped_by = DropCounts {
@@ -81,6 +89,7 @@ impl DirectionCounters {
             queue_full: self.dropped(DropCause::QueueFull),
             stopped: self.dropped(DropCause::Stopped),
             send_failed: self.dropped(DropCause::SendFailed),
+            by_hand: self.dropped(DropCause::ByHand),
         };
         DirectionReport {
             sent: self.offered.get(),
@@ -93,6 +102,9 @@ impl DirectionCounters {
             delayed: self.delayed.get(),
             queued: self.queued.get(),
             malformed: 0,
+            dropped_types: TypeCounts {
+                counts: self.dropped_kinds.each_ref().map(Counter::get),
+            },
         }
     }
 }
@@ -108,6 +120,8 @@ pub struct DropCounts {
     pub stopped: u64,
     /// The operating system refused to send it.
     pub send_failed: u64,
+    /// Held in step mode and dropped by hand.
+    pub by_hand: u64,
 }
 
 impl DropCounts {
@@ -120,6 +134,7 @@ impl DropCounts {
             ("queue full", self.queue_full),
             ("stopped", self.stopped),
             ("send failed", self.send_failed),
+            ("by hand", self.by_hand),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -133,7 +148,13 @@ impl DropCounts {
     }
 
     pub fn total(&self) -> u64 {
-        self.loss + self.burst + self.blackhole + self.queue_full + self.stopped + self.send_failed
+        self.loss
+            + self.burst
+            + self.blackhole
+            + self.queue_full
+            + self.stopped
+            + self.send_failed
+            + self.by_hand
     }
 }
 
@@ -161,4 +182,45 @@ pub struct DirectionReport {
     /// Datagrams the receiving end could not decode. The emulator never makes one (it only
     /// corrupts payload); the lab fills this in from the receiving endpoint's counters.
     pub malformed: u64,
+    /// Frames the emulator dropped, by type: `{"C": 0, "OK": 0, "NOK": 0, "D": 3, "X": 1}`.
+    pub dropped_types: TypeCounts,
+}
+
+/// A count per frame type, written with the types' labels (`C`, `OK`, `NOK`, `D`, `X`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TypeCounts {
+    counts: [u64; 5],
+}
+
+impl TypeCounts {
+    const KINDS: [FrameKind; 5] = [
+        FrameKind::Connect,
+        FrameKind::ConnectOk,
+        FrameKind::ConnectNok,
+        FrameKind::Data,
+        FrameKind::Close,
+    ];
+    fn slot(kind: FrameKind) -> usize {
+        Self::KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .expect("every frame type has a slot")
+    }
+    pub fn get(&self, kind: FrameKind) -> u64 {
+        self.counts[Self::slot(kind)]
+    }
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+impl serde::Serialize for TypeCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(Self::KINDS.len()))?;
+        for (kind, count) in Self::KINDS.iter().zip(self.counts) {
+            map.serialize_entry(kind.label(), &count)?;
+        }
+        map.end()
+    }
 }

@@ -36,6 +36,8 @@ pub enum DropCause {
     Stopped,
     /// The operating system refused to send it (counted so the totals still add up).
     SendFailed,
+    /// Step mode: held, and dropped by hand (a key, or a scenario's `drop` step).
+    ByHand,
 }
 
 impl DropCause {
@@ -47,6 +49,7 @@ impl DropCause {
             DropCause::QueueFull => "queue full",
             DropCause::Stopped => "endpoint stopped",
             DropCause::SendFailed => "send failed",
+            DropCause::ByHand => "by hand",
         }
     }
 }

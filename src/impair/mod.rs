@@ -19,6 +19,7 @@
 pub mod args;
 pub mod counters;
 pub mod decide;
+pub mod hold;
 pub mod pipeline;
 pub mod settings;
 pub mod verdict;
@@ -31,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 pub use args::LinkArgs;
-pub use counters::{DirectionCounters, DirectionReport, DropCounts};
+pub use counters::{DirectionCounters, DirectionReport, DropCounts, TypeCounts};
 pub use decide::{Corruption, Decider, Decision, DropCause};
 pub use pipeline::Accepted;
 pub use settings::{BitRate, BurstLoss, DirectionSettings, LinkSettings, Percent};
@@ -40,9 +41,10 @@ pub use verdict::LinkVerdict;
 use crate::event::LinkDirection;
 use pipeline::Pipeline;
 
-/// A seed for when none was given (reports show it, so the run can be replayed).
+/// A seed for when none was given (reports show it, so the run can be replayed). It stays
+/// below 2^63, so that it pastes back into a scenario file as a plain TOML integer.
 pub fn random_seed() -> u64 {
-    rand::random()
+    rand::random::<u64>() >> 1
 }
 
 /// The emulator of both directions of one link: settings, dice and counters. Shared by the
@@ -52,6 +54,8 @@ pub struct LinkEmulator {
     seed: u64,
     to_proxy2: DirectionEmulator,
     to_proxy1: DirectionEmulator,
+    /// Step mode: frames held by hand, before any other impairment.
+    hold: hold::StepHold,
 }
 
 impl LinkEmulator {
@@ -60,7 +64,13 @@ impl LinkEmulator {
             seed,
             to_proxy2: DirectionEmulator::new(LinkDirection::ToProxy2, settings.to_proxy2, seed),
             to_proxy1: DirectionEmulator::new(LinkDirection::ToProxy1, settings.to_proxy1, seed),
+            hold: hold::StepHold::default(),
         })
+    }
+
+    /// Step mode: what the link holds, and how to let it go.
+    pub fn hold(&self) -> &hold::StepHold {
+        &self.hold
     }
 
     pub fn seed(&self) -> u64 {

@@ -247,8 +247,20 @@ impl Pipeline {
 
     /// Empties the line because its endpoint stopped: everything waiting is counted as
     /// dropped ([`DropCause::Stopped`]). Returns how many datagrams that was.
-    pub fn discard_all(&mut self, counters: &DirectionCounters) -> usize {
+    /// `kind_of` reads a datagram's frame type, for the per-type drop counts.
+    pub fn discard_all(
+        &mut self,
+        counters: &DirectionCounters,
+        kind_of: impl Fn(&[u8]) -> Option<crate::wire::FrameKind>,
+    ) -> usize {
         let discarded = self.len();
+        let waiting = self
+            .queue
+            .values()
+            .chain(self.held.iter().flat_map(|h| &h.datagrams));
+        for kind in waiting.filter_map(|pending| kind_of(&pending.datagram)) {
+            counters.drop_kind(kind);
+        }
         self.queue.clear();
         self.held.clear();
         self.held_deadline = None;
@@ -468,7 +480,7 @@ mod tests {
             ..plain()
         };
         offer(&mut pipeline, now, held, &settings, 2, &counters).unwrap();
-        assert_eq!(pipeline.discard_all(&counters), 3);
+        assert_eq!(pipeline.discard_all(&counters, |_| None), 3);
         assert!(pipeline.is_empty());
         assert_eq!(pipeline.next_wake(), None);
         let counts = counters.snapshot();

@@ -105,6 +105,7 @@ fn cause_label(cause: DropCause) -> &'static str {
         DropCause::QueueFull => "queue_full",
         DropCause::Stopped => "stopped",
         DropCause::SendFailed => "send_failed",
+        DropCause::ByHand => "by_hand",
     }
 }
 
@@ -116,13 +117,14 @@ const FRAME_KINDS: [FrameKind; 5] = [
     FrameKind::Close,
 ];
 const DIRECTIONS: [LinkDirection; 2] = [LinkDirection::ToProxy2, LinkDirection::ToProxy1];
-const CAUSES: [DropCause; 6] = [
+const CAUSES: [DropCause; 7] = [
     DropCause::Loss,
     DropCause::Burst,
     DropCause::Blackhole,
     DropCause::QueueFull,
     DropCause::Stopped,
     DropCause::SendFailed,
+    DropCause::ByHand,
 ];
 
 type Labels = Vec<(&'static str, String)>;
@@ -369,6 +371,7 @@ impl Collector for TunlabCollector {
                         DropCause::QueueFull => counts.queue_full,
                         DropCause::Stopped => counts.stopped,
                         DropCause::SendFailed => counts.send_failed,
+                        DropCause::ByHand => counts.by_hand,
                     };
                     dropped.push((
                         vec![

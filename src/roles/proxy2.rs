@@ -434,7 +434,12 @@ async fn serve_connection(
         }
     }
     let _ = stream.set_nodelay(true);
-    shared.tcp_event(id, TcpAction::Connected);
+    // proxy2's end of the connection names it in a TCP capture (the ladder's server leg).
+    let connected = match stream.local_addr() {
+        Ok(local) => TcpAction::ConnectedFrom(local),
+        Err(_) => TcpAction::Connected,
+    };
+    shared.tcp_event(id, connected);
     let (mut from_server, mut to_server) = stream.into_split();
     let (queue_tx, mut queue_rx) = mpsc::channel::<Vec<u8>>(shared.config.queue_frames);
     {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::scenario::CaptureFormat;
-use crate::capture::{CapturePlan, CaptureTap, CaptureTarget, CaptureWriter};
+use crate::capture::{CapturePlan, CaptureTap, CaptureTarget, CaptureWriter, TcpCapture};
 use crate::event::{EventSink, Role};
 use crate::link::KindCounts;
 use crate::wire::{FrameKind, WireMode};
@@ -31,6 +31,8 @@ pub struct CaptureOutcome {
     pub frames: u64,
     /// Of those, the ones that decode, by type.
     pub by_kind: KindCounts,
+    /// TCP segments read off loopback into the file (`capture_tcp`).
+    pub tcp_segments: u64,
 }
 
 #[derive(Debug, Default)]
@@ -85,13 +87,20 @@ impl CaptureRun {
         mode: WireMode,
         name: &str,
         events: &EventSink,
+        tcp: bool,
     ) -> anyhow::Result<CaptureRun> {
+        let what = if tcp {
+            "every UDP frame between proxy1 and proxy2, and the TCP legs"
+        } else {
+            "every UDP frame between proxy1 and proxy2"
+        };
         let plan = CapturePlan::new(
             CaptureTarget::Dir(dir.to_path_buf()),
             format,
-            format!("tunlab scenario \"{name}\": every UDP frame between proxy1 and proxy2"),
+            format!("tunlab scenario \"{name}\": {what}"),
             Role::Proxy1,
-        );
+        )
+        .with_tcp(tcp);
         let writer = CaptureWriter::start(plan, events.clone())?;
         let file = writer.tap();
         let (tap, mut records) = CaptureTap::channel(TAP_CAPACITY);
@@ -126,6 +135,16 @@ impl CaptureRun {
         self.writer.abandon().await;
     }
 
+    /// Starts reading the TCP legs (`ports`) off loopback into the file.
+    pub fn capture_tcp(
+        &mut self,
+        tcp: TcpCapture,
+        ports: &[u16],
+        events: EventSink,
+    ) -> std::io::Result<()> {
+        self.writer.capture_tcp(tcp, ports, events)
+    }
+
     /// The tap to hand to the lab.
     pub fn tap(&self) -> CaptureTap {
         self.tap.clone()
@@ -156,6 +175,7 @@ impl CaptureRun {
             format: Some(format),
             frames: counters.frames.load(Ordering::Relaxed),
             by_kind: counters.by_kind(),
+            tcp_segments: written.tcp_segments,
         }
     }
 }

@@ -240,6 +240,26 @@ fn check(check: &Check, outcome: &Outcome, facts: &[ClientFacts]) -> (bool, Stri
             }
             None => (false, "nothing was captured".into()),
         },
+        Check::Dropped {
+            kind,
+            direction,
+            bounds,
+        } => {
+            // The emulator's own counts: what it dropped, whatever the receiver then saw.
+            let link = &outcome.snapshot.link;
+            let count: u64 = direction
+                .directions()
+                .iter()
+                .map(|&direction| {
+                    let report = link.direction(direction);
+                    match kind.0 {
+                        Some(kind) => report.dropped_types.get(kind),
+                        None => report.dropped_by.total(),
+                    }
+                })
+                .sum();
+            (bounds.holds(count), format!("{count} dropped"))
+        }
         Check::NoMalformed => {
             let p1 = outcome.snapshot.proxy1.malformed;
             let p2 = outcome.snapshot.proxy2.malformed;

@@ -72,9 +72,12 @@ impl LinkSpec {
             }
         }
         if let Some(seed) = self.settings.get("seed")
-            && seed.as_integer().is_none_or(|n| n < 0)
+            && self.seed().is_none()
         {
-            return Err(format!("seed must be a whole number ≥ 0, not {seed}"));
+            return Err(format!(
+                "seed must be a whole number from 0 to 18446744073709551615 (in quotes above \
+                 9223372036854775807), not {seed}"
+            ));
         }
         if let Some(clear) = self.settings.get("clear")
             && !clear.is_bool()
@@ -94,12 +97,14 @@ impl LinkSpec {
         self.merged(&LinkSettings::default()).map(|_| ())
     }
 
-    /// The seed the scenario asks for, if any.
+    /// The seed the scenario asks for, if any: a TOML integer, or any u64 as a string (TOML
+    /// integers stop at 2^63 - 1, and `--seed` takes any u64).
     pub fn seed(&self) -> Option<u64> {
-        self.settings
-            .get("seed")
-            .and_then(toml::Value::as_integer)
-            .and_then(|n| u64::try_from(n).ok())
+        match self.settings.get("seed")? {
+            toml::Value::Integer(n) => u64::try_from(*n).ok(),
+            toml::Value::String(text) => text.trim().parse().ok(),
+            _ => None,
+        }
     }
 
     /// `current` with these settings applied.
@@ -245,6 +250,29 @@ mod tests {
         assert_eq!(settings.to_proxy1.loss, Percent::new(5.0).unwrap());
         assert_eq!(settings.to_proxy1.delay, Duration::from_millis(20));
         assert_eq!(spec.seed(), Some(7));
+    }
+
+    #[test]
+    fn every_seed_fits_a_scenario() {
+        let max = spec("seed = \"18446744073709551615\"");
+        max.check(true).unwrap();
+        assert_eq!(max.seed(), Some(u64::MAX));
+        assert_eq!(
+            spec("seed = 9223372036854775807").seed(),
+            Some(i64::MAX as u64)
+        );
+        for bad in [
+            "seed = \"-1\"",
+            "seed = \"18446744073709551616\"",
+            "seed = 1.5",
+        ] {
+            let err = spec(bad).check(true).unwrap_err();
+            assert!(err.contains("in quotes"), "{bad}: {err}");
+        }
+        // Seeds tunlab picks itself fit a TOML integer, so they paste back unquoted.
+        for _ in 0..1000 {
+            assert!(crate::impair::random_seed() <= i64::MAX as u64);
+        }
     }
 
     #[test]

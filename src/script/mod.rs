@@ -48,19 +48,28 @@ pub async fn run_file(path: &Path, report: Option<&Path>, monitor: &MonitorPlan)
     }
 }
 
+/// How the demo captures, from the lab's options.
+#[derive(Clone, Debug)]
+pub struct DemoCapture {
+    pub format: scenario::CaptureFormat,
+    pub dir: PathBuf,
+    /// `--capture-tcp`: the TCP legs too.
+    pub tcp: bool,
+}
+
 /// Runs the built-in demo scenario. It is the lab run when there is no terminal, so it
-/// captures as the lab's options say: `capture` is the format and directory, `None` for
-/// `--no-capture`.
+/// captures as the lab's options say (`None` for `--no-capture`).
 pub async fn run_demo(
     report: Option<&Path>,
-    capture: Option<(scenario::CaptureFormat, PathBuf)>,
+    capture: Option<DemoCapture>,
     monitor: &MonitorPlan,
 ) -> ExitCode {
     let source = Source::new(DEMO_NAME, DEMO_SCENARIO);
     run_adjusted(&source, report, monitor, |scenario| {
-        scenario.lab.capture = capture.as_ref().map(|(format, _)| *format);
-        if let Some((_, dir)) = capture {
-            scenario.lab.capture_dir = dir;
+        scenario.lab.capture = capture.as_ref().map(|capture| capture.format);
+        if let Some(capture) = capture {
+            scenario.lab.capture_dir = capture.dir;
+            scenario.lab.capture_tcp = capture.tcp;
         }
     })
     .await
@@ -119,12 +128,7 @@ async fn run_adjusted(
     let report = Report::build(&scenario, &outcome);
     print!("{}", report.summary());
     if let Some((path, file)) = report_file {
-        let mut writer = std::io::BufWriter::new(file);
-        let written = serde_json::to_writer_pretty(&mut writer, &report)
-            .map_err(std::io::Error::from)
-            .and_then(|()| writeln!(writer))
-            .and_then(|()| writer.flush());
-        match written {
+        match write_report(file, &report) {
             Ok(()) => println!("report: {}", path.display()),
             Err(e) => {
                 eprintln!("error: cannot write the report {}: {e}", path.display());
@@ -137,6 +141,15 @@ async fn run_adjusted(
     } else {
         EXIT_FAILED
     })
+}
+
+/// Writes the JSON report into `file`.
+pub fn write_report(file: std::fs::File, report: &Report) -> std::io::Result<()> {
+    let mut writer = std::io::BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut writer, report)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(writer))
+        .and_then(|()| writer.flush())
 }
 
 /// "1 step", "3 steps".

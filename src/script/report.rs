@@ -13,7 +13,7 @@ use super::link::{emulated, emulator_lines, end_to_end};
 use super::runner::Outcome;
 use super::scenario::Scenario;
 use crate::event::ClientId;
-use crate::impair::LinkReport;
+use crate::impair::{LinkReport, LinkSettings};
 use crate::lab::LabAddrs;
 use crate::link::{KindCounts, LinkStatsSnapshot};
 use crate::wire::ConnId;
@@ -35,14 +35,20 @@ pub struct Report {
     /// One entry per lab client (with the tunnel connection it had, if any), then any
     /// connection that belonged to no lab client.
     pub connections: Vec<ConnectionReport>,
-    /// What happened to the frames of each direction of the link.
+    /// What happened to the frames of each direction of the link (its `settings` are the
+    /// ones in force at the end).
     pub link: LinkReport,
+    /// The link emulator's settings when the lab started: a scenario's `link` steps may have
+    /// changed them since.
+    pub link_at_start: LinkSettings,
     /// Frames by type, each direction, counted where they left and where they arrived.
     pub frames: FramesReport,
     /// Capture files written.
     pub captures: Vec<String>,
     /// Frames the capture received (null when capture is off).
     pub captured_frames: Option<u64>,
+    /// TCP segments of the lab's legs written to the capture (null without `capture_tcp`).
+    pub captured_tcp_segments: Option<u64>,
     pub events: EventsReport,
 }
 
@@ -146,6 +152,7 @@ impl Report {
             expectations,
             connections,
             link: end_to_end(snapshot),
+            link_at_start: outcome.link_at_start.clone(),
             frames: FramesReport {
                 to_proxy2: DirectionFrames::between(&snapshot.proxy1, &snapshot.proxy2),
                 to_proxy1: DirectionFrames::between(&snapshot.proxy2, &snapshot.proxy1),
@@ -157,6 +164,11 @@ impl Report {
                 .map(|p| p.display().to_string())
                 .collect(),
             captured_frames: outcome.capture.as_ref().map(|c| c.frames),
+            captured_tcp_segments: scenario
+                .lab
+                .capture_tcp
+                .then(|| outcome.capture.as_ref().map(|c| c.tcp_segments))
+                .flatten(),
             events: EventsReport {
                 received: outcome.fold.events,
                 dropped: snapshot.events_dropped,
@@ -235,10 +247,25 @@ impl Report {
             } else {
                 format!("written to {}", self.captures.join(", "))
             };
-            let _ = writeln!(out, "  capture: {frames} frames {place}");
+            let segments = match self.captured_tcp_segments {
+                Some(n) => format!(" and {n} TCP segments of the legs"),
+                None => String::new(),
+            };
+            let _ = writeln!(out, "  capture: {frames} frames{segments} {place}");
         }
-        if emulated(&self.link) {
+        if emulated(&self.link) || !self.link_at_start.is_clear() {
             let _ = writeln!(out, "  link emulator, seed {}:", self.link.seed);
+            let settings = |s: &LinkSettings| {
+                format!(
+                    "p1→p2 {} · p2→p1 {}",
+                    s.to_proxy2.summary(),
+                    s.to_proxy1.summary()
+                )
+            };
+            let _ = writeln!(out, "    at start: {}", settings(&self.link_at_start));
+            if self.link.settings != self.link_at_start {
+                let _ = writeln!(out, "    at end:   {}", settings(&self.link.settings));
+            }
             for line in emulator_lines(&self.link) {
                 let _ = writeln!(out, "    {line}");
             }

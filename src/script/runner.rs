@@ -11,8 +11,12 @@ use tokio::time::Instant;
 
 use super::capture::{CaptureOutcome, CaptureRun};
 use super::fold::Fold;
-use super::scenario::{Action, ClientSel, Condition, Scenario, Step};
+use super::scenario::{
+    Action, ClientSel, Condition, FramePick, HeldAction, MAX_DEADLINE, Scenario, Step,
+};
+use crate::capture::TcpCapture;
 use crate::event::{ClientEnd, ClientId, Event, EventSink};
+use crate::impair::LinkSettings;
 use crate::lab::{Lab, LabAddrs, LabSnapshot};
 use crate::monitor::{ConnTable, Monitor, MonitorPlan, MonitorSources};
 use crate::roles::echo_client::ClientStatus;
@@ -20,8 +24,8 @@ use crate::roles::echo_client::ClientStatus;
 /// Events the stream holds before it starts dropping (and counting) them. The runner reads
 /// continuously, so this only absorbs bursts.
 const EVENT_CAPACITY: usize = 256 * 1024;
-/// How often a `wait_for` looks at the lab again.
-const POLL: Duration = Duration::from_millis(10);
+/// How often a `wait_for` looks at the lab again (and a front may redraw).
+pub const POLL: Duration = Duration::from_millis(10);
 /// After the steps, the counters must stay still this long before the snapshot is taken, so
 /// frames in flight (an `X` after a close) are counted…
 const SETTLE_QUIET: Duration = Duration::from_millis(60);
@@ -44,30 +48,92 @@ pub struct Outcome {
     pub failure: Option<String>,
     /// From the lab's start to the snapshot.
     pub duration: Duration,
+    /// The link emulator's settings when the lab started (the snapshot has them at the end).
+    pub link_at_start: LinkSettings,
 }
 
 /// Why a step could not go on.
 struct StepFailure(String);
 
+/// Who watches a run: the headless summary (stdout), or the TUI's `--play`. The runner
+/// calls it at each point a person could see or steer; it never draws anything itself.
+#[allow(async_fn_in_trait)] // implemented in this crate only, and awaited in place
+pub trait Front {
+    /// A line of the step log.
+    fn say(&mut self, line: String);
+    /// Every event the runner reads, in order, before the runner folds it.
+    fn event(&mut self, _event: &Event) {}
+    /// Before step `index` runs: false stops the run (the person quit). May use the lab (the
+    /// TUI's keys do).
+    async fn before_step(&mut self, _lab: &mut Lab, _index: usize, _step: &Step) -> bool {
+        true
+    }
+    /// Step `index` is done.
+    fn step_done(&mut self, _index: usize) {}
+    /// While time passes inside a step, about every [`POLL`]: a chance to redraw.
+    fn tick(&mut self, _lab: &Lab) {}
+    /// Whether the scenario's deadline applies (not while a person steps through it).
+    fn deadline_applies(&self) -> bool {
+        true
+    }
+    /// Cancelled when the person wants to stop in the middle of a step (the run then ends
+    /// cleanly, like on Ctrl-C).
+    fn stop(&self) -> Option<tokio_util::sync::CancellationToken> {
+        None
+    }
+}
+
+/// The headless front: the step log on stdout.
+pub struct Stdout;
+
+impl Front for Stdout {
+    fn say(&mut self, line: String) {
+        println!("{line}");
+    }
+}
+
 /// Runs `scenario`, serving `/metrics` and the admin protocol meanwhile when `monitor` asks.
 /// `Err` means the lab could not start (the scenario is then unusable as written here, for
 /// example a fixed port that is taken).
 pub async fn run(scenario: &Scenario, monitor: &MonitorPlan) -> anyhow::Result<Outcome> {
+    run_with(scenario, monitor, &mut Stdout).await
+}
+
+/// Runs `scenario` with `front` watching (and, between steps, steering).
+pub async fn run_with<F: Front>(
+    scenario: &Scenario,
+    monitor: &MonitorPlan,
+    front: &mut F,
+) -> anyhow::Result<Outcome> {
     let (events, receiver) = EventSink::channel(EVENT_CAPACITY);
+    // The permission to read loopback is checked before any file is made.
+    let tcp = if scenario.lab.capture_tcp {
+        Some(TcpCapture::open()?)
+    } else {
+        None
+    };
     // The monitor's connection table sees every event before the channel could drop one.
     let conns = monitor.is_on().then(|| Arc::new(ConnTable::new()));
     let events = match &conns {
         Some(conns) => events.with_observer(conns.clone()),
         None => events,
     };
-    let capture = scenario
+    let mut capture = scenario
         .lab
         .capture
         .map(|format| {
             let lab = &scenario.lab;
-            CaptureRun::start(format, &lab.capture_dir, lab.wire, &scenario.name, &events)
+            CaptureRun::start(
+                format,
+                &lab.capture_dir,
+                lab.wire,
+                &scenario.name,
+                &events,
+                lab.capture_tcp,
+            )
         })
         .transpose()?;
+    let tcp_events = events.clone();
     let mut config = scenario.lab.lab_config();
     config.capture = capture.as_ref().map(CaptureRun::tap);
     if let Some(link) = &scenario.lab.link {
@@ -83,10 +149,21 @@ pub async fn run(scenario: &Scenario, monitor: &MonitorPlan) -> anyhow::Result<O
         }
     };
     let addrs = lab.addrs();
-    println!(
+    if let (Some(capture), Some(tcp)) = (&mut capture, tcp) {
+        let ports = [addrs.proxy1_tcp.port(), addrs.server.port()];
+        capture.capture_tcp(tcp, &ports, tcp_events)?;
+        front.say(format!(
+            "capturing the TCP legs too: ports {} and {} on {}",
+            ports[0],
+            ports[1],
+            crate::capture::tcp::LOOPBACK
+        ));
+    }
+    let link_at_start = lab.link_settings();
+    front.say(format!(
         "lab up: echo server {} (tcp), proxy2 {} (udp), proxy1 {} (tcp) / {} (udp)",
         addrs.server, addrs.proxy2_udp, addrs.proxy1_tcp, addrs.proxy1_udp
-    );
+    ));
     let monitor = match conns {
         Some(conns) => {
             let status = capture.as_ref().map(CaptureRun::status);
@@ -104,9 +181,12 @@ pub async fn run(scenario: &Scenario, monitor: &MonitorPlan) -> anyhow::Result<O
         None => None,
     };
     if let Some(line) = monitor.as_ref().and_then(Monitor::describe) {
-        println!("{line}");
+        front.say(line);
     }
+    let deadline_applies = front.deadline_applies();
+    let stop = front.stop().unwrap_or_default();
     let mut runner = Runner {
+        front,
         lab,
         receiver,
         fold: Fold::default(),
@@ -117,8 +197,13 @@ pub async fn run(scenario: &Scenario, monitor: &MonitorPlan) -> anyhow::Result<O
         steps_completed: 0,
     };
 
-    // Everything from here to the last step is bounded by the deadline.
-    let deadline = runner.started + scenario.deadline;
+    // Everything from here to the last step is bounded by the deadline (unless a person
+    // steps through it: then they decide when it ends).
+    let deadline = if deadline_applies {
+        runner.started + scenario.deadline
+    } else {
+        runner.started + MAX_DEADLINE * 24
+    };
     let steps = async {
         runner
             .start_clients(scenario.lab.clients)
@@ -131,17 +216,23 @@ pub async fn run(scenario: &Scenario, monitor: &MonitorPlan) -> anyhow::Result<O
     // Ctrl-C or SIGTERM ends the steps too, but not the run: the lab still stops cleanly,
     // the capture is drained to disk and the report written, so nothing is lost.
     let ended = tokio::select! {
-        result = tokio::time::timeout_at(deadline, steps) => Some(result),
+        result = tokio::time::timeout_at(deadline, steps) => Some(Ok(result)),
         _ = crate::cli::wait_for_signal() => None,
+        _ = stop.cancelled() => Some(Err(())),
     };
     let failure = match ended {
-        Some(Ok(Ok(()))) => None,
-        Some(Ok(Err(StepFailure(why)))) => Some(why),
-        Some(Err(_elapsed)) => Some(runner.deadline_message(scenario)),
+        Some(Ok(Ok(Ok(())))) => None,
+        Some(Ok(Ok(Err(StepFailure(why))))) => Some(why),
+        Some(Ok(Err(_elapsed))) => Some(runner.deadline_message(scenario)),
+        Some(Err(())) => Some(match &runner.current {
+            Some(step) => format!("stopped during the step at line {} (quit)", step.line),
+            None => "stopped (quit)".to_string(),
+        }),
         None => Some("interrupted by a signal (Ctrl-C or SIGTERM): stopping the lab".to_string()),
     };
     if let Some(why) = &failure {
-        println!("{} {why}", runner.stamp());
+        let line = format!("{} {why}", runner.stamp());
+        runner.front.say(line);
     }
 
     runner.settle().await;
@@ -172,10 +263,12 @@ pub async fn run(scenario: &Scenario, monitor: &MonitorPlan) -> anyhow::Result<O
         steps_completed,
         failure,
         duration,
+        link_at_start,
     })
 }
 
-struct Runner {
+struct Runner<'f, F: Front> {
+    front: &'f mut F,
     lab: Lab,
     receiver: mpsc::Receiver<Event>,
     fold: Fold,
@@ -188,7 +281,7 @@ struct Runner {
     steps_completed: usize,
 }
 
-impl Runner {
+impl<F: Front> Runner<'_, F> {
     /// `[  0.123s]`: time since the lab started, for the step log.
     fn stamp(&self) -> String {
         format!("[{:>8.3}s]", self.started.elapsed().as_secs_f64())
@@ -197,55 +290,72 @@ impl Runner {
     /// Takes in every event already in the stream.
     fn drain(&mut self) {
         while let Ok(event) = self.receiver.try_recv() {
+            self.front.event(&event);
             self.fold.apply(&event.kind);
         }
     }
 
     /// Lets time pass until `until`, taking in events as they come.
     async fn pass_time_until(&mut self, until: Instant) {
+        let mut next_tick = Instant::now() + POLL;
         loop {
             tokio::select! {
                 event = self.receiver.recv() => match event {
-                    Some(event) => self.fold.apply(&event.kind),
+                    Some(event) => {
+                        self.front.event(&event);
+                        self.fold.apply(&event.kind);
+                    }
                     None => {
                         tokio::time::sleep_until(until).await;
                         return;
                     }
                 },
                 _ = tokio::time::sleep_until(until) => return,
+                _ = tokio::time::sleep_until(next_tick) => {
+                    self.front.tick(&self.lab);
+                    next_tick = Instant::now() + POLL;
+                }
             }
         }
     }
 
+    /// Starts clients in order: on a fresh lab, client N gets id N-1.
     async fn start_clients(&mut self, n: u32) -> Result<(), StepFailure> {
-        for _ in 0..n {
-            self.lab
-                .add_client()
-                .await
-                .map_err(|e| StepFailure(e.to_string()))?;
-        }
+        self.lab
+            .add_clients(n)
+            .await
+            .map_err(|e| StepFailure(e.to_string()))?;
         Ok(())
     }
 
     async fn run_steps(&mut self, steps: &[Step]) -> Result<(), StepFailure> {
-        for step in steps {
+        for (index, step) in steps.iter().enumerate() {
+            self.drain();
+            if !self.front.before_step(&mut self.lab, index, step).await {
+                return Err(StepFailure(format!(
+                    "stopped before the step at line {} (quit)",
+                    step.line
+                )));
+            }
             if let Some(at) = step.at {
                 self.pass_time_until(self.started + at).await;
             }
             self.current = Some(step.clone());
             self.waiting_on = None;
-            println!(
+            let line = format!(
                 "{} line {:<4} {}",
                 self.stamp(),
                 step.line,
                 step.action.describe()
             );
+            self.front.say(line);
             self.run_step(&step.action)
                 .await
                 .map_err(|StepFailure(why)| {
                     StepFailure(format!("step at line {} failed: {why}", step.line))
                 })?;
             self.steps_completed += 1;
+            self.front.step_done(index);
         }
         self.current = None;
         Ok(())
@@ -293,6 +403,66 @@ impl Runner {
                 timeout,
             } => self.wait_for(*condition, clients, *timeout).await,
             Action::SetLink(spec) => spec.apply(&mut self.lab).map_err(lab_error),
+            Action::Hold(on) => {
+                self.lab.set_hold(*on);
+                Ok(())
+            }
+            Action::Held {
+                what,
+                pick,
+                timeout,
+            } => self.act_on_held(*what, pick, *timeout).await,
+        }
+    }
+
+    /// Waits until the picked frame is held (frames reach the link when their role sends
+    /// them), then releases, drops or duplicates it.
+    async fn act_on_held(
+        &mut self,
+        what: HeldAction,
+        pick: &FramePick,
+        timeout: Option<Duration>,
+    ) -> Result<(), StepFailure> {
+        let give_up = timeout.map(|t| Instant::now() + t);
+        loop {
+            let held = self.lab.held_frames();
+            if let Some(frame) = pick.find(&held) {
+                let id = frame.id;
+                let done = match what {
+                    HeldAction::Release => self.lab.release_held(Some(id)),
+                    HeldAction::Drop => self.lab.drop_held(id),
+                    HeldAction::Duplicate => self.lab.duplicate_held(id),
+                };
+                return match done {
+                    Some(_) => Ok(()),
+                    None => Err(StepFailure(format!("{pick} was let go meanwhile"))),
+                };
+            }
+            let listing: Vec<String> = held
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{} {}",
+                        h.direction.arrow(),
+                        crate::describe::frame_label(&h.frame)
+                    )
+                })
+                .collect();
+            let now = if listing.is_empty() {
+                "nothing is held".to_string()
+            } else {
+                format!("held: {}", listing.join(", "))
+            };
+            self.waiting_on = Some(format!("{pick}; {now}"));
+            if let Some(give_up) = give_up
+                && Instant::now() >= give_up
+            {
+                return Err(StepFailure(format!(
+                    "{pick} did not come within {}; {now}",
+                    humantime::format_duration(timeout.unwrap_or_default())
+                )));
+            }
+            self.pass_time_until(Instant::now() + POLL).await;
         }
     }
 
@@ -364,16 +534,21 @@ impl Runner {
         selection: &ClientSel,
     ) -> Result<Option<String>, StepFailure> {
         if condition == Condition::IdsFree {
+            // After a lossy period an `X` may have been lost: then only the idle timeout frees
+            // the id at the side that missed it, and the message says so.
+            let idle = humantime::format_duration(self.lab.config().proxy2.idle_timeout.get());
             let busy: Vec<String> = self
                 .fold
                 .busy()
                 .map(|c| {
-                    let at = if c.freed_at_proxy1 {
-                        "proxy2"
+                    if c.freed_at_proxy1 {
+                        format!(
+                            "id {} still taken at proxy2 (if proxy1's X{} was lost, proxy2 frees it after idle_timeout, {idle})",
+                            c.id, c.id
+                        )
                     } else {
-                        "proxy1"
-                    };
-                    format!("id {} still taken at {at}", c.id)
+                        format!("id {} still taken at proxy1", c.id)
+                    }
                 })
                 .collect();
             return Ok((!busy.is_empty()).then(|| busy.join(", ")));
@@ -483,11 +658,18 @@ impl Runner {
         self.drain();
     }
 
-    fn counters(&self) -> impl PartialEq + use<> {
+    fn counters(&self) -> Quiet {
         let snapshot = self.lab.snapshot();
         (snapshot.proxy1, snapshot.proxy2, snapshot.clients)
     }
 }
+
+/// What must stop changing before the final snapshot.
+type Quiet = (
+    crate::link::LinkStatsSnapshot,
+    crate::link::LinkStatsSnapshot,
+    Vec<(ClientId, ClientStatus)>,
+);
 
 /// How a client ended, in a few words.
 pub fn end_label(end: ClientEnd) -> &'static str {

@@ -181,14 +181,23 @@ impl Source {
                 None => unknown.to_string(),
             });
         }
+        // TOML integers stop at 2^63 - 1; a larger seed (tunlab's --seed takes any u64) fits
+        // as a quoted string.
+        let mut message = error.message().to_string();
+        if message.contains("too large") && key.as_deref().is_some_and(|k| k.ends_with("seed")) {
+            message.push_str(
+                "; TOML integers stop at 9223372036854775807: write a larger seed in quotes, \
+                 like seed = \"18446744073709551615\"",
+            );
+        }
         match error.span() {
-            Some(span) => self.error(span, key.as_deref(), error.message()),
+            Some(span) => self.error(span, key.as_deref(), message),
             None => ScenarioError::from(ErrorDetails {
                 file: self.file.clone(),
                 position: None,
                 table: None,
                 key,
-                message: error.message().to_string(),
+                message,
                 snippet: None,
             }),
         }

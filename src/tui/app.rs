@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tokio::sync::mpsc;
@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::screen_loop::ScreenLoop;
 use super::state::{MonitorView, Selection, TuiState};
 use super::terminal::{self, InputReader, QuitSignals};
-use crate::capture::CaptureWriter;
+use crate::capture::{CaptureWriter, TcpCapture};
 use crate::cli::LabArgs;
 use crate::event::{ClientId, CloseKind, EventSink, Level, Role};
 use crate::lab::{Lab, LabConfig};
@@ -47,6 +47,18 @@ pub enum Command {
     ToggleRole(Role),
     /// Change the link emulator, both directions at once.
     Link(LinkChange),
+    /// Step mode on or off.
+    ToggleHold,
+    /// Clients talking on their own, on or off.
+    ToggleChatter,
+    /// A [`LARGE_MESSAGE`]-byte message from one client: several `D` frames.
+    SendLarge(ClientId),
+    /// Let the oldest held frame cross.
+    ReleaseNext,
+    /// Drop a held frame (by its hold id).
+    DropHeld(u64),
+    /// Hold a copy right behind a held frame.
+    DuplicateHeld(u64),
     Quit,
 }
 
@@ -61,6 +73,17 @@ pub enum LinkChange {
     ToggleBlackhole,
     /// Back to a clear link.
     Clear,
+}
+
+/// Bytes the `L` key sends: more than two `D` frames' worth (at most 1498 bytes each).
+pub const LARGE_MESSAGE: usize = 3000;
+
+/// How often clients chatter when `t` turns it on without `--chatter`.
+pub const DEFAULT_CHATTER: Duration = Duration::from_secs(1);
+
+/// The large message: printable bytes in a repeating pattern, so traces stay readable.
+pub fn large_message() -> Vec<u8> {
+    (0..LARGE_MESSAGE).map(|i| b'!' + (i % 94) as u8).collect()
 }
 
 /// How much one press of `+` or `-` changes the loss.
@@ -80,16 +103,22 @@ pub fn handle_key(state: &mut TuiState, key: KeyEvent) -> Option<Command> {
         match key.code {
             KeyCode::Esc => state.view.input = None,
             KeyCode::Enter => {
-                let text = state.view.input.take().unwrap_or_default();
                 if text.is_empty() {
+                    state.view.input = None;
                     state.note(Level::Warn, "empty message: nothing sent");
                     return None;
                 }
+                // A bad escape keeps the text open for fixing, and says what is wrong.
+                let bytes = match parse_message(text) {
+                    Ok(bytes) => bytes,
+                    Err(why) => {
+                        state.note(Level::Warn, format!("not sent: {why}"));
+                        return None;
+                    }
+                };
+                state.view.input = None;
                 let client = selected_client(state)?;
-                return Some(Command::Send {
-                    client,
-                    bytes: parse_message(&text),
-                });
+                return Some(Command::Send { client, bytes });
             }
             KeyCode::Backspace => {
                 text.pop();
@@ -143,16 +172,52 @@ pub fn handle_key(state: &mut TuiState, key: KeyEvent) -> Option<Command> {
         KeyCode::Char('-') => return Some(Command::Link(LinkChange::LessLoss)),
         KeyCode::Char('b') => return Some(Command::Link(LinkChange::ToggleBlackhole)),
         KeyCode::Char('n') => return Some(Command::Link(LinkChange::Clear)),
+        KeyCode::Char('h') => return Some(Command::ToggleHold),
+        KeyCode::Char('t') => return Some(Command::ToggleChatter),
+        KeyCode::Char('L') => {
+            let client = selected_client(state)?;
+            return Some(Command::SendLarge(client));
+        }
+        KeyCode::Char('.') | KeyCode::Char('x') | KeyCode::Char('d') | KeyCode::Tab
+            if !state.hold.holding =>
+        {
+            state.note(Level::Warn, "the link is not held: h holds it (step mode)");
+        }
+        KeyCode::Char('.') => return Some(Command::ReleaseNext),
+        KeyCode::Tab => {
+            // Cycle the choice through the held frames, oldest first.
+            let frames = &state.hold.frames;
+            let next = match state.chosen_held() {
+                Some(chosen) => {
+                    let at = frames.iter().position(|f| f.id == chosen.id).unwrap_or(0);
+                    frames.get((at + 1) % frames.len().max(1)).map(|f| f.id)
+                }
+                None => None,
+            };
+            state.view.held_choice = next;
+        }
+        KeyCode::Char('x') | KeyCode::Char('d') => {
+            let Some(chosen) = state.chosen_held() else {
+                state.note(Level::Warn, "nothing is held yet");
+                return None;
+            };
+            let id = chosen.id;
+            return Some(if key.code == KeyCode::Char('x') {
+                Command::DropHeld(id)
+            } else {
+                Command::DuplicateHeld(id)
+            });
+        }
         KeyCode::Char('l') => {
             state.view.show_ladder = !state.view.show_ladder;
             state.view.scroll = 0;
         }
         KeyCode::Char(' ') => {
-            state.view.paused = !state.view.paused;
+            state.set_paused(!state.view.paused);
             let what = if state.view.paused {
-                "traces paused: frames are still counted, not traced"
+                "traces paused: what arrives meanwhile is kept, and shows on resume"
             } else {
-                "traces resumed"
+                "traces resumed, with everything that arrived meanwhile"
             };
             state.note(Level::Info, what);
         }
@@ -199,9 +264,9 @@ fn detail_rows(state: &TuiState) -> usize {
     match state.view.selected {
         Selection::Conn(id) => state.conn(id).map_or(0, |c| {
             if state.view.show_ladder {
-                c.ladder.len()
+                state.shown(&c.ladder)
             } else {
-                c.trace.len()
+                state.shown(&c.trace)
             }
         }),
         Selection::Waiting(_) => 0,
@@ -238,45 +303,39 @@ fn selected_client(state: &mut TuiState) -> Option<ClientId> {
 }
 
 /// Turns what was typed into bytes: `\n`, `\r`, `\t`, `\\` and `\xNN` are escapes, so any
-/// byte can be sent from the keyboard. Anything else is taken literally (as UTF-8).
-pub fn parse_message(text: &str) -> Vec<u8> {
+/// byte can be sent from the keyboard; anything else is taken literally (as UTF-8). Any
+/// other backslash (`\xZZ`, `\q`, a `\` at the end) is refused with the reason, so a typo
+/// is never sent as if it were meant.
+pub fn parse_message(text: &str) -> Result<Vec<u8>, String> {
+    const HOW: &str = "escapes: \\n \\r \\t \\\\ \\xNN";
     let mut out = Vec::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
+    let mut chars = text.chars();
     while let Some(c) = chars.next() {
         if c != '\\' {
             let mut buf = [0u8; 4];
             out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
             continue;
         }
-        match chars.peek().copied() {
+        match chars.next() {
             Some('n') => out.push(b'\n'),
             Some('r') => out.push(b'\r'),
             Some('t') => out.push(b'\t'),
             Some('\\') => out.push(b'\\'),
             Some('x') => {
-                let mut lookahead = chars.clone();
-                lookahead.next();
-                let hex: String = lookahead.by_ref().take(2).collect();
+                let hex: String = chars.clone().take(2).collect();
                 match u8::from_str_radix(&hex, 16) {
-                    Ok(byte) if hex.len() == 2 => {
+                    Ok(byte) if hex.len() == 2 && hex.chars().all(|c| c.is_ascii_hexdigit()) => {
                         out.push(byte);
-                        chars = lookahead;
-                        continue;
+                        chars.nth(1);
                     }
-                    _ => {
-                        out.push(b'\\');
-                        continue;
-                    }
+                    _ => return Err(format!("\\x{hex} is not a byte: {HOW}")),
                 }
             }
-            _ => {
-                out.push(b'\\');
-                continue;
-            }
+            Some(other) => return Err(format!("\\{other} is not an escape: {HOW}")),
+            None => return Err(format!("a message cannot end with a lone \\: {HOW}")),
         }
-        chars.next();
     }
-    out
+    Ok(out)
 }
 
 /// Carries out a command on the lab and notes the outcome in the log. True means quit.
@@ -284,7 +343,8 @@ pub async fn execute(lab: &mut Lab, state: &mut TuiState, command: Command) -> b
     match command {
         Command::Quit => return true,
         Command::AddClient => match lab.add_client().await {
-            Ok(client) => state.note(Level::Info, format!("client {client} added")),
+            // The client's own "connected" line follows.
+            Ok(_) => {}
             Err(e) => state.note(Level::Error, format!("cannot add a client: {e}")),
         },
         Command::Send { client, bytes } => send(lab, state, client, bytes),
@@ -308,12 +368,12 @@ pub async fn execute(lab: &mut Lab, state: &mut TuiState, command: Command) -> b
         }
         Command::Close { client, how } => {
             let what = match how {
-                CloseKind::Fin => "closes with FIN",
-                CloseKind::Rst => "aborts with RST",
+                CloseKind::Fin => "cannot close with FIN",
+                CloseKind::Rst => "cannot abort with RST",
             };
-            match lab.client_close(client, how) {
-                Ok(()) => state.note(Level::Info, format!("client {client} {what}")),
-                Err(e) => state.note(Level::Warn, e.to_string()),
+            // On success the client's own "closed" line says it.
+            if let Err(e) = lab.client_close(client, how) {
+                state.note(Level::Warn, format!("client {client} {what}: {e}"));
             }
         }
         Command::ToggleRole(role) => {
@@ -328,8 +388,78 @@ pub async fn execute(lab: &mut Lab, state: &mut TuiState, command: Command) -> b
             state.set_running(role, lab.is_running(role));
         }
         Command::Link(change) => change_link(lab, change),
+        // The lab logs the change; the held pane shows what is held.
+        Command::ToggleHold => lab.set_hold(!lab.is_holding()),
+        Command::SendLarge(client) => {
+            let bytes = large_message();
+            match lab.client_send(client, bytes) {
+                Ok(()) => state.note(
+                    Level::Info,
+                    format!(
+                        "client {client} sends {LARGE_MESSAGE} bytes: more than a D frame holds (1498), so several cross"
+                    ),
+                ),
+                Err(e) => state.note(Level::Warn, e.to_string()),
+            }
+        }
+        Command::ToggleChatter => {
+            state.chatter = match state.chatter {
+                Some(_) => {
+                    state.note(Level::Info, "chatter off");
+                    None
+                }
+                None => {
+                    let every = state.chatter_interval.unwrap_or(DEFAULT_CHATTER);
+                    state.note(
+                        Level::Info,
+                        format!(
+                            "chatter on: a client speaks every {}, in turn",
+                            humantime::format_duration(every)
+                        ),
+                    );
+                    Some(every)
+                }
+            };
+        }
+        Command::ReleaseNext => match lab.release_held(None) {
+            Some(frame) => state.note(
+                Level::Info,
+                format!(
+                    "released {} {}",
+                    frame.direction.arrow(),
+                    crate::describe::frame_label(&frame.frame)
+                ),
+            ),
+            None => state.note(Level::Warn, "nothing is held yet"),
+        },
+        // A drop is traced (and laddered) from the lab's own event.
+        Command::DropHeld(id) => {
+            if lab.drop_held(id).is_none() {
+                state.note(Level::Warn, "that frame is no longer held");
+            }
+        }
+        Command::DuplicateHeld(id) => match lab.duplicate_held(id) {
+            Some(copy) => state.note(
+                Level::Info,
+                format!(
+                    "copied {} {}: the copy is held right behind it",
+                    copy.direction.arrow(),
+                    crate::describe::frame_label(&copy.frame)
+                ),
+            ),
+            None => state.note(Level::Warn, "that frame is no longer held"),
+        },
     }
+    state.set_hold(hold_view(lab));
     false
+}
+
+/// What the link holds now, for the screen.
+pub fn hold_view(lab: &Lab) -> super::state::HoldView {
+    super::state::HoldView {
+        holding: lab.is_holding(),
+        frames: lab.held_frames(),
+    }
 }
 
 fn change_link(lab: &Lab, change: LinkChange) {
@@ -365,8 +495,55 @@ fn send(lab: &Lab, state: &mut TuiState, client: ClientId, bytes: Vec<u8>) {
     }
 }
 
+/// Clients talking on their own: every interval, the next live client (in turn) sends a line.
+#[derive(Default)]
+pub struct Chatter {
+    next_at: Option<tokio::time::Instant>,
+    /// The last client that spoke.
+    last: ClientId,
+    lines: u64,
+}
+
+impl Chatter {
+    /// Resolves when the next line is due; never while chatter is off.
+    pub async fn due(&mut self, every: Option<Duration>) {
+        let Some(every) = every else {
+            self.next_at = None;
+            return std::future::pending().await;
+        };
+        let at = *self
+            .next_at
+            .get_or_insert_with(|| tokio::time::Instant::now() + every);
+        tokio::time::sleep_until(at).await;
+        self.next_at = Some(at + every);
+    }
+
+    /// The next live client after the last one says a numbered line.
+    pub fn speak(&mut self, lab: &Lab, state: &mut TuiState) {
+        let live: Vec<ClientId> = lab
+            .client_ids()
+            .into_iter()
+            .filter(|&c| lab.client_status(c).is_ok_and(|s| s.ended.is_none()))
+            .collect();
+        let Some(&client) = live
+            .iter()
+            .find(|&&c| c > self.last)
+            .or_else(|| live.first())
+        else {
+            return;
+        };
+        self.last = client;
+        self.lines += 1;
+        let line = format!("chatter {} from client {client}\n", self.lines);
+        if let Err(e) = lab.client_send(client, line.into_bytes()) {
+            state.note(Level::Warn, e.to_string());
+        }
+    }
+}
+
 /// Runs the lab with the TUI until the person quits or a signal arrives.
-pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
+/// `tcp` is the packet socket `--capture-tcp` opened (the permission already checked).
+pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<ExitCode> {
     let (events, rx) = EventSink::channel(EVENT_CAPACITY);
     let events = crate::tui::state::events_for_tui(events);
     // With a monitor on, its connection table sees every event before the screen's channel
@@ -378,7 +555,7 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
         None => events,
     };
     // A capture directory that cannot be written is an error before the screen is taken over.
-    let capture = match args.capture.plan() {
+    let mut capture = match args.capture.plan() {
         Some(plan) => Some(CaptureWriter::start(plan, events.clone())?),
         None => None,
     };
@@ -389,6 +566,7 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
     let mode = config.mode;
     let start = SystemTime::now();
     // Binding errors (a port in use) print as usual, before the screen is taken over.
+    let tcp_events = events.clone();
     let mut lab = match Lab::start(config, events).await {
         Ok(lab) => lab,
         Err(e) => {
@@ -398,6 +576,14 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
+    if let (Some(capture), Some(tcp)) = (&mut capture, tcp) {
+        let addrs = lab.addrs();
+        capture.capture_tcp(
+            tcp,
+            &[addrs.proxy1_tcp.port(), addrs.server.port()],
+            tcp_events,
+        )?;
+    }
     let capture_status = capture.as_ref().map(CaptureWriter::status);
     // Errors (a port in use, no --admin-user) print as usual, before the screen is taken over.
     let monitor = match conns {
@@ -419,15 +605,19 @@ pub async fn run(args: &LabArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let mut state = TuiState::new(start, mode, Some(lab.addrs()));
+    if args.netns {
+        state.note(Level::Info, crate::netns::NOTICE);
+    }
     state.monitor = monitor.as_ref().map(|monitor| MonitorView {
         metrics: monitor.metrics_addr(),
         admin: monitor.admin_addr(),
     });
-    for _ in 0..args.clients_to_start(true) {
-        if let Err(e) = lab.add_client().await {
-            state.note(Level::Error, format!("cannot add a client: {e}"));
-        }
+    // In order, so client N gets id N-1 on a fresh lab.
+    if let Err(e) = lab.add_clients(args.clients_to_start(true)).await {
+        state.note(Level::Error, format!("cannot add a client: {e}"));
     }
+    state.chatter_interval = args.chatter;
+    state.chatter = args.chatter;
     let mut signals = QuitSignals::new()?;
     let (screen_terminal, session) = terminal::enter()?;
     let mut input = InputReader::spawn()?;

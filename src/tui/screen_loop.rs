@@ -22,7 +22,7 @@ use ratatui::crossterm::event::Event as Input;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
-use super::app::{Command, FRAMES_PER_SECOND, execute, handle_key};
+use super::app::{Chatter, FRAMES_PER_SECOND, execute, handle_key, hold_view};
 use super::render;
 use super::state::{CaptureView, TuiState, apply_snapshot, update};
 use crate::capture::CaptureStatus;
@@ -40,6 +40,8 @@ pub struct ScreenLoop<B: Backend> {
     events: mpsc::Receiver<Event>,
     inputs: mpsc::UnboundedReceiver<Input>,
     capture: Option<Arc<CaptureStatus>>,
+    /// Clients talking on their own (`--chatter`, `t`).
+    chatter: Chatter,
     draws: Arc<AtomicU64>,
 }
 
@@ -61,6 +63,7 @@ impl<B: Backend> ScreenLoop<B> {
             events,
             inputs,
             capture,
+            chatter: Chatter::default(),
             draws: Arc::default(),
         }
     }
@@ -92,11 +95,10 @@ impl<B: Backend> ScreenLoop<B> {
                     };
                     match input {
                         Input::Key(key) => {
-                            if let Some(command) = handle_key(&mut self.state, key) {
-                                if command == Command::Quit {
-                                    return Ok(());
-                                }
-                                execute(&mut self.lab, &mut self.state, command).await;
+                            if let Some(command) = handle_key(&mut self.state, key)
+                                && execute(&mut self.lab, &mut self.state, command).await
+                            {
+                                return Ok(());
                             }
                             dirty = true;
                         }
@@ -104,6 +106,9 @@ impl<B: Backend> ScreenLoop<B> {
                         Input::Resize(..) => dirty = true,
                         _ => {}
                     }
+                }
+                _ = self.chatter.due(self.state.chatter) => {
+                    self.chatter.speak(&self.lab, &mut self.state);
                 }
                 _ = tick.tick() => {
                     // Counts that stood in for per-frame events past the TUI's rate join
@@ -151,6 +156,11 @@ impl<B: Backend> ScreenLoop<B> {
         for role in [Role::EchoServer, Role::Proxy2, Role::Proxy1] {
             changed |= state.set_running(role, self.lab.is_running(role));
         }
+        let hold = hold_view(&self.lab);
+        if hold != state.hold {
+            changed = true;
+        }
+        state.set_hold(hold);
         for panic in super::terminal::take_other_panics() {
             state.note(Level::Error, panic);
             changed = true;

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use crate::describe::{describe, frame_label};
 use crate::event::{
     ClientAction, ClientEnd, ClientId, CloseKind, ConnState, Endpoint, Event, EventKind, EventSink,
-    FrameSummary, Level, LinkDirection, Role, TcpAction,
+    FrameSummary, Level, LinkDirection, Role, TcpAction, TcpSegmentSummary,
 };
 use crate::lab::{LabAddrs, LabSnapshot};
 use crate::link::LinkStatsSnapshot;
@@ -32,6 +32,9 @@ pub const LOG_CAPACITY: usize = 500;
 /// Accepted-but-not-yet-assigned TCP clients remembered at proxy1 (for the ladder's first
 /// arrow); more than this means something outside the lab is hammering proxy1.
 const PENDING_ACCEPTS: usize = 256;
+/// TCP segments remembered for connections whose id is not known yet (a handshake happens
+/// before proxy1 gives the client an id, and before proxy2 says it connected).
+const PENDING_SEGMENTS: usize = 256;
 /// Waiting clients remembered (each one is a real TCP connection at proxy1).
 const WAITING_CAPACITY: usize = 256;
 /// A client that waited at least this long between accept and id has waited for a free id.
@@ -90,6 +93,12 @@ impl<T> Ring<T> {
 }
 
 impl<T: HasTime> Ring<T> {
+    /// How many entries are at or before `time` (entries are in time order, so they are the
+    /// first ones): what a paused screen shows, while newer ones keep arriving behind them.
+    pub fn len_until(&self, time: Duration) -> usize {
+        self.items.partition_point(|item| item.time() <= time)
+    }
+
     /// Inserts in time order. Events from different tasks can arrive slightly out of order;
     /// they are almost always late by a few entries, so the search starts from the back.
     pub fn insert_by_time(&mut self, item: T) {
@@ -237,6 +246,8 @@ pub enum ArrowKind {
     Failure,
     /// An `X` frame.
     Close,
+    /// A TCP segment of the handshake (SYN, SYN-ACK, its ACK), read off loopback.
+    Handshake,
 }
 
 /// What an arrow says. One is made for every frame sent and every TCP read and write, but
@@ -370,6 +381,38 @@ pub struct ClientView {
     pub connect_error: Option<String>,
 }
 
+/// What a client's echo says so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EchoVerdict {
+    /// It has sent nothing yet.
+    NothingSent,
+    /// Every byte it sent came back, unchanged.
+    Intact,
+    /// What came back is unchanged, but `missing` bytes have not come back: still on their
+    /// way (`ended` false), or lost for good (the client has ended).
+    Short { missing: u64, ended: bool },
+    /// A byte came back different from what was sent (or more came back than was sent).
+    Damaged,
+}
+
+impl ClientView {
+    /// ✓ only when every byte sent came back intact.
+    pub fn echo_verdict(&self) -> EchoVerdict {
+        if !self.intact || self.echoed > self.sent {
+            EchoVerdict::Damaged
+        } else if self.sent == 0 {
+            EchoVerdict::NothingSent
+        } else if self.echoed == self.sent {
+            EchoVerdict::Intact
+        } else {
+            EchoVerdict::Short {
+                missing: self.sent - self.echoed,
+                ended: self.ended.is_some(),
+            }
+        }
+    }
+}
+
 /// One line of the log pane.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogLine {
@@ -416,6 +459,32 @@ impl Counters {
     }
 }
 
+/// Step mode as the screen shows it: whether the link is held, and what it holds (from the
+/// lab, exact, every tick).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HoldView {
+    pub holding: bool,
+    /// Oldest first.
+    pub frames: Vec<crate::lab::HeldView>,
+}
+
+/// `--play`: a scenario stepped through on screen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlayView {
+    /// The scenario's name.
+    pub name: String,
+    /// Each step as the step log says it: `line 12  send "hola" from client 1`.
+    pub steps: Vec<String>,
+    /// Steps done so far (they are done in order).
+    pub done: usize,
+    /// The step that waits for Enter (or for its time), if one does.
+    pub waiting: Option<usize>,
+    /// Steps go by themselves this often; `None`: one per Enter.
+    pub every: Option<Duration>,
+    /// Once the run is over: each expectation, held or not, and what was seen.
+    pub verdicts: Option<Vec<(bool, String)>>,
+}
+
 /// A row of the connection list: an id, or a client waiting for one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Selection {
@@ -427,8 +496,11 @@ pub enum Selection {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ViewState {
     pub selected: Selection,
-    /// Traces and ladders stop growing (counters and states keep going).
+    /// Traces and ladders show nothing newer than `paused_at` (counters and states keep
+    /// going, and what arrives meanwhile is kept: it shows on resume).
     pub paused: bool,
+    /// Since the lab started, when the screen was paused.
+    pub paused_at: Duration,
     /// The detail pane shows the ladder instead of the frame trace.
     pub show_ladder: bool,
     pub show_help: bool,
@@ -436,6 +508,8 @@ pub struct ViewState {
     pub input: Option<String>,
     /// Rows scrolled up from the newest in the detail pane (0 follows new frames).
     pub scroll: usize,
+    /// The held frame chosen for `x` (drop) and `d` (duplicate), by its hold id.
+    pub held_choice: Option<u64>,
 }
 
 impl Default for ViewState {
@@ -443,10 +517,12 @@ impl Default for ViewState {
         ViewState {
             selected: Selection::Conn(ConnId::new(0)),
             paused: false,
+            paused_at: Duration::ZERO,
             show_ladder: false,
             show_help: false,
             input: None,
             scroll: 0,
+            held_choice: None,
         }
     }
 }
@@ -473,6 +549,16 @@ pub struct TuiState {
     pub counters: Counters,
     pub log: Ring<LogLine>,
     pub view: ViewState,
+    /// Step mode: the held link.
+    pub hold: HoldView,
+    /// `--play`: the scenario on screen.
+    pub play: Option<PlayView>,
+    /// Roles seen up at least once: seen up again, they restarted.
+    roles_started: Vec<Role>,
+    /// Clients talk on their own every this long (`t`); `None`: they don't.
+    pub chatter: Option<Duration>,
+    /// The interval `--chatter` gave, for `t` to turn it back on.
+    pub chatter_interval: Option<Duration>,
     /// When set, the UI's own log lines are stamped with this time instead of the clock's,
     /// so that tests (and replays) draw the same screen every time.
     pub fixed_now: Option<SystemTime>,
@@ -482,6 +568,13 @@ pub struct TuiState {
     conn_by_addr: HashMap<SocketAddr, ConnId>,
     /// When proxy1 accepted each TCP client that has no id yet.
     pending_accepts: HashMap<SocketAddr, Duration>,
+    /// The id of each of proxy2's connections to the server, by proxy2's end of it.
+    conn_by_server_leg: HashMap<SocketAddr, ConnId>,
+    /// Captured TCP segments whose connection has no id yet, by the far end's address (the
+    /// client's, or proxy2's end of a server connection), oldest first.
+    pending_segments: HashMap<SocketAddr, Vec<(Duration, TcpSegmentSummary)>>,
+    /// Connections whose handshake has had its SYN-ACK, so the next ACK completes it.
+    handshakes: std::collections::HashSet<(SocketAddr, SocketAddr)>,
 }
 
 impl TuiState {
@@ -508,10 +601,18 @@ impl TuiState {
             counters: Counters::default(),
             log: Ring::new(LOG_CAPACITY),
             view: ViewState::default(),
+            hold: HoldView::default(),
+            play: None,
+            roles_started: Vec::new(),
+            chatter: None,
+            chatter_interval: None,
             fixed_now: None,
             client_by_addr: HashMap::new(),
             conn_by_addr: HashMap::new(),
             pending_accepts: HashMap::new(),
+            conn_by_server_leg: HashMap::new(),
+            pending_segments: HashMap::new(),
+            handshakes: std::collections::HashSet::new(),
         }
     }
 
@@ -586,6 +687,42 @@ impl TuiState {
         });
     }
 
+    /// The held frame `x` and `d` act on: the one chosen with Tab while it is still held,
+    /// else the oldest.
+    pub fn chosen_held(&self) -> Option<&crate::lab::HeldView> {
+        let frames = &self.hold.frames;
+        self.view
+            .held_choice
+            .and_then(|id| frames.iter().find(|f| f.id == id))
+            .or_else(|| frames.first())
+    }
+
+    /// Takes the lab's held frames; keeps the choice while its frame is still held.
+    pub fn set_hold(&mut self, hold: HoldView) {
+        if let Some(id) = self.view.held_choice
+            && !hold.frames.iter().any(|f| f.id == id)
+        {
+            self.view.held_choice = None;
+        }
+        self.hold = hold;
+    }
+
+    /// How many entries of a trace or ladder the screen shows: all of them, or while paused
+    /// only those up to the pause (the rest are kept, and show on resume).
+    pub fn shown<T: HasTime>(&self, ring: &Ring<T>) -> usize {
+        if self.view.paused {
+            ring.len_until(self.view.paused_at)
+        } else {
+            ring.len()
+        }
+    }
+
+    /// Pauses or resumes what traces and ladders show.
+    pub fn set_paused(&mut self, paused: bool) {
+        self.view.paused = paused;
+        self.view.paused_at = self.since_start(self.fixed_now.unwrap_or_else(SystemTime::now));
+    }
+
     /// Empties traces, ladders and the log. Counters are the lab's exact totals and stay.
     pub fn clear(&mut self) {
         for conn in &mut self.conns {
@@ -632,11 +769,20 @@ impl TuiState {
     }
 
     fn ladder(&mut self, id: ConnId, entry: LadderEntry) {
-        if self.view.paused {
-            return;
-        }
         if let Some(conn) = self.conns.get_mut(id.index()) {
             conn.ladder.insert_by_time(entry);
+        }
+    }
+
+    /// A note across the ladder of every id that has a history.
+    fn mark_ladders(&mut self, time: Duration, text: String) {
+        for conn in &mut self.conns {
+            if !conn.ladder.is_empty() || conn.state != ConnState::Free {
+                conn.ladder.insert_by_time(LadderEntry::Note {
+                    time,
+                    text: text.clone(),
+                });
+            }
         }
     }
 
@@ -701,11 +847,38 @@ pub fn events_for_tui(sink: EventSink) -> EventSink {
         .sampled_past(TUI_EVENTS_PER_SECOND)
 }
 
+/// Whether an event gets its own line in the log pane: one line per happening. Several roles
+/// see the same happening, and only one of them says it:
+/// - TCP accepts, connects and closes are drawn in the ladder; the lab client's own
+///   `connected` and `closed` lines say them once (a failed connect is said by proxy2's
+///   warning, which gives the reason);
+/// - proxy1 logs a waiting client, one that gave up, and a refused or unanswered `C` with
+///   the reason, so their bare events add nothing;
+/// - proxy2's view of an id is said only when it forgets it (its `NOK` has its warning).
+fn worth_a_log_line(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Tcp { .. } | EventKind::WaitingForId { .. } | EventKind::WaitGaveUp { .. } => {
+            false
+        }
+        EventKind::Conn {
+            at: Endpoint::Proxy1,
+            state,
+            ..
+        } => !matches!(state, ConnState::Refused | ConnState::Unanswered),
+        EventKind::Conn {
+            at: Endpoint::Proxy2,
+            state,
+            ..
+        } => *state == ConnState::Free,
+        _ => true,
+    }
+}
+
 /// Folds one event into the state. Pure: the same events give the same screen.
 pub fn update(state: &mut TuiState, event: Event) {
     state.counters.events_seen += 1;
     let time = state.since_start(event.time);
-    if let Some(text) = describe(&event.kind, false) {
+    if let Some(text) = describe(&event.kind, false).filter(|_| worth_a_log_line(&event.kind)) {
         let level = match &event.kind {
             EventKind::Log { level, .. } => *level,
             EventKind::FrameMalformed { .. }
@@ -729,9 +902,19 @@ pub fn update(state: &mut TuiState, event: Event) {
                 view.addr = Some(addr);
                 view.up = true;
             }
+            // Up again after being up once: a restart, which every ladder marks (what an id
+            // did before and after it are different lives of that role).
+            if state.roles_started.contains(&role) {
+                state.mark_ladders(time, format!("↻ {} restarted", role.label()));
+            } else {
+                state.roles_started.push(role);
+            }
         }
         EventKind::RoleDown { role } => {
             state.set_running(role, false);
+            if matches!(role, Role::Proxy2 | Role::EchoServer) {
+                state.mark_ladders(time, format!("✕ {} stopped", role.label()));
+            }
         }
         EventKind::FrameSent { at, frame, .. } => on_frame_sent(state, time, at, frame),
         // Each frame is traced once, when it leaves; the receiving side adds nothing new on a
@@ -782,6 +965,7 @@ pub fn update(state: &mut TuiState, event: Event) {
             action,
         } => on_tcp(state, time, role, id, peer, action),
         EventKind::Client { client, action } => on_client(state, client, action),
+        EventKind::TcpSegment { segment } => on_tcp_segment(state, time, segment),
         EventKind::LinkDecision {
             direction,
             frame,
@@ -893,9 +1077,6 @@ fn on_frame_sent(state: &mut TuiState, time: Duration, at: Endpoint, frame: Fram
     };
     flow.frames += 1;
     flow.bytes += frame.payload_len as u64;
-    if state.view.paused {
-        return;
-    }
     let from = lane_of(at);
     let to = match from {
         Lane::Proxy1 => Lane::Proxy2,
@@ -924,7 +1105,7 @@ fn on_link_decision(
     what: crate::impair::LinkVerdict,
 ) {
     let id = frame.id;
-    if state.view.paused || id.index() >= state.conns.len() {
+    if id.index() >= state.conns.len() {
         return;
     }
     let dropped = what.dropped.is_some();
@@ -975,18 +1156,31 @@ fn on_proxy1_conn(
     conn.state = new_state;
     match new_state {
         ConnState::Connecting => {
+            // proxy2 still holds the id's previous connection (its X was lost, or is still on
+            // its way): the new client's C lands on a stale id.
+            let stale = conn.proxy2_state != ConnState::Free && previous == ConnState::Free;
             conn.client = client;
             conn.last_outcome = None;
             conn.to_proxy2 = Flow::default();
             conn.to_proxy1 = Flow::default();
             if let Some(addr) = client {
-                if !state.view.paused {
-                    conn.trace
-                        .insert_by_time(TraceLine::NewConnection { time, client: addr });
-                }
+                conn.trace
+                    .insert_by_time(TraceLine::NewConnection { time, client: addr });
                 state.conn_by_addr.insert(addr, id);
                 stop_waiting(state, addr, Some(id));
+                flush_pending_segments(state, addr, id);
                 state.ladder(id, LadderEntry::IdGiven { time, client: addr });
+                if stale {
+                    state.ladder(
+                        id,
+                        LadderEntry::Note {
+                            time,
+                            text: format!(
+                                "⚠ id {id} reused while proxy2 still holds its last connection"
+                            ),
+                        },
+                    );
+                }
                 // The accept is drawn when it happened, unless the client then waited for an
                 // id: then the arrow would land in the previous owner's history, so it goes
                 // here and says how long the client waited.
@@ -1064,9 +1258,15 @@ fn on_tcp(
         }
         return;
     };
+    if let TcpAction::ConnectedFrom(local) = action {
+        state.conn_by_server_leg.insert(local, id);
+        flush_pending_segments(state, local, id);
+    }
     let (lanes, label, kind): (_, ArrowLabel, _) = match action {
         TcpAction::Accepted => ((far, near), "TCP connect".into(), ArrowKind::TcpOpen),
-        TcpAction::Connected => ((near, far), "TCP connect".into(), ArrowKind::TcpOpen),
+        TcpAction::Connected | TcpAction::ConnectedFrom(_) => {
+            ((near, far), "TCP connect".into(), ArrowKind::TcpOpen)
+        }
         TcpAction::ConnectFailed(why) => (
             (near, far),
             format!("connect ✗ {why}").into(),
@@ -1084,6 +1284,90 @@ fn on_tcp(
         }
     };
     state.arrow(id, time, lanes, label, kind);
+}
+
+/// A TCP segment read off loopback: the handshake (SYN, SYN-ACK and the ACK that completes
+/// it), FIN and RST segments become arrows on their leg of the connection's ladder. Data and
+/// plain ACKs are left to the TCP read and write arrows.
+fn on_tcp_segment(state: &mut TuiState, time: Duration, segment: TcpSegmentSummary) {
+    let flow = (segment.src, segment.dst);
+    let completes_handshake = !segment.is_control()
+        && segment.flags.ack
+        && state.handshakes.remove(&(segment.dst, segment.src));
+    if segment.flags.syn && segment.flags.ack {
+        if state.handshakes.len() >= PENDING_SEGMENTS {
+            state.handshakes.clear();
+        }
+        state.handshakes.insert(flow);
+    }
+    if !segment.is_control() && !completes_handshake {
+        return;
+    }
+    // Which leg: the client's (one end is proxy1's listener) or the server's.
+    let far_end =
+        if Some(segment.dst) == state.proxy1.addr || Some(segment.src) == state.proxy1.addr {
+            [segment.src, segment.dst]
+                .into_iter()
+                .find(|a| Some(*a) != state.proxy1.addr)
+        } else if Some(segment.dst) == state.server.addr || Some(segment.src) == state.server.addr {
+            [segment.src, segment.dst]
+                .into_iter()
+                .find(|a| Some(*a) != state.server.addr)
+        } else {
+            None
+        };
+    let Some(far_end) = far_end else { return };
+    let id = state
+        .conn_by_addr
+        .get(&far_end)
+        .or_else(|| state.conn_by_server_leg.get(&far_end))
+        .copied();
+    match id {
+        Some(id) => segment_arrow(state, id, time, &segment),
+        None => {
+            if state.pending_segments.len() >= PENDING_SEGMENTS
+                && !state.pending_segments.contains_key(&far_end)
+            {
+                state.pending_segments.clear();
+            }
+            let pending = state.pending_segments.entry(far_end).or_default();
+            if pending.len() < 16 {
+                pending.push((time, segment));
+            }
+        }
+    }
+}
+
+/// Segments that came before their connection had an id go to its ladder now.
+fn flush_pending_segments(state: &mut TuiState, far_end: SocketAddr, id: ConnId) {
+    if let Some(pending) = state.pending_segments.remove(&far_end) {
+        for (time, segment) in pending {
+            segment_arrow(state, id, time, &segment);
+        }
+    }
+}
+
+fn segment_arrow(state: &mut TuiState, id: ConnId, time: Duration, segment: &TcpSegmentSummary) {
+    let lane = |addr: SocketAddr| {
+        if Some(addr) == state.proxy1.addr {
+            Lane::Proxy1
+        } else if Some(addr) == state.server.addr {
+            Lane::Server
+        } else if state.conn_by_server_leg.contains_key(&addr) {
+            Lane::Proxy2
+        } else {
+            Lane::Client
+        }
+    };
+    let lanes = (lane(segment.src), lane(segment.dst));
+    let kind = if segment.flags.rst {
+        ArrowKind::Rst
+    } else if segment.flags.fin {
+        ArrowKind::Fin
+    } else {
+        ArrowKind::Handshake
+    };
+    state.arrow(id, time, lanes, format!("[{}]", segment.label()), kind);
 }
 
 fn on_client(state: &mut TuiState, client: ClientId, action: ClientAction) {

@@ -18,7 +18,8 @@ use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption
 use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use tunlab::capture::{
-    CaptureFormat, CapturePlan, CaptureSummary, CaptureTarget, CaptureWriter, TapRecord,
+    CaptureFormat, CapturePlan, CaptureSummary, CaptureTarget, CaptureWriter,
+    PCAPNG_INTERFACE_NAME, PCAPNG_LOOPBACK_INTERFACE, PCAPNG_NOT_SENT_INTERFACE, TapRecord,
 };
 use tunlab::event::{CloseKind, Endpoint, EventKind, EventSink, FrameSummary, Role};
 use tunlab::lab::{Lab, LabAddrs, LabConfig, LabSnapshot};
@@ -177,12 +178,18 @@ pub fn read_pcap(path: &Path) -> Vec<Captured> {
 pub struct PcapNgFile {
     pub section_comment: Option<String>,
     pub application: Option<String>,
+    /// The link's interface (the first).
     pub interface_name: Option<String>,
     pub interface_description: Option<String>,
+    /// Every interface's name, in order (interface ids index it).
+    pub interfaces: Vec<String>,
     pub packets: Vec<Captured>,
-    /// Empty packets: frames the link emulator dropped before they were sent, kept only for
-    /// their comment.
+    /// Frames the link emulator dropped before they were sent, on the not-sent interface.
     pub not_sent: Vec<NotSent>,
+    /// TCP segments read off loopback (with TCP capture): time and Ethernet frame.
+    pub segments: Vec<(Duration, Vec<u8>)>,
+    /// Every packet's time, in file order, whatever its interface.
+    pub times: Vec<Duration>,
 }
 
 /// A frame that never crossed the wire, as pcapng keeps it.
@@ -192,6 +199,8 @@ pub struct NotSent {
     /// What the frame would have been on the wire.
     pub original_len: u32,
     pub comment: String,
+    /// The frame as it would have crossed.
+    pub packet: Captured,
 }
 
 /// Reads a pcapng; every block must read cleanly.
@@ -213,12 +222,16 @@ pub fn read_pcapng(path: &Path) -> PcapNgFile {
         match block {
             Block::InterfaceDescription(idb) => {
                 assert_eq!(idb.linktype, DataLink::ETHERNET);
+                let first = out.interfaces.is_empty();
                 for option in &idb.options {
                     match option {
                         InterfaceDescriptionOption::IfName(n) => {
-                            out.interface_name = Some(n.to_string())
+                            out.interfaces.push(n.to_string());
+                            if first {
+                                out.interface_name = Some(n.to_string());
+                            }
                         }
-                        InterfaceDescriptionOption::IfDescription(d) => {
+                        InterfaceDescriptionOption::IfDescription(d) if first => {
                             out.interface_description = Some(d.to_string())
                         }
                         InterfaceDescriptionOption::IfTsResol(r) => resolution = Some(*r),
@@ -227,28 +240,40 @@ pub fn read_pcapng(path: &Path) -> PcapNgFile {
                 }
             }
             Block::EnhancedPacket(epb) => {
-                assert_eq!(epb.interface_id, 0);
                 let comment = epb.options.iter().find_map(|o| match o {
                     EnhancedPacketOption::Comment(c) => Some(c.to_string()),
                     _ => None,
                 });
-                if epb.data.is_empty() {
-                    out.not_sent.push(NotSent {
-                        time: epb.timestamp,
-                        original_len: epb.original_len,
-                        comment: comment.expect("an empty packet says why in a comment"),
-                    });
-                    continue;
-                }
                 assert_eq!(epb.original_len as usize, epb.data.len(), "nothing is cut");
+                out.times.push(epb.timestamp);
+                let interface = out.interfaces.get(epb.interface_id as usize).cloned();
+                match interface.as_deref() {
+                    Some(name) if name == PCAPNG_LOOPBACK_INTERFACE => {
+                        out.segments.push((epb.timestamp, epb.data.to_vec()));
+                        continue;
+                    }
+                    Some(name)
+                        if name == PCAPNG_INTERFACE_NAME || name == PCAPNG_NOT_SENT_INTERFACE => {}
+                    other => panic!("packet on an unknown interface {other:?}"),
+                }
                 let (src, dst, datagram) = parse_frame(&epb.data);
-                out.packets.push(Captured {
+                let packet = Captured {
                     time: epb.timestamp,
                     src,
                     dst,
                     datagram,
-                    comment,
-                });
+                    comment: comment.clone(),
+                };
+                if interface.as_deref() == Some(PCAPNG_NOT_SENT_INTERFACE) {
+                    out.not_sent.push(NotSent {
+                        time: epb.timestamp,
+                        original_len: epb.original_len,
+                        comment: comment.expect("a frame not sent says why in a comment"),
+                        packet,
+                    });
+                    continue;
+                }
+                out.packets.push(packet);
             }
             other => panic!("unexpected block {other:?}"),
         }

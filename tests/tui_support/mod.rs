@@ -10,7 +10,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use tunlab::event::{
     ClientAction, ClientEnd, ClientId, CloseKind, ConnState, Endpoint, Event, EventKind,
-    FrameSummary, Preview, Role, TcpAction,
+    FrameSummary, Preview, Role, TcpAction, TcpFlags, TcpSegmentSummary,
 };
 use tunlab::lab::{LabAddrs, LabSnapshot};
 use tunlab::link::{KindCounts, LinkStatsSnapshot};
@@ -205,13 +205,35 @@ impl Script {
 
     /// proxy1 gives `client` the id and proxy2 opens it: C, connect, OK.
     pub fn opens(&mut self, ms: u64, client: ClientId, id: u16) -> &mut Self {
+        self.opens_with(ms, client, id, TcpAction::Connected)
+    }
+
+    /// Like [`Script::opens`], with proxy2 saying which address it connected from (as it
+    /// does; the ladder then finds the server leg's captured segments).
+    pub fn opens_from(
+        &mut self,
+        ms: u64,
+        client: ClientId,
+        id: u16,
+        proxy2_end: SocketAddr,
+    ) -> &mut Self {
+        self.opens_with(ms, client, id, TcpAction::ConnectedFrom(proxy2_end))
+    }
+
+    fn opens_with(
+        &mut self,
+        ms: u64,
+        client: ClientId,
+        id: u16,
+        connected: TcpAction,
+    ) -> &mut Self {
         let c = client_addr(client);
         let p1 = addr(PROXY1_UDP);
         self.conn(ms, Endpoint::Proxy1, id, ConnState::Connecting, c)
             .sent(ms, Endpoint::Proxy1, FrameKind::Connect, id, b"")
             .received(ms + 1, Endpoint::Proxy2, FrameKind::Connect, id, b"")
             .conn(ms + 1, Endpoint::Proxy2, id, ConnState::Connecting, p1)
-            .tcp(ms + 2, Role::Proxy2, Some(id), TcpAction::Connected, client)
+            .tcp(ms + 2, Role::Proxy2, Some(id), connected, client)
             .sent(ms + 2, Endpoint::Proxy2, FrameKind::ConnectOk, id, b"")
             .conn(ms + 2, Endpoint::Proxy2, id, ConnState::Open, p1)
             .received(ms + 3, Endpoint::Proxy1, FrameKind::ConnectOk, id, b"")
@@ -338,6 +360,53 @@ pub fn classroom() -> Script {
         .client_connects(2000, 3)
         .refused(2001, 3, 2)
         .client_closes(3000, 1, 0, CloseKind::Rst);
+    s
+}
+
+/// proxy2's end of its connection to the server, in [`with_tcp_capture`].
+pub const PROXY2_TCP: u16 = 61000;
+
+/// A TCP segment read off loopback; `flags` lists S(YN) A(CK) F(IN) R(ST) P(SH).
+pub fn segment(src: SocketAddr, dst: SocketAddr, flags: &str, payload_len: usize) -> EventKind {
+    EventKind::TcpSegment {
+        segment: TcpSegmentSummary {
+            src,
+            dst,
+            flags: TcpFlags {
+                syn: flags.contains('S'),
+                ack: flags.contains('A'),
+                fin: flags.contains('F'),
+                rst: flags.contains('R'),
+                psh: flags.contains('P'),
+            },
+            seq: 1,
+            ack: 1,
+            payload_len,
+        },
+    }
+}
+
+/// One connection with TCP capture on: client 1's and proxy2's handshakes (captured before
+/// the id is known), a data segment and its ACK, a segment of an unrelated port, the client's
+/// FIN, and proxy2's connection to the server reset.
+pub fn with_tcp_capture() -> Script {
+    let (client, proxy1, server) = (client_addr(1), addr(PROXY1_TCP), addr(SERVER));
+    let proxy2_end = addr(PROXY2_TCP);
+    let mut s = Script::default();
+    s.roles_up(0)
+        .at(1, segment(client, proxy1, "S", 0))
+        .at(1, segment(proxy1, client, "SA", 0))
+        .at(1, segment(client, proxy1, "A", 0))
+        .client_connects(1, 1)
+        .at(2, segment(proxy2_end, server, "S", 0))
+        .at(2, segment(server, proxy2_end, "SA", 0))
+        .at(2, segment(proxy2_end, server, "A", 0))
+        .opens_from(2, 1, 0, proxy2_end)
+        .at(5, segment(client, proxy1, "PA", 10))
+        .at(5, segment(proxy1, client, "A", 0))
+        .at(6, segment(addr(7000), addr(7001), "S", 0))
+        .at(7, segment(client, proxy1, "FA", 0))
+        .at(8, segment(proxy2_end, server, "RA", 0));
     s
 }
 

@@ -11,8 +11,8 @@ use toml::Spanned;
 use super::raw::{Dur, RawExpect, RawLab, RawScenario, RawStep};
 use super::{
     Action, Bounds, Check, ClientSel, Condition, Counted, DEFAULT_DEADLINE, DirectionSel,
-    Expectation, HowClosed, LabSetup, MAX_CLIENTS, MAX_DEADLINE, MAX_MESSAGE, Message, Scenario,
-    Step,
+    Expectation, FramePick, HeldAction, HowClosed, LabSetup, MAX_CLIENTS, MAX_DEADLINE,
+    MAX_MESSAGE, Message, Scenario, Step,
 };
 use crate::lab::LabConfig;
 use crate::script::link::LinkSpec;
@@ -33,6 +33,10 @@ const STEP_ACTIONS: &[&str] = &[
     "wait",
     "wait_for",
     "link",
+    "hold",
+    "release",
+    "drop",
+    "duplicate",
 ];
 
 /// Which actions each step modifier goes with.
@@ -40,7 +44,10 @@ const STEP_MODIFIERS: &[(&str, &[&str])] = &[
     ("client", &["send", "send_size", "close", "wait_for"]),
     ("count", &["send", "send_size"]),
     ("interval", &["send", "send_size"]),
-    ("timeout", &["wait_for"]),
+    ("timeout", &["wait_for", "release", "drop", "duplicate"]),
+    ("direction", &["release", "drop", "duplicate"]),
+    ("id", &["release", "drop", "duplicate"]),
+    ("occurrence", &["release", "drop", "duplicate"]),
 ];
 
 /// The keys of an expectation that name its check.
@@ -55,6 +62,7 @@ const EXPECT_CHECKS: &[&str] = &[
     "closed",
     "frames",
     "captured",
+    "dropped",
     "no_malformed",
 ];
 
@@ -62,11 +70,11 @@ const EXPECT_CHECKS: &[&str] = &[
 const EXPECT_MODIFIERS: &[(&str, &[&str])] = &[
     ("how", &["closed"]),
     ("id", &["opened"]),
-    ("direction", &["frames"]),
+    ("direction", &["frames", "dropped"]),
     ("counted", &["frames"]),
-    ("exactly", &["frames", "captured"]),
-    ("min", &["frames", "captured"]),
-    ("max", &["frames", "captured"]),
+    ("exactly", &["frames", "captured", "dropped"]),
+    ("min", &["frames", "captured", "dropped"]),
+    ("max", &["frames", "captured", "dropped"]),
 ];
 
 impl Checker<'_> {
@@ -90,9 +98,10 @@ impl Checker<'_> {
         };
         let lab = self.lab(raw.lab)?;
         let mut clients = lab.clients;
+        let mut holding = false;
         let mut steps = Vec::with_capacity(raw.step.len());
         for step in raw.step {
-            steps.push(self.step(step, &mut clients)?);
+            steps.push(self.step(step, &mut clients, &mut holding)?);
         }
         let mut expectations = Vec::with_capacity(raw.expect.len());
         for expect in raw.expect {
@@ -192,8 +201,13 @@ impl Checker<'_> {
             proxy2_port: raw.ports.proxy2,
             wire: raw.wire,
             clients,
-            capture: raw.capture.0,
+            // The TCP legs go into the link's capture: a pcapng one unless a format is given.
+            capture: raw
+                .capture
+                .0
+                .or(raw.capture_tcp.then_some(super::CaptureFormat::Pcapng)),
             capture_dir: raw.capture_dir.unwrap_or_else(|| PathBuf::from("captures")),
+            capture_tcp: raw.capture_tcp,
             proxy1,
             proxy2,
             link,
@@ -290,7 +304,12 @@ impl Checker<'_> {
         }
     }
 
-    fn step(&self, raw: Spanned<RawStep>, started: &mut u32) -> Result<Step, ScenarioError> {
+    fn step(
+        &self,
+        raw: Spanned<RawStep>,
+        started: &mut u32,
+        holding: &mut bool,
+    ) -> Result<Step, ScenarioError> {
         let span = raw.span();
         let line = self.source.position(span.start).line;
         let raw = raw.into_inner();
@@ -304,10 +323,17 @@ impl Checker<'_> {
             ("wait", raw.wait.is_some()),
             ("wait_for", raw.wait_for.is_some()),
             ("link", raw.link.is_some()),
+            ("hold", raw.hold.is_some()),
+            ("release", raw.release.is_some()),
+            ("drop", raw.drop.is_some()),
+            ("duplicate", raw.duplicate.is_some()),
             ("client", raw.client.is_some()),
             ("count", raw.count.is_some()),
             ("interval", raw.interval.is_some()),
             ("timeout", raw.timeout.is_some()),
+            ("direction", raw.direction.is_some()),
+            ("id", raw.id.is_some()),
+            ("occurrence", raw.occurrence.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))
@@ -400,6 +426,45 @@ impl Checker<'_> {
             "link" => {
                 Action::SetLink(self.link(raw.link.expect("the action key is present"), "link")?)
             }
+            "hold" => {
+                let on = raw.hold.expect("the action key is present");
+                *holding = on;
+                Action::Hold(on)
+            }
+            "release" | "drop" | "duplicate" => {
+                if !*holding {
+                    return Err(self.source.key_error(
+                        span.start,
+                        action_key,
+                        format!(
+                            "the link is not held here, so there is nothing to {action_key}: add a step `hold = true` before this one"
+                        ),
+                    ));
+                }
+                let (what, selection) = match action_key {
+                    "release" => (HeldAction::Release, raw.release),
+                    "drop" => (HeldAction::Drop, raw.drop),
+                    _ => (HeldAction::Duplicate, raw.duplicate),
+                };
+                let occurrence = raw.occurrence.unwrap_or(1);
+                if occurrence == 0 {
+                    return Err(self.source.key_error(
+                        span.start,
+                        "occurrence",
+                        "occurrences count from 1 (the oldest matching frame held)",
+                    ));
+                }
+                Action::Held {
+                    what,
+                    pick: FramePick {
+                        kind: selection.expect("the action key is present").0,
+                        direction: raw.direction.unwrap_or(DirectionSel::Both),
+                        id: raw.id,
+                        occurrence,
+                    },
+                    timeout: raw.timeout.map(|d| d.0),
+                }
+            }
             other => unreachable!("unknown step action {other}"),
         };
         Ok(Step {
@@ -429,6 +494,7 @@ impl Checker<'_> {
             ("closed", raw.closed.is_some()),
             ("frames", raw.frames.is_some()),
             ("captured", raw.captured.is_some()),
+            ("dropped", raw.dropped.is_some()),
             ("no_malformed", raw.no_malformed.is_some()),
             ("how", raw.how.is_some()),
             ("id", raw.id.is_some()),
@@ -510,6 +576,11 @@ impl Checker<'_> {
                     bounds: bounds()?,
                 }
             }
+            "dropped" => Check::Dropped {
+                kind: raw.dropped.expect("the check key is present"),
+                direction: raw.direction.unwrap_or(DirectionSel::Both),
+                bounds: bounds()?,
+            },
             "no_malformed" => {
                 if raw.no_malformed != Some(true) {
                     return Err(self.source.key_error(
@@ -584,6 +655,10 @@ max = 3
 [[expect]]
 captured = "any"
 exactly = 9
+[[expect]]
+dropped = "D"
+direction = "to-proxy1"
+max = 2
 "#,
         )
         .unwrap();
@@ -620,6 +695,34 @@ exactly = 9
                 }
             }
         ));
+    }
+
+    #[test]
+    fn a_dropped_expectation_reads_as_written() {
+        let scenario = parse_text(
+            "[[expect]]\ndropped = \"D\"\ndirection = \"to-proxy1\"\nmax = 2\n[[expect]]\ndropped = \"any\"\nexactly = 0\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            scenario.expectations[0].check,
+            Check::Dropped {
+                kind: FrameSel(Some(FrameKind::Data)),
+                direction: DirectionSel::ToProxy1,
+                bounds: Bounds {
+                    min: None,
+                    max: Some(2)
+                }
+            }
+        ));
+        let error = error_of("[[expect]]\ndropped = \"X\"\n");
+        assert!(error.message.contains("give `dropped` a bound"), "{error}");
+        let error = error_of("[[expect]]\ndropped = \"X\"\ncounted = \"sent\"\nmin = 1\n");
+        assert!(
+            error
+                .message
+                .contains("`counted` does not go with `dropped`"),
+            "{error}"
+        );
     }
 
     #[test]

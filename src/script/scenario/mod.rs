@@ -11,6 +11,7 @@
 //! ports = "auto"             # "auto" (default), "course" (1818/3327/3328) or a table
 //! clients = 3                # echo clients started before the first step
 //! capture = "off"            # "off" (default), "pcap" or "pcapng"
+//! capture_tcp = false        # also the TCP legs, off loopback (needs CAP_NET_RAW or --netns)
 //! [lab.tunnel]               # proxy timings (the CLI's --connect-attempts etc.)
 //! connect_retry = "100ms"
 //!
@@ -91,6 +92,8 @@ pub struct LabSetup {
     pub capture: Option<CaptureFormat>,
     /// Where capture files go.
     pub capture_dir: PathBuf,
+    /// The TCP legs read off loopback into the same capture (`--capture-tcp`).
+    pub capture_tcp: bool,
     pub proxy1: Proxy1Config,
     pub proxy2: Proxy2Config,
     /// Link emulator settings at start (opaque until the emulator lands).
@@ -147,6 +150,69 @@ pub enum Action {
         timeout: Option<Duration>,
     },
     SetLink(LinkSpec),
+    /// Step mode on (`true`) or off (everything held goes, in order).
+    Hold(bool),
+    /// Acts on a frame the held link holds, once one matching `pick` is held.
+    Held {
+        what: HeldAction,
+        pick: FramePick,
+        timeout: Option<Duration>,
+    },
+}
+
+/// What a step does to a held frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeldAction {
+    /// It crosses now.
+    Release,
+    /// It never crosses.
+    Drop,
+    /// A copy is held right behind it.
+    Duplicate,
+}
+
+/// Which held frame: the `occurrence`-th (from 1) of those held now, oldest first, that have
+/// this type, direction and connection id (each optional).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FramePick {
+    pub kind: Option<FrameKind>,
+    pub direction: DirectionSel,
+    pub id: Option<u16>,
+    pub occurrence: u32,
+}
+
+impl FramePick {
+    /// The frame this picks among `held` (oldest first), if it is held.
+    pub fn find<'h>(&self, held: &'h [crate::lab::HeldView]) -> Option<&'h crate::lab::HeldView> {
+        held.iter()
+            .filter(|h| self.kind.is_none_or(|k| h.frame.kind == k))
+            .filter(|h| self.direction.directions().contains(&h.direction))
+            .filter(|h| {
+                self.id
+                    .is_none_or(|id| h.frame.id.index() == usize::from(id))
+            })
+            .nth(self.occurrence.saturating_sub(1) as usize)
+    }
+}
+
+impl fmt::Display for FramePick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nth = match self.occurrence {
+            1 => "the first".to_string(),
+            n => format!("held frame #{n} of"),
+        };
+        let kind = self
+            .kind
+            .map_or("frame".to_string(), |k| format!("{} frame", k.label()));
+        write!(f, "{nth} {kind}")?;
+        if let Some(id) = self.id {
+            write!(f, " of id {id}")?;
+        }
+        if self.direction != DirectionSel::Both {
+            write!(f, " {}", self.direction.label())?;
+        }
+        write!(f, " held")
+    }
 }
 
 /// What a send step sends.
@@ -252,6 +318,12 @@ pub enum Check {
     },
     /// Frames of a type in the capture.
     Captured { kind: FrameSel, bounds: Bounds },
+    /// Frames of a type the link emulator dropped in a direction (any cause).
+    Dropped {
+        kind: FrameSel,
+        direction: DirectionSel,
+        bounds: Bounds,
+    },
     /// No datagram on the link failed to decode.
     NoMalformed,
 }
@@ -293,6 +365,14 @@ pub enum DirectionSel {
 }
 
 impl DirectionSel {
+    /// `p1→p2`, `p2→p1`, `both ways`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DirectionSel::ToProxy2 => "p1→p2",
+            DirectionSel::ToProxy1 => "p2→p1",
+            DirectionSel::Both => "both ways",
+        }
+    }
     pub fn directions(self) -> &'static [LinkDirection] {
         match self {
             DirectionSel::ToProxy2 => &[LinkDirection::ToProxy2],
@@ -420,6 +500,16 @@ impl Action {
                 }
             }
             Action::SetLink(spec) => spec.describe(),
+            Action::Hold(true) => "hold the link (step mode)".into(),
+            Action::Hold(false) => "let the link flow (release everything held)".into(),
+            Action::Held { what, pick, .. } => {
+                let verb = match what {
+                    HeldAction::Release => "release",
+                    HeldAction::Drop => "drop",
+                    HeldAction::Duplicate => "duplicate",
+                };
+                format!("{verb} {pick}")
+            }
         }
     }
 }
@@ -452,11 +542,7 @@ impl Check {
                 counted,
                 bounds,
             } => {
-                let direction = match direction {
-                    DirectionSel::ToProxy2 => "p1→p2",
-                    DirectionSel::ToProxy1 => "p2→p1",
-                    DirectionSel::Both => "both ways",
-                };
+                let direction = direction.label();
                 let counted = match counted {
                     Counted::Sent => "sent",
                     Counted::Received => "received",
@@ -464,6 +550,14 @@ impl Check {
                 format!("{kind} frames {counted} {direction}: {bounds}")
             }
             Check::Captured { kind, bounds } => format!("{kind} frames captured: {bounds}"),
+            Check::Dropped {
+                kind,
+                direction,
+                bounds,
+            } => format!(
+                "{kind} frames the link emulator dropped {}: {bounds}",
+                direction.label()
+            ),
             Check::NoMalformed => "no malformed frames".into(),
         }
     }

@@ -43,6 +43,8 @@ pub(super) struct RawLab {
     pub(super) capture: CaptureSetting,
     pub(super) capture_dir: Option<PathBuf>,
     #[serde(default)]
+    pub(super) capture_tcp: bool,
+    #[serde(default)]
     pub(super) tunnel: RawTunnel,
     pub(super) link: Option<Spanned<toml::Table>>,
 }
@@ -78,8 +80,15 @@ pub(super) struct RawStep {
     pub(super) wait: Option<Dur>,
     pub(super) wait_for: Option<Condition>,
     pub(super) link: Option<Spanned<toml::Table>>,
+    pub(super) hold: Option<bool>,
+    pub(super) release: Option<HeldSel>,
+    pub(super) drop: Option<HeldSel>,
+    pub(super) duplicate: Option<HeldSel>,
     // Modifiers.
     pub(super) client: Option<Spanned<ClientSel>>,
+    pub(super) direction: Option<DirectionSel>,
+    pub(super) id: Option<u16>,
+    pub(super) occurrence: Option<u32>,
     pub(super) count: Option<u32>,
     pub(super) interval: Option<Dur>,
     pub(super) timeout: Option<Dur>,
@@ -100,6 +109,7 @@ pub(super) struct RawExpect {
     pub(super) closed: Option<Spanned<ClientSel>>,
     pub(super) frames: Option<FrameSel>,
     pub(super) captured: Option<FrameSel>,
+    pub(super) dropped: Option<FrameSel>,
     pub(super) no_malformed: Option<bool>,
     // Modifiers.
     pub(super) how: Option<HowClosed>,
@@ -295,5 +305,27 @@ impl<'de> Deserialize<'de> for FrameSel {
             }
         };
         Ok(FrameSel(kind))
+    }
+}
+
+/// Which held frame a `release`, `drop` or `duplicate` step acts on: a frame type, `"any"`,
+/// or (for `release`) `"next"`, the oldest held frame whatever its type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct HeldSel(pub(super) Option<FrameKind>);
+
+impl<'de> Deserialize<'de> for HeldSel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == "next" {
+            return Ok(HeldSel(None));
+        }
+        let kind = FrameSel::deserialize(de::value::StrDeserializer::<D::Error>::new(&text))
+            .map_err(|_| {
+                de::Error::invalid_value(
+                    Unexpected::Str(&text),
+                    &"a frame type: \"C\", \"OK\", \"NOK\", \"D\", \"X\", \"any\" or \"next\"",
+                )
+            })?;
+        Ok(HeldSel(kind.0))
     }
 }

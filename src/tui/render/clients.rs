@@ -6,7 +6,7 @@ use ratatui::widgets::{Block, Paragraph};
 
 use super::{border_style, format_bytes, truncate, visible_window};
 use crate::event::{ClientEnd, CloseKind};
-use crate::tui::state::{ClientView, TuiState};
+use crate::tui::state::{ClientView, EchoVerdict, TuiState};
 
 pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     let block = Block::bordered()
@@ -25,7 +25,13 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     let is_selected = |c: &ClientView| c.local.is_some() && c.local == selected_addr;
     let width = inner.width as usize;
     let clients: Vec<&ClientView> = state.clients.values().collect();
-    let height = (inner.height as usize).saturating_sub(1);
+    let rows = (inner.height as usize).saturating_sub(1);
+    // When not every client has a row, the last row lists the others' verdicts in short.
+    let height = if clients.len() > rows {
+        rows.saturating_sub(1)
+    } else {
+        rows
+    };
     // The newest at the bottom, like the other panes, unless the selected client is older.
     let mut window = visible_window(clients.len(), height, 0);
     if let Some(index) = clients.iter().position(|c| is_selected(c))
@@ -34,52 +40,119 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
         let start = index.saturating_sub(height / 2);
         window = start..(start + height).min(clients.len());
     }
+    // One verdict column for every row shown: long verdicts when the status column keeps
+    // room for a few words, the marks alone otherwise.
+    let hidden: Vec<&ClientView> = clients[..window.start]
+        .iter()
+        .chain(&clients[window.end..])
+        .copied()
+        .collect();
+    let shown = &clients[window];
+    let column = |long: bool| {
+        shown
+            .iter()
+            .map(|c| {
+                let (l, s, _) = verdict(c);
+                let text = if long {
+                    l.chars().count()
+                } else {
+                    s.chars().count()
+                };
+                if text == 0 { 0 } else { text + 1 }
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let long = width.saturating_sub(NUMBER_WIDTH + BYTES_WIDTH + column(true)) >= MIN_STATUS;
+    let verdict_width = column(long);
+    let status_width = width.saturating_sub(NUMBER_WIDTH + BYTES_WIDTH + verdict_width);
     let mut lines = vec![Line::styled(
         format!(
-            " {:<4}{:<STATUS_WIDTH$}{:>9}{:>9}",
+            " {:<3}{:<status_width$}{:>8}{:>8}",
             "#", "now", "sent", "echoed"
         ),
         Style::new().dark_gray(),
     )];
     lines.extend(
-        clients[window]
+        shown
             .iter()
-            .map(|client| client_line(state, client, width, is_selected(client))),
+            .map(|client| client_line(state, client, status_width, long, is_selected(client))),
     );
+    if !hidden.is_empty() {
+        lines.push(strip_line(" also", &hidden, width));
+    }
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
-/// Room for `aborted with RST`.
-const STATUS_WIDTH: usize = 17;
+/// The status column never gets narrower than this while verdicts are spelled out.
+const MIN_STATUS: usize = 10;
+/// Columns before the status: the selection mark and the client number.
+const NUMBER_WIDTH: usize = 4;
+/// The two byte columns (`  1.2 kB` each).
+const BYTES_WIDTH: usize = 16;
 
-/// ` 2   id 0                 10 B     10 B ✓`
+/// The echo verdict: a long form and a short one (the mark alone), and its style.
+pub fn verdict(client: &ClientView) -> (String, &'static str, Style) {
+    let red = Style::new().red().bold();
+    match client.echo_verdict() {
+        EchoVerdict::NothingSent => (String::new(), "", Style::new()),
+        EchoVerdict::Intact => ("✓".into(), "✓", Style::new().green()),
+        EchoVerdict::Damaged => ("✗ damaged".into(), "✗", red),
+        EchoVerdict::Short {
+            missing,
+            ended: true,
+        } => (format!("✗ {} lost", format_bytes(missing)), "✗", red),
+        EchoVerdict::Short {
+            missing,
+            ended: false,
+        } => (
+            format!("… {} due", format_bytes(missing)),
+            "…",
+            Style::new().yellow(),
+        ),
+    }
+}
+
+/// `▶2  id 0            10 B    10 B ✓`: the verdict always shows; a status that does not fit
+/// its column takes its short form (`RST` for `aborted with RST`), never a cut word.
 fn client_line(
     state: &TuiState,
     client: &ClientView,
-    width: usize,
+    status_width: usize,
+    long_verdict: bool,
     selected: bool,
 ) -> Line<'static> {
-    let (status, style) = status(state, client);
-    let (check, check_style) = match (client.echoed, client.intact) {
-        (0, _) => ("", Style::new()),
-        (_, true) => (" ✓", Style::new().green()),
-        (_, false) => (" ✗ damaged", Style::new().red().bold()),
+    let (status, short_status, style) = status(state, client);
+    let status = if status.chars().count() < status_width {
+        status
+    } else {
+        short_status
+    };
+    let (long, short, verdict_style) = verdict(client);
+    let verdict = if long_verdict {
+        long
+    } else {
+        short.to_string()
     };
     let line = Line::from(vec![
         Span::raw(if selected { "▶" } else { " " }),
-        Span::styled(format!("{:<4}", client.id), Style::new().bold()),
+        Span::styled(format!("{:<3}", client.id), Style::new().bold()),
         Span::styled(
-            format!("{:<STATUS_WIDTH$}", truncate(&status, STATUS_WIDTH - 1)),
+            format!("{:<status_width$}", truncate(&status, status_width)),
             style,
         ),
         Span::raw(format!(
-            "{:>9}{:>9}",
+            "{:>8}{:>8}",
             format_bytes(client.sent),
             format_bytes(client.echoed)
         )),
         Span::styled(
-            truncate(check, width.saturating_sub(1 + 4 + STATUS_WIDTH + 18)),
-            check_style,
+            if verdict.is_empty() {
+                String::new()
+            } else {
+                format!(" {verdict}")
+            },
+            verdict_style,
         ),
     ]);
     if selected {
@@ -89,26 +162,94 @@ fn client_line(
     }
 }
 
-/// `id 3`, `waits for an id`, `aborted with RST`…
-fn status(state: &TuiState, client: &ClientView) -> (String, Style) {
+/// `id 3`, `waits for an id`, `aborted with RST`…, with a short form for narrow panes.
+fn status(state: &TuiState, client: &ClientView) -> (String, String, Style) {
     if let Some(end) = client.ended {
-        let how = match end {
-            ClientEnd::ByClient(CloseKind::Fin) => "closed with FIN".to_string(),
-            ClientEnd::ByClient(CloseKind::Rst) => "aborted with RST".to_string(),
-            ClientEnd::ByTunnel if client.gave_up_waiting => "got no id".to_string(),
-            ClientEnd::ByTunnel => "closed by tunnel".to_string(),
+        let dim = Style::new().dark_gray();
+        let (long, short) = match end {
+            ClientEnd::ByClient(CloseKind::Fin) => ("closed with FIN", "FIN"),
+            ClientEnd::ByClient(CloseKind::Rst) => ("aborted with RST", "RST"),
+            ClientEnd::ByTunnel if client.gave_up_waiting => ("got no id", "no id"),
+            ClientEnd::ByTunnel => ("closed by tunnel", "closed"),
             ClientEnd::Error => match &client.connect_error {
-                Some(_) => "cannot connect".to_string(),
-                None => "socket error".to_string(),
+                Some(_) => ("cannot connect", "no conn"),
+                None => ("socket error", "error"),
             },
         };
-        return (how, Style::new().dark_gray());
+        return (long.to_string(), short.to_string(), dim);
     }
     if state.is_waiting(client) {
-        return ("waits for an id".into(), Style::new().yellow());
+        return (
+            "waits for an id".into(),
+            "waits".into(),
+            Style::new().yellow(),
+        );
     }
     match state.conn_of_client(client) {
-        Some(id) => (format!("id {id}"), Style::new().green()),
-        None => ("connecting".into(), Style::new().yellow()),
+        Some(id) => (format!("id {id}"), format!("id {id}"), Style::new().green()),
+        None => ("connecting".into(), "conn…".into(), Style::new().yellow()),
     }
+}
+
+/// One line for terminals too small for the clients pane (80x24): every client's number and
+/// echo verdict, ` echo  1 ✓  2 … 9 B due  3 ✗ damaged`; short marks when they do not fit,
+/// and `+N` for the newest ones that still don't.
+pub fn render_strip(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
+    let dim = Style::new().dark_gray();
+    let line = if state.clients.is_empty() {
+        Line::from(vec![
+            Span::styled(" echo", dim),
+            Span::styled("  no clients yet: press a", dim),
+        ])
+    } else {
+        let clients: Vec<&ClientView> = state.clients.values().collect();
+        strip_line(" echo", &clients, area.width as usize)
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+/// `lead` then each client's number and verdict: long forms if they all fit, marks alone
+/// otherwise, and `+N` for the last ones that still don't.
+fn strip_line(lead: &'static str, clients: &[&ClientView], width: usize) -> Line<'static> {
+    let dim = Style::new().dark_gray();
+    let entries: Vec<(String, String, String, Style)> = clients
+        .iter()
+        .map(|client| {
+            let (long, short, style) = verdict(client);
+            let (long, short) = if long.is_empty() {
+                ("–".to_string(), "–")
+            } else {
+                (long, short)
+            };
+            (client.id.to_string(), long, short.to_string(), style)
+        })
+        .collect();
+    let used = |long: bool, n: usize| -> usize {
+        lead.chars().count()
+            + entries[..n]
+                .iter()
+                .map(|(id, l, s, _)| 2 + id.len() + 1 + if long { l } else { s }.chars().count())
+                .sum::<usize>()
+    };
+    let long = used(true, entries.len()) <= width;
+    let more = |shown: usize| match entries.len() - shown {
+        0 => 0,
+        hidden => format!("  +{hidden}").len(),
+    };
+    let mut shown = entries.len();
+    while shown > 0 && used(long, shown) + more(shown) > width {
+        shown -= 1;
+    }
+    let mut spans = vec![Span::styled(lead, dim)];
+    for (id, l, s, style) in &entries[..shown] {
+        spans.push(Span::raw(format!("  {id} ")));
+        spans.push(Span::styled(
+            if long { l.clone() } else { s.clone() },
+            *style,
+        ));
+    }
+    if shown < entries.len() {
+        spans.push(Span::styled(format!("  +{}", entries.len() - shown), dim));
+    }
+    Line::from(spans)
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use ratatui::prelude::*;
 use ratatui::widgets::{Block, Paragraph};
 
-use super::border_style;
+use super::{Part, border_style, fit, shorten_at_words};
 use crate::tui::state::{MonitorView, RoleView, TuiState};
 use crate::wire::WireMode;
 
@@ -26,7 +26,8 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
             " tunlab · TCP over one UDP link ",
             Style::new().bold(),
         ));
-    let mut lines = vec![topology_line(state, false), settings_line(state, false)];
+    let width = block.inner(area).width as usize;
+    let mut lines = vec![topology_line(state, false), settings_line(state, width)];
     lines.extend(
         state
             .monitor
@@ -38,7 +39,10 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
 
 /// The header without a border, for 80x24: the same lines, shortened.
 pub fn render_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
-    let mut lines = vec![topology_line(state, true), settings_line(state, true)];
+    let mut lines = vec![
+        topology_line(state, true),
+        settings_line(state, area.width as usize),
+    ];
     lines.extend(
         state
             .monitor
@@ -126,39 +130,88 @@ fn up_down(role: &RoleView) -> Span<'static> {
     }
 }
 
-fn settings_line(state: &TuiState, compact: bool) -> Line<'static> {
+/// The link, the capture and the clients, shortened by priority to fit `width`: the client
+/// counts go last, then the link's impairment; the capture's file name and the wire mode's
+/// id range go first. Nothing is cut in the middle of a word.
+fn settings_line(state: &TuiState, width: usize) -> Line<'static> {
     let label = Style::new().dark_gray();
+    let lead = |text: &'static str| Span::styled(text, label);
+    let ids = format!("ids 0-{}", state.conns.len().saturating_sub(1));
     let mode = match state.link.mode {
-        WireMode::Classic if compact => "classic".to_string(),
-        WireMode::Classic => format!("classic, ids 0-{}", state.conns.len().saturating_sub(1)),
+        WireMode::Classic => "classic",
     };
     let impairment = state
         .link
         .impairment
         .clone()
         .unwrap_or_else(|| "no impairment".into());
-    let capture = match &state.capture {
-        Some(capture) if capture.failed => {
-            format!("{} FAILED after {} frames", capture.path, capture.frames)
-        }
-        Some(capture) => format!("{} ({} frames)", capture.path, capture.frames),
-        None if compact => "off".into(),
-        None => "not recording".into(),
+    // The impairment itself may be long (both directions differ): its last forms keep the
+    // words that fit.
+    // Shortened in this order (the rank of each step): the id range, the capture's file
+    // name, the capture, the wire mode, the clients label, then the impairment's words.
+    let room = width.saturating_sub(" link ".len());
+    let link = Part::new(
+        vec![
+            lead(" link "),
+            Span::raw(format!("{mode}, {ids} · {impairment}")),
+        ],
+        vec![
+            (
+                1,
+                vec![lead(" link "), Span::raw(format!("{mode} · {impairment}"))],
+            ),
+            (4, vec![lead(" link "), Span::raw(impairment.clone())]),
+            (
+                6,
+                vec![
+                    lead(" link "),
+                    Span::raw(shorten_at_words(&impairment, room / 2)),
+                ],
+            ),
+        ],
+    );
+    let (capture_full, capture_short) = match &state.capture {
+        Some(capture) if capture.failed => (
+            format!("{} FAILED after {} frames", capture.path, capture.frames),
+            format!("FAILED after {} frames", capture.frames),
+        ),
+        Some(capture) => (
+            format!("{} ({} frames)", capture.path, capture.frames),
+            format!("{} frames", capture.frames),
+        ),
+        None => ("not recording".into(), "off".into()),
     };
+    let failed = state.capture.as_ref().is_some_and(|c| c.failed);
+    let capture_form = |text: String| vec![lead("capture "), Span::raw(text)];
+    let mut capture_steps = vec![(2, capture_form(capture_short))];
+    if !failed {
+        // A failure stays on screen; anything else may go when space is short.
+        capture_steps.push((3, Vec::new()));
+    }
+    let capture = Part::new(capture_form(capture_full), capture_steps);
     let live = state.clients.values().filter(|c| c.ended.is_none()).count();
     let ended = state.clients.len() - live;
     let waiting = state.waiting.len();
-    let clients = if waiting == 0 {
+    let counts = if waiting == 0 {
         format!("{live} live · {ended} ended")
     } else {
         format!("{live} live · {waiting} waiting · {ended} ended")
     };
-    Line::from(vec![
-        Span::styled(" link ", label),
-        Span::raw(format!("{mode} · {impairment}")),
-        Span::styled(" │ capture ", label),
-        Span::raw(capture),
-        Span::styled(" │ clients ", label),
-        Span::raw(clients),
-    ])
+    let short = if waiting == 0 {
+        format!("{live} live")
+    } else {
+        format!("{live} live · {waiting} waiting")
+    };
+    let clients = Part::new(
+        vec![lead("clients "), Span::raw(counts.clone())],
+        vec![
+            (5, vec![Span::raw(counts)]),
+            (7, vec![lead("clients "), Span::raw(short)]),
+        ],
+    );
+    fit(
+        &[link, capture, clients],
+        &Span::styled(" │ ", label),
+        width,
+    )
 }

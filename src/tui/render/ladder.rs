@@ -36,15 +36,17 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, id: ConnId) {
     let lanes_width = width.saturating_sub(TIME_WIDTH);
     let mut lines = vec![lane_header(lanes_width)];
     let height = (inner.height as usize).saturating_sub(1);
-    let scroll = effective_scroll(conn.ladder.len(), height, state.view.scroll);
-    frame.render_widget(block.title_bottom(pane_flags(state, scroll)), area);
-    if conn.ladder.is_empty() {
+    let shown = state.shown(&conn.ladder);
+    let scroll = effective_scroll(shown, height, state.view.scroll);
+    let waiting = conn.ladder.len() - shown;
+    frame.render_widget(block.title_bottom(pane_flags(state, scroll, waiting)), area);
+    if shown == 0 {
         lines.push(Line::styled(
             " nothing on this id yet",
             Style::new().dark_gray(),
         ));
     } else {
-        let window = visible_window(conn.ladder.len(), height, scroll);
+        let window = visible_window(shown, height, scroll);
         lines.extend(
             conn.ladder
                 .iter()
@@ -88,6 +90,7 @@ fn arrow_style(kind: ArrowKind) -> Style {
         ArrowKind::Frame => Style::new().cyan(),
         ArrowKind::Failure => Style::new().red(),
         ArrowKind::Close => Style::new().magenta(),
+        ArrowKind::Handshake => Style::new().green().dim(),
     }
 }
 

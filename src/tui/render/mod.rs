@@ -37,9 +37,11 @@
 pub mod clients;
 pub mod connections;
 pub mod header;
+pub mod held;
 pub mod help;
 pub mod ladder;
 pub mod log;
+pub mod play;
 pub mod status;
 pub mod trace;
 
@@ -83,14 +85,17 @@ pub fn draw(frame: &mut Frame<'_>, state: &TuiState) {
 }
 
 fn draw_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
-    let log_rows = if area.height >= 22 { 6 } else { 0 };
-    let [header_area, body, log_area, status_area] = Layout::vertical([
+    let log_rows = if area.height >= 22 { 5 } else { 0 };
+    // No room for the clients pane: one line says each client's echo verdict instead.
+    let [header_area, body, strip_area, log_area, status_area] = Layout::vertical([
         Constraint::Length(header::height(state, true)),
         Constraint::Min(6),
+        Constraint::Length(1),
         Constraint::Length(log_rows),
         Constraint::Length(2),
     ])
     .areas(area);
+    clients::render_strip(frame, strip_area, state);
     header::render_compact(frame, header_area, state);
     if state.view.show_ladder {
         // Four lifelines need the width more than the list does; ↑↓ still change the id.
@@ -102,7 +107,7 @@ fn draw_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
         detail(frame, detail_area, state);
     }
     if log_rows > 0 {
-        log::render(frame, log_area, state);
+        log_or_held(frame, log_area, state);
     }
     status::render(frame, status_area, state, true);
 }
@@ -129,7 +134,7 @@ fn draw_normal(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     connections::render_list(frame, list_area, state);
     clients::render(frame, clients_area, state);
     detail(frame, detail_area, state);
-    log::render(frame, log_area, state);
+    log_or_held(frame, log_area, state);
     status::render(frame, status_area, state, false);
 }
 
@@ -149,8 +154,27 @@ fn draw_large(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     let [clients_area, log_area] =
         Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(bottom);
     clients::render(frame, clients_area, state);
-    log::render(frame, log_area, state);
+    log_or_held(frame, log_area, state);
     status::render(frame, status_area, state, false);
+}
+
+/// The log; in step mode the frames the link holds; with `--play` the scenario's steps (the
+/// log keeps filling meanwhile).
+fn log_or_held(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
+    if state.hold.holding && state.play.is_some() {
+        // A scenario stepping a held link: its steps and what the link holds, side by side.
+        let [steps, held_area] =
+            Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+                .areas(area);
+        play::render(frame, steps, state);
+        held::render(frame, held_area, state);
+    } else if state.hold.holding {
+        held::render(frame, area, state);
+    } else if state.play.is_some() {
+        play::render(frame, area, state);
+    } else {
+        log::render(frame, area, state);
+    }
 }
 
 /// The detail pane: the selected id's trace or ladder, or what a waiting client is doing.
@@ -177,15 +201,26 @@ pub fn format_bytes(bytes: u64) -> String {
     }
 }
 
-/// Cuts `text` to at most `width` characters, marking the cut with `…`.
+/// Cuts `text` to at most `width` terminal columns, marking the cut with `…`. Columns, not
+/// characters: a payload shown as text may hold wide characters (`日本`, `⚡`).
 pub fn truncate(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    if text.width() <= width {
         return text.to_string();
     }
     if width == 0 {
         return String::new();
     }
-    let mut out: String = text.chars().take(width - 1).collect();
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w > width - 1 {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
     out.push('…');
     out
 }
@@ -202,5 +237,147 @@ pub fn border_style(focused: bool) -> Style {
         Style::new().fg(Color::Cyan)
     } else {
         Style::new().fg(Color::DarkGray)
+    }
+}
+
+/// One piece of a line that [`fit`] may shorten: its forms from longest to shortest (an empty
+/// form lets it disappear). Each shorter form comes with a rank: when the line is too wide,
+/// the step with the lowest rank among all parts is taken first.
+#[derive(Clone, Debug)]
+pub struct Part {
+    pub full: Vec<Span<'static>>,
+    pub shorter: Vec<(u8, Vec<Span<'static>>)>,
+}
+
+impl Part {
+    pub fn new(full: Vec<Span<'static>>, shorter: Vec<(u8, Vec<Span<'static>>)>) -> Self {
+        Part { full, shorter }
+    }
+    fn form(&self, step: usize) -> &[Span<'static>] {
+        match step {
+            0 => &self.full,
+            n => &self.shorter[n - 1].1,
+        }
+    }
+}
+
+/// Lays `parts` out on one line of `width` columns, joined by `separator`: while the line is
+/// too wide, the shortening step with the lowest rank is taken. Words are never cut; a line
+/// whose parts are all at their shortest may still be too wide (the terminal clips it).
+pub fn fit(parts: &[Part], separator: &Span<'static>, width: usize) -> Line<'static> {
+    let form_width = |spans: &[Span<'static>]| spans.iter().map(Span::width).sum::<usize>();
+    let mut chosen = vec![0usize; parts.len()];
+    let line_width = |chosen: &[usize]| -> usize {
+        let widths: Vec<usize> = parts
+            .iter()
+            .zip(chosen)
+            .map(|(part, &step)| form_width(part.form(step)))
+            .filter(|&w| w > 0)
+            .collect();
+        widths.iter().sum::<usize>() + widths.len().saturating_sub(1) * separator.width()
+    };
+    while line_width(&chosen) > width {
+        let next = parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, part)| part.shorter.get(chosen[i]).map(|(rank, _)| (*rank, i)))
+            .min();
+        match next {
+            Some((_, i)) => chosen[i] += 1,
+            None => break,
+        }
+    }
+    let mut spans = Vec::new();
+    for (part, &step) in parts.iter().zip(&chosen) {
+        let form = part.form(step);
+        if form_width(form) == 0 {
+            continue;
+        }
+        if !spans.is_empty() {
+            spans.push(separator.clone());
+        }
+        spans.extend(form.iter().cloned());
+    }
+    Line::from(spans)
+}
+
+/// Shortens `text` to `width` columns at a word boundary (a space), marking the cut with `…`;
+/// unlike [`truncate`], it never leaves half a word.
+pub fn shorten_at_words(text: &str, width: usize) -> String {
+    if Span::raw(text).width() <= width {
+        return text.to_string();
+    }
+    let mut best = String::new();
+    for (i, c) in text.char_indices() {
+        if c == ' ' {
+            let head = text[..i].trim_end_matches([' ', '·', ',', '│']).trim_end();
+            if Span::raw(head).width() + 2 <= width {
+                best = format!("{head} …");
+            } else {
+                break;
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_takes_the_lowest_ranked_step_first_and_never_cuts_a_word() {
+        let parts = [
+            Part::new(
+                vec![Span::raw("link classic, ids 0-9 · loss 10%")],
+                vec![(1, vec![Span::raw("link loss 10%")])],
+            ),
+            Part::new(
+                vec![Span::raw("capture file.pcap")],
+                vec![(2, vec![Span::raw("capture on")]), (3, vec![])],
+            ),
+            Part::new(
+                vec![Span::raw("clients 3 live · 1 ended")],
+                vec![(4, vec![Span::raw("3 live")])],
+            ),
+        ];
+        let sep = Span::raw(" │ ");
+        let text = |width| fit(&parts, &sep, width).to_string();
+        assert_eq!(
+            text(200),
+            "link classic, ids 0-9 · loss 10% │ capture file.pcap │ clients 3 live · 1 ended"
+        );
+        assert_eq!(
+            text(70),
+            "link loss 10% │ capture file.pcap │ clients 3 live · 1 ended"
+        );
+        assert_eq!(
+            text(55),
+            "link loss 10% │ capture on │ clients 3 live · 1 ended"
+        );
+        assert_eq!(text(50), "link loss 10% │ clients 3 live · 1 ended");
+        assert_eq!(text(25), "link loss 10% │ 3 live");
+    }
+
+    #[test]
+    fn truncation_counts_columns() {
+        assert_eq!(truncate("hola", 4), "hola");
+        assert_eq!(truncate("hola mundo", 5), "hola…");
+        // Each of these takes two columns.
+        assert_eq!(truncate("日本語です", 5), "日本…");
+        assert_eq!(Span::raw(truncate("⚡ dropped", 6)).width(), 6);
+    }
+
+    #[test]
+    fn shortening_stops_at_a_word() {
+        assert_eq!(
+            shorten_at_words("loss 10% · dropped 3↑ 0↓", 40),
+            "loss 10% · dropped 3↑ 0↓"
+        );
+        assert_eq!(
+            shorten_at_words("loss 10% · dropped 3↑ 0↓", 14),
+            "loss 10% …"
+        );
+        assert_eq!(shorten_at_words("unbreakable", 5), "");
     }
 }

@@ -6,13 +6,62 @@ use ratatui::widgets::Paragraph;
 
 use crate::tui::state::TuiState;
 
-/// Key hints for wide terminals, most needed first (a narrow terminal cuts the end); `?`
-/// lists every key.
-const HINTS: &str = "q quit  ? help  a add  ↑↓ 0-9 select  s send  m message  f FIN  r RST  \
-l ladder  space pause  p proxy2  e server";
-/// Key hints that fit 80 columns.
-const HINTS_COMPACT: &str =
-    "q quit ? help a add ↑↓ select s send m msg f FIN r RST l ladder spc pause";
+/// Key hints, most needed first: a narrow terminal drops whole hints from the end, never
+/// half of one; `?` lists every key.
+const HINTS: &[(&str, &str)] = &[
+    ("q", "quit"),
+    ("?", "help"),
+    ("a", "add"),
+    ("↑↓ 0-9", "select"),
+    ("s", "send"),
+    ("m", "message"),
+    ("f", "FIN"),
+    ("r", "RST"),
+    ("l", "ladder"),
+    ("space", "pause"),
+    ("h", "hold"),
+    ("p", "proxy2"),
+    ("e", "server"),
+];
+/// The same hints, shorter, for 80 columns.
+const HINTS_COMPACT: &[(&str, &str)] = &[
+    ("q", "quit"),
+    ("?", "help"),
+    ("a", "add"),
+    ("↑↓", "select"),
+    ("s", "send"),
+    ("m", "msg"),
+    ("f", "FIN"),
+    ("r", "RST"),
+    ("l", "ladder"),
+    ("spc", "pause"),
+    ("h", "hold"),
+    ("p", "proxy2"),
+    ("e", "server"),
+];
+
+/// As many whole hints as fit `width`, after a leading space.
+pub fn hints_line(width: usize, compact: bool) -> String {
+    let (hints, gap) = if compact {
+        (HINTS_COMPACT, " ")
+    } else {
+        (HINTS, "  ")
+    };
+    let mut line = String::new();
+    for (key, what) in hints {
+        let hint = format!("{gap}{key} {what}");
+        let hint = if line.is_empty() {
+            format!(" {key} {what}")
+        } else {
+            hint
+        };
+        if Span::raw(line.as_str()).width() + Span::raw(hint.as_str()).width() > width {
+            break;
+        }
+        line.push_str(&hint);
+    }
+    line
+}
 
 pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, compact: bool) {
     let c = &state.counters;
@@ -57,6 +106,18 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, compact: bool
     if state.view.paused {
         counters.push(Span::styled(" · PAUSED", Style::new().black().on_yellow()));
     }
+    if let Some(every) = state.chatter {
+        counters.push(Span::styled(
+            format!(" · chatter {}", humantime::format_duration(every)),
+            Style::new().cyan(),
+        ));
+    }
+    if state.hold.holding {
+        counters.push(Span::styled(
+            format!(" · HELD {}", state.hold.frames.len()),
+            Style::new().black().on_yellow(),
+        ));
+    }
     let second = match &state.view.input {
         Some(text) => {
             let target = state
@@ -77,10 +138,7 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, compact: bool
                 ),
             ])
         }
-        None => Line::styled(
-            format!(" {}", if compact { HINTS_COMPACT } else { HINTS }),
-            dim,
-        ),
+        None => Line::styled(hints_line(area.width as usize, compact), dim),
     };
     frame.render_widget(Paragraph::new(vec![Line::from(counters), second]), area);
 }

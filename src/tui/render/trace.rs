@@ -48,8 +48,9 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, id: ConnId) {
         Layout::vertical([Constraint::Length(header.len() as u16), Constraint::Min(0)])
             .areas(inner);
     let height = trace_area.height as usize;
-    let scroll = effective_scroll(conn.trace.len(), height, state.view.scroll);
-    frame.render_widget(block.title_bottom(pane_flags(state, scroll)), area);
+    let scroll = effective_scroll(state.shown(&conn.trace), height, state.view.scroll);
+    let waiting = conn.trace.len() - state.shown(&conn.trace);
+    frame.render_widget(block.title_bottom(pane_flags(state, scroll, waiting)), area);
     frame.render_widget(Paragraph::new(header), header_area);
     let lines = trace_lines(state, conn, trace_area.width as usize, height, scroll);
     frame.render_widget(Paragraph::new(lines), trace_area);
@@ -60,14 +61,16 @@ pub fn effective_scroll(total: usize, height: usize, wanted: usize) -> usize {
     wanted.min(total.saturating_sub(height))
 }
 
-/// `PAUSED` and how far back the pane is scrolled, on the bottom border of the detail pane.
-pub fn pane_flags(state: &TuiState, scroll: usize) -> Line<'static> {
+/// `PAUSED` (with how many rows arrived since, kept for the resume) and how far back the pane
+/// is scrolled, on the bottom border of the detail pane.
+pub fn pane_flags(state: &TuiState, scroll: usize, waiting: usize) -> Line<'static> {
     let mut spans = Vec::new();
     if state.view.paused {
-        spans.push(Span::styled(
-            " PAUSED (space resumes) ",
-            Style::new().black().on_yellow(),
-        ));
+        let text = match waiting {
+            0 => " PAUSED (space resumes) ".to_string(),
+            n => format!(" PAUSED · {n} new kept (space shows them) "),
+        };
+        spans.push(Span::styled(text, Style::new().black().on_yellow()));
     }
     if scroll > 0 {
         spans.push(Span::styled(
@@ -115,10 +118,11 @@ pub fn trace_lines(
     height: usize,
     scroll: usize,
 ) -> Vec<Line<'static>> {
-    if conn.trace.is_empty() {
+    let shown = state.shown(&conn.trace);
+    if shown == 0 {
         return vec![Line::styled(" no frames yet", Style::new().dark_gray())];
     }
-    let window = visible_window(conn.trace.len(), height, scroll);
+    let window = visible_window(shown, height, scroll);
     conn.trace
         .iter()
         .skip(window.start)
@@ -161,7 +165,8 @@ fn trace_line(state: &TuiState, line: &TraceLine, width: usize) -> Line<'static>
             dropped,
         } => {
             let prefix = format!("{} ", format_time(*time));
-            let room = width.saturating_sub(prefix.chars().count() + 8);
+            // "p1→p2 ⚡ ": the arrow is 5 columns, the bolt 2, and two spaces.
+            let room = width.saturating_sub(prefix.chars().count() + 9);
             let style = if *dropped {
                 Style::new().red()
             } else {
