@@ -325,6 +325,30 @@ pub struct WireArgs {
     /// when its proxy1 has not probed it either (a C nobody followed up).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub unused_timeout: Duration,
+    /// Reliable modes: frames in flight at most, and frames a receiver holds (its window).
+    /// Stop-and-wait always has one frame in flight.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub window: u32,
+    /// Reliable modes: a fixed retransmission timer, as the course's (10s in its solution).
+    /// Without it the timer adapts to the round-trip time (RFC 6298: 1s at first, then between
+    /// 200ms and 10s, doubling on each timeout).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "TIME")]
+    pub rto: Option<Duration>,
+}
+
+impl WireArgs {
+    /// The reliable modes' transport settings these flags ask for.
+    pub fn transport(&self) -> crate::transport::TransportConfig {
+        let defaults = crate::transport::TransportConfig::for_mode(self.wire);
+        crate::transport::TransportConfig {
+            window: self.window,
+            send_buffer: self.window as usize * defaults.max_payload,
+            rto: self
+                .rto
+                .map_or(defaults.rto, crate::transport::RtoConfig::Fixed),
+            ..defaults
+        }
+    }
 }
 
 /// proxy1's timings.
@@ -390,6 +414,7 @@ impl Proxy1Tuning {
             close_attempts: self.close_attempts,
             close_retry: self.close_retry,
             probe_after: self.probe_after,
+            transport: Some(wire.transport()),
             ..Proxy1Config::new(proxy2)
         }
     }
@@ -406,6 +431,7 @@ impl Proxy2Tuning {
                 max_peers: usize::try_from(self.max_peers).unwrap_or(usize::MAX),
                 allowed: (!self.allow_proxy1.is_empty()).then(|| self.allow_proxy1.clone()),
             },
+            transport: Some(wire.transport()),
             ..Proxy2Config::new(server)
         }
     }

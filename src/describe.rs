@@ -83,6 +83,7 @@ pub fn frame_label(frame: &FrameSummary) -> String {
         FrameKind::Connect => format!("C{}", frame.id),
         FrameKind::ConnectOk => format!("C{}OK", frame.id),
         FrameKind::ConnectNok => format!("C{}NOK", frame.id),
+        FrameKind::Ack => format!("A{}", frame.id),
         FrameKind::Close => format!("X{}", frame.id),
     }
 }

@@ -1,7 +1,7 @@
 //! tunlab: a terminal lab for carrying many TCP connections over one UDP link.
 //!
-//! Engine modules ([`wire`], [`event`], [`link`], [`roles`], [`lab`], [`capture`]) know
-//! nothing about terminals; front ends consume the lab's [`event`] stream. The terminal front
+//! Engine modules ([`wire`], [`transport`], [`event`], [`link`], [`roles`], [`lab`],
+//! [`capture`]) know nothing about terminals; front ends consume the lab's [`event`] stream. The terminal front
 //! end is [`tui`], the only module that uses ratatui.
 
 pub mod app;
@@ -19,6 +19,7 @@ pub mod net;
 pub mod netns;
 pub mod roles;
 pub mod script;
+pub mod transport;
 pub mod tui;
 pub mod tunnel;
 pub mod wire;

@@ -24,13 +24,14 @@ use crate::impair::pipeline::{Pending, Pipeline};
 use crate::impair::{DirectionEmulator, DropCause, LinkEmulator, LinkVerdict};
 use crate::wire::{Frame, FrameKind, MAX_DATAGRAM, WireMode};
 
-/// Receive buffers are a little larger than [`MAX_DATAGRAM`] so that an oversized datagram
-/// is seen as too long (and counted) instead of being silently cut.
-pub const RECV_BUFFER: usize = MAX_DATAGRAM + 512;
+/// Receive buffers hold any UDP datagram (stop-and-wait accepts course peers' 4096-byte `D`
+/// frames, and more), with room to spare, so that a datagram longer than its mode accepts
+/// (1500 bytes in classic mode) is seen as too long and counted instead of being cut.
+pub const RECV_BUFFER: usize = 65_536 + 512;
 
 /// Frame counts by type, one counter per [`FrameKind`].
 #[derive(Debug, Default)]
-pub struct KindCounters([AtomicU64; 5]);
+pub struct KindCounters([AtomicU64; FrameKind::ALL.len()]);
 
 impl KindCounters {
     fn slot(kind: FrameKind) -> usize {
@@ -39,10 +40,12 @@ impl KindCounters {
             FrameKind::ConnectOk => 1,
             FrameKind::ConnectNok => 2,
             FrameKind::Data => 3,
-            FrameKind::Close => 4,
+            FrameKind::Ack => 4,
+            FrameKind::Close => 5,
         }
     }
-    fn add(&self, kind: FrameKind) {
+    /// Counts one frame of `kind`.
+    pub fn add(&self, kind: FrameKind) {
         self.0[Self::slot(kind)].fetch_add(1, Ordering::Relaxed);
     }
     pub fn get(&self, kind: FrameKind) -> u64 {
@@ -51,12 +54,14 @@ impl KindCounters {
     pub fn total(&self) -> u64 {
         self.0.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
-    fn snapshot(&self) -> KindCounts {
+    /// A point-in-time copy.
+    pub fn snapshot(&self) -> KindCounts {
         KindCounts {
             connect: self.get(FrameKind::Connect),
             ok: self.get(FrameKind::ConnectOk),
             nok: self.get(FrameKind::ConnectNok),
             data: self.get(FrameKind::Data),
+            ack: self.get(FrameKind::Ack),
             close: self.get(FrameKind::Close),
         }
     }
@@ -90,6 +95,8 @@ pub struct KindCounts {
     pub ok: u64,
     pub nok: u64,
     pub data: u64,
+    /// Acks (`A`), in the reliable modes.
+    pub ack: u64,
     pub close: u64,
 }
 
@@ -100,11 +107,12 @@ impl KindCounts {
             FrameKind::ConnectOk => self.ok,
             FrameKind::ConnectNok => self.nok,
             FrameKind::Data => self.data,
+            FrameKind::Ack => self.ack,
             FrameKind::Close => self.close,
         }
     }
     pub fn total(&self) -> u64 {
-        self.connect + self.ok + self.nok + self.data + self.close
+        self.connect + self.ok + self.nok + self.data + self.ack + self.close
     }
 }
 
@@ -546,7 +554,7 @@ impl Inner {
     /// Tells the event observer (the monitor's connection table), if any, about a `D`
     /// frame's payload: its per-connection byte counts do not depend on frame events.
     fn observe_payload(&self, frame: &Frame<'_>, peer: SocketAddr, flow: Flow) {
-        if let (Some(observer), Frame::Data { id, payload }) = (self.events.observer(), frame) {
+        if let (Some(observer), Frame::Data { id, payload, .. }) = (self.events.observer(), frame) {
             observer.link_payload(self.endpoint, peer, *id, flow, payload.len());
         }
     }
@@ -870,8 +878,5 @@ async fn sleep_until_or_forever(at: Option<Instant>) {
 /// The bytes of a datagram that corruption may flip: a `D` frame's payload, never its
 /// header (so a corrupted frame still reaches its connection), and nothing of other frames.
 fn corruptible_range(mode: WireMode, datagram: &[u8]) -> Range<usize> {
-    match mode.decode(datagram) {
-        Ok(Frame::Data { .. }) => mode.data_header_len()..datagram.len(),
-        _ => 0..0,
-    }
+    mode.payload_range(datagram).unwrap_or(0..0)
 }

@@ -73,10 +73,10 @@ async fn over_ten_thousand_round_trips_no_reply_is_stamped_before_its_request() 
     for packet in &file.packets {
         let to_proxy2 = packet.dst == proxy2;
         match WireMode::Classic.decode(&packet.datagram).unwrap() {
-            Frame::Connect { id } if to_proxy2 => {
+            Frame::Connect { id, .. } if to_proxy2 => {
                 connect.insert(id.index(), packet.time);
             }
-            Frame::ConnectOk { id } => {
+            Frame::ConnectOk { id, .. } => {
                 let asked_at = connect
                     .get(&id.index())
                     .expect("an OK after its C in the file");

@@ -15,7 +15,7 @@ use tunlab::event::{Endpoint, Event, EventKind, EventSink, Ignored, TcpAction};
 use tunlab::link::LinkSocket;
 use tunlab::net::{bind_tcp, bind_udp};
 use tunlab::roles::echo_server;
-use tunlab::wire::{ConnId, Frame, WireMode};
+use tunlab::wire::{ConnId, Frame, Seq, WireMode};
 
 fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -60,6 +60,7 @@ async fn send_one_frame(sink: EventSink, mut rx: mpsc::Receiver<Event>) -> (Vec<
     .unwrap();
     let frame = Frame::Data {
         id: ConnId::new(3),
+        seq: Seq::ZERO,
         payload: b"hola",
     };
     sender.send(&frame, receiver.local_addr()).await.unwrap();
@@ -174,6 +175,7 @@ async fn the_tuis_sink_gets_frames_sent_but_not_received_nor_the_servers_reads()
     .unwrap();
     let frame = Frame::Data {
         id: ConnId::new(3),
+        seq: Seq::ZERO,
         payload: b"hola",
     };
     sender.send(&frame, receiver.local_addr()).await.unwrap();

@@ -22,7 +22,7 @@ use tunlab::impair::{
 };
 use tunlab::lab::{Lab, LabConfig};
 use tunlab::link::{EmulatorScope, LinkSocket, RECV_BUFFER, Received, TapScope};
-use tunlab::wire::{ConnId, Frame, WireMode};
+use tunlab::wire::{ConnId, Frame, Seq, WireMode};
 
 const CLASSIC: WireMode = WireMode::Classic;
 
@@ -75,6 +75,7 @@ async fn send_numbered(link: &LinkSocket, n: u32, to: SocketAddr) {
     link.send(
         &Frame::Data {
             id: ConnId::new(0),
+            seq: Seq::ZERO,
             payload: &payload,
         },
         to,
@@ -239,11 +240,18 @@ async fn corruption_flips_exactly_the_decided_payload_bit_and_never_a_header() {
     for n in 0..400u32 {
         // Every fourth frame is a C: it has no payload, so it must come through untouched.
         let (frame, corruptible) = if n % 4 == 0 {
-            (Frame::Connect { id: ConnId::new(3) }, 0..0)
+            (
+                Frame::Connect {
+                    id: ConnId::new(3),
+                    isn: Seq::ZERO,
+                },
+                0..0,
+            )
         } else {
             let payload = numbered(n);
             let frame = Frame::Data {
                 id: ConnId::new(3),
+                seq: Seq::ZERO,
                 payload: &payload,
             };
             let sent = CLASSIC.to_bytes(&frame).unwrap();
@@ -336,6 +344,7 @@ async fn the_rate_limit_spaces_frames_and_its_queue_drops_when_full() {
     for _ in 0..20 {
         let frame = Frame::Data {
             id: ConnId::new(0),
+            seq: Seq::ZERO,
             payload: &payload,
         };
         link.send(&frame, to).await.unwrap();
@@ -495,7 +504,10 @@ async fn a_standalone_proxy_emulates_what_it_receives() {
     assert_adds_up(&report);
     // What it sends is emulated too (p1→p2, clear here): it goes straight out.
     link.send(
-        &Frame::Connect { id: ConnId::new(1) },
+        &Frame::Connect {
+            id: ConnId::new(1),
+            isn: Seq::ZERO,
+        },
         proxy2.local_addr().unwrap(),
     )
     .await
@@ -537,7 +549,7 @@ async fn delay_on_arrival_holds_the_frame_back_from_the_receiving_role() {
     );
     let received = within("C4", link.recv(&mut buf, None)).await.unwrap();
     assert!(
-        matches!(received, Received::Frame { frame: Frame::Connect { id }, .. } if id == ConnId::new(4))
+        matches!(received, Received::Frame { frame: Frame::Connect { id, .. }, .. } if id == ConnId::new(4))
     );
     assert!(start.elapsed() >= Duration::from_millis(100));
 }

@@ -64,12 +64,14 @@ fn python() -> Option<&'static str> {
 }
 
 async fn python_proxy(python: &str, args: &[&str]) -> Running {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/classic_proxies.py"
-    );
+    python_script(python, "classic_proxies.py", args).await
+}
+
+/// Starts one of the independent Python proxies in tests/python.
+async fn python_script(python: &str, script: &str, args: &[&str]) -> Running {
+    let script = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut child = Command::new(python)
-        .arg(script)
+        .arg(&script)
         .args(args)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -165,4 +167,119 @@ async fn the_echo_client_subcommand_prints_each_lines_echo() {
     let status = within("the client to exit", client.wait()).await.unwrap();
     assert!(status.success());
     assert_eq!(out, "hola mundo\nsegunda línea\n");
+}
+
+/// Three clients at once, each echoing `len` bytes of text (the course's stop-and-wait peers
+/// decode every datagram as text) through `proxy1_port`.
+async fn echo_three_text_clients(proxy1_port: u16, len: usize) {
+    let clients: Vec<_> = (0..3u8)
+        .map(|n| {
+            tokio::spawn(async move {
+                let data: Vec<u8> = (0..len)
+                    .map(|i| b'a' + ((i + usize::from(n)) % 26) as u8)
+                    .collect();
+                let mut stream = TcpStream::connect(("127.0.0.1", proxy1_port))
+                    .await
+                    .unwrap();
+                let echoed = echo_through(&mut stream, &data, 4096).await;
+                assert!(
+                    echoed == data,
+                    "echo through the mixed stop-and-wait tunnel differs"
+                );
+            })
+        })
+        .collect();
+    for client in clients {
+        within("an echo through the mixed stop-and-wait tunnel", client)
+            .await
+            .unwrap();
+    }
+}
+
+/// Our stop-and-wait proxy2 serves the independent Python stop-and-wait proxy1, which loses
+/// `loss` percent of the D and A frames it sends. (Our emulator stays off here: it would also
+/// drop the course peer's `C` or our `OK`, which a course proxy1 sends once and never again.)
+async fn python_saw_proxy1_through_our_proxy2(loss: &str) {
+    let Some(python) = python() else { return };
+    let server = tunlab(&["echo-server", "0"]).await;
+    let proxy2 = tunlab(&[
+        "proxy2",
+        "0",
+        "127.0.0.1",
+        &server.port.to_string(),
+        "--wire",
+        "stop-and-wait",
+        "--rto",
+        "50ms",
+    ])
+    .await;
+    let proxy1 = python_script(
+        python,
+        "stop_and_wait_proxies.py",
+        &[
+            "proxy1",
+            "0",
+            "127.0.0.1",
+            &proxy2.port.to_string(),
+            loss,
+            "0.05",
+        ],
+    )
+    .await;
+    echo_three_text_clients(proxy1.port, 20 * 1024).await;
+}
+
+/// Our stop-and-wait proxy1 through the independent Python stop-and-wait proxy2, with `loss`
+/// percent lost both ways: the Python side loses D and A frames it sends, our emulator any
+/// frame either way (our proxy1 re-sends C, so a lost C or OK only costs time).
+async fn our_saw_proxy1_through_python_proxy2(loss: &str) {
+    let Some(python) = python() else { return };
+    let server = tunlab(&["echo-server", "0"]).await;
+    let proxy2 = python_script(
+        python,
+        "stop_and_wait_proxies.py",
+        &[
+            "proxy2",
+            "0",
+            "127.0.0.1",
+            &server.port.to_string(),
+            loss,
+            "0.05",
+        ],
+    )
+    .await;
+    let proxy1 = tunlab(&[
+        "proxy1",
+        "0",
+        "127.0.0.1",
+        &proxy2.port.to_string(),
+        "--wire",
+        "stop-and-wait",
+        "--rto",
+        "50ms",
+        "--loss",
+        loss,
+    ])
+    .await;
+    echo_three_text_clients(proxy1.port, 20 * 1024).await;
+}
+
+#[tokio::test]
+async fn stop_and_wait_python_proxy1_through_our_proxy2_clean_link() {
+    python_saw_proxy1_through_our_proxy2("0").await;
+}
+
+#[tokio::test]
+async fn stop_and_wait_python_proxy1_through_our_proxy2_at_twenty_percent_loss() {
+    python_saw_proxy1_through_our_proxy2("20").await;
+}
+
+#[tokio::test]
+async fn stop_and_wait_our_proxy1_through_python_proxy2_clean_link() {
+    our_saw_proxy1_through_python_proxy2("0").await;
+}
+
+#[tokio::test]
+async fn stop_and_wait_our_proxy1_through_python_proxy2_at_twenty_percent_loss() {
+    our_saw_proxy1_through_python_proxy2("20").await;
 }

@@ -135,6 +135,7 @@ fn frame_type(kind: FrameKind) -> &'static str {
         FrameKind::ConnectOk => "ok",
         FrameKind::ConnectNok => "nok",
         FrameKind::Data => "data",
+        FrameKind::Ack => "ack",
         FrameKind::Close => "close",
     }
 }
@@ -175,13 +176,7 @@ async fn metrics_after_traffic_parse_and_equal_the_lab_snapshot() {
     );
 
     for (endpoint, stats) in [("proxy1", snapshot.proxy1), ("proxy2", snapshot.proxy2)] {
-        for kind in [
-            FrameKind::Connect,
-            FrameKind::ConnectOk,
-            FrameKind::ConnectNok,
-            FrameKind::Data,
-            FrameKind::Close,
-        ] {
+        for kind in FrameKind::ALL {
             for (direction, counts) in [("sent", stats.sent), ("received", stats.received)] {
                 let labels = [
                     ("endpoint", endpoint),

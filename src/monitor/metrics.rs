@@ -86,6 +86,7 @@ fn frame_type(kind: FrameKind) -> &'static str {
         FrameKind::ConnectOk => "ok",
         FrameKind::ConnectNok => "nok",
         FrameKind::Data => "data",
+        FrameKind::Ack => "ack",
         FrameKind::Close => "close",
     }
 }
@@ -109,13 +110,7 @@ fn cause_label(cause: DropCause) -> &'static str {
     }
 }
 
-const FRAME_KINDS: [FrameKind; 5] = [
-    FrameKind::Connect,
-    FrameKind::ConnectOk,
-    FrameKind::ConnectNok,
-    FrameKind::Data,
-    FrameKind::Close,
-];
+const FRAME_KINDS: [FrameKind; 6] = FrameKind::ALL;
 const DIRECTIONS: [LinkDirection; 2] = [LinkDirection::ToProxy2, LinkDirection::ToProxy1];
 const CAUSES: [DropCause; 7] = [
     DropCause::Loss,

@@ -32,8 +32,10 @@ use crate::event::{
     CloseKind, ConnState, Endpoint, EventKind, EventSink, Ignored, Level, Role, TcpAction,
 };
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
+use crate::transport::{Transport, TransportConfig};
 use crate::tunnel::ids::{IdPool, WaitQueue};
-use crate::wire::{ConnId, Frame, FrameKind};
+use crate::tunnel::reliable::{self, PumpEnd, PumpSide, ReliableConn};
+use crate::wire::{ConnId, Frame, FrameKind, Seq};
 
 /// How proxy1 behaves; [`Proxy1Config::new`] gives the defaults.
 #[derive(Clone, Debug)]
@@ -65,6 +67,8 @@ pub struct Proxy1Config {
     pub probe_after: Duration,
     /// `D` frames queued toward one slow client before classic mode drops them.
     pub queue_frames: usize,
+    /// The reliable modes' window and timers; the mode's defaults when `None`.
+    pub transport: Option<TransportConfig>,
 }
 
 impl Proxy1Config {
@@ -81,6 +85,7 @@ impl Proxy1Config {
             close_retry: Duration::from_millis(100),
             probe_after: Duration::from_secs(1),
             queue_frames: 1024,
+            transport: None,
         }
     }
 }
@@ -107,9 +112,12 @@ impl AsRef<[u8]> for ToClient {
 }
 
 enum Phase {
-    /// `C` sent; the first `OK` (true) or `NOK` (false) goes here.
-    Connecting(Option<oneshot::Sender<bool>>),
+    /// `C` sent; the first `OK` (with proxy2's initial sequence number) or `NOK` (`None`)
+    /// goes here.
+    Connecting(Option<oneshot::Sender<Option<Seq>>>),
     Open(mpsc::Sender<ToClient>),
+    /// A reliable mode's open connection: its frames go to its transport.
+    Reliable(Arc<ReliableConn>),
     /// `X` sent, being re-sent: whatever still arrives for the id is old news.
     Closing,
 }
@@ -339,15 +347,27 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
                 match &mut slot.phase {
                     Phase::Connecting(reply) => {
                         if let Some(reply) = reply.take() {
-                            let _ = reply.send(matches!(frame, Frame::ConnectOk { .. }));
+                            let _ = reply.send(match frame {
+                                Frame::ConnectOk { isn, .. } => Some(isn),
+                                _ => None,
+                            });
                         }
                         Action::None
                     }
                     // A second OK for a re-sent C: harmless.
-                    Phase::Open(_) | Phase::Closing => {
+                    Phase::Open(_) | Phase::Reliable(_) | Phase::Closing => {
                         Action::Ignore(Ignored::Unexpected(frame.kind(), id))
                     }
                 }
+            }
+            (Frame::Data { .. } | Frame::Ack { .. } | Frame::Close { .. }, Some(slot))
+                if matches!(slot.phase, Phase::Reliable(_)) =>
+            {
+                if let Phase::Reliable(conn) = &slot.phase {
+                    slot.from_proxy2.touch();
+                    conn.on_frame(&frame);
+                }
+                Action::None
             }
             (Frame::Data { payload, .. }, Some(slot)) => match &slot.phase {
                 Phase::Open(_) if payload.is_empty() => Action::None,
@@ -359,7 +379,7 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
                         Err(_) => Action::Ignore(Ignored::Overflow(id)),
                     }
                 }
-                Phase::Connecting(_) | Phase::Closing => {
+                Phase::Connecting(_) | Phase::Closing | Phase::Reliable(_) => {
                     Action::Ignore(Ignored::NotOpen(FrameKind::Data, id))
                 }
             },
@@ -372,15 +392,15 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
                     }
                     Action::Closed(slot.client)
                 }
-                Phase::Connecting(_) | Phase::Closing => {
+                Phase::Connecting(_) | Phase::Closing | Phase::Reliable(_) => {
                     Action::Ignore(Ignored::Unexpected(FrameKind::Close, id))
                 }
             },
             // Data for an id we do not have open: proxy2 still thinks it is; tell it otherwise.
             (Frame::Data { .. }, None) => Action::AnswerClose,
             (_, None) => Action::Ignore(Ignored::NotOpen(frame.kind(), id)),
-            (Frame::Connect { .. }, Some(_)) => {
-                Action::Ignore(Ignored::Unexpected(FrameKind::Connect, id))
+            (Frame::Connect { .. } | Frame::Ack { .. }, Some(_)) => {
+                Action::Ignore(Ignored::Unexpected(frame.kind(), id))
             }
         }
     };
@@ -391,7 +411,7 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
             shared
                 .link
                 .ignore(peer, Ignored::NotOpen(FrameKind::Data, id));
-            shared.send(Frame::Close { id }).await;
+            shared.send(Frame::Close { id, seq: Seq::ZERO }).await;
         }
         Action::Closed(client) => shared.conn_event(id, ConnState::Closing, client),
     }
@@ -484,8 +504,51 @@ async fn serve_client(
     );
     shared.conn_event(id, ConnState::Connecting, client);
     // Whether proxy2 may have the id open, so that an X must tell it to forget it.
-    let proxy2_may_have_it = match open(&shared, id, reply_rx, &stream, &mut lobby, &stop).await {
-        Opening::Ok => {
+    // The extended modes' connection generation on the wire: a random first sequence number.
+    let our_isn = if shared.link.mode().is_extended() {
+        Seq(rand::random())
+    } else {
+        Seq::ZERO
+    };
+    let opening = open(&shared, id, our_isn, reply_rx, &stream, &mut lobby, &stop).await;
+    let proxy2_may_have_it = match opening {
+        Opening::Ok(peer_isn) if shared.link.mode().is_reliable() => {
+            let config = TransportConfig {
+                initial_seq: our_isn,
+                peer_initial_seq: peer_isn,
+                ..shared
+                    .config
+                    .transport
+                    .unwrap_or_else(|| TransportConfig::for_mode(shared.link.mode()))
+            };
+            let conn = Arc::new(ReliableConn::new(Transport::new(
+                shared.link.mode(),
+                config,
+            )));
+            if let Some(slot) = shared.slots.lock().unwrap().get_mut(&id) {
+                slot.phase = Phase::Reliable(conn.clone());
+            }
+            shared.conn_event(id, ConnState::Open, client);
+            let side = PumpSide {
+                link: &shared.link,
+                peer: shared.config.proxy2,
+                id,
+                role: Role::Proxy1,
+                events: shared.events(),
+                stop: &stop,
+                activity: &activity,
+            };
+            let end = reliable::pump(&conn, side, stream, &lobby.stash, lobby.eof).await;
+            if let PumpEnd::GaveUp(why) = end {
+                shared.log(
+                    Level::Warn,
+                    format!("connection {id}: {why}: closing client {client}"),
+                );
+            }
+            // The transport closed its side in order; nothing more to tell proxy2.
+            false
+        }
+        Opening::Ok(_) => {
             let conn = Conn {
                 shared: &shared,
                 id,
@@ -594,7 +657,8 @@ async fn acquire_id(
 
 /// How opening a connection went.
 enum Opening {
-    Ok,
+    /// `OK`, with proxy2's initial sequence number.
+    Ok(Seq),
     Refused,
     Unanswered,
     ClientLeft(CloseKind),
@@ -605,21 +669,22 @@ enum Opening {
 async fn open(
     shared: &Shared,
     id: ConnId,
-    mut reply: oneshot::Receiver<bool>,
+    isn: Seq,
+    mut reply: oneshot::Receiver<Option<Seq>>,
     stream: &TcpStream,
     lobby: &mut Lobby,
     stop: &CancellationToken,
 ) -> Opening {
     for _ in 0..shared.config.connect_attempts.max(1) {
-        shared.send(Frame::Connect { id }).await;
+        shared.send(Frame::Connect { id, isn }).await;
         let retry = tokio::time::sleep(shared.config.connect_retry);
         tokio::pin!(retry);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return Opening::Stopped,
                 answer = &mut reply => return match answer {
-                    Ok(true) => Opening::Ok,
-                    Ok(false) => Opening::Refused,
+                    Ok(Some(isn)) => Opening::Ok(isn),
+                    Ok(None) => Opening::Refused,
                     Err(_) => Opening::Stopped,
                 },
                 news = lobby.watch(stream) => match news {
@@ -648,7 +713,7 @@ async fn send_close(shared: &Shared, id: ConnId, client: SocketAddr) {
                 _ = tokio::time::sleep(shared.config.close_retry) => {}
             }
         }
-        shared.send(Frame::Close { id }).await;
+        shared.send(Frame::Close { id, seq: Seq::ZERO }).await;
     }
 }
 
@@ -748,7 +813,13 @@ async fn pump(conn: Conn<'_>, stream: TcpStream, lobby: Lobby) {
     // What the client sent while it waited goes first.
     for payload in lobby.stash.chunks(max_payload) {
         activity.touch();
-        shared.send(Frame::Data { id, payload }).await;
+        shared
+            .send(Frame::Data {
+                id,
+                seq: Seq::ZERO,
+                payload,
+            })
+            .await;
     }
     let half_closed =
         lobby.eof || read_client(shared, id, client, &mut from_client, stop, activity).await;
@@ -794,7 +865,13 @@ async fn read_client(
         activity.touch();
         shared.tcp_event(Some(id), client, TcpAction::Read(n));
         for payload in buf[..n].chunks(max_payload) {
-            shared.send(Frame::Data { id, payload }).await;
+            shared
+                .send(Frame::Data {
+                    id,
+                    seq: Seq::ZERO,
+                    payload,
+                })
+                .await;
         }
     }
 }
@@ -834,6 +911,14 @@ async fn sweep_ids(shared: &Shared) {
     {
         let mut slots = shared.slots.lock().unwrap();
         for (id, slot) in slots.iter_mut() {
+            if matches!(slot.phase, Phase::Reliable(_)) {
+                // The transport keeps its own timers; only the idle timeout applies here.
+                if slot.activity.idle_for() >= config.idle_timeout.get() {
+                    slot.stop.cancel();
+                    expired.push((*id, slot.client, "idle"));
+                }
+                continue;
+            }
             if !matches!(slot.phase, Phase::Open(_)) {
                 continue;
             }
@@ -867,6 +952,12 @@ async fn sweep_ids(shared: &Shared) {
     for id in probes {
         // An empty D: proxy2 answers X if it no longer has the id; a course proxy2 writes
         // zero bytes to its server, which is nothing.
-        shared.send(Frame::Data { id, payload: &[] }).await;
+        shared
+            .send(Frame::Data {
+                id,
+                seq: Seq::ZERO,
+                payload: &[],
+            })
+            .await;
     }
 }

@@ -32,8 +32,10 @@ use crate::event::{
 };
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
 use crate::roles::Activity;
+use crate::transport::{Transport, TransportConfig};
 use crate::tunnel::admission::{Admission, ConnKey, Decision, Limits, Refusal};
-use crate::wire::{ConnId, Frame, FrameKind};
+use crate::tunnel::reliable::{self, PumpEnd, PumpSide, ReliableConn};
+use crate::wire::{ConnId, Frame, FrameKind, Seq};
 
 /// How proxy2 behaves; [`Proxy2Config::new`] gives the defaults.
 #[derive(Clone, Debug)]
@@ -55,6 +57,8 @@ pub struct Proxy2Config {
     pub queue_frames: usize,
     /// Who may open connections, and how many.
     pub limits: Limits,
+    /// The reliable modes' window and timers; the mode's defaults when `None`.
+    pub transport: Option<TransportConfig>,
 }
 
 impl Proxy2Config {
@@ -66,6 +70,7 @@ impl Proxy2Config {
             unused_timeout: Duration::from_secs(10),
             queue_frames: 1024,
             limits: Limits::default(),
+            transport: None,
         }
     }
 }
@@ -76,6 +81,8 @@ enum SlotState {
     Connecting,
     /// Data flows; `D` payloads go to the server through this queue.
     Open { to_server: mpsc::Sender<Vec<u8>> },
+    /// A reliable mode's connection: its frames go to its transport.
+    Reliable(Arc<ReliableConn>),
 }
 
 struct Slot {
@@ -87,6 +94,11 @@ struct Slot {
     /// Cancelled when the connection's task has ended.
     ended: CancellationToken,
     activity: Arc<Activity>,
+    /// The first sequence number proxy1 put in its `C` (extended modes; zero otherwise): a
+    /// `C` with another one is a new connection.
+    peer_isn: Seq,
+    /// The first sequence number this side sends, put in its `OK`.
+    our_isn: Seq,
 }
 
 /// The connection table and the limits' bookkeeping, under one lock.
@@ -235,8 +247,9 @@ enum OnConnect {
     Opening {
         replaced: bool,
     },
-    /// A re-sent `C` for a connection that is open and has carried nothing: say `OK` again.
-    RepeatOk,
+    /// A re-sent `C` for a connection that is open and has carried nothing (or, in the
+    /// extended modes, carries the same initial sequence number): say `OK` again.
+    RepeatOk(Seq),
     /// A re-sent `C` while the server connect is under way: the answer follows anyway.
     Pending,
     Refused(Refusal),
@@ -251,7 +264,7 @@ async fn on_frame(
     let id = frame.id();
     let key = (peer, id);
     match frame {
-        Frame::Connect { .. } => match on_connect(shared, key, shutdown) {
+        Frame::Connect { isn, .. } => match on_connect(shared, key, isn, shutdown) {
             OnConnect::Opening { replaced } => {
                 if replaced {
                     shared.log(
@@ -265,7 +278,7 @@ async fn on_frame(
                 shared.conn_event(key, ConnState::Connecting);
             }
             // Our OK was probably lost, so say it again.
-            OnConnect::RepeatOk => shared.send(Frame::ConnectOk { id }, peer).await,
+            OnConnect::RepeatOk(isn) => shared.send(Frame::ConnectOk { id, isn }, peer).await,
             OnConnect::Pending => {}
             OnConnect::Refused(why) => {
                 shared.link.stats().refused.fetch_add(1, Ordering::Relaxed);
@@ -304,9 +317,19 @@ async fn on_frame(
                     table.admission.used(key);
                 }
                 table.slots.get(&key).map(|slot| match &slot.state {
-                    SlotState::Open { to_server } => Some(to_server.clone()),
+                    SlotState::Open { to_server } => Some(Ok(to_server.clone())),
+                    SlotState::Reliable(conn) => Some(Err(conn.clone())),
                     SlotState::Connecting => None,
                 })
+            };
+            let queue = match queue {
+                Some(Some(Err(conn))) => {
+                    conn.on_frame(&frame);
+                    return;
+                }
+                Some(Some(Ok(to_server))) => Some(Some(to_server)),
+                Some(None) => Some(None),
+                None => None,
             };
             match queue {
                 Some(Some(_)) if payload.is_empty() => {}
@@ -323,8 +346,13 @@ async fn on_frame(
                     shared
                         .link
                         .ignore(peer, Ignored::NotOpen(FrameKind::Data, id));
-                    shared.send(Frame::Close { id }, peer).await;
+                    shared.send(Frame::Close { id, seq: Seq::ZERO }, peer).await;
                 }
+            }
+        }
+        Frame::Close { .. } | Frame::Ack { .. } if reliable_conn(shared, key).is_some() => {
+            if let Some(conn) = reliable_conn(shared, key) {
+                conn.on_frame(&frame);
             }
         }
         Frame::Close { .. } => {
@@ -337,7 +365,7 @@ async fn on_frame(
                     .ignore(peer, Ignored::NotOpen(FrameKind::Close, id));
             }
         }
-        Frame::ConnectOk { .. } | Frame::ConnectNok { .. } => {
+        Frame::ConnectOk { .. } | Frame::ConnectNok { .. } | Frame::Ack { .. } => {
             shared
                 .link
                 .ignore(peer, Ignored::Unexpected(frame.kind(), id));
@@ -345,15 +373,35 @@ async fn on_frame(
     }
 }
 
+/// The transport of `key`, if it is a reliable mode's open connection.
+fn reliable_conn(shared: &Shared, key: ConnKey) -> Option<Arc<ReliableConn>> {
+    match &shared.table.lock().unwrap().slots.get(&key)?.state {
+        SlotState::Reliable(conn) => Some(conn.clone()),
+        _ => None,
+    }
+}
+
 /// Decides what a `C` for `key` means and, for a new connection, starts it.
-fn on_connect(shared: &Arc<Shared>, key: ConnKey, shutdown: &CancellationToken) -> OnConnect {
+fn on_connect(
+    shared: &Arc<Shared>,
+    key: ConnKey,
+    isn: Seq,
+    shutdown: &CancellationToken,
+) -> OnConnect {
+    let extended = shared.link.mode().is_extended();
     let mut table = shared.table.lock().unwrap();
     let previous = match table.slots.get(&key) {
         Some(slot) => match slot.state {
             SlotState::Connecting => return OnConnect::Pending,
-            SlotState::Open { .. } if !slot.activity.carried() => return OnConnect::RepeatOk,
-            // Data has flowed on it: this C opens a new connection on a reused id.
-            SlotState::Open { .. } => table.remove(key).map(|old| old.ended),
+            // A re-sent C: the same connection (the text formats cannot tell a re-sent C
+            // from a new one but by whether data has flowed; the extended C says by its
+            // initial sequence number).
+            _ if isn == slot.peer_isn && (extended || !slot.activity.carried()) => {
+                return OnConnect::RepeatOk(slot.our_isn);
+            }
+            // Data has flowed on it, or another initial sequence number: this C opens a
+            // new connection on a reused id.
+            _ => table.remove(key).map(|old| old.ended),
         },
         None => {
             match table.admission.decide(key) {
@@ -367,7 +415,15 @@ fn on_connect(shared: &Arc<Shared>, key: ConnKey, shutdown: &CancellationToken) 
                             let task = shared.clone();
                             shared.tasks.spawn(async move {
                                 let shared = task;
-                                shared.send(Frame::Close { id: old.1 }, old.0).await;
+                                shared
+                                    .send(
+                                        Frame::Close {
+                                            id: old.1,
+                                            seq: Seq::ZERO,
+                                        },
+                                        old.0,
+                                    )
+                                    .await;
                                 shared.conn_event(old, ConnState::Free);
                             });
                         }
@@ -385,33 +441,55 @@ fn on_connect(shared: &Arc<Shared>, key: ConnKey, shutdown: &CancellationToken) 
         stop: shutdown.child_token(),
         ended: CancellationToken::new(),
         activity: Arc::default(),
+        peer_isn: isn,
+        our_isn: if extended {
+            Seq(rand::random())
+        } else {
+            Seq::ZERO
+        },
     };
-    shared.tasks.spawn(serve_connection(
-        shared.clone(),
-        key,
-        slot.generation,
-        slot.stop.clone(),
-        slot.ended.clone(),
-        slot.activity.clone(),
+    let start = Starting {
+        generation: slot.generation,
+        stop: slot.stop.clone(),
+        ended: slot.ended.clone(),
+        activity: slot.activity.clone(),
         previous,
-    ));
+        our_isn: slot.our_isn,
+        peer_isn: slot.peer_isn,
+    };
+    shared
+        .tasks
+        .spawn(serve_connection(shared.clone(), key, start));
     table.slots.insert(key, slot);
     table.admission.admitted(key);
     OnConnect::Opening { replaced }
 }
 
-/// One tunnel connection: connect to the server, answer `OK`/`NOK`, then pump server bytes
-/// into `D` frames until either side closes. `previous` is the connection this one
-/// replaces on the same key: `OK` waits until it has stopped.
-async fn serve_connection(
-    shared: Arc<Shared>,
-    key: ConnKey,
+/// What a connection's task starts with: its slot's handles.
+struct Starting {
     generation: u64,
     stop: CancellationToken,
     ended: CancellationToken,
     activity: Arc<Activity>,
+    /// The connection this one replaces on the same key: `OK` waits until it has stopped.
     previous: Option<CancellationToken>,
-) {
+    our_isn: Seq,
+    peer_isn: Seq,
+}
+
+/// One tunnel connection: connect to the server, answer `OK`/`NOK`, then pump server bytes
+/// into `D` frames until either side closes. `previous` is the connection this one
+/// replaces on the same key: `OK` waits until it has stopped.
+async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
+    let Starting {
+        generation,
+        stop,
+        ended,
+        activity,
+        previous,
+        our_isn,
+        peer_isn,
+    } = start;
     let _ended = ended.drop_guard();
     let (peer, id) = key;
     let connect = tokio::time::timeout(
@@ -440,6 +518,51 @@ async fn serve_connection(
         Err(_) => TcpAction::Connected,
     };
     shared.tcp_event(id, connected);
+    let mode = shared.link.mode();
+    if mode.is_reliable() {
+        let config = TransportConfig {
+            initial_seq: our_isn,
+            peer_initial_seq: peer_isn,
+            ..shared
+                .config
+                .transport
+                .unwrap_or_else(|| TransportConfig::for_mode(mode))
+        };
+        let conn = Arc::new(ReliableConn::new(Transport::new(mode, config)));
+        {
+            let mut table = shared.table.lock().unwrap();
+            match table.slots.get_mut(&key) {
+                Some(slot) if slot.generation == generation => {
+                    slot.state = SlotState::Reliable(conn.clone());
+                }
+                _ => return, // an X arrived while connecting
+            }
+        }
+        shared
+            .send(Frame::ConnectOk { id, isn: our_isn }, peer)
+            .await;
+        shared.conn_event(key, ConnState::Open);
+        let side = PumpSide {
+            link: &shared.link,
+            peer,
+            id,
+            role: Role::Proxy2,
+            events: shared.events(),
+            stop: &stop,
+            activity: &activity,
+        };
+        let end = reliable::pump(&conn, side, stream, &[], false).await;
+        if let PumpEnd::GaveUp(why) = end {
+            shared.log(
+                Level::Warn,
+                format!("connection {id} from {peer}: {why}: closing the server connection"),
+            );
+        }
+        if shared.forget_generation(key, generation) {
+            shared.conn_event(key, ConnState::Free);
+        }
+        return;
+    }
     let (mut from_server, mut to_server) = stream.into_split();
     let (queue_tx, mut queue_rx) = mpsc::channel::<Vec<u8>>(shared.config.queue_frames);
     {
@@ -453,7 +576,9 @@ async fn serve_connection(
             _ => return, // an X arrived while connecting
         }
     }
-    shared.send(Frame::ConnectOk { id }, peer).await;
+    shared
+        .send(Frame::ConnectOk { id, isn: our_isn }, peer)
+        .await;
     shared.conn_event(key, ConnState::Open);
 
     // Writer: proxy1's data to the server. It ends when the slot (and so the queue's
@@ -496,7 +621,7 @@ async fn serve_connection(
             shared.tcp_event(id, TcpAction::PeerClosed(how));
             if shared.forget_generation(key, generation) {
                 shared.conn_event(key, ConnState::Closing);
-                shared.send(Frame::Close { id }, peer).await;
+                shared.send(Frame::Close { id, seq: Seq::ZERO }, peer).await;
                 shared.conn_event(key, ConnState::Free);
             }
             break;
@@ -517,7 +642,16 @@ async fn serve_connection(
                 shared.tcp_event(id, TcpAction::Closed(CloseKind::Fin));
                 break 'pump;
             }
-            shared.send(Frame::Data { id, payload }, peer).await;
+            shared
+                .send(
+                    Frame::Data {
+                        id,
+                        seq: Seq::ZERO,
+                        payload,
+                    },
+                    peer,
+                )
+                .await;
         }
     }
     // Queue senders are gone once the slot is forgotten; the writer then flushes and closes.
@@ -588,7 +722,7 @@ async fn reclaim_expired(shared: &Shared) {
                 format!("connection {id} from {peer} {why} for {timeout:?}: closing"),
             );
         }
-        shared.send(Frame::Close { id }, peer).await;
+        shared.send(Frame::Close { id, seq: Seq::ZERO }, peer).await;
         shared.conn_event((peer, id), ConnState::Free);
     }
 }

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::scenario::CaptureFormat;
 use crate::capture::{CapturePlan, CaptureTap, CaptureTarget, CaptureWriter, TcpCapture};
 use crate::event::{EventSink, Role};
-use crate::link::KindCounts;
+use crate::link::{KindCounters, KindCounts};
 use crate::wire::{FrameKind, WireMode};
 
 /// Frames the tap may hold before the lab's senders wait for the consumer.
@@ -38,33 +38,16 @@ pub struct CaptureOutcome {
 #[derive(Debug, Default)]
 struct Counters {
     frames: AtomicU64,
-    connect: AtomicU64,
-    ok: AtomicU64,
-    nok: AtomicU64,
-    data: AtomicU64,
-    close: AtomicU64,
+    by_kind: KindCounters,
 }
 
 impl Counters {
     fn count(&self, kind: FrameKind) {
-        let counter = match kind {
-            FrameKind::Connect => &self.connect,
-            FrameKind::ConnectOk => &self.ok,
-            FrameKind::ConnectNok => &self.nok,
-            FrameKind::Data => &self.data,
-            FrameKind::Close => &self.close,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.by_kind.add(kind);
     }
 
     fn by_kind(&self) -> KindCounts {
-        KindCounts {
-            connect: self.connect.load(Ordering::Relaxed),
-            ok: self.ok.load(Ordering::Relaxed),
-            nok: self.nok.load(Ordering::Relaxed),
-            data: self.data.load(Ordering::Relaxed),
-            close: self.close.load(Ordering::Relaxed),
-        }
+        self.by_kind.snapshot()
     }
 }
 

@@ -222,7 +222,7 @@ impl Fold {
 mod tests {
     use super::*;
     use crate::event::FrameSummary;
-    use crate::wire::Frame;
+    use crate::wire::{Frame, Seq};
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -252,14 +252,15 @@ mod tests {
         let mut fold = Fold::default();
         for event in [
             conn(Endpoint::Proxy1, 0, ConnState::Connecting, addr(5001)),
-            sent(Endpoint::Proxy1, Frame::Connect { id }),
+            sent(Endpoint::Proxy1, Frame::Connect { id, isn: Seq::ZERO }),
             conn(Endpoint::Proxy2, 0, ConnState::Connecting, proxy1),
-            sent(Endpoint::Proxy2, Frame::ConnectOk { id }),
+            sent(Endpoint::Proxy2, Frame::ConnectOk { id, isn: Seq::ZERO }),
             conn(Endpoint::Proxy1, 0, ConnState::Open, addr(5001)),
             sent(
                 Endpoint::Proxy1,
                 Frame::Data {
                     id,
+                    seq: Seq::ZERO,
                     payload: b"hola",
                 },
             ),
@@ -267,10 +268,11 @@ mod tests {
                 Endpoint::Proxy2,
                 Frame::Data {
                     id,
+                    seq: Seq::ZERO,
                     payload: b"hola",
                 },
             ),
-            sent(Endpoint::Proxy1, Frame::Close { id }),
+            sent(Endpoint::Proxy1, Frame::Close { id, seq: Seq::ZERO }),
             conn(Endpoint::Proxy1, 0, ConnState::Free, addr(5001)),
         ] {
             fold.apply(&event);
@@ -285,7 +287,10 @@ mod tests {
             ConnState::Connecting,
             addr(5002),
         ));
-        fold.apply(&sent(Endpoint::Proxy1, Frame::Connect { id }));
+        fold.apply(&sent(
+            Endpoint::Proxy1,
+            Frame::Connect { id, isn: Seq::ZERO },
+        ));
         assert_eq!(fold.conns.len(), 2);
         let first = &fold.conns[0];
         assert!(first.opened && first.freed());
@@ -323,14 +328,14 @@ mod tests {
             conn(Endpoint::Proxy1, 3, ConnState::Connecting, addr(5004)),
             conn(Endpoint::Proxy2, 3, ConnState::Connecting, proxy1),
             conn(Endpoint::Proxy1, 3, ConnState::Open, addr(5004)),
-            sent(Endpoint::Proxy1, Frame::Close { id }),
+            sent(Endpoint::Proxy1, Frame::Close { id, seq: Seq::ZERO }),
             conn(Endpoint::Proxy1, 3, ConnState::Free, addr(5004)),
             // A waiting client takes id 3 at once, before proxy2 has handled the X.
             conn(Endpoint::Proxy1, 3, ConnState::Connecting, addr(5011)),
-            sent(Endpoint::Proxy1, Frame::Connect { id }),
+            sent(Endpoint::Proxy1, Frame::Connect { id, isn: Seq::ZERO }),
             conn(Endpoint::Proxy2, 3, ConnState::Free, proxy1),
             conn(Endpoint::Proxy2, 3, ConnState::Connecting, proxy1),
-            sent(Endpoint::Proxy2, Frame::ConnectOk { id }),
+            sent(Endpoint::Proxy2, Frame::ConnectOk { id, isn: Seq::ZERO }),
         ] {
             fold.apply(&event);
         }

@@ -218,7 +218,7 @@ impl Report {
         let _ = writeln!(out, "\nlink");
         let _ = writeln!(
             out,
-            "  {:<6}  {:>6}  {:>9}  {:>7}  {:>9}   frames sent C/OK/NOK/D/X",
+            "  {:<6}  {:>6}  {:>9}  {:>7}  {:>9}   frames sent C/OK/NOK/D/A/X",
             "", "sent", "delivered", "dropped", "malformed"
         );
         for (label, link, frames) in [
@@ -228,7 +228,7 @@ impl Report {
             let s = &frames.sent;
             let _ = writeln!(
                 out,
-                "  {:<6}  {:>6}  {:>9}  {:>7}  {:>9}   {}/{}/{}/{}/{}",
+                "  {:<6}  {:>6}  {:>9}  {:>7}  {:>9}   {}/{}/{}/{}/{}/{}",
                 label,
                 link.sent,
                 link.delivered,
@@ -238,6 +238,7 @@ impl Report {
                 s.ok,
                 s.nok,
                 s.data,
+                s.ack,
                 s.close
             );
         }

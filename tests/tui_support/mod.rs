@@ -439,6 +439,7 @@ pub fn classroom_snapshot() -> LabSnapshot {
         ok,
         nok,
         data,
+        ack: 0,
         close,
     };
     let client = |n: ClientId, sent, echoed, ended| {

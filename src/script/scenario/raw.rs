@@ -295,12 +295,13 @@ impl<'de> Deserialize<'de> for FrameSel {
             "OK" => Some(FrameKind::ConnectOk),
             "NOK" => Some(FrameKind::ConnectNok),
             "D" => Some(FrameKind::Data),
+            "A" => Some(FrameKind::Ack),
             "X" => Some(FrameKind::Close),
             "any" => None,
             _ => {
                 return Err(de::Error::invalid_value(
                     Unexpected::Str(&text),
-                    &"a frame type: \"C\", \"OK\", \"NOK\", \"D\", \"X\" or \"any\"",
+                    &"a frame type: \"C\", \"OK\", \"NOK\", \"D\", \"A\", \"X\" or \"any\"",
                 ));
             }
         };

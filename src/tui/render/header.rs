@@ -8,7 +8,6 @@ use ratatui::widgets::{Block, Paragraph};
 
 use super::{Part, border_style, fit, shorten_at_words};
 use crate::tui::state::{MonitorView, RoleView, TuiState};
-use crate::wire::WireMode;
 
 /// Rows the header takes: two lines (three with the monitor on), plus the border when not
 /// compact.
@@ -137,9 +136,7 @@ fn settings_line(state: &TuiState, width: usize) -> Line<'static> {
     let label = Style::new().dark_gray();
     let lead = |text: &'static str| Span::styled(text, label);
     let ids = format!("ids 0-{}", state.conns.len().saturating_sub(1));
-    let mode = match state.link.mode {
-        WireMode::Classic => "classic",
-    };
+    let mode = state.link.mode.name();
     let impairment = state
         .link
         .impairment

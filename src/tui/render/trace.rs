@@ -193,6 +193,7 @@ fn trace_line(state: &TuiState, line: &TraceLine, width: usize) -> Line<'static>
                 FrameKind::ConnectOk => Style::new().green(),
                 FrameKind::ConnectNok => Style::new().red(),
                 FrameKind::Data => Style::new(),
+                FrameKind::Ack => Style::new().cyan(),
                 FrameKind::Close => Style::new().magenta(),
             };
             let prefix = format!("{} ", format_time(*time));

@@ -1,0 +1,599 @@
+//! Per-connection reliability as sans-IO state machines: no sockets, no tokio, no clock of
+//! their own (the caller passes `now`), modelled on quinn-proto and smoltcp.
+//!
+//! One [`Transport`] carries one direction pair of one tunnel connection: the bytes its
+//! application side writes go out as data frames, the data frames the peer sends come back
+//! as bytes in order. The caller (the tunnel layer) drives it:
+//!
+//! ```text
+//!  app bytes ──write()──▶ ┌───────────┐ ──poll_transmit(now)──▶ frames to send
+//!  finish() ─────────────▶│ Transport │ ◀──handle_frame(now)─── data/ack/close frames
+//!  app ◀──read()/poll_delivered()──── │ ◀──handle_timeout(now)─ when poll_timeout() is due
+//!                         └───────────┘ ──poll_event()───────▶ trace events, stats()
+//! ```
+//!
+//! After any input, call `poll_transmit` until it returns `None`, then sleep until
+//! `poll_timeout` (or the next input). Backpressure is `write`'s return value: it takes only
+//! what fits the send buffer, which empties as the peer acknowledges.
+//!
+//! The transports: [`classic`] (no acks, loss is loss), [`stop_and_wait`] (the course's
+//! alternating bit), [`go_back_n`] (a window, cumulative acks) and [`selective_repeat`] (a
+//! window, selective acks, out-of-order frames held). The C/OK/NOK lifecycle and the choice
+//! of ids are not here: they are the tunnel's. The end of the stream is: [`Transport::finish`]
+//! sequences a close after the data, and [`Transport::peer_finished`] says the peer's close
+//! arrived in order (see each transport for how the close travels on its wire).
+
+pub mod classic;
+pub mod go_back_n;
+pub mod rto;
+pub mod selective_repeat;
+pub mod stop_and_wait;
+pub mod window;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::wire::{ConnId, Frame, SackBlocks, Seq, WireMode};
+pub use rto::{RtoConfig, RtoEstimator};
+
+/// How a transport is sized and timed. [`TransportConfig::for_mode`] gives the defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TransportConfig {
+    /// Frames in flight at most (the sender's window; stop-and-wait always has one), and
+    /// frames the receiver holds at most, out of order or waiting to be read.
+    pub window: u32,
+    /// Bytes accepted from the application and not yet acknowledged (or, in classic mode,
+    /// not yet sent): the backpressure bound of [`Transport::write`].
+    pub send_buffer: usize,
+    /// Stream bytes per data frame (the wire mode's maximum by default).
+    pub max_payload: usize,
+    /// The retransmission timer.
+    pub rto: RtoConfig,
+    /// Consecutive timer expiries with no ack at all from the peer before the transport gives
+    /// up ([`Transport::gave_up`]). With backoff, the default 12 means about a minute and a half
+    /// (at 20% loss each way, 12 misses in a row happen to one frame in 200,000; 8 to one
+    /// in 3,500, which a stop-and-wait download of a few hundred frames would meet).
+    pub max_timeouts: u32,
+    /// Duplicate acks (or frames selectively acked above a hole) that trigger a fast
+    /// retransmit.
+    pub dup_ack_threshold: u32,
+    /// Stop-and-wait only: how many times a close (`X`) is sent at most, one RTO apart, until
+    /// the peer's own close arrives (course peers neither ack nor resend `X`).
+    pub close_sends: u32,
+    /// The first sequence number this side sends (extended modes): the ISN of our `C` or
+    /// `OK`, random per connection (tests use one near 2³² to cross the wrap).
+    pub initial_seq: Seq,
+    /// The first sequence number the peer sends: the ISN in its `C` or `OK`.
+    pub peer_initial_seq: Seq,
+}
+
+impl TransportConfig {
+    /// Defaults for a mode: a window of 64 frames (stop-and-wait sends one at a time
+    /// whatever the window, which then only bounds what its receiver holds), a send buffer of
+    /// one window of full frames, the mode's largest payload, an RFC 6298 timer.
+    pub fn for_mode(mode: WireMode) -> Self {
+        let window = 64;
+        TransportConfig {
+            window,
+            send_buffer: window as usize * mode.max_payload(),
+            max_payload: mode.max_payload(),
+            rto: RtoConfig::default(),
+            max_timeouts: 12,
+            dup_ack_threshold: 3,
+            close_sends: 3,
+            initial_seq: Seq::ZERO,
+            peer_initial_seq: Seq::ZERO,
+        }
+    }
+}
+
+/// Why a frame was sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetransmitCause {
+    /// Its retransmission timer expired.
+    Timeout,
+    /// Duplicate acks or selective acks above it said it was lost.
+    FastRetransmit,
+}
+
+impl RetransmitCause {
+    pub fn label(self) -> &'static str {
+        match self {
+            RetransmitCause::Timeout => "timeout",
+            RetransmitCause::FastRetransmit => "fast retransmit",
+        }
+    }
+}
+
+/// A frame the transport wants sent. It owns its bytes: a data frame may be sent again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutFrame {
+    Data {
+        seq: Seq,
+        payload: Bytes,
+        /// Set when this is a retransmission, with its cause.
+        retransmit: Option<RetransmitCause>,
+    },
+    Ack {
+        ack: Seq,
+        window: u32,
+        sack: SackBlocks,
+    },
+    Close {
+        seq: Seq,
+        retransmit: Option<RetransmitCause>,
+    },
+}
+
+impl OutFrame {
+    /// The wire frame for connection `id`, borrowing the payload.
+    pub fn frame(&self, id: ConnId) -> Frame<'_> {
+        match self {
+            OutFrame::Data { seq, payload, .. } => Frame::Data {
+                id,
+                seq: *seq,
+                payload,
+            },
+            OutFrame::Ack { ack, window, sack } => Frame::Ack {
+                id,
+                ack: *ack,
+                window: *window,
+                sack: *sack,
+            },
+            OutFrame::Close { seq, .. } => Frame::Close { id, seq: *seq },
+        }
+    }
+
+    /// The sequence number of a data or close frame; the ack number of an ack.
+    pub fn seq(&self) -> Seq {
+        match self {
+            OutFrame::Data { seq, .. } | OutFrame::Close { seq, .. } => *seq,
+            OutFrame::Ack { ack, .. } => *ack,
+        }
+    }
+
+    /// Whether (and why) this is a retransmission.
+    pub fn retransmit(&self) -> Option<RetransmitCause> {
+        match self {
+            OutFrame::Data { retransmit, .. } | OutFrame::Close { retransmit, .. } => *retransmit,
+            OutFrame::Ack { .. } => None,
+        }
+    }
+}
+
+/// Something a teacher wants to see in the trace. Drained with [`Transport::poll_event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "event")]
+pub enum TransportEvent {
+    /// A data (or close) frame was sent again.
+    Retransmitted { seq: Seq, cause: RetransmitCause },
+    /// A data frame arrived that was already delivered (or held): acked again, dropped.
+    DuplicateDiscarded { seq: Seq },
+    /// A data frame arrived ahead of a gap and is kept until the gap fills (Selective Repeat).
+    HeldOutOfOrder { seq: Seq },
+    /// A data frame arrived that this receiver cannot keep: ahead of a gap in Go-Back-N,
+    /// beyond the window, or with the receive buffer full. The sender will send it again.
+    Discarded { seq: Seq },
+    /// Classic only: a data frame was dropped because the application is not reading.
+    Overflow { len: usize },
+    /// In-order bytes were handed to the application side.
+    Delivered { seq: Seq, len: usize },
+    /// Data stayed unacknowledged through `max_timeouts` expiries in a row: the transport
+    /// stopped.
+    GaveUp { timeouts: u32, oldest: Seq },
+}
+
+/// Why a transport stopped trying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GiveUp {
+    /// Consecutive timer expiries with no ack from the peer.
+    pub timeouts: u32,
+    /// The oldest unacknowledged sequence number.
+    pub oldest: Seq,
+}
+
+impl std::fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no ack from the peer after {} retransmission timeouts in a row (oldest unacked seq {})",
+            self.timeouts, self.oldest
+        )
+    }
+}
+
+/// What one transport has done so far, and where it stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TransportStats {
+    /// Every frame handed out by `poll_transmit`: data, acks, closes, retransmissions.
+    pub frames_sent: u64,
+    /// Data frames, retransmissions included.
+    pub data_frames_sent: u64,
+    pub acks_sent: u64,
+    /// Retransmissions whose timer expired.
+    pub retransmits_timeout: u64,
+    /// Retransmissions on duplicate or selective-ack evidence.
+    pub retransmits_fast: u64,
+    /// Payload bytes sent, retransmissions included (efficiency = delivered at the peer over
+    /// this).
+    pub bytes_sent: u64,
+    /// Payload bytes the peer acknowledged.
+    pub bytes_acked: u64,
+    /// Data frames received again and dropped.
+    pub duplicates_discarded: u64,
+    /// Data frames held out of order (Selective Repeat), each counted once.
+    pub out_of_order_held: u64,
+    /// Data frames dropped on arrival (out of order in Go-Back-N, beyond the window, no room,
+    /// or classic overflow).
+    pub discarded: u64,
+    /// In-order payload bytes handed to the application side.
+    pub bytes_delivered: u64,
+    /// Smoothed round-trip time, once measured.
+    pub srtt: Option<Duration>,
+    /// Round-trip time variation, once measured.
+    pub rttvar: Option<Duration>,
+    /// The current retransmission timeout.
+    pub rto: Duration,
+    /// Frames sent and not yet acknowledged (the window in use).
+    pub in_flight: u32,
+    /// The peer's last advertised receive window, in frames.
+    pub peer_window: u32,
+    /// Frames held out of order right now.
+    pub held: u32,
+    /// Frames delivered in order and not yet read by the application.
+    pub readable: u32,
+    /// Events dropped because nobody drained [`Transport::poll_event`].
+    pub events_dropped: u64,
+}
+
+/// The reliability machine of one tunnel connection, one variant per [`WireMode`].
+///
+/// An enum rather than a trait object: the tunnel stores one per connection by value, calls
+/// are static, and every mode answers the same questions.
+#[derive(Debug)]
+pub enum Transport {
+    Classic(classic::Classic),
+    StopAndWait(stop_and_wait::StopAndWait),
+    GoBackN(go_back_n::GoBackN),
+    SelectiveRepeat(selective_repeat::SelectiveRepeat),
+}
+
+macro_rules! each {
+    ($self:ident, $t:ident => $body:expr) => {
+        match $self {
+            Transport::Classic($t) => $body,
+            Transport::StopAndWait($t) => $body,
+            Transport::GoBackN($t) => $body,
+            Transport::SelectiveRepeat($t) => $body,
+        }
+    };
+}
+
+impl Transport {
+    /// A fresh transport for `mode`.
+    pub fn new(mode: WireMode, config: TransportConfig) -> Self {
+        match mode {
+            WireMode::Classic => Transport::Classic(classic::Classic::new(config)),
+            WireMode::StopAndWait => {
+                Transport::StopAndWait(stop_and_wait::StopAndWait::new(config))
+            }
+            WireMode::GoBackN => Transport::GoBackN(go_back_n::GoBackN::new(config)),
+            WireMode::SelectiveRepeat => {
+                Transport::SelectiveRepeat(selective_repeat::SelectiveRepeat::new(config))
+            }
+        }
+    }
+
+    /// Takes as many of `data`'s bytes as the send buffer has room for and returns how many:
+    /// the rest must wait (backpressure). Nothing is taken after [`Transport::finish`].
+    pub fn write(&mut self, data: &[u8]) -> usize {
+        each!(self, t => t.write(data))
+    }
+
+    /// Bytes [`Transport::write`] would take right now.
+    pub fn send_room(&self) -> usize {
+        each!(self, t => t.send_room())
+    }
+
+    /// The application has no more to send: a close follows the data.
+    pub fn finish(&mut self) {
+        each!(self, t => t.finish());
+    }
+
+    /// Feeds a frame of this connection from the peer. Data, ack and close frames are the
+    /// transport's; C/OK/NOK are the tunnel's and are ignored here.
+    pub fn handle_frame(&mut self, now: Instant, frame: &Frame<'_>) {
+        each!(self, t => t.handle_frame(now, frame));
+    }
+
+    /// The next frame to send, if any. Call until `None` after every input.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<OutFrame> {
+        each!(self, t => t.poll_transmit(now))
+    }
+
+    /// When [`Transport::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        each!(self, t => t.poll_timeout())
+    }
+
+    /// The time given by [`Transport::poll_timeout`] has come (calling it early is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        each!(self, t => t.handle_timeout(now));
+    }
+
+    /// Copies delivered in-order bytes into `buf`; returns how many (0: nothing to read).
+    pub fn read(&mut self, buf: &mut [u8]) -> usize {
+        each!(self, t => t.read(buf))
+    }
+
+    /// The next chunk of delivered in-order bytes, without copying.
+    pub fn poll_delivered(&mut self) -> Option<Bytes> {
+        each!(self, t => t.poll_delivered())
+    }
+
+    /// Whether the peer's close arrived, after all its data (which may still be unread).
+    pub fn peer_finished(&self) -> bool {
+        each!(self, t => t.peer_finished())
+    }
+
+    /// Whether everything is over both ways: our data and close acknowledged (or, without
+    /// acks, sent), the peer's close received and all its data read. Also true after a
+    /// give-up.
+    pub fn is_done(&self) -> bool {
+        each!(self, t => t.is_done())
+    }
+
+    /// Set once the transport stopped because the peer stopped acknowledging.
+    pub fn gave_up(&self) -> Option<GiveUp> {
+        each!(self, t => t.gave_up())
+    }
+
+    /// Counters and the current timer and window figures.
+    pub fn stats(&self) -> TransportStats {
+        each!(self, t => t.stats())
+    }
+
+    /// The next trace event, oldest first.
+    pub fn poll_event(&mut self) -> Option<TransportEvent> {
+        each!(self, t => t.events_mut().pop())
+    }
+}
+
+/// Bytes the application wrote that are not yet in a frame.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    unsent: BytesMut,
+    finished: bool,
+}
+
+impl Outbox {
+    /// Takes what fits `room` bytes.
+    fn write(&mut self, data: &[u8], room: usize) -> usize {
+        if self.finished {
+            return 0;
+        }
+        let n = data.len().min(room);
+        self.unsent.extend_from_slice(&data[..n]);
+        n
+    }
+
+    /// The next frame's payload, up to `max` bytes.
+    fn take(&mut self, max: usize) -> Option<Bytes> {
+        if self.unsent.is_empty() {
+            return None;
+        }
+        let n = self.unsent.len().min(max);
+        Some(self.unsent.split_to(n).freeze())
+    }
+
+    fn len(&self) -> usize {
+        self.unsent.len()
+    }
+}
+
+/// In-order bytes waiting for the application, at most `capacity` frames' worth.
+#[derive(Debug)]
+pub struct Inbox {
+    chunks: VecDeque<Bytes>,
+    capacity: u32,
+}
+
+impl Inbox {
+    fn new(capacity: u32) -> Self {
+        Inbox {
+            chunks: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Frames it can still take.
+    fn room(&self) -> u32 {
+        self.capacity.saturating_sub(self.frames())
+    }
+
+    fn frames(&self) -> u32 {
+        u32::try_from(self.chunks.len()).unwrap_or(u32::MAX)
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.chunks.push_back(bytes);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Bytes> {
+        self.chunks.pop_front()
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while n < buf.len() {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let take = front.len().min(buf.len() - n);
+            buf[n..n + take].copy_from_slice(&front.split_to(take));
+            n += take;
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+        n
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+/// The trace events not yet drained, bounded.
+#[derive(Debug, Default)]
+pub struct Events {
+    queue: VecDeque<TransportEvent>,
+    dropped: u64,
+}
+
+impl Events {
+    /// Events kept for the caller at most; older ones are kept, newer ones counted and lost.
+    const CAPACITY: usize = 1024;
+
+    fn push(&mut self, event: TransportEvent) {
+        if self.queue.len() < Self::CAPACITY {
+            self.queue.push_back(event);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn pop(&mut self) -> Option<TransportEvent> {
+        self.queue.pop_front()
+    }
+}
+
+/// A frame sent and not yet acknowledged: a data payload, or the close (`fin`).
+#[derive(Debug)]
+pub struct Segment {
+    seq: Seq,
+    payload: Bytes,
+    fin: bool,
+    /// When it was first sent: the RTT sample's start, if it is never sent again.
+    first_sent: Instant,
+    /// When it was last sent: its own timer's start (Selective Repeat).
+    last_sent: Instant,
+    /// Sent more than once: no RTT sample from it (Karn's rule).
+    retransmitted: bool,
+    /// Selective Repeat: the peer holds it (a SACK block covered it).
+    sacked: bool,
+    /// Waiting to be sent again, and why.
+    resend: Option<RetransmitCause>,
+    /// Selective Repeat: already fast-retransmitted once (a lost fast retransmit is left to
+    /// the timer, so one loss never triggers a storm).
+    fast_retransmitted: bool,
+}
+
+impl Segment {
+    fn new(seq: Seq, payload: Bytes, fin: bool, now: Instant) -> Self {
+        Segment {
+            seq,
+            payload,
+            fin,
+            first_sent: now,
+            last_sent: now,
+            retransmitted: false,
+            sacked: false,
+            resend: None,
+            fast_retransmitted: false,
+        }
+    }
+
+    /// The frame that (re)sends it.
+    fn out(&self, retransmit: Option<RetransmitCause>) -> OutFrame {
+        if self.fin {
+            OutFrame::Close {
+                seq: self.seq,
+                retransmit,
+            }
+        } else {
+            OutFrame::Data {
+                seq: self.seq,
+                payload: self.payload.clone(),
+                retransmit,
+            }
+        }
+    }
+}
+
+/// Counts a frame handed to the caller, and traces it if it is a retransmission.
+fn count_sent(stats: &mut TransportStats, events: &mut Events, frame: &OutFrame) {
+    if let Some(cause) = frame.retransmit() {
+        events.push(TransportEvent::Retransmitted {
+            seq: frame.seq(),
+            cause,
+        });
+    }
+    stats.frames_sent += 1;
+    match frame {
+        OutFrame::Data {
+            payload,
+            retransmit,
+            ..
+        } => {
+            stats.data_frames_sent += 1;
+            stats.bytes_sent += payload.len() as u64;
+            match retransmit {
+                Some(RetransmitCause::Timeout) => stats.retransmits_timeout += 1,
+                Some(RetransmitCause::FastRetransmit) => stats.retransmits_fast += 1,
+                None => {}
+            }
+        }
+        OutFrame::Ack { .. } => stats.acks_sent += 1,
+        OutFrame::Close { retransmit, .. } => match retransmit {
+            Some(RetransmitCause::Timeout) => stats.retransmits_timeout += 1,
+            Some(RetransmitCause::FastRetransmit) => stats.retransmits_fast += 1,
+            None => {}
+        },
+    }
+}
+
+/// Acks owed to the peer by a windowed receiver: one for in-order progress (coalesced),
+/// and one each, up to a bound, for frames that arrived out of order or twice (the sender
+/// counts those as duplicate acks).
+#[derive(Debug, Default)]
+pub struct AcksOwed {
+    progress: bool,
+    duplicates: u32,
+}
+
+impl AcksOwed {
+    /// Enough duplicate acks to trigger any sane fast-retransmit threshold.
+    const MAX_DUPLICATES: u32 = 8;
+
+    fn progress(&mut self) {
+        self.progress = true;
+    }
+
+    fn duplicate(&mut self) {
+        self.duplicates = (self.duplicates + 1).min(Self::MAX_DUPLICATES);
+    }
+
+    fn is_owed(&self) -> bool {
+        self.progress || self.duplicates > 0
+    }
+
+    /// Takes one owed ack, if any.
+    fn take(&mut self) -> bool {
+        if self.duplicates > 0 {
+            self.duplicates -= 1;
+            self.progress = false;
+            true
+        } else {
+            std::mem::take(&mut self.progress)
+        }
+    }
+}
+
+#[cfg(test)]
+mod sim;

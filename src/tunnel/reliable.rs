@@ -1,0 +1,218 @@
+//! The pump of one connection in a reliable mode (stop-and-wait, Go-Back-N, Selective
+//! Repeat): between a TCP stream and the connection's [`Transport`], shared by both proxies.
+//!
+//! The link's receive loop feeds the transport the frames of this connection
+//! ([`ReliableConn::on_frame`]) and wakes the pump; the pump does everything else: it writes
+//! what the TCP side reads into the transport (only as much as the send buffer takes, so TCP
+//! backpressure reaches the client), sends what the transport wants sent, writes what it
+//! delivers to the TCP side (while that write waits, nothing more is taken from the
+//! transport, whose receive window then closes: flow control), and runs its timer.
+//!
+//! A TCP FIN becomes the transport's close after the data; the peer's close becomes a FIN on
+//! this TCP side once everything before it is written: a real half-close each way.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{EventSink, Level, Role};
+use crate::link::LinkSocket;
+use crate::transport::{GiveUp, OutFrame, Transport};
+use crate::wire::{ConnId, Frame};
+
+/// How long a connection whose TCP side is gone keeps closing its transport (sending its
+/// close, waiting for the peer's) before it is dropped.
+const ABORT_GRACE: Duration = Duration::from_secs(10);
+
+/// A connection's transport, shared between the link's receive loop and its pump.
+#[derive(Debug)]
+pub struct ReliableConn {
+    transport: Mutex<Transport>,
+    wake: Notify,
+}
+
+impl ReliableConn {
+    pub fn new(transport: Transport) -> Self {
+        ReliableConn {
+            transport: Mutex::new(transport),
+            wake: Notify::new(),
+        }
+    }
+
+    /// A data, ack or close frame of this connection arrived from the peer.
+    pub fn on_frame(&self, frame: &Frame<'_>) {
+        self.transport
+            .lock()
+            .unwrap()
+            .handle_frame(Instant::now(), frame);
+        self.wake.notify_one();
+    }
+
+    /// The transport's counters now.
+    pub fn stats(&self) -> crate::transport::TransportStats {
+        self.transport.lock().unwrap().stats()
+    }
+}
+
+/// How a reliable connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PumpEnd {
+    /// Both directions closed in order: everything was delivered.
+    Done,
+    /// The peer stopped acknowledging.
+    GaveUp(GiveUp),
+    /// The TCP side reset or failed; the transport was closed as far as it could be.
+    Reset,
+    /// The proxy is stopping.
+    Stopped,
+}
+
+/// Where the pump sends frames and says what happened.
+pub(crate) struct PumpSide<'a> {
+    pub link: &'a LinkSocket,
+    pub peer: SocketAddr,
+    pub id: ConnId,
+    pub role: Role,
+    pub events: &'a EventSink,
+    pub stop: &'a CancellationToken,
+    /// Called whenever bytes move, for idle accounting.
+    pub activity: &'a crate::roles::Activity,
+}
+
+/// Pumps `stream` through `conn` until both directions are closed (or the peer gives no
+/// sign of life, or the stream fails, or `stop`). `first` is what the TCP side sent before
+/// the connection opened, and `eof` whether it had already half-closed.
+pub(crate) async fn pump(
+    conn: &ReliableConn,
+    side: PumpSide<'_>,
+    stream: TcpStream,
+    first: &[u8],
+    eof: bool,
+) -> PumpEnd {
+    let (mut from_tcp, mut to_tcp) = stream.into_split();
+    let mut read_closed = eof;
+    let mut wrote_fin = false;
+    let mut first = first;
+    // Set once the TCP side is gone: what the peer delivers is dropped, and the pump only
+    // lets the transport close.
+    let mut aborted_at: Option<Instant> = None;
+    let mut pending: Option<Bytes> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let (frames, timeout, room, peer_finished, done, gave_up) = {
+            let mut t = conn.transport.lock().unwrap();
+            if !first.is_empty() {
+                let taken = t.write(first);
+                first = &first[taken..];
+            }
+            if first.is_empty() && read_closed {
+                t.finish();
+            }
+            let now = Instant::now();
+            let mut frames = Vec::new();
+            while let Some(out) = t.poll_transmit(now) {
+                frames.push(out);
+            }
+            while pending.is_none() {
+                match t.poll_delivered() {
+                    Some(chunk) if aborted_at.is_some() => drop(chunk),
+                    chunk => {
+                        pending = chunk;
+                        break;
+                    }
+                }
+            }
+            while t.poll_event().is_some() {}
+            (
+                frames,
+                t.poll_timeout(),
+                t.send_room(),
+                t.peer_finished(),
+                t.is_done(),
+                t.gave_up(),
+            )
+        };
+        for out in &frames {
+            send(&side, out).await;
+        }
+        if let Some(why) = gave_up {
+            return PumpEnd::GaveUp(why);
+        }
+        if let Some(at) = aborted_at {
+            if done || at.elapsed() >= ABORT_GRACE {
+                return PumpEnd::Reset;
+            }
+        } else if pending.is_none() && peer_finished && !wrote_fin {
+            // Everything the peer sent before its close is written: pass the close on.
+            let _ = to_tcp.shutdown().await;
+            wrote_fin = true;
+        }
+        if done && pending.is_none() && aborted_at.is_none() {
+            return PumpEnd::Done;
+        }
+        let timer = timeout.map(tokio::time::Instant::from_std);
+        let can_read = aborted_at.is_none() && !read_closed && first.is_empty() && room > 0;
+        let writing = aborted_at.is_none() && pending.is_some();
+        tokio::select! {
+            _ = side.stop.cancelled() => return PumpEnd::Stopped,
+            _ = conn.wake.notified() => {}
+            _ = sleep_until_or_forever(timer) => {
+                conn.transport.lock().unwrap().handle_timeout(Instant::now());
+            }
+            _ = tokio::time::sleep(ABORT_GRACE), if aborted_at.is_some() => {}
+            read = from_tcp.read(&mut buf[..room.min(64 * 1024)]), if can_read => match read {
+                Ok(0) => read_closed = true,
+                Ok(n) => {
+                    side.activity.touch();
+                    let taken = conn.transport.lock().unwrap().write(&buf[..n]);
+                    debug_assert_eq!(taken, n, "read no more than the send buffer's room");
+                }
+                Err(_) => aborted_at = Some(abort(conn)),
+            },
+            written = to_tcp.write(pending.as_deref().unwrap_or_default()), if writing => match written {
+                Ok(n) if n > 0 => {
+                    side.activity.touch();
+                    let chunk = pending.take().unwrap_or_default();
+                    if n < chunk.len() {
+                        pending = Some(chunk.slice(n..));
+                    }
+                }
+                _ => aborted_at = Some(abort(conn)),
+            },
+        }
+    }
+}
+
+/// The TCP side is gone: the transport closes its direction after what it already took.
+fn abort(conn: &ReliableConn) -> Instant {
+    conn.transport.lock().unwrap().finish();
+    Instant::now()
+}
+
+async fn send(side: &PumpSide<'_>, out: &OutFrame) {
+    if let Err(e) = side.link.send(&out.frame(side.id), side.peer).await {
+        side.events.log(
+            Level::Warn,
+            side.role,
+            format!(
+                "connection {}: send of {} to {} failed: {e}",
+                side.id,
+                out.frame(side.id).kind().label(),
+                side.peer
+            ),
+        );
+    }
+}
+
+async fn sleep_until_or_forever(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
