@@ -230,8 +230,8 @@ async fn python_saw_proxy1_through_our_proxy2(loss: &str) {
 }
 
 /// Our stop-and-wait proxy1 through the independent Python stop-and-wait proxy2, with `loss`
-/// percent lost both ways: the Python side loses D and A frames it sends, our emulator any
-/// frame either way (our proxy1 re-sends C, so a lost C or OK only costs time).
+/// percent lost each way: the Python side loses D and A frames it sends, our emulator any
+/// frame proxy1 sends (it re-sends C, so a lost C only costs time).
 async fn our_saw_proxy1_through_python_proxy2(loss: &str) {
     let Some(python) = python() else { return };
     let server = tunlab(&["echo-server", "0"]).await;
@@ -257,7 +257,7 @@ async fn our_saw_proxy1_through_python_proxy2(loss: &str) {
         "stop-and-wait",
         "--rto",
         "50ms",
-        "--loss",
+        "--loss-to-proxy2",
         loss,
     ])
     .await;

@@ -57,7 +57,7 @@ pub struct DirectionCounters {
     /// Datagrams waiting in a delay line right now.
     pub queued: Counter,
     /// Dropped frames by type, counted by the link socket, which can read them.
-    dropped_kinds: [Counter; 5],
+    dropped_kinds: [Counter; FrameKind::ALL.len()],
 }
 
 impl DirectionCounters {
@@ -186,20 +186,14 @@ pub struct DirectionReport {
     pub dropped_types: TypeCounts,
 }
 
-/// A count per frame type, written with the types' labels (`C`, `OK`, `NOK`, `D`, `X`).
+/// A count per frame type, written with the types' labels (`C`, `OK`, `NOK`, `D`, `A`, `X`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TypeCounts {
-    counts: [u64; 5],
+    counts: [u64; FrameKind::ALL.len()],
 }
 
 impl TypeCounts {
-    const KINDS: [FrameKind; 5] = [
-        FrameKind::Connect,
-        FrameKind::ConnectOk,
-        FrameKind::ConnectNok,
-        FrameKind::Data,
-        FrameKind::Close,
-    ];
+    const KINDS: [FrameKind; FrameKind::ALL.len()] = FrameKind::ALL;
     fn slot(kind: FrameKind) -> usize {
         Self::KINDS
             .iter()
