@@ -10,7 +10,8 @@ use crate::tui::state::{ConnView, Selection, TuiState};
 
 /// Rows the list needs with its border: one per id, one per waiting client.
 pub fn list_height(state: &TuiState) -> u16 {
-    (state.conns.len() + state.waiting.len() + 2) as u16
+    // Saturating: the extended modes have 65,536 ids, more rows than a u16 counts.
+    u16::try_from(state.conns.len() + state.waiting.len() + 2).unwrap_or(u16::MAX)
 }
 
 /// How a connection's state reads, and its colour. A refused or unanswered id is freed at
