@@ -626,7 +626,7 @@ impl Inner {
     async fn tap_sent(
         &self,
         time: SystemTime,
-        datagram: impl Into<Vec<u8>>,
+        datagram: &[u8],
         to: SocketAddr,
         note: Option<String>,
         on_wire: bool,
@@ -636,7 +636,7 @@ impl Inner {
                 time,
                 src: self.local,
                 dst: to,
-                datagram: datagram.into(),
+                datagram: tap.copy(datagram),
                 note,
                 on_wire,
             })
@@ -671,7 +671,7 @@ impl Inner {
         }
         self.tap_sent(
             SystemTime::now(),
-            datagram,
+            &datagram,
             to,
             verdict.capture_note(false),
             false,
@@ -692,7 +692,7 @@ impl Inner {
                 time,
                 src: peer,
                 dst: self.local,
-                datagram: datagram.to_vec(),
+                datagram: tap.copy(datagram),
                 note,
                 on_wire: true,
             })
@@ -747,7 +747,7 @@ impl Egress {
                 .is_ok()
             {
                 inner
-                    .tap_sent(handed, datagram, addr, verdict.capture_note(false), true)
+                    .tap_sent(handed, &datagram, addr, verdict.capture_note(false), true)
                     .await;
             }
         }
@@ -827,7 +827,7 @@ impl Egress {
                     .capture_note(false)
                     .map(|n| format!("{n} (step mode)"));
                 inner
-                    .tap_sent(handed, released.datagram, released.addr, note, true)
+                    .tap_sent(handed, &released.datagram, released.addr, note, true)
                     .await;
             }
         }
