@@ -26,6 +26,7 @@ fn data_frame(id: u16, payload: &[u8]) -> FrameSummary {
         wire_len: 2 + payload.len(),
         payload_len: payload.len(),
         preview: Preview::of(payload),
+        numbers: tunlab::event::FrameNumbers::None,
     }
 }
 
@@ -122,7 +123,8 @@ fn late_events_are_placed_in_time_order() {
         .map(|line| match line {
             TraceLine::Frame { time, .. }
             | TraceLine::NewConnection { time, .. }
-            | TraceLine::Link { time, .. } => *time,
+            | TraceLine::Link { time, .. }
+            | TraceLine::Transport { time, .. } => *time,
         })
         .collect();
     assert!(trace_times.windows(2).all(|w| w[0] <= w[1]));
