@@ -602,6 +602,9 @@ pub struct ViewState {
     pub paused_at: Duration,
     /// The detail pane shows the ladder instead of the frame trace.
     pub show_ladder: bool,
+    /// The detail pane shows the time-sequence graph of the data going this way (`g`),
+    /// instead of the trace or the ladder.
+    pub graph: Option<LinkDirection>,
     pub show_help: bool,
     /// `Some` while a custom message is being typed.
     pub input: Option<String>,
@@ -618,6 +621,7 @@ impl Default for ViewState {
             paused: false,
             paused_at: Duration::ZERO,
             show_ladder: false,
+            graph: None,
             show_help: false,
             input: None,
             scroll: 0,

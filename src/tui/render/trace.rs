@@ -7,6 +7,7 @@ use ratatui::prelude::*;
 use ratatui::widgets::{Block, Padding, Paragraph};
 
 use super::connections::{owner_label, state_label};
+use super::parts::reliability_lines;
 use super::{border_style, format_bytes, format_time, truncate, visible_window};
 use crate::describe::{frame_label_relative, transport_event_label};
 use crate::event::{ConnState, LinkDirection};
@@ -32,6 +33,8 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, id: ConnId) {
     let inner = block.inner(area);
 
     let mut header = vec![flow_line(conn, inner.width < 60)];
+    // Reliable modes: each direction's window, timer, retransmissions and efficiency.
+    header.extend(reliability_lines(conn, inner.width as usize));
     if let Some(outcome) = conn.last_outcome {
         let why = match outcome {
             ConnState::Refused => "refused: proxy2 answered NOK (server unreachable)",
