@@ -198,6 +198,17 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
                 what.describe()
             )
         }
+        EventKind::FramesFolded {
+            at,
+            id,
+            frames: count,
+            payload_bytes,
+            other,
+        } if frames => format!(
+            "{} [{id}]: {count} frames ({payload_bytes} payload bytes) and {other} other events \
+             counted, not logged one by one (sampled)",
+            at.label()
+        ),
         EventKind::TcpSegment { segment } if frames => {
             format!(
                 "tcp {} → {} [{}] seq={} ack={} len={}",
@@ -221,6 +232,7 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
         EventKind::FrameSent { .. }
         | EventKind::FrameReceived { .. }
         | EventKind::LinkDecision { .. }
+        | EventKind::FramesFolded { .. }
         | EventKind::TcpSegment { .. } => return None,
         EventKind::FrameMalformed {
             at,

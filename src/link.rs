@@ -630,7 +630,7 @@ impl Inner {
     async fn tap_sent(
         &self,
         time: SystemTime,
-        datagram: impl Into<Vec<u8>>,
+        datagram: &[u8],
         to: SocketAddr,
         note: Option<String>,
         on_wire: bool,
@@ -640,7 +640,7 @@ impl Inner {
                 time,
                 src: self.local,
                 dst: to,
-                datagram: datagram.into(),
+                datagram: tap.copy(datagram),
                 note,
                 on_wire,
             })
@@ -675,7 +675,7 @@ impl Inner {
         }
         self.tap_sent(
             SystemTime::now(),
-            datagram,
+            &datagram,
             to,
             verdict.capture_note(false),
             false,
@@ -696,7 +696,7 @@ impl Inner {
                 time,
                 src: peer,
                 dst: self.local,
-                datagram: datagram.to_vec(),
+                datagram: tap.copy(datagram),
                 note,
                 on_wire: true,
             })
@@ -751,7 +751,7 @@ impl Egress {
                 .is_ok()
             {
                 inner
-                    .tap_sent(handed, datagram, addr, verdict.capture_note(false), true)
+                    .tap_sent(handed, &datagram, addr, verdict.capture_note(false), true)
                     .await;
             }
         }
@@ -831,7 +831,7 @@ impl Egress {
                     .capture_note(false)
                     .map(|n| format!("{n} (step mode)"));
                 inner
-                    .tap_sent(handed, released.datagram, released.addr, note, true)
+                    .tap_sent(handed, &released.datagram, released.addr, note, true)
                     .await;
             }
         }
