@@ -154,10 +154,7 @@ pub fn transport_event_label(event: &TransportEvent, base: Option<Seq>) -> Strin
             format!("duplicate seq={} discarded (acked again)", rel(seq))
         }
         TransportEvent::HeldOutOfOrder { seq } => {
-            format!(
-                "seq={} held out of order (a frame before it is missing)",
-                rel(seq)
-            )
+            format!("seq={} held out of order (a gap before it)", rel(seq))
         }
         TransportEvent::Discarded { seq } => {
             format!("seq={} discarded (out of order or no room)", rel(seq))

@@ -369,6 +369,23 @@ fn reliable_ladder_at_120x40() {
     press(&mut state, 'l');
     let screen = screen(120, 40, |f| render::draw(f, &state));
     assert!(screen.contains("↻ D0 seq=2"), "{screen}");
+    assert!(screen.contains("↻ X0 seq=5"), "{screen}");
+    assert!(
+        screen.contains("proxy1: retransmitted seq=2 (fast retransmit)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("proxy1: retransmitted seq=5 (timeout)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("proxy2: duplicate seq=4 discarded"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("proxy2: seq=3 held out of order"),
+        "{screen}"
+    );
     assert_snapshot!(screen);
 }
 

@@ -303,6 +303,7 @@ impl ArrowLabel {
                 retransmit,
                 bases,
             } => match retransmit {
+                // The cause is on a note row just above (an arrow has no room for it).
                 Some(_) => format!("↻ {}", ladder_label(frame, *bases)).into(),
                 None => ladder_label(frame, *bases).into(),
             },
@@ -1176,6 +1177,15 @@ fn on_transport_event(
                 event,
                 base,
             });
+            // The ladder says it too, across the lanes, like a link drop.
+            conn.ladder.insert_by_time(LadderEntry::Note {
+                time,
+                text: format!(
+                    "{}: {}",
+                    at.label(),
+                    crate::describe::transport_event_label(&event, base)
+                ),
+            });
         }
     }
 }
@@ -1372,6 +1382,15 @@ fn on_frame_sent(state: &mut TuiState, time: Duration, at: Endpoint, frame: Fram
         FrameKind::Close => ArrowKind::Close,
         _ => ArrowKind::Frame,
     };
+    if let (Some(cause), Some(seq)) = (retransmit, frame.seq()) {
+        let event = TransportEvent::Retransmitted { seq, cause };
+        let text = format!(
+            "{}: {}",
+            at.label(),
+            crate::describe::transport_event_label(&event, conn.transport.isn(direction))
+        );
+        conn.ladder.insert_by_time(LadderEntry::Note { time, text });
+    }
     let label = ArrowLabel::Frame {
         frame: frame.clone(),
         retransmit,
