@@ -529,7 +529,7 @@ impl Lab {
                 Some(HeldView {
                     id: held.id,
                     direction: held.direction,
-                    frame: FrameSummary::of(&frame, held.datagram.len()),
+                    frame: FrameSummary::in_mode(self.config.mode, &frame, held.datagram.len()),
                     copy: held.copy,
                 })
             })

@@ -262,6 +262,10 @@ impl LinkSocket {
     pub fn mode(&self) -> WireMode {
         self.inner.mode
     }
+    /// Which side of the link this socket is.
+    pub fn endpoint(&self) -> Endpoint {
+        self.inner.endpoint
+    }
     pub fn stats(&self) -> &Arc<LinkStats> {
         &self.inner.stats
     }
@@ -396,7 +400,7 @@ impl LinkSocket {
                         at: self.inner.endpoint,
                         direction: ingress.direction,
                         peer: *peer,
-                        frame: FrameSummary::of(frame, len),
+                        frame: FrameSummary::in_mode(self.inner.mode, frame, len),
                         what: verdict,
                     });
                 }
@@ -442,7 +446,7 @@ impl LinkSocket {
                         at: self.inner.endpoint,
                         direction: ingress.direction,
                         peer,
-                        frame: FrameSummary::of(&frame, datagram.len()),
+                        frame: FrameSummary::in_mode(self.inner.mode, &frame, datagram.len()),
                         what: verdict.clone(),
                     });
                 }
@@ -489,7 +493,7 @@ impl LinkSocket {
                     inner.events.emit(EventKind::FrameReceived {
                         at: inner.endpoint,
                         peer,
-                        frame: FrameSummary::of(&frame, len),
+                        frame: FrameSummary::in_mode(inner.mode, &frame, len),
                     });
                 }
                 Received::Frame { frame, peer }
@@ -570,7 +574,7 @@ impl Inner {
             self.events.emit(EventKind::FrameSent {
                 at: self.endpoint,
                 peer: to,
-                frame: FrameSummary::of(frame, wire_len),
+                frame: FrameSummary::in_mode(self.mode, frame, wire_len),
             });
         }
     }
@@ -613,7 +617,7 @@ impl Inner {
                     at: self.endpoint,
                     direction: direction.direction(),
                     peer: to,
-                    frame: FrameSummary::of(&frame, datagram.len()),
+                    frame: FrameSummary::in_mode(self.mode, &frame, datagram.len()),
                     what: verdict.clone(),
                 });
             }
@@ -665,7 +669,7 @@ impl Inner {
                 at: self.endpoint,
                 direction,
                 peer: to,
-                frame: FrameSummary::of(&frame, datagram.len()),
+                frame: FrameSummary::in_mode(self.mode, &frame, datagram.len()),
                 what: verdict.clone(),
             });
         }
