@@ -40,7 +40,8 @@ TCP connection to the server per tunnel connection.
 
 On a terminal the lab is a live screen: a panel per connection id, a ladder diagram, and keys
 to add clients, send, close with FIN or RST, and stop or restart roles (? lists them all).
-Piped, it runs the built-in demo scenario headless and prints its summary.
+With --no-tui it serves headless until stopped, logging on stderr. Piped without --no-tui,
+it runs the built-in demo scenario headless and prints its summary.
 
 Each role also runs alone as a subcommand, byte-compatible with the course's Python
 scripts, so any piece can be swapped for a student's own.";
@@ -56,13 +57,16 @@ Examples:
                                            the lab over a lossy, slow link (replayable)
   tunlab proxy1 3327 localhost 3328 --loss-to-proxy1 30
                                            proxy1 losing 30% of what proxy2 sends it
+  tunlab --no-tui --proxy1-port 3327      the lab headless until Ctrl-C, for your own clients
   tunlab --netns --capture-tcp            the lab in a namespace of its own, its capture
                                            holding the TCP legs too (no root needed)
   tunlab --script assets/scenarios/basic.toml --report report.json
                                            a scenario headless, for CI
   tunlab proxy2 3328 localhost 1818 --metrics 9100 --admin 9101 --admin-user ana:s3cret
                                            proxy2 with Prometheus metrics and the admin protocol
-  tunlab monitor localhost 9101            log in to an admin protocol, type commands";
+  tunlab monitor localhost 9101            log in to an admin protocol, type commands
+  tunlab socks5 1080 --socks5-user ana:s3cret --deny port=7000-7999
+                                           a SOCKS5 server with no tunnel, for comparison";
 
 #[derive(Debug, Parser)]
 #[command(name = "tunlab", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
@@ -77,9 +81,9 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Lab")]
 pub struct LabArgs {
-    /// Echo clients to start with.
-    #[arg(long, default_value_t = 3, value_name = "N")]
-    pub clients: u32,
+    /// Echo clients to start with [default: 3 with the screen, 0 with --no-tui].
+    #[arg(long, value_name = "N")]
+    pub clients: Option<u32>,
     /// Clients talk on their own: every INTERVAL (`1s`, `300ms`) the next live client, in
     /// turn, sends a short line, so the screen keeps moving during a talk. `t` switches it on
     /// and off (at this interval, or every second).
@@ -114,6 +118,11 @@ pub struct LabArgs {
     pub netns: bool,
     #[command(flatten)]
     pub monitor: MonitorArgs,
+    /// Run the lab without a screen until Ctrl-C or SIGTERM: every role as usual, capturing as
+    /// configured, connections and errors logged on stderr, totals printed on stdout at the
+    /// end. For a server or a CI job where your own clients connect to proxy1.
+    #[arg(long, help_heading = "Headless", conflicts_with_all = ["script", "report", "play"])]
+    pub no_tui: bool,
     /// Run this scenario headless instead of the interactive lab: exit code 0 when every
     /// expectation holds, 1 when one fails, 2 when the scenario is invalid. The scenario sets
     /// up its own lab (ports, clients, timings), so the other lab options do not apply.
@@ -163,6 +172,14 @@ pub struct LabCaptureArgs {
     /// Needs CAP_NET_RAW: run as root, give the binary the capability, or add --netns.
     #[arg(long)]
     pub capture_tcp: bool,
+}
+
+impl LabArgs {
+    /// How many echo clients the lab starts: `--clients`, else 3 on the screen (something to
+    /// watch) and none headless (every id stays free for clients from outside).
+    pub fn clients_to_start(&self, with_screen: bool) -> u32 {
+        self.clients.unwrap_or(if with_screen { 3 } else { 0 })
+    }
 }
 
 impl LabCaptureArgs {
@@ -447,6 +464,41 @@ pub enum Command {
     /// change one), HELP, QUIT.
     /// With stdin not a terminal it reads one line at a time, so it can be scripted.
     Monitor(MonitorClientArgs),
+    /// Run a SOCKS5 server with no tunnel: the SOCKS5 front straight on top of the dialer.
+    ///
+    /// Clients (curl --socks5-hostname, a browser) ask for any destination by address or
+    /// name; the server resolves names itself, applies --allow/--deny, connects, and relays.
+    /// CONNECT to IPv4, IPv6 and names (RFC 1928), with "no authentication" or, once users
+    /// are given, username/password (RFC 1929). BIND and UDP ASSOCIATE are answered
+    /// "command not supported". Each connection is logged on stderr (and in --access-log).
+    /// The same front and dialer are what proxy1 and proxy2 use over the tunnel, so this is
+    /// the baseline to compare the tunnel with.
+    Socks5(Socks5Args),
+}
+
+#[derive(Debug, Args)]
+pub struct Socks5Args {
+    /// TCP port to listen on for SOCKS5 clients (0: any free port; the log says which).
+    #[arg(default_value_t = 1080)]
+    pub port: u16,
+    /// Address to listen on (0.0.0.0 to accept from other machines).
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), value_name = "ADDR")]
+    pub bind: IpAddr,
+    /// Append one JSON line per connection to FILE: time, client, user, destination, the
+    /// address reached, bytes each way, duration, result (ok, refused, rejected) and reason.
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
+    /// Most clients served at once; more wait to be accepted.
+    #[arg(long, default_value_t = crate::roles::socks5_direct::DEFAULT_MAX_CLIENTS as u64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_clients: u64,
+    #[command(flatten)]
+    pub front: crate::roles::fronts::socks5::args::Socks5FrontArgs,
+    /// How long each address of a destination gets to connect before the next is tried
+    /// (the client hears "TTL expired" if none answers).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "TIME", help_heading = "Destinations")]
+    pub connect_timeout: Duration,
+    #[command(flatten)]
+    pub rules: crate::roles::dialers::args::RuleArgs,
 }
 
 #[derive(Debug, Args)]
@@ -666,12 +718,74 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             echo_client::run_interactive(server, args.echo_timeout).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Socks5(args)) => run_socks5(args).await,
         Some(Command::Monitor(args)) => {
             // A blocking client: it waits on a person, not on sockets of its own.
             tokio::task::spawn_blocking(move || crate::monitor::client::run(&args.host, args.port))
                 .await?
         }
     }
+}
+
+/// `tunlab socks5`: the direct SOCKS5 server until Ctrl-C or SIGTERM.
+async fn run_socks5(args: Socks5Args) -> anyhow::Result<ExitCode> {
+    use crate::roles::access_log::AccessLog;
+    use crate::roles::dialers::{DialerConfig, ResolverDialer};
+    use crate::roles::socks5_direct::{self, DirectConfig};
+
+    let front = args.front.config().map_err(|e| anyhow::anyhow!(e))?;
+    let access_log =
+        match &args.access_log {
+            Some(path) => Some(AccessLog::open(path).map_err(|e| {
+                anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
+            })?),
+            None => None,
+        };
+    let listener = bind_tcp((args.bind, args.port).into())?;
+    let users = match front.users.len() {
+        0 => "no authentication".to_string(),
+        n => format!("{n} user(s), username/password required"),
+    };
+    let rules = args.rules.rules;
+    let rule_list = if rules.is_empty() {
+        "no rules (every destination allowed)".to_string()
+    } else {
+        let list: Vec<String> = rules.iter().map(ToString::to_string).collect();
+        format!("rules {} (then allowed)", list.join(" "))
+    };
+    eprintln!(
+        "socks5: listening on {} ({users}; {rule_list})",
+        listener.local_addr()?
+    );
+    if let Some(log) = &access_log {
+        eprintln!("socks5: access log {}", log.path().display());
+    }
+    let config = DirectConfig {
+        front,
+        dialer: ResolverDialer::new(DialerConfig {
+            rules,
+            connect_timeout: args.connect_timeout,
+            ..DialerConfig::default()
+        }),
+        access_log: access_log.as_ref().map(AccessLog::writer),
+        on_record: Some(Arc::new(
+            |record: &crate::roles::access_log::AccessRecord| {
+                eprintln!("socks5: {}", record.describe());
+            },
+        )),
+        max_clients: usize::try_from(args.max_clients).unwrap_or(usize::MAX),
+    };
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(socks5_direct::run(listener, config, stop.clone()));
+    wait_for_signal().await;
+    stop.cancel();
+    let _ = server.await;
+    if let Some(log) = access_log {
+        let path = log.path().display().to_string();
+        let written = log.finish();
+        eprintln!("socks5: {written} access log lines written to {path}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// How a standalone proxy's monitor finds its counters: `destination` is where its
@@ -768,6 +882,8 @@ where
     F: FnOnce(EventSink, CancellationToken, Option<CaptureTap>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    // Listening before anything starts, so an early signal still stops the role cleanly.
+    let mut signals = StopSignals::new();
     let (events, mut rx) = EventSink::channel(16 * 1024);
     // The connection table sees every event, before the log's channel could drop one.
     let plan = common.monitor.plan();
@@ -830,7 +946,7 @@ where
     let stop = CancellationToken::new();
     let tap = capture.as_ref().map(CaptureWriter::tap);
     let task = tokio::spawn(role(events.clone(), stop.clone(), tap));
-    wait_for_signal().await;
+    signals.recv().await;
     stop.cancel();
     let _ = task.await;
     if let Some(monitor) = monitor {
@@ -851,26 +967,63 @@ where
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-pub async fn wait_for_signal() {
+/// Ctrl-C (SIGINT) and SIGTERM, listened for from the moment this is made: a signal that
+/// arrives before [`StopSignals::recv`] is awaited is not lost (and does not kill the process).
+pub struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async {
-                match term.as_mut() {
-                    Some(term) => { term.recv().await; }
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Starts listening. Must be called inside the runtime.
+    pub fn new() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// Resolves on the next Ctrl-C or SIGTERM.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
                     None => std::future::pending::<()>().await,
                 }
-            } => {}
+            }
+            tokio::select! {
+                _ = next(self.interrupt.as_mut()) => {}
+                _ = next(self.terminate.as_mut()) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+}
+
+impl Default for StopSignals {
+    fn default() -> Self {
+        StopSignals::new()
     }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM received from now on.
+pub async fn wait_for_signal() {
+    StopSignals::new().recv().await;
 }
 
 /// The shortest and longest `--chatter` interval: faster would flood the traces, slower

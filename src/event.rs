@@ -12,7 +12,9 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
-use crate::wire::{ConnId, FrameKind};
+use crate::event_sampling::{Folded, FrameSampler, Sampled, classify};
+use crate::transport::{TransportEvent, TransportStats};
+use crate::wire::{ConnId, Frame, FrameKind, SackBlocks, Seq, WireMode};
 
 /// Which side of the UDP link an event happened at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -132,7 +134,30 @@ impl std::fmt::Debug for Preview {
     }
 }
 
-/// A frame as traces show it: type, id, size and the first bytes of payload.
+/// The numbers a frame carries on the wire, as its mode spells them: what traces, the ladder
+/// and the time-sequence graph show of a reliable mode's sequence and ack numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameNumbers {
+    /// Classic frames (and the extended `NOK`) carry none.
+    None,
+    /// Stop-and-wait: the alternating bit, the third byte (`0` or `1`). `C`, `OK` and `NOK`
+    /// carry `0`; `A<id><bit>` acks `D<id><bit>`.
+    Bit(u8),
+    /// Extended `C` and `OK`: the sender's initial sequence number.
+    Isn(Seq),
+    /// Extended `D` and `X`: the frame's sequence number.
+    Seq(Seq),
+    /// Extended `A`: the cumulative ack (the next seq expected), the receive window in
+    /// frames, and the selective-ack blocks (end exclusive).
+    Ack {
+        ack: Seq,
+        window: u32,
+        sack: SackBlocks,
+    },
+}
+
+/// A frame as traces show it: type, id, size, its sequence numbers and the first bytes of
+/// payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameSummary {
     pub kind: FrameKind,
@@ -143,10 +168,19 @@ pub struct FrameSummary {
     pub payload_len: usize,
     /// The first [`PREVIEW_LEN`] payload bytes.
     pub preview: Preview,
+    /// Sequence, ack and window numbers, as the wire mode carries them.
+    pub numbers: FrameNumbers,
 }
 
 impl FrameSummary {
-    pub fn of(frame: &crate::wire::Frame<'_>, wire_len: usize) -> Self {
+    /// A classic-mode frame's summary (no numbers on its wire). For a frame of another mode
+    /// use [`FrameSummary::in_mode`], which keeps its sequence numbers.
+    pub fn of(frame: &Frame<'_>, wire_len: usize) -> Self {
+        Self::in_mode(WireMode::Classic, frame, wire_len)
+    }
+
+    /// The summary of a frame decoded in (or encoded for) `mode`.
+    pub fn in_mode(mode: WireMode, frame: &Frame<'_>, wire_len: usize) -> Self {
         let payload = frame.payload();
         FrameSummary {
             kind: frame.kind(),
@@ -154,6 +188,41 @@ impl FrameSummary {
             wire_len,
             payload_len: payload.len(),
             preview: Preview::of(payload),
+            numbers: FrameNumbers::of(mode, frame),
+        }
+    }
+
+    /// The sequence number of a `D` or `X` (stop-and-wait: its bit), if the mode has one.
+    pub fn seq(&self) -> Option<Seq> {
+        match (self.kind, self.numbers) {
+            (FrameKind::Data | FrameKind::Close, FrameNumbers::Bit(bit)) => {
+                Some(Seq(u32::from(bit)))
+            }
+            (_, FrameNumbers::Seq(seq)) => Some(seq),
+            _ => None,
+        }
+    }
+}
+
+impl FrameNumbers {
+    /// What `frame` carries in `mode`.
+    pub fn of(mode: WireMode, frame: &Frame<'_>) -> Self {
+        match mode {
+            WireMode::Classic => FrameNumbers::None,
+            // The bit is 0 or 1 on this wire; anything else was never decoded from it.
+            WireMode::StopAndWait => FrameNumbers::Bit(match *frame {
+                Frame::Data { seq, .. } | Frame::Close { seq, .. } => (seq.0 & 1) as u8,
+                Frame::Ack { ack, .. } => (ack.0 & 1) as u8,
+                Frame::Connect { .. } | Frame::ConnectOk { .. } | Frame::ConnectNok { .. } => 0,
+            }),
+            WireMode::GoBackN | WireMode::SelectiveRepeat => match *frame {
+                Frame::Connect { isn, .. } | Frame::ConnectOk { isn, .. } => FrameNumbers::Isn(isn),
+                Frame::ConnectNok { .. } => FrameNumbers::None,
+                Frame::Data { seq, .. } | Frame::Close { seq, .. } => FrameNumbers::Seq(seq),
+                Frame::Ack {
+                    ack, window, sack, ..
+                } => FrameNumbers::Ack { ack, window, sack },
+            },
         }
     }
 }
@@ -414,6 +483,36 @@ pub enum EventKind {
         client: ClientId,
         action: ClientAction,
     },
+    /// A reliable connection's transport reported something a trace shows: a retransmission
+    /// and its cause, a duplicate discarded, a frame held out of order or discarded, a give-up.
+    /// Emitted by the connection's pump only when frame events are wanted, right before the
+    /// frames that the same step sends (so a `Retransmitted` precedes its `FrameSent`).
+    /// `Delivered` is not emitted: one per data frame, and the stats carry the bytes.
+    Transport {
+        at: Endpoint,
+        id: ConnId,
+        event: TransportEvent,
+    },
+    /// A reliable connection's counters and timers (window in use, SRTT, RTO,
+    /// retransmissions, bytes sent and delivered), published by its pump at most every
+    /// [`TRANSPORT_STATS_EVERY`] while they change, and once more when it ends (`ended`).
+    TransportStats {
+        at: Endpoint,
+        id: ConnId,
+        stats: Box<TransportStats>,
+        ended: bool,
+    },
+    /// Per-frame events of one endpoint and id that a sampling sink counted instead of
+    /// sending (see [`EventSink::sampled_past`]): what they would have added, exactly.
+    FramesFolded {
+        at: Endpoint,
+        id: ConnId,
+        /// Frames sent, and their payload bytes.
+        frames: u64,
+        payload_bytes: u64,
+        /// Other per-frame events: frames received, TCP reads and writes, link decisions.
+        other: u64,
+    },
     /// A human-readable message.
     Log {
         level: Level,
@@ -421,6 +520,9 @@ pub enum EventKind {
         message: String,
     },
 }
+
+/// How often a reliable connection's pump publishes its [`EventKind::TransportStats`] at most.
+pub const TRANSPORT_STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// One event with its wall-clock time (the same clock the capture uses).
 #[derive(Clone, Debug)]
@@ -467,6 +569,8 @@ pub struct EventSink {
     /// Whether the echo server's per-read and per-write `Tcp` events are wanted, on top of
     /// `frame_events`.
     echo_server_io: bool,
+    /// Past a rate, per-frame events are counted instead of sent.
+    sampler: Option<Arc<FrameSampler>>,
 }
 
 impl EventSink {
@@ -481,6 +585,7 @@ impl EventSink {
                 frame_events: true,
                 frames_received: true,
                 echo_server_io: true,
+                sampler: None,
             },
             rx,
         )
@@ -536,6 +641,16 @@ impl EventSink {
         self.echo_server_io && self.wants_frame_events()
     }
 
+    /// The same stream with at most `per_second` per-frame events a second (frames sent
+    /// and received, TCP reads and writes, client sends and echoes, link decisions); the
+    /// rest are counted per endpoint and id and arrive as [`EventKind::FramesFolded`], so a
+    /// consumer's totals stay exact while its traces become a sample. Other events (state
+    /// changes, logs, errors) always go through.
+    pub fn sampled_past(mut self, per_second: u32) -> Self {
+        self.sampler = Some(Arc::new(FrameSampler::new(per_second)));
+        self
+    }
+
     /// The same stream, with `observer` seeing every event first (and the byte counts the
     /// link and the TCP roles report to it).
     pub fn with_observer(mut self, observer: Arc<dyn EventObserver>) -> Self {
@@ -549,7 +664,8 @@ impl EventSink {
     }
 
     /// Sends without waiting; a full or closed stream counts the event as dropped. The
-    /// observer, if any, sees it first, whatever happens to it in the channel.
+    /// observer, if any, sees it first, whatever happens to it in the channel. Past the
+    /// sampling rate (if any), a per-frame event is counted instead of sent.
     pub fn emit(&self, kind: EventKind) {
         self.emit_at(SystemTime::now(), kind);
     }
@@ -561,10 +677,96 @@ impl EventSink {
             observer.observe(&kind);
         }
         let Some(tx) = &self.tx else { return };
+        if let Some(sampler) = &self.sampler {
+            match classify(&kind) {
+                Sampled::Always => {
+                    if let EventKind::Conn { id, .. } = &kind {
+                        // What the id carried so far goes before its change of state: after
+                        // it, the id may belong to another client.
+                        self.flush_id(tx, sampler, *id);
+                    }
+                }
+                Sampled::Frame(at, id, folded) => {
+                    if !sampler.admit() {
+                        sampler.fold(at, id, folded);
+                        return;
+                    }
+                    if sampler.pending(id) {
+                        self.flush_id(tx, sampler, id);
+                    }
+                }
+                Sampled::Uncounted => {
+                    if !sampler.admit() {
+                        sampler.fold_uncounted();
+                        return;
+                    }
+                }
+            }
+        }
+        self.send(tx, time, kind);
+    }
+
+    fn send(&self, tx: &mpsc::Sender<Event>, time: SystemTime, kind: EventKind) {
         let event = Event { time, kind };
         if tx.try_send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Sends one id's folded counts, both endpoints.
+    fn flush_id(&self, tx: &mpsc::Sender<Event>, sampler: &FrameSampler, id: ConnId) {
+        for at in [Endpoint::Proxy1, Endpoint::Proxy2] {
+            self.send_folded(tx, sampler, at, id);
+        }
+    }
+
+    fn send_folded(
+        &self,
+        tx: &mpsc::Sender<Event>,
+        sampler: &FrameSampler,
+        at: Endpoint,
+        id: ConnId,
+    ) {
+        let folded = sampler.take(at, id);
+        if folded.is_empty() {
+            return;
+        }
+        let Folded {
+            frames,
+            payload_bytes,
+            other,
+        } = folded;
+        let event = Event {
+            time: SystemTime::now(),
+            kind: EventKind::FramesFolded {
+                at,
+                id,
+                frames,
+                payload_bytes,
+                other,
+            },
+        };
+        // A full stream keeps the counts for the next flush: they are never lost.
+        if tx.try_send(event).is_err() {
+            sampler.put_back(at, id, folded);
+        }
+    }
+
+    /// Sends every count the sampler holds as [`EventKind::FramesFolded`] events, behind
+    /// whatever is already queued. A consumer of a sampled stream calls it regularly (the
+    /// TUI: every tick), so counts reach it even when traffic stops.
+    pub fn flush_folded(&self) {
+        let (Some(tx), Some(sampler)) = (&self.tx, &self.sampler) else {
+            return;
+        };
+        for (at, id) in sampler.pending_slots().collect::<Vec<_>>() {
+            self.send_folded(tx, sampler, at, id);
+        }
+    }
+
+    /// Per-frame events counted instead of sent, since the start (0 without sampling).
+    pub fn folded(&self) -> u64 {
+        self.sampler.as_ref().map_or(0, |s| s.total_folded())
     }
 
     pub fn log(&self, level: Level, role: Role, message: impl Into<String>) {

@@ -268,6 +268,10 @@ impl LinkSocket {
     pub fn mode(&self) -> WireMode {
         self.inner.mode
     }
+    /// Which side of the link this socket is.
+    pub fn endpoint(&self) -> Endpoint {
+        self.inner.endpoint
+    }
     pub fn stats(&self) -> &Arc<LinkStats> {
         &self.inner.stats
     }
@@ -402,7 +406,7 @@ impl LinkSocket {
                         at: self.inner.endpoint,
                         direction: ingress.direction,
                         peer: *peer,
-                        frame: FrameSummary::of(frame, len),
+                        frame: FrameSummary::in_mode(self.inner.mode, frame, len),
                         what: verdict,
                     });
                 }
@@ -448,7 +452,7 @@ impl LinkSocket {
                         at: self.inner.endpoint,
                         direction: ingress.direction,
                         peer,
-                        frame: FrameSummary::of(&frame, datagram.len()),
+                        frame: FrameSummary::in_mode(self.inner.mode, &frame, datagram.len()),
                         what: verdict.clone(),
                     });
                 }
@@ -495,7 +499,7 @@ impl LinkSocket {
                     inner.events.emit(EventKind::FrameReceived {
                         at: inner.endpoint,
                         peer,
-                        frame: FrameSummary::of(&frame, len),
+                        frame: FrameSummary::in_mode(inner.mode, &frame, len),
                     });
                 }
                 Received::Frame { frame, peer }
@@ -576,7 +580,7 @@ impl Inner {
             self.events.emit(EventKind::FrameSent {
                 at: self.endpoint,
                 peer: to,
-                frame: FrameSummary::of(frame, wire_len),
+                frame: FrameSummary::in_mode(self.mode, frame, wire_len),
             });
         }
     }
@@ -619,7 +623,7 @@ impl Inner {
                     at: self.endpoint,
                     direction: direction.direction(),
                     peer: to,
-                    frame: FrameSummary::of(&frame, datagram.len()),
+                    frame: FrameSummary::in_mode(self.mode, &frame, datagram.len()),
                     what: verdict.clone(),
                 });
             }
@@ -632,7 +636,7 @@ impl Inner {
     async fn tap_sent(
         &self,
         time: SystemTime,
-        datagram: impl Into<Vec<u8>>,
+        datagram: &[u8],
         to: SocketAddr,
         note: Option<String>,
         on_wire: bool,
@@ -642,7 +646,7 @@ impl Inner {
                 time,
                 src: self.local,
                 dst: to,
-                datagram: datagram.into(),
+                datagram: tap.copy(datagram),
                 note,
                 on_wire,
             })
@@ -671,13 +675,13 @@ impl Inner {
                 at: self.endpoint,
                 direction,
                 peer: to,
-                frame: FrameSummary::of(&frame, datagram.len()),
+                frame: FrameSummary::in_mode(self.mode, &frame, datagram.len()),
                 what: verdict.clone(),
             });
         }
         self.tap_sent(
             SystemTime::now(),
-            datagram,
+            &datagram,
             to,
             verdict.capture_note(false),
             false,
@@ -698,7 +702,7 @@ impl Inner {
                 time,
                 src: peer,
                 dst: self.local,
-                datagram: datagram.to_vec(),
+                datagram: tap.copy(datagram),
                 note,
                 on_wire: true,
             })
@@ -753,7 +757,7 @@ impl Egress {
                 .is_ok()
             {
                 inner
-                    .tap_sent(handed, datagram, addr, verdict.capture_note(false), true)
+                    .tap_sent(handed, &datagram, addr, verdict.capture_note(false), true)
                     .await;
             }
         }
@@ -833,7 +837,7 @@ impl Egress {
                     .capture_note(false)
                     .map(|n| format!("{n} (step mode)"));
                 inner
-                    .tap_sent(handed, released.datagram, released.addr, note, true)
+                    .tap_sent(handed, &released.datagram, released.addr, note, true)
                     .await;
             }
         }

@@ -26,7 +26,7 @@ use clap::Parser;
 
 use client::Pacing;
 use lab_child::LabOptions;
-use paths::{EchoServer, PathKind, RunningPath, Tools, find_tool, progress};
+use paths::{BinaryOptions, EchoServer, PathKind, RunningPath, Tools, find_tool, progress};
 use report::{PathResult, Round, RunInfo};
 use tunlab::wire::WireMode;
 
@@ -55,8 +55,9 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these paths (comma-separated: direct, kcptun, classic, lab, lab-events,
-    /// lab-capture, lab-both; `modes` for the reliable-modes table with direct TCP and the lab
-    /// as baselines, or one cell of it such as selective-repeat-5). Default: all.
+    /// lab-capture, lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture; `modes` for
+    /// the reliable-modes table with direct TCP and the lab as baselines, or one cell of it
+    /// such as selective-repeat-5). Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Markdown file to write the results into (between its bench markers).
@@ -114,6 +115,7 @@ pub fn is_mode_cell(options: LabOptions) -> bool {
 
 fn all_paths() -> Vec<(String, PathKind)> {
     let lab = |events, capture| PathKind::Lab(LabOptions::plain(events, capture));
+    let bin = |tui, capture| PathKind::Binary(BinaryOptions { tui, capture });
     let mut paths = vec![
         ("direct".to_string(), PathKind::Direct),
         ("kcptun".to_string(), PathKind::Kcptun),
@@ -128,6 +130,14 @@ fn all_paths() -> Vec<(String, PathKind)> {
         if let PathKind::Lab(options) = kind {
             paths.push((lab_path_name(options), kind));
         }
+    }
+    for (name, kind) in [
+        ("bin-bare", bin(false, false)),
+        ("bin-capture", bin(false, true)),
+        ("bin-tui", bin(true, false)),
+        ("bin-tui-capture", bin(true, true)),
+    ] {
+        paths.push((name.to_string(), kind));
     }
     for wire in WireMode::ALL {
         for loss in MODE_LOSSES {
@@ -182,7 +192,8 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(
         !selected.is_empty(),
         "--only matched no path; names: direct, kcptun, classic, lab, lab-events, lab-capture, \
-         lab-both, modes, or <wire mode>-<loss> such as selective-repeat-5"
+         lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture, modes, or <wire mode>-<loss> \
+         such as selective-repeat-5"
     );
 
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -190,7 +201,11 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&logs)?;
     let needs_kcptun = selected.contains(&PathKind::Kcptun) && args.profile.is_none();
     let mut tools = Tools {
-        tunlab: PathBuf::from(env!("CARGO_BIN_EXE_tunlab")),
+        // TUNLAB_BENCH_TUNLAB: another build of `tunlab` (an older commit's, for a before
+        // and after of the bin-* paths); the in-process lab paths always run this build.
+        tunlab: std::env::var_os("TUNLAB_BENCH_TUNLAB")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tunlab"))),
         kcptun_client: if needs_kcptun {
             find_tool("kcptun-client")?
         } else {
@@ -208,13 +223,18 @@ fn main() -> anyhow::Result<()> {
         let kind = all_paths()
             .into_iter()
             .find(|(name, kind)| {
-                *name == args.profile_path && matches!(kind, PathKind::Classic | PathKind::Lab(_))
+                *name == args.profile_path
+                    && matches!(
+                        kind,
+                        PathKind::Classic | PathKind::Lab(_) | PathKind::Binary(_)
+                    )
             })
             .map(|(_, kind)| kind)
             .ok_or_else(|| {
                 anyhow::anyhow!(
-                    "--profile-path is one of classic, lab, lab-events, lab-capture, lab-both or \
-                     <wire mode>-<loss> (selective-repeat-0); not {:?}",
+                    "--profile-path is one of classic, lab, lab-events, lab-capture, lab-both, bin-bare, \
+                     bin-capture, bin-tui, bin-tui-capture or <wire mode>-<loss> \
+                     (selective-repeat-0); not {:?}",
                     args.profile_path
                 )
             })?;
@@ -370,10 +390,15 @@ async fn measure_path(
         Err(e) => round.errors.push(format!("concurrent: {e:#}")),
     }
     settle().await;
+    let cpu_before = path.cpu_time();
     match client::goodput(target, goodput_time, u64::MAX, window).await {
         Ok(r) => round.goodput_bounded = Some(r),
         Err(e) => round.errors.push(format!("goodput (paced): {e:#}")),
     }
+    round.cpu_goodput_bounded = path
+        .cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     settle().await;
     // Last: at full speed classic mode may leave queues full of stale data.
     let drops_before = udp_receive_buffer_drops();

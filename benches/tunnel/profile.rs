@@ -75,6 +75,13 @@ pub fn run(
     let label = match kind {
         PathKind::Classic => "classic".to_string(),
         PathKind::Lab(options) => crate::lab_path_name(options),
+        PathKind::Binary(options) => match (options.tui, options.capture) {
+            (false, false) => "bin-bare",
+            (false, true) => "bin-capture",
+            (true, false) => "bin-tui",
+            (true, true) => "bin-tui-capture",
+        }
+        .to_string(),
         other => anyhow::bail!(
             "only the tunnel paths can be profiled, not {}",
             other.name()

@@ -90,6 +90,7 @@ fn arrow_style(kind: ArrowKind) -> Style {
         ArrowKind::Frame => Style::new().cyan(),
         ArrowKind::Failure => Style::new().red(),
         ArrowKind::Close => Style::new().magenta(),
+        ArrowKind::Retransmit => Style::new().red().bold(),
         ArrowKind::Handshake => Style::new().green().dim(),
     }
 }
@@ -123,6 +124,18 @@ pub fn ladder_row(state: &TuiState, entry: &LadderEntry, width: usize) -> Line<'
         }
         LadderEntry::Note { time, text } => {
             draw_note(&mut cells, width, text);
+            *time
+        }
+        LadderEntry::Sampled {
+            time,
+            frames,
+            other,
+        } => {
+            draw_note(
+                &mut cells,
+                width,
+                &format!("⋯ sampled: {frames} frames, {other} TCP reads/writes not drawn"),
+            );
             *time
         }
         LadderEntry::IdGiven { time, client } => {
