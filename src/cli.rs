@@ -471,8 +471,8 @@ pub enum Command {
     /// CONNECT to IPv4, IPv6 and names (RFC 1928), with "no authentication" or, once users
     /// are given, username/password (RFC 1929). BIND and UDP ASSOCIATE are answered
     /// "command not supported". Each connection is logged on stderr (and in --access-log).
-    /// The same front and dialer are what proxy1 and proxy2 use over the tunnel, so this is
-    /// the baseline to compare the tunnel with.
+    /// It runs without the tunnel: the baseline a SOCKS5 front over the tunnel will be
+    /// compared with (that front is not wired into proxy1 yet).
     Socks5(Socks5Args),
 }
 
