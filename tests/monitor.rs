@@ -644,3 +644,78 @@ async fn config_loss_50_changes_what_the_emulator_drops() {
     monitored.monitor.stop().await;
     monitored.lab.shutdown().await;
 }
+
+/// In a reliable mode over a lossy link, `/metrics` counts the retransmissions exactly as the
+/// lab's transport totals do, by endpoint and cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retransmissions_in_a_reliable_mode_equal_the_transport_totals() {
+    use tunlab::impair::settings::LinkSettings;
+    use tunlab::transport::{RtoConfig, TransportConfig};
+    use tunlab::wire::WireMode;
+    let (events, mut rx) = EventSink::channel(64 * 1024);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let conns = Arc::new(ConnTable::new());
+    let events = events.with_observer(conns.clone());
+    let mode = WireMode::SelectiveRepeat;
+    let mut config = LabConfig {
+        mode,
+        link: LinkSettings::symmetric(DirectionSettings {
+            loss: Percent::new(10.0).unwrap(),
+            ..DirectionSettings::default()
+        }),
+        link_seed: Some(SEED),
+        ..LabConfig::ephemeral()
+    };
+    let transport = TransportConfig {
+        rto: RtoConfig::Fixed(Duration::from_millis(20)),
+        ..TransportConfig::for_mode(mode)
+    };
+    config.proxy1.transport = Some(transport);
+    config.proxy2.transport = Some(transport);
+    config.proxy1.connect_attempts = 12;
+    let lab = Lab::start(config, events).await.unwrap();
+    let plan = MonitorPlan {
+        metrics: Some("127.0.0.1:0".parse().unwrap()),
+        admin: None,
+        users: vec![],
+        limits: AdminLimits::default(),
+    };
+    let sources = MonitorSources::for_lab(&lab, conns.clone(), None);
+    let monitor = Monitor::start(&plan, sources).await.unwrap();
+    let mut stream = TcpStream::connect(lab.addrs().proxy1_tcp).await.unwrap();
+    let data = random_bytes(5, 256 * 1024);
+    let echoed = within("the echo", echo_through(&mut stream, &data, usize::MAX)).await;
+    assert_eq!(echoed, data);
+    drop(stream);
+    // Until the counters stop moving (acks and the close exchange finish).
+    let snapshot = within("a quiet lab", async {
+        loop {
+            let before = lab.snapshot();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let after = lab.snapshot();
+            if before.proxy1 == after.proxy1 && before.proxy2 == after.proxy2 {
+                return after;
+            }
+        }
+    })
+    .await;
+    let (_, _, body) = http_get(monitor.metrics_addr().unwrap(), "/metrics").await;
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let mut total = 0.0;
+    for (endpoint, stats) in [("proxy1", snapshot.proxy1), ("proxy2", snapshot.proxy2)] {
+        for (cause, n) in [
+            ("timeout", stats.transport.counts.retransmits_timeout),
+            ("fast", stats.transport.counts.retransmits_fast),
+        ] {
+            let scraped = value(
+                &scrape,
+                "tunlab_retransmissions_total",
+                &[("endpoint", endpoint), ("cause", cause)],
+            );
+            assert_eq!(scraped, n as f64, "{endpoint} {cause}");
+            total += scraped;
+        }
+    }
+    assert!(total > 0.0, "10% loss made the transports resend");
+    lab.shutdown().await;
+}

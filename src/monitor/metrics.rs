@@ -17,6 +17,7 @@
 //! | `tunlab_link_bytes_total` | `endpoint`, `direction` | datagram bytes |
 //! | `tunlab_malformed_datagrams_total` | `endpoint` | datagrams that did not decode |
 //! | `tunlab_ignored_datagrams_total` | `endpoint` | dropped on purpose (stranger, id not open…) |
+//! | `tunlab_retransmissions_total` | `endpoint`, `cause` (timeout/fast) | reliable modes: frames sent again |
 //! | `tunlab_connections_total` | `role` | connections opened |
 //! | `tunlab_connections_open` | `role` | open now |
 //! | `tunlab_connections_peak` | `role` | most open at once |
@@ -32,9 +33,8 @@
 //! | `tunlab_events_dropped_total` | | events the consumer was too slow for |
 //! | `tunlab_idle_timeout_seconds` | | the proxies' idle timeout now |
 //!
-//! Reserved for the reliable modes (stop-and-wait, Go-Back-N, Selective Repeat), which slot
-//! in as one more block of `TunlabCollector::encode` once their transports count them:
-//! `tunlab_retransmissions_total{endpoint,type}` and the histogram `tunlab_rtt_seconds{endpoint}`.
+//! Still to come for the reliable modes: the histogram `tunlab_rtt_seconds{endpoint}` (the
+//! transports keep SRTT per connection but report no samples yet).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -217,7 +217,21 @@ impl Collector for TunlabCollector {
         let mut bytes = Vec::new();
         let mut malformed = Vec::new();
         let mut ignored = Vec::new();
+        let mut retransmits = Vec::new();
         for (endpoint, stats) in &links {
+            // The reliable modes' transports, counted by the tunnel pump as it sends.
+            for (cause, n) in [
+                ("timeout", stats.transport.counts.retransmits_timeout),
+                ("fast", stats.transport.counts.retransmits_fast),
+            ] {
+                retransmits.push((
+                    vec![
+                        ("endpoint", endpoint.to_string()),
+                        ("cause", cause.to_string()),
+                    ],
+                    n,
+                ));
+            }
             for (direction, counts) in [("sent", stats.sent), ("received", stats.received)] {
                 for kind in FRAME_KINDS {
                     frames.push((
@@ -265,6 +279,13 @@ impl Collector for TunlabCollector {
             "Datagrams that arrived at this endpoint and did not decode.",
             None,
             malformed,
+        )?;
+        counter_family(
+            e,
+            "retransmissions",
+            "Data and close frames this endpoint sent again (reliable modes), by cause.",
+            None,
+            retransmits,
         )?;
         counter_family(
             e,
