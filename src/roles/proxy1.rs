@@ -513,13 +513,16 @@ async fn serve_client(
     let opening = open(&shared, id, our_isn, reply_rx, &stream, &mut lobby, &stop).await;
     let proxy2_may_have_it = match opening {
         Opening::Ok(peer_isn) if shared.link.mode().is_reliable() => {
+            let base = shared
+                .config
+                .transport
+                .unwrap_or_else(|| TransportConfig::for_mode(shared.link.mode()));
             let config = TransportConfig {
                 initial_seq: our_isn,
                 peer_initial_seq: peer_isn,
-                ..shared
-                    .config
-                    .transport
-                    .unwrap_or_else(|| TransportConfig::for_mode(shared.link.mode()))
+                // A sealed link carries less per frame (the seal's header and tag).
+                max_payload: base.max_payload.min(shared.link.max_payload()),
+                ..base
             };
             let conn = Arc::new(ReliableConn::new(Transport::new(
                 shared.link.mode(),
@@ -809,7 +812,7 @@ async fn pump(conn: Conn<'_>, stream: TcpStream, lobby: Lobby) {
         writer_stop.cancel();
     });
 
-    let max_payload = shared.link.mode().max_payload();
+    let max_payload = shared.link.max_payload();
     // What the client sent while it waited goes first.
     for payload in lobby.stash.chunks(max_payload) {
         activity.touch();
@@ -846,7 +849,7 @@ async fn read_client(
     stop: &CancellationToken,
     activity: &Activity,
 ) -> bool {
-    let max_payload = shared.link.mode().max_payload();
+    let max_payload = shared.link.max_payload();
     let mut buf = vec![0u8; max_payload * super::FRAMES_PER_READ];
     // One cancellation future for the whole loop: making a new one per read registers and
     // unregisters a waiter (two lock round trips) for every datagram or TCP read.
