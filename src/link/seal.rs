@@ -502,8 +502,10 @@ struct PeerSession {
 /// proxy2's view of its proxy1 sessions.
 #[derive(Default)]
 struct Responder {
-    /// By proxy1 address and session id.
-    sessions: HashMap<(SocketAddr, u64), PeerSession>,
+    /// By proxy1 session id, whatever address it comes from: a datagram replayed from
+    /// another address meets the same replay window (and a proxy1 whose address changes
+    /// keeps its session).
+    sessions: HashMap<u64, PeerSession>,
     /// The session a proxy1 address last sent a frame in: what proxy2 seals to.
     current: HashMap<SocketAddr, u64>,
     last_reject: Option<Instant>,
@@ -626,7 +628,7 @@ impl Seal {
         let Some(peer) = responder
             .current
             .get(&to)
-            .and_then(|p1| responder.sessions.get_mut(&(to, *p1)))
+            .and_then(|p1| responder.sessions.get_mut(p1))
         else {
             return Sealed::NoSession;
         };
@@ -761,7 +763,7 @@ impl Seal {
                 }
             }
             kind::TO_PROXY2 => {
-                let key = (from, header.proxy1_session);
+                let key = header.proxy1_session;
                 if header.proxy2_session != self.session {
                     // From an earlier proxy2 session, or for one: authentic ones get a
                     // hello-ack, so a live proxy1 learns that proxy2 restarted.
@@ -784,7 +786,7 @@ impl Seal {
                 {
                     return Opened::rejected(Rejected::Replayed);
                 }
-                self.ensure_session(from, header.proxy1_session);
+                self.ensure_session(header.proxy1_session);
                 self.responder.tick += 1;
                 let tick = self.responder.tick;
                 let peer = self.responder.sessions.get_mut(&key).unwrap();
@@ -807,9 +809,9 @@ impl Seal {
 
     /// The session state for a proxy1 session, made if new (forgetting the least recently
     /// heard one when [`MAX_SESSIONS`] are known).
-    fn ensure_session(&mut self, from: SocketAddr, proxy1: u64) -> &mut PeerSession {
+    fn ensure_session(&mut self, proxy1: u64) -> &mut PeerSession {
         let responder = &mut self.responder;
-        if !responder.sessions.contains_key(&(from, proxy1))
+        if !responder.sessions.contains_key(&proxy1)
             && responder.sessions.len() >= MAX_SESSIONS
             && let Some(oldest) = responder
                 .sessions
@@ -818,16 +820,14 @@ impl Seal {
                 .map(|(k, _)| *k)
         {
             responder.sessions.remove(&oldest);
-            if responder.current.get(&oldest.0) == Some(&oldest.1) {
-                responder.current.remove(&oldest.0);
-            }
+            responder.current.retain(|_, session| *session != oldest);
         }
         let key = &self.key;
         let session = self.session;
         let tick = responder.tick;
         responder
             .sessions
-            .entry((from, proxy1))
+            .entry(proxy1)
             .or_insert_with(|| PeerSession {
                 session: proxy1,
                 seal: key.cipher(Direction::ToProxy1, proxy1, session),
@@ -843,7 +843,7 @@ impl Seal {
     fn hello_ack(&mut self, from: SocketAddr, proxy1: u64) -> Vec<u8> {
         let session = self.session;
         self.responder.current.entry(from).or_insert(proxy1);
-        let peer = self.ensure_session(from, proxy1);
+        let peer = self.ensure_session(proxy1);
         let header = Header {
             kind: kind::HELLO_ACK,
             proxy1_session: proxy1,
@@ -980,10 +980,13 @@ mod tests {
             assert!(p2.open(&mut copy, addr(1000), now).frame.is_some());
         }
         for frame in &frames {
-            let mut copy = frame.clone();
-            let opened = p2.open(&mut copy, addr(1000), now);
-            assert_eq!(opened.rejected, Some(Rejected::Replayed));
-            assert!(opened.frame.is_none());
+            // From proxy1's address or any other.
+            for from in [addr(1000), addr(3000)] {
+                let mut copy = frame.clone();
+                let opened = p2.open(&mut copy, from, now);
+                assert_eq!(opened.rejected, Some(Rejected::Replayed));
+                assert!(opened.frame.is_none());
+            }
         }
     }
 

@@ -573,13 +573,21 @@ async fn serve_client(
             false
         }
         Opening::Unanswered => {
-            shared.log(
-                Level::Error,
-                format!(
-                    "proxy2 at {} did not answer C{id} after {} tries: closing client {client}",
-                    shared.config.proxy2, shared.config.connect_attempts
+            let (proxy2, tries) = (shared.config.proxy2, shared.config.connect_attempts);
+            // On a sealed link, say why no answer authenticated (see link/seal.rs).
+            let message = match shared.link.seal_status() {
+                Some(seal) if !seal.established && seal.rejects_received > 0 => format!(
+                    "proxy2 rejects our frames: wrong key? (proxy2 at {proxy2} sent {} rejects and no authenticated answer to C{id} after {tries} tries): closing client {client}",
+                    seal.rejects_received
                 ),
-            );
+                Some(seal) if !seal.established => format!(
+                    "no authenticated answer from proxy2 at {proxy2} to C{id} after {tries} tries (is it down, or not sealed?): closing client {client}"
+                ),
+                _ => format!(
+                    "proxy2 at {proxy2} did not answer C{id} after {tries} tries: closing client {client}"
+                ),
+            };
+            shared.log(Level::Error, message);
             shared.conn_event(id, ConnState::Unanswered, client);
             close_politely(&shared, stream, client).await;
             // A C may have arrived with only its OK lost.
