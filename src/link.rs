@@ -861,8 +861,7 @@ impl Inner {
             Level::Warn,
             self.endpoint.role(),
             format!(
-                "{}: {count} sealed datagram{} from {peer}: {what}",
-                self.endpoint.label(),
+                "{count} sealed datagram{} from {peer}: {what}",
                 if count == 1 { "" } else { "s" }
             ),
         );

@@ -47,8 +47,23 @@ local f_ignored = ProtoField.bytes("tunlab.ignored", "Ignored trailing bytes")
 local f_direction = ProtoField.string("tunlab.direction", "Direction")
 local f_stream = ProtoField.uint32("tunlab.stream", "Stream index", base.DEC)
 local f_not_sent = ProtoField.bool("tunlab.not_sent", "Not sent (dropped by the link emulator)")
+-- The extended format (0xE1: go-back-n, selective-repeat) and its sealed variant (0xE2).
+local f_seq = ProtoField.uint32("tunlab.seq", "Sequence number", base.DEC)
+local f_ack = ProtoField.uint32("tunlab.ack", "Cumulative ack (next expected)", base.DEC)
+local f_window = ProtoField.uint32("tunlab.window", "Receive window (frames)", base.DEC)
+local f_isn = ProtoField.uint32("tunlab.isn", "Initial sequence number", base.DEC)
+local f_crc = ProtoField.uint32("tunlab.crc", "CRC-32C", base.HEX)
+local f_sealed = ProtoField.string("tunlab.sealed", "Sealed (ChaCha20-Poly1305)")
+local f_sealed_kind = ProtoField.uint8("tunlab.sealed.kind", "Sealed kind", base.HEX)
+local f_p1_session = ProtoField.uint64("tunlab.sealed.p1_session", "proxy1 session", base.HEX)
+local f_p2_session = ProtoField.uint64("tunlab.sealed.p2_session", "proxy2 session", base.HEX)
+local f_counter = ProtoField.uint64("tunlab.sealed.counter", "Counter (nonce)", base.DEC)
+local f_ciphertext = ProtoField.bytes("tunlab.sealed.ciphertext", "Ciphertext")
+local f_sealed_len = ProtoField.uint16("tunlab.sealed.len", "Ciphertext length", base.DEC)
+local f_tag = ProtoField.bytes("tunlab.sealed.tag", "Poly1305 tag")
 tunlab.fields = { f_type, f_id, f_status, f_len, f_payload, f_ignored, f_direction, f_stream,
-    f_not_sent }
+    f_not_sent, f_seq, f_ack, f_window, f_isn, f_crc, f_sealed, f_sealed_kind, f_p1_session,
+    f_p2_session, f_counter, f_ciphertext, f_sealed_len, f_tag }
 
 -- tunlab's pcapng puts frames the link emulator dropped on an interface of their own.
 local NOT_SENT_INTERFACE = "tunlab-not-sent"
@@ -199,9 +214,123 @@ local function malformed(tree, pinfo, tvb, why)
     return tvb:len()
 end
 
+-- Sealed kinds (byte 1 after 0xE2): name, direction.
+local SEALED_KINDS = {
+    [1] = { "hello", "p1→p2" },
+    [2] = { "hello-ack", "p2→p1" },
+    [3] = { "frame", "p1→p2" },
+    [4] = { "frame", "p2→p1" },
+    [5] = { "reject (proxy2 could not authenticate this proxy1: another key?)", "p2→p1" },
+}
+local SEALED_HEADER = 26
+local SEALED_TAG = 16
+
+-- A sealed datagram: only its clear header can be read; `tunlab decrypt` opens the frames.
+local function dissect_sealed(tvb, pinfo, tree)
+    local len = tvb:len()
+    local subtree = tree:add(tunlab, tvb())
+    if len < SEALED_HEADER then
+        return malformed(tree, pinfo, tvb,
+            string.format("sealed datagram of %d bytes is shorter than its 26-byte header", len))
+    end
+    local code = tvb(1, 1):uint()
+    local known = SEALED_KINDS[code]
+    if known == nil then
+        return malformed(tree, pinfo, tvb, string.format("unknown sealed kind 0x%02x", code))
+    end
+    local name, direction = known[1], known[2]
+    subtree:add(f_sealed, name):set_generated()
+    subtree:add(f_sealed_kind, tvb(1, 1))
+    subtree:add(f_direction, direction):set_generated()
+    subtree:add(f_p1_session, tvb(2, 8))
+    subtree:add(f_p2_session, tvb(10, 8))
+    subtree:add(f_counter, tvb(18, 8))
+    local body = len - SEALED_HEADER - SEALED_TAG
+    if code ~= 5 and body >= 0 then
+        if body > 0 then subtree:add(f_ciphertext, tvb(SEALED_HEADER, body)) end
+        subtree:add(f_sealed_len, body):set_generated()
+        subtree:add(f_tag, tvb(len - SEALED_TAG, SEALED_TAG))
+    end
+    if len > MAX_DATAGRAM then subtree:add_proto_expert_info(e_too_long) end
+    local label
+    if code == 3 or code == 4 then
+        label = string.format("%s sealed frame len=%d counter=%s", direction, body,
+            tostring(tvb(18, 8):uint64()))
+    else
+        label = string.format("%s sealed %s", direction, name)
+    end
+    subtree:append_text(": " .. label)
+    pinfo.cols.info:set(label)
+    return len
+end
+
+-- The extended format (0xE1), as `tunlab decrypt` restores it, or on an unsealed link in
+-- the go-back-n and selective-repeat modes. The CRC is shown, not checked.
+local EXTENDED_TYPES = { [1] = "C", [2] = "OK", [3] = "NOK", [4] = "D", [5] = "A", [6] = "X" }
+
+local function dissect_extended(tvb, pinfo, tree)
+    local len = tvb:len()
+    local subtree = tree:add(tunlab, tvb())
+    if len < 8 then
+        return malformed(tree, pinfo, tvb,
+            string.format("extended datagram of %d bytes is shorter than 8", len))
+    end
+    local code = tvb(1, 1):uint()
+    local name = EXTENDED_TYPES[code]
+    if name == nil then
+        return malformed(tree, pinfo, tvb,
+            string.format("unknown extended frame type 0x%02x", code))
+    end
+    local id = tvb(2, 2):uint()
+    local body = len - 8
+    local letter, tail = name, ""
+    if name == "OK" or name == "NOK" then letter, tail = "C", name end
+    local where = place(pinfo, letter, id, tail)
+    subtree:add(f_type, tvb(1, 1), name)
+    subtree:add(f_id, tvb(2, 2), id)
+    subtree:add(f_direction, where.direction):set_generated()
+    subtree:add(f_stream, where.stream):set_generated()
+    local label
+    if name == "D" and body >= 4 then
+        local rest = body - 4
+        subtree:add(f_seq, tvb(4, 4))
+        subtree:add(f_len, rest):set_generated()
+        local payload = ""
+        if rest > 0 then
+            subtree:add(f_payload, tvb(8, rest))
+            payload = tvb(8, math.min(rest, PREVIEW_LEN)):raw()
+        end
+        local more = rest > PREVIEW_LEN and "…" or ""
+        label = string.format('D%d seq=%d len=%d "%s%s"', id, tvb(4, 4):uint(), rest,
+            escape_bytes(payload), more)
+    elseif name == "A" and body >= 9 then
+        subtree:add(f_ack, tvb(4, 4))
+        subtree:add(f_window, tvb(8, 4))
+        label = string.format("A%d ack=%d win=%d", id, tvb(4, 4):uint(), tvb(8, 4):uint())
+    elseif (name == "C" or name == "OK") and body >= 4 then
+        subtree:add(f_isn, tvb(4, 4))
+        label = name == "C" and string.format("C%d", id) or string.format("C%dOK", id)
+    elseif name == "X" and body >= 4 then
+        subtree:add(f_seq, tvb(4, 4))
+        label = string.format("X%d seq=%d", id, tvb(4, 4):uint())
+    elseif name == "NOK" then
+        subtree:add_proto_expert_info(e_refused)
+        label = string.format("C%dNOK", id)
+    else
+        return malformed(tree, pinfo, tvb, name .. " frame too short")
+    end
+    subtree:add(f_crc, tvb(len - 4, 4))
+    label = where.direction .. " " .. label
+    subtree:append_text(": " .. label)
+    pinfo.cols.info:set(label)
+    return len
+end
+
 function tunlab.dissector(tvb, pinfo, tree)
     local len = tvb:len()
     pinfo.cols.protocol:set("TUNLAB")
+    if len >= 1 and tvb(0, 1):uint() == 0xE2 then return dissect_sealed(tvb, pinfo, tree) end
+    if len >= 1 and tvb(0, 1):uint() == 0xE1 then return dissect_extended(tvb, pinfo, tree) end
     if len < 2 then
         return malformed(tree, pinfo, tvb,
             string.format("datagram of %d bytes is shorter than the 2-byte header", len))
@@ -283,6 +412,10 @@ DissectorTable.get("udp.port"):add(DEFAULT_PORT, tunlab)
 -- Protocols (tunlab_udp) if it ever is not.
 local function opening(tvb)
     local len = tvb:len()
+    -- A sealed link opens with proxy1's hello: 0xE2 0x01 and a 42-byte datagram (26-byte
+    -- header, empty body, 16-byte tag); an extended one with a 12-byte C (0xE1 0x01).
+    if len == 42 and tvb(0, 1):uint() == 0xE2 and tvb(1, 1):uint() == 1 then return true end
+    if len == 12 and tvb(0, 1):uint() == 0xE1 and tvb(1, 1):uint() == 1 then return true end
     if len ~= 2 and len ~= 4 and len ~= 5 then return false end
     if tvb(0, 1):uint() ~= 0x43 then return false end -- 'C'
     local digit = tvb(1, 1):uint()

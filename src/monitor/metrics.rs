@@ -17,6 +17,7 @@
 //! | `tunlab_link_bytes_total` | `endpoint`, `direction` | datagram bytes |
 //! | `tunlab_malformed_datagrams_total` | `endpoint` | datagrams that did not decode |
 //! | `tunlab_ignored_datagrams_total` | `endpoint` | dropped on purpose (stranger, id not open…) |
+//! | `tunlab_sealed_rejected_datagrams_total` | `endpoint`, `reason` (unauthentic, replayed, peer_reject) | a sealed link's drops |
 //! | `tunlab_connections_total` | `role` | connections opened |
 //! | `tunlab_connections_open` | `role` | open now |
 //! | `tunlab_connections_peak` | `role` | most open at once |
@@ -217,7 +218,21 @@ impl Collector for TunlabCollector {
         let mut bytes = Vec::new();
         let mut malformed = Vec::new();
         let mut ignored = Vec::new();
+        let mut sealed = Vec::new();
         for (endpoint, stats) in &links {
+            for (reason, n) in [
+                ("unauthentic", stats.unauthentic),
+                ("replayed", stats.replayed),
+                ("peer_reject", stats.peer_rejects),
+            ] {
+                sealed.push((
+                    vec![
+                        ("endpoint", endpoint.to_string()),
+                        ("reason", reason.to_string()),
+                    ],
+                    n,
+                ));
+            }
             for (direction, counts) in [("sent", stats.sent), ("received", stats.received)] {
                 for kind in FRAME_KINDS {
                     frames.push((
@@ -272,6 +287,13 @@ impl Collector for TunlabCollector {
             "Datagrams this endpoint dropped on purpose (a stranger, an id not open, unexpected, overflow).",
             None,
             ignored,
+        )?;
+        counter_family(
+            e,
+            "sealed_rejected_datagrams",
+            "Sealed link (--key-file): datagrams dropped because they failed authentication, were replayed, or were proxy2's rejects of our frames.",
+            None,
+            sealed,
         )?;
 
         // Connections, from the exact connection table.
