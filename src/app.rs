@@ -1,5 +1,5 @@
-//! The lab front end chosen by the command line: the TUI on a terminal, the headless demo
-//! otherwise.
+//! The lab front end chosen by the command line: the TUI on a terminal, the headless lab with
+//! `--no-tui`, the headless demo otherwise.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -25,8 +25,9 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
     }
 }
 
-/// Runs the lab: a scenario file headless when one is given; the built-in demo scenario
-/// headless when stdout is not a terminal; otherwise the TUI.
+/// Runs the lab: a scenario file headless when one is given; the lab headless until stopped
+/// with `--no-tui`; the built-in demo scenario headless when stdout is not a terminal;
+/// otherwise the TUI.
 pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     // Headless: a scenario file, or the built-in demo scenario when there is no terminal.
     if let Some(script) = &args.script {
@@ -49,6 +50,9 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         Ok(tcp) => tcp,
         Err(code) => return Ok(code),
     };
+    if args.no_tui {
+        return crate::headless::run(&args, tcp).await;
+    }
     if !std::io::stdout().is_terminal() {
         // The demo is the lab's run without a terminal: it captures as the lab would.
         let capture = &args.capture;
@@ -69,7 +73,7 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
 fn warn_about_ignored_options(args: &LabArgs) {
     use crate::lab::{DEFAULT_PROXY1_PORT, DEFAULT_PROXY2_PORT, DEFAULT_SERVER_PORT};
     let mut ignored = Vec::new();
-    if args.clients != 3 {
+    if args.clients.is_some() {
         ignored.push("--clients");
     }
     if args.chatter.is_some() {
@@ -90,8 +94,8 @@ fn warn_about_ignored_options(args: &LabArgs) {
     if !ignored.is_empty() {
         eprintln!(
             "note: stdout is not a terminal, so tunlab runs its built-in demo scenario as written \
-             and ignores {}; run it on a terminal for the interactive lab, or write a scenario \
-             for --script",
+             and ignores {}; run it on a terminal for the interactive lab, with --no-tui for \
+             the lab headless until stopped, or write a scenario for --script",
             ignored.join(", ")
         );
     }

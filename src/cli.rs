@@ -41,7 +41,8 @@ TCP connection to the server per tunnel connection.
 
 On a terminal the lab is a live screen: a panel per connection id, a ladder diagram, and keys
 to add clients, send, close with FIN or RST, and stop or restart roles (? lists them all).
-Piped, it runs the built-in demo scenario headless and prints its summary.
+With --no-tui it serves headless until stopped, logging on stderr. Piped without --no-tui,
+it runs the built-in demo scenario headless and prints its summary.
 
 Each role also runs alone as a subcommand, byte-compatible with the course's Python
 scripts, so any piece can be swapped for a student's own.";
@@ -57,6 +58,7 @@ Examples:
                                            the lab over a lossy, slow link (replayable)
   tunlab proxy1 3327 localhost 3328 --loss-to-proxy1 30
                                            proxy1 losing 30% of what proxy2 sends it
+  tunlab --no-tui --proxy1-port 3327      the lab headless until Ctrl-C, for your own clients
   tunlab --netns --capture-tcp            the lab in a namespace of its own, its capture
                                            holding the TCP legs too (no root needed)
   tunlab --script assets/scenarios/basic.toml --report report.json
@@ -78,9 +80,9 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Lab")]
 pub struct LabArgs {
-    /// Echo clients to start with.
-    #[arg(long, default_value_t = 3, value_name = "N")]
-    pub clients: u32,
+    /// Echo clients to start with [default: 3 with the screen, 0 with --no-tui].
+    #[arg(long, value_name = "N")]
+    pub clients: Option<u32>,
     /// Clients talk on their own: every INTERVAL (`1s`, `300ms`) the next live client, in
     /// turn, sends a short line, so the screen keeps moving during a talk. `t` switches it on
     /// and off (at this interval, or every second).
@@ -115,6 +117,11 @@ pub struct LabArgs {
     pub netns: bool,
     #[command(flatten)]
     pub monitor: MonitorArgs,
+    /// Run the lab without a screen until Ctrl-C or SIGTERM: every role as usual, capturing as
+    /// configured, connections and errors logged on stderr, totals printed on stdout at the
+    /// end. For a server or a CI job where your own clients connect to proxy1.
+    #[arg(long, help_heading = "Headless", conflicts_with_all = ["script", "report", "play"])]
+    pub no_tui: bool,
     /// Run this scenario headless instead of the interactive lab: exit code 0 when every
     /// expectation holds, 1 when one fails, 2 when the scenario is invalid. The scenario sets
     /// up its own lab (ports, clients, timings), so the other lab options do not apply.
@@ -164,6 +171,14 @@ pub struct LabCaptureArgs {
     /// Needs CAP_NET_RAW: run as root, give the binary the capability, or add --netns.
     #[arg(long)]
     pub capture_tcp: bool,
+}
+
+impl LabArgs {
+    /// How many echo clients the lab starts: `--clients`, else 3 on the screen (something to
+    /// watch) and none headless (every id stays free for clients from outside).
+    pub fn clients_to_start(&self, with_screen: bool) -> u32 {
+        self.clients.unwrap_or(if with_screen { 3 } else { 0 })
+    }
 }
 
 impl LabCaptureArgs {
@@ -898,6 +913,8 @@ where
     F: FnOnce(EventSink, CancellationToken, Option<CaptureTap>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    // Listening before anything starts, so an early signal still stops the role cleanly.
+    let mut signals = StopSignals::new();
     let (events, mut rx) = EventSink::channel(16 * 1024);
     // The connection table sees every event, before the log's channel could drop one.
     let plan = common.monitor.plan();
@@ -960,7 +977,7 @@ where
     let stop = CancellationToken::new();
     let tap = capture.as_ref().map(CaptureWriter::tap);
     let task = tokio::spawn(role(events.clone(), stop.clone(), tap));
-    wait_for_signal().await;
+    signals.recv().await;
     stop.cancel();
     let _ = task.await;
     if let Some(monitor) = monitor {
@@ -981,26 +998,63 @@ where
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-pub async fn wait_for_signal() {
+/// Ctrl-C (SIGINT) and SIGTERM, listened for from the moment this is made: a signal that
+/// arrives before [`StopSignals::recv`] is awaited is not lost (and does not kill the process).
+pub struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async {
-                match term.as_mut() {
-                    Some(term) => { term.recv().await; }
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Starts listening. Must be called inside the runtime.
+    pub fn new() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            StopSignals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// Resolves on the next Ctrl-C or SIGTERM.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
                     None => std::future::pending::<()>().await,
                 }
-            } => {}
+            }
+            tokio::select! {
+                _ = next(self.interrupt.as_mut()) => {}
+                _ = next(self.terminate.as_mut()) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+}
+
+impl Default for StopSignals {
+    fn default() -> Self {
+        StopSignals::new()
     }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM received from now on.
+pub async fn wait_for_signal() {
+    StopSignals::new().recv().await;
 }
 
 /// The shortest and longest `--chatter` interval: faster would flood the traces, slower

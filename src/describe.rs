@@ -115,6 +115,17 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
                 what.describe()
             )
         }
+        EventKind::FramesFolded {
+            at,
+            id,
+            frames: count,
+            payload_bytes,
+            other,
+        } if frames => format!(
+            "{} [{id}]: {count} frames ({payload_bytes} payload bytes) and {other} other events \
+             counted, not logged one by one (sampled)",
+            at.label()
+        ),
         EventKind::TcpSegment { segment } if frames => {
             format!(
                 "tcp {} → {} [{}] seq={} ack={} len={}",
@@ -129,6 +140,7 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
         EventKind::FrameSent { .. }
         | EventKind::FrameReceived { .. }
         | EventKind::LinkDecision { .. }
+        | EventKind::FramesFolded { .. }
         | EventKind::TcpSegment { .. } => return None,
         EventKind::FrameMalformed {
             at,

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
+use crate::event_sampling::{Folded, FrameSampler, Sampled, classify};
 use crate::wire::{ConnId, FrameKind};
 
 /// Which side of the UDP link an event happened at.
@@ -414,6 +415,17 @@ pub enum EventKind {
         client: ClientId,
         action: ClientAction,
     },
+    /// Per-frame events of one endpoint and id that a sampling sink counted instead of
+    /// sending (see [`EventSink::sampled_past`]): what they would have added, exactly.
+    FramesFolded {
+        at: Endpoint,
+        id: ConnId,
+        /// Frames sent, and their payload bytes.
+        frames: u64,
+        payload_bytes: u64,
+        /// Other per-frame events: frames received, TCP reads and writes, link decisions.
+        other: u64,
+    },
     /// A human-readable message.
     Log {
         level: Level,
@@ -467,6 +479,8 @@ pub struct EventSink {
     /// Whether the echo server's per-read and per-write `Tcp` events are wanted, on top of
     /// `frame_events`.
     echo_server_io: bool,
+    /// Past a rate, per-frame events are counted instead of sent.
+    sampler: Option<Arc<FrameSampler>>,
 }
 
 impl EventSink {
@@ -481,6 +495,7 @@ impl EventSink {
                 frame_events: true,
                 frames_received: true,
                 echo_server_io: true,
+                sampler: None,
             },
             rx,
         )
@@ -536,6 +551,16 @@ impl EventSink {
         self.echo_server_io && self.wants_frame_events()
     }
 
+    /// The same stream with at most `per_second` per-frame events a second (frames sent
+    /// and received, TCP reads and writes, client sends and echoes, link decisions); the
+    /// rest are counted per endpoint and id and arrive as [`EventKind::FramesFolded`], so a
+    /// consumer's totals stay exact while its traces become a sample. Other events (state
+    /// changes, logs, errors) always go through.
+    pub fn sampled_past(mut self, per_second: u32) -> Self {
+        self.sampler = Some(Arc::new(FrameSampler::new(per_second)));
+        self
+    }
+
     /// The same stream, with `observer` seeing every event first (and the byte counts the
     /// link and the TCP roles report to it).
     pub fn with_observer(mut self, observer: Arc<dyn EventObserver>) -> Self {
@@ -549,7 +574,8 @@ impl EventSink {
     }
 
     /// Sends without waiting; a full or closed stream counts the event as dropped. The
-    /// observer, if any, sees it first, whatever happens to it in the channel.
+    /// observer, if any, sees it first, whatever happens to it in the channel. Past the
+    /// sampling rate (if any), a per-frame event is counted instead of sent.
     pub fn emit(&self, kind: EventKind) {
         self.emit_at(SystemTime::now(), kind);
     }
@@ -561,10 +587,96 @@ impl EventSink {
             observer.observe(&kind);
         }
         let Some(tx) = &self.tx else { return };
+        if let Some(sampler) = &self.sampler {
+            match classify(&kind) {
+                Sampled::Always => {
+                    if let EventKind::Conn { id, .. } = &kind {
+                        // What the id carried so far goes before its change of state: after
+                        // it, the id may belong to another client.
+                        self.flush_id(tx, sampler, *id);
+                    }
+                }
+                Sampled::Frame(at, id, folded) => {
+                    if !sampler.admit() {
+                        sampler.fold(at, id, folded);
+                        return;
+                    }
+                    if sampler.pending(id) {
+                        self.flush_id(tx, sampler, id);
+                    }
+                }
+                Sampled::Uncounted => {
+                    if !sampler.admit() {
+                        sampler.fold_uncounted();
+                        return;
+                    }
+                }
+            }
+        }
+        self.send(tx, time, kind);
+    }
+
+    fn send(&self, tx: &mpsc::Sender<Event>, time: SystemTime, kind: EventKind) {
         let event = Event { time, kind };
         if tx.try_send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Sends one id's folded counts, both endpoints.
+    fn flush_id(&self, tx: &mpsc::Sender<Event>, sampler: &FrameSampler, id: ConnId) {
+        for at in [Endpoint::Proxy1, Endpoint::Proxy2] {
+            self.send_folded(tx, sampler, at, id);
+        }
+    }
+
+    fn send_folded(
+        &self,
+        tx: &mpsc::Sender<Event>,
+        sampler: &FrameSampler,
+        at: Endpoint,
+        id: ConnId,
+    ) {
+        let folded = sampler.take(at, id);
+        if folded.is_empty() {
+            return;
+        }
+        let Folded {
+            frames,
+            payload_bytes,
+            other,
+        } = folded;
+        let event = Event {
+            time: SystemTime::now(),
+            kind: EventKind::FramesFolded {
+                at,
+                id,
+                frames,
+                payload_bytes,
+                other,
+            },
+        };
+        // A full stream keeps the counts for the next flush: they are never lost.
+        if tx.try_send(event).is_err() {
+            sampler.put_back(at, id, folded);
+        }
+    }
+
+    /// Sends every count the sampler holds as [`EventKind::FramesFolded`] events, behind
+    /// whatever is already queued. A consumer of a sampled stream calls it regularly (the
+    /// TUI: every tick), so counts reach it even when traffic stops.
+    pub fn flush_folded(&self) {
+        let (Some(tx), Some(sampler)) = (&self.tx, &self.sampler) else {
+            return;
+        };
+        for (at, id) in sampler.pending_slots().collect::<Vec<_>>() {
+            self.send_folded(tx, sampler, at, id);
+        }
+    }
+
+    /// Per-frame events counted instead of sent, since the start (0 without sampling).
+    pub fn folded(&self) -> u64 {
+        self.sampler.as_ref().map_or(0, |s| s.total_folded())
     }
 
     pub fn log(&self, level: Level, role: Role, message: impl Into<String>) {

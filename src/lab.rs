@@ -624,6 +624,17 @@ impl Lab {
     /// proxy1 stops first, while proxy2 still listens: the `X` it sends for each open id is
     /// received (and captured as delivered), as when proxy1 alone is restarted.
     pub async fn shutdown(mut self) {
+        self.stop_everything().await;
+    }
+
+    /// Stops everything like [`Lab::shutdown`], then returns the exact totals: taken after the
+    /// roles have stopped, they count every frame that was sent (and so captured).
+    pub async fn shutdown_with_totals(mut self) -> LabSnapshot {
+        self.stop_everything().await;
+        self.snapshot()
+    }
+
+    async fn stop_everything(&mut self) {
         if let Some(proxy1) = self.proxy1.take() {
             proxy1.stop().await;
         }
@@ -633,6 +644,22 @@ impl Lab {
             .flatten()
         {
             running.stop().await;
+        }
+        self.wait_for_link_sockets(Duration::from_secs(2)).await;
+    }
+
+    /// Waits, at most `within`, until no link socket of the lab is left. A role's task ends
+    /// first, while its per-connection tasks wind down a moment later and may still send a
+    /// last frame (an `X`); only once every socket is gone are the counters final and every
+    /// frame handed to the capture. Each socket holds a clone of its endpoint's [`LinkStats`],
+    /// so the lab's own clones being the last ones says that.
+    async fn wait_for_link_sockets(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while (Arc::strong_count(&self.proxy1_stats) > 1
+            || Arc::strong_count(&self.proxy2_stats) > 1)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }

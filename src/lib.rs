@@ -9,6 +9,8 @@ pub mod capture;
 pub mod cli;
 pub mod describe;
 pub mod event;
+pub mod event_sampling;
+pub mod headless;
 pub mod impair;
 pub mod lab;
 pub mod link;

@@ -872,7 +872,7 @@ impl Inner {
     async fn tap_sent(
         &self,
         time: SystemTime,
-        datagram: impl Into<Vec<u8>>,
+        datagram: &[u8],
         to: SocketAddr,
         note: Option<String>,
         on_wire: bool,
@@ -882,7 +882,7 @@ impl Inner {
                 time,
                 src: self.local,
                 dst: to,
-                datagram: datagram.into(),
+                datagram: tap.copy(datagram),
                 note,
                 on_wire,
             })
@@ -920,7 +920,7 @@ impl Inner {
         if self.seal.is_none() {
             self.tap_sent(
                 SystemTime::now(),
-                datagram,
+                &datagram,
                 to,
                 verdict.capture_note(false),
                 false,
@@ -942,7 +942,7 @@ impl Inner {
                 time,
                 src: peer,
                 dst: self.local,
-                datagram: datagram.to_vec(),
+                datagram: tap.copy(datagram),
                 note,
                 on_wire: true,
             })

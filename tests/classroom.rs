@@ -192,3 +192,61 @@ async fn step_mode_holds_every_frame_and_lets_one_go_drops_one_or_copies_one() {
     }
     lab.shutdown().await;
 }
+
+/// "The data frame is lost": staged by hand in a reliable mode. The dropped `D` is sent again
+/// when its timer runs out, and the echo arrives intact after all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_reliable_mode_a_d_dropped_by_hand_is_retransmitted() {
+    use std::time::Duration;
+    use tunlab::event::LinkDirection::ToProxy2;
+    use tunlab::transport::{RtoConfig, TransportConfig};
+    use tunlab::wire::{FrameKind, WireMode};
+    let mode = WireMode::SelectiveRepeat;
+    let mut config = LabConfig {
+        mode,
+        ..LabConfig::ephemeral()
+    };
+    let transport = TransportConfig {
+        rto: RtoConfig::Fixed(Duration::from_millis(100)),
+        ..TransportConfig::for_mode(mode)
+    };
+    config.proxy1.transport = Some(transport);
+    config.proxy2.transport = Some(transport);
+    // Nothing but the steps below on the held link: no re-sent C, no probe.
+    config.proxy1.connect_retry = Duration::from_secs(600);
+    let (events, _rx) = EventSink::channel(65536);
+    let mut lab = Lab::start(config, events).await.unwrap();
+    let client = lab.add_client().await.unwrap();
+    until(&lab, "the connection to open", |lab| {
+        lab.snapshot().proxy1.received.ok == 1
+    })
+    .await;
+    lab.set_hold(true);
+    lab.client_send(client, b"hola".to_vec()).unwrap();
+    until(&lab, "the D to be held", |lab| {
+        lab.held_frames()
+            .iter()
+            .any(|h| h.direction == ToProxy2 && h.frame.kind == FrameKind::Data)
+    })
+    .await;
+    let d = lab.held_frames()[0].clone();
+    assert_eq!(&d.frame.preview[..], b"hola");
+    lab.drop_held(d.id).unwrap();
+    // Its timer runs out and the same bytes are offered again: held once more.
+    until(&lab, "the retransmission to be held", |lab| {
+        lab.held_frames().iter().any(|h| {
+            h.direction == ToProxy2
+                && h.frame.kind == FrameKind::Data
+                && &h.frame.preview[..] == b"hola"
+        })
+    })
+    .await;
+    lab.set_hold(false);
+    until(&lab, "the echo, intact", |lab| {
+        let status = lab.client_status(client).unwrap();
+        status.echoed_bytes == 4 && status.intact
+    })
+    .await;
+    assert_eq!(lab.snapshot().link.to_proxy2.dropped_by.by_hand, 1);
+    lab.shutdown().await;
+}

@@ -546,6 +546,49 @@ fn pause_keeps_what_arrives_and_shows_it_on_resume_and_clear_empties() {
     assert!(state.log.is_empty());
 }
 
+/// Past the TUI's rate, what was not traced one by one is counted and marked: one line in
+/// the trace, one note across the ladder, for a run of folded counts (merged, not repeated),
+/// and the connection's counts include them.
+#[test]
+fn sampled_frames_are_marked_in_the_trace_and_the_ladder() {
+    use tunlab::event::{Endpoint, EventKind};
+    let mut state = new_state(3500);
+    let mut script = classroom();
+    for (ms, at, frames) in [
+        (3000, Endpoint::Proxy1, 700),
+        (3100, Endpoint::Proxy2, 650),
+        (3200, Endpoint::Proxy1, 300),
+    ] {
+        script.at(
+            ms,
+            EventKind::FramesFolded {
+                at,
+                id: id(1),
+                frames,
+                payload_bytes: frames * 1498,
+                other: frames / 10,
+            },
+        );
+    }
+    script.apply(&mut state);
+    apply_snapshot(&mut state, &classroom_snapshot());
+    state.view.selected = Selection::Conn(id(1));
+    assert_eq!(state.conns[1].to_proxy2.frames, 2 + 1000);
+    assert_eq!(state.counters.events_sampled, 1650 + 165);
+    assert_snapshot!(screen(100, 10, |f| trace::render(
+        f,
+        f.area(),
+        &state,
+        id(1)
+    )));
+    assert_snapshot!(screen(100, 10, |f| ladder::render(
+        f,
+        f.area(),
+        &state,
+        id(1)
+    )));
+}
+
 /// Step mode: the held frames replace the log, in order, the chosen one marked; Tab moves the
 /// choice, `x` drops the chosen one and `d` copies it, `.` lets the oldest go.
 #[test]

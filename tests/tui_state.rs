@@ -14,8 +14,8 @@ use tunlab::event::{
 };
 use tunlab::tui::app::parse_message;
 use tunlab::tui::state::{
-    LADDER_CAPACITY, LOG_CAPACITY, LadderEntry, Lane, Ring, Selection, TRACE_CAPACITY, TraceLine,
-    apply_snapshot, update,
+    HasTime, LADDER_CAPACITY, LOG_CAPACITY, LadderEntry, Lane, Ring, Selection, TRACE_CAPACITY,
+    TraceLine, apply_snapshot, update,
 };
 use tunlab::wire::{ConnId, FrameKind};
 
@@ -106,25 +106,9 @@ fn late_events_are_placed_in_time_order() {
     events.reverse();
     script.events.extend(events);
     script.apply(&mut state);
-    let times: Vec<_> = state.conns[0]
-        .ladder
-        .iter()
-        .map(|entry| match entry {
-            LadderEntry::Arrow { time, .. }
-            | LadderEntry::Note { time, .. }
-            | LadderEntry::IdGiven { time, .. } => *time,
-        })
-        .collect();
+    let times: Vec<_> = state.conns[0].ladder.iter().map(HasTime::time).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
-    let trace_times: Vec<_> = state.conns[0]
-        .trace
-        .iter()
-        .map(|line| match line {
-            TraceLine::Frame { time, .. }
-            | TraceLine::NewConnection { time, .. }
-            | TraceLine::Link { time, .. } => *time,
-        })
-        .collect();
+    let trace_times: Vec<_> = state.conns[0].trace.iter().map(HasTime::time).collect();
     assert!(trace_times.windows(2).all(|w| w[0] <= w[1]));
 }
 

@@ -3,38 +3,38 @@
 //! shares a runtime or an allocator with the tunnel it measures.
 //!
 //! Two optional consumers are attached the way `tunlab`'s TUI attaches them:
-//! - events: an [`EventSink::channel`] folded by the TUI's own `update`, with the TUI's
-//!   refresh (lab snapshot and a full redraw, 30 times a second) drawn into an off-screen
-//!   120×40 terminal instead of a real one;
+//! - events: the TUI's own loop ([`ScreenLoop`]: the sampled event stream folded by the TUI's
+//!   `update`, a redraw on its clock whenever something shown changed) drawing a 120×40
+//!   screen through ratatui's crossterm backend into /dev/null (the escape sequences are
+//!   built and written; no terminal parses them);
 //! - capture: the real [`CaptureWriter`] (classic pcap) on `LabConfig.capture`.
-//!
-//! The loop below has the shape of `tunlab::tui::app::run`, minus keys and the terminal.
 
 use std::io::{BufRead, Write};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
+use ratatui::backend::CrosstermBackend;
+use ratatui::layout::Rect;
+use ratatui::{Terminal, TerminalOptions, Viewport};
 use tunlab::capture::{CaptureFormat, CapturePlan, CaptureTarget, CaptureWriter};
 use tunlab::event::{EventSink, Role};
 use tunlab::lab::{Lab, LabConfig};
-use tunlab::tui::render;
-use tunlab::tui::state::{TuiState, apply_snapshot, events_for_tui, update};
+use tunlab::tui::screen_loop::ScreenLoop;
+use tunlab::tui::state::{TuiState, events_for_tui};
 use tunlab::wire::WireMode;
 
 /// Which event consumer the "events on" rows use.
-pub const EVENT_CONSUMER: &str = "the TUI's own event fold (`tui::state::update`, batches of up \
-     to 4096 events as its loop takes them) and its refresh (lab snapshot plus `tui::render::draw` \
-     of the whole screen at 30 frames a second, into an off-screen 120×40 ratatui TestBackend)";
+pub const EVENT_CONSUMER: &str = "the TUI's own loop (`tui::screen_loop::ScreenLoop`: its \
+     sampled event stream folded by `tui::state::update`, the screen redrawn when something on it \
+     changed, at most 30 times a second) drawing 120×40 through ratatui's crossterm backend into \
+     /dev/null";
 
 /// Which capture writer the "capture on" rows use.
 pub const CAPTURE_WRITER: &str = "the real capture writer (`capture::CaptureWriter`, classic \
      pcap, default queue) writing to a file in the system's temporary directory, deleted after \
      each run";
 
-/// Event channel capacity and batch size, as the TUI uses them.
+/// Event channel capacity, as the TUI uses it.
 const EVENT_CAPACITY: usize = tunlab::tui::app::EVENT_CAPACITY;
-const BATCH: usize = 4096;
 
 /// What the child was asked to attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +145,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             capture: capture.as_ref().map(CaptureWriter::tap),
             ..LabConfig::ephemeral()
         };
-        let lab = Lab::start(config, events.clone()).await?;
+        let mut lab = Lab::start(config, events.clone()).await?;
         println!("READY {}", lab.addrs().proxy1_tcp);
         std::io::stdout().flush()?;
 
@@ -161,40 +161,27 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             None => {
                 let _ = (&mut stdin_closed).await;
             }
-            Some(mut rx) => {
-                // The TUI's loop without keys: fold events as they come, redraw on the tick.
-                let mut state =
-                    TuiState::new(SystemTime::now(), WireMode::Classic, Some(lab.addrs()));
-                let mut terminal = Terminal::new(TestBackend::new(120, 40))?;
-                let mut tick = tokio::time::interval(Duration::from_millis(
-                    1000 / tunlab::tui::app::FRAMES_PER_SECOND,
-                ));
-                let mut batch = Vec::with_capacity(BATCH);
-                let mut dirty = true;
-                loop {
-                    tokio::select! {
-                        _ = &mut stdin_closed => break,
-                        _ = tick.tick() => {
-                            apply_snapshot(&mut state, &lab.snapshot());
-                            if dirty {
-                                terminal.draw(|frame| render::draw(frame, &state))?;
-                                summary.redraws += 1;
-                                dirty = false;
-                            }
-                        }
-                        received = rx.recv_many(&mut batch, BATCH) => {
-                            if received == 0 {
-                                let _ = (&mut stdin_closed).await;
-                                break;
-                            }
-                            summary.events_seen += received as u64;
-                            for event in batch.drain(..) {
-                                update(&mut state, event);
-                            }
-                            dirty = true;
-                        }
-                    }
-                }
+            Some(rx) => {
+                let state = TuiState::new(SystemTime::now(), WireMode::Classic, Some(lab.addrs()));
+                let sink = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+                let terminal = Terminal::with_options(
+                    CrosstermBackend::new(sink),
+                    TerminalOptions {
+                        viewport: Viewport::Fixed(Rect::new(0, 0, 120, 40)),
+                    },
+                )?;
+                // No keys: the sender stays alive so the loop keeps listening for none.
+                let (_keys, inputs) = tokio::sync::mpsc::unbounded_channel();
+                let mut screen = ScreenLoop::new(terminal, lab, state, rx, inputs, None);
+                let draws = screen.draw_counter();
+                screen
+                    .run(async {
+                        let _ = (&mut stdin_closed).await;
+                    })
+                    .await?;
+                summary.redraws = draws.load(std::sync::atomic::Ordering::Relaxed);
+                summary.events_seen = screen.state.counters.events_seen;
+                lab = screen.lab;
             }
         }
 

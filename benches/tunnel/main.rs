@@ -26,7 +26,7 @@ use clap::Parser;
 
 use client::Pacing;
 use lab_child::LabOptions;
-use paths::{EchoServer, PathKind, RunningPath, Tools, find_tool, progress};
+use paths::{BinaryOptions, EchoServer, PathKind, RunningPath, Tools, find_tool, progress};
 use report::{PathResult, Round, RunInfo};
 
 #[derive(Debug, Parser)]
@@ -54,7 +54,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these paths (comma-separated: direct, kcptun, classic, lab, lab-events,
-    /// lab-capture, lab-both). Default: all.
+    /// lab-capture, lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture). Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Markdown file to write the results into (between its bench markers).
@@ -87,6 +87,7 @@ struct Args {
 
 fn all_paths() -> Vec<(&'static str, PathKind)> {
     let lab = |events, capture| PathKind::Lab(LabOptions { events, capture });
+    let bin = |tui, capture| PathKind::Binary(BinaryOptions { tui, capture });
     vec![
         ("direct", PathKind::Direct),
         ("kcptun", PathKind::Kcptun),
@@ -95,6 +96,10 @@ fn all_paths() -> Vec<(&'static str, PathKind)> {
         ("lab-events", lab(true, false)),
         ("lab-capture", lab(false, true)),
         ("lab-both", lab(true, true)),
+        ("bin-bare", bin(false, false)),
+        ("bin-capture", bin(false, true)),
+        ("bin-tui", bin(true, false)),
+        ("bin-tui-capture", bin(true, true)),
     ]
 }
 
@@ -122,7 +127,8 @@ fn main() -> anyhow::Result<()> {
         .collect();
     anyhow::ensure!(
         !selected.is_empty(),
-        "--only matched no path; names: direct, kcptun, classic, lab, lab-events, lab-capture, lab-both"
+        "--only matched no path; names: direct, kcptun, classic, lab, lab-events, lab-capture, \
+         lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture"
     );
 
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -130,7 +136,11 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&logs)?;
     let needs_kcptun = selected.contains(&PathKind::Kcptun) && args.profile.is_none();
     let mut tools = Tools {
-        tunlab: PathBuf::from(env!("CARGO_BIN_EXE_tunlab")),
+        // TUNLAB_BENCH_TUNLAB: another build of `tunlab` (an older commit's, for a before
+        // and after of the bin-* paths); the in-process lab paths always run this build.
+        tunlab: std::env::var_os("TUNLAB_BENCH_TUNLAB")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tunlab"))),
         kcptun_client: if needs_kcptun {
             find_tool("kcptun-client")?
         } else {
@@ -148,12 +158,17 @@ fn main() -> anyhow::Result<()> {
         let kind = all_paths()
             .into_iter()
             .find(|(name, kind)| {
-                *name == args.profile_path && matches!(kind, PathKind::Classic | PathKind::Lab(_))
+                *name == args.profile_path
+                    && matches!(
+                        kind,
+                        PathKind::Classic | PathKind::Lab(_) | PathKind::Binary(_)
+                    )
             })
             .map(|(_, kind)| kind)
             .ok_or_else(|| {
                 anyhow::anyhow!(
-                    "--profile-path is one of classic, lab, lab-events, lab-capture, lab-both; not {:?}",
+                    "--profile-path is one of classic, lab, lab-events, lab-capture, lab-both, bin-bare, \
+                     bin-capture, bin-tui, bin-tui-capture; not {:?}",
                     args.profile_path
                 )
             })?;
@@ -295,10 +310,15 @@ async fn measure_path(
         Err(e) => round.errors.push(format!("concurrent: {e:#}")),
     }
     settle().await;
+    let cpu_before = path.cpu_time();
     match client::goodput(target, goodput_time, u64::MAX, window).await {
         Ok(r) => round.goodput_bounded = Some(r),
         Err(e) => round.errors.push(format!("goodput (paced): {e:#}")),
     }
+    round.cpu_goodput_bounded = path
+        .cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     settle().await;
     // Last: at full speed classic mode may leave queues full of stale data.
     let drops_before = udp_receive_buffer_drops();

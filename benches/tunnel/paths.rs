@@ -6,6 +6,7 @@
 //! classic    client ──TCP──▶ tunlab proxy1 ══UDP══▶ tunlab proxy2 ──TCP──▶ echo-server
 //! lab        client ──TCP──▶ [bench --lab-child: Lab = proxy1 ══UDP══▶ proxy2 ──▶ echo server]
 //! kcptun     client ──TCP──▶ kcptun-client ══UDP (KCP)══▶ kcptun-server ──TCP──▶ echo-server
+//! bin-*      client ──TCP──▶ [`tunlab` itself: --no-tui, or its TUI on a 120×40 pty]
 //! ```
 //!
 //! direct, classic and kcptun share one `tunlab echo-server` process. The lab always runs its
@@ -48,6 +49,27 @@ pub enum PathKind {
     Classic,
     /// The in-process lab with or without its consumers.
     Lab(LabOptions),
+    /// The `tunlab` binary's own lab, as people run it (issue 18).
+    Binary(BinaryOptions),
+}
+
+/// How the `tunlab` binary runs its lab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BinaryOptions {
+    /// Its TUI, drawn on a 120×40 pseudo-terminal whose other end this bench reads and
+    /// discards (the terminal's cost to the lab: its writes); otherwise `--no-tui`.
+    pub tui: bool,
+    /// Capturing to a file (classic pcap, in the system's temporary directory); otherwise
+    /// `--no-capture`.
+    pub capture: bool,
+}
+
+impl BinaryOptions {
+    /// The bare lab: `--no-tui --no-capture`, the baseline of the watching costs.
+    pub const BARE: BinaryOptions = BinaryOptions {
+        tui: false,
+        capture: false,
+    };
 }
 
 impl PathKind {
@@ -56,6 +78,12 @@ impl PathKind {
             PathKind::Direct => "direct TCP".into(),
             PathKind::Kcptun => "kcptun (fast3, no crypt)".into(),
             PathKind::Classic => "tunlab classic, proxy1+proxy2 processes".into(),
+            PathKind::Binary(BinaryOptions { tui, capture }) => match (tui, capture) {
+                (false, false) => "tunlab --no-tui --no-capture (bare)".into(),
+                (false, true) => "tunlab --no-tui, capture on".into(),
+                (true, false) => "tunlab TUI 120×40 (pty), --no-capture".into(),
+                (true, true) => "tunlab TUI 120×40 (pty), capture on".into(),
+            },
             PathKind::Lab(LabOptions { events, capture }) => {
                 let mut name = "tunlab in-process lab".to_string();
                 match (events, capture) {
@@ -90,6 +118,12 @@ impl Process {
             name: name.into(),
             child,
         })
+    }
+
+    /// The process's threads' time on a CPU so far (from /proc; precise to the nanosecond
+    /// through schedstat, where the kernel has it).
+    fn cpu_time(&self) -> Option<Duration> {
+        cpu_time_of(self.child.id())
     }
 
     /// Fails if the process has already exited (a port clash, a bad flag).
@@ -138,6 +172,31 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time used so far by process `pid`, all its live threads summed: `/proc/PID/task/*/
+/// schedstat` (nanoseconds), or `/proc/PID/stat` (clock ticks) where schedstat is missing.
+pub fn cpu_time_of(pid: u32) -> Option<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0u64;
+    let mut any = false;
+    for task in tasks.flatten() {
+        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).ok();
+        if let Some(ns) = schedstat.and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok()) {
+            total += ns;
+            any = true;
+        }
+    }
+    if any {
+        return Some(Duration::from_nanos(total));
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
 }
 
 /// A port that was free a moment ago (the bind is released before the child takes it).
@@ -211,6 +270,8 @@ pub struct RunningPath {
     pub target: SocketAddr,
     processes: Vec<Process>,
     lab: Option<LabHandle>,
+    /// A directory of the path's own (captures), removed when it stops.
+    scratch: Option<PathBuf>,
 }
 
 struct LabHandle {
@@ -227,6 +288,7 @@ impl RunningPath {
             target: echo.addr,
             processes: Vec::new(),
             lab: None,
+            scratch: None,
         };
         match kind {
             PathKind::Direct => {}
@@ -278,6 +340,22 @@ impl RunningPath {
                 )?);
                 running.target = localhost(tcp);
             }
+            PathKind::Binary(options) => {
+                if options.capture {
+                    let dir = std::env::temp_dir()
+                        .join(format!("tunlab-bench-captures-{}", std::process::id()));
+                    std::fs::create_dir_all(&dir)?;
+                    running.scratch = Some(dir);
+                }
+                let (process, target) = start_binary_lab(
+                    options,
+                    tools,
+                    running.scratch.as_deref(),
+                    &log("binary-lab"),
+                )?;
+                running.processes.push(process);
+                running.target = target;
+            }
             PathKind::Lab(options) => {
                 let lab = LabHandle::start(options, tools, &log("lab"))?;
                 running.lab = Some(lab.0);
@@ -285,6 +363,20 @@ impl RunningPath {
             }
         }
         Ok(running)
+    }
+
+    /// CPU time used so far by the path's own processes (not the echo server, not the
+    /// client); `None` for direct TCP, which has none.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let mut times: Vec<Option<Duration>> =
+            self.processes.iter().map(Process::cpu_time).collect();
+        if let Some(lab) = &self.lab {
+            times.push(lab.process.cpu_time());
+        }
+        if times.is_empty() {
+            return None;
+        }
+        times.into_iter().sum()
     }
 
     /// Fails if any process of the path died.
@@ -304,7 +396,126 @@ impl RunningPath {
         for process in self.processes.iter_mut().rev() {
             process.terminate(Duration::from_secs(30));
         }
+        if let Some(dir) = self.scratch.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         self.lab.take().and_then(LabHandle::stop)
+    }
+}
+
+/// Starts `tunlab`'s own lab on free ports with no lab clients, headless or on a pty, and
+/// returns it with proxy1's address.
+fn start_binary_lab(
+    options: BinaryOptions,
+    tools: &Tools,
+    capture_dir: Option<&Path>,
+    log: &Path,
+) -> anyhow::Result<(Process, SocketAddr)> {
+    let proxy1 = free_tcp_port()?;
+    let mut command = tools.tunnel_command(&tools.tunlab, "lab");
+    command.args(["--clients", "0", "--proxy1-port", &proxy1.to_string()]);
+    command.args(["--server-port", &free_tcp_port()?.to_string()]);
+    command.args(["--proxy2-port", &free_udp_port()?.to_string()]);
+    match capture_dir {
+        Some(dir) if options.capture => {
+            command.arg("--capture-dir").arg(dir);
+        }
+        _ => {
+            command.arg("--no-capture");
+        }
+    }
+    let process = if options.tui {
+        pty::spawn(&mut command, 120, 40, log)?
+    } else {
+        command.arg("--no-tui");
+        Process::spawn("tunlab --no-tui", &mut command, log)?
+    };
+    Ok((process, localhost(proxy1)))
+}
+
+/// A child on a pseudo-terminal, the way a terminal emulator runs it.
+mod pty {
+    use std::fs::File;
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+
+    use anyhow::Context;
+
+    use super::Process;
+
+    /// Starts `command` with a `columns`×`rows` pty as its controlling terminal and stdin,
+    /// stdout and stderr. A thread reads everything it draws and throws it away, as fast as
+    /// it comes (a terminal that keeps up); the first 64 KiB go to `log`.
+    pub fn spawn(
+        command: &mut Command,
+        columns: u16,
+        rows: u16,
+        log: &Path,
+    ) -> anyhow::Result<Process> {
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: columns,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two fds into the given ints and reads the winsize.
+        let opened = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                &size,
+            )
+        };
+        anyhow::ensure!(
+            opened == 0,
+            "openpty failed: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: both fds were just opened and are owned here alone.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let slave_fd = slave.as_raw_fd();
+        command
+            .stdin(Stdio::from(slave.try_clone()?))
+            .stdout(Stdio::from(slave.try_clone()?))
+            .stderr(Stdio::from(slave.try_clone()?));
+        // SAFETY: setsid and ioctl are async-signal-safe, as pre_exec requires.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setsid() < 0 || libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().context("cannot start tunlab on a pty")?;
+        drop(slave);
+        let mut log = File::create(log)?;
+        let mut master = File::from(master);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut logged = 0;
+            // Ends with EIO once the child has exited and the slave is closed.
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if logged < buf.len() {
+                    let _ = std::io::Write::write_all(&mut log, &buf[..n.min(buf.len() - logged)]);
+                    logged += n;
+                }
+            }
+        });
+        Ok(Process {
+            name: "tunlab TUI (pty)".into(),
+            child,
+        })
     }
 }
 

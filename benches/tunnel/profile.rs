@@ -88,6 +88,12 @@ pub fn run(
             capture: true,
         }) => "lab-capture",
         PathKind::Lab(_) => "lab-both",
+        PathKind::Binary(options) => match (options.tui, options.capture) {
+            (false, false) => "bin-bare",
+            (false, true) => "bin-capture",
+            (true, false) => "bin-tui",
+            (true, true) => "bin-tui-capture",
+        },
         other => anyhow::bail!(
             "only the tunnel paths can be profiled, not {}",
             other.name()

@@ -31,6 +31,7 @@ mod writer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::sync::mpsc;
@@ -134,16 +135,65 @@ impl order::Stamped for Record {
     }
 }
 
+/// Datagram buffers the writer hands back once their records are in the file, for the taps
+/// to copy the next datagrams into: a tap then allocates nothing per frame (a 1.5 kB block,
+/// freed on another thread, cost as much as the rest of the tap). Holds at most as many as
+/// the queue, so it never keeps more memory than a full queue would.
+#[derive(Debug)]
+pub(crate) struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl BufferPool {
+    fn new(keep: usize) -> Self {
+        BufferPool {
+            free: Mutex::new(Vec::with_capacity(keep)),
+            keep,
+        }
+    }
+
+    /// A copy of `bytes` in a reused buffer when there is one.
+    fn copy(&self, bytes: &[u8]) -> Vec<u8> {
+        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut buffer = reused.unwrap_or_else(|| Vec::with_capacity(crate::wire::MAX_DATAGRAM));
+        buffer.clear();
+        buffer.extend_from_slice(bytes);
+        buffer
+    }
+
+    /// Takes back the buffers of written records (all at once: one lock per batch).
+    pub(crate) fn give_back(&self, spent: &mut Vec<Vec<u8>>) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let room = self.keep.saturating_sub(free.len());
+        free.extend(spent.drain(..).take(room));
+        spent.clear();
+    }
+}
+
 /// The sending side of the capture writer's channel.
 #[derive(Clone, Debug)]
 pub struct CaptureTap {
     tx: mpsc::Sender<TapRecord>,
+    pool: Arc<BufferPool>,
 }
 
 impl CaptureTap {
     pub fn channel(capacity: usize) -> (CaptureTap, mpsc::Receiver<TapRecord>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (CaptureTap { tx }, rx)
+        let pool = Arc::new(BufferPool::new(capacity));
+        (CaptureTap { tx, pool }, rx)
+    }
+
+    /// The buffers this tap copies datagrams into (the writer gives them back).
+    pub(crate) fn pool(&self) -> Arc<BufferPool> {
+        self.pool.clone()
+    }
+
+    /// A copy of a datagram for a [`TapRecord`], in a buffer the writer gave back when it
+    /// has one (no allocation per frame once traffic flows).
+    pub fn copy(&self, datagram: &[u8]) -> Vec<u8> {
+        self.pool.copy(datagram)
     }
 
     /// Hands one datagram to the writer; waits only while the bounded buffer is full.

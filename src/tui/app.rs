@@ -1,21 +1,17 @@
-//! The TUI's loop: keys become [`Command`]s on the [`Lab`], events fold into the state, and
-//! the screen is redrawn at most [`FRAMES_PER_SECOND`] times a second.
-//!
-//! The data path never waits for the screen: roles `try_send` into a bounded channel (and
-//! count what they drop), this loop drains it in batches, and drawing happens on a timer
-//! that takes priority over draining, so a flood of events cannot starve the screen and a
-//! slow terminal cannot back up the tunnel.
+//! The TUI's keys and commands: a key becomes a [`Command`] on the [`Lab`] (pure, so tests
+//! script keys), carried out with the same calls a script uses; and [`run`], which sets up
+//! the lab and the terminal, runs the [`ScreenLoop`] and tears everything down.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ratatui::crossterm::event::{Event as Input, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use tokio::time::MissedTickBehavior;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use tokio::sync::mpsc;
 
-use super::render;
-use super::state::{CaptureView, MonitorView, Selection, TuiState, apply_snapshot, update};
+use super::screen_loop::ScreenLoop;
+use super::state::{MonitorView, Selection, TuiState};
 use super::terminal::{self, InputReader, QuitSignals};
 use crate::capture::{CaptureWriter, TcpCapture};
 use crate::cli::LabArgs;
@@ -29,8 +25,6 @@ use crate::wire::ConnId;
 pub const FRAMES_PER_SECOND: u64 = 30;
 /// Events the roles may queue for the UI before new ones are dropped (and counted).
 pub const EVENT_CAPACITY: usize = 64 * 1024;
-/// Events folded per wake-up before the loop looks at keys and the clock again.
-const BATCH: usize = 4096;
 /// Rows PgUp/PgDn move the detail pane.
 const PAGE: usize = 10;
 
@@ -550,10 +544,10 @@ impl Chatter {
 /// Runs the lab with the TUI until the person quits or a signal arrives.
 /// `tcp` is the packet socket `--capture-tcp` opened (the permission already checked).
 pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<ExitCode> {
-    let (events, mut rx) = EventSink::channel(EVENT_CAPACITY);
+    let (events, rx) = EventSink::channel(EVENT_CAPACITY);
     let events = crate::tui::state::events_for_tui(events);
     // With a monitor on, its connection table sees every event before the screen's channel
-    // could drop one.
+    // could drop one (or the sampling count it instead).
     let monitor_plan = args.monitor.plan();
     let conns = monitor_plan.is_on().then(|| Arc::new(ConnTable::new()));
     let events = match &conns {
@@ -620,82 +614,27 @@ pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<Exit
         admin: monitor.admin_addr(),
     });
     // In order, so client N gets id N-1 on a fresh lab.
-    if let Err(e) = lab.add_clients(args.clients).await {
+    if let Err(e) = lab.add_clients(args.clients_to_start(true)).await {
         state.note(Level::Error, format!("cannot add a client: {e}"));
     }
     state.chatter_interval = args.chatter;
     state.chatter = args.chatter;
-    let mut chatter = Chatter::default();
     let mut signals = QuitSignals::new()?;
-    let mut session = terminal::enter()?;
+    let (screen_terminal, session) = terminal::enter()?;
     let mut input = InputReader::spawn()?;
-    let mut tick = tokio::time::interval(Duration::from_millis(1000 / FRAMES_PER_SECOND));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut events_open = true;
-    let mut dirty = true;
-    loop {
-        tokio::select! {
-            // Order matters: quitting, keys and the redraw clock come before draining events,
-            // so a flood of events never starves them.
-            biased;
-            _ = signals.recv() => break,
-            Some(input) = input.events.recv() => {
-                if let Input::Key(key) = input
-                    && let Some(command) = handle_key(&mut state, key)
-                    && execute(&mut lab, &mut state, command).await
-                {
-                    break;
-                }
-                dirty = true;
-            }
-            _ = chatter.due(state.chatter) => chatter.speak(&lab, &mut state),
-            _ = tick.tick() => {
-                let before = state.counters;
-                apply_snapshot(&mut state, &lab.snapshot());
-                if let Some(status) = &capture_status {
-                    // The file name only: the header is narrow, and the whole path is printed
-                    // when the lab ends.
-                    let name = status.path().file_name().unwrap_or_default();
-                    let view = CaptureView {
-                        path: name.to_string_lossy().into_owned(),
-                        frames: status.frames_written(),
-                        failed: status.failed(),
-                    };
-                    dirty |= state.capture.as_ref() != Some(&view);
-                    state.capture = Some(view);
-                }
-                for role in [Role::EchoServer, Role::Proxy2, Role::Proxy1] {
-                    state.set_running(role, lab.is_running(role));
-                }
-                let hold = hold_view(&lab);
-                dirty |= hold != state.hold;
-                state.set_hold(hold);
-                for panic in terminal::take_other_panics() {
-                    state.note(Level::Error, panic);
-                }
-                dirty |= state.counters != before;
-                if dirty {
-                    session.terminal.draw(|frame| render::draw(frame, &state))?;
-                    dirty = false;
-                }
-            }
-            received = rx.recv_many(&mut batch, BATCH), if events_open => {
-                events_open = received > 0;
-                for event in batch.drain(..) {
-                    update(&mut state, event);
-                }
-                dirty = true;
-            }
-        }
-    }
+    // The loop takes the keys; the reader keeps its thread until it is dropped.
+    let inputs = std::mem::replace(&mut input.events, mpsc::unbounded_channel().1);
+    let mut screen = ScreenLoop::new(screen_terminal, lab, state, rx, inputs, capture_status);
+    let outcome = screen.run(signals.recv()).await;
     drop(input);
     drop(session);
-    let snapshot = lab.snapshot();
+    let lab = screen.lab;
     if let Some(monitor) = monitor {
         monitor.stop().await;
     }
-    lab.shutdown().await;
+    outcome?;
+    // Taken once every role has stopped: the totals match the capture frame for frame.
+    let snapshot = lab.shutdown_with_totals().await;
     // After the roles have stopped, so every frame they sent is in the file.
     let captured = match capture {
         Some(capture) => Some(capture.finish().await),
@@ -705,19 +644,6 @@ pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<Exit
     for panic in terminal::take_other_panics() {
         let _ = writeln!(std::io::stderr(), "{panic}");
     }
-    let _ = writeln!(
-        std::io::stdout(),
-        "tunlab: {} clients; {} frames on the link (p1→p2 {}, p2→p1 {}); {} malformed, {} ignored; {} events the screen dropped",
-        snapshot.clients.len(),
-        snapshot.proxy1.sent.total() + snapshot.proxy2.sent.total(),
-        snapshot.proxy1.sent.total(),
-        snapshot.proxy2.sent.total(),
-        snapshot.proxy1.malformed + snapshot.proxy2.malformed,
-        snapshot.proxy1.ignored + snapshot.proxy2.ignored,
-        snapshot.events_dropped,
-    );
-    if let Some(captured) = captured {
-        let _ = writeln!(std::io::stdout(), "{}", captured.describe());
-    }
+    crate::headless::print_totals(&snapshot, captured.as_ref(), "events the screen dropped");
     Ok(ExitCode::SUCCESS)
 }

@@ -7,12 +7,14 @@
 //!
 //! - [`state`]: what is known, a pure fold of events (`update`) and lab snapshots.
 //! - [`render`]: one file per panel, pure functions of the state.
-//! - [`app`]: keys to commands (pure), and the loop that ties lab, state and screen together.
+//! - [`app`]: keys to commands (pure), and setting up and tearing down the lab and terminal.
+//! - [`screen_loop`]: the loop that ties lab, state and screen together, on any backend.
 //! - `terminal`: raw mode, the alternate screen, and restoring them on every way out.
 
 pub mod app;
 pub mod play;
 pub mod render;
+pub mod screen_loop;
 pub mod state;
 mod terminal;
 

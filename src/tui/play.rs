@@ -26,7 +26,9 @@ use crate::script::{EXIT_FAILED, EXIT_INVALID, EXIT_PASSED};
 const FRAME: Duration = Duration::from_millis(1000 / super::app::FRAMES_PER_SECOND);
 
 struct PlayFront {
-    session: TerminalSession,
+    terminal: ratatui::Terminal<terminal::ScreenBackend>,
+    /// Restores the terminal when dropped.
+    _session: TerminalSession,
     input: InputReader,
     state: TuiState,
     last_draw: Instant,
@@ -37,10 +39,7 @@ struct PlayFront {
 impl PlayFront {
     fn draw(&mut self) {
         let state = &self.state;
-        let _ = self
-            .session
-            .terminal
-            .draw(|frame| render::draw(frame, state));
+        let _ = self.terminal.draw(|frame| render::draw(frame, state));
         self.last_draw = Instant::now();
     }
 
@@ -195,10 +194,11 @@ pub async fn run(
         every,
         ..PlayView::default()
     });
-    let session = terminal::enter()?;
+    let (screen, session) = terminal::enter()?;
     let input = InputReader::spawn()?;
     let mut front = PlayFront {
-        session,
+        terminal: screen,
+        _session: session,
         input,
         state,
         last_draw: Instant::now(),

@@ -22,6 +22,11 @@ use crate::wire::{ConnId, FrameKind, WireMode};
 pub const TRACE_CAPACITY: usize = 512;
 /// Ladder rows kept per connection id.
 pub const LADDER_CAPACITY: usize = 512;
+/// Per-frame events the TUI takes one by one each second; past this its traces and ladders
+/// are a sample (marked as such) while per-connection counts stay exact. A screen redrawn 30
+/// times a second cannot show more, and folding every event of a tunnel at full speed cost
+/// the lab more than the tunnel itself.
+pub const TUI_EVENTS_PER_SECOND: u32 = 2_000;
 /// Lines kept in the log pane.
 pub const LOG_CAPACITY: usize = 500;
 /// Accepted-but-not-yet-assigned TCP clients remembered at proxy1 (for the ladder's first
@@ -81,6 +86,9 @@ impl<T> Ring<T> {
     }
     pub fn back(&self) -> Option<&T> {
         self.items.back()
+    }
+    pub fn back_mut(&mut self) -> Option<&mut T> {
+        self.items.back_mut()
     }
 }
 
@@ -168,6 +176,16 @@ pub enum TraceLine {
     },
     /// The id was given to a new TCP client; what follows belongs to it.
     NewConnection { time: Duration, client: SocketAddr },
+    /// Frames and other per-frame events counted but not traced one by one: past the TUI's
+    /// rate ([`TUI_EVENTS_PER_SECOND`]), traces are a sample and say so.
+    Sampled {
+        /// When the last of these counts arrived.
+        time: Duration,
+        to_proxy2: Flow,
+        to_proxy1: Flow,
+        /// TCP reads and writes and link decisions.
+        other: u64,
+    },
     /// The link emulator did something to a frame (dropped, delayed, duplicated…).
     Link {
         time: Duration,
@@ -183,6 +201,7 @@ impl HasTime for TraceLine {
         match self {
             TraceLine::Frame { time, .. }
             | TraceLine::NewConnection { time, .. }
+            | TraceLine::Sampled { time, .. }
             | TraceLine::Link { time, .. } => *time,
         }
     }
@@ -284,6 +303,12 @@ pub enum LadderEntry {
     /// The id was given to a TCP client (named when drawn: its lab client number may only
     /// become known a moment later).
     IdGiven { time: Duration, client: SocketAddr },
+    /// Frames and TCP reads and writes counted but not drawn one by one (sampled).
+    Sampled {
+        time: Duration,
+        frames: u64,
+        other: u64,
+    },
 }
 
 impl HasTime for LadderEntry {
@@ -291,7 +316,8 @@ impl HasTime for LadderEntry {
         match self {
             LadderEntry::Arrow { time, .. }
             | LadderEntry::Note { time, .. }
-            | LadderEntry::IdGiven { time, .. } => *time,
+            | LadderEntry::IdGiven { time, .. }
+            | LadderEntry::Sampled { time, .. } => *time,
         }
     }
 }
@@ -406,6 +432,8 @@ pub struct Counters {
     pub events_dropped: u64,
     /// Events the UI received (not part of the snapshot).
     pub events_seen: u64,
+    /// Per-frame events counted instead of traced (sampled), as folded so far.
+    pub events_sampled: u64,
 }
 
 impl Counters {
@@ -726,10 +754,12 @@ impl TuiState {
     }
 
     /// Sets a role's up/down from the lab itself (the event saying so may have been dropped).
-    pub fn set_running(&mut self, role: Role, up: bool) {
+    /// Returns whether that changed anything.
+    pub fn set_running(&mut self, role: Role, up: bool) -> bool {
         let Some(view) = self.role_mut(role) else {
-            return;
+            return false;
         };
+        let changed = view.up != up;
         let stopped = view.up && !up;
         view.up = up;
         if stopped && role == Role::Proxy2 {
@@ -738,6 +768,7 @@ impl TuiState {
                 conn.proxy2_state = ConnState::Free;
             }
         }
+        changed
     }
 
     fn ladder(&mut self, id: ConnId, entry: LadderEntry) {
@@ -811,11 +842,13 @@ fn lane_of(endpoint: Endpoint) -> Lane {
 }
 
 /// The lab's event stream as [`update`] needs it: without what it ignores, so the roles do
-/// not build and queue those events at all. Each frame is traced once, when it is sent
+/// not build and queue those events at all, and sampled past [`TUI_EVENTS_PER_SECOND`]. Each frame is traced once, when it is sent
 /// (`FrameReceived` adds nothing on screen), and the proxy2 ↔ server arrows come from proxy2's
 /// side, so the echo server's per-read and per-write events are not wanted either.
 pub fn events_for_tui(sink: EventSink) -> EventSink {
-    sink.without_frames_received().without_echo_server_io()
+    sink.without_frames_received()
+        .without_echo_server_io()
+        .sampled_past(TUI_EVENTS_PER_SECOND)
 }
 
 /// Whether an event gets its own line in the log pane: one line per happening. Several roles
@@ -943,7 +976,96 @@ pub fn update(state: &mut TuiState, event: Event) {
             what,
             ..
         } => on_link_decision(state, time, direction, frame, what),
+        EventKind::FramesFolded {
+            at,
+            id,
+            frames,
+            payload_bytes,
+            other,
+        } => on_frames_folded(state, time, at, id, (frames, payload_bytes), other),
         EventKind::Log { .. } => {}
+    }
+}
+
+/// Counts that stood in for per-frame events: the flows stay exact, and the trace and the
+/// ladder say that some frames were not traced (one marker for a run of them).
+fn on_frames_folded(
+    state: &mut TuiState,
+    time: Duration,
+    at: Endpoint,
+    id: ConnId,
+    (frames, payload_bytes): (u64, u64),
+    other: u64,
+) {
+    state.counters.events_sampled += frames + other;
+    let paused = state.view.paused;
+    let Some(conn) = state.conns.get_mut(id.index()) else {
+        return;
+    };
+    let direction = LinkDirection::sent_by(at);
+    let added = Flow {
+        frames,
+        bytes: payload_bytes,
+    };
+    let flow = match direction {
+        LinkDirection::ToProxy2 => &mut conn.to_proxy2,
+        LinkDirection::ToProxy1 => &mut conn.to_proxy1,
+    };
+    flow.frames += added.frames;
+    flow.bytes += added.bytes;
+    if paused {
+        return;
+    }
+    let mut sampled = match conn.trace.back_mut() {
+        Some(TraceLine::Sampled {
+            time: last,
+            to_proxy2,
+            to_proxy1,
+            other: last_other,
+        }) => {
+            *last = time.max(*last);
+            *last_other += other;
+            Some((to_proxy2, to_proxy1))
+        }
+        _ => None,
+    };
+    match sampled.as_mut() {
+        Some((to_proxy2, to_proxy1)) => {
+            let flow = match direction {
+                LinkDirection::ToProxy2 => to_proxy2,
+                LinkDirection::ToProxy1 => to_proxy1,
+            };
+            flow.frames += added.frames;
+            flow.bytes += added.bytes;
+        }
+        None => {
+            let (to_proxy2, to_proxy1) = match direction {
+                LinkDirection::ToProxy2 => (added, Flow::default()),
+                LinkDirection::ToProxy1 => (Flow::default(), added),
+            };
+            conn.trace.insert_by_time(TraceLine::Sampled {
+                time,
+                to_proxy2,
+                to_proxy1,
+                other,
+            });
+        }
+    }
+    match conn.ladder.back_mut() {
+        Some(LadderEntry::Sampled {
+            time: last,
+            frames: last_frames,
+            other: last_other,
+        }) => {
+            *last = time.max(*last);
+            *last_frames += frames;
+            *last_other += other;
+        }
+        _ => conn.ladder.insert_by_time(LadderEntry::Sampled {
+            time,
+            frames,
+            other,
+        }),
     }
 }
 
@@ -1279,17 +1401,25 @@ fn on_client(state: &mut TuiState, client: ClientId, action: ClientAction) {
     }
 }
 
-/// Takes the lab's exact numbers: link counters, dropped events and client totals.
-pub fn apply_snapshot(state: &mut TuiState, snapshot: &LabSnapshot) {
+/// Takes the lab's exact numbers: link counters, dropped events and client totals. Returns
+/// whether any of them changed (the screen needs a redraw only then).
+pub fn apply_snapshot(state: &mut TuiState, snapshot: &LabSnapshot) -> bool {
+    let counters_before = state.counters;
     state.counters.proxy1 = snapshot.proxy1;
     state.counters.proxy2 = snapshot.proxy2;
     state.counters.events_dropped = snapshot.events_dropped;
-    state.link.impairment = link_summary(&snapshot.link);
+    let mut changed = state.counters != counters_before;
+    let impairment = link_summary(&snapshot.link);
+    if state.link.impairment != impairment {
+        state.link.impairment = impairment;
+        changed = true;
+    }
     for (id, status) in &snapshot.clients {
         if let Some(local) = status.local {
             state.client_by_addr.insert(local, *id);
         }
         let view = state.client_mut(*id);
+        let before = view.clone();
         view.local = status.local.or(view.local);
         view.sent = status.sent_bytes;
         view.echoed = status.echoed_bytes;
@@ -1298,7 +1428,9 @@ pub fn apply_snapshot(state: &mut TuiState, snapshot: &LabSnapshot) {
         if status.ended.is_some() {
             view.ended = status.ended;
         }
+        changed |= *view != before;
     }
+    changed
 }
 
 /// The header's one-line account of the link emulator: its settings and what it dropped.

@@ -7,7 +7,7 @@
 //! restores only for the UI thread; other threads' panics are kept for the log pane and
 //! printed once the terminal is back.
 
-use std::io::{self, Stdout, stdout};
+use std::io::{self, BufWriter, Stdout, stdout};
 use std::panic::PanicHookInfo;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,26 +35,34 @@ static OTHER_PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// The terminal while the TUI runs. Dropping it restores the screen and the panic hook.
 pub struct TerminalSession {
-    pub terminal: Terminal<CrosstermBackend<Stdout>>,
     previous_hook: Arc<PanicHook>,
 }
 
-/// Switches the terminal to raw mode and the alternate screen.
-pub fn enter() -> io::Result<TerminalSession> {
-    let terminal = Terminal::new(CrosstermBackend::new(stdout()))?;
+/// What the screen is drawn through: stdout behind a buffer that holds a whole frame, so a
+/// redraw is one write to the terminal (ratatui flushes at the end of each draw). Bare stdout
+/// is line-buffered in 1 kB and wrote a busy frame in several pieces.
+pub type ScreenBackend = CrosstermBackend<BufWriter<Stdout>>;
+
+/// Bytes buffered per redraw: a full 200×60 repaint with colours fits.
+const FRAME_BUFFER: usize = 256 * 1024;
+
+/// Switches the terminal to raw mode and the alternate screen; returns the terminal to draw on
+/// and the session that restores everything when dropped.
+pub fn enter() -> io::Result<(Terminal<ScreenBackend>, TerminalSession)> {
+    let terminal = Terminal::new(CrosstermBackend::new(BufWriter::with_capacity(
+        FRAME_BUFFER,
+        stdout(),
+    )))?;
     let previous_hook: Arc<PanicHook> = Arc::from(std::panic::take_hook());
     let ui_thread = thread::current().id();
     let chained = previous_hook.clone();
     std::panic::set_hook(Box::new(move |info| on_panic(info, ui_thread, &*chained)));
     // From here on a failure still restores everything through `Drop`.
-    let session = TerminalSession {
-        terminal,
-        previous_hook,
-    };
+    let session = TerminalSession { previous_hook };
     ACTIVE.store(true, Ordering::SeqCst);
     enable_raw_mode()?;
     execute!(stdout(), EnterAlternateScreen, Hide)?;
-    Ok(session)
+    Ok((terminal, session))
 }
 
 fn on_panic(info: &PanicHookInfo<'_>, ui_thread: ThreadId, previous: &PanicHook) {

@@ -189,3 +189,15 @@ pub async fn start_proxy1(
     tokio::spawn(proxy1::run(listener, link, config, stop.clone()));
     (tcp, udp, stats)
 }
+
+/// A client that has proven its tunnel works, then sits idle.
+pub async fn open_echoing(proxy1: SocketAddr, tag: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(proxy1).await.unwrap();
+    let echoed = within(
+        "first echo",
+        echo_through(&mut stream, tag.as_bytes(), 4096),
+    )
+    .await;
+    assert_eq!(echoed, tag.as_bytes());
+    stream
+}

@@ -10,7 +10,8 @@ use crate::tui::state::{ConnView, Selection, TuiState};
 
 /// Rows the list needs with its border: one per id, one per waiting client.
 pub fn list_height(state: &TuiState) -> u16 {
-    (state.conns.len() + state.waiting.len() + 2) as u16
+    // Saturating: the extended modes have 65,536 ids, more rows than a u16 counts.
+    u16::try_from(state.conns.len() + state.waiting.len() + 2).unwrap_or(u16::MAX)
 }
 
 /// How a connection's state reads, and its colour. A refused or unanswered id is freed at
@@ -63,12 +64,17 @@ pub fn render_list(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     let inner_width = area.width.saturating_sub(2) as usize;
     let show_counts = inner_width >= 34;
     let mut lines: Vec<Line> = Vec::new();
+    // As wide as the largest id, and a space: "9 " in classic, "65535 " in the extended modes.
+    let id_width = state.conns.len().saturating_sub(1).to_string().len() + 1;
     for conn in &state.conns {
         let selected = state.view.selected == Selection::Conn(conn.id);
         let (label, style) = state_label(conn);
         let mut spans = vec![
             Span::raw(if selected { "▶" } else { " " }),
-            Span::styled(format!("{:<2}", conn.id.to_string()), Style::new().bold()),
+            Span::styled(
+                format!("{:<id_width$}", conn.id.to_string()),
+                Style::new().bold(),
+            ),
             Span::styled(format!("{label:<10} "), style),
             Span::raw(format!(
                 "{:<9}",

@@ -125,6 +125,18 @@ pub fn ladder_row(state: &TuiState, entry: &LadderEntry, width: usize) -> Line<'
             draw_note(&mut cells, width, text);
             *time
         }
+        LadderEntry::Sampled {
+            time,
+            frames,
+            other,
+        } => {
+            draw_note(
+                &mut cells,
+                width,
+                &format!("⋯ sampled: {frames} frames, {other} TCP reads/writes not drawn"),
+            );
+            *time
+        }
         LadderEntry::IdGiven { time, client } => {
             draw_note(
                 &mut cells,

@@ -98,6 +98,11 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, compact: bool
         counters.push(Span::styled(" · refused by limits ", dim));
         counters.push(Span::styled(c.refused().to_string(), warn(c.refused())));
     }
+    if c.events_sampled > 0 {
+        // Past the TUI's rate, traces are a sample; the counts above stay exact.
+        counters.push(Span::styled(" · sampled ", dim));
+        counters.push(Span::raw(c.events_sampled.to_string()));
+    }
     if state.view.paused {
         counters.push(Span::styled(" · PAUSED", Style::new().black().on_yellow()));
     }

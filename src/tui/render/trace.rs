@@ -141,6 +141,23 @@ fn trace_line(state: &TuiState, line: &TraceLine, width: usize) -> Line<'static>
             );
             Line::styled(truncate(&text, width), Style::new().dark_gray())
         }
+        TraceLine::Sampled {
+            time,
+            to_proxy2,
+            to_proxy1,
+            other,
+        } => {
+            let text = format!(
+                "{} ⋯ sampled, not traced one by one: p1→p2 {} fr {} · p2→p1 {} fr {} · {other} \
+                 TCP reads/writes",
+                format_time(*time),
+                to_proxy2.frames,
+                format_bytes(to_proxy2.bytes),
+                to_proxy1.frames,
+                format_bytes(to_proxy1.bytes),
+            );
+            Line::styled(truncate(&text, width), Style::new().dark_gray().italic())
+        }
         TraceLine::Link {
             time,
             direction,
