@@ -6,9 +6,9 @@
 #   bench/seal.sh                 3 rounds of 64 MiB each way, plain and sealed alternating
 #   bench/seal.sh ROUNDS MIB      other amounts
 #
-# Prints one line per run and the median of each, and the cost of sealing as a ratio of the
-# two medians (measured in the same run, so machine load affects both alike). Needs python3
-# (the client) and builds the release binary.
+# Prints one line per run (goodput, and the CPU time both proxies used per MiB echoed), the
+# medians, and the cost of sealing as ratios of the medians (measured in the same run, so
+# machine load affects both alike). Needs python3 (the client) and builds the release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -82,20 +82,30 @@ run() { # $1: plain|sealed; prints MiB/s
   "$bin" proxy1 "$p1" 127.0.0.1 "$p2" --wire selective-repeat "${key[@]}" 2>"$work/p1.log" & local q1=$!
   pids=("$es" "$q2" "$q1")
   sleep 0.5
-  client "$p1"
+  local rate
+  rate=$(client "$p1")
+  # CPU time both proxies used (user + system, from /proc), per MiB echoed: a figure that
+  # other load on the machine disturbs far less than wall-clock goodput.
+  local ticks
+  ticks=$(awk '{t += $14 + $15} END {print t}' "/proc/$q1/stat" "/proc/$q2/stat")
   kill "$q1" "$q2" "$es"; wait "$q1" "$q2" "$es" 2>/dev/null || true
   pids=()
+  echo "$rate $(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v m="$mib" 'BEGIN {printf "%.1f", t / hz * 1000 / m}')"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 echo "selective-repeat, ${mib} MiB echoed per run, 1400-byte writes, $rounds rounds"
-plain=(); sealed=()
+plain=(); sealed=(); plain_cpu=(); sealed_cpu=()
 for i in $(seq "$rounds"); do
-  p=$(run plain); s=$(run sealed)
-  echo "round $i: plain $p MiB/s, sealed $s MiB/s"
-  plain+=("$p"); sealed+=("$s")
+  read -r p pc < <(run plain)
+  read -r s sc < <(run sealed)
+  echo "round $i: plain $p MiB/s ($pc ms CPU/MiB), sealed $s MiB/s ($sc ms CPU/MiB)"
+  plain+=("$p"); sealed+=("$s"); plain_cpu+=("$pc"); sealed_cpu+=("$sc")
 done
 mp=$(printf '%s\n' "${plain[@]}" | median)
 ms=$(printf '%s\n' "${sealed[@]}" | median)
-echo "median: plain $mp MiB/s, sealed $ms MiB/s; sealed/plain = $(awk -v s="$ms" -v p="$mp" 'BEGIN {printf "%.3f (cost %.1f%%)", s/p, (1-s/p)*100}')"
+mpc=$(printf '%s\n' "${plain_cpu[@]}" | median)
+msc=$(printf '%s\n' "${sealed_cpu[@]}" | median)
+echo "median goodput: plain $mp MiB/s, sealed $ms MiB/s; sealed/plain = $(awk -v s="$ms" -v p="$mp" 'BEGIN {printf "%.3f (cost %.1f%%)", s/p, (1-s/p)*100}')"
+echo "median proxy CPU: plain $mpc ms/MiB, sealed $msc ms/MiB; sealed/plain = $(awk -v s="$msc" -v p="$mpc" 'BEGIN {printf "%.3f (cost %.1f%%)", s/p, (s/p-1)*100}')"
