@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tunlab::capture::CaptureFormat;
 use tunlab::event::{Endpoint, EventKind, EventSink};
+use tunlab::impair::settings::{DirectionSettings, LinkSettings, Percent};
 use tunlab::lab::{Lab, LabConfig};
 use tunlab::link::LinkSocket;
 use tunlab::link::seal::{self, Seal, SealKey, Side};
@@ -23,6 +24,7 @@ use tunlab::net::{bind_tcp, bind_udp};
 use tunlab::roles::proxy1::Proxy1Config;
 use tunlab::roles::proxy2::Proxy2Config;
 use tunlab::roles::{proxy1, proxy2};
+use tunlab::transport::{RtoConfig, TransportConfig};
 use tunlab::wire::{MAX_DATAGRAM, WireMode, extended};
 
 const DISSECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/wireshark/tunlab.lua");
@@ -70,20 +72,35 @@ struct SealedRun {
     _dir: tempfile::TempDir,
 }
 
-/// A selective-repeat lab sealed with a fresh key: `clients` clients echo `bytes` each,
-/// byte-exact, then one datagram of proxy1's is replayed from the capture.
-async fn sealed_lab(clients: u64, bytes: usize) -> SealedRun {
+/// A selective-repeat lab sealed with a fresh key, its capture in `format`, over a link
+/// that does `link` both ways: `clients` clients echo `bytes` each, byte-exact.
+async fn sealed_lab(
+    clients: u64,
+    bytes: usize,
+    format: CaptureFormat,
+    link: DirectionSettings,
+) -> SealedRun {
     let dir = tempfile::tempdir().unwrap();
     let key = SealKey::generate().unwrap();
     let (events, _rx) = EventSink::channel(16);
     std::mem::forget(_rx);
-    let writer = lab_writer(dir.path(), CaptureFormat::Pcap, &events);
-    let config = LabConfig {
+    let writer = lab_writer(dir.path(), format, &events);
+    let mut config = LabConfig {
         mode: WireMode::SelectiveRepeat,
         key: Some(key.clone()),
         capture: Some(writer.tap()),
+        link: LinkSettings::symmetric(link),
+        link_seed: Some(11),
         ..LabConfig::ephemeral()
     };
+    // A short fixed timer keeps an impaired run quick on loopback.
+    let transport = TransportConfig {
+        rto: RtoConfig::Fixed(Duration::from_millis(20)),
+        max_timeouts: 50,
+        ..TransportConfig::for_mode(WireMode::SelectiveRepeat)
+    };
+    config.proxy1.transport = Some(transport);
+    config.proxy2.transport = Some(transport);
     let lab = Lab::start(config, events).await.expect("lab starts");
     let proxy1 = lab.addrs().proxy1_tcp;
     let tasks: Vec<_> = (0..clients)
@@ -118,7 +135,13 @@ async fn sealed_lab(clients: u64, bytes: usize) -> SealedRun {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sealed_link_echoes_intact_and_its_capture_holds_no_plaintext() {
-    let run = sealed_lab(3, 200_000).await;
+    let run = sealed_lab(
+        3,
+        200_000,
+        CaptureFormat::Pcap,
+        DirectionSettings::default(),
+    )
+    .await;
     let file = std::fs::read(&run.capture).unwrap();
     assert!(!contains(&file, MARKER), "the capture file holds plaintext");
     let packets = read_pcap(&run.capture);
@@ -375,7 +398,7 @@ fn tshark_infos(file: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(has_tshark), ignore = "needs tshark (apt install tshark)")]
 async fn decrypt_restores_frames_that_tshark_and_the_dissector_read() {
-    let run = sealed_lab(2, 20_000).await;
+    let run = sealed_lab(2, 20_000, CaptureFormat::Pcap, DirectionSettings::default()).await;
     let key_file = run._dir.path().join("link.key");
     std::fs::write(&key_file, run.key.to_hex()).unwrap();
     let out = run._dir.path().join("opened.pcap");
@@ -415,4 +438,50 @@ async fn decrypt_restores_frames_that_tshark_and_the_dissector_read() {
         "{infos:#?}"
     );
     let _ = run.addrs;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_link_stays_intact_through_loss_duplication_reordering_and_corruption() {
+    let impaired = DirectionSettings {
+        loss: Percent::new(10.0).unwrap(),
+        dup: Percent::new(2.0).unwrap(),
+        reorder: Percent::new(5.0).unwrap(),
+        corrupt: Percent::new(1.0).unwrap(),
+        ..DirectionSettings::default()
+    };
+    // pcapng, so that the decryption of that format is checked too.
+    let run = sealed_lab(3, 100_000, CaptureFormat::Pcapng, impaired).await;
+    let file = std::fs::read(&run.capture).unwrap();
+    assert!(!contains(&file, MARKER), "the capture file holds plaintext");
+    // The emulator acts on frames before they are sealed (a corrupted one fails its CRC
+    // inside), and its duplicates are sealed twice, with two counters: nothing is taken for
+    // a replay, and nothing fails authentication.
+    assert_eq!(run.proxy2_stats.unauthentic, 0);
+    assert_eq!(run.proxy2_stats.replayed, 0);
+    assert!(
+        run.proxy2_stats.malformed > 0,
+        "corrupted frames were caught by the CRC"
+    );
+    let key_file = run._dir.path().join("link.key");
+    std::fs::write(&key_file, run.key.to_hex()).unwrap();
+    let out = run._dir.path().join("opened.pcapng");
+    let output = Command::new(env!("CARGO_BIN_EXE_tunlab"))
+        .arg("decrypt")
+        .arg(&run.capture)
+        .arg("-o")
+        .arg(&out)
+        .arg("--key-file")
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let opened = capture_support::read_pcapng(&out);
+    let sealed = capture_support::read_pcapng(&run.capture);
+    assert_eq!(opened.packets.len(), sealed.packets.len());
+    assert!(contains(&std::fs::read(&out).unwrap(), MARKER));
+    // The emulator's comments survive the decryption.
+    let comments =
+        |f: &capture_support::PcapNgFile| f.packets.iter().filter(|p| p.comment.is_some()).count();
+    assert!(comments(&sealed) > 0, "the impaired run left comments");
+    assert_eq!(comments(&opened), comments(&sealed));
 }
