@@ -1,7 +1,11 @@
 //! One-line, human-readable descriptions of events, shared by the standalone roles' log
 //! output, the TUI's log pane and the headless runner.
 
-use crate::event::{ClientAction, ConnState, EventKind, FrameSummary, Ignored, TcpAction};
+use crate::event::{
+    ClientAction, ConnState, EventKind, FrameNumbers, FrameSummary, Ignored, TcpAction,
+};
+use crate::transport::TransportEvent;
+use crate::wire::Seq;
 
 /// Escapes bytes for display: printable text as is (ASCII and any printable UTF-8, so
 /// `adiós` reads as `adiós`), `\n`, `\r`, `\t`, `\\` and `\"` as escapes, and every other
@@ -67,24 +71,100 @@ pub fn preview_text(frame: &FrameSummary) -> String {
     format!("{}{more}", escape_bytes(&frame.preview))
 }
 
-/// `D3 len=5 "hola\n"`, `C3`, `OK3`…: how a frame reads in traces (the dissector's Info
-/// column uses the same shape).
+/// How a frame reads in traces (the dissector's Info column uses the same shape), in each
+/// wire mode:
+/// - classic: `C3`, `C3OK`, `C3NOK`, `D3 len=5 "hola\n"`, `D3 len=0 (probe)`, `X3`;
+/// - stop-and-wait, with the alternating bit right after the id as on the wire: `C30`,
+///   `C30OK`, `D31 len=5 "hola\n"`, `A31`, `X30`;
+/// - extended: `C3 isn=7`, `C3OK isn=9`, `D3 seq=17 len=1488 "…"`,
+///   `A3 ack=18 win=64 sack=20-22,25`, `X3 seq=40`. SACK ranges are inclusive (frames 20,
+///   21 and 22 are held), unlike the wire's exclusive block ends.
+///
+/// Sequence numbers are as on the wire; [`frame_label_relative`] shows them from the ISNs.
 pub fn frame_label(frame: &FrameSummary) -> String {
+    frame_label_relative(frame, None)
+}
+
+/// [`frame_label`], with an extended frame's sequence numbers counted from the connection's
+/// initial sequence numbers (as Wireshark shows TCP's relative sequence numbers):
+/// `bases` is (the sender's ISN, the receiver's ISN). A `D` or `X` counts from the sender's,
+/// an ack from the receiver's (it acknowledges the receiver's data).
+pub fn frame_label_relative(frame: &FrameSummary, bases: Option<(Seq, Seq)>) -> String {
     use crate::wire::FrameKind;
-    match frame.kind {
+    use std::fmt::Write;
+    let id = frame.id;
+    let own = |seq: Seq| bases.map_or(seq.0, |(own, _)| seq.since(own));
+    let peer = |seq: Seq| bases.map_or(seq.0, |(_, peer)| seq.since(peer));
+    let mut out = match (frame.kind, frame.numbers) {
+        (FrameKind::Connect, FrameNumbers::Bit(bit)) => format!("C{id}{bit}"),
+        (FrameKind::ConnectOk, FrameNumbers::Bit(bit)) => format!("C{id}{bit}OK"),
+        (FrameKind::ConnectNok, FrameNumbers::Bit(bit)) => format!("C{id}{bit}NOK"),
+        (FrameKind::Connect, FrameNumbers::Isn(isn)) => format!("C{id} isn={isn}"),
+        (FrameKind::ConnectOk, FrameNumbers::Isn(isn)) => format!("C{id}OK isn={isn}"),
+        (FrameKind::Connect, _) => format!("C{id}"),
+        (FrameKind::ConnectOk, _) => format!("C{id}OK"),
+        (FrameKind::ConnectNok, _) => format!("C{id}NOK"),
         // proxy1's "do you still have this id?" (see roles::proxy1).
-        FrameKind::Data if frame.payload_len == 0 => format!("D{} len=0 (probe)", frame.id),
-        FrameKind::Data => format!(
-            "D{} len={} \"{}\"",
-            frame.id,
+        (FrameKind::Data, FrameNumbers::None) if frame.payload_len == 0 => {
+            return format!("D{id} len=0 (probe)");
+        }
+        (FrameKind::Data, FrameNumbers::Bit(bit)) => format!("D{id}{bit}"),
+        (FrameKind::Data, FrameNumbers::Seq(seq)) => format!("D{id} seq={}", own(seq)),
+        (FrameKind::Data, _) => format!("D{id}"),
+        (FrameKind::Ack, FrameNumbers::Bit(bit)) => return format!("A{id}{bit}"),
+        (FrameKind::Ack, FrameNumbers::Ack { ack, window, sack }) => {
+            let mut out = format!("A{id} ack={} win={window}", peer(ack));
+            for (i, block) in sack.iter().enumerate() {
+                out.push_str(if i == 0 { " sack=" } else { "," });
+                let (start, last) = (peer(block.start), peer(block.end).wrapping_sub(1));
+                if start == last {
+                    let _ = write!(out, "{start}");
+                } else {
+                    let _ = write!(out, "{start}-{last}");
+                }
+            }
+            return out;
+        }
+        (FrameKind::Ack, _) => return format!("A{id}"),
+        (FrameKind::Close, FrameNumbers::Bit(bit)) => return format!("X{id}{bit}"),
+        (FrameKind::Close, FrameNumbers::Seq(seq)) => return format!("X{id} seq={}", own(seq)),
+        (FrameKind::Close, _) => return format!("X{id}"),
+    };
+    if frame.kind == FrameKind::Data {
+        let _ = write!(
+            out,
+            " len={} \"{}\"",
             frame.payload_len,
             preview_text(frame)
+        );
+    }
+    out
+}
+
+/// How a transport event reads in traces and logs: `retransmitted seq=17 (timeout)`,
+/// `duplicate seq=17 discarded`, `seq=20 held out of order`… Sequence numbers as on the wire
+/// (stop-and-wait: the bit); `base` counts them from an ISN as [`frame_label_relative`] does.
+pub fn transport_event_label(event: &TransportEvent, base: Option<Seq>) -> String {
+    let rel = |seq: Seq| base.map_or(seq.0, |base| seq.since(base));
+    match *event {
+        TransportEvent::Retransmitted { seq, cause } => {
+            format!("retransmitted seq={} ({})", rel(seq), cause.label())
+        }
+        TransportEvent::DuplicateDiscarded { seq } => {
+            format!("duplicate seq={} discarded (acked again)", rel(seq))
+        }
+        TransportEvent::HeldOutOfOrder { seq } => {
+            format!("seq={} held out of order (a gap before it)", rel(seq))
+        }
+        TransportEvent::Discarded { seq } => {
+            format!("seq={} discarded (out of order or no room)", rel(seq))
+        }
+        TransportEvent::Overflow { len } => format!("{len} bytes dropped: the receiver is full"),
+        TransportEvent::Delivered { seq, len } => format!("seq={} delivered ({len} B)", rel(seq)),
+        TransportEvent::GaveUp { timeouts, oldest } => format!(
+            "gave up: {timeouts} timeouts in a row, oldest unacked seq={}",
+            rel(oldest)
         ),
-        FrameKind::Connect => format!("C{}", frame.id),
-        FrameKind::ConnectOk => format!("C{}OK", frame.id),
-        FrameKind::ConnectNok => format!("C{}NOK", frame.id),
-        FrameKind::Ack => format!("A{}", frame.id),
-        FrameKind::Close => format!("X{}", frame.id),
     }
 }
 
@@ -137,6 +217,15 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
                 segment.payload_len
             )
         }
+        EventKind::Transport { at, id, event } if frames => {
+            format!(
+                "{} [{id}]: {}",
+                at.label(),
+                transport_event_label(event, None)
+            )
+        }
+        // A give-up is said by the proxy's own log line, with what it did about it.
+        EventKind::Transport { .. } | EventKind::TransportStats { .. } => return None,
         EventKind::FrameSent { .. }
         | EventKind::FrameReceived { .. }
         | EventKind::LinkDecision { .. }
@@ -263,5 +352,138 @@ mod tests {
         assert_eq!(escape_bytes("\u{85}".as_bytes()), "\\xc2\\x85");
         assert_eq!(escape_bytes("a\u{200b}b".as_bytes()), "a\\xe2\\x80\\x8bb");
         assert_eq!(escape_bytes("\u{7f}".as_bytes()), "\\x7f");
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::{frame_label, frame_label_relative, transport_event_label};
+    use crate::event::FrameSummary;
+    use crate::transport::{RetransmitCause, TransportEvent};
+    use crate::wire::{ConnId, Frame, SackBlock, SackBlocks, Seq, WireMode};
+
+    /// Encodes `frame` in `mode`, decodes it back (as the link does) and labels it.
+    fn label(mode: WireMode, frame: Frame<'_>) -> String {
+        let mut buf = [0u8; 1500];
+        let len = mode.encode_into(&frame, &mut buf).unwrap();
+        let decoded = mode.decode(&buf[..len]).unwrap();
+        frame_label(&FrameSummary::in_mode(mode, &decoded, len))
+    }
+
+    #[test]
+    fn classic_labels_are_unchanged() {
+        let id = ConnId::new(3);
+        let m = WireMode::Classic;
+        assert_eq!(label(m, Frame::Connect { id, isn: Seq::ZERO }), "C3");
+        assert_eq!(label(m, Frame::ConnectOk { id, isn: Seq::ZERO }), "C3OK");
+        assert_eq!(label(m, Frame::ConnectNok { id }), "C3NOK");
+        let data = Frame::Data {
+            id,
+            seq: Seq::ZERO,
+            payload: b"hola\n",
+        };
+        assert_eq!(label(m, data), "D3 len=5 \"hola\\n\"");
+        let probe = Frame::Data {
+            id,
+            seq: Seq::ZERO,
+            payload: b"",
+        };
+        assert_eq!(label(m, probe), "D3 len=0 (probe)");
+        assert_eq!(label(m, Frame::Close { id, seq: Seq::ZERO }), "X3");
+    }
+
+    #[test]
+    fn stop_and_wait_labels_spell_the_bit_as_the_wire_does() {
+        let id = ConnId::new(1);
+        let m = WireMode::StopAndWait;
+        assert_eq!(label(m, Frame::Connect { id, isn: Seq::ZERO }), "C10");
+        assert_eq!(label(m, Frame::ConnectOk { id, isn: Seq::ZERO }), "C10OK");
+        assert_eq!(label(m, Frame::ConnectNok { id }), "C10NOK");
+        let data = Frame::Data {
+            id,
+            seq: Seq(1),
+            payload: b"hola",
+        };
+        assert_eq!(label(m, data), "D11 len=4 \"hola\"");
+        let ack = Frame::Ack {
+            id,
+            ack: Seq(1),
+            window: 1,
+            sack: SackBlocks::EMPTY,
+        };
+        assert_eq!(label(m, ack), "A11");
+        assert_eq!(label(m, Frame::Close { id, seq: Seq(0) }), "X10");
+    }
+
+    #[test]
+    fn extended_labels_show_seq_ack_window_and_sack() {
+        let id = ConnId::new(3);
+        let m = WireMode::SelectiveRepeat;
+        assert_eq!(label(m, Frame::Connect { id, isn: Seq(7) }), "C3 isn=7");
+        assert_eq!(label(m, Frame::ConnectOk { id, isn: Seq(9) }), "C3OK isn=9");
+        assert_eq!(label(m, Frame::ConnectNok { id }), "C3NOK");
+        let data = Frame::Data {
+            id,
+            seq: Seq(17),
+            payload: b"hola",
+        };
+        assert_eq!(label(m, data), "D3 seq=17 len=4 \"hola\"");
+        let sack: SackBlocks = [
+            SackBlock {
+                start: Seq(20),
+                end: Seq(23),
+            },
+            SackBlock {
+                start: Seq(25),
+                end: Seq(26),
+            },
+        ]
+        .into_iter()
+        .collect();
+        let ack = Frame::Ack {
+            id,
+            ack: Seq(18),
+            window: 64,
+            sack,
+        };
+        assert_eq!(label(m, ack), "A3 ack=18 win=64 sack=20-22,25");
+        assert_eq!(label(m, Frame::Close { id, seq: Seq(40) }), "X3 seq=40");
+    }
+
+    #[test]
+    fn relative_labels_count_from_the_isns_across_the_wrap() {
+        let m = WireMode::GoBackN;
+        let id = ConnId::new(2);
+        let own = Seq(u32::MAX - 1);
+        let peer = Seq(1000);
+        let data = Frame::Data {
+            id,
+            seq: own.add(5),
+            payload: b"x",
+        };
+        let summary = FrameSummary::in_mode(m, &data, 20);
+        assert_eq!(
+            frame_label_relative(&summary, Some((own, peer))),
+            "D2 seq=5 len=1 \"x\""
+        );
+        let ack = Frame::Ack {
+            id,
+            ack: peer.add(3),
+            window: 10,
+            sack: SackBlocks::EMPTY,
+        };
+        let summary = FrameSummary::in_mode(m, &ack, 20);
+        assert_eq!(
+            frame_label_relative(&summary, Some((own, peer))),
+            "A2 ack=3 win=10"
+        );
+        let event = TransportEvent::Retransmitted {
+            seq: own.add(5),
+            cause: RetransmitCause::FastRetransmit,
+        };
+        assert_eq!(
+            transport_event_label(&event, Some(own)),
+            "retransmitted seq=5 (fast retransmit)"
+        );
     }
 }

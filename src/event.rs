@@ -13,7 +13,8 @@ use std::time::SystemTime;
 use tokio::sync::mpsc;
 
 use crate::event_sampling::{Folded, FrameSampler, Sampled, classify};
-use crate::wire::{ConnId, FrameKind};
+use crate::transport::{TransportEvent, TransportStats};
+use crate::wire::{ConnId, Frame, FrameKind, SackBlocks, Seq, WireMode};
 
 /// Which side of the UDP link an event happened at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -133,7 +134,30 @@ impl std::fmt::Debug for Preview {
     }
 }
 
-/// A frame as traces show it: type, id, size and the first bytes of payload.
+/// The numbers a frame carries on the wire, as its mode spells them: what traces, the ladder
+/// and the time-sequence graph show of a reliable mode's sequence and ack numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameNumbers {
+    /// Classic frames (and the extended `NOK`) carry none.
+    None,
+    /// Stop-and-wait: the alternating bit, the third byte (`0` or `1`). `C`, `OK` and `NOK`
+    /// carry `0`; `A<id><bit>` acks `D<id><bit>`.
+    Bit(u8),
+    /// Extended `C` and `OK`: the sender's initial sequence number.
+    Isn(Seq),
+    /// Extended `D` and `X`: the frame's sequence number.
+    Seq(Seq),
+    /// Extended `A`: the cumulative ack (the next seq expected), the receive window in
+    /// frames, and the selective-ack blocks (end exclusive).
+    Ack {
+        ack: Seq,
+        window: u32,
+        sack: SackBlocks,
+    },
+}
+
+/// A frame as traces show it: type, id, size, its sequence numbers and the first bytes of
+/// payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameSummary {
     pub kind: FrameKind,
@@ -144,10 +168,19 @@ pub struct FrameSummary {
     pub payload_len: usize,
     /// The first [`PREVIEW_LEN`] payload bytes.
     pub preview: Preview,
+    /// Sequence, ack and window numbers, as the wire mode carries them.
+    pub numbers: FrameNumbers,
 }
 
 impl FrameSummary {
-    pub fn of(frame: &crate::wire::Frame<'_>, wire_len: usize) -> Self {
+    /// A classic-mode frame's summary (no numbers on its wire). For a frame of another mode
+    /// use [`FrameSummary::in_mode`], which keeps its sequence numbers.
+    pub fn of(frame: &Frame<'_>, wire_len: usize) -> Self {
+        Self::in_mode(WireMode::Classic, frame, wire_len)
+    }
+
+    /// The summary of a frame decoded in (or encoded for) `mode`.
+    pub fn in_mode(mode: WireMode, frame: &Frame<'_>, wire_len: usize) -> Self {
         let payload = frame.payload();
         FrameSummary {
             kind: frame.kind(),
@@ -155,6 +188,41 @@ impl FrameSummary {
             wire_len,
             payload_len: payload.len(),
             preview: Preview::of(payload),
+            numbers: FrameNumbers::of(mode, frame),
+        }
+    }
+
+    /// The sequence number of a `D` or `X` (stop-and-wait: its bit), if the mode has one.
+    pub fn seq(&self) -> Option<Seq> {
+        match (self.kind, self.numbers) {
+            (FrameKind::Data | FrameKind::Close, FrameNumbers::Bit(bit)) => {
+                Some(Seq(u32::from(bit)))
+            }
+            (_, FrameNumbers::Seq(seq)) => Some(seq),
+            _ => None,
+        }
+    }
+}
+
+impl FrameNumbers {
+    /// What `frame` carries in `mode`.
+    pub fn of(mode: WireMode, frame: &Frame<'_>) -> Self {
+        match mode {
+            WireMode::Classic => FrameNumbers::None,
+            // The bit is 0 or 1 on this wire; anything else was never decoded from it.
+            WireMode::StopAndWait => FrameNumbers::Bit(match *frame {
+                Frame::Data { seq, .. } | Frame::Close { seq, .. } => (seq.0 & 1) as u8,
+                Frame::Ack { ack, .. } => (ack.0 & 1) as u8,
+                Frame::Connect { .. } | Frame::ConnectOk { .. } | Frame::ConnectNok { .. } => 0,
+            }),
+            WireMode::GoBackN | WireMode::SelectiveRepeat => match *frame {
+                Frame::Connect { isn, .. } | Frame::ConnectOk { isn, .. } => FrameNumbers::Isn(isn),
+                Frame::ConnectNok { .. } => FrameNumbers::None,
+                Frame::Data { seq, .. } | Frame::Close { seq, .. } => FrameNumbers::Seq(seq),
+                Frame::Ack {
+                    ack, window, sack, ..
+                } => FrameNumbers::Ack { ack, window, sack },
+            },
         }
     }
 }
@@ -415,6 +483,25 @@ pub enum EventKind {
         client: ClientId,
         action: ClientAction,
     },
+    /// A reliable connection's transport reported something a trace shows: a retransmission
+    /// and its cause, a duplicate discarded, a frame held out of order or discarded, a give-up.
+    /// Emitted by the connection's pump only when frame events are wanted, right before the
+    /// frames that the same step sends (so a `Retransmitted` precedes its `FrameSent`).
+    /// `Delivered` is not emitted: one per data frame, and the stats carry the bytes.
+    Transport {
+        at: Endpoint,
+        id: ConnId,
+        event: TransportEvent,
+    },
+    /// A reliable connection's counters and timers (window in use, SRTT, RTO,
+    /// retransmissions, bytes sent and delivered), published by its pump at most every
+    /// [`TRANSPORT_STATS_EVERY`] while they change, and once more when it ends (`ended`).
+    TransportStats {
+        at: Endpoint,
+        id: ConnId,
+        stats: Box<TransportStats>,
+        ended: bool,
+    },
     /// Per-frame events of one endpoint and id that a sampling sink counted instead of
     /// sending (see [`EventSink::sampled_past`]): what they would have added, exactly.
     FramesFolded {
@@ -433,6 +520,9 @@ pub enum EventKind {
         message: String,
     },
 }
+
+/// How often a reliable connection's pump publishes its [`EventKind::TransportStats`] at most.
+pub const TRANSPORT_STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// One event with its wall-clock time (the same clock the capture uses).
 #[derive(Clone, Debug)]

@@ -130,6 +130,13 @@ pub fn classify(kind: &EventKind) -> Sampled {
             action: ClientAction::Sent(_) | ClientAction::Echoed { .. },
             ..
         } => Sampled::Uncounted,
+        // A transport's trace events come with frames (a retransmission, a duplicate): one
+        // per frame at worst, so they are sampled like frames. A give-up always goes.
+        EventKind::Transport {
+            event: crate::transport::TransportEvent::GaveUp { .. },
+            ..
+        } => Sampled::Always,
+        EventKind::Transport { at, id, .. } => Sampled::Frame(*at, *id, OTHER),
         _ => Sampled::Always,
     }
 }

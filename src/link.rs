@@ -24,6 +24,7 @@ use crate::event::{
 };
 use crate::impair::pipeline::{Pending, Pipeline};
 use crate::impair::{DirectionEmulator, DropCause, LinkEmulator, LinkVerdict};
+use crate::transport::totals::{TransportTotals, TransportTotalsSnapshot};
 use crate::wire::{Frame, FrameKind, MAX_DATAGRAM, WireMode};
 use seal::{Rejected, Seal, Sealed};
 
@@ -89,6 +90,9 @@ pub struct LinkStats {
     /// `--max-peers`, allow-list): a `C` answered with `NOK`, or a connection that never
     /// carried a byte closed to make room for a new one.
     pub refused: AtomicU64,
+    /// The reliable modes' transports at this endpoint: frames sent and retransmitted,
+    /// in all and per connection (shared by every connection's pump).
+    pub transport: Arc<TransportTotals>,
     /// Sealed link: datagrams that failed authentication (another key, or changed on the
     /// way), dropped and never delivered. Plaintext frames on a sealed link count here too.
     pub unauthentic: AtomicU64,
@@ -137,6 +141,7 @@ pub struct LinkStatsSnapshot {
     pub malformed: u64,
     pub ignored: u64,
     pub refused: u64,
+    pub transport: TransportTotalsSnapshot,
     pub unauthentic: u64,
     pub replayed: u64,
     pub peer_rejects: u64,
@@ -152,6 +157,7 @@ impl LinkStats {
             malformed: self.malformed.load(Ordering::Relaxed),
             ignored: self.ignored.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            transport: self.transport.snapshot(),
             unauthentic: self.unauthentic.load(Ordering::Relaxed),
             replayed: self.replayed.load(Ordering::Relaxed),
             peer_rejects: self.peer_rejects.load(Ordering::Relaxed),
@@ -346,6 +352,10 @@ impl LinkSocket {
     pub fn mode(&self) -> WireMode {
         self.inner.mode
     }
+    /// Which side of the link this socket is.
+    pub fn endpoint(&self) -> Endpoint {
+        self.inner.endpoint
+    }
     pub fn stats(&self) -> &Arc<LinkStats> {
         &self.inner.stats
     }
@@ -501,7 +511,7 @@ impl LinkSocket {
                         at: self.inner.endpoint,
                         direction: ingress.direction,
                         peer: *peer,
-                        frame: FrameSummary::of(frame, len),
+                        frame: FrameSummary::in_mode(self.inner.mode, frame, len),
                         what: verdict,
                     });
                 }
@@ -560,7 +570,7 @@ impl LinkSocket {
                         at: self.inner.endpoint,
                         direction: ingress.direction,
                         peer,
-                        frame: FrameSummary::of(&frame, datagram.len()),
+                        frame: FrameSummary::in_mode(self.inner.mode, &frame, datagram.len()),
                         what: verdict.clone(),
                     });
                 }
@@ -609,7 +619,7 @@ impl LinkSocket {
                     inner.events.emit(EventKind::FrameReceived {
                         at: inner.endpoint,
                         peer,
-                        frame: FrameSummary::of(&frame, len),
+                        frame: FrameSummary::in_mode(inner.mode, &frame, len),
                     });
                 }
                 Received::Frame { frame, peer }
@@ -690,7 +700,7 @@ impl Inner {
             self.events.emit(EventKind::FrameSent {
                 at: self.endpoint,
                 peer: to,
-                frame: FrameSummary::of(frame, wire_len),
+                frame: FrameSummary::in_mode(self.mode, frame, wire_len),
             });
         }
     }
@@ -773,7 +783,7 @@ impl Inner {
                     at: self.endpoint,
                     direction: direction.direction(),
                     peer: to,
-                    frame: FrameSummary::of(&frame, datagram.len()),
+                    frame: FrameSummary::in_mode(self.mode, &frame, datagram.len()),
                     what: verdict.clone(),
                 });
             }
@@ -911,7 +921,7 @@ impl Inner {
                 at: self.endpoint,
                 direction,
                 peer: to,
-                frame: FrameSummary::of(&frame, datagram.len()),
+                frame: FrameSummary::in_mode(self.mode, &frame, datagram.len()),
                 what: verdict.clone(),
             });
         }

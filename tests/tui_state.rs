@@ -26,6 +26,7 @@ fn data_frame(id: u16, payload: &[u8]) -> FrameSummary {
         wire_len: 2 + payload.len(),
         payload_len: payload.len(),
         preview: Preview::of(payload),
+        numbers: tunlab::event::FrameNumbers::None,
     }
 }
 

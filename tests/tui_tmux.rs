@@ -508,3 +508,48 @@ fn q_stops_a_played_scenario_in_the_middle_of_a_step() {
         "the summary says why:\n{after}"
     );
 }
+
+/// Selective Repeat over a lossy link, as a class would watch it: the trace shows sequence
+/// and ack numbers and marks a retransmission with its cause, the detail pane says each
+/// direction's window, timer and efficiency, and `g` draws the time-sequence graph.
+#[test]
+#[cfg_attr(not(has_tmux), ignore = "needs tmux (apt install tmux)")]
+fn selective_repeat_shows_retransmissions_and_the_graph() {
+    let Some(session) = Session::start("reliable", 120, 40) else {
+        return;
+    };
+    start_lab_with(&session, 1, "--wire selective-repeat --loss 25 --seed 3");
+    session.wait_for(&["link selective-repeat", "open       client 1"]);
+    // 3000 bytes at a time until the link has cost a retransmission (bounded: each `L` is
+    // three data frames and their acks at 25% loss each way).
+    let mut screen = String::new();
+    for _ in 0..20 {
+        session.keys(&["L"]);
+        std::thread::sleep(Duration::from_millis(300));
+        screen = session.screen();
+        if screen.contains("↻ timeout") || screen.contains("↻ fast") {
+            break;
+        }
+    }
+    assert!(
+        screen.contains("↻ timeout") || screen.contains("↻ fast"),
+        "no retransmission marked:\n{screen}"
+    );
+    assert!(screen.contains("D0 seq="), "{screen}");
+    assert!(screen.contains("A0 ack="), "{screen}");
+    assert!(
+        screen.contains("srtt") && screen.contains("eff"),
+        "{screen}"
+    );
+
+    session.keys(&["g"]);
+    let graph = session.wait_for(&["Time-sequence graph · id 0 · p1→p2 data", "sent ", "acked "]);
+    assert!(graph.contains("g: the other way"), "{graph}");
+    session.keys(&["g"]);
+    session.wait_for(&["Time-sequence graph · id 0 · p2→p1 data"]);
+    session.keys(&["g"]);
+    session.wait_for(&["Connection 0 · open"]);
+
+    session.keys(&["q"]);
+    assert_restored(&session);
+}

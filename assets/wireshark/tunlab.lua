@@ -1,10 +1,20 @@
--- tunlab.lua: Wireshark dissector for tunlab's tunnel protocol, classic mode (the course's).
+-- tunlab.lua: Wireshark dissector for tunlab's tunnel protocol, in its three wire formats.
 --
--- A datagram is TYPE ID PAYLOAD: TYPE one ASCII byte, ID one ASCII digit '0'..'9'.
+-- Classic (the course's first assignment): TYPE ID PAYLOAD, TYPE one ASCII byte, ID one
+-- ASCII digit '0'..'9'.
 --   C<id>          proxy1 -> proxy2  open connection <id> (trailing bytes are ignored)
 --   C<id>OK/NOK    proxy2 -> proxy1  the TCP connect to the server worked / failed
 --   D<id><bytes>   both              data of connection <id>, binary-safe
 --   X<id>          both              close connection <id>
+-- Stop-and-wait (the second assignment): TYPE ID SEQ, SEQ the ASCII digit '0' or '1'.
+--   C<id>0, C<id>0OK, C<id>0NOK, D<id><seq><bytes>, A<id><seq> (acks D<id><seq>), X<id><seq>
+-- The two text formats look alike (D10hola is id 1, seq 0 in one and payload "0hola" in the
+-- other): a UDP conversation is taken as stop-and-wait once it shows an A frame or a
+-- stop-and-wait C (C<id>0, C<id>0OK), and as classic otherwise. The preference
+-- tunlab.text_mode (Edit > Preferences > Protocols > tunlab, or -o tunlab.text_mode:stop-and-wait)
+-- decides it for captures that start after the opening frames.
+-- Extended (go-back-n, selective-repeat): binary, first byte 0xE1, big-endian fields, a
+-- CRC-32C trailer (checked here; a bad one is an expert error). See README "Wire modes".
 --
 -- Registered on UDP 3328 (the lab's default proxy2 port), and found on any other port by the
 -- tunnel's opening C frame (see the heuristic at the end). To force it on port N:
@@ -12,8 +22,11 @@
 --   wireshark -X lua_script:assets/wireshark/tunlab.lua -d udp.port==N,tunlab FILE
 -- (or in Wireshark: Analyze > Decode As…, UDP port N, tunlab).
 --
--- The Info column reads like tunlab's own traces, with the direction first:
--- p1→p2 C3, p2→p1 C3OK, p2→p1 C3NOK, p1→p2 X3, p1→p2 D3 len=5 "hola\n".
+-- The Info column reads like tunlab's own traces (describe::frame_label), direction first:
+-- p1→p2 C3, p2→p1 C3OK, p2→p1 C3NOK, p1→p2 X3, p1→p2 D3 len=5 "hola\n"; stop-and-wait
+-- p1→p2 C30, p2→p1 C30OK, p1→p2 D31 len=5 "hola\n", p2→p1 A31, p1→p2 X30; extended
+-- p1→p2 C3 isn=7, p2→p1 C3OK isn=9, p1→p2 D3 seq=17 len=5 "hola\n",
+-- p2→p1 A3 ack=18 win=64 sack=20-22,25 (SACK ranges inclusive), p1→p2 X3 seq=40.
 --
 -- Each use of a connection id (from its C to its X) is a stream of its own, numbered like
 -- tcp.stream: filter with tunlab.stream == N, or follow it (the D payloads, proxy1's side as
@@ -30,13 +43,32 @@ local MAX_DATAGRAM = 1500
 -- Payload bytes shown in the Info column, as in tunlab's traces (event.rs PREVIEW_LEN).
 local PREVIEW_LEN = 48
 
-local tunlab = Proto("tunlab", "tunlab tunnel (classic C/D/X)")
+local tunlab = Proto("tunlab", "tunlab tunnel (classic, stop-and-wait, extended)")
 
 local TYPE_NAMES = {
     C = "connect",
     D = "data",
+    A = "ack",
     X = "close",
 }
+
+-- The extended format's first byte, and its type codes.
+local EXTENDED = 0xe1
+local SEALED = 0xe2
+local EXT_TYPES = {
+    [1] = { letter = "C", name = "connect" },
+    [2] = { letter = "OK", name = "connect ok" },
+    [3] = { letter = "NOK", name = "connect refused" },
+    [4] = { letter = "D", name = "data" },
+    [5] = { letter = "A", name = "ack" },
+    [6] = { letter = "X", name = "close" },
+}
+local MAX_SACK_BLOCKS = 8
+
+tunlab.prefs.text_mode = Pref.enum("Text format",
+    1, "How to read the text formats when a conversation does not show which it is",
+    { { 1, "auto", 1 }, { 2, "classic", 2 }, { 3, "stop-and-wait", 3 } },
+    false)
 
 local f_type = ProtoField.string("tunlab.type", "Type")
 local f_id = ProtoField.uint8("tunlab.id", "Connection id", base.DEC)
@@ -47,12 +79,20 @@ local f_ignored = ProtoField.bytes("tunlab.ignored", "Ignored trailing bytes")
 local f_direction = ProtoField.string("tunlab.direction", "Direction")
 local f_stream = ProtoField.uint32("tunlab.stream", "Stream index", base.DEC)
 local f_not_sent = ProtoField.bool("tunlab.not_sent", "Not sent (dropped by the link emulator)")
--- The extended format (0xE1: go-back-n, selective-repeat) and its sealed variant (0xE2).
+local f_mode = ProtoField.string("tunlab.mode", "Wire format")
 local f_seq = ProtoField.uint32("tunlab.seq", "Sequence number", base.DEC)
-local f_ack = ProtoField.uint32("tunlab.ack", "Cumulative ack (next expected)", base.DEC)
+local f_ack = ProtoField.uint32("tunlab.ack", "Ack (stop-and-wait: of seq; extended: next expected)",
+    base.DEC)
 local f_window = ProtoField.uint32("tunlab.window", "Receive window (frames)", base.DEC)
 local f_isn = ProtoField.uint32("tunlab.isn", "Initial sequence number", base.DEC)
+local f_sack_count = ProtoField.uint8("tunlab.sack.count", "SACK blocks", base.DEC)
+local f_sack_start = ProtoField.uint32("tunlab.sack.start", "SACK block start", base.DEC)
+local f_sack_end = ProtoField.uint32("tunlab.sack.end", "SACK block end (exclusive)", base.DEC)
+local f_ext_type = ProtoField.uint8("tunlab.ext_type", "Extended type code", base.HEX)
+local f_ext_id = ProtoField.uint16("tunlab.ext_id", "Connection id", base.DEC)
 local f_crc = ProtoField.uint32("tunlab.crc", "CRC-32C", base.HEX)
+local f_crc_ok = ProtoField.bool("tunlab.crc_ok", "CRC-32C matches")
+-- The sealed variant (0xE2, `--key-file`): the clear header only.
 local f_sealed = ProtoField.string("tunlab.sealed", "Sealed (ChaCha20-Poly1305)")
 local f_sealed_kind = ProtoField.uint8("tunlab.sealed.kind", "Sealed kind", base.HEX)
 local f_p1_session = ProtoField.uint64("tunlab.sealed.p1_session", "proxy1 session", base.HEX)
@@ -62,8 +102,9 @@ local f_ciphertext = ProtoField.bytes("tunlab.sealed.ciphertext", "Ciphertext")
 local f_sealed_len = ProtoField.uint16("tunlab.sealed.len", "Ciphertext length", base.DEC)
 local f_tag = ProtoField.bytes("tunlab.sealed.tag", "Poly1305 tag")
 tunlab.fields = { f_type, f_id, f_status, f_len, f_payload, f_ignored, f_direction, f_stream,
-    f_not_sent, f_seq, f_ack, f_window, f_isn, f_crc, f_sealed, f_sealed_kind, f_p1_session,
-    f_p2_session, f_counter, f_ciphertext, f_sealed_len, f_tag }
+    f_not_sent, f_mode, f_seq, f_ack, f_window, f_isn, f_sack_count, f_sack_start, f_sack_end,
+    f_ext_type, f_ext_id, f_crc, f_crc_ok, f_sealed, f_sealed_kind, f_p1_session, f_p2_session,
+    f_counter, f_ciphertext, f_sealed_len, f_tag }
 
 -- tunlab's pcapng puts frames the link emulator dropped on an interface of their own.
 local NOT_SENT_INTERFACE = "tunlab-not-sent"
@@ -76,11 +117,16 @@ local per_packet = {}
 -- Per UDP conversation (the two endpoints): which end is proxy2, and each id's stream.
 local conversations = {}
 local next_stream = 0
+-- Per packet and per conversation, the text format (see text_mode below).
+local text_modes = {}
+local conversation_modes = {}
 
 function tunlab.init()
     per_packet = {}
     conversations = {}
     next_stream = 0
+    text_modes = {}
+    conversation_modes = {}
 end
 
 local function endpoint(address, port)
@@ -97,9 +143,10 @@ local function place(pinfo, kind, id, tail)
     local key = src < dst and (src .. "|" .. dst) or (dst .. "|" .. src)
     local conv = conversations[key]
     if conv == nil then
-        conv = { proxy2 = nil, current = {}, closed = {} }
+        conv = { proxy2 = nil, current = {}, closed = {}, text_mode = nil }
         conversations[key] = conv
     end
+    -- C/OK/NOK keep their letter in `kind` and their status in `tail` for every format.
     -- proxy2 is where a C goes and where C..OK / C..NOK come from; failing that, the
     -- lab's default proxy2 port.
     if kind == "C" and (tail == "OK" or tail == "NOK") then
@@ -214,6 +261,329 @@ local function malformed(tree, pinfo, tvb, why)
     return tvb:len()
 end
 
+-- CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as the extended format's trailer.
+local CRC32C_TABLE = {}
+for n = 0, 255 do
+    local c = n
+    for _ = 1, 8 do
+        if bit32.band(c, 1) == 1 then
+            c = bit32.bxor(bit32.rshift(c, 1), 0x82f63b78)
+        else
+            c = bit32.rshift(c, 1)
+        end
+    end
+    CRC32C_TABLE[n] = c
+end
+
+local function crc32c(bytes)
+    local crc = 0xffffffff
+    for i = 1, #bytes do
+        local index = bit32.band(bit32.bxor(crc, bytes:byte(i)), 0xff)
+        crc = bit32.bxor(bit32.rshift(crc, 8), CRC32C_TABLE[index])
+    end
+    return bit32.bxor(crc, 0xffffffff)
+end
+
+-- The text format of this packet's conversation: "classic" or "stop-and-wait". Decided on
+-- the first pass (an A frame or a stop-and-wait C makes a conversation stop-and-wait for
+-- good) and kept per packet, so every pass reads a packet the same way.
+local function text_mode(pinfo, tvb, kind)
+    local known = text_modes[pinfo.number]
+    if known ~= nil then return known end
+    local pref = tunlab.prefs.text_mode
+    local mode
+    if pref == 2 then
+        mode = "classic"
+    elseif pref == 3 then
+        mode = "stop-and-wait"
+    else
+        local src = endpoint(pinfo.src, pinfo.src_port)
+        local dst = endpoint(pinfo.dst, pinfo.dst_port)
+        local key = src < dst and (src .. "|" .. dst) or (dst .. "|" .. src)
+        local len = tvb:len()
+        local third = len >= 3 and tvb(2, 1):uint() or nil
+        local bit = third == 0x30 or third == 0x31
+        local tail = len > 3 and tvb(3, len - 3):raw() or ""
+        if kind == "A" or (kind == "C" and bit and (len == 3 or tail == "OK" or tail == "NOK")) then
+            conversation_modes[key] = "stop-and-wait"
+        end
+        mode = conversation_modes[key] or "classic"
+    end
+    text_modes[pinfo.number] = mode
+    return mode
+end
+
+-- Labels and tree items shared by the three formats, once a frame is parsed:
+-- `frame` = { kind = "C"/"D"/"A"/"X", id, tail (C: "", "OK", "NOK"), label, fill(subtree) }.
+local function finish(tvb, pinfo, tree, frame, mode_name)
+    local where = place(pinfo, frame.kind, frame.id, frame.tail or "")
+    local dropped = not_sent_frame()
+    local subtree = tree:add(tunlab, tvb())
+    subtree:add(f_mode, mode_name):set_generated()
+    frame.fill(subtree)
+    subtree:add(f_direction, where.direction):set_generated()
+    subtree:add(f_stream, where.stream):set_generated()
+    if dropped then subtree:add(f_not_sent, true):set_generated() end
+    if tvb:len() > MAX_DATAGRAM then
+        subtree:add_proto_expert_info(e_too_long)
+    end
+    local label = where.direction .. " " .. frame.label
+    subtree:append_text(": " .. label)
+    if dropped then
+        -- Named like any frame (type, id, direction, length), and why it never crossed.
+        local why = ""
+        local comment = f_comment()
+        if comment ~= nil then why = " — " .. tostring(comment.value) end
+        label = "[not sent] " .. label .. why
+    end
+    pinfo.cols.info:set(label)
+    return tvb:len()
+end
+
+-- `len=5 "hola\n"`: a D frame's length and payload preview, as tunlab's traces show it.
+local function data_text(tvb, at, rest)
+    local payload = rest > 0 and tvb(at, math.min(rest, PREVIEW_LEN)):raw() or ""
+    local more = rest > PREVIEW_LEN and "…" or ""
+    return string.format('len=%d "%s%s"', rest, escape_bytes(payload), more)
+end
+
+local function dissect_text(tvb, pinfo, tree)
+    local len = tvb:len()
+    local kind = tvb(0, 1):string()
+    local digit = tvb(1, 1):uint()
+    if TYPE_NAMES[kind] == nil then
+        return malformed(tree, pinfo, tvb,
+            string.format("unknown frame type byte 0x%02x", tvb(0, 1):uint()))
+    end
+    if digit < 0x30 or digit > 0x39 then
+        return malformed(tree, pinfo, tvb,
+            string.format("bad connection id byte 0x%02x (ids are ASCII '0'..'9' in this mode)",
+                digit))
+    end
+    local id = digit - 0x30
+    local mode = text_mode(pinfo, tvb, kind)
+    local frame = { kind = kind, id = id, tail = "" }
+    local common = function(subtree)
+        subtree:add(f_type, tvb(0, 1)):append_text(" (" .. TYPE_NAMES[kind] .. ")")
+        subtree:add(f_id, tvb(1, 1), id)
+    end
+
+    if mode == "classic" then
+        if kind == "A" then
+            return malformed(tree, pinfo, tvb, "A frames do not exist in classic mode")
+        end
+        local rest = len - 2
+        local tail = (kind == "C" and rest > 0) and tvb(2, rest):raw() or ""
+        if kind == "C" then
+            -- Only the exact replies mean OK/NOK; anything else after C<id> is ignored.
+            if tail == "OK" or tail == "NOK" then
+                frame.tail = tail
+                frame.label = string.format("C%d%s", id, tail)
+                frame.fill = function(subtree)
+                    common(subtree)
+                    subtree:add(f_status, tvb(2, rest))
+                    if tail == "NOK" then subtree:add_proto_expert_info(e_refused) end
+                end
+            else
+                frame.label = string.format("C%d", id)
+                frame.fill = function(subtree)
+                    common(subtree)
+                    if rest > 0 then subtree:add(f_ignored, tvb(2, rest)) end
+                end
+            end
+        elseif kind == "D" then
+            if rest == 0 then
+                -- proxy1's probe: "do you still have this id?" (answered X if not)
+                frame.label = string.format("D%d len=0 (probe)", id)
+            else
+                frame.label = string.format("D%d %s", id, data_text(tvb, 2, rest))
+            end
+            frame.fill = function(subtree)
+                common(subtree)
+                subtree:add(f_len, rest):set_generated()
+                if rest > 0 then subtree:add(f_payload, tvb(2, rest)) end
+            end
+        else
+            frame.label = string.format("X%d", id)
+            frame.fill = function(subtree)
+                common(subtree)
+                if rest > 0 then subtree:add(f_ignored, tvb(2, rest)) end
+            end
+        end
+        return finish(tvb, pinfo, tree, frame, "classic")
+    end
+
+    -- Stop-and-wait: the third byte is the alternating bit (C: whatever it is, course
+    -- peers read the status after it).
+    if kind == "C" then
+        local tail = len > 3 and tvb(3, len - 3):raw() or ""
+        if tail ~= "OK" and tail ~= "NOK" then tail = "" end
+        frame.tail = tail
+        frame.label = string.format("C%d0%s", id, tail)
+        frame.fill = function(subtree)
+            common(subtree)
+            if len >= 3 then subtree:add(f_seq, tvb(2, 1), tvb(2, 1):uint() - 0x30) end
+            if tail ~= "" then
+                subtree:add(f_status, tvb(3, len - 3))
+                if tail == "NOK" then subtree:add_proto_expert_info(e_refused) end
+            end
+        end
+        return finish(tvb, pinfo, tree, frame, "stop-and-wait")
+    end
+    local bit = 0
+    if len >= 3 then
+        local b = tvb(2, 1):uint()
+        if b ~= 0x30 and b ~= 0x31 then
+            return malformed(tree, pinfo, tvb,
+                string.format("bad sequence byte 0x%02x (stop-and-wait seqs are ASCII '0' or '1')",
+                    b))
+        end
+        bit = b - 0x30
+    elseif kind ~= "X" then
+        return malformed(tree, pinfo, tvb,
+            string.format("%s frame of %d bytes has no sequence byte", kind, len))
+    end
+    if kind == "D" then
+        local rest = len - 3
+        frame.label = string.format("D%d%d %s", id, bit, data_text(tvb, 3, rest))
+        frame.fill = function(subtree)
+            common(subtree)
+            subtree:add(f_seq, tvb(2, 1), bit)
+            subtree:add(f_len, rest):set_generated()
+            if rest > 0 then subtree:add(f_payload, tvb(3, rest)) end
+        end
+    else
+        frame.label = string.format("%s%d%d", kind, id, bit)
+        frame.fill = function(subtree)
+            common(subtree)
+            if len >= 3 then
+                subtree:add(kind == "A" and f_ack or f_seq, tvb(2, 1), bit)
+            end
+            if len > 3 then subtree:add(f_ignored, tvb(3, len - 3)) end
+        end
+    end
+    return finish(tvb, pinfo, tree, frame, "stop-and-wait")
+end
+
+-- The extended binary format (go-back-n, selective-repeat): 0xE1, type, id (2), body, CRC-32C.
+local function dissect_extended(tvb, pinfo, tree)
+    local len = tvb:len()
+    if len < 8 then
+        return malformed(tree, pinfo, tvb,
+            string.format("extended datagram of %d bytes is shorter than 8", len))
+    end
+    local stored = tvb(len - 4, 4):uint()
+    local computed = crc32c(tvb(0, len - 4):raw())
+    if stored ~= computed then
+        local item = malformed(tree, pinfo, tvb,
+            string.format("checksum mismatch: CRC-32C 0x%08x, the bytes give 0x%08x (corrupted)",
+                stored, computed))
+        return item
+    end
+    local code = tvb(1, 1):uint()
+    local t = EXT_TYPES[code]
+    if t == nil then
+        return malformed(tree, pinfo, tvb, string.format("unknown extended type 0x%02x", code))
+    end
+    local id = tvb(2, 2):uint()
+    local body_len = len - 8
+    local function need(n)
+        return body_len >= n
+    end
+    local frame = { id = id, tail = "" }
+    local common = function(subtree)
+        subtree:add(f_ext_type, tvb(1, 1)):append_text(" (" .. t.name .. ")")
+        subtree:add(f_type, t.letter):set_generated()
+        subtree:add(f_ext_id, tvb(2, 2))
+    end
+    local crc_items = function(subtree)
+        subtree:add(f_crc, tvb(len - 4, 4))
+        subtree:add(f_crc_ok, true):set_generated()
+    end
+    if t.letter == "C" or t.letter == "OK" then
+        if not need(4) then return malformed(tree, pinfo, tvb, t.letter .. " without its ISN") end
+        local isn = tvb(4, 4):uint()
+        frame.kind = "C"
+        if t.letter == "OK" then
+            frame.tail = "OK"
+            frame.label = string.format("C%dOK isn=%d", id, isn)
+        else
+            frame.label = string.format("C%d isn=%d", id, isn)
+        end
+        frame.fill = function(subtree)
+            common(subtree)
+            subtree:add(f_isn, tvb(4, 4))
+            if body_len > 4 then subtree:add(f_ignored, tvb(8, body_len - 4)) end
+            crc_items(subtree)
+        end
+    elseif t.letter == "NOK" then
+        frame.kind = "C"
+        frame.tail = "NOK"
+        frame.label = string.format("C%dNOK", id)
+        frame.fill = function(subtree)
+            common(subtree)
+            subtree:add_proto_expert_info(e_refused)
+            if body_len > 0 then subtree:add(f_ignored, tvb(4, body_len)) end
+            crc_items(subtree)
+        end
+    elseif t.letter == "D" then
+        if not need(4) then return malformed(tree, pinfo, tvb, "D without its seq") end
+        local seq = tvb(4, 4):uint()
+        local rest = body_len - 4
+        frame.kind = "D"
+        frame.label = string.format("D%d seq=%d %s", id, seq, data_text(tvb, 8, rest))
+        frame.fill = function(subtree)
+            common(subtree)
+            subtree:add(f_seq, tvb(4, 4))
+            subtree:add(f_len, rest):set_generated()
+            if rest > 0 then subtree:add(f_payload, tvb(8, rest)) end
+            crc_items(subtree)
+        end
+    elseif t.letter == "A" then
+        if not need(9) then return malformed(tree, pinfo, tvb, "A shorter than its 9-byte body") end
+        local count = tvb(12, 1):uint()
+        if count > MAX_SACK_BLOCKS or body_len ~= 9 + 8 * count then
+            return malformed(tree, pinfo, tvb,
+                string.format("A with %d SACK blocks in a %d-byte body", count, body_len))
+        end
+        local ack = tvb(4, 4):uint()
+        local window = tvb(8, 4):uint()
+        local parts = { string.format("A%d ack=%d win=%d", id, ack, window) }
+        for i = 0, count - 1 do
+            local start = tvb(13 + 8 * i, 4):uint()
+            local last = (tvb(17 + 8 * i, 4):uint() - 1) % 4294967296
+            local range = start == last and tostring(start) or (start .. "-" .. last)
+            parts[#parts + 1] = (i == 0 and " sack=" or ",") .. range
+        end
+        frame.kind = "A"
+        frame.label = table.concat(parts)
+        frame.fill = function(subtree)
+            common(subtree)
+            subtree:add(f_ack, tvb(4, 4))
+            subtree:add(f_window, tvb(8, 4))
+            subtree:add(f_sack_count, tvb(12, 1))
+            for i = 0, count - 1 do
+                subtree:add(f_sack_start, tvb(13 + 8 * i, 4))
+                subtree:add(f_sack_end, tvb(17 + 8 * i, 4))
+            end
+            crc_items(subtree)
+        end
+    else
+        if body_len ~= 4 then
+            return malformed(tree, pinfo, tvb, string.format("X with a %d-byte body", body_len))
+        end
+        local seq = tvb(4, 4):uint()
+        frame.kind = "X"
+        frame.label = string.format("X%d seq=%d", id, seq)
+        frame.fill = function(subtree)
+            common(subtree)
+            subtree:add(f_seq, tvb(4, 4))
+            crc_items(subtree)
+        end
+    end
+    return finish(tvb, pinfo, tree, frame, "extended")
+end
+
 -- Sealed kinds (byte 1 after 0xE2): name, direction.
 local SEALED_KINDS = {
     [1] = { "hello", "p1→p2" },
@@ -264,143 +634,20 @@ local function dissect_sealed(tvb, pinfo, tree)
     return len
 end
 
--- The extended format (0xE1), as `tunlab decrypt` restores it, or on an unsealed link in
--- the go-back-n and selective-repeat modes. The CRC is shown, not checked.
-local EXTENDED_TYPES = { [1] = "C", [2] = "OK", [3] = "NOK", [4] = "D", [5] = "A", [6] = "X" }
-
-local function dissect_extended(tvb, pinfo, tree)
-    local len = tvb:len()
-    local subtree = tree:add(tunlab, tvb())
-    if len < 8 then
-        return malformed(tree, pinfo, tvb,
-            string.format("extended datagram of %d bytes is shorter than 8", len))
-    end
-    local code = tvb(1, 1):uint()
-    local name = EXTENDED_TYPES[code]
-    if name == nil then
-        return malformed(tree, pinfo, tvb,
-            string.format("unknown extended frame type 0x%02x", code))
-    end
-    local id = tvb(2, 2):uint()
-    local body = len - 8
-    local letter, tail = name, ""
-    if name == "OK" or name == "NOK" then letter, tail = "C", name end
-    local where = place(pinfo, letter, id, tail)
-    subtree:add(f_type, tvb(1, 1), name)
-    subtree:add(f_id, tvb(2, 2), id)
-    subtree:add(f_direction, where.direction):set_generated()
-    subtree:add(f_stream, where.stream):set_generated()
-    local label
-    if name == "D" and body >= 4 then
-        local rest = body - 4
-        subtree:add(f_seq, tvb(4, 4))
-        subtree:add(f_len, rest):set_generated()
-        local payload = ""
-        if rest > 0 then
-            subtree:add(f_payload, tvb(8, rest))
-            payload = tvb(8, math.min(rest, PREVIEW_LEN)):raw()
-        end
-        local more = rest > PREVIEW_LEN and "…" or ""
-        label = string.format('D%d seq=%d len=%d "%s%s"', id, tvb(4, 4):uint(), rest,
-            escape_bytes(payload), more)
-    elseif name == "A" and body >= 9 then
-        subtree:add(f_ack, tvb(4, 4))
-        subtree:add(f_window, tvb(8, 4))
-        label = string.format("A%d ack=%d win=%d", id, tvb(4, 4):uint(), tvb(8, 4):uint())
-    elseif (name == "C" or name == "OK") and body >= 4 then
-        subtree:add(f_isn, tvb(4, 4))
-        label = name == "C" and string.format("C%d", id) or string.format("C%dOK", id)
-    elseif name == "X" and body >= 4 then
-        subtree:add(f_seq, tvb(4, 4))
-        label = string.format("X%d seq=%d", id, tvb(4, 4):uint())
-    elseif name == "NOK" then
-        subtree:add_proto_expert_info(e_refused)
-        label = string.format("C%dNOK", id)
-    else
-        return malformed(tree, pinfo, tvb, name .. " frame too short")
-    end
-    subtree:add(f_crc, tvb(len - 4, 4))
-    label = where.direction .. " " .. label
-    subtree:append_text(": " .. label)
-    pinfo.cols.info:set(label)
-    return len
-end
-
 function tunlab.dissector(tvb, pinfo, tree)
     local len = tvb:len()
     pinfo.cols.protocol:set("TUNLAB")
-    if len >= 1 and tvb(0, 1):uint() == 0xE2 then return dissect_sealed(tvb, pinfo, tree) end
-    if len >= 1 and tvb(0, 1):uint() == 0xE1 then return dissect_extended(tvb, pinfo, tree) end
+    if len >= 1 and tvb(0, 1):uint() == EXTENDED then
+        return dissect_extended(tvb, pinfo, tree)
+    end
+    if len >= 1 and tvb(0, 1):uint() == SEALED then
+        return dissect_sealed(tvb, pinfo, tree)
+    end
     if len < 2 then
         return malformed(tree, pinfo, tvb,
             string.format("datagram of %d bytes is shorter than the 2-byte header", len))
     end
-    local kind = tvb(0, 1):string()
-    local digit = tvb(1, 1):uint()
-    if TYPE_NAMES[kind] == nil then
-        return malformed(tree, pinfo, tvb,
-            string.format("unknown frame type byte 0x%02x", tvb(0, 1):uint()))
-    end
-    if digit < 0x30 or digit > 0x39 then
-        return malformed(tree, pinfo, tvb,
-            string.format("bad connection id byte 0x%02x (classic ids are ASCII '0'..'9')", digit))
-    end
-    local id = digit - 0x30
-    local rest = len - 2
-    local tail = (kind == "C" and rest > 0) and tvb(2, rest):raw() or ""
-    local where = place(pinfo, kind, id, tail)
-    local dropped = not_sent_frame()
-
-    local subtree = tree:add(tunlab, tvb())
-    subtree:add(f_type, tvb(0, 1)):append_text(" (" .. TYPE_NAMES[kind] .. ")")
-    subtree:add(f_id, tvb(1, 1), id)
-    subtree:add(f_direction, where.direction):set_generated()
-    subtree:add(f_stream, where.stream):set_generated()
-    if dropped then subtree:add(f_not_sent, true):set_generated() end
-    if len > MAX_DATAGRAM then
-        subtree:add_proto_expert_info(e_too_long)
-    end
-
-    local label
-    if kind == "C" then
-        -- Only the exact replies mean OK/NOK; anything else after C<id> is ignored (seed rule).
-        if tail == "OK" or tail == "NOK" then
-            subtree:add(f_status, tvb(2, rest))
-            if tail == "NOK" then subtree:add_proto_expert_info(e_refused) end
-            label = string.format("C%d%s", id, tail)
-        else
-            if rest > 0 then subtree:add(f_ignored, tvb(2, rest)) end
-            label = string.format("C%d", id)
-        end
-    elseif kind == "D" then
-        subtree:add(f_len, rest):set_generated()
-        local payload = ""
-        if rest > 0 then
-            subtree:add(f_payload, tvb(2, rest))
-            payload = tvb(2, math.min(rest, PREVIEW_LEN)):raw()
-        end
-        local more = rest > PREVIEW_LEN and "…" or ""
-        if rest == 0 then
-            -- proxy1's probe: "do you still have this id?" (answered X if not)
-            label = string.format("D%d len=0 (probe)", id)
-        else
-            label = string.format('D%d len=%d "%s%s"', id, rest, escape_bytes(payload), more)
-        end
-    else
-        if rest > 0 then subtree:add(f_ignored, tvb(2, rest)) end
-        label = string.format("X%d", id)
-    end
-    label = where.direction .. " " .. label
-    subtree:append_text(": " .. label)
-    if dropped then
-        -- Named like any frame (type, id, direction, length), and why it never crossed.
-        local why = ""
-        local comment = f_comment()
-        if comment ~= nil then why = " — " .. tostring(comment.value) end
-        label = "[not sent] " .. label .. why
-    end
-    pinfo.cols.info:set(label)
-    return len
+    return dissect_text(tvb, pinfo, tree)
 end
 
 DissectorTable.get("udp.port"):add(DEFAULT_PORT, tunlab)
@@ -413,15 +660,25 @@ DissectorTable.get("udp.port"):add(DEFAULT_PORT, tunlab)
 local function opening(tvb)
     local len = tvb:len()
     -- A sealed link opens with proxy1's hello: 0xE2 0x01 and a 42-byte datagram (26-byte
-    -- header, empty body, 16-byte tag); an extended one with a 12-byte C (0xE1 0x01).
+    -- header, empty body, 16-byte tag).
     if len == 42 and tvb(0, 1):uint() == 0xE2 and tvb(1, 1):uint() == 1 then return true end
-    if len == 12 and tvb(0, 1):uint() == 0xE1 and tvb(1, 1):uint() == 1 then return true end
-    if len ~= 2 and len ~= 4 and len ~= 5 then return false end
+    if len >= 1 and tvb(0, 1):uint() == EXTENDED then
+        -- An extended C (12 bytes), OK (12) or NOK (8), with a valid CRC-32C.
+        if len ~= 8 and len ~= 12 then return false end
+        local code = tvb(1, 1):uint()
+        if not ((code == 1 or code == 2) and len == 12 or code == 3 and len == 8) then
+            return false
+        end
+        return tvb(len - 4, 4):uint() == crc32c(tvb(0, len - 4):raw())
+    end
+    if len < 2 or len > 6 then return false end
     if tvb(0, 1):uint() ~= 0x43 then return false end -- 'C'
     local digit = tvb(1, 1):uint()
     if digit < 0x30 or digit > 0x39 then return false end
     local tail = len > 2 and tvb(2, len - 2):raw() or ""
+    -- Classic C<id>, C<id>OK, C<id>NOK; stop-and-wait C<id>0, C<id>0OK, C<id>0NOK.
     return tail == "" or tail == "OK" or tail == "NOK"
+        or tail == "0" or tail == "0OK" or tail == "0NOK"
 end
 
 local function heuristic(tvb, pinfo, tree)

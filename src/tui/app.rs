@@ -210,7 +210,18 @@ pub fn handle_key(state: &mut TuiState, key: KeyEvent) -> Option<Command> {
         }
         KeyCode::Char('l') => {
             state.view.show_ladder = !state.view.show_ladder;
+            state.view.graph = None;
             state.view.scroll = 0;
+        }
+        KeyCode::Char('g') => {
+            // proxy1's data, then proxy2's (the echo), then back to the trace or ladder.
+            state.view.graph = match state.view.graph {
+                None => Some(crate::event::LinkDirection::ToProxy2),
+                Some(crate::event::LinkDirection::ToProxy2) => {
+                    Some(crate::event::LinkDirection::ToProxy1)
+                }
+                Some(crate::event::LinkDirection::ToProxy1) => None,
+            };
         }
         KeyCode::Char(' ') => {
             state.set_paused(!state.view.paused);

@@ -9,19 +9,25 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::describe::{describe, frame_label};
+use crate::describe::{describe, frame_label_relative};
 use crate::event::{
     ClientAction, ClientEnd, ClientId, CloseKind, ConnState, Endpoint, Event, EventKind, EventSink,
     FrameSummary, Level, LinkDirection, Role, TcpAction, TcpSegmentSummary,
 };
 use crate::lab::{LabAddrs, LabSnapshot};
 use crate::link::LinkStatsSnapshot;
-use crate::wire::{ConnId, FrameKind, WireMode};
+use crate::transport::{RetransmitCause, TransportEvent, TransportStats};
+use crate::wire::{ConnId, FrameKind, Seq, WireMode};
 
 /// Frames kept per connection id for its trace.
 pub const TRACE_CAPACITY: usize = 512;
 /// Ladder rows kept per connection id.
 pub const LADDER_CAPACITY: usize = 512;
+/// Points of the time-sequence graph kept per connection id (sends, retransmissions, acks).
+pub const SEQ_GRAPH_CAPACITY: usize = 2048;
+/// Retransmissions announced and not yet matched to their frame, per endpoint: a Go-Back-N
+/// step resends at most a window, and anything older than this is stale.
+const PENDING_RETRANSMITS: usize = 256;
 /// Per-frame events the TUI takes one by one each second; past this its traces and ladders
 /// are a sample (marked as such) while per-connection counts stay exact. A screen redrawn 30
 /// times a second cannot show more, and folding every event of a tunnel at full speed cost
@@ -173,6 +179,21 @@ pub enum TraceLine {
         time: Duration,
         direction: LinkDirection,
         frame: FrameSummary,
+        /// The sender's transport said this frame is a retransmission, and why.
+        retransmit: Option<RetransmitCause>,
+        /// The connection's initial sequence numbers (the sender's, the receiver's) when
+        /// the frame was sent, so the label counts from them (extended modes).
+        bases: Option<(Seq, Seq)>,
+    },
+    /// A reliable transport's event: a duplicate discarded, a frame held out of order or
+    /// discarded, a give-up (retransmissions mark their frame instead).
+    Transport {
+        time: Duration,
+        at: Endpoint,
+        event: TransportEvent,
+        /// The ISN the event's sequence numbers count from (the peer's: these are about
+        /// frames it received), when known.
+        base: Option<Seq>,
     },
     /// The id was given to a new TCP client; what follows belongs to it.
     NewConnection { time: Duration, client: SocketAddr },
@@ -202,7 +223,8 @@ impl HasTime for TraceLine {
             TraceLine::Frame { time, .. }
             | TraceLine::NewConnection { time, .. }
             | TraceLine::Sampled { time, .. }
-            | TraceLine::Link { time, .. } => *time,
+            | TraceLine::Link { time, .. }
+            | TraceLine::Transport { time, .. } => *time,
         }
     }
 }
@@ -248,6 +270,8 @@ pub enum ArrowKind {
     Failure,
     /// An `X` frame.
     Close,
+    /// A data (or close) frame sent again.
+    Retransmit,
     /// A TCP segment of the handshake (SYN, SYN-ACK, its ACK), read off loopback.
     Handshake,
 }
@@ -259,8 +283,14 @@ pub enum ArrowKind {
 pub enum ArrowLabel {
     Text(String),
     Static(&'static str),
-    /// `C3`, `D3 5B "hola\n"`… (see [`ladder_label`]).
-    Frame(FrameSummary),
+    /// `C3`, `D3 5B "hola\n"`, `↻ D3 seq=17 1488B "…"`… (see [`ladder_label`]).
+    Frame {
+        frame: FrameSummary,
+        /// A retransmission, and why.
+        retransmit: Option<RetransmitCause>,
+        /// The ISNs its numbers count from (sender's, receiver's).
+        bases: Option<(Seq, Seq)>,
+    },
     /// `5 B`: bytes read or written on a TCP socket.
     Bytes(usize),
 }
@@ -270,7 +300,15 @@ impl ArrowLabel {
         match self {
             ArrowLabel::Text(text) => text.as_str().into(),
             ArrowLabel::Static(text) => (*text).into(),
-            ArrowLabel::Frame(frame) => ladder_label(frame).into(),
+            ArrowLabel::Frame {
+                frame,
+                retransmit,
+                bases,
+            } => match retransmit {
+                // The cause is on a note row just above (an arrow has no room for it).
+                Some(_) => format!("↻ {}", ladder_label(frame, *bases)).into(),
+                None => ladder_label(frame, *bases).into(),
+            },
             ArrowLabel::Bytes(n) => format!("{n} B").into(),
         }
     }
@@ -349,6 +387,94 @@ pub struct ConnView {
     pub to_proxy1: Flow,
     pub trace: Ring<TraceLine>,
     pub ladder: Ring<LadderEntry>,
+    /// The reliable transport of each end, as its pump last published it (reliable modes).
+    pub transport: Reliability,
+    /// The time-sequence graph's points (sends, retransmissions, acks), oldest first.
+    pub seq_graph: Ring<SeqPoint>,
+}
+
+/// A connection's reliable transports as their pumps publish them, and what the screen
+/// needs to count sequence numbers from the start of the connection.
+#[derive(Clone, Debug, Default)]
+pub struct Reliability {
+    /// proxy1's transport (its data goes to proxy2).
+    pub proxy1: Option<TransportStats>,
+    /// proxy2's transport.
+    pub proxy2: Option<TransportStats>,
+    /// The initial sequence number of each direction's data, from the extended `C`
+    /// (proxy1's) and `OK` (proxy2's).
+    pub isn_to_proxy2: Option<Seq>,
+    pub isn_to_proxy1: Option<Seq>,
+    /// Retransmissions announced by each end's transport, waiting for their `FrameSent`.
+    pending_proxy1: VecDeque<(Seq, RetransmitCause)>,
+    pending_proxy2: VecDeque<(Seq, RetransmitCause)>,
+    /// Stop-and-wait: frames numbered as they are sent (the wire's bit cannot draw a
+    /// graph): the last new data frame's number and bit, per direction.
+    sw_to_proxy2: Option<(u32, Seq)>,
+    sw_to_proxy1: Option<(u32, Seq)>,
+}
+
+impl Reliability {
+    /// The stats published by `at`'s transport.
+    pub fn stats(&self, at: Endpoint) -> Option<&TransportStats> {
+        match at {
+            Endpoint::Proxy1 => self.proxy1.as_ref(),
+            Endpoint::Proxy2 => self.proxy2.as_ref(),
+        }
+    }
+
+    /// The ISN of the data that travels in `direction`.
+    pub fn isn(&self, direction: LinkDirection) -> Option<Seq> {
+        match direction {
+            LinkDirection::ToProxy2 => self.isn_to_proxy2,
+            LinkDirection::ToProxy1 => self.isn_to_proxy1,
+        }
+    }
+
+    /// (the sender's ISN, the receiver's) for a frame sent in `direction`, once both are
+    /// known.
+    pub fn bases(&self, direction: LinkDirection) -> Option<(Seq, Seq)> {
+        Some((self.isn(direction)?, self.isn(direction.reverse())?))
+    }
+
+    fn pending(&mut self, at: Endpoint) -> &mut VecDeque<(Seq, RetransmitCause)> {
+        match at {
+            Endpoint::Proxy1 => &mut self.pending_proxy1,
+            Endpoint::Proxy2 => &mut self.pending_proxy2,
+        }
+    }
+}
+
+/// What a point of the time-sequence graph is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SeqPointKind {
+    /// A data frame sent for the first time.
+    Sent,
+    /// A data frame sent again.
+    Retransmitted(RetransmitCause),
+    /// An ack: its cumulative number (the next frame expected).
+    Ack,
+    /// A selective-ack block's last frame (held above the ack).
+    Sack,
+    /// The link emulator dropped a data frame.
+    Dropped,
+}
+
+/// One point of the time-sequence graph: sequence numbers of one direction's data, counted
+/// from its ISN (stop-and-wait: frames counted as sent), over time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqPoint {
+    pub time: Duration,
+    /// Whose data: the direction the data frames travel (acks travel the other way).
+    pub data: LinkDirection,
+    pub seq: u32,
+    pub kind: SeqPointKind,
+}
+
+impl HasTime for SeqPoint {
+    fn time(&self) -> Duration {
+        self.time
+    }
 }
 
 impl ConnView {
@@ -363,6 +489,8 @@ impl ConnView {
             to_proxy1: Flow::default(),
             trace: Ring::new(TRACE_CAPACITY),
             ladder: Ring::new(LADDER_CAPACITY),
+            transport: Reliability::default(),
+            seq_graph: Ring::new(SEQ_GRAPH_CAPACITY),
         }
     }
 }
@@ -505,6 +633,9 @@ pub struct ViewState {
     pub paused_at: Duration,
     /// The detail pane shows the ladder instead of the frame trace.
     pub show_ladder: bool,
+    /// The detail pane shows the time-sequence graph of the data going this way (`g`),
+    /// instead of the trace or the ladder.
+    pub graph: Option<LinkDirection>,
     pub show_help: bool,
     /// `Some` while a custom message is being typed.
     pub input: Option<String>,
@@ -521,6 +652,7 @@ impl Default for ViewState {
             paused: false,
             paused_at: Duration::ZERO,
             show_ladder: false,
+            graph: None,
             show_help: false,
             input: None,
             scroll: 0,
@@ -731,6 +863,7 @@ impl TuiState {
         for conn in &mut self.conns {
             conn.trace.clear();
             conn.ladder.clear();
+            conn.seq_graph.clear();
         }
         self.log.clear();
         self.view.scroll = 0;
@@ -810,20 +943,31 @@ impl TuiState {
     }
 }
 
-/// The ladder's short name for a frame: `C3`, `OK3`, `D3 "hola"`, `X3`.
-pub fn ladder_label(frame: &FrameSummary) -> String {
+/// The ladder's short name for a frame: `C3`, `C3OK`, `D3 5B "hola"`, `X3`; in the reliable
+/// modes with its numbers (`D31 5B …`, `A31`; `D3 seq=17 5B …`, `A3 ack=18`, `X3 seq=40`,
+/// counted from `bases` when given, as [`crate::describe::frame_label_relative`] does).
+pub fn ladder_label(frame: &FrameSummary, bases: Option<(Seq, Seq)>) -> String {
+    use crate::event::FrameNumbers;
+    let id = frame.id;
+    let own = |seq: Seq| bases.map_or(seq.0, |(own, _)| seq.since(own));
+    let peer = |seq: Seq| bases.map_or(seq.0, |(_, peer)| seq.since(peer));
+    let head = match (frame.kind, frame.numbers) {
+        (FrameKind::Data, FrameNumbers::Bit(bit)) => format!("D{id}{bit}"),
+        (FrameKind::Data, FrameNumbers::Seq(seq)) => format!("D{id} seq={}", own(seq)),
+        (FrameKind::Data, _) => format!("D{id}"),
+        (FrameKind::Ack, FrameNumbers::Ack { ack, .. }) => format!("A{id} ack={}", peer(ack)),
+        (FrameKind::Close, FrameNumbers::Seq(seq)) => format!("X{id} seq={}", own(seq)),
+        (FrameKind::Connect, FrameNumbers::Isn(_)) => format!("C{id}"),
+        (FrameKind::ConnectOk, FrameNumbers::Isn(_)) => format!("C{id}OK"),
+        _ => crate::describe::frame_label(frame),
+    };
     match frame.kind {
         FrameKind::Data => format!(
-            "D{} {}B \"{}\"",
-            frame.id,
+            "{head} {}B \"{}\"",
             frame.payload_len,
             crate::describe::preview_text(frame)
         ),
-        FrameKind::Connect => format!("C{}", frame.id),
-        FrameKind::ConnectOk => format!("C{}OK", frame.id),
-        FrameKind::ConnectNok => format!("C{}NOK", frame.id),
-        FrameKind::Ack => format!("A{}", frame.id),
-        FrameKind::Close => format!("X{}", frame.id),
+        _ => head,
     }
 }
 
@@ -976,6 +1120,15 @@ pub fn update(state: &mut TuiState, event: Event) {
             what,
             ..
         } => on_link_decision(state, time, direction, frame, what),
+        EventKind::Transport { at, id, event } => on_transport_event(state, time, at, id, event),
+        EventKind::TransportStats { at, id, stats, .. } => {
+            if let Some(conn) = state.conns.get_mut(id.index()) {
+                match at {
+                    Endpoint::Proxy1 => conn.transport.proxy1 = Some(*stats),
+                    Endpoint::Proxy2 => conn.transport.proxy2 = Some(*stats),
+                }
+            }
+        }
         EventKind::FramesFolded {
             at,
             id,
@@ -985,6 +1138,144 @@ pub fn update(state: &mut TuiState, event: Event) {
         } => on_frames_folded(state, time, at, id, (frames, payload_bytes), other),
         EventKind::Log { .. } => {}
     }
+}
+
+/// A transport's event: a retransmission waits for its frame (which it marks); the others
+/// get a trace line of their own.
+fn on_transport_event(
+    state: &mut TuiState,
+    time: Duration,
+    at: Endpoint,
+    id: ConnId,
+    event: TransportEvent,
+) {
+    let Some(conn) = state.conns.get_mut(id.index()) else {
+        return;
+    };
+    match event {
+        TransportEvent::Retransmitted { seq, cause } => {
+            let pending = conn.transport.pending(at);
+            if pending.len() >= PENDING_RETRANSMITS {
+                pending.pop_front();
+            }
+            pending.push_back((seq, cause));
+        }
+        TransportEvent::Delivered { .. } => {}
+        TransportEvent::DuplicateDiscarded { .. }
+        | TransportEvent::HeldOutOfOrder { .. }
+        | TransportEvent::Discarded { .. }
+        | TransportEvent::Overflow { .. }
+        | TransportEvent::GaveUp { .. } => {
+            // About frames `at` received: the peer's data, counted from the peer's ISN; a
+            // give-up is about `at`'s own data.
+            let sent_by_at = LinkDirection::sent_by(at);
+            let base = if matches!(event, TransportEvent::GaveUp { .. }) {
+                conn.transport.isn(sent_by_at)
+            } else {
+                conn.transport.isn(sent_by_at.reverse())
+            };
+            conn.trace.insert_by_time(TraceLine::Transport {
+                time,
+                at,
+                event,
+                base,
+            });
+            // The ladder says it too, across the lanes, like a link drop.
+            conn.ladder.insert_by_time(LadderEntry::Note {
+                time,
+                text: format!(
+                    "{}: {}",
+                    at.label(),
+                    crate::describe::transport_event_label(&event, base)
+                ),
+            });
+        }
+    }
+}
+
+/// Where a frame goes on the time-sequence graph, if it is data, a close or an ack of a
+/// reliable mode; notes the ISNs of `C` and `OK`. Returns whether the frame is a
+/// retransmission the transport announced, and why.
+fn seq_graph_frame(
+    conn: &mut ConnView,
+    time: Duration,
+    at: Endpoint,
+    frame: &FrameSummary,
+) -> Option<RetransmitCause> {
+    use crate::event::FrameNumbers;
+    let direction = LinkDirection::sent_by(at);
+    let retransmit = frame.seq().and_then(|seq| {
+        let pending = conn.transport.pending(at);
+        let position = pending.iter().position(|&(s, _)| s == seq)?;
+        // Anything announced before it was sent already (or its event was lost).
+        let (_, cause) = pending.drain(..=position).next_back()?;
+        Some(cause)
+    });
+    let point = |data, seq, kind| SeqPoint {
+        time,
+        data,
+        seq,
+        kind,
+    };
+    let data_kind = match retransmit {
+        Some(cause) => SeqPointKind::Retransmitted(cause),
+        None => SeqPointKind::Sent,
+    };
+    match (frame.kind, frame.numbers) {
+        (FrameKind::Connect, FrameNumbers::Isn(isn)) => conn.transport.isn_to_proxy2 = Some(isn),
+        (FrameKind::ConnectOk, FrameNumbers::Isn(isn)) => conn.transport.isn_to_proxy1 = Some(isn),
+        (FrameKind::Data | FrameKind::Close, FrameNumbers::Seq(seq)) => {
+            let base = conn.transport.isn(direction).unwrap_or(seq);
+            let rel = seq.since(base);
+            conn.seq_graph.push(point(direction, rel, data_kind));
+        }
+        (FrameKind::Ack, FrameNumbers::Ack { ack, sack, .. }) => {
+            let data = direction.reverse();
+            if let Some(base) = conn.transport.isn(data) {
+                conn.seq_graph
+                    .push(point(data, ack.since(base), SeqPointKind::Ack));
+                for block in sack.iter() {
+                    let last = block.end.since(base).wrapping_sub(1);
+                    conn.seq_graph.push(point(data, last, SeqPointKind::Sack));
+                }
+            }
+        }
+        // Stop-and-wait: one bit on the wire, so frames are numbered as they are sent: a
+        // new bit is the next frame, a retransmission (or the same bit again) the same one.
+        (FrameKind::Data, FrameNumbers::Bit(bit)) => {
+            let counter = match direction {
+                LinkDirection::ToProxy2 => &mut conn.transport.sw_to_proxy2,
+                LinkDirection::ToProxy1 => &mut conn.transport.sw_to_proxy1,
+            };
+            let bit = Seq(u32::from(bit));
+            let number = match *counter {
+                Some((n, last)) if last == bit => n,
+                Some((n, _)) => n + 1,
+                None => 0,
+            };
+            *counter = Some((number, bit));
+            conn.seq_graph.push(point(direction, number, data_kind));
+        }
+        (FrameKind::Ack, FrameNumbers::Bit(bit)) => {
+            let data = direction.reverse();
+            let counter = match data {
+                LinkDirection::ToProxy2 => conn.transport.sw_to_proxy2,
+                LinkDirection::ToProxy1 => conn.transport.sw_to_proxy1,
+            };
+            // An ack of the last frame sent says the next one is expected; an ack of the
+            // other bit re-acks the one before.
+            if let Some((n, last)) = counter {
+                let next = if last == Seq(u32::from(bit)) {
+                    n + 1
+                } else {
+                    n
+                };
+                conn.seq_graph.push(point(data, next, SeqPointKind::Ack));
+            }
+        }
+        _ => {}
+    }
+    retransmit
 }
 
 /// Counts that stood in for per-frame events: the flows stay exact, and the trace and the
@@ -1086,16 +1377,34 @@ fn on_frame_sent(state: &mut TuiState, time: Duration, at: Endpoint, frame: Fram
         Lane::Proxy1 => Lane::Proxy2,
         _ => Lane::Proxy1,
     };
+    let retransmit = seq_graph_frame(conn, time, at, &frame);
+    let bases = conn.transport.bases(direction);
     let kind = match frame.kind {
+        _ if retransmit.is_some() => ArrowKind::Retransmit,
         FrameKind::ConnectNok => ArrowKind::Failure,
         FrameKind::Close => ArrowKind::Close,
         _ => ArrowKind::Frame,
     };
-    let label = ArrowLabel::Frame(frame.clone());
+    if let (Some(cause), Some(seq)) = (retransmit, frame.seq()) {
+        let event = TransportEvent::Retransmitted { seq, cause };
+        let text = format!(
+            "{}: {}",
+            at.label(),
+            crate::describe::transport_event_label(&event, conn.transport.isn(direction))
+        );
+        conn.ladder.insert_by_time(LadderEntry::Note { time, text });
+    }
+    let label = ArrowLabel::Frame {
+        frame: frame.clone(),
+        retransmit,
+        bases,
+    };
     conn.trace.insert_by_time(TraceLine::Frame {
         time,
         direction,
         frame,
+        retransmit,
+        bases,
     });
     state.arrow(id, time, (from, to), label, kind);
 }
@@ -1113,7 +1422,24 @@ fn on_link_decision(
         return;
     }
     let dropped = what.dropped.is_some();
-    let text = format!("{} {}", frame_label(&frame), what.describe());
+    let conn = &mut state.conns[id.index()];
+    let bases = conn.transport.bases(direction);
+    if dropped
+        && frame.kind == FrameKind::Data
+        && let (Some(seq), Some(base)) = (frame.seq(), conn.transport.isn(direction))
+    {
+        conn.seq_graph.push(SeqPoint {
+            time,
+            data: direction,
+            seq: seq.since(base),
+            kind: SeqPointKind::Dropped,
+        });
+    }
+    let text = format!(
+        "{} {}",
+        frame_label_relative(&frame, bases),
+        what.describe()
+    );
     if dropped {
         state.ladder(
             id,
@@ -1167,6 +1493,7 @@ fn on_proxy1_conn(
             conn.last_outcome = None;
             conn.to_proxy2 = Flow::default();
             conn.to_proxy1 = Flow::default();
+            conn.transport = Reliability::default();
             if let Some(addr) = client {
                 conn.trace
                     .insert_by_time(TraceLine::NewConnection { time, client: addr });

@@ -21,9 +21,10 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{EventSink, Level, Role};
+use crate::event::{EventKind, EventSink, Level, Role, TRANSPORT_STATS_EVERY};
 use crate::link::LinkSocket;
-use crate::transport::{GiveUp, OutFrame, Transport};
+use crate::transport::totals::TallyKey;
+use crate::transport::{GiveUp, OutFrame, Transport, TransportEvent, TransportStats};
 use crate::wire::{ConnId, Frame};
 
 /// How long a connection whose TCP side is gone keeps closing its transport (sending its
@@ -83,6 +84,9 @@ pub(crate) struct PumpSide<'a> {
     pub stop: &'a CancellationToken,
     /// Called whenever bytes move, for idle accounting.
     pub activity: &'a crate::roles::Activity,
+    /// Which connection this is, for the endpoint's exact transport counters
+    /// ([`crate::link::LinkStats::transport`]).
+    pub key: TallyKey,
 }
 
 /// Pumps `stream` through `conn` until both directions are closed (or the peer gives no
@@ -95,6 +99,8 @@ pub(crate) async fn pump(
     first: &[u8],
     eof: bool,
 ) -> PumpEnd {
+    // Every frame the transport hands out is counted as it is sent: exact totals at any time.
+    let tally = side.link.stats().transport.open(side.key);
     let (mut from_tcp, mut to_tcp) = stream.into_split();
     let mut read_closed = eof;
     let mut wrote_fin = false;
@@ -104,7 +110,8 @@ pub(crate) async fn pump(
     let mut aborted_at: Option<Instant> = None;
     let mut pending: Option<Bytes> = None;
     let mut buf = vec![0u8; 64 * 1024];
-    loop {
+    let mut report = Report::new(&side);
+    let end = loop {
         let (frames, timeout, room, peer_finished, done, gave_up) = {
             let mut t = conn.transport.lock().unwrap();
             if !first.is_empty() {
@@ -128,7 +135,7 @@ pub(crate) async fn pump(
                     }
                 }
             }
-            while t.poll_event().is_some() {}
+            report.collect(&mut t);
             (
                 frames,
                 t.poll_timeout(),
@@ -138,15 +145,18 @@ pub(crate) async fn pump(
                 t.gave_up(),
             )
         };
+        // Before the frames: a retransmission's event comes before its `FrameSent`.
+        report.emit(&side);
         for out in &frames {
+            tally.record(out);
             send(&side, out).await;
         }
         if let Some(why) = gave_up {
-            return PumpEnd::GaveUp(why);
+            break PumpEnd::GaveUp(why);
         }
         if let Some(at) = aborted_at {
             if done || at.elapsed() >= ABORT_GRACE {
-                return PumpEnd::Reset;
+                break PumpEnd::Reset;
             }
         } else if pending.is_none() && peer_finished && !wrote_fin {
             // Everything the peer sent before its close is written: pass the close on.
@@ -154,14 +164,17 @@ pub(crate) async fn pump(
             wrote_fin = true;
         }
         if done && pending.is_none() && aborted_at.is_none() {
-            return PumpEnd::Done;
+            break PumpEnd::Done;
         }
         let timer = timeout.map(tokio::time::Instant::from_std);
         let can_read = aborted_at.is_none() && !read_closed && first.is_empty() && room > 0;
         let writing = aborted_at.is_none() && pending.is_some();
         tokio::select! {
-            _ = side.stop.cancelled() => return PumpEnd::Stopped,
+            _ = side.stop.cancelled() => break PumpEnd::Stopped,
             _ = conn.wake.notified() => {}
+            _ = sleep_until_or_forever(report.due()), if report.owed() => {
+                report.publish(&side, &conn.transport.lock().unwrap().stats(), false);
+            }
             _ = sleep_until_or_forever(timer) => {
                 conn.transport.lock().unwrap().handle_timeout(Instant::now());
             }
@@ -186,6 +199,104 @@ pub(crate) async fn pump(
                 _ => aborted_at = Some(abort(conn)),
             },
         }
+    };
+    report.publish(&side, &conn.transport.lock().unwrap().stats(), true);
+    end
+}
+
+/// What the pump tells the event stream about its transport: the trace events (when frame
+/// events are wanted) and, at most every [`TRANSPORT_STATS_EVERY`], the counters. Both are
+/// gathered under the lock the pump takes anyway, and emitted after it is released.
+struct Report {
+    /// Trace events drained from the transport, waiting to be emitted.
+    events: Vec<TransportEvent>,
+    /// Whether anyone wants trace events (frame events on).
+    trace: bool,
+    /// Whether anyone listens at all (stats are cheap: a few a second per connection).
+    stats: bool,
+    /// When the counters were last published.
+    published: Option<Instant>,
+    /// Counters gathered at the last step and not yet published.
+    latest: Option<TransportStats>,
+    /// The last published counters, so an idle connection publishes nothing.
+    last: Option<TransportStats>,
+}
+
+impl Report {
+    fn new(side: &PumpSide<'_>) -> Self {
+        Report {
+            events: Vec::new(),
+            trace: side.events.wants_frame_events(),
+            stats: side.events.is_enabled(),
+            published: None,
+            latest: None,
+            last: None,
+        }
+    }
+
+    /// Drains the transport's trace events and notes its counters (under the pump's lock).
+    fn collect(&mut self, t: &mut Transport) {
+        while let Some(event) = t.poll_event() {
+            // One `Delivered` per data frame would add a third event to every frame for
+            // nothing the trace draws; `bytes_delivered` in the stats says it.
+            if self.trace && !matches!(event, TransportEvent::Delivered { .. }) {
+                self.events.push(event);
+            }
+        }
+        if self.stats {
+            let stats = t.stats();
+            if self.last != Some(stats) {
+                self.latest = Some(stats);
+            }
+        }
+    }
+
+    /// Emits the trace events collected, and the counters if their time has come.
+    fn emit(&mut self, side: &PumpSide<'_>) {
+        let at = side.link.endpoint();
+        for event in self.events.drain(..) {
+            side.events.emit(EventKind::Transport {
+                at,
+                id: side.id,
+                event,
+            });
+        }
+        if let Some(stats) = self.latest
+            && self
+                .due()
+                .is_some_and(|due| due <= tokio::time::Instant::now())
+        {
+            self.publish(side, &stats, false);
+        }
+    }
+
+    /// Whether counters wait to be published.
+    fn owed(&self) -> bool {
+        self.latest.is_some()
+    }
+
+    /// When the next publication may go.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        self.latest?;
+        Some(match self.published {
+            Some(at) => tokio::time::Instant::from_std(at + TRANSPORT_STATS_EVERY),
+            None => tokio::time::Instant::now(),
+        })
+    }
+
+    fn publish(&mut self, side: &PumpSide<'_>, stats: &TransportStats, ended: bool) {
+        if !self.stats {
+            return;
+        }
+        side.events.emit(EventKind::TransportStats {
+            at: side.link.endpoint(),
+            id: side.id,
+            stats: Box::new(*stats),
+            ended,
+        });
+        self.published = Some(Instant::now());
+        self.latest = None;
+        self.last = Some(*stats);
     }
 }
 

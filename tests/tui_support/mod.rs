@@ -64,6 +64,7 @@ fn frame(kind: FrameKind, id: u16, payload: &[u8]) -> FrameSummary {
         wire_len: 2 + payload.len() + if kind == FrameKind::ConnectOk { 2 } else { 0 },
         payload_len: payload.len(),
         preview: Preview::of(payload),
+        numbers: tunlab::event::FrameNumbers::None,
     }
 }
 
@@ -491,5 +492,6 @@ pub fn classroom_snapshot() -> LabSnapshot {
             client(2, 19, 19, None),
             client(3, 0, 0, Some(ClientEnd::ByTunnel)),
         ],
+        transport_conns: Default::default(),
     }
 }

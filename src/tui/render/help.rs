@@ -40,6 +40,7 @@ pub const KEYS: &[(&str, &str)] = &[
         "step mode: release the oldest, choose, drop, duplicate",
     ),
     ("l", "toggle the ladder diagram of the selected id"),
+    ("g", "time-sequence graph of the id: p1→p2, p2→p1, off"),
     ("space", "pause or resume the traces (nothing is lost)"),
     (
         "PgUp PgDn Home End",

@@ -90,6 +90,7 @@ fn arrow_style(kind: ArrowKind) -> Style {
         ArrowKind::Frame => Style::new().cyan(),
         ArrowKind::Failure => Style::new().red(),
         ArrowKind::Close => Style::new().magenta(),
+        ArrowKind::Retransmit => Style::new().red().bold(),
         ArrowKind::Handshake => Style::new().green().dim(),
     }
 }

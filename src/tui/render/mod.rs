@@ -41,7 +41,9 @@ pub mod held;
 pub mod help;
 pub mod ladder;
 pub mod log;
+pub mod parts;
 pub mod play;
+pub mod seq_graph;
 pub mod status;
 pub mod trace;
 
@@ -97,8 +99,9 @@ fn draw_compact(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     .areas(area);
     clients::render_strip(frame, strip_area, state);
     header::render_compact(frame, header_area, state);
-    if state.view.show_ladder {
-        // Four lifelines need the width more than the list does; ↑↓ still change the id.
+    if state.view.show_ladder || state.view.graph.is_some() {
+        // Four lifelines (or a graph) need the width more than the list does; ↑↓ still
+        // change the id.
         detail(frame, body, state);
     } else {
         let [list_area, detail_area] =
@@ -180,6 +183,9 @@ fn log_or_held(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
 /// The detail pane: the selected id's trace or ladder, or what a waiting client is doing.
 fn detail(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     match state.view.selected {
+        Selection::Conn(id) if let Some(direction) = state.view.graph => {
+            seq_graph::render(frame, area, state, id, direction);
+        }
         Selection::Conn(id) if state.view.show_ladder => ladder::render(frame, area, state, id),
         Selection::Conn(id) => trace::render(frame, area, state, id),
         Selection::Waiting(addr) => trace::render_waiting(frame, area, state, addr),

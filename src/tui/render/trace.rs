@@ -7,9 +7,11 @@ use ratatui::prelude::*;
 use ratatui::widgets::{Block, Padding, Paragraph};
 
 use super::connections::{owner_label, state_label};
+use super::parts::reliability_lines;
 use super::{border_style, format_bytes, format_time, truncate, visible_window};
-use crate::describe::frame_label;
+use crate::describe::{frame_label_relative, transport_event_label};
 use crate::event::{ConnState, LinkDirection};
+use crate::transport::{RetransmitCause, TransportEvent};
 use crate::tui::state::{ConnView, TraceLine, TuiState};
 use crate::wire::{ConnId, FrameKind};
 
@@ -31,6 +33,8 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, id: ConnId) {
     let inner = block.inner(area);
 
     let mut header = vec![flow_line(conn, inner.width < 60)];
+    // Reliable modes: each direction's window, timer, retransmissions and efficiency.
+    header.extend(reliability_lines(conn, inner.width as usize));
     if let Some(outcome) = conn.last_outcome {
         let why = match outcome {
             ConnState::Refused => "refused: proxy2 answered NOK (server unreachable)",
@@ -183,6 +187,8 @@ fn trace_line(state: &TuiState, line: &TraceLine, width: usize) -> Line<'static>
             time,
             direction,
             frame,
+            retransmit,
+            bases,
         } => {
             let (arrow, arrow_style) = match direction {
                 LinkDirection::ToProxy2 => ("p1→p2", Style::new().cyan()),
@@ -197,14 +203,52 @@ fn trace_line(state: &TuiState, line: &TraceLine, width: usize) -> Line<'static>
                 FrameKind::Close => Style::new().magenta(),
             };
             let prefix = format!("{} ", format_time(*time));
-            let room = width.saturating_sub(prefix.chars().count() + 6);
-            Line::from(vec![
+            let mut room = width.saturating_sub(prefix.chars().count() + 6);
+            let mut spans = vec![
                 Span::styled(prefix, Style::new().dark_gray()),
                 Span::styled(arrow, arrow_style),
                 Span::raw(" "),
-                Span::styled(truncate(&frame_label(frame), room), kind_style),
+            ];
+            // The mark goes first, so a long payload preview never hides it.
+            if let Some(cause) = retransmit {
+                let mark = format!("↻ {} ", retransmit_mark(*cause));
+                room = room.saturating_sub(mark.chars().count());
+                spans.push(Span::styled(mark, Style::new().red().bold()));
+            }
+            spans.push(Span::styled(
+                truncate(&frame_label_relative(frame, *bases), room),
+                kind_style,
+            ));
+            Line::from(spans)
+        }
+        TraceLine::Transport {
+            time,
+            at,
+            event,
+            base,
+        } => {
+            let prefix = format!("{} ", format_time(*time));
+            let (mark, style) = match event {
+                TransportEvent::HeldOutOfOrder { .. } => ("⏸", Style::new().yellow()),
+                TransportEvent::GaveUp { .. } => ("✕", Style::new().red().bold()),
+                _ => ("✗", Style::new().yellow()),
+            };
+            let head = format!("{} {mark} ", at.label());
+            let room = width.saturating_sub(prefix.chars().count() + head.chars().count());
+            Line::from(vec![
+                Span::styled(prefix, Style::new().dark_gray()),
+                Span::styled(head, style),
+                Span::styled(truncate(&transport_event_label(event, *base), room), style),
             ])
         }
+    }
+}
+
+/// The short name of a retransmission's cause, for the mark on its frame.
+pub fn retransmit_mark(cause: RetransmitCause) -> &'static str {
+    match cause {
+        RetransmitCause::Timeout => "timeout",
+        RetransmitCause::FastRetransmit => "fast",
     }
 }
 

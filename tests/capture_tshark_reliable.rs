@@ -1,0 +1,281 @@
+//! The dissector on captures of real lab runs in the reliable modes (stop-and-wait,
+//! go-back-n, selective-repeat) over a lossy, duplicating link: every frame decodes, with no
+//! warning, its fields say what the Rust decoder reads (seq, ack, window, SACK, the CRC
+//! checked), and the Info column is tunlab's own `frame_label`, direction first. A corrupted
+//! extended frame is flagged as a checksum error. Without tshark (found by build.rs) these
+//! tests are marked ignored, "needs tshark".
+
+mod capture_support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use capture_support::*;
+use tunlab::capture::{CaptureFormat, TapRecord};
+use tunlab::describe::frame_label;
+use tunlab::event::{CloseKind, EventSink, FrameSummary};
+use tunlab::impair::settings::{DirectionSettings, LinkSettings, Percent};
+use tunlab::lab::{Lab, LabConfig};
+use tunlab::transport::{RtoConfig, TransportConfig};
+use tunlab::wire::{Frame, WireMode};
+
+const DISSECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/wireshark/tunlab.lua");
+
+const FIELDS: [&str; 10] = [
+    "udp.dstport",
+    "tunlab.mode",
+    "tunlab.type",
+    "tunlab.seq",
+    "tunlab.ack",
+    "tunlab.window",
+    "tunlab.sack.start",
+    "tunlab.crc_ok",
+    "_ws.expert.severity",
+    "_ws.col.Info",
+];
+
+/// Wireshark's expert severity for warnings (PI_WARN).
+const PI_WARN: u32 = 0x0060_0000;
+
+fn tshark(file: &Path) -> Vec<Vec<String>> {
+    let mut command = Command::new("tshark");
+    command
+        .args(["-n", "-r"])
+        .arg(file)
+        .args(["-X", &format!("lua_script:{DISSECTOR}")])
+        .args(["-T", "fields", "-E", "separator=/t", "-E", "occurrence=a"]);
+    for field in FIELDS {
+        command.args(["-e", field]);
+    }
+    let output = command
+        .output()
+        .expect("tshark runs (it was there at build time)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "tshark failed: {stderr}");
+    assert!(
+        !stderr.to_lowercase().contains("lua"),
+        "the dissector complained: {stderr}"
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// Runs two clients' echoes through a lab in `mode` over a link that loses and duplicates,
+/// captured to a pcap in `dir`; returns the capture's path and proxy2's UDP port.
+async fn capture_a_lossy_run(dir: &Path, mode: WireMode) -> (std::path::PathBuf, u16) {
+    let (events, _rx) = EventSink::channel(1 << 16);
+    let capture = lab_writer(dir, CaptureFormat::Pcap, &events);
+    let link = DirectionSettings {
+        loss: Percent::new(10.0).unwrap(),
+        dup: Percent::new(if mode == WireMode::StopAndWait {
+            0.0
+        } else {
+            5.0
+        })
+        .unwrap(),
+        ..DirectionSettings::default()
+    };
+    let mut config = LabConfig {
+        mode,
+        capture: Some(capture.tap()),
+        link: LinkSettings::symmetric(link),
+        link_seed: Some(5),
+        ..LabConfig::ephemeral()
+    };
+    let transport = TransportConfig {
+        rto: RtoConfig::Fixed(Duration::from_millis(30)),
+        max_timeouts: 50,
+        ..TransportConfig::for_mode(mode)
+    };
+    config.proxy1.transport = Some(transport);
+    config.proxy2.transport = Some(transport);
+    config.proxy1.connect_attempts = 12;
+    let mut lab = Lab::start(config, events.clone())
+        .await
+        .expect("lab starts");
+    let proxy2_port = lab.addrs().proxy2_udp.port();
+    let ids = vec![
+        lab.add_client().await.expect("client connects"),
+        lab.add_client().await.expect("client connects"),
+    ];
+    let mut sent = [0usize; 2];
+    for round in 0..8 {
+        for (n, &id) in ids.iter().enumerate() {
+            let bytes = payload(n, round);
+            sent[n] += bytes.len();
+            lab.client_send(id, bytes).unwrap();
+        }
+    }
+    wait_until("every echo is back", || {
+        ids.iter()
+            .enumerate()
+            .all(|(n, &id)| lab.client_status(id).unwrap().echoed_bytes >= sent[n] as u64)
+    })
+    .await;
+    for &id in &ids {
+        assert!(
+            lab.client_status(id).unwrap().intact,
+            "{mode:?}: intact echo"
+        );
+        lab.client_close(id, CloseKind::Fin).unwrap();
+    }
+    // Until nothing moves any more: the closes and their acks have crossed.
+    let mut last = None;
+    let mut still = 0;
+    while still < 6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = lab.snapshot();
+        let now = (s.proxy1, s.proxy2);
+        still = if Some(now) == last { still + 1 } else { 0 };
+        last = Some(now);
+    }
+    lab.shutdown().await;
+    let summary = capture.finish().await;
+    (summary.path, proxy2_port)
+}
+
+/// Every packet of a `mode` capture: tshark's Info is `frame_label` of what the Rust decoder
+/// reads, and its fields agree. Returns the Info column.
+fn assert_capture_decodes(mode: WireMode, path: &Path, proxy2_port: u16) -> Vec<String> {
+    let packets = read_pcap(path);
+    let rows = tshark(path);
+    assert_eq!(
+        rows.len(),
+        packets.len(),
+        "{mode:?}: tshark sees every packet"
+    );
+    let mode_name = if mode.is_extended() {
+        "extended"
+    } else {
+        mode.name()
+    };
+    let mut infos = Vec::new();
+    for (n, (row, packet)) in rows.iter().zip(&packets).enumerate() {
+        let at = format!("{mode:?} packet {}", n + 1);
+        let frame = mode
+            .decode(&packet.datagram)
+            .unwrap_or_else(|e| panic!("{at}: {e}"));
+        let summary = FrameSummary::in_mode(mode, &frame, packet.datagram.len());
+        let severity = row[8]
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<u32>().unwrap())
+            .max()
+            .unwrap_or(0);
+        assert!(severity < PI_WARN, "{at}: tshark warns ({row:?})");
+        assert_eq!(row[1], mode_name, "{at}: mode");
+        let direction = if row[0] == proxy2_port.to_string() {
+            "p1→p2"
+        } else {
+            "p2→p1"
+        };
+        assert_eq!(
+            row[9],
+            format!("{direction} {}", frame_label(&summary)),
+            "{at}: Info"
+        );
+        match frame {
+            Frame::Data { seq, .. } => assert_eq!(row[3], seq.0.to_string(), "{at}: seq"),
+            Frame::Ack {
+                ack, window, sack, ..
+            } => {
+                assert_eq!(row[4], ack.0.to_string(), "{at}: ack");
+                if mode.is_extended() {
+                    assert_eq!(row[5], window.to_string(), "{at}: window");
+                    let starts: Vec<String> = sack.iter().map(|b| b.start.0.to_string()).collect();
+                    assert_eq!(row[6], starts.join(","), "{at}: SACK starts");
+                }
+            }
+            _ => {}
+        }
+        if mode.is_extended() {
+            assert!(
+                row[7] == "1" || row[7] == "True",
+                "{at}: CRC checked ({})",
+                row[7]
+            );
+        }
+        infos.push(row[9].clone());
+    }
+    infos
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(has_tshark), ignore = "needs tshark (apt install tshark)")]
+async fn tshark_decodes_stop_and_wait_captures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, port) = capture_a_lossy_run(dir.path(), WireMode::StopAndWait).await;
+    let infos = assert_capture_decodes(WireMode::StopAndWait, &path, port);
+    assert!(
+        infos
+            .iter()
+            .any(|i| i.starts_with("p1→p2 C") && i.ends_with('0')),
+        "C<id>0"
+    );
+    assert!(infos.iter().any(|i| i.ends_with("0OK")), "C<id>0OK");
+    assert!(infos.iter().any(|i| i.contains(" A")), "acks");
+    assert!(infos.iter().any(|i| i.contains(" X")), "closes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(has_tshark), ignore = "needs tshark (apt install tshark)")]
+async fn tshark_decodes_go_back_n_and_selective_repeat_captures() {
+    for mode in [WireMode::GoBackN, WireMode::SelectiveRepeat] {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, port) = capture_a_lossy_run(dir.path(), mode).await;
+        let infos = assert_capture_decodes(mode, &path, port);
+        assert!(infos.iter().any(|i| i.contains(" isn=")), "{mode:?}: ISNs");
+        assert!(infos.iter().any(|i| i.contains(" seq=")), "{mode:?}: seqs");
+        assert!(infos.iter().any(|i| i.contains(" win=")), "{mode:?}: acks");
+        if mode == WireMode::SelectiveRepeat {
+            assert!(
+                infos.iter().any(|i| i.contains(" sack=")),
+                "SACK blocks at 10% loss"
+            );
+        }
+    }
+}
+
+/// An extended frame with one bit flipped is a checksum error, said as such.
+#[tokio::test]
+#[cfg_attr(not(has_tshark), ignore = "needs tshark (apt install tshark)")]
+async fn a_corrupted_extended_frame_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, _rx) = EventSink::channel(16);
+    let capture = lab_writer(dir.path(), CaptureFormat::Pcap, &events);
+    let mode = WireMode::SelectiveRepeat;
+    let mut encoded = [0u8; 1500];
+    let frame = Frame::Data {
+        id: tunlab::wire::ConnId::new(300),
+        seq: tunlab::wire::Seq(17),
+        payload: b"hola",
+    };
+    let len = mode.encode_into(&frame, &mut encoded).unwrap();
+    let good = encoded[..len].to_vec();
+    let mut bad = good.clone();
+    bad[9] ^= 0x01;
+    let p1 = "127.0.0.1:40000".parse().unwrap();
+    let p2 = "127.0.0.1:3328".parse().unwrap();
+    for datagram in [good, bad] {
+        capture
+            .tap()
+            .record(TapRecord {
+                time: SystemTime::now(),
+                src: p1,
+                dst: p2,
+                datagram,
+                note: None,
+                on_wire: true,
+            })
+            .await;
+    }
+    let summary = capture.finish().await;
+    let rows = tshark(&summary.path);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0][9], "p1→p2 D300 seq=17 len=4 \"hola\"");
+    assert!(rows[1][9].contains("checksum mismatch"), "{:?}", rows[1]);
+}
