@@ -21,6 +21,7 @@ pub fn lab_config(args: &LabArgs) -> LabConfig {
         capture: None,
         link: args.link.settings(),
         link_seed: args.link.seed,
+        key: args.wire.key_file.as_ref().map(|file| file.key.clone()),
     }
 }
 

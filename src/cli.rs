@@ -18,6 +18,7 @@ use crate::event::Endpoint;
 use crate::event::{EventSink, Level, Role};
 use crate::impair::{LinkArgs, LinkEmulator, random_seed};
 use crate::lab::{DEFAULT_PROXY1_PORT, DEFAULT_PROXY2_PORT, DEFAULT_SERVER_PORT};
+use crate::link::seal::{Seal, SealKey, Side};
 use crate::link::{EmulatorScope, LinkSocket, LinkStats};
 use crate::monitor::{
     ConnTable, Credential, Monitor, MonitorPlan, MonitorSources, parse_listen_addr,
@@ -336,6 +337,54 @@ pub struct WireArgs {
     /// 200ms and 10s, doubling on each timeout).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "TIME")]
     pub rto: Option<Duration>,
+    /// Seal (encrypt and authenticate) every frame on the link with the key in FILE (made by
+    /// `tunlab keygen FILE`; both proxies need the same one). Extended modes only
+    /// (--wire go-back-n or selective-repeat); the course's formats stay plaintext.
+    #[arg(long, value_parser = parse_key_file, value_name = "FILE")]
+    pub key_file: Option<KeyFile>,
+}
+
+/// A key file given with `--key-file`, read and checked while parsing.
+#[derive(Clone, Debug)]
+pub struct KeyFile {
+    pub path: PathBuf,
+    pub key: SealKey,
+    /// Said on stderr: the file is readable by others.
+    pub warning: Option<String>,
+}
+
+fn parse_key_file(text: &str) -> Result<KeyFile, String> {
+    let path = PathBuf::from(text);
+    let (key, warning) = SealKey::load(&path).map_err(|e| e.to_string())?;
+    Ok(KeyFile { path, key, warning })
+}
+
+impl WireArgs {
+    /// Checks that a key goes with a mode that can be sealed, and warns about a key file
+    /// others can read. The error is the message to print.
+    pub fn check_seal(&self) -> Result<(), String> {
+        let Some(file) = &self.key_file else {
+            return Ok(());
+        };
+        if !self.wire.is_extended() {
+            return Err(format!(
+                "--key-file seals the extended modes only (--wire go-back-n or selective-repeat); \
+                 --wire {} is the course's plaintext format, which course peers must read",
+                self.wire
+            ));
+        }
+        if let Some(warning) = &file.warning {
+            eprintln!("{}: {warning}", Level::Warn.label());
+        }
+        Ok(())
+    }
+
+    /// The seal for one end of the link, when a key was given.
+    pub fn seal(&self, side: Side) -> Option<Seal> {
+        self.key_file
+            .as_ref()
+            .map(|file| Seal::new(file.key.clone(), side))
+    }
 }
 
 impl WireArgs {
@@ -474,6 +523,36 @@ pub enum Command {
     /// It runs without the tunnel: the baseline a SOCKS5 front over the tunnel will be
     /// compared with (that front is not wired into proxy1 yet).
     Socks5(Socks5Args),
+    /// Write a fresh 256-bit key for --key-file to FILE (mode 0600; never overwrites).
+    ///
+    /// The file is one line of 64 hex digits. Copy it to both proxies' machines over a
+    /// channel you trust (scp, not chat or mail).
+    Keygen(KeygenArgs),
+    /// Write a copy of a capture with the sealed link's frames opened, for Wireshark.
+    ///
+    /// Reads a pcap or pcapng capture of a link sealed with --key-file and writes the same
+    /// capture (same format, times, comments) where every sealed frame the key opens is
+    /// replaced by the extended frame inside, with its UDP and IP lengths and checksums
+    /// recomputed. Handshake messages and frames the key does not open stay as they are.
+    Decrypt(DecryptArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the key (refused if it exists).
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// The capture to read (pcap or pcapng).
+    pub input: PathBuf,
+    /// Where to write the decrypted copy (refused if it exists).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// The link's key file.
+    #[arg(long, value_parser = parse_key_file, value_name = "FILE")]
+    pub key_file: KeyFile,
 }
 
 #[derive(Debug, Args)]
@@ -589,6 +668,16 @@ pub struct EchoClientArgs {
 /// Parses the command line and runs it; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let wire = match &cli.command {
+        None => Some(&cli.lab.wire),
+        Some(Command::Proxy1(args)) => Some(&args.wire),
+        Some(Command::Proxy2(args)) => Some(&args.wire),
+        Some(_) => None,
+    };
+    if let Some(Err(message)) = wire.map(WireArgs::check_seal) {
+        eprintln!("error: {message}");
+        return ExitCode::from(crate::script::EXIT_INVALID);
+    }
     if cli.command.is_some() && cli.lab.netns {
         eprintln!(
             "error: --netns is for the lab (no subcommand): a standalone role in a namespace of \
@@ -638,6 +727,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let socket = bind_udp((args.common.bind, args.udp_port).into())?;
             let config = args.tuning.config(&args.wire, server);
             let wire = args.wire.wire;
+            let seal = args.wire.seal(Side::Proxy2);
             let emulator = standalone_emulator(&args.link, args.common.monitor.admin.is_some());
             let attach = emulator.clone();
             let capture = args.capture.plan(Role::Proxy2);
@@ -661,6 +751,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 |events, stop, tap| async move {
                     match LinkSocket::new(socket, Endpoint::Proxy2, wire, events) {
                         Ok(link) => {
+                            let link = with_seal(link, seal);
                             let link = with_tap(with_emulator(link.with_stats(stats), attach), tap);
                             proxy2::run(link, config, stop).await
                         }
@@ -678,6 +769,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let socket = bind_udp(local_bind_towards(proxy2_addr))?;
             let config = args.tuning.config(&args.wire, proxy2_addr);
             let wire = args.wire.wire;
+            let seal = args.wire.seal(Side::Proxy1);
             let emulator = standalone_emulator(&args.link, args.common.monitor.admin.is_some());
             let attach = emulator.clone();
             let capture = args.capture.plan(Role::Proxy1);
@@ -702,6 +794,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 |events, stop, tap| async move {
                     match LinkSocket::new(socket, Endpoint::Proxy1, wire, events) {
                         Ok(link) => {
+                            let link = with_seal(link, seal);
                             let link = with_tap(with_emulator(link.with_stats(stats), attach), tap);
                             proxy1::run(listener, link, config, stop).await
                         }
@@ -719,6 +812,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Socks5(args)) => run_socks5(args).await,
+        Some(Command::Keygen(args)) => match SealKey::generate_file(&args.file) {
+            Ok(()) => {
+                eprintln!(
+                    "wrote a fresh 256-bit key to {} (mode 0600); give both proxies --key-file {}",
+                    args.file.display(),
+                    args.file.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Some(Command::Decrypt(args)) => {
+            match crate::capture::decrypt::decrypt_file(
+                &args.input,
+                &args.output,
+                &args.key_file.key,
+            ) {
+                Ok(summary) => {
+                    eprintln!("{summary}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Some(Command::Monitor(args)) => {
             // A blocking client: it waits on a person, not on sockets of its own.
             tokio::task::spawn_blocking(move || crate::monitor::client::run(&args.host, args.port))
@@ -835,6 +958,13 @@ fn standalone_emulator(args: &LinkArgs, admin: bool) -> Option<Arc<LinkEmulator>
         settings.to_proxy1.summary()
     );
     Some(emulator)
+}
+
+fn with_seal(link: LinkSocket, seal: Option<Seal>) -> LinkSocket {
+    match seal {
+        Some(seal) => link.with_seal(seal),
+        None => link,
+    }
 }
 
 fn with_emulator(link: LinkSocket, emulator: Option<Arc<LinkEmulator>>) -> LinkSocket {

@@ -53,6 +53,9 @@ pub struct LabConfig {
     pub link: LinkSettings,
     /// Seed of the emulator's decisions; `None` picks one at random (the snapshot shows it).
     pub link_seed: Option<u64>,
+    /// Seals the link with this key (extended modes only): each proxy start is a new
+    /// session.
+    pub key: Option<crate::link::seal::SealKey>,
 }
 
 impl Default for LabConfig {
@@ -69,6 +72,7 @@ impl Default for LabConfig {
             capture: None,
             link: LinkSettings::default(),
             link_seed: None,
+            key: None,
         }
     }
 }
@@ -236,6 +240,17 @@ impl Lab {
         let link = LinkSocket::new(socket, endpoint, self.config.mode, self.events.clone())?
             .with_stats(stats.clone())
             .with_emulator(self.link.clone(), EmulatorScope::Sent);
+        // A fresh session per start, so a restarted proxy never reuses a nonce.
+        let link = match &self.config.key {
+            Some(key) if self.config.mode.is_extended() => {
+                let side = match endpoint {
+                    Endpoint::Proxy1 => crate::link::seal::Side::Proxy1,
+                    Endpoint::Proxy2 => crate::link::seal::Side::Proxy2,
+                };
+                link.with_seal(crate::link::seal::Seal::new(key.clone(), side))
+            }
+            _ => link,
+        };
         // Both ends tap what they send: every frame on the link is recorded once.
         Ok(match &self.config.capture {
             Some(tap) => link.with_capture(tap.clone(), TapScope::Sent),

@@ -4,6 +4,8 @@
 //! Both proxies use [`LinkSocket`], so framing, counting, tracing, capture and link
 //! emulation behave the same on either side.
 
+pub mod seal;
+
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -24,6 +26,7 @@ use crate::impair::pipeline::{Pending, Pipeline};
 use crate::impair::{DirectionEmulator, DropCause, LinkEmulator, LinkVerdict};
 use crate::transport::totals::{TransportTotals, TransportTotalsSnapshot};
 use crate::wire::{Frame, FrameKind, MAX_DATAGRAM, WireMode};
+use seal::{Rejected, Seal, Sealed};
 
 /// Receive buffers hold any UDP datagram (stop-and-wait accepts course peers' 4096-byte `D`
 /// frames, and more), with room to spare, so that a datagram longer than its mode accepts
@@ -90,6 +93,14 @@ pub struct LinkStats {
     /// The reliable modes' transports at this endpoint: frames sent and retransmitted,
     /// in all and per connection (shared by every connection's pump).
     pub transport: Arc<TransportTotals>,
+    /// Sealed link: datagrams that failed authentication (another key, or changed on the
+    /// way), dropped and never delivered. Plaintext frames on a sealed link count here too.
+    pub unauthentic: AtomicU64,
+    /// Sealed link: datagrams that authenticated but were seen before, are older than the
+    /// replay window, or belong to an earlier session; dropped.
+    pub replayed: AtomicU64,
+    /// Sealed link, proxy1: reject notices from proxy2 (it could not authenticate us).
+    pub peer_rejects: AtomicU64,
 }
 
 /// A point-in-time copy of [`KindCounters`].
@@ -131,6 +142,9 @@ pub struct LinkStatsSnapshot {
     pub ignored: u64,
     pub refused: u64,
     pub transport: TransportTotalsSnapshot,
+    pub unauthentic: u64,
+    pub replayed: u64,
+    pub peer_rejects: u64,
 }
 
 impl LinkStats {
@@ -144,6 +158,9 @@ impl LinkStats {
             ignored: self.ignored.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             transport: self.transport.snapshot(),
+            unauthentic: self.unauthentic.load(Ordering::Relaxed),
+            replayed: self.replayed.load(Ordering::Relaxed),
+            peer_rejects: self.peer_rejects.load(Ordering::Relaxed),
         }
     }
 }
@@ -188,6 +205,31 @@ struct Inner {
     events: EventSink,
     stats: Arc<LinkStats>,
     tap: Option<(CaptureTap, TapScope)>,
+    /// The seal (AEAD) between the codec and the socket, on a sealed link.
+    seal: Option<SealState>,
+}
+
+/// A sealed link's state: the sans-IO [`Seal`] and the rate limit of its log lines.
+#[derive(Debug)]
+struct SealState {
+    seal: Mutex<Seal>,
+    log: Mutex<RejectLog>,
+}
+
+/// Dropped sealed datagrams are logged at most once a second, with a count.
+#[derive(Debug, Default)]
+struct RejectLog {
+    last: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+/// What a sealed end reports about its session, for proxy1's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealStatus {
+    /// proxy2 answered our hello (an authenticated hello-ack arrived).
+    pub established: bool,
+    /// Reject notices received from proxy2.
+    pub rejects_received: u64,
 }
 
 /// One end of the UDP link.
@@ -216,6 +258,7 @@ impl LinkSocket {
                 events,
                 stats: Arc::default(),
                 tap: None,
+                seal: None,
             }),
             egress: None,
             ingress: None,
@@ -231,6 +274,47 @@ impl LinkSocket {
     pub fn with_capture(mut self, tap: CaptureTap, scope: TapScope) -> Self {
         self.setup().tap = Some((tap, scope));
         self
+    }
+
+    /// Seals every datagram with an AEAD (see [`seal`]). Only the extended modes may be
+    /// sealed: the course's text formats stay byte-compatible with course peers.
+    pub fn with_seal(mut self, seal: Seal) -> Self {
+        assert!(
+            self.inner.mode.is_extended(),
+            "only the extended modes are sealed"
+        );
+        self.setup().seal = Some(SealState {
+            seal: Mutex::new(seal),
+            log: Mutex::default(),
+        });
+        self
+    }
+
+    /// Whether this link is sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.inner.seal.is_some()
+    }
+
+    /// The session state of a sealed link (`None` when not sealed).
+    pub fn seal_status(&self) -> Option<SealStatus> {
+        self.inner.seal.as_ref().map(|state| {
+            let seal = state.seal.lock().unwrap();
+            SealStatus {
+                established: seal.is_established(),
+                rejects_received: seal.rejects_received(),
+            }
+        })
+    }
+
+    /// The most stream bytes one `D` frame carries on this link: the mode's, less the seal's
+    /// overhead on a sealed link, so that no datagram exceeds 1500 bytes.
+    pub fn max_payload(&self) -> usize {
+        let max = self.inner.mode.max_payload();
+        if self.is_sealed() {
+            max - seal::OVERHEAD
+        } else {
+            max
+        }
     }
 
     /// Counts into an existing [`LinkStats`] (so a restarted role keeps its totals).
@@ -297,12 +381,19 @@ impl LinkSocket {
             .encode_into(frame, &mut encoded)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let datagram = &encoded[..len];
+        if self.is_sealed() && len + seal::OVERHEAD > MAX_DATAGRAM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a {len}-byte frame does not fit a sealed datagram"),
+            ));
+        }
         let Some(egress) = &self.egress else {
             // Stamped as it is handed to the socket: the reply it causes comes later.
             let handed = SystemTime::now();
-            self.inner.transmit(datagram, to, None).await?;
+            self.inner
+                .transmit(datagram, to, None, handed, None)
+                .await?;
             self.inner.sent_by_role(frame, len, to);
-            self.inner.tap_sent(handed, datagram, to, None, true).await;
             return Ok(());
         };
         // The role has sent it, whatever the link then does to it.
@@ -361,11 +452,15 @@ impl LinkSocket {
         only_from: Option<SocketAddr>,
     ) -> io::Result<Received<'b>> {
         let Some(ingress) = &self.ingress else {
-            let (len, peer) = self.inner.socket.recv_from(buf).await?;
-            self.inner
-                .tap_arrival(SystemTime::now(), &buf[..len], peer, None)
-                .await;
-            return Ok(self.accept(buf, len, peer, only_from));
+            loop {
+                let (len, peer) = self.inner.socket.recv_from(buf).await?;
+                self.inner
+                    .tap_arrival(SystemTime::now(), &buf[..len], peer, None)
+                    .await;
+                if let Some(len) = self.inner.open(buf, len, peer).await {
+                    return Ok(self.accept(buf, len, peer, only_from));
+                }
+            }
         };
         loop {
             if ingress.emulated().is_clear() && ingress.pipeline.lock().unwrap().is_empty() {
@@ -373,15 +468,25 @@ impl LinkSocket {
                 // Only this call feeds the delay line, so it stays empty meanwhile.
                 let (len, peer) = self.inner.socket.recv_from(buf).await?;
                 let read = SystemTime::now();
+                // On a sealed link the capture keeps what crossed the wire (ciphertext).
+                let raw = self.inner.seal.is_some().then(|| buf[..len].to_vec());
+                let Some(len) = self.inner.open(buf, len, peer).await else {
+                    if let Some(raw) = raw {
+                        self.inner.tap_arrival(read, &raw, peer, None).await;
+                    }
+                    continue;
+                };
                 if ingress.emulated().is_clear() {
                     let emulated = ingress.emulated();
                     emulated.passed_clear();
                     emulated.counters().delivered.add();
-                    self.inner.tap_arrival(read, &buf[..len], peer, None).await;
+                    let wire = raw.as_deref().unwrap_or(&buf[..len]);
+                    self.inner.tap_arrival(read, wire, peer, None).await;
                     return Ok(self.accept(buf, len, peer, only_from));
                 }
                 // Impaired while it was on its way: it is emulated like any later arrival.
-                self.on_arrival(ingress, read, &buf[..len], peer).await;
+                self.on_arrival(ingress, read, &buf[..len], raw.as_deref(), peer)
+                    .await;
                 continue;
             }
             let due = ingress
@@ -417,7 +522,18 @@ impl LinkSocket {
                 received = self.inner.socket.recv_from(buf) => {
                     let (len, peer) = received?;
                     let read = SystemTime::now();
-                    self.on_arrival(ingress, read, &buf[..len], peer).await;
+                    let raw = self.inner.seal.is_some().then(|| buf[..len].to_vec());
+                    match self.inner.open(buf, len, peer).await {
+                        Some(len) => {
+                            self.on_arrival(ingress, read, &buf[..len], raw.as_deref(), peer)
+                                .await;
+                        }
+                        None => {
+                            if let Some(raw) = raw {
+                                self.inner.tap_arrival(read, &raw, peer, None).await;
+                            }
+                        }
+                    }
                 }
                 _ = sleep_until_or_forever(next) => {}
             }
@@ -425,12 +541,14 @@ impl LinkSocket {
     }
 
     /// Gives an arriving datagram to the emulator; the capture records it as it arrived
-    /// (it did cross the wire), with a note saying what the emulator made of it.
+    /// (it did cross the wire: `raw`, the sealed bytes, on a sealed link), with a note
+    /// saying what the emulator made of it.
     async fn on_arrival(
         &self,
         ingress: &Ingress,
         read: SystemTime,
         datagram: &[u8],
+        raw: Option<&[u8]>,
         peer: SocketAddr,
     ) {
         let now = Instant::now();
@@ -471,7 +589,9 @@ impl LinkSocket {
                 }
             }
         };
-        self.inner.tap_arrival(read, datagram, peer, note).await;
+        self.inner
+            .tap_arrival(read, raw.unwrap_or(datagram), peer, note)
+            .await;
     }
 
     /// Decodes, counts and reports a datagram that reached this endpoint.
@@ -585,15 +705,55 @@ impl Inner {
         }
     }
 
-    /// Puts one datagram on the wire. With `emulated`, it came out of the emulator: it is
-    /// counted as delivered (or as a failed send), and its verdict is reported.
+    /// Puts one datagram on the wire (sealed first, on a sealed link) and captures what
+    /// crossed it, stamped `handed`, with `note`. With `emulated`, it came out of the
+    /// emulator: it is counted as delivered (or as a failed send), and its verdict is
+    /// reported.
     async fn transmit(
         &self,
         datagram: &[u8],
         to: SocketAddr,
         emulated: Option<(&DirectionEmulator, &LinkVerdict)>,
+        handed: SystemTime,
+        note: Option<String>,
     ) -> io::Result<()> {
-        if let Err(e) = self.socket.send_to(datagram, to).await {
+        let sealed;
+        let wire = match &self.seal {
+            None => datagram,
+            Some(state) => {
+                let outcome =
+                    state
+                        .seal
+                        .lock()
+                        .unwrap()
+                        .seal(datagram, to, std::time::Instant::now());
+                match outcome {
+                    Sealed::Now(bytes) => {
+                        sealed = bytes;
+                        &sealed[..]
+                    }
+                    Sealed::Held { hello } => {
+                        // The frame waits for proxy2's answer to our hello; it goes when
+                        // that arrives (see `open`). It has left the role and the emulator.
+                        if let Some(hello) = hello {
+                            self.put_raw(&hello, to).await;
+                        }
+                        if let Some((direction, _)) = emulated {
+                            direction.counters().delivered.add();
+                        }
+                        return Ok(());
+                    }
+                    Sealed::NoSession => {
+                        self.seal_dropped(
+                            to,
+                            "no sealed session with this proxy1 (it never said hello): not sent",
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        if let Err(e) = self.socket.send_to(wire, to).await {
             if let Some((direction, _)) = emulated {
                 direction.counters().drop(DropCause::SendFailed);
                 if let Some(kind) = self.kind_of(datagram) {
@@ -628,7 +788,93 @@ impl Inner {
                 });
             }
         }
+        self.tap_sent(handed, wire, to, note, true).await;
         Ok(())
+    }
+
+    /// Sends bytes that are already what goes on the wire (a seal's hello, answer or held
+    /// frame) and captures them. A failed send is like a lost datagram: the seal and the
+    /// transports try again.
+    async fn put_raw(&self, wire: &[u8], to: SocketAddr) {
+        let handed = SystemTime::now();
+        if self.socket.send_to(wire, to).await.is_ok() {
+            self.tap_sent(handed, wire, to, None, true).await;
+        }
+    }
+
+    /// Opens a datagram that arrived on a sealed link, in place: the plaintext is then
+    /// `buf[..n]` for the returned `n`. `None` when there is nothing to decode (a handshake
+    /// message, or a datagram that was counted and dropped). Unsealed links pass `len`
+    /// through.
+    async fn open(&self, buf: &mut [u8], len: usize, peer: SocketAddr) -> Option<usize> {
+        let Some(state) = &self.seal else {
+            return Some(len);
+        };
+        let opened =
+            state
+                .seal
+                .lock()
+                .unwrap()
+                .open(&mut buf[..len], peer, std::time::Instant::now());
+        if let Some(reply) = &opened.reply {
+            self.put_raw(reply, peer).await;
+        }
+        for (held, to) in &opened.release {
+            self.put_raw(held, *to).await;
+        }
+        if let Some(range) = opened.frame {
+            let plain = range.len();
+            buf.copy_within(range, 0);
+            return Some(plain);
+        }
+        if let Some(why) = opened.rejected {
+            let (counter, what) = match why {
+                Rejected::Unauthentic => (
+                    &self.stats.unauthentic,
+                    "failed authentication (another key, or changed on the way): dropped",
+                ),
+                Rejected::NotSealed => (
+                    &self.stats.unauthentic,
+                    "not sealed (is the peer running without --key-file?): dropped",
+                ),
+                Rejected::Replayed => (
+                    &self.stats.replayed,
+                    "replayed, or from an earlier session: dropped",
+                ),
+                Rejected::PeerRejects => (
+                    &self.stats.peer_rejects,
+                    "proxy2 rejects our frames: wrong key?",
+                ),
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            self.seal_dropped(peer, what);
+        }
+        None
+    }
+
+    /// Logs a datagram the seal dropped, at most once a second (with how many since).
+    fn seal_dropped(&self, peer: SocketAddr, what: &str) {
+        let Some(state) = &self.seal else { return };
+        let mut log = state.log.lock().unwrap();
+        log.unlogged += 1;
+        let now = std::time::Instant::now();
+        if log
+            .last
+            .is_some_and(|last| now.duration_since(last) < std::time::Duration::from_secs(1))
+        {
+            return;
+        }
+        let count = std::mem::take(&mut log.unlogged);
+        log.last = Some(now);
+        drop(log);
+        self.events.log(
+            Level::Warn,
+            self.endpoint.role(),
+            format!(
+                "{count} sealed datagram{} from {peer}: {what}",
+                if count == 1 { "" } else { "s" }
+            ),
+        );
     }
 
     /// Captures a datagram this endpoint sent (`on_wire`), or one the emulator dropped
@@ -679,14 +925,18 @@ impl Inner {
                 what: verdict.clone(),
             });
         }
-        self.tap_sent(
-            SystemTime::now(),
-            &datagram,
-            to,
-            verdict.capture_note(false),
-            false,
-        )
-        .await;
+        // A sealed link's capture holds no plaintext, so a frame that never crossed the
+        // wire is not recorded there.
+        if self.seal.is_none() {
+            self.tap_sent(
+                SystemTime::now(),
+                &datagram,
+                to,
+                verdict.capture_note(false),
+                false,
+            )
+            .await;
+        }
     }
 
     /// Captures a datagram as it arrived, if this endpoint taps what it receives.
@@ -751,15 +1001,16 @@ impl Egress {
             };
             // A failure is counted and reported inside; the next datagram still goes.
             let handed = SystemTime::now();
-            if inner
-                .transmit(&datagram, addr, Some((self.emulated(), &verdict)))
-                .await
-                .is_ok()
-            {
-                inner
-                    .tap_sent(handed, &datagram, addr, verdict.capture_note(false), true)
-                    .await;
-            }
+            let note = verdict.capture_note(false);
+            let _ = inner
+                .transmit(
+                    &datagram,
+                    addr,
+                    Some((self.emulated(), &verdict)),
+                    handed,
+                    note,
+                )
+                .await;
         }
     }
 
@@ -784,13 +1035,15 @@ impl Egress {
         emulated.passed_clear();
         // Counted as delivered, or as a failed send (reported on the event stream), inside.
         let handed = SystemTime::now();
-        if inner
-            .transmit(datagram, to, Some((emulated, &LinkVerdict::default())))
-            .await
-            .is_ok()
-        {
-            inner.tap_sent(handed, datagram, to, None, true).await;
-        }
+        let _ = inner
+            .transmit(
+                datagram,
+                to,
+                Some((emulated, &LinkVerdict::default())),
+                handed,
+                None,
+            )
+            .await;
         true
     }
 
@@ -824,22 +1077,18 @@ impl Egress {
                 ..LinkVerdict::default()
             };
             let handed = SystemTime::now();
-            if inner
+            let note = verdict
+                .capture_note(false)
+                .map(|n| format!("{n} (step mode)"));
+            let _ = inner
                 .transmit(
                     &released.datagram,
                     released.addr,
                     Some((emulated, &verdict)),
+                    handed,
+                    note,
                 )
-                .await
-                .is_ok()
-            {
-                let note = verdict
-                    .capture_note(false)
-                    .map(|n| format!("{n} (step mode)"));
-                inner
-                    .tap_sent(handed, &released.datagram, released.addr, note, true)
-                    .await;
-            }
+                .await;
         }
     }
 }

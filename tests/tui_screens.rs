@@ -76,6 +76,16 @@ fn header_panel_compact() {
 }
 
 #[test]
+fn header_panel_of_a_sealed_link() {
+    let mut state = classroom_state();
+    state.link.mode = tunlab::wire::WireMode::SelectiveRepeat;
+    state.link.sealed = true;
+    let drawn = screen(120, 4, |f| header::render(f, f.area(), &state));
+    assert!(drawn.contains("selective-repeat (sealed)"), "{drawn}");
+    assert_snapshot!(drawn);
+}
+
+#[test]
 fn connections_list() {
     let state = classroom_state();
     assert_snapshot!(screen(44, 12, |f| connections::render_list(

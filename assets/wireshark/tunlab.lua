@@ -92,9 +92,19 @@ local f_ext_type = ProtoField.uint8("tunlab.ext_type", "Extended type code", bas
 local f_ext_id = ProtoField.uint16("tunlab.ext_id", "Connection id", base.DEC)
 local f_crc = ProtoField.uint32("tunlab.crc", "CRC-32C", base.HEX)
 local f_crc_ok = ProtoField.bool("tunlab.crc_ok", "CRC-32C matches")
+-- The sealed variant (0xE2, `--key-file`): the clear header only.
+local f_sealed = ProtoField.string("tunlab.sealed", "Sealed (ChaCha20-Poly1305)")
+local f_sealed_kind = ProtoField.uint8("tunlab.sealed.kind", "Sealed kind", base.HEX)
+local f_p1_session = ProtoField.uint64("tunlab.sealed.p1_session", "proxy1 session", base.HEX)
+local f_p2_session = ProtoField.uint64("tunlab.sealed.p2_session", "proxy2 session", base.HEX)
+local f_counter = ProtoField.uint64("tunlab.sealed.counter", "Counter (nonce)", base.DEC)
+local f_ciphertext = ProtoField.bytes("tunlab.sealed.ciphertext", "Ciphertext")
+local f_sealed_len = ProtoField.uint16("tunlab.sealed.len", "Ciphertext length", base.DEC)
+local f_tag = ProtoField.bytes("tunlab.sealed.tag", "Poly1305 tag")
 tunlab.fields = { f_type, f_id, f_status, f_len, f_payload, f_ignored, f_direction, f_stream,
     f_not_sent, f_mode, f_seq, f_ack, f_window, f_isn, f_sack_count, f_sack_start, f_sack_end,
-    f_ext_type, f_ext_id, f_crc, f_crc_ok }
+    f_ext_type, f_ext_id, f_crc, f_crc_ok, f_sealed, f_sealed_kind, f_p1_session, f_p2_session,
+    f_counter, f_ciphertext, f_sealed_len, f_tag }
 
 -- tunlab's pcapng puts frames the link emulator dropped on an interface of their own.
 local NOT_SENT_INTERFACE = "tunlab-not-sent"
@@ -574,6 +584,56 @@ local function dissect_extended(tvb, pinfo, tree)
     return finish(tvb, pinfo, tree, frame, "extended")
 end
 
+-- Sealed kinds (byte 1 after 0xE2): name, direction.
+local SEALED_KINDS = {
+    [1] = { "hello", "p1→p2" },
+    [2] = { "hello-ack", "p2→p1" },
+    [3] = { "frame", "p1→p2" },
+    [4] = { "frame", "p2→p1" },
+    [5] = { "reject (proxy2 could not authenticate this proxy1: another key?)", "p2→p1" },
+}
+local SEALED_HEADER = 26
+local SEALED_TAG = 16
+
+-- A sealed datagram: only its clear header can be read; `tunlab decrypt` opens the frames.
+local function dissect_sealed(tvb, pinfo, tree)
+    local len = tvb:len()
+    local subtree = tree:add(tunlab, tvb())
+    if len < SEALED_HEADER then
+        return malformed(tree, pinfo, tvb,
+            string.format("sealed datagram of %d bytes is shorter than its 26-byte header", len))
+    end
+    local code = tvb(1, 1):uint()
+    local known = SEALED_KINDS[code]
+    if known == nil then
+        return malformed(tree, pinfo, tvb, string.format("unknown sealed kind 0x%02x", code))
+    end
+    local name, direction = known[1], known[2]
+    subtree:add(f_sealed, name):set_generated()
+    subtree:add(f_sealed_kind, tvb(1, 1))
+    subtree:add(f_direction, direction):set_generated()
+    subtree:add(f_p1_session, tvb(2, 8))
+    subtree:add(f_p2_session, tvb(10, 8))
+    subtree:add(f_counter, tvb(18, 8))
+    local body = len - SEALED_HEADER - SEALED_TAG
+    if code ~= 5 and body >= 0 then
+        if body > 0 then subtree:add(f_ciphertext, tvb(SEALED_HEADER, body)) end
+        subtree:add(f_sealed_len, body):set_generated()
+        subtree:add(f_tag, tvb(len - SEALED_TAG, SEALED_TAG))
+    end
+    if len > MAX_DATAGRAM then subtree:add_proto_expert_info(e_too_long) end
+    local label
+    if code == 3 or code == 4 then
+        label = string.format("%s sealed frame len=%d counter=%s", direction, body,
+            tostring(tvb(18, 8):uint64()))
+    else
+        label = string.format("%s sealed %s", direction, name)
+    end
+    subtree:append_text(": " .. label)
+    pinfo.cols.info:set(label)
+    return len
+end
+
 function tunlab.dissector(tvb, pinfo, tree)
     local len = tvb:len()
     pinfo.cols.protocol:set("TUNLAB")
@@ -581,7 +641,7 @@ function tunlab.dissector(tvb, pinfo, tree)
         return dissect_extended(tvb, pinfo, tree)
     end
     if len >= 1 and tvb(0, 1):uint() == SEALED then
-        return malformed(tree, pinfo, tvb, "sealed (encrypted) frame: not decoded")
+        return dissect_sealed(tvb, pinfo, tree)
     end
     if len < 2 then
         return malformed(tree, pinfo, tvb,
@@ -599,6 +659,9 @@ DissectorTable.get("udp.port"):add(DEFAULT_PORT, tunlab)
 -- Protocols (tunlab_udp) if it ever is not.
 local function opening(tvb)
     local len = tvb:len()
+    -- A sealed link opens with proxy1's hello: 0xE2 0x01 and a 42-byte datagram (26-byte
+    -- header, empty body, 16-byte tag).
+    if len == 42 and tvb(0, 1):uint() == 0xE2 and tvb(1, 1):uint() == 1 then return true end
     if len >= 1 and tvb(0, 1):uint() == EXTENDED then
         -- An extended C (12 bytes), OK (12) or NOK (8), with a valid CRC-32C.
         if len ~= 8 and len ~= 12 then return false end

@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod decrypt;
 mod file;
 mod format;
 mod order;

@@ -18,6 +18,7 @@
 //! | `tunlab_malformed_datagrams_total` | `endpoint` | datagrams that did not decode |
 //! | `tunlab_ignored_datagrams_total` | `endpoint` | dropped on purpose (stranger, id not open…) |
 //! | `tunlab_retransmissions_total` | `endpoint`, `cause` (timeout/fast) | reliable modes: frames sent again |
+//! | `tunlab_sealed_rejected_datagrams_total` | `endpoint`, `reason` (unauthentic, replayed, peer_reject) | a sealed link's drops |
 //! | `tunlab_connections_total` | `role` | connections opened |
 //! | `tunlab_connections_open` | `role` | open now |
 //! | `tunlab_connections_peak` | `role` | most open at once |
@@ -218,6 +219,7 @@ impl Collector for TunlabCollector {
         let mut malformed = Vec::new();
         let mut ignored = Vec::new();
         let mut retransmits = Vec::new();
+        let mut sealed = Vec::new();
         for (endpoint, stats) in &links {
             // The reliable modes' transports, counted by the tunnel pump as it sends.
             for (cause, n) in [
@@ -228,6 +230,19 @@ impl Collector for TunlabCollector {
                     vec![
                         ("endpoint", endpoint.to_string()),
                         ("cause", cause.to_string()),
+                    ],
+                    n,
+                ));
+            }
+            for (reason, n) in [
+                ("unauthentic", stats.unauthentic),
+                ("replayed", stats.replayed),
+                ("peer_reject", stats.peer_rejects),
+            ] {
+                sealed.push((
+                    vec![
+                        ("endpoint", endpoint.to_string()),
+                        ("reason", reason.to_string()),
                     ],
                     n,
                 ));
@@ -293,6 +308,13 @@ impl Collector for TunlabCollector {
             "Datagrams this endpoint dropped on purpose (a stranger, an id not open, unexpected, overflow).",
             None,
             ignored,
+        )?;
+        counter_family(
+            e,
+            "sealed_rejected_datagrams",
+            "Sealed link (--key-file): datagrams dropped because they failed authentication, were replayed, or were proxy2's rejects of our frames.",
+            None,
+            sealed,
         )?;
 
         // Connections, from the exact connection table.

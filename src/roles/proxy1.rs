@@ -514,13 +514,16 @@ async fn serve_client(
     let opening = open(&shared, id, our_isn, reply_rx, &stream, &mut lobby, &stop).await;
     let proxy2_may_have_it = match opening {
         Opening::Ok(peer_isn) if shared.link.mode().is_reliable() => {
+            let base = shared
+                .config
+                .transport
+                .unwrap_or_else(|| TransportConfig::for_mode(shared.link.mode()));
             let config = TransportConfig {
                 initial_seq: our_isn,
                 peer_initial_seq: peer_isn,
-                ..shared
-                    .config
-                    .transport
-                    .unwrap_or_else(|| TransportConfig::for_mode(shared.link.mode()))
+                // A sealed link carries less per frame (the seal's header and tag).
+                max_payload: base.max_payload.min(shared.link.max_payload()),
+                ..base
             };
             let conn = Arc::new(ReliableConn::new(Transport::new(
                 shared.link.mode(),
@@ -577,13 +580,21 @@ async fn serve_client(
             false
         }
         Opening::Unanswered => {
-            shared.log(
-                Level::Error,
-                format!(
-                    "proxy2 at {} did not answer C{id} after {} tries: closing client {client}",
-                    shared.config.proxy2, shared.config.connect_attempts
+            let (proxy2, tries) = (shared.config.proxy2, shared.config.connect_attempts);
+            // On a sealed link, say why no answer authenticated (see link/seal.rs).
+            let message = match shared.link.seal_status() {
+                Some(seal) if !seal.established && seal.rejects_received > 0 => format!(
+                    "proxy2 rejects our frames: wrong key? (proxy2 at {proxy2} sent {} rejects and no authenticated answer to C{id} after {tries} tries): closing client {client}",
+                    seal.rejects_received
                 ),
-            );
+                Some(seal) if !seal.established => format!(
+                    "no authenticated answer from proxy2 at {proxy2} to C{id} after {tries} tries (is it down, or not sealed?): closing client {client}"
+                ),
+                _ => format!(
+                    "proxy2 at {proxy2} did not answer C{id} after {tries} tries: closing client {client}"
+                ),
+            };
+            shared.log(Level::Error, message);
             shared.conn_event(id, ConnState::Unanswered, client);
             close_politely(&shared, stream, client).await;
             // A C may have arrived with only its OK lost.
@@ -816,7 +827,7 @@ async fn pump(conn: Conn<'_>, stream: TcpStream, lobby: Lobby) {
         writer_stop.cancel();
     });
 
-    let max_payload = shared.link.mode().max_payload();
+    let max_payload = shared.link.max_payload();
     // What the client sent while it waited goes first.
     for payload in lobby.stash.chunks(max_payload) {
         activity.touch();
@@ -853,7 +864,7 @@ async fn read_client(
     stop: &CancellationToken,
     activity: &Activity,
 ) -> bool {
-    let max_payload = shared.link.mode().max_payload();
+    let max_payload = shared.link.max_payload();
     let mut buf = vec![0u8; max_payload * super::FRAMES_PER_READ];
     // One cancellation future for the whole loop: making a new one per read registers and
     // unregisters a waiter (two lock round trips) for every datagram or TCP read.

@@ -521,13 +521,16 @@ async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
     shared.tcp_event(id, connected);
     let mode = shared.link.mode();
     if mode.is_reliable() {
+        let base = shared
+            .config
+            .transport
+            .unwrap_or_else(|| TransportConfig::for_mode(mode));
         let config = TransportConfig {
             initial_seq: our_isn,
             peer_initial_seq: peer_isn,
-            ..shared
-                .config
-                .transport
-                .unwrap_or_else(|| TransportConfig::for_mode(mode))
+            // A sealed link carries less per frame (the seal's header and tag).
+            max_payload: base.max_payload.min(shared.link.max_payload()),
+            ..base
         };
         let conn = Arc::new(ReliableConn::new(Transport::new(mode, config)));
         {
@@ -609,7 +612,7 @@ async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
         let _ = to_server.shutdown().await;
     });
 
-    let max_payload = shared.link.mode().max_payload();
+    let max_payload = shared.link.max_payload();
     let mut buf = vec![0u8; max_payload * super::FRAMES_PER_READ];
     // One cancellation future for the whole loop: making a new one per read registers and
     // unregisters a waiter (two lock round trips) for every datagram or TCP read.

@@ -108,6 +108,11 @@ pub struct DirectionFrames {
     pub received: KindCounts,
     /// Frames the receiving proxy dropped on purpose (id not open, unexpected, overflow).
     pub ignored: u64,
+    /// Sealed link: datagrams the receiving proxy dropped because they failed
+    /// authentication (another key, or changed on the way).
+    pub unauthentic: u64,
+    /// Sealed link: datagrams the receiving proxy dropped as replays.
+    pub replayed: u64,
 }
 
 impl DirectionFrames {
@@ -116,6 +121,8 @@ impl DirectionFrames {
             sent: sender.sent,
             received: receiver.received,
             ignored: receiver.ignored,
+            unauthentic: receiver.unauthentic,
+            replayed: receiver.replayed,
         }
     }
 }

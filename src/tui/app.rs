@@ -616,6 +616,7 @@ pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<Exit
         None => None,
     };
     let mut state = TuiState::new(start, mode, Some(lab.addrs()));
+    state.link.sealed = lab.config().key.is_some();
     if args.netns {
         state.note(Level::Info, crate::netns::NOTICE);
     }

@@ -146,6 +146,8 @@ pub struct RoleView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkView {
     pub mode: WireMode,
+    /// The link is sealed (`--key-file`): the header says so.
+    pub sealed: bool,
     /// `None`: the link delivers what UDP on loopback delivers.
     pub impairment: Option<String>,
 }
@@ -721,6 +723,7 @@ impl TuiState {
             proxy1_udp: addrs.map(|a| a.proxy1_udp),
             link: LinkView {
                 mode,
+                sealed: false,
                 impairment: None,
             },
             capture: None,

@@ -366,7 +366,7 @@ pub enum DecodeError {
     BadSeq(u8),
     #[error("first byte 0x{0:02x} is not the extended format's 0xe1")]
     NotExtended(u8),
-    #[error("sealed (encrypted) frames are not supported by this build")]
+    #[error("a sealed (encrypted) frame: this end runs without --key-file")]
     Sealed,
     #[error("checksum mismatch: the datagram was corrupted on the way")]
     Checksum,

@@ -465,7 +465,7 @@ pub fn classroom_snapshot() -> LabSnapshot {
             malformed: 1,
             ignored: 0,
             refused: 0,
-            transport: Default::default(),
+            ..LinkStatsSnapshot::default()
         },
         proxy2: LinkStatsSnapshot {
             sent: counts(0, 2, 1, 2, 0),
@@ -475,7 +475,7 @@ pub fn classroom_snapshot() -> LabSnapshot {
             malformed: 0,
             ignored: 1,
             refused: 0,
-            transport: Default::default(),
+            ..LinkStatsSnapshot::default()
         },
         events_dropped: 0,
         // A teacher has turned loss up to 10% both ways.

@@ -182,6 +182,8 @@ impl AdminContext for MonitorSources {
             lines.push(format!("{e}_bytes_received {}", s.received_bytes));
             lines.push(format!("{e}_malformed {}", s.malformed));
             lines.push(format!("{e}_ignored {}", s.ignored));
+            lines.push(format!("{e}_unauthentic {}", s.unauthentic));
+            lines.push(format!("{e}_replayed {}", s.replayed));
         }
         if let Some(emulator) = &self.emulator {
             let report = emulator.report();

@@ -136,7 +136,11 @@ fn settings_line(state: &TuiState, width: usize) -> Line<'static> {
     let label = Style::new().dark_gray();
     let lead = |text: &'static str| Span::styled(text, label);
     let ids = format!("ids 0-{}", state.conns.len().saturating_sub(1));
-    let mode = state.link.mode.name();
+    let mode = if state.link.sealed {
+        format!("{} (sealed)", state.link.mode.name())
+    } else {
+        state.link.mode.name().to_string()
+    };
     let impairment = state
         .link
         .impairment
