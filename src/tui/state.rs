@@ -435,6 +435,14 @@ impl Reliability {
         Some((self.isn(direction)?, self.isn(direction.reverse())?))
     }
 
+    /// Stop-and-wait: the number and bit of the last new data frame sent in `direction`.
+    fn sw_counter(&self, direction: LinkDirection) -> Option<(u32, Seq)> {
+        match direction {
+            LinkDirection::ToProxy2 => self.sw_to_proxy2,
+            LinkDirection::ToProxy1 => self.sw_to_proxy1,
+        }
+    }
+
     fn pending(&mut self, at: Endpoint) -> &mut VecDeque<(Seq, RetransmitCause)> {
         match at {
             Endpoint::Proxy1 => &mut self.pending_proxy1,
@@ -1423,14 +1431,26 @@ fn on_link_decision(
     let bases = conn.transport.bases(direction);
     if dropped
         && frame.kind == FrameKind::Data
-        && let (Some(seq), Some(base)) = (frame.seq(), conn.transport.isn(direction))
+        && let Some(seq) = frame.seq()
     {
-        conn.seq_graph.push(SeqPoint {
-            time,
-            data: direction,
-            seq: seq.since(base),
-            kind: SeqPointKind::Dropped,
-        });
+        // Extended: counted from the ISN. Stop-and-wait: the frame just sent with that bit
+        // (its `FrameSent` came first), as the graph numbers them.
+        let number = match frame.numbers {
+            crate::event::FrameNumbers::Bit(_) => conn
+                .transport
+                .sw_counter(direction)
+                .filter(|&(_, bit)| bit == seq)
+                .map(|(n, _)| n),
+            _ => conn.transport.isn(direction).map(|base| seq.since(base)),
+        };
+        if let Some(number) = number {
+            conn.seq_graph.push(SeqPoint {
+                time,
+                data: direction,
+                seq: number,
+                kind: SeqPointKind::Dropped,
+            });
+        }
     }
     let text = format!(
         "{} {}",
