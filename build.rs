@@ -1,19 +1,20 @@
-//! Finds the external tools some tests need (tshark, tmux, python3) and tells the compiler
-//! which are here, as `has_tshark`, `has_tmux` and `has_python3`. A test that needs a missing
+//! Finds the external tools some tests need (tshark, tmux, python3, curl) and tells the
+//! compiler which are here, as `has_tshark`, `has_tmux`, `has_python3` and `has_curl`. A test that needs a missing
 //! tool is then marked ignored, with the reason, so `cargo test` lists it as
 //! `ignored, needs tshark` instead of passing over it in silence.
 //!
-//! `TUNLAB_REQUIRE_TSHARK=1` (or `_TMUX`, `_PYTHON3`) makes a missing tool a build error: CI
+//! `TUNLAB_REQUIRE_TSHARK=1` (or `_TMUX`, `_PYTHON3`, `_CURL`) makes a missing tool a build error: CI
 //! sets them, so there the tests always run.
 
 use std::env;
 use std::path::PathBuf;
 
 /// Each tool: the cfg it sets, the program, and the variable that makes it required.
-const TOOLS: [(&str, &str, &str); 3] = [
+const TOOLS: [(&str, &str, &str); 4] = [
     ("has_tshark", "tshark", "TUNLAB_REQUIRE_TSHARK"),
     ("has_tmux", "tmux", "TUNLAB_REQUIRE_TMUX"),
     ("has_python3", "python3", "TUNLAB_REQUIRE_PYTHON3"),
+    ("has_curl", "curl", "TUNLAB_REQUIRE_CURL"),
 ];
 
 fn main() {

@@ -64,7 +64,9 @@ Examples:
                                            a scenario headless, for CI
   tunlab proxy2 3328 localhost 1818 --metrics 9100 --admin 9101 --admin-user ana:s3cret
                                            proxy2 with Prometheus metrics and the admin protocol
-  tunlab monitor localhost 9101            log in to an admin protocol, type commands";
+  tunlab monitor localhost 9101            log in to an admin protocol, type commands
+  tunlab socks5 1080 --socks5-user ana:s3cret --deny port=7000-7999
+                                           a SOCKS5 server with no tunnel, for comparison";
 
 #[derive(Debug, Parser)]
 #[command(name = "tunlab", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
@@ -462,6 +464,41 @@ pub enum Command {
     /// change one), HELP, QUIT.
     /// With stdin not a terminal it reads one line at a time, so it can be scripted.
     Monitor(MonitorClientArgs),
+    /// Run a SOCKS5 server with no tunnel: the SOCKS5 front straight on top of the dialer.
+    ///
+    /// Clients (curl --socks5-hostname, a browser) ask for any destination by address or
+    /// name; the server resolves names itself, applies --allow/--deny, connects, and relays.
+    /// CONNECT to IPv4, IPv6 and names (RFC 1928), with "no authentication" or, once users
+    /// are given, username/password (RFC 1929). BIND and UDP ASSOCIATE are answered
+    /// "command not supported". Each connection is logged on stderr (and in --access-log).
+    /// It runs without the tunnel: the baseline a SOCKS5 front over the tunnel will be
+    /// compared with (that front is not wired into proxy1 yet).
+    Socks5(Socks5Args),
+}
+
+#[derive(Debug, Args)]
+pub struct Socks5Args {
+    /// TCP port to listen on for SOCKS5 clients (0: any free port; the log says which).
+    #[arg(default_value_t = 1080)]
+    pub port: u16,
+    /// Address to listen on (0.0.0.0 to accept from other machines).
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), value_name = "ADDR")]
+    pub bind: IpAddr,
+    /// Append one JSON line per connection to FILE: time, client, user, destination, the
+    /// address reached, bytes each way, duration, result (ok, refused, rejected) and reason.
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
+    /// Most clients served at once; more wait to be accepted.
+    #[arg(long, default_value_t = crate::roles::socks5_direct::DEFAULT_MAX_CLIENTS as u64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_clients: u64,
+    #[command(flatten)]
+    pub front: crate::roles::fronts::socks5::args::Socks5FrontArgs,
+    /// How long each address of a destination gets to connect before the next is tried
+    /// (the client hears "TTL expired" if none answers).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "TIME", help_heading = "Destinations")]
+    pub connect_timeout: Duration,
+    #[command(flatten)]
+    pub rules: crate::roles::dialers::args::RuleArgs,
 }
 
 #[derive(Debug, Args)]
@@ -681,12 +718,74 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             echo_client::run_interactive(server, args.echo_timeout).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Socks5(args)) => run_socks5(args).await,
         Some(Command::Monitor(args)) => {
             // A blocking client: it waits on a person, not on sockets of its own.
             tokio::task::spawn_blocking(move || crate::monitor::client::run(&args.host, args.port))
                 .await?
         }
     }
+}
+
+/// `tunlab socks5`: the direct SOCKS5 server until Ctrl-C or SIGTERM.
+async fn run_socks5(args: Socks5Args) -> anyhow::Result<ExitCode> {
+    use crate::roles::access_log::AccessLog;
+    use crate::roles::dialers::{DialerConfig, ResolverDialer};
+    use crate::roles::socks5_direct::{self, DirectConfig};
+
+    let front = args.front.config().map_err(|e| anyhow::anyhow!(e))?;
+    let access_log =
+        match &args.access_log {
+            Some(path) => Some(AccessLog::open(path).map_err(|e| {
+                anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
+            })?),
+            None => None,
+        };
+    let listener = bind_tcp((args.bind, args.port).into())?;
+    let users = match front.users.len() {
+        0 => "no authentication".to_string(),
+        n => format!("{n} user(s), username/password required"),
+    };
+    let rules = args.rules.rules;
+    let rule_list = if rules.is_empty() {
+        "no rules (every destination allowed)".to_string()
+    } else {
+        let list: Vec<String> = rules.iter().map(ToString::to_string).collect();
+        format!("rules {} (then allowed)", list.join(" "))
+    };
+    eprintln!(
+        "socks5: listening on {} ({users}; {rule_list})",
+        listener.local_addr()?
+    );
+    if let Some(log) = &access_log {
+        eprintln!("socks5: access log {}", log.path().display());
+    }
+    let config = DirectConfig {
+        front,
+        dialer: ResolverDialer::new(DialerConfig {
+            rules,
+            connect_timeout: args.connect_timeout,
+            ..DialerConfig::default()
+        }),
+        access_log: access_log.as_ref().map(AccessLog::writer),
+        on_record: Some(Arc::new(
+            |record: &crate::roles::access_log::AccessRecord| {
+                eprintln!("socks5: {}", record.describe());
+            },
+        )),
+        max_clients: usize::try_from(args.max_clients).unwrap_or(usize::MAX),
+    };
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(socks5_direct::run(listener, config, stop.clone()));
+    wait_for_signal().await;
+    stop.cancel();
+    let _ = server.await;
+    if let Some(log) = access_log {
+        let path = log.path().display().to_string();
+        let written = log.finish();
+        eprintln!("socks5: {written} access log lines written to {path}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// How a standalone proxy's monitor finds its counters: `destination` is where its

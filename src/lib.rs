@@ -8,6 +8,7 @@ pub mod app;
 pub mod capture;
 pub mod cli;
 pub mod describe;
+pub mod destination;
 pub mod event;
 pub mod event_sampling;
 pub mod headless;

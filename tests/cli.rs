@@ -18,7 +18,14 @@ fn help_of(path: &[&str]) -> String {
 #[test]
 fn help_texts_are_pinned() {
     insta::assert_snapshot!("help", help_of(&[]));
-    for sub in ["echo-server", "proxy2", "proxy1", "echo-client", "monitor"] {
+    for sub in [
+        "echo-server",
+        "proxy2",
+        "proxy1",
+        "echo-client",
+        "monitor",
+        "socks5",
+    ] {
         insta::assert_snapshot!(format!("help-{sub}"), help_of(&[sub]));
     }
 }
@@ -39,7 +46,14 @@ fn the_binary_prints_help_and_version() {
     let help = tunlab(&["--help"]);
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
-    for role in ["echo-server", "proxy2", "proxy1", "echo-client", "monitor"] {
+    for role in [
+        "echo-server",
+        "proxy2",
+        "proxy1",
+        "echo-client",
+        "monitor",
+        "socks5",
+    ] {
         assert!(text.contains(role), "--help lists {role}");
     }
     let version = tunlab(&["--version"]);
@@ -93,6 +107,41 @@ fn a_port_in_use_is_named() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains(&format!("cannot bind UDP 127.0.0.1:{port}")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn socks5_input_errors_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.txt");
+    std::fs::write(&users, "# the class\nana:s3cret\nbo pw\n").unwrap();
+    let out = tunlab(&["socks5", "0", "--socks5-users", users.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("users.txt:3: 'bo pw' is not NAME:PASS"),
+        "{}",
+        stderr(&out)
+    );
+    let out = tunlab(&["socks5", "0", "--socks5-user", "ana"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("'ana' is not NAME:PASS"),
+        "{}",
+        stderr(&out)
+    );
+    let out = tunlab(&["socks5", "0", "--deny", "::1:99999"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("use brackets: [::1]:22"),
+        "{}",
+        stderr(&out)
+    );
+    let out = tunlab(&["socks5", "0", "--allow", "10.0.0.0/40"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("'/40' is not a prefix length from 0 to 32"),
         "{}",
         stderr(&out)
     );

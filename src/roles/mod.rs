@@ -2,10 +2,14 @@
 //! shutdown token, so the lab, the standalone subcommands and the tests all start them the
 //! same way (tests bind `127.0.0.1:0` and read the real ports).
 
+pub mod access_log;
+pub mod dialers;
 pub mod echo_client;
 pub mod echo_server;
+pub mod fronts;
 pub mod proxy1;
 pub mod proxy2;
+pub mod socks5_direct;
 
 use std::io;
 
