@@ -58,7 +58,9 @@ pub struct Ring<T> {
 impl<T> Ring<T> {
     pub fn new(capacity: usize) -> Self {
         Ring {
-            items: VecDeque::with_capacity(capacity.min(64)),
+            // Nothing allocated until the first push: the extended modes have 65,536 ids,
+            // each with a trace, a ladder and a graph, and most never carry a frame.
+            items: VecDeque::new(),
             capacity,
             forgotten: 0,
         }
