@@ -397,10 +397,11 @@ pub struct ConnView {
 /// needs to count sequence numbers from the start of the connection.
 #[derive(Clone, Debug, Default)]
 pub struct Reliability {
-    /// proxy1's transport (its data goes to proxy2).
-    pub proxy1: Option<TransportStats>,
+    /// proxy1's transport (its data goes to proxy2). Boxed as the event brought it: most of
+    /// the extended modes' 65,536 ids never have one.
+    pub proxy1: Option<Box<TransportStats>>,
     /// proxy2's transport.
-    pub proxy2: Option<TransportStats>,
+    pub proxy2: Option<Box<TransportStats>>,
     /// The initial sequence number of each direction's data, from the extended `C`
     /// (proxy1's) and `OK` (proxy2's).
     pub isn_to_proxy2: Option<Seq>,
@@ -418,8 +419,8 @@ impl Reliability {
     /// The stats published by `at`'s transport.
     pub fn stats(&self, at: Endpoint) -> Option<&TransportStats> {
         match at {
-            Endpoint::Proxy1 => self.proxy1.as_ref(),
-            Endpoint::Proxy2 => self.proxy2.as_ref(),
+            Endpoint::Proxy1 => self.proxy1.as_deref(),
+            Endpoint::Proxy2 => self.proxy2.as_deref(),
         }
     }
 
@@ -1131,8 +1132,8 @@ pub fn update(state: &mut TuiState, event: Event) {
         EventKind::TransportStats { at, id, stats, .. } => {
             if let Some(conn) = state.conns.get_mut(id.index()) {
                 match at {
-                    Endpoint::Proxy1 => conn.transport.proxy1 = Some(*stats),
-                    Endpoint::Proxy2 => conn.transport.proxy2 = Some(*stats),
+                    Endpoint::Proxy1 => conn.transport.proxy1 = Some(stats),
+                    Endpoint::Proxy2 => conn.transport.proxy2 = Some(stats),
                 }
             }
         }
