@@ -6,7 +6,8 @@
 #   bench/profile.sh                    classic (proxy1+proxy2 processes) and lab, both tools
 #   bench/profile.sh callgrind lab-events
 #                                       one tool, one path: classic, lab, lab-events,
-#                                       lab-capture or lab-both
+#                                       lab-capture, lab-both, bin-*, or a reliable mode's
+#                                       lab as <wire mode>-<loss> (selective-repeat-0)
 #
 # Raw outputs and callgrind_annotate listings go to target/profile/.
 set -euo pipefail

@@ -150,6 +150,16 @@ pub struct LabSnapshot {
     /// Events the consumer was too slow for.
     pub events_dropped: u64,
     pub clients: Vec<(ClientId, ClientStatus)>,
+    /// Each proxy's transport counts per connection (reliable modes; empty in classic).
+    pub transport_conns: TransportConns,
+}
+
+/// Each proxy's ledger of per-connection transport counts, oldest first (exact, like the
+/// totals in [`LinkStatsSnapshot::transport`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TransportConns {
+    pub proxy1: Vec<crate::transport::totals::ConnCounts>,
+    pub proxy2: Vec<crate::transport::totals::ConnCounts>,
 }
 
 /// The running lab.
@@ -601,6 +611,10 @@ impl Lab {
                 .iter()
                 .map(|c| (c.id, c.status.lock().unwrap().clone()))
                 .collect(),
+            transport_conns: TransportConns {
+                proxy1: self.proxy1_stats.transport.connections(),
+                proxy2: self.proxy2_stats.transport.connections(),
+            },
         }
     }
 

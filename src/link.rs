@@ -22,6 +22,7 @@ use crate::event::{
 };
 use crate::impair::pipeline::{Pending, Pipeline};
 use crate::impair::{DirectionEmulator, DropCause, LinkEmulator, LinkVerdict};
+use crate::transport::totals::{TransportTotals, TransportTotalsSnapshot};
 use crate::wire::{Frame, FrameKind, MAX_DATAGRAM, WireMode};
 
 /// Receive buffers hold any UDP datagram (stop-and-wait accepts course peers' 4096-byte `D`
@@ -86,6 +87,9 @@ pub struct LinkStats {
     /// `--max-peers`, allow-list): a `C` answered with `NOK`, or a connection that never
     /// carried a byte closed to make room for a new one.
     pub refused: AtomicU64,
+    /// The reliable modes' transports at this endpoint: frames sent and retransmitted,
+    /// in all and per connection (shared by every connection's pump).
+    pub transport: Arc<TransportTotals>,
 }
 
 /// A point-in-time copy of [`KindCounters`].
@@ -126,6 +130,7 @@ pub struct LinkStatsSnapshot {
     pub malformed: u64,
     pub ignored: u64,
     pub refused: u64,
+    pub transport: TransportTotalsSnapshot,
 }
 
 impl LinkStats {
@@ -138,6 +143,7 @@ impl LinkStats {
             malformed: self.malformed.load(Ordering::Relaxed),
             ignored: self.ignored.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            transport: self.transport.snapshot(),
         }
     }
 }

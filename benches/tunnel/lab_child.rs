@@ -17,6 +17,7 @@ use ratatui::layout::Rect;
 use ratatui::{Terminal, TerminalOptions, Viewport};
 use tunlab::capture::{CaptureFormat, CapturePlan, CaptureTarget, CaptureWriter};
 use tunlab::event::{EventSink, Role};
+use tunlab::impair::{DirectionSettings, LinkSettings, Percent};
 use tunlab::lab::{Lab, LabConfig};
 use tunlab::tui::screen_loop::ScreenLoop;
 use tunlab::tui::state::{TuiState, events_for_tui};
@@ -36,14 +37,31 @@ pub const CAPTURE_WRITER: &str = "the real capture writer (`capture::CaptureWrit
 /// Event channel capacity, as the TUI uses it.
 const EVENT_CAPACITY: usize = tunlab::tui::app::EVENT_CAPACITY;
 
-/// What the child was asked to attach.
+/// What the child was asked to attach, and how its link runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LabOptions {
     pub events: bool,
     pub capture: bool,
+    /// The lab's wire mode (`--wire`).
+    pub wire: WireMode,
+    /// Emulated loss each way, in percent (the link emulator, seeded: [`LOSS_SEED`]).
+    pub loss: u8,
 }
 
+/// The emulator's seed for lossy runs: the same losses in every round and every mode.
+pub const LOSS_SEED: u64 = 2026;
+
 impl LabOptions {
+    /// No consumers, classic mode, a clear link.
+    pub const fn plain(events: bool, capture: bool) -> Self {
+        LabOptions {
+            events,
+            capture,
+            wire: WireMode::Classic,
+            loss: 0,
+        }
+    }
+
     pub fn to_args(self) -> Vec<String> {
         let on_off = |b: bool| if b { "on" } else { "off" }.to_string();
         vec![
@@ -52,24 +70,39 @@ impl LabOptions {
             on_off(self.events),
             "--capture".into(),
             on_off(self.capture),
+            "--wire".into(),
+            self.wire.name().into(),
+            "--loss".into(),
+            self.loss.to_string(),
         ]
     }
 
     fn from_args(args: &[String]) -> anyhow::Result<Self> {
-        let flag = |name: &str| -> anyhow::Result<bool> {
+        let value = |name: &str| -> anyhow::Result<&str> {
             let at = args
                 .iter()
                 .position(|a| a == name)
                 .ok_or_else(|| anyhow::anyhow!("missing {name}"))?;
-            match args.get(at + 1).map(String::as_str) {
-                Some("on") => Ok(true),
-                Some("off") => Ok(false),
+            args.get(at + 1)
+                .map(String::as_str)
+                .ok_or_else(|| anyhow::anyhow!("{name} wants a value"))
+        };
+        let flag = |name: &str| -> anyhow::Result<bool> {
+            match value(name)? {
+                "on" => Ok(true),
+                "off" => Ok(false),
                 other => anyhow::bail!("{name} wants on or off, got {other:?}"),
             }
         };
+        let wire = value("--wire")?;
         Ok(LabOptions {
             events: flag("--events")?,
             capture: flag("--capture")?,
+            wire: WireMode::ALL
+                .into_iter()
+                .find(|mode| mode.name() == wire)
+                .ok_or_else(|| anyhow::anyhow!("unknown --wire {wire:?}"))?,
+            loss: value("--loss")?.parse()?,
         })
     }
 }
@@ -82,17 +115,23 @@ pub struct LabSummary {
     pub redraws: u64,
     pub capture_records: u64,
     pub capture_bytes: u64,
+    /// Data frames the transports sent, at both proxies (reliable modes).
+    pub data_frames: u64,
+    /// Of those, retransmissions.
+    pub retransmits: u64,
 }
 
 impl LabSummary {
     pub fn to_line(&self) -> String {
         format!(
-            "SUMMARY events_seen={} events_dropped={} redraws={} capture_records={} capture_bytes={}",
+            "SUMMARY events_seen={} events_dropped={} redraws={} capture_records={} capture_bytes={} data_frames={} retransmits={}",
             self.events_seen,
             self.events_dropped,
             self.redraws,
             self.capture_records,
-            self.capture_bytes
+            self.capture_bytes,
+            self.data_frames,
+            self.retransmits
         )
     }
 
@@ -108,6 +147,8 @@ impl LabSummary {
                 "redraws" => summary.redraws = value,
                 "capture_records" => summary.capture_records = value,
                 "capture_bytes" => summary.capture_bytes = value,
+                "data_frames" => summary.data_frames = value,
+                "retransmits" => summary.retransmits = value,
                 _ => {}
             }
         }
@@ -143,6 +184,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         };
         let config = LabConfig {
             capture: capture.as_ref().map(CaptureWriter::tap),
+            mode: options.wire,
+            link: LinkSettings::symmetric(DirectionSettings {
+                loss: Percent::new(f64::from(options.loss)).map_err(anyhow::Error::msg)?,
+                ..Default::default()
+            }),
+            link_seed: Some(LOSS_SEED),
             ..LabConfig::ephemeral()
         };
         let mut lab = Lab::start(config, events.clone()).await?;
@@ -162,7 +209,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 let _ = (&mut stdin_closed).await;
             }
             Some(rx) => {
-                let state = TuiState::new(SystemTime::now(), WireMode::Classic, Some(lab.addrs()));
+                let state = TuiState::new(SystemTime::now(), options.wire, Some(lab.addrs()));
                 let sink = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
                 let terminal = Terminal::with_options(
                     CrosstermBackend::new(sink),
@@ -186,6 +233,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
 
         summary.events_dropped = lab.events().dropped();
+        let snapshot = lab.snapshot();
+        let transport = snapshot
+            .proxy1
+            .transport
+            .counts
+            .plus(snapshot.proxy2.transport.counts);
+        summary.data_frames = transport.data_frames_sent;
+        summary.retransmits = transport.total();
         lab.shutdown().await;
         drop(events);
         // After the roles have stopped, so every frame they sent is in the file.

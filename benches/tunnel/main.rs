@@ -28,6 +28,7 @@ use client::Pacing;
 use lab_child::LabOptions;
 use paths::{BinaryOptions, EchoServer, PathKind, RunningPath, Tools, find_tool, progress};
 use report::{PathResult, Round, RunInfo};
+use tunlab::wire::WireMode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -54,7 +55,9 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these paths (comma-separated: direct, kcptun, classic, lab, lab-events,
-    /// lab-capture, lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture). Default: all.
+    /// lab-capture, lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture; `modes` for
+    /// the reliable-modes table with direct TCP and the lab as baselines, or one cell of it
+    /// such as selective-repeat-5). Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Markdown file to write the results into (between its bench markers).
@@ -68,7 +71,8 @@ struct Args {
     #[arg(long, value_enum, value_name = "TOOL")]
     profile: Option<profile::Tool>,
     /// The path to profile: classic (proxy1 and proxy2 processes), lab (the in-process lab,
-    /// no consumers), lab-events, lab-capture or lab-both.
+    /// no consumers), lab-events, lab-capture, lab-both, or a reliable mode's lab
+    /// (<wire mode>-<loss>, such as selective-repeat-0).
     #[arg(long, default_value = "lab", value_name = "PATH")]
     profile_path: String,
     /// Round trips in the profile's round-trip workload (plus 200 warm-up ones).
@@ -85,22 +89,82 @@ struct Args {
     bench: bool,
 }
 
-fn all_paths() -> Vec<(&'static str, PathKind)> {
-    let lab = |events, capture| PathKind::Lab(LabOptions { events, capture });
+/// Emulated loss (percent, each way) of the reliable-modes table.
+pub const MODE_LOSSES: [u8; 4] = [0, 1, 5, 20];
+
+/// The `--only` name of an in-process lab path: `lab`, `lab-events`, `lab-capture`,
+/// `lab-both`, or `<wire mode>-<loss>` for a cell of the modes table (`selective-repeat-5`).
+pub fn lab_path_name(options: LabOptions) -> String {
+    if is_mode_cell(options) {
+        return format!("{}-{}", options.wire.name(), options.loss);
+    }
+    match (options.events, options.capture) {
+        (false, false) => "lab",
+        (true, false) => "lab-events",
+        (false, true) => "lab-capture",
+        (true, true) => "lab-both",
+    }
+    .to_string()
+}
+
+/// A cell of the modes table: a lab with no consumers in another mode or over a lossy link
+/// (measured for goodput only). Classic at 0% loss is the plain `lab` path.
+pub fn is_mode_cell(options: LabOptions) -> bool {
+    options.wire != WireMode::Classic || options.loss > 0
+}
+
+fn all_paths() -> Vec<(String, PathKind)> {
+    let lab = |events, capture| PathKind::Lab(LabOptions::plain(events, capture));
     let bin = |tui, capture| PathKind::Binary(BinaryOptions { tui, capture });
-    vec![
-        ("direct", PathKind::Direct),
-        ("kcptun", PathKind::Kcptun),
-        ("classic", PathKind::Classic),
-        ("lab", lab(false, false)),
-        ("lab-events", lab(true, false)),
-        ("lab-capture", lab(false, true)),
-        ("lab-both", lab(true, true)),
+    let mut paths = vec![
+        ("direct".to_string(), PathKind::Direct),
+        ("kcptun".to_string(), PathKind::Kcptun),
+        ("classic".to_string(), PathKind::Classic),
+    ];
+    for kind in [
+        lab(false, false),
+        lab(true, false),
+        lab(false, true),
+        lab(true, true),
+    ] {
+        if let PathKind::Lab(options) = kind {
+            paths.push((lab_path_name(options), kind));
+        }
+    }
+    for (name, kind) in [
         ("bin-bare", bin(false, false)),
         ("bin-capture", bin(false, true)),
         ("bin-tui", bin(true, false)),
         ("bin-tui-capture", bin(true, true)),
-    ]
+    ] {
+        paths.push((name.to_string(), kind));
+    }
+    for wire in WireMode::ALL {
+        for loss in MODE_LOSSES {
+            let options = LabOptions {
+                wire,
+                loss,
+                ..LabOptions::plain(false, false)
+            };
+            if is_mode_cell(options) {
+                paths.push((lab_path_name(options), PathKind::Lab(options)));
+            }
+        }
+    }
+    paths
+}
+
+/// Whether `--only` picked the path called `name`: by its name, or `modes` for the whole
+/// modes table with its two baselines (direct TCP and the plain lab).
+fn picked(only: &[String], name: &str, kind: PathKind) -> bool {
+    only.is_empty()
+        || only.iter().any(|o| o == name)
+        || (only.iter().any(|o| o == "modes")
+            && match kind {
+                PathKind::Direct => true,
+                PathKind::Lab(options) => is_mode_cell(options) || name == "lab",
+                _ => false,
+            })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -122,13 +186,14 @@ fn main() -> anyhow::Result<()> {
     }
     let selected: Vec<PathKind> = all_paths()
         .into_iter()
-        .filter(|(name, _)| args.only.is_empty() || args.only.iter().any(|o| o == name))
+        .filter(|(name, kind)| picked(&args.only, name, *kind))
         .map(|(_, kind)| kind)
         .collect();
     anyhow::ensure!(
         !selected.is_empty(),
         "--only matched no path; names: direct, kcptun, classic, lab, lab-events, lab-capture, \
-         lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture"
+         lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture, modes, or <wire mode>-<loss> \
+         such as selective-repeat-5"
     );
 
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -168,7 +233,8 @@ fn main() -> anyhow::Result<()> {
             .ok_or_else(|| {
                 anyhow::anyhow!(
                     "--profile-path is one of classic, lab, lab-events, lab-capture, lab-both, bin-bare, \
-                     bin-capture, bin-tui, bin-tui-capture; not {:?}",
+                     bin-capture, bin-tui, bin-tui-capture or <wire mode>-<loss> \
+                     (selective-repeat-0); not {:?}",
                     args.profile_path
                 )
             })?;
@@ -207,7 +273,7 @@ fn main() -> anyhow::Result<()> {
     for round in 1..=args.rounds {
         println!("round {round}/{}", args.rounds);
         for result in &mut results {
-            progress(&format!("  {:<45}", result.kind.name()));
+            progress(&format!("  {:<48}", result.kind.name()));
             let measured = runtime.block_on(measure_path(
                 result.kind,
                 &tools,
@@ -296,6 +362,20 @@ async fn measure_path(
         let _ = path
             .check_alive()
             .map_err(|e| round.errors.push(format!("{e:#}")));
+        round.lab = path.stop();
+        return round;
+    }
+    if let PathKind::Lab(options) = kind
+        && is_mode_cell(options)
+    {
+        // The modes table: goodput only (a sane client, bounded bytes in flight).
+        match client::goodput(target, goodput_time, u64::MAX, window).await {
+            Ok(r) => round.goodput_bounded = Some(r),
+            Err(e) => round.errors.push(format!("goodput (paced): {e:#}")),
+        }
+        if let Err(e) = path.check_alive() {
+            round.errors.push(format!("{e:#}"));
+        }
         round.lab = path.stop();
         return round;
     }

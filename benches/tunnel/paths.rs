@@ -84,8 +84,16 @@ impl PathKind {
                 (true, false) => "tunlab TUI 120×40 (pty), --no-capture".into(),
                 (true, true) => "tunlab TUI 120×40 (pty), capture on".into(),
             },
-            PathKind::Lab(LabOptions { events, capture }) => {
+            PathKind::Lab(LabOptions {
+                events,
+                capture,
+                wire,
+                loss,
+            }) => {
                 let mut name = "tunlab in-process lab".to_string();
+                if wire != tunlab::wire::WireMode::Classic || loss > 0 {
+                    return format!("tunlab lab, {wire}, {loss}% loss each way");
+                }
                 match (events, capture) {
                     (false, false) => name.push_str(" (no consumers)"),
                     (true, false) => name.push_str(" + event consumer"),

@@ -18,7 +18,6 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::client::{self, Pacing};
-use crate::lab_child::LabOptions;
 use crate::paths::{EchoServer, PathKind, RunningPath, Tools};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -74,26 +73,15 @@ pub fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(out_dir)?;
     let label = match kind {
-        PathKind::Classic => "classic",
-        PathKind::Lab(LabOptions {
-            events: false,
-            capture: false,
-        }) => "lab",
-        PathKind::Lab(LabOptions {
-            events: true,
-            capture: false,
-        }) => "lab-events",
-        PathKind::Lab(LabOptions {
-            events: false,
-            capture: true,
-        }) => "lab-capture",
-        PathKind::Lab(_) => "lab-both",
+        PathKind::Classic => "classic".to_string(),
+        PathKind::Lab(options) => crate::lab_path_name(options),
         PathKind::Binary(options) => match (options.tui, options.capture) {
             (false, false) => "bin-bare",
             (false, true) => "bin-capture",
             (true, false) => "bin-tui",
             (true, true) => "bin-tui-capture",
-        },
+        }
+        .to_string(),
         other => anyhow::bail!(
             "only the tunnel paths can be profiled, not {}",
             other.name()

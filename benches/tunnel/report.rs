@@ -155,8 +155,14 @@ fn change(value: Option<f64>, base: Option<f64>) -> String {
     }
 }
 
-pub fn render(info: &RunInfo, results: &[PathResult]) -> String {
-    let find = |kind: PathKind| results.iter().find(|r| r.kind == kind);
+pub fn render(info: &RunInfo, all: &[PathResult]) -> String {
+    let find = |kind: PathKind| all.iter().find(|r| r.kind == kind);
+    // The modes table's cells have a section of their own.
+    let kept: Vec<&PathResult> = all
+        .iter()
+        .filter(|r| !matches!(r.kind, PathKind::Lab(o) if crate::is_mode_cell(o)))
+        .collect();
+    let results = kept.as_slice();
     let direct = find(PathKind::Direct);
     let kcptun = find(PathKind::Kcptun);
     let base = |f: &dyn Fn(&PathResult) -> Option<f64>| (direct.and_then(f), kcptun.and_then(f));
@@ -319,10 +325,7 @@ pub fn render(info: &RunInfo, results: &[PathResult]) -> String {
     }
 
     // What the consumers cost, against the lab with none.
-    let bare = find(PathKind::Lab(LabOptions {
-        events: false,
-        capture: false,
-    }));
+    let bare = find(PathKind::Lab(LabOptions::plain(false, false)));
     let _ = writeln!(
         w,
         "\n### Cost of the lab's consumers (change against the lab with no consumers)\n\n\
@@ -365,7 +368,7 @@ pub fn render(info: &RunInfo, results: &[PathResult]) -> String {
         );
     }
 
-    render_watching(w, results);
+    render_watching(w, all);
 
     let errors: Vec<String> = results
         .iter()
@@ -385,6 +388,8 @@ pub fn render(info: &RunInfo, results: &[PathResult]) -> String {
     }
 
     let classic = find(PathKind::Classic);
+    render_modes(w, info, all);
+
     let _ = writeln!(w, "\n### Against the aims (issue 7)\n");
     let pick_p50 = |r: Option<&PathResult>| r.and_then(PathResult::p50_us);
     let _ = writeln!(
@@ -404,20 +409,8 @@ pub fn render(info: &RunInfo, results: &[PathResult]) -> String {
         percent(classic.and_then(|c| c.intact(true))),
     );
     for (label, options) in [
-        (
-            "Capture",
-            LabOptions {
-                events: false,
-                capture: true,
-            },
-        ),
-        (
-            "Event consumer",
-            LabOptions {
-                events: true,
-                capture: false,
-            },
-        ),
+        ("Capture", LabOptions::plain(false, true)),
+        ("Event consumer", LabOptions::plain(true, false)),
     ] {
         let with = find(PathKind::Lab(options));
         let _ = writeln!(
@@ -509,4 +502,93 @@ pub fn write_markdown(path: &Path, generated: &str) -> anyhow::Result<()> {
     };
     std::fs::write(path, text)?;
     Ok(())
+}
+
+/// The reliable modes' table: each mode's goodput at each emulated loss, against direct TCP
+/// and classic mode (the plain lab at 0% loss) from the same run.
+fn render_modes(w: &mut String, info: &RunInfo, all: &[PathResult]) {
+    use tunlab::wire::WireMode;
+    let find = |kind: PathKind| all.iter().find(|r| r.kind == kind);
+    let cell = |wire: WireMode, loss: u8| {
+        find(PathKind::Lab(LabOptions {
+            wire,
+            loss,
+            ..LabOptions::plain(false, false)
+        }))
+    };
+    if !all
+        .iter()
+        .any(|r| matches!(r.kind, PathKind::Lab(o) if crate::is_mode_cell(o)))
+    {
+        return;
+    }
+    let tcp = find(PathKind::Direct).and_then(|r| r.goodput_mb(false));
+    let classic = cell(WireMode::Classic, 0).and_then(|r| r.goodput_mb(false));
+    let _ = writeln!(
+        w,
+        "\n### Reliable modes: echo goodput under emulated loss, one connection, {}, {:.1} s\n",
+        info.window.label(),
+        info.goodput_time.as_secs_f64()
+    );
+    let _ = writeln!(
+        w,
+        "The in-process lab (no consumers) in each wire mode, its link emulator losing the given \
+         share of frames each way (seed {}, the same losses in every round), default transport \
+         settings (window 64 frames, RFC 6298 timer with a 200 ms floor). The client is the \
+         paced goodput client above. `×TCP` divides by direct TCP's goodput and `×classic` by \
+         classic mode's at 0% loss (the \"lab (no consumers)\" row), both from this run. \
+         \"intact\" is the share of the bytes sent that came back unchanged within the test and \
+         its 1 s drain: in classic mode what is missing is lost; in the reliable modes it is \
+         late (still being retransmitted when the test ended), never damaged. \"resent\" is \
+         the transports' retransmissions over their data frames sent (both proxies, exact \
+         counters, summed over rounds).\n",
+        crate::lab_child::LOSS_SEED
+    );
+    let _ = writeln!(
+        w,
+        "| mode | loss | MB/s | ×TCP | ×classic | intact | resent |"
+    );
+    let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|");
+    for wire in WireMode::ALL {
+        for loss in crate::MODE_LOSSES {
+            let Some(r) = cell(wire, loss) else { continue };
+            let mb = r.goodput_mb(false);
+            let (frames, resent) = r
+                .rounds
+                .iter()
+                .filter_map(|round| round.lab.as_ref())
+                .fold((0, 0), |(f, x), s| (f + s.data_frames, x + s.retransmits));
+            let resent = if wire.is_reliable() && frames > 0 {
+                format!("{:.1}%", resent as f64 * 100.0 / frames as f64)
+            } else {
+                "–".into()
+            };
+            let errors: usize = r.rounds.iter().map(|round| round.errors.len()).sum();
+            let _ = writeln!(
+                w,
+                "| {wire} | {loss}% | {} | {} | {} | {} | {resent}{} |",
+                fmt_opt(mb, 1),
+                ratio(mb, tcp),
+                ratio(mb, classic),
+                percent(r.intact(false)),
+                if errors > 0 {
+                    format!(" ({errors} errors)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    let sr = cell(WireMode::SelectiveRepeat, 0).and_then(|r| r.goodput_mb(false));
+    let _ = writeln!(
+        w,
+        "\nAim (issue 11): selective-repeat at 0% loss within 20% of classic's goodput: {} \
+         ({} of classic).",
+        match (sr, classic) {
+            (Some(sr), Some(classic)) if classic > 0.0 && sr >= 0.8 * classic => "**met**",
+            (Some(_), Some(_)) => "**not met**",
+            _ => "not measured",
+        },
+        ratio(sr, classic)
+    );
 }

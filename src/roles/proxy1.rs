@@ -32,6 +32,7 @@ use crate::event::{
     CloseKind, ConnState, Endpoint, EventKind, EventSink, Ignored, Level, Role, TcpAction,
 };
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
+use crate::transport::totals::TallyKey;
 use crate::transport::{Transport, TransportConfig};
 use crate::tunnel::ids::{IdPool, WaitQueue};
 use crate::tunnel::reliable::{self, PumpEnd, PumpSide, ReliableConn};
@@ -537,6 +538,12 @@ async fn serve_client(
                 events: shared.events(),
                 stop: &stop,
                 activity: &activity,
+                key: TallyKey {
+                    id,
+                    local_isn: our_isn,
+                    peer_isn,
+                    client: Some(client),
+                },
             };
             let end = reliable::pump(&conn, side, stream, &lobby.stash, lobby.eof).await;
             if let PumpEnd::GaveUp(why) = end {

@@ -32,6 +32,7 @@ use crate::event::{
 };
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
 use crate::roles::Activity;
+use crate::transport::totals::TallyKey;
 use crate::transport::{Transport, TransportConfig};
 use crate::tunnel::admission::{Admission, ConnKey, Decision, Limits, Refusal};
 use crate::tunnel::reliable::{self, PumpEnd, PumpSide, ReliableConn};
@@ -550,6 +551,12 @@ async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
             events: shared.events(),
             stop: &stop,
             activity: &activity,
+            key: TallyKey {
+                id,
+                local_isn: our_isn,
+                peer_isn,
+                client: None,
+            },
         };
         let end = reliable::pump(&conn, side, stream, &[], false).await;
         if let PumpEnd::GaveUp(why) = end {

@@ -9,6 +9,7 @@ use super::scenario::{Check, ClientSel, Counted, Expectation, FrameSel, HowClose
 use crate::event::{ClientEnd, ClientId, CloseKind, LinkDirection};
 use crate::link::KindCounts;
 use crate::roles::echo_client::ClientStatus;
+use crate::transport::totals::{ConnCounts, Retransmits, pair_connections};
 
 /// One lab client at the end of the run, with the tunnel connection it had (if any).
 #[derive(Clone, Debug)]
@@ -260,6 +261,62 @@ fn check(check: &Check, outcome: &Outcome, facts: &[ClientFacts]) -> (bool, Stri
                 .sum();
             (bounds.holds(count), format!("{count} dropped"))
         }
+        Check::Retransmits {
+            cause,
+            clients,
+            direction,
+            bounds,
+        } => {
+            let count = |p1: Retransmits, p2: Retransmits| -> u64 {
+                direction
+                    .directions()
+                    .iter()
+                    .map(|direction| match direction {
+                        LinkDirection::ToProxy2 => p1.by_cause(cause.0),
+                        LinkDirection::ToProxy1 => p2.by_cause(cause.0),
+                    })
+                    .sum()
+            };
+            match clients {
+                None => {
+                    let snapshot = &outcome.snapshot;
+                    let n = count(
+                        snapshot.proxy1.transport.counts,
+                        snapshot.proxy2.transport.counts,
+                    );
+                    (bounds.holds(n), format!("{n} retransmitted"))
+                }
+                Some(selection) => {
+                    let pairs = pair_connections(
+                        &outcome.snapshot.transport_conns.proxy1,
+                        &outcome.snapshot.transport_conns.proxy2,
+                    );
+                    let mut seen = Vec::new();
+                    let verdict = per_client(selection, facts, |f| {
+                        let Some((p1, p2)) = client_transport(&pairs, f) else {
+                            return Err(format!(
+                                "client {} had no reliable tunnel connection",
+                                f.client
+                            ));
+                        };
+                        let n = count(p1, p2);
+                        seen.push(format!("client {}: {n}", f.client));
+                        if bounds.holds(n) {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "client {}'s connection: {n} retransmitted",
+                                f.client
+                            ))
+                        }
+                    });
+                    match verdict {
+                        (true, _) => (true, seen.join(", ")),
+                        failed => failed,
+                    }
+                }
+            }
+        }
         Check::NoMalformed => {
             let p1 = outcome.snapshot.proxy1.malformed;
             let p2 = outcome.snapshot.proxy2.malformed;
@@ -269,6 +326,20 @@ fn check(check: &Check, outcome: &Outcome, facts: &[ClientFacts]) -> (bool, Stri
             )
         }
     }
+}
+
+/// The transport counts of a client's connection, at proxy1 and at proxy2 (zero there when
+/// proxy2 has no entry for it), from the pairs of [`pair_connections`].
+pub fn client_transport(
+    pairs: &[(&ConnCounts, Option<&ConnCounts>)],
+    facts: &ClientFacts,
+) -> Option<(Retransmits, Retransmits)> {
+    let local = facts.status.local?;
+    pairs
+        .iter()
+        .rev()
+        .find(|(ours, _)| ours.key.client == Some(local))
+        .map(|(ours, theirs)| (ours.counts, theirs.map(|t| t.counts).unwrap_or_default()))
 }
 
 fn count_of(counts: &KindCounts, kind: FrameSel) -> u64 {
@@ -292,7 +363,7 @@ fn selected<'f, 'a>(
 fn per_client(
     selection: &ClientSel,
     facts: &[ClientFacts],
-    test: impl Fn(&ClientFacts) -> Result<(), String>,
+    mut test: impl FnMut(&ClientFacts) -> Result<(), String>,
 ) -> (bool, String) {
     let chosen = selected(selection, facts);
     if chosen.is_empty() {

@@ -16,6 +16,9 @@ use crate::event::ClientId;
 use crate::impair::{LinkReport, LinkSettings};
 use crate::lab::LabAddrs;
 use crate::link::{KindCounts, LinkStatsSnapshot};
+use crate::transport::totals::{
+    ConnCounts, Retransmits, TransportTotalsSnapshot, pair_connections,
+};
 use crate::wire::ConnId;
 
 #[derive(Clone, Debug, Serialize)]
@@ -43,6 +46,9 @@ pub struct Report {
     pub link_at_start: LinkSettings,
     /// Frames by type, each direction, counted where they left and where they arrived.
     pub frames: FramesReport,
+    /// What the reliable modes' transports sent at each proxy (all zero in classic mode):
+    /// exact counters, like `frames`.
+    pub transport: TransportReport,
     /// Capture files written.
     pub captures: Vec<String>,
     /// Frames the capture received (null when capture is off).
@@ -72,8 +78,22 @@ pub struct ConnectionReport {
     pub intact: bool,
     /// The client waited for a free id first.
     pub waited: bool,
+    /// Data or close frames proxy1's transport sent again for this connection (reliable
+    /// modes; exact).
+    pub retransmits_to_proxy2: u64,
+    /// The same at proxy2.
+    pub retransmits_to_proxy1: u64,
     /// open, fin, rst, refused, unanswered, no-free-id, tunnel or error.
     pub close: &'static str,
+}
+
+/// Each proxy's transport totals.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct TransportReport {
+    /// Sent by proxy1 (toward proxy2).
+    pub proxy1: TransportTotalsSnapshot,
+    /// Sent by proxy2 (toward proxy1).
+    pub proxy2: TransportTotalsSnapshot,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -123,7 +143,12 @@ impl Report {
                 .iter()
                 .map(|e| expect::evaluate(e, outcome, &facts)),
         );
-        let mut connections: Vec<ConnectionReport> = facts.iter().map(client_row).collect();
+        let pairs = pair_connections(
+            &outcome.snapshot.transport_conns.proxy1,
+            &outcome.snapshot.transport_conns.proxy2,
+        );
+        let mut connections: Vec<ConnectionReport> =
+            facts.iter().map(|f| client_row(f, &pairs)).collect();
         connections.extend(strangers.into_iter().map(|conn| ConnectionReport {
             id: Some(conn.id),
             client: None,
@@ -135,6 +160,8 @@ impl Report {
             echoed_bytes: 0,
             intact: false,
             waited: false,
+            retransmits_to_proxy2: 0,
+            retransmits_to_proxy1: 0,
             close: if conn.freed_at_proxy1 {
                 "tunnel"
             } else {
@@ -156,6 +183,10 @@ impl Report {
             frames: FramesReport {
                 to_proxy2: DirectionFrames::between(&snapshot.proxy1, &snapshot.proxy2),
                 to_proxy1: DirectionFrames::between(&snapshot.proxy2, &snapshot.proxy1),
+            },
+            transport: TransportReport {
+                proxy1: snapshot.proxy1.transport,
+                proxy2: snapshot.proxy2.transport,
             },
             captures: outcome
                 .capture
@@ -242,6 +273,20 @@ impl Report {
                 s.close
             );
         }
+        let (t1, t2) = (self.transport.proxy1.counts, self.transport.proxy2.counts);
+        if t1.data_frames_sent + t2.data_frames_sent > 0 {
+            let line = |t: Retransmits| {
+                format!(
+                    "{} data frames, {} retransmitted ({} timeout, {} fast)",
+                    t.data_frames_sent,
+                    t.total(),
+                    t.retransmits_timeout,
+                    t.retransmits_fast
+                )
+            };
+            let _ = writeln!(out, "  transport p1→p2: {}", line(t1));
+            let _ = writeln!(out, "  transport p2→p1: {}", line(t2));
+        }
         if let Some(frames) = self.captured_frames {
             let place = if self.captures.is_empty() {
                 "at the capture tap; this build writes no capture file".to_string()
@@ -304,7 +349,8 @@ impl Report {
     }
 }
 
-fn client_row(f: &ClientFacts) -> ConnectionReport {
+fn client_row(f: &ClientFacts, pairs: &[(&ConnCounts, Option<&ConnCounts>)]) -> ConnectionReport {
+    let (p1, p2) = expect::client_transport(pairs, f).unwrap_or_default();
     let traffic = |pick: fn(&super::fold::ConnRecord) -> super::fold::Traffic| {
         f.conn.map(pick).unwrap_or_default()
     };
@@ -321,6 +367,8 @@ fn client_row(f: &ClientFacts) -> ConnectionReport {
         echoed_bytes: f.status.echoed_bytes,
         intact: f.requested > 0 && f.echo_intact(),
         waited: f.waited,
+        retransmits_to_proxy2: p1.total(),
+        retransmits_to_proxy1: p2.total(),
         close: f.close(),
     }
 }

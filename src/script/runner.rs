@@ -371,13 +371,12 @@ impl<F: Front> Runner<'_, F> {
                 count,
                 interval,
             } => {
-                let bytes = message.bytes();
                 for round in 0..*count {
                     for client in self.live_clients(clients)? {
-                        self.lab
-                            .client_send(client, bytes.clone())
-                            .map_err(lab_error)?;
-                        *self.requested.entry(client).or_default() += bytes.len() as u64;
+                        let requested = self.requested.entry(client).or_default();
+                        let bytes = message.bytes_at(*requested);
+                        *requested += bytes.len() as u64;
+                        self.lab.client_send(client, bytes).map_err(lab_error)?;
                     }
                     if round + 1 < *count && !interval.is_zero() {
                         self.pass_time_until(Instant::now() + *interval).await;

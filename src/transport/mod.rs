@@ -28,6 +28,7 @@ pub mod go_back_n;
 pub mod rto;
 pub mod selective_repeat;
 pub mod stop_and_wait;
+pub mod totals;
 pub mod window;
 
 use std::collections::VecDeque;

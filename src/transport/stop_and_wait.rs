@@ -8,9 +8,11 @@
 //! direction.
 //!
 //! Close: after [`finish`](crate::transport::Transport::finish) and once the last `D` is acked, `X<id><bit>`
-//! goes out with the next bit. Course peers neither ack nor resend `X`, so ours is sent up to
-//! `close_sends` times, one RTO apart, and stops early when the peer's own `X` (or an
-//! `A<id><bit>` for it, from a peer that acks closes) arrives. An arriving `X` ends the peer's
+//! goes out with the next bit. Course peers neither ack nor resend `X`, so ours is sent
+//! `close_sends` times, one RTO apart, and stops early only when an `A<id><bit>` for it
+//! arrives (from a peer that acks closes). The peer's own `X` does not stop it: that `X` may
+//! have been sent before ours arrived (the two ends close independently), and a lost last
+//! `X` left the other end waiting for the idle timeout. An arriving `X` ends the peer's
 //! stream whatever its bit (liberal: course peers differ), and is not acked.
 
 use std::collections::VecDeque;
@@ -112,12 +114,7 @@ impl StopAndWait {
         match *frame {
             Frame::Data { seq, payload, .. } => self.on_data(seq, payload),
             Frame::Ack { ack, .. } => self.on_ack(now, ack),
-            Frame::Close { .. } => {
-                self.peer_finished = true;
-                if matches!(self.close, CloseState::Sending { .. }) {
-                    self.close = CloseState::Done;
-                }
-            }
+            Frame::Close { .. } => self.peer_finished = true,
             _ => {}
         }
     }
@@ -219,7 +216,7 @@ impl StopAndWait {
         }
         match &mut self.close {
             CloseState::NotSent if self.outbox.finished => {
-                self.close = if self.peer_finished || self.config.close_sends <= 1 {
+                self.close = if self.config.close_sends <= 1 {
                     CloseState::Done
                 } else {
                     CloseState::Sending {
@@ -493,6 +490,11 @@ mod tests {
         assert!(!t.is_done());
         feed(&mut t, due, b"X20"); // the peer's own close, any bit
         assert!(t.peer_finished());
+        // The peer's X does not say ours arrived: the last send still goes.
+        assert!(!t.is_done());
+        let last = t.poll_timeout().unwrap();
+        t.handle_timeout(last);
+        assert_eq!(wire(&t.poll_transmit(last).unwrap()), b"X21");
         assert_eq!(t.poll_timeout(), None);
         assert!(t.is_done());
     }

@@ -303,12 +303,15 @@ impl<R: Receiver> Windowed<R> {
         match self.policy {
             Policy::GoBackN => self.timer,
             Policy::SelectiveRepeat => {
-                let rto = self.rto.rto();
-                self.in_flight
+                // The earliest send plus one RTO: the RTO is added once, not per frame (this
+                // runs after every input, over the whole window).
+                let earliest = self
+                    .in_flight
                     .iter()
                     .filter(|s| !s.sacked && s.resend.is_none())
-                    .map(|s| s.last_sent + rto)
-                    .min()
+                    .map(|s| s.last_sent)
+                    .min()?;
+                Some(earliest + self.rto.rto())
             }
         }
     }
@@ -320,10 +323,12 @@ impl<R: Receiver> Windowed<R> {
         let rto = self.rto.rto();
         let expired = match self.policy {
             Policy::GoBackN => self.timer.is_some_and(|t| t <= now),
-            Policy::SelectiveRepeat => self
-                .in_flight
-                .iter()
-                .any(|s| !s.sacked && s.resend.is_none() && s.last_sent + rto <= now),
+            // `last_sent + rto <= now`, with the subtraction done once.
+            Policy::SelectiveRepeat => now.checked_sub(rto).is_some_and(|sent_by| {
+                self.in_flight
+                    .iter()
+                    .any(|s| !s.sacked && s.resend.is_none() && s.last_sent <= sent_by)
+            }),
         };
         if !expired {
             return;

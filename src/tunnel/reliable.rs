@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{EventKind, EventSink, Level, Role, TRANSPORT_STATS_EVERY};
 use crate::link::LinkSocket;
+use crate::transport::totals::TallyKey;
 use crate::transport::{GiveUp, OutFrame, Transport, TransportEvent, TransportStats};
 use crate::wire::{ConnId, Frame};
 
@@ -83,6 +84,9 @@ pub(crate) struct PumpSide<'a> {
     pub stop: &'a CancellationToken,
     /// Called whenever bytes move, for idle accounting.
     pub activity: &'a crate::roles::Activity,
+    /// Which connection this is, for the endpoint's exact transport counters
+    /// ([`crate::link::LinkStats::transport`]).
+    pub key: TallyKey,
 }
 
 /// Pumps `stream` through `conn` until both directions are closed (or the peer gives no
@@ -95,6 +99,8 @@ pub(crate) async fn pump(
     first: &[u8],
     eof: bool,
 ) -> PumpEnd {
+    // Every frame the transport hands out is counted as it is sent: exact totals at any time.
+    let tally = side.link.stats().transport.open(side.key);
     let (mut from_tcp, mut to_tcp) = stream.into_split();
     let mut read_closed = eof;
     let mut wrote_fin = false;
@@ -142,6 +148,7 @@ pub(crate) async fn pump(
         // Before the frames: a retransmission's event comes before its `FrameSent`.
         report.emit(&side);
         for out in &frames {
+            tally.record(out);
             send(&side, out).await;
         }
         if let Some(why) = gave_up {

@@ -465,6 +465,7 @@ pub fn classroom_snapshot() -> LabSnapshot {
             malformed: 1,
             ignored: 0,
             refused: 0,
+            transport: Default::default(),
         },
         proxy2: LinkStatsSnapshot {
             sent: counts(0, 2, 1, 2, 0),
@@ -474,6 +475,7 @@ pub fn classroom_snapshot() -> LabSnapshot {
             malformed: 0,
             ignored: 1,
             refused: 0,
+            transport: Default::default(),
         },
         events_dropped: 0,
         // A teacher has turned loss up to 10% both ways.
@@ -490,5 +492,6 @@ pub fn classroom_snapshot() -> LabSnapshot {
             client(2, 19, 19, None),
             client(3, 0, 0, Some(ClientEnd::ByTunnel)),
         ],
+        transport_conns: Default::default(),
     }
 }

@@ -18,6 +18,9 @@ use crate::lab::LabConfig;
 use crate::script::link::LinkSpec;
 use crate::script::source::{ScenarioError, Source};
 
+/// The largest `[lab.tunnel] window`, as the CLI's `--window` allows.
+const MAX_WINDOW: u32 = 65_536;
+
 pub(super) struct Checker<'a> {
     pub(super) source: &'a Source,
 }
@@ -63,6 +66,7 @@ const EXPECT_CHECKS: &[&str] = &[
     "frames",
     "captured",
     "dropped",
+    "retransmits",
     "no_malformed",
 ];
 
@@ -70,11 +74,12 @@ const EXPECT_CHECKS: &[&str] = &[
 const EXPECT_MODIFIERS: &[(&str, &[&str])] = &[
     ("how", &["closed"]),
     ("id", &["opened"]),
-    ("direction", &["frames", "dropped"]),
+    ("client", &["retransmits"]),
+    ("direction", &["frames", "dropped", "retransmits"]),
     ("counted", &["frames"]),
-    ("exactly", &["frames", "captured", "dropped"]),
-    ("min", &["frames", "captured", "dropped"]),
-    ("max", &["frames", "captured", "dropped"]),
+    ("exactly", &["frames", "captured", "dropped", "retransmits"]),
+    ("min", &["frames", "captured", "dropped", "retransmits"]),
+    ("max", &["frames", "captured", "dropped", "retransmits"]),
 ];
 
 impl Checker<'_> {
@@ -179,6 +184,47 @@ impl Checker<'_> {
         }
         if let Some(max) = tunnel.max_peers {
             proxy2.limits.max_peers = max;
+        }
+        if tunnel.window.is_some() || tunnel.rto.is_some() {
+            let key = if tunnel.window.is_some() {
+                "window"
+            } else {
+                "rto"
+            };
+            if !raw.wire.is_reliable() {
+                let span = match (&tunnel.window, &tunnel.rto) {
+                    (Some(window), _) => window.span(),
+                    (None, Some(rto)) => rto.span(),
+                    (None, None) => unreachable!("one of them is set"),
+                };
+                return Err(self.source.error(
+                    span,
+                    Some(&format!("lab.tunnel.{key}")),
+                    format!(
+                        "`{key}` is for the reliable modes: set [lab] wire to \"stop-and-wait\", \"go-back-n\" or \"selective-repeat\""
+                    ),
+                ));
+            }
+            let defaults = crate::transport::TransportConfig::for_mode(raw.wire);
+            let mut transport = defaults;
+            if let Some(window) = tunnel.window {
+                let n = *window.get_ref();
+                if !(1..=MAX_WINDOW).contains(&n) {
+                    return Err(self.source.error(
+                        window.span(),
+                        Some("lab.tunnel.window"),
+                        format!("a window is 1 to {MAX_WINDOW} frames"),
+                    ));
+                }
+                transport.window = n;
+                transport.send_buffer = n as usize * defaults.max_payload;
+            }
+            if let Some(rto) = tunnel.rto {
+                let Dur(rto) = rto.into_inner();
+                transport.rto = crate::transport::RtoConfig::Fixed(rto);
+            }
+            proxy1.transport = Some(transport);
+            proxy2.transport = Some(transport);
         }
         let clients = match raw.clients {
             Some(clients) if *clients.get_ref() > MAX_CLIENTS => {
@@ -495,7 +541,9 @@ impl Checker<'_> {
             ("frames", raw.frames.is_some()),
             ("captured", raw.captured.is_some()),
             ("dropped", raw.dropped.is_some()),
+            ("retransmits", raw.retransmits.is_some()),
             ("no_malformed", raw.no_malformed.is_some()),
+            ("client", raw.client.is_some()),
             ("how", raw.how.is_some()),
             ("id", raw.id.is_some()),
             ("direction", raw.direction.is_some()),
@@ -581,6 +629,31 @@ impl Checker<'_> {
                 direction: raw.direction.unwrap_or(DirectionSel::Both),
                 bounds: bounds()?,
             },
+            "retransmits" => {
+                if !lab.wire.is_reliable() {
+                    return Err(self.source.key_error(
+                        span.start,
+                        "retransmits",
+                        format!(
+                            "{} mode never retransmits: set [lab] wire to \"stop-and-wait\", \"go-back-n\" or \"selective-repeat\"",
+                            lab.wire
+                        ),
+                    ));
+                }
+                let clients = match raw.client {
+                    Some(value) => {
+                        self.clients_exist(&value, "retransmits", clients, by_the_end)?;
+                        Some(value.into_inner())
+                    }
+                    None => None,
+                };
+                Check::Retransmits {
+                    cause: raw.retransmits.expect("the check key is present"),
+                    clients,
+                    direction: raw.direction.unwrap_or(DirectionSel::Both),
+                    bounds: bounds()?,
+                }
+            }
             "no_malformed" => {
                 if raw.no_malformed != Some(true) {
                     return Err(self.source.key_error(
@@ -606,7 +679,7 @@ mod tests {
     use super::*;
     use crate::lab::DEFAULT_PROXY1_PORT;
     use crate::script::scenario::{CaptureFormat, FrameSel, parse};
-    use crate::wire::FrameKind;
+    use crate::wire::{FrameKind, WireMode};
 
     fn parse_text(text: &str) -> Result<Scenario, ScenarioError> {
         parse(&Source::new("t.toml", text))
@@ -820,9 +893,90 @@ max = 2
     }
 
     #[test]
+    fn transport_keys_and_the_retransmits_expectation_read_as_written() {
+        let scenario = parse_text(
+            "[lab]\nwire = \"go-back-n\"\nclients = 2\n[lab.tunnel]\nwindow = 8\nrto = \"30ms\"\n\
+             [[expect]]\nretransmits = \"fast\"\nclient = [1, 2]\ndirection = \"to-proxy1\"\nmax = 3\n\
+             [[expect]]\nretransmits = \"any\"\nmin = 1\n",
+        )
+        .unwrap();
+        let transport = scenario
+            .lab
+            .proxy1
+            .transport
+            .expect("set by window and rto");
+        assert_eq!(transport.window, 8);
+        assert_eq!(transport.send_buffer, 8 * WireMode::GoBackN.max_payload());
+        assert_eq!(
+            transport.rto,
+            crate::transport::RtoConfig::Fixed(Duration::from_millis(30))
+        );
+        assert_eq!(scenario.lab.proxy2.transport, Some(transport));
+        assert!(matches!(
+            &scenario.expectations[0].check,
+            Check::Retransmits {
+                cause: super::super::RetransmitSel(Some(
+                    crate::transport::RetransmitCause::FastRetransmit
+                )),
+                clients: Some(ClientSel::Some(_)),
+                direction: DirectionSel::ToProxy1,
+                bounds: Bounds {
+                    min: None,
+                    max: Some(3)
+                },
+            }
+        ));
+        assert!(matches!(
+            &scenario.expectations[1].check,
+            Check::Retransmits {
+                clients: None,
+                direction: DirectionSel::Both,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn transport_keys_and_retransmits_need_a_reliable_mode() {
+        let error = error_of("[lab.tunnel]\nwindow = 8\n");
+        assert_eq!(error.key.as_deref(), Some("lab.tunnel.window"));
+        assert!(error.message.contains("reliable modes"), "{error}");
+        let error = error_of("[lab.tunnel]\nrto = \"1s\"\n");
+        assert_eq!(error.key.as_deref(), Some("lab.tunnel.rto"));
+        let error = error_of("[lab]\nwire = \"selective-repeat\"\n[lab.tunnel]\nwindow = 0\n");
+        assert!(error.message.contains("1 to 65536"), "{error}");
+        let error = error_of("[[expect]]\nretransmits = \"any\"\nmin = 1\n");
+        assert!(error.message.contains("never retransmits"), "{error}");
+        let error = error_of(
+            "[lab]\nwire = \"stop-and-wait\"\n[[expect]]\nretransmits = \"slow\"\nmin = 1\n",
+        );
+        assert!(error.message.contains("\"timeout\""), "{error}");
+        let error =
+            error_of("[lab]\nwire = \"stop-and-wait\"\n[[expect]]\nretransmits = \"any\"\n");
+        assert!(
+            error.message.contains("give `retransmits` a bound"),
+            "{error}"
+        );
+        let error = error_of("[[expect]]\nframes = \"D\"\nclient = 1\nmin = 1\n");
+        assert!(
+            error.message.contains("`client` does not go with `frames`"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn generated_messages_are_printable_and_sized() {
         let bytes = Message::Size(200).bytes();
         assert_eq!(bytes.len(), 200);
         assert!(bytes.iter().all(|b| b.is_ascii_graphic()));
+        // Position-dependent: the next message of the stream differs, and the stream has no
+        // period a lost or repeated frame could hide in.
+        let next = Message::Size(200).bytes_at(200);
+        assert_ne!(bytes, next);
+        let stream = Message::Size(8192).bytes();
+        for shift in 1..=1500 {
+            assert_ne!(stream[..64], stream[shift..shift + 64], "shift {shift}");
+        }
+        assert_eq!(Message::Size(100).bytes_at(50)[..], stream[50..150]);
     }
 }

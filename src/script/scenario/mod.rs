@@ -224,13 +224,34 @@ pub enum Message {
 }
 
 impl Message {
-    pub fn bytes(&self) -> Vec<u8> {
+    /// The bytes of a message that starts at byte `offset` of its client's stream.
+    ///
+    /// Generated data (`send_size`) depends on the position in the stream and has no short
+    /// period, so a lost, duplicated or reordered frame (or a whole message sent twice)
+    /// changes what the client gets back and `echo_intact` sees it: the check is byte-exact.
+    pub fn bytes_at(&self, offset: u64) -> Vec<u8> {
         match self {
             Message::Text(text) => text.as_bytes().to_vec(),
-            // '!'..='~': printable, so previews and captures stay readable.
-            Message::Size(size) => (0..*size).map(|i| b'!' + (i % 94) as u8).collect(),
+            Message::Size(size) => (offset..offset + *size as u64)
+                .map(generated_byte)
+                .collect(),
         }
     }
+
+    /// The bytes of a message at the start of a stream.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.bytes_at(0)
+    }
+}
+
+/// Byte `position` of a client's generated stream: '!'..='~' (printable, so previews and
+/// captures stay readable), from a hash of the position (splitmix64's finaliser).
+fn generated_byte(position: u64) -> u8 {
+    let mut z = position.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    b'!' + (z % 94) as u8
 }
 
 /// Which clients a step or expectation is about.
@@ -324,8 +345,29 @@ pub enum Check {
         direction: DirectionSel,
         bounds: Bounds,
     },
+    /// Data or close frames the transports sent again (reliable modes), counted where they
+    /// were sent: in all (`clients` is `None`), or on each selected client's connection.
+    Retransmits {
+        cause: RetransmitSel,
+        clients: Option<ClientSel>,
+        direction: DirectionSel,
+        bounds: Bounds,
+    },
     /// No datagram on the link failed to decode.
     NoMalformed,
+}
+
+/// A retransmission cause, or any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetransmitSel(pub Option<crate::transport::RetransmitCause>);
+
+impl fmt::Display for RetransmitSel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(cause) => write!(f, "{}", cause.label()),
+            None => write!(f, "any"),
+        }
+    }
 }
 
 /// How a client's connection ended, for `closed` expectations.
@@ -558,6 +600,25 @@ impl Check {
                 "{kind} frames the link emulator dropped {}: {bounds}",
                 direction.label()
             ),
+            Check::Retransmits {
+                cause,
+                clients,
+                direction,
+                bounds,
+            } => {
+                let cause = match cause.0 {
+                    Some(cause) => format!(" ({})", cause.label()),
+                    None => String::new(),
+                };
+                let whose = match clients {
+                    None => "in all".to_string(),
+                    Some(clients) => format!("on the connection of each of {clients}"),
+                };
+                format!(
+                    "retransmissions{cause} {}, {whose}: {bounds}",
+                    direction.label()
+                )
+            }
             Check::NoMalformed => "no malformed frames".into(),
         }
     }

@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use super::{
     CaptureFormat, ClientSel, Condition, Counted, DirectionSel, FrameSel, HowClosed, LabRole,
+    RetransmitSel,
 };
 use crate::event::{ClientId, CloseKind};
 use crate::lab::{DEFAULT_PROXY1_PORT, DEFAULT_PROXY2_PORT, DEFAULT_SERVER_PORT};
@@ -64,6 +65,10 @@ pub(super) struct RawTunnel {
     pub(super) probe_after: Option<Dur>,
     pub(super) max_connections: Option<usize>,
     pub(super) max_peers: Option<usize>,
+    /// Reliable modes: the transports' window, in frames (the CLI's `--window`).
+    pub(super) window: Option<Spanned<u32>>,
+    /// Reliable modes: a fixed retransmission timer (the CLI's `--rto`).
+    pub(super) rto: Option<Spanned<Dur>>,
 }
 
 #[derive(Deserialize)]
@@ -110,8 +115,10 @@ pub(super) struct RawExpect {
     pub(super) frames: Option<FrameSel>,
     pub(super) captured: Option<FrameSel>,
     pub(super) dropped: Option<FrameSel>,
+    pub(super) retransmits: Option<RetransmitSel>,
     pub(super) no_malformed: Option<bool>,
     // Modifiers.
+    pub(super) client: Option<Spanned<ClientSel>>,
     pub(super) how: Option<HowClosed>,
     pub(super) id: Option<u16>,
     pub(super) direction: Option<DirectionSel>,
@@ -328,5 +335,23 @@ impl<'de> Deserialize<'de> for HeldSel {
                 )
             })?;
         Ok(HeldSel(kind.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for RetransmitSel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let cause = match text.as_str() {
+            "any" => None,
+            "timeout" => Some(crate::transport::RetransmitCause::Timeout),
+            "fast" => Some(crate::transport::RetransmitCause::FastRetransmit),
+            _ => {
+                return Err(de::Error::invalid_value(
+                    Unexpected::Str(&text),
+                    &"a retransmission cause: \"any\", \"timeout\" or \"fast\"",
+                ));
+            }
+        };
+        Ok(RetransmitSel(cause))
     }
 }
