@@ -432,3 +432,104 @@ fn the_graph_is_bounded() {
     assert_eq!(conn.seq_graph.len(), tunlab::tui::state::SEQ_GRAPH_CAPACITY);
     assert!(conn.seq_graph.forgotten() > 0);
 }
+
+/// Stop-and-wait has one bit on the wire: the graph numbers its frames as they are sent, a
+/// retransmission keeps its frame's number, and an ack of the last frame points at the next.
+#[test]
+fn stop_and_wait_frames_are_numbered_as_they_are_sent() {
+    let sw = WireMode::StopAndWait;
+    let id = ConnId::new(1);
+    let summary = |frame: Frame<'_>| {
+        let mut buf = [0u8; 1500];
+        let len = sw.encode_into(&frame, &mut buf).unwrap();
+        FrameSummary::in_mode(sw, &sw.decode(&buf[..len]).unwrap(), len)
+    };
+    let sent = |at: Endpoint, frame: Frame<'_>| EventKind::FrameSent {
+        at,
+        peer: addr(PROXY2_UDP),
+        frame: summary(frame),
+    };
+    let d = |bit: u32, payload: &'static [u8]| Frame::Data {
+        id,
+        seq: Seq(bit),
+        payload,
+    };
+    let a = |bit: u32| Frame::Ack {
+        id,
+        ack: Seq(bit),
+        window: 1,
+        sack: SackBlocks::EMPTY,
+    };
+    let mut state = TuiState::new(START, sw, Some(addrs()));
+    let mut s = Script::default();
+    s.at(
+        1,
+        sent(Endpoint::Proxy1, Frame::Connect { id, isn: Seq(0) }),
+    )
+    .at(
+        2,
+        sent(Endpoint::Proxy2, Frame::ConnectOk { id, isn: Seq(0) }),
+    )
+    .at(10, sent(Endpoint::Proxy1, d(0, b"a")))
+    .at(
+        10,
+        EventKind::LinkDecision {
+            at: Endpoint::Proxy1,
+            direction: tunlab::event::LinkDirection::ToProxy2,
+            peer: addr(PROXY2_UDP),
+            frame: summary(d(0, b"a")),
+            what: LinkVerdict::dropped(DropCause::Loss),
+        },
+    )
+    .at(
+        310,
+        EventKind::Transport {
+            at: Endpoint::Proxy1,
+            id,
+            event: TransportEvent::Retransmitted {
+                seq: Seq(0),
+                cause: RetransmitCause::Timeout,
+            },
+        },
+    )
+    .at(310, sent(Endpoint::Proxy1, d(0, b"a")))
+    .at(311, sent(Endpoint::Proxy2, a(0)))
+    .at(320, sent(Endpoint::Proxy1, d(1, b"b")))
+    .at(321, sent(Endpoint::Proxy2, a(1)));
+    s.apply(&mut state);
+    let conn = &state.conns[1];
+    let of = |kind: SeqPointKind| -> Vec<u32> {
+        conn.seq_graph
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| p.seq)
+            .collect()
+    };
+    assert_eq!(of(SeqPointKind::Sent), [0, 1]);
+    assert_eq!(
+        of(SeqPointKind::Retransmitted(RetransmitCause::Timeout)),
+        [0]
+    );
+    assert_eq!(of(SeqPointKind::Dropped), [0]);
+    assert_eq!(of(SeqPointKind::Ack), [1, 2]);
+    let labels: Vec<String> = conn
+        .trace
+        .iter()
+        .filter_map(|line| match line {
+            TraceLine::Frame { frame, .. } => Some(tunlab::describe::frame_label(frame)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "C10",
+            "C10OK",
+            "D10 len=1 \"a\"",
+            "D10 len=1 \"a\"",
+            "A10",
+            "D11 len=1 \"b\"",
+            "A11"
+        ]
+    );
+}

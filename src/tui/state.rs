@@ -58,7 +58,9 @@ pub struct Ring<T> {
 impl<T> Ring<T> {
     pub fn new(capacity: usize) -> Self {
         Ring {
-            items: VecDeque::with_capacity(capacity.min(64)),
+            // Nothing allocated until the first push: the extended modes have 65,536 ids,
+            // each with a trace, a ladder and a graph, and most never carry a frame.
+            items: VecDeque::new(),
             capacity,
             forgotten: 0,
         }
@@ -397,10 +399,11 @@ pub struct ConnView {
 /// needs to count sequence numbers from the start of the connection.
 #[derive(Clone, Debug, Default)]
 pub struct Reliability {
-    /// proxy1's transport (its data goes to proxy2).
-    pub proxy1: Option<TransportStats>,
+    /// proxy1's transport (its data goes to proxy2). Boxed as the event brought it: most of
+    /// the extended modes' 65,536 ids never have one.
+    pub proxy1: Option<Box<TransportStats>>,
     /// proxy2's transport.
-    pub proxy2: Option<TransportStats>,
+    pub proxy2: Option<Box<TransportStats>>,
     /// The initial sequence number of each direction's data, from the extended `C`
     /// (proxy1's) and `OK` (proxy2's).
     pub isn_to_proxy2: Option<Seq>,
@@ -418,8 +421,8 @@ impl Reliability {
     /// The stats published by `at`'s transport.
     pub fn stats(&self, at: Endpoint) -> Option<&TransportStats> {
         match at {
-            Endpoint::Proxy1 => self.proxy1.as_ref(),
-            Endpoint::Proxy2 => self.proxy2.as_ref(),
+            Endpoint::Proxy1 => self.proxy1.as_deref(),
+            Endpoint::Proxy2 => self.proxy2.as_deref(),
         }
     }
 
@@ -435,6 +438,14 @@ impl Reliability {
     /// known.
     pub fn bases(&self, direction: LinkDirection) -> Option<(Seq, Seq)> {
         Some((self.isn(direction)?, self.isn(direction.reverse())?))
+    }
+
+    /// Stop-and-wait: the number and bit of the last new data frame sent in `direction`.
+    fn sw_counter(&self, direction: LinkDirection) -> Option<(u32, Seq)> {
+        match direction {
+            LinkDirection::ToProxy2 => self.sw_to_proxy2,
+            LinkDirection::ToProxy1 => self.sw_to_proxy1,
+        }
     }
 
     fn pending(&mut self, at: Endpoint) -> &mut VecDeque<(Seq, RetransmitCause)> {
@@ -1124,8 +1135,8 @@ pub fn update(state: &mut TuiState, event: Event) {
         EventKind::TransportStats { at, id, stats, .. } => {
             if let Some(conn) = state.conns.get_mut(id.index()) {
                 match at {
-                    Endpoint::Proxy1 => conn.transport.proxy1 = Some(*stats),
-                    Endpoint::Proxy2 => conn.transport.proxy2 = Some(*stats),
+                    Endpoint::Proxy1 => conn.transport.proxy1 = Some(stats),
+                    Endpoint::Proxy2 => conn.transport.proxy2 = Some(stats),
                 }
             }
         }
@@ -1426,14 +1437,26 @@ fn on_link_decision(
     let bases = conn.transport.bases(direction);
     if dropped
         && frame.kind == FrameKind::Data
-        && let (Some(seq), Some(base)) = (frame.seq(), conn.transport.isn(direction))
+        && let Some(seq) = frame.seq()
     {
-        conn.seq_graph.push(SeqPoint {
-            time,
-            data: direction,
-            seq: seq.since(base),
-            kind: SeqPointKind::Dropped,
-        });
+        // Extended: counted from the ISN. Stop-and-wait: the frame just sent with that bit
+        // (its `FrameSent` came first), as the graph numbers them.
+        let number = match frame.numbers {
+            crate::event::FrameNumbers::Bit(_) => conn
+                .transport
+                .sw_counter(direction)
+                .filter(|&(_, bit)| bit == seq)
+                .map(|(n, _)| n),
+            _ => conn.transport.isn(direction).map(|base| seq.since(base)),
+        };
+        if let Some(number) = number {
+            conn.seq_graph.push(SeqPoint {
+                time,
+                data: direction,
+                seq: number,
+                kind: SeqPointKind::Dropped,
+            });
+        }
     }
     let text = format!(
         "{} {}",
