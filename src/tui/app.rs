@@ -75,7 +75,8 @@ pub enum LinkChange {
     Clear,
 }
 
-/// Bytes the `L` key sends: more than two `D` frames' worth (at most 1498 bytes each).
+/// Bytes the `L` key sends: more than two `D` frames' worth in every mode (at most 1498
+/// bytes each in classic, 1497 in stop-and-wait, 1488 in the extended modes).
 pub const LARGE_MESSAGE: usize = 3000;
 
 /// How often clients chatter when `t` turns it on without `--chatter`.
@@ -407,7 +408,8 @@ pub async fn execute(lab: &mut Lab, state: &mut TuiState, command: Command) -> b
                 Ok(()) => state.note(
                     Level::Info,
                     format!(
-                        "client {client} sends {LARGE_MESSAGE} bytes: more than a D frame holds (1498), so several cross"
+                        "client {client} sends {LARGE_MESSAGE} bytes: more than a D frame holds ({}), so several cross",
+                        lab.config().mode.max_payload()
                     ),
                 ),
                 Err(e) => state.note(Level::Warn, e.to_string()),
