@@ -20,6 +20,7 @@ pub mod net;
 pub mod netns;
 pub mod roles;
 pub mod script;
+pub mod secret;
 pub mod transport;
 pub mod tui;
 pub mod tunnel;

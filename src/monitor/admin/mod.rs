@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::MonitorSources;
 use crate::event::Level;
+use crate::secret::same_bytes;
 use protocol::{AdminContext, Session};
 
 /// How an admin session is bounded.
@@ -108,18 +109,6 @@ impl Credential {
         }
         found
     }
-}
-
-/// Compares two byte strings in time that depends only on the longer one's length.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let mut difference = u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        difference |= x ^ y;
-    }
-    // Keeps the compiler from turning the loop into an early exit.
-    std::hint::black_box(difference) == 0
 }
 
 /// Serves the admin protocol until `stop`.

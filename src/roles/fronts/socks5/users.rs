@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::secret::same_bytes;
+
 /// One user of the SOCKS5 front. Its `Debug` hides the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Socks5User {
@@ -119,18 +121,6 @@ impl Socks5Users {
         }
         Ok(users)
     }
-}
-
-/// Compares two byte strings in time that depends only on the longer one's length.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let mut difference = u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        difference |= x ^ y;
-    }
-    // Keeps the compiler from turning the loop into an early exit.
-    std::hint::black_box(difference) == 0
 }
 
 #[cfg(test)]
