@@ -726,19 +726,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let server = resolve(&args.server_host, args.server_port).await?;
             let socket = bind_udp((args.common.bind, args.udp_port).into())?;
             let config = args.tuning.config(&args.wire, server);
-            let wire = args.wire.wire;
-            let seal = args.wire.seal(Side::Proxy2);
             let emulator = standalone_emulator(&args.link, args.common.monitor.admin.is_some());
-            let attach = emulator.clone();
             let capture = args.capture.plan(Role::Proxy2);
             let tcp = match open_tcp_capture(args.capture.capture_tcp) {
                 Ok(tcp) => tcp.map(|tcp| (tcp, vec![server.port()])),
                 Err(code) => return Ok(code),
             };
-            let stats = Arc::new(LinkStats::default());
+            let link = StandaloneLink::new(Endpoint::Proxy2, &args.wire, &emulator);
             let sources = proxy_sources(
                 Endpoint::Proxy2,
-                &stats,
+                &link.stats,
                 &emulator,
                 config.idle_timeout.clone(),
                 server,
@@ -749,12 +746,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tcp,
                 sources,
                 |events, stop, tap| async move {
-                    match LinkSocket::new(socket, Endpoint::Proxy2, wire, events) {
-                        Ok(link) => {
-                            let link = with_seal(link, seal);
-                            let link = with_tap(with_emulator(link.with_stats(stats), attach), tap);
-                            proxy2::run(link, config, stop).await
-                        }
+                    match link.open(socket, events, tap) {
+                        Ok(link) => proxy2::run(link, config, stop).await,
                         Err(e) => eprintln!("error: {e}"),
                     }
                 },
@@ -768,20 +761,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let listener = bind_tcp((args.common.bind, args.tcp_port).into())?;
             let socket = bind_udp(local_bind_towards(proxy2_addr))?;
             let config = args.tuning.config(&args.wire, proxy2_addr);
-            let wire = args.wire.wire;
-            let seal = args.wire.seal(Side::Proxy1);
             let emulator = standalone_emulator(&args.link, args.common.monitor.admin.is_some());
-            let attach = emulator.clone();
             let capture = args.capture.plan(Role::Proxy1);
             let client_port = listener.local_addr()?.port();
             let tcp = match open_tcp_capture(args.capture.capture_tcp) {
                 Ok(tcp) => tcp.map(|tcp| (tcp, vec![client_port])),
                 Err(code) => return Ok(code),
             };
-            let stats = Arc::new(LinkStats::default());
+            let link = StandaloneLink::new(Endpoint::Proxy1, &args.wire, &emulator);
             let sources = proxy_sources(
                 Endpoint::Proxy1,
-                &stats,
+                &link.stats,
                 &emulator,
                 config.idle_timeout.clone(),
                 proxy2_addr,
@@ -792,12 +782,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tcp,
                 sources,
                 |events, stop, tap| async move {
-                    match LinkSocket::new(socket, Endpoint::Proxy1, wire, events) {
-                        Ok(link) => {
-                            let link = with_seal(link, seal);
-                            let link = with_tap(with_emulator(link.with_stats(stats), attach), tap);
-                            proxy1::run(listener, link, config, stop).await
-                        }
+                    match link.open(socket, events, tap) {
+                        Ok(link) => proxy1::run(listener, link, config, stop).await,
                         Err(e) => eprintln!("error: {e}"),
                     }
                 },
@@ -960,17 +946,51 @@ fn standalone_emulator(args: &LinkArgs, admin: bool) -> Option<Arc<LinkEmulator>
     Some(emulator)
 }
 
-fn with_seal(link: LinkSocket, seal: Option<Seal>) -> LinkSocket {
-    match seal {
-        Some(seal) => link.with_seal(seal),
-        None => link,
-    }
+/// How a standalone proxy's end of the link is put together: its wire mode, seal, counters
+/// and emulator. A standalone proxy is the only one of the pair in this process, so its
+/// emulator acts on both directions and its capture records both: the whole link.
+struct StandaloneLink {
+    endpoint: Endpoint,
+    wire: WireMode,
+    seal: Option<Seal>,
+    stats: Arc<LinkStats>,
+    emulator: Option<Arc<LinkEmulator>>,
 }
 
-fn with_emulator(link: LinkSocket, emulator: Option<Arc<LinkEmulator>>) -> LinkSocket {
-    match emulator {
-        Some(emulator) => link.with_emulator(emulator, EmulatorScope::SentAndReceived),
-        None => link,
+impl StandaloneLink {
+    fn new(endpoint: Endpoint, wire: &WireArgs, emulator: &Option<Arc<LinkEmulator>>) -> Self {
+        let side = match endpoint {
+            Endpoint::Proxy1 => Side::Proxy1,
+            Endpoint::Proxy2 => Side::Proxy2,
+        };
+        StandaloneLink {
+            endpoint,
+            wire: wire.wire,
+            seal: wire.seal(side),
+            stats: Arc::default(),
+            emulator: emulator.clone(),
+        }
+    }
+
+    /// The link socket on `socket`, reporting to `events` and recording to `tap`.
+    fn open(
+        self,
+        socket: tokio::net::UdpSocket,
+        events: EventSink,
+        tap: Option<CaptureTap>,
+    ) -> std::io::Result<LinkSocket> {
+        let mut link =
+            LinkSocket::new(socket, self.endpoint, self.wire, events)?.with_stats(self.stats);
+        if let Some(seal) = self.seal {
+            link = link.with_seal(seal);
+        }
+        if let Some(emulator) = self.emulator {
+            link = link.with_emulator(emulator, EmulatorScope::SentAndReceived);
+        }
+        if let Some(tap) = tap {
+            link = link.with_capture(tap, crate::link::TapScope::SentAndReceived);
+        }
+        Ok(link)
     }
 }
 
@@ -980,15 +1000,6 @@ fn report_emulator(emulator: Option<&LinkEmulator>) {
         for line in emulator.report().lines() {
             eprintln!("{line}");
         }
-    }
-}
-
-/// A standalone proxy is the only one of the pair in this process, so it records both what
-/// it sends and what it receives: the whole link.
-fn with_tap(link: LinkSocket, tap: Option<CaptureTap>) -> LinkSocket {
-    match tap {
-        Some(tap) => link.with_capture(tap, crate::link::TapScope::SentAndReceived),
-        None => link,
     }
 }
 
