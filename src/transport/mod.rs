@@ -236,6 +236,9 @@ pub struct TransportStats {
     pub srtt: Option<Duration>,
     /// Round-trip time variation, once measured.
     pub rttvar: Option<Duration>,
+    /// Round-trip samples taken so far (frames acked that were sent once: Karn's rule). Each
+    /// one is handed out by [`Transport::poll_rtt_sample`].
+    pub rtt_samples: u64,
     /// The current retransmission timeout.
     pub rto: Duration,
     /// Frames sent and not yet acknowledged (the window in use).
@@ -360,6 +363,18 @@ impl Transport {
     /// The next trace event, oldest first.
     pub fn poll_event(&mut self) -> Option<TransportEvent> {
         each!(self, t => t.events_mut().pop())
+    }
+
+    /// The next round-trip sample the retransmission timer took, oldest first: one per
+    /// frame acked that was sent only once (Karn's rule). Classic mode has no acks and never
+    /// has one. The tunnel's pump drains these into the endpoint's RTT histogram.
+    pub fn poll_rtt_sample(&mut self) -> Option<Duration> {
+        match self {
+            Transport::Classic(_) => None,
+            Transport::StopAndWait(t) => t.rto_mut().take_sample(),
+            Transport::GoBackN(t) => t.rto_mut().take_sample(),
+            Transport::SelectiveRepeat(t) => t.rto_mut().take_sample(),
+        }
     }
 }
 

@@ -317,6 +317,11 @@ impl StopAndWait {
         &mut self.events
     }
 
+    /// The retransmission timer, whose RTT samples the caller drains.
+    pub(super) fn rto_mut(&mut self) -> &mut RtoEstimator {
+        &mut self.rto
+    }
+
     pub(super) fn peer_finished(&self) -> bool {
         self.peer_finished
     }
@@ -337,6 +342,7 @@ impl StopAndWait {
         TransportStats {
             srtt: self.rto.srtt(),
             rttvar: self.rto.rttvar(),
+            rtt_samples: self.rto.samples(),
             rto: self.rto.rto(),
             in_flight: u32::from(self.in_flight.is_some()),
             peer_window: 1,

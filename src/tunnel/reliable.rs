@@ -136,6 +136,10 @@ pub(crate) async fn pump(
                 }
             }
             report.collect(&mut t);
+            // Each round-trip sample into the endpoint's exact histogram (atomics only).
+            while let Some(rtt) = t.poll_rtt_sample() {
+                tally.record_rtt(rtt);
+            }
             (
                 frames,
                 t.poll_timeout(),
@@ -200,7 +204,15 @@ pub(crate) async fn pump(
             },
         }
     };
-    report.publish(&side, &conn.transport.lock().unwrap().stats(), true);
+    let stats = {
+        let mut t = conn.transport.lock().unwrap();
+        // Acks that arrived after the last step still measured something.
+        while let Some(rtt) = t.poll_rtt_sample() {
+            tally.record_rtt(rtt);
+        }
+        t.stats()
+    };
+    report.publish(&side, &stats, true);
     end
 }
 
