@@ -339,7 +339,8 @@ pub struct WireArgs {
     pub rto: Option<Duration>,
     /// Seal (encrypt and authenticate) every frame on the link with the key in FILE (made by
     /// `tunlab keygen FILE`; both proxies need the same one). Extended modes only
-    /// (--wire go-back-n or selective-repeat); the course's formats stay plaintext.
+    /// (--wire go-back-n or selective-repeat); the course's formats stay plaintext. With the
+    /// lab's --script, this key replaces the scenario's own `key_file`.
     #[arg(long, value_parser = parse_key_file, value_name = "FILE")]
     pub key_file: Option<KeyFile>,
 }
@@ -669,6 +670,8 @@ pub struct EchoClientArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let wire = match &cli.command {
+        // With --script the scenario names the wire mode; its run checks the key against it.
+        None if cli.lab.script.is_some() => None,
         None => Some(&cli.lab.wire),
         Some(Command::Proxy1(args)) => Some(&args.wire),
         Some(Command::Proxy2(args)) => Some(&args.wire),
