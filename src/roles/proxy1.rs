@@ -32,6 +32,7 @@ use crate::event::{
     CloseKind, ConnState, Endpoint, EventKind, EventSink, Ignored, Level, Role, TcpAction,
 };
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
+use crate::transport::stop_and_wait::StrayCloses;
 use crate::transport::totals::TallyKey;
 use crate::transport::{Transport, TransportConfig};
 use crate::tunnel::ids::{IdPool, WaitQueue};
@@ -172,6 +173,8 @@ struct Shared {
     ids: Mutex<Ids>,
     /// Cancelled when proxy1 stops: closing connections then send one `X` and do not wait.
     shutdown: CancellationToken,
+    /// Stop-and-wait: answers to an `X` for an id no longer open.
+    stray_closes: Mutex<StrayCloses<ConnId>>,
 }
 
 impl Shared {
@@ -280,6 +283,7 @@ pub async fn run(
             next_ticket: 0,
         }),
         shutdown: shutdown.clone(),
+        stray_closes: Mutex::new(StrayCloses::default()),
     });
     let clients = TaskTracker::new();
     let mut buf = vec![0u8; RECV_BUFFER];
@@ -339,6 +343,8 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
         None,
         Ignore(Ignored),
         AnswerClose,
+        /// Stop-and-wait: an `X` for an id already closed here (see below).
+        AnswerStrayClose(Seq),
         Closed(SocketAddr),
     }
     let action = {
@@ -399,6 +405,13 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
             },
             // Data for an id we do not have open: proxy2 still thinks it is; tell it otherwise.
             (Frame::Data { .. }, None) => Action::AnswerClose,
+            // Stop-and-wait: proxy2 resends its X until acked and probes for ours (every copy
+            // of ours lost) after our side finished: answer with an ack and an X.
+            (Frame::Close { seq, .. }, None)
+                if shared.link.mode() == crate::wire::WireMode::StopAndWait =>
+            {
+                Action::AnswerStrayClose(seq)
+            }
             (_, None) => Action::Ignore(Ignored::NotOpen(frame.kind(), id)),
             (Frame::Connect { .. } | Frame::Ack { .. }, Some(_)) => {
                 Action::Ignore(Ignored::Unexpected(frame.kind(), id))
@@ -413,6 +426,20 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
                 .link
                 .ignore(peer, Ignored::NotOpen(FrameKind::Data, id));
             shared.send(Frame::Close { id, seq: Seq::ZERO }).await;
+        }
+        Action::AnswerStrayClose(seq) => {
+            shared
+                .link
+                .ignore(peer, Ignored::NotOpen(FrameKind::Close, id));
+            let answer =
+                shared
+                    .stray_closes
+                    .lock()
+                    .unwrap()
+                    .answer(id, id, seq, std::time::Instant::now());
+            for frame in answer.into_iter().flatten() {
+                shared.send(frame).await;
+            }
         }
         Action::Closed(client) => shared.conn_event(id, ConnState::Closing, client),
     }

@@ -60,8 +60,10 @@ pub struct TransportConfig {
     /// Duplicate acks (or frames selectively acked above a hole) that trigger a fast
     /// retransmit.
     pub dup_ack_threshold: u32,
-    /// Stop-and-wait only: how many times a close (`X`) is sent at most, one RTO apart, until
-    /// the peer's own close arrives (course peers neither ack nor resend `X`).
+    /// Stop-and-wait only: how many times an unacknowledged close (`X`) is sent, one RTO
+    /// apart, before we stop once the peer's own close has arrived (course peers neither ack
+    /// nor resend `X`). Until then, or to a peer that resent its own (one of ours), it goes
+    /// until acked or given up. See [`stop_and_wait`].
     pub close_sends: u32,
     /// The first sequence number this side sends (extended modes): the ISN of our `C` or
     /// `OK`, random per connection (tests use one near 2³² to cross the wrap).
