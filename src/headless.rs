@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::capture::{CaptureSummary, CaptureWriter, TcpCapture};
-use crate::cli::{LabArgs, StopSignals};
+use crate::cli::LabArgs;
 use crate::describe::describe;
 use crate::event::{EventSink, Level};
 use crate::lab::{Lab, LabConfig, LabSnapshot};
 use crate::monitor::{ConnTable, Monitor, MonitorSources};
+use crate::shutdown::StopSignals;
 
 /// Log events queued for stderr before new ones are dropped (and counted).
 const LOG_CAPACITY: usize = 16 * 1024;

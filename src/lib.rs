@@ -21,6 +21,7 @@ pub mod netns;
 pub mod roles;
 pub mod script;
 pub mod secret;
+pub mod shutdown;
 pub mod transport;
 pub mod tui;
 pub mod tunnel;

@@ -217,7 +217,7 @@ pub async fn run_with<F: Front>(
     // the capture is drained to disk and the report written, so nothing is lost.
     let ended = tokio::select! {
         result = tokio::time::timeout_at(deadline, steps) => Some(Ok(result)),
-        _ = crate::cli::wait_for_signal() => None,
+        _ = crate::shutdown::wait_for_signal() => None,
         _ = stop.cancelled() => Some(Err(())),
     };
     let failure = match ended {
