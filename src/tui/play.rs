@@ -206,7 +206,8 @@ pub async fn run(
     };
     // A played scenario serves no monitor: the screen is the monitor.
     let monitor = crate::monitor::MonitorPlan::default();
-    let outcome = match runner::run_with(&scenario, &monitor, &mut front).await {
+    let signals = crate::shutdown::SignalToken::new();
+    let outcome = match runner::run_with(&scenario, &monitor, signals.token(), &mut front).await {
         Ok(outcome) => outcome,
         Err(e) => {
             drop(front);
