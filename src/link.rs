@@ -19,11 +19,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::{CaptureTap, TapRecord};
-use crate::event::{
-    Endpoint, EventKind, EventSink, Flow, FrameSummary, Ignored, Level, LinkDirection,
-};
+use crate::event::{EventKind, EventSink, Flow, FrameSummary, Ignored, Level};
 use crate::impair::pipeline::{Pending, Pipeline};
 use crate::impair::{DirectionEmulator, DropCause, LinkEmulator, LinkVerdict};
+use crate::topology::{Endpoint, LinkDirection};
 use crate::transport::totals::{TransportTotals, TransportTotalsSnapshot};
 use crate::wire::{Frame, FrameKind, MAX_DATAGRAM, WireMode};
 use seal::{Rejected, Seal, Sealed};

@@ -7,11 +7,12 @@ use crate::capture::{CaptureFormat, CapturePlan, CaptureTarget, TcpCapture};
 use crate::cli::{
     LabArgs, LabCaptureArgs, MonitorArgs, Proxy1Tuning, Proxy2Tuning, ProxyCaptureArgs, WireArgs,
 };
-use crate::event::{Level, Role};
+use crate::event::Level;
 use crate::link::seal::{Seal, Side};
 use crate::monitor::MonitorPlan;
 use crate::roles::proxy1::Proxy1Config;
 use crate::roles::proxy2::Proxy2Config;
+use crate::topology::Role;
 
 impl LabArgs {
     /// How many echo clients the lab starts: `--clients`, else 3 on the screen (something to

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::capture::{CapturePlan, CaptureTap, CaptureWriter, TcpCapture};
 use crate::cli::{Command, Socks5Args, StandaloneArgs, WireArgs};
 use crate::describe::describe;
-use crate::event::{Endpoint, EventSink, Level, Role};
+use crate::event::{EventSink, Level};
 use crate::impair::{LinkArgs, LinkEmulator, random_seed};
 use crate::link::seal::{Seal, SealKey, Side};
 use crate::link::{EmulatorScope, LinkSocket, LinkStats};
@@ -18,6 +18,7 @@ use crate::monitor::{ConnTable, Monitor, MonitorSources};
 use crate::net::{bind_tcp, bind_udp, local_bind_towards, resolve};
 use crate::roles::{echo_client, echo_server, proxy1, proxy2};
 use crate::shutdown::{StopSignals, wait_for_signal};
+use crate::topology::{Endpoint, Role};
 use crate::wire::WireMode;
 
 use super::open_tcp_capture;

@@ -15,10 +15,11 @@ use super::state::{MonitorView, Selection, TuiState};
 use super::terminal::{self, InputReader, QuitSignals};
 use crate::capture::{CaptureWriter, TcpCapture};
 use crate::cli::LabArgs;
-use crate::event::{ClientId, CloseKind, EventSink, Level, Role};
+use crate::event::{ClientId, CloseKind, EventSink, Level};
 use crate::lab::{Lab, LabConfig};
 use crate::monitor::{ConnTable, Monitor, MonitorSources};
 use crate::roles::echo_client::SIMPLE_MESSAGE;
+use crate::topology::Role;
 use crate::wire::ConnId;
 
 /// Redraws per second, at most.
@@ -217,11 +218,11 @@ pub fn handle_key(state: &mut TuiState, key: KeyEvent) -> Option<Command> {
         KeyCode::Char('g') => {
             // proxy1's data, then proxy2's (the echo), then back to the trace or ladder.
             state.view.graph = match state.view.graph {
-                None => Some(crate::event::LinkDirection::ToProxy2),
-                Some(crate::event::LinkDirection::ToProxy2) => {
-                    Some(crate::event::LinkDirection::ToProxy1)
+                None => Some(crate::topology::LinkDirection::ToProxy2),
+                Some(crate::topology::LinkDirection::ToProxy2) => {
+                    Some(crate::topology::LinkDirection::ToProxy1)
                 }
-                Some(crate::event::LinkDirection::ToProxy1) => None,
+                Some(crate::topology::LinkDirection::ToProxy1) => None,
             };
         }
         KeyCode::Char(' ') => {

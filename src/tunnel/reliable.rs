@@ -21,8 +21,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{EventKind, EventSink, Level, Role, TRANSPORT_STATS_EVERY};
+use crate::event::{EventKind, EventSink, Level, TRANSPORT_STATS_EVERY};
 use crate::link::LinkSocket;
+use crate::topology::Role;
 use crate::transport::totals::TallyKey;
 use crate::transport::{GiveUp, OutFrame, Transport, TransportEvent, TransportStats};
 use crate::wire::{ConnId, Frame};

@@ -5,7 +5,7 @@ use std::time::Duration;
 use ratatui::prelude::*;
 
 use super::format_bytes;
-use crate::event::{Endpoint, LinkDirection};
+use crate::topology::{Endpoint, LinkDirection};
 use crate::transport::TransportStats;
 use crate::tui::state::ConnView;
 
