@@ -84,7 +84,7 @@ pub(crate) struct PumpSide<'a> {
     pub events: &'a EventSink,
     pub stop: &'a CancellationToken,
     /// Called whenever bytes move, for idle accounting.
-    pub activity: &'a crate::roles::Activity,
+    pub activity: &'a crate::tunnel::activity::Activity,
     /// Which connection this is, for the endpoint's exact transport counters
     /// ([`crate::link::LinkStats::transport`]).
     pub key: TallyKey,
