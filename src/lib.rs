@@ -10,7 +10,6 @@ pub mod cli;
 pub mod describe;
 pub mod destination;
 pub mod event;
-pub mod event_sampling;
 pub mod headless;
 pub mod impair;
 pub mod lab;

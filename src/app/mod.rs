@@ -98,7 +98,7 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     if args.no_tui {
-        return crate::headless::run(&args, tcp).await;
+        return crate::headless::run(&args, lab_config(&args), tcp).await;
     }
     if !std::io::stdout().is_terminal() {
         // The demo is the lab's run without a terminal: it captures as the lab would.
@@ -112,7 +112,7 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         let monitor = args.monitor.plan();
         return Ok(crate::script::run_demo(args.report.as_deref(), capture, &monitor).await);
     }
-    crate::tui::run(&args, tcp).await
+    crate::tui::run(&args, lab_config(&args), tcp).await
 }
 
 /// The headless demo runs its scenario as written; say so when the command line asked for

@@ -127,11 +127,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Decrypt(args) => {
-            match crate::capture::decrypt::decrypt_file(
-                &args.input,
-                &args.output,
-                &args.key_file.key,
-            ) {
+            match crate::link::decrypt::decrypt_file(&args.input, &args.output, &args.key_file.key)
+            {
                 Ok(summary) => {
                     eprintln!("{summary}");
                     Ok(ExitCode::SUCCESS)

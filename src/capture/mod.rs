@@ -22,7 +22,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod decrypt;
 mod file;
 mod format;
 mod order;

@@ -7,6 +7,7 @@
 pub mod seal;
 
 mod counters;
+pub mod decrypt;
 mod emulator;
 mod socket;
 mod tap;

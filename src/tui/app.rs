@@ -556,8 +556,13 @@ impl Chatter {
 }
 
 /// Runs the lab with the TUI until the person quits or a signal arrives.
-/// `tcp` is the packet socket `--capture-tcp` opened (the permission already checked).
-pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<ExitCode> {
+/// `config` is the lab the command line asks for (less its capture tap, added here); `tcp` is
+/// the packet socket `--capture-tcp` opened (the permission already checked).
+pub async fn run(
+    args: &LabArgs,
+    config: LabConfig,
+    tcp: Option<TcpCapture>,
+) -> anyhow::Result<ExitCode> {
     let (events, rx) = EventSink::channel(EVENT_CAPACITY);
     let events = crate::tui::state::events_for_tui(events);
     // With a monitor on, its connection table sees every event before the screen's channel
@@ -575,7 +580,7 @@ pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<Exit
     };
     let config = LabConfig {
         capture: capture.as_ref().map(CaptureWriter::tap),
-        ..crate::app::lab_config(args)
+        ..config
     };
     let mode = config.mode;
     let start = SystemTime::now();

@@ -5,6 +5,8 @@
 //! event is dropped and counted, so a slow screen can never slow the tunnel. Anything that
 //! must be exact (frame counters, the capture) does not depend on this stream.
 
+pub mod sampling;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,10 +14,10 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
-use crate::event_sampling::{Folded, FrameSampler, Sampled, classify};
 use crate::topology::{Endpoint, LinkDirection, Role};
 use crate::transport::{TransportEvent, TransportStats};
 use crate::wire::{ConnId, Frame, FrameKind, SackBlocks, Seq, WireMode};
+use sampling::{Folded, FrameSampler, Sampled, classify};
 
 /// At most this many payload bytes travel with a frame event: enough for a trace preview,
 /// small enough that events stay cheap.
