@@ -212,8 +212,8 @@ async fn a_half_close_travels_in_order_in_every_reliable_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_and_wait_frees_every_id_after_closing_at_twenty_percent_loss() {
     use std::sync::Arc;
-    use tunlab::event::Role;
     use tunlab::monitor::ConnTable;
+    use tunlab::topology::Role;
     let lossy = DirectionSettings {
         loss: Percent::new(20.0).unwrap(),
         ..DirectionSettings::default()

@@ -51,8 +51,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::MonitorSources;
-use crate::event::LinkDirection;
 use crate::impair::DropCause;
+use crate::topology::LinkDirection;
 use crate::transport::totals::{RTT_BUCKETS, RttSnapshot};
 use crate::wire::FrameKind;
 
@@ -364,7 +364,7 @@ impl Collector for TunlabCollector {
             .into_iter()
             .map(|role| (role, sources.conns.totals(role)))
             .collect();
-        let role = |r: crate::event::Role| vec![("role", r.label().to_string())];
+        let role = |r: crate::topology::Role| vec![("role", r.label().to_string())];
         counter_family(
             e,
             "connections",
@@ -693,9 +693,10 @@ async fn respond(mut stream: TcpStream, _peer: SocketAddr, sources: &MonitorSour
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Endpoint, EventSink, Role};
+    use crate::event::EventSink;
     use crate::link::LinkStats;
     use crate::monitor::ConnTable;
+    use crate::topology::{Endpoint, Role};
 
     fn sources() -> MonitorSources {
         MonitorSources::new(
