@@ -163,12 +163,21 @@ async fn metrics_after_traffic_parse_and_equal_the_lab_snapshot() {
         "{headers}"
     );
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
-    // The parser skips what it cannot read: every sample line must have become a sample.
+    // The parser skips what it cannot read: every sample line must have become a sample (a
+    // histogram's `_bucket` lines become one sample per series, holding every bucket).
     let sample_lines = body
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .count();
-    assert_eq!(scrape.samples.len(), sample_lines, "{body}");
+    let read_lines: usize = scrape
+        .samples
+        .iter()
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets) => buckets.len(),
+            _ => 1,
+        })
+        .sum();
+    assert_eq!(read_lines, sample_lines, "{body}");
     // And the lab did not move while it was scraped.
     let after = lab.snapshot();
     assert_eq!(

@@ -78,12 +78,14 @@ fn size(quick: usize, full: usize) -> usize {
     }
 }
 
-/// How long one echo may take: the usual patience, or ten minutes for the full size.
+/// How long the echoes may take: a hang guard, not a speed check. Ten clients through 10%
+/// loss took 9-18 s alone and over 30 s (the usual patience) beside the other tests of this
+/// file on a loaded machine, so two minutes; ten for the full size.
 fn echo_bound(bytes: usize) -> Duration {
     if bytes >= FULL_SIZE {
         Duration::from_secs(600)
     } else {
-        PATIENCE
+        Duration::from_secs(120)
     }
 }
 
@@ -104,10 +106,13 @@ async fn ten_clients_echo(mode: WireMode, link: DirectionSettings, bytes: usize)
         .collect();
     let started = std::time::Instant::now();
     let bound = echo_bound(bytes);
+    let deadline = tokio::time::Instant::now() + bound;
     for (n, client) in clients.into_iter().enumerate() {
-        let (data, echoed) = tokio::time::timeout(bound, client)
+        let (data, echoed) = tokio::time::timeout_at(deadline, client)
             .await
-            .unwrap_or_else(|_| panic!("{mode:?}: no echo of {bytes} bytes within {bound:?}"))
+            .unwrap_or_else(|_| {
+                panic!("{mode:?}: not every echo of {bytes} bytes within {bound:?}")
+            })
             .unwrap();
         assert_eq!(echoed.len(), data.len(), "{mode:?} client {n}");
         assert!(echoed == data, "{mode:?} client {n}: the echo differs");
