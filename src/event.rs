@@ -145,6 +145,8 @@ pub enum FrameNumbers {
     Bit(u8),
     /// Extended `C` and `OK`: the sender's initial sequence number.
     Isn(Seq),
+    /// Extended `NOK` with a reason: why proxy2 could not open the connection.
+    Reason(crate::destination::Refusal),
     /// Extended `D` and `X`: the frame's sequence number.
     Seq(Seq),
     /// Extended `A`: the cumulative ack (the next seq expected), the receive window in
@@ -217,7 +219,10 @@ impl FrameNumbers {
             }),
             WireMode::GoBackN | WireMode::SelectiveRepeat => match *frame {
                 Frame::Connect { isn, .. } | Frame::ConnectOk { isn, .. } => FrameNumbers::Isn(isn),
-                Frame::ConnectNok { .. } => FrameNumbers::None,
+                Frame::ConnectNok { reason, .. } => match reason {
+                    Some(reason) => FrameNumbers::Reason(reason),
+                    None => FrameNumbers::None,
+                },
                 Frame::Data { seq, .. } | Frame::Close { seq, .. } => FrameNumbers::Seq(seq),
                 Frame::Ack {
                     ack, window, sack, ..
@@ -463,6 +468,24 @@ pub enum EventKind {
         id: ConnId,
         state: ConnState,
         client: Option<SocketAddr>,
+    },
+    /// Where a tunnel connection leads, when its client named it (a SOCKS5 request), and who
+    /// logged in (proxy1 knows; proxy2 says `None`). Connections of the plain port lead to
+    /// proxy2's fixed server and have no such event.
+    Route {
+        at: Endpoint,
+        id: ConnId,
+        destination: crate::destination::Destination,
+        user: Option<String>,
+    },
+    /// A connection's destination (or proxy2's fixed server) could not be opened: `reason`
+    /// is what the `NOK` carried (the SOCKS5 reply code), `detail` the words for it (at
+    /// proxy2: the rule that matched or the addresses tried).
+    Refused {
+        at: Endpoint,
+        id: ConnId,
+        reason: crate::destination::Refusal,
+        detail: String,
     },
     /// A TCP client is waiting at proxy1 because all ids are taken.
     WaitingForId { client: SocketAddr },

@@ -41,6 +41,7 @@ pub fn addrs() -> LabAddrs {
         proxy2_udp: addr(PROXY2_UDP),
         proxy1_tcp: addr(PROXY1_TCP),
         proxy1_udp: addr(PROXY1_UDP),
+        proxy1_socks5: None,
     }
 }
 

@@ -33,9 +33,20 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, id: ConnId) {
     let inner = block.inner(area);
 
     let mut header = vec![flow_line(conn, inner.width < 60)];
+    if let Some(line) = route_line(conn, inner.width as usize) {
+        header.push(line);
+    }
     // Reliable modes: each direction's window, timer, retransmissions and efficiency.
     header.extend(reliability_lines(conn, inner.width as usize));
-    if let Some(outcome) = conn.last_outcome {
+    let refusal = conn.route.as_ref().and_then(|r| r.refusal.as_ref());
+    if let Some((reason, detail)) = refusal {
+        // A SOCKS5 destination refused: the NOK's reason and, from proxy2, its words.
+        let text = format!(" refused ({:#04x} {reason}): {detail}", reason.code());
+        header.push(Line::styled(
+            truncate(&text, inner.width as usize),
+            Style::new().red(),
+        ));
+    } else if let Some(outcome) = conn.last_outcome {
         let why = match outcome {
             ConnState::Refused => "refused: proxy2 answered NOK (server unreachable)",
             _ => "unanswered: no OK/NOK from proxy2 after every retry",
@@ -83,6 +94,17 @@ pub fn pane_flags(state: &TuiState, scroll: usize, waiting: usize) -> Line<'stat
         ));
     }
     Line::from(spans)
+}
+
+/// `→ localhost:8000 · user ana · SOCKS5`: where a SOCKS5 client's connection leads.
+pub fn route_line(conn: &ConnView, width: usize) -> Option<Line<'static>> {
+    let route = conn.route.as_ref().filter(|r| !r.destination.is_empty())?;
+    let user = match &route.user {
+        Some(user) => format!(" · user {user}"),
+        None => String::new(),
+    };
+    let text = truncate(&format!(" → {}{user} · SOCKS5", route.destination), width);
+    Some(Line::styled(text, Style::new().cyan()))
 }
 
 /// `p1→p2 3 frames 10 B │ p2→p1 3 frames 10 B │ proxy2: open`.
