@@ -99,7 +99,10 @@ pub fn frame_label_relative(frame: &FrameSummary, bases: Option<(Seq, Seq)>) -> 
         (FrameKind::Connect, FrameNumbers::Bit(bit)) => format!("C{id}{bit}"),
         (FrameKind::ConnectOk, FrameNumbers::Bit(bit)) => format!("C{id}{bit}OK"),
         (FrameKind::ConnectNok, FrameNumbers::Bit(bit)) => format!("C{id}{bit}NOK"),
-        (FrameKind::Connect, FrameNumbers::Isn(isn)) => format!("C{id} isn={isn}"),
+        (FrameKind::Connect, FrameNumbers::Isn(isn)) => match &frame.destination {
+            Some(destination) => format!("C{id} isn={isn} → {destination}"),
+            None => format!("C{id} isn={isn}"),
+        },
         (FrameKind::ConnectOk, FrameNumbers::Isn(isn)) => format!("C{id}OK isn={isn}"),
         (FrameKind::ConnectNok, FrameNumbers::Reason(reason)) => {
             format!("C{id}NOK reason={:#04x} ({reason})", reason.code())

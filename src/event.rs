@@ -172,6 +172,9 @@ pub struct FrameSummary {
     pub preview: Preview,
     /// Sequence, ack and window numbers, as the wire mode carries them.
     pub numbers: FrameNumbers,
+    /// The destination an extended `C` carries (a SOCKS5 client's), as text:
+    /// `localhost:8000`.
+    pub destination: Option<Box<str>>,
 }
 
 impl FrameSummary {
@@ -191,6 +194,7 @@ impl FrameSummary {
             payload_len: payload.len(),
             preview: Preview::of(payload),
             numbers: FrameNumbers::of(mode, frame),
+            destination: frame.destination().map(|d| d.to_string().into_boxed_str()),
         }
     }
 
@@ -477,6 +481,8 @@ pub enum EventKind {
         id: ConnId,
         destination: crate::destination::Destination,
         user: Option<String>,
+        /// As in [`EventKind::Conn`]: the TCP client (proxy1) or the proxy1 (proxy2).
+        client: Option<SocketAddr>,
     },
     /// A connection's destination (or proxy2's fixed server) could not be opened: `reason`
     /// is what the `NOK` carried (the SOCKS5 reply code), `detail` the words for it (at

@@ -690,6 +690,7 @@ async fn serve_client(
             id,
             destination: request.accepted.destination.clone(),
             user: request.accepted.user.clone(),
+            client: Some(client),
         });
     }
     // Whether proxy2 may have the id open, so that an X must tell it to forget it.

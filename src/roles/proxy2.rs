@@ -287,14 +287,6 @@ async fn on_frame(
             shutdown,
         ) {
             OnConnect::Opening { replaced } => {
-                if let Some(destination) = destination {
-                    shared.events().emit(EventKind::Route {
-                        at: Endpoint::Proxy2,
-                        id,
-                        destination: destination.to_destination(),
-                        user: None,
-                    });
-                }
                 if replaced {
                     shared.log(
                         Level::Info,
@@ -304,7 +296,6 @@ async fn on_frame(
                         ),
                     );
                 }
-                shared.conn_event(key, ConnState::Connecting);
             }
             // Our OK was probably lost, so say it again.
             OnConnect::RepeatOk(isn) => shared.send(Frame::ConnectOk { id, isn }, peer).await,
@@ -479,6 +470,17 @@ fn on_connect(
             Seq::ZERO
         },
     };
+    // Said before the task starts: a refusal by rule comes at once, and must follow it.
+    shared.conn_event(key, ConnState::Connecting);
+    if let Some(destination) = &destination {
+        shared.events().emit(EventKind::Route {
+            at: Endpoint::Proxy2,
+            id: key.1,
+            destination: destination.clone(),
+            user: None,
+            client: Some(key.0),
+        });
+    }
     let start = Starting {
         generation: slot.generation,
         stop: slot.stop.clone(),

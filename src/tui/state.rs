@@ -1132,6 +1132,7 @@ pub fn update(state: &mut TuiState, event: Event) {
             id,
             destination,
             user,
+            ..
         } => {
             if let Some(conn) = state.conns.get_mut(id.index()) {
                 let route = conn.route.get_or_insert_with(Box::default);

@@ -66,6 +66,7 @@ fn frame(kind: FrameKind, id: u16, payload: &[u8]) -> FrameSummary {
         payload_len: payload.len(),
         preview: Preview::of(payload),
         numbers: tunlab::event::FrameNumbers::None,
+        destination: None,
     }
 }
 
