@@ -40,12 +40,14 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, id: ConnId) {
     header.extend(reliability_lines(conn, inner.width as usize));
     let refusal = conn.route.as_ref().and_then(|r| r.refusal.as_ref());
     if let Some((reason, detail)) = refusal {
-        // A SOCKS5 destination refused: the NOK's reason and, from proxy2, its words.
-        let text = format!(" refused ({:#04x} {reason}): {detail}", reason.code());
-        header.push(Line::styled(
-            truncate(&text, inner.width as usize),
-            Style::new().red(),
-        ));
+        // A SOCKS5 destination refused: the NOK's reason, and on a line of its own proxy2's
+        // words (the rule that matched, or the addresses tried).
+        let width = inner.width as usize;
+        let text = format!(" refused ({:#04x} {reason}):", reason.code());
+        header.push(Line::styled(truncate(&text, width), Style::new().red()));
+        for line in wrap_words(detail, width.saturating_sub(3), 3) {
+            header.push(Line::styled(format!("   {line}"), Style::new().red()));
+        }
     } else if let Some(outcome) = conn.last_outcome {
         let why = match outcome {
             ConnState::Refused => "refused: proxy2 answered NOK (server unreachable)",
@@ -94,6 +96,32 @@ pub fn pane_flags(state: &TuiState, scroll: usize, waiting: usize) -> Line<'stat
         ));
     }
     Line::from(spans)
+}
+
+/// `text` in lines of at most `width` columns, broken between words, at most `lines` of
+/// them (the last one cut with `…` if the text goes on).
+fn wrap_words(text: &str, width: usize, lines: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for word in text.split_whitespace() {
+        let fits =
+            current.is_empty() || current.chars().count() + 1 + word.chars().count() <= width;
+        if !fits {
+            out.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    if out.len() > lines {
+        let rest = out.split_off(lines - 1).join(" ");
+        out.push(rest);
+    }
+    out.into_iter().map(|line| truncate(&line, width)).collect()
 }
 
 /// `→ localhost:8000 · user ana · SOCKS5`: where a SOCKS5 client's connection leads.
