@@ -795,11 +795,11 @@ async fn serve_client(
             let said = reason.map_or_else(String::new, |r| format!(" ({r})"));
             let what = match &socks5 {
                 Some(request) => format!("destination {}", request.accepted.destination),
-                None => "the server".to_string(),
+                None => "the server is unreachable".to_string(),
             };
             shared.log(
                 Level::Warn,
-                format!("proxy2 answered NOK{said} for connection {id}: {what} is unreachable; closing client {client}"),
+                format!("proxy2 answered NOK{said} for connection {id}: {what}; closing client {client}"),
             );
             if let Some(reason) = reason {
                 shared.events().emit(EventKind::Refused {

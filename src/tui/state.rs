@@ -698,6 +698,8 @@ pub struct TuiState {
     pub proxy1: RoleView,
     /// proxy1's end of the UDP link.
     pub proxy1_udp: Option<SocketAddr>,
+    /// proxy1's SOCKS5 port, when it has one.
+    pub proxy1_socks5: Option<SocketAddr>,
     pub link: LinkView,
     pub capture: Option<CaptureView>,
     /// The monitor's addresses, when it is on.
@@ -748,6 +750,7 @@ impl TuiState {
             proxy2: role(addrs.map(|a| a.proxy2_udp)),
             proxy1: role(addrs.map(|a| a.proxy1_tcp)),
             proxy1_udp: addrs.map(|a| a.proxy1_udp),
+            proxy1_socks5: addrs.and_then(|a| a.proxy1_socks5),
             link: LinkView {
                 mode,
                 sealed: false,
