@@ -20,12 +20,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tunlab::destination::{Host, Refusal};
-use tunlab::event::{Endpoint, Event, EventKind, EventSink};
+use tunlab::event::{Event, EventKind, EventSink};
 use tunlab::impair::settings::{DirectionSettings, LinkSettings, Percent};
 use tunlab::lab::{Lab, LabConfig};
 use tunlab::roles::access_log::{AccessRecord, AccessResult};
 use tunlab::roles::dialers::{DialerConfig, ResolverDialer, Rule, Rules};
 use tunlab::roles::fronts::socks5::{FrontConfig, Socks5Users};
+use tunlab::topology::Endpoint;
 use tunlab::transport::{RtoConfig, TransportConfig};
 use tunlab::wire::{FrameKind, WireMode};
 

@@ -27,16 +27,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Activity, peer_close_kind};
+use super::peer_close_kind;
 use crate::destination::{DestinationRef, Refusal};
-use crate::event::{
-    CloseKind, ConnState, Endpoint, EventKind, EventSink, Ignored, Level, Role, TcpAction,
-};
+use crate::event::{CloseKind, ConnState, EventKind, EventSink, Ignored, Level, TcpAction};
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
 use crate::roles::access_log::{AccessLogWriter, AccessRecord, AccessResult};
 use crate::roles::fronts::socks5::{self, Accepted, FrontConfig};
+use crate::topology::{Endpoint, Role};
 use crate::transport::totals::TallyKey;
 use crate::transport::{Transport, TransportConfig};
+use crate::tunnel::activity::Activity;
 use crate::tunnel::ids::{IdPool, WaitQueue};
 use crate::tunnel::reliable::{self, PumpEnd, PumpSide, ReliableConn};
 use crate::wire::{ConnId, Frame, FrameKind, Seq};
@@ -799,7 +799,9 @@ async fn serve_client(
             };
             shared.log(
                 Level::Warn,
-                format!("proxy2 answered NOK{said} for connection {id}: {what}; closing client {client}"),
+                format!(
+                    "proxy2 answered NOK{said} for connection {id}: {what}; closing client {client}"
+                ),
             );
             if let Some(reason) = reason {
                 shared.events().emit(EventKind::Refused {
