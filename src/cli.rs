@@ -67,7 +67,10 @@ Examples:
                                            proxy2 with Prometheus metrics and the admin protocol
   tunlab monitor localhost 9101            log in to an admin protocol, type commands
   tunlab socks5 1080 --socks5-user ana:s3cret --deny port=7000-7999
-                                           a SOCKS5 server with no tunnel, for comparison";
+                                           a SOCKS5 server with no tunnel, for comparison
+  tunlab relay 4000 localhost 3328 --loss 5 --seed 7
+                                           a lossy UDP relay in front of proxy2 (give
+                                           proxy1 port 4000)";
 
 #[derive(Debug, Parser)]
 #[command(name = "tunlab", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
@@ -427,7 +430,9 @@ pub struct Proxy1Tuning {
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub close_retry: Duration,
     /// An id with no traffic for this long is probed with an empty D (and again every this
-    /// long): a proxy2 that no longer knows it (restarted) answers X, and the client is closed.
+    /// long): a proxy2 that no longer knows it (restarted) answers X (NOK in the extended
+    /// modes), and the client is closed. In the extended modes a connection whose proxy2
+    /// answers none of 5 probes in a row is closed too.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub probe_after: Duration,
 }
@@ -535,6 +540,9 @@ pub enum Command {
     /// replaced by the extended frame inside, with its UDP and IP lengths and checksums
     /// recomputed. Handshake messages and frames the key does not open stay as they are.
     Decrypt(DecryptArgs),
+    /// Run a UDP relay between a peer and a target, with the link emulator in the middle.
+    #[command(long_about = crate::roles::relay::args::LONG_ABOUT)]
+    Relay(crate::roles::relay::args::RelayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -798,6 +806,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Socks5(args)) => run_socks5(args).await,
+        Some(Command::Relay(args)) => crate::roles::relay::standalone::run(args).await,
         Some(Command::Keygen(args)) => match SealKey::generate_file(&args.file) {
             Ok(()) => {
                 eprintln!(
@@ -925,7 +934,7 @@ fn proxy_sources(
 /// The emulator a standalone proxy runs, if its flags ask for one or the admin protocol may
 /// change it (`CONFIG loss 10`; a clear emulator costs next to nothing). It says so on
 /// stderr, with the seed that replays it.
-fn standalone_emulator(args: &LinkArgs, admin: bool) -> Option<Arc<LinkEmulator>> {
+pub(crate) fn standalone_emulator(args: &LinkArgs, admin: bool) -> Option<Arc<LinkEmulator>> {
     let settings = args.settings();
     if settings.is_clear() && !admin {
         return None;
@@ -995,7 +1004,7 @@ impl StandaloneLink {
 }
 
 /// The emulator's counters when a standalone proxy stops.
-fn report_emulator(emulator: Option<&LinkEmulator>) {
+pub(crate) fn report_emulator(emulator: Option<&LinkEmulator>) {
     if let Some(emulator) = emulator {
         for line in emulator.report().lines() {
             eprintln!("{line}");
@@ -1007,7 +1016,7 @@ fn report_emulator(emulator: Option<&LinkEmulator>) {
 /// frames when `capture` says so (the file is finished after the role has stopped), and
 /// serves its metrics and admin protocol when `common.monitor` asks, from what `sources`
 /// gathers.
-async fn run_standalone<S, F, Fut>(
+pub(crate) async fn run_standalone<S, F, Fut>(
     common: &StandaloneArgs,
     capture: Option<CapturePlan>,
     tcp: Option<(TcpCapture, Vec<u16>)>,

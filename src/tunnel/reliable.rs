@@ -59,6 +59,12 @@ impl ReliableConn {
     pub fn stats(&self) -> crate::transport::TransportStats {
         self.transport.lock().unwrap().stats()
     }
+
+    /// The seq of a keepalive probe now, if this connection should be probed (see
+    /// [`Transport::keepalive_seq`]).
+    pub fn keepalive_seq(&self) -> Option<crate::wire::Seq> {
+        self.transport.lock().unwrap().keepalive_seq()
+    }
 }
 
 /// How a reliable connection ended.
