@@ -87,6 +87,9 @@ async fn a_restarted_proxy2_is_noticed(wire: &str, sealed: &[&str]) {
         .unwrap();
     echo_once(&mut new, b"after the restart").await;
     let served = back.elapsed();
+    eprintln!(
+        "{wire}: old client closed {noticed:?} and a new one served {served:?} after proxy2 came back"
+    );
     // The bound, with probes every 100 ms: a generous 20 probe intervals.
     assert!(
         noticed < Duration::from_secs(2) && served < Duration::from_secs(2),

@@ -459,3 +459,81 @@ async fn a_target_with_nothing_listening_is_reported() {
     let summary = log.iter().find(|l| l.starts_with("relay peers:")).unwrap();
     assert!(!summary.contains("target refused 0 "), "{summary}");
 }
+
+#[tokio::test]
+async fn metrics_show_the_relays_exact_counters() {
+    use tunlab::event::{EventSink, Role};
+    use tunlab::monitor::{ConnTable, MonitorSources};
+
+    let target = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let target_addr = target.local_addr().unwrap();
+    let _arrivals = udp_echo(target);
+    let emulator = LinkEmulator::new(
+        LinkSettings {
+            to_proxy2: lossy(0.0),
+            to_proxy1: lossy(50.0),
+        },
+        9,
+    );
+    let (relay_addr, stats, stop) = start_relay(RelayConfig {
+        emulator: Some(emulator.clone()),
+        ..RelayConfig::new(target_addr)
+    })
+    .await;
+    let peer = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    for i in 0..20 {
+        peer.send_to(&numbered(i), relay_addr).await.unwrap();
+    }
+    let echoes = |d| emulator.direction(d).counters().snapshot();
+    until("every echo decided", || {
+        let down = echoes(LinkDirection::ToProxy1);
+        down.delivered + down.dropped == 20
+    })
+    .await;
+    let sources = MonitorSources::new(
+        "relay",
+        Role::Proxy1,
+        EventSink::disabled(),
+        Arc::new(ConnTable::new()),
+    )
+    .with_emulator(emulator.clone())
+    .with_relay(stats.clone());
+    let text = tunlab::monitor::metrics::render(&sources);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |metric: &str, labels: &[(&str, &str)]| -> u64 {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {metric}{labels:?} in\n{text}"));
+        match sample.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v as u64,
+            ref other => panic!("{metric}: {other:?}"),
+        }
+    };
+    let counts = stats.snapshot();
+    let datagrams = |leg| value("tunlab_relay_datagrams_total", &[("leg", leg)]);
+    assert_eq!(datagrams("from_peers"), 20);
+    assert_eq!(datagrams("to_target"), 20);
+    assert_eq!(datagrams("from_target"), 20);
+    let delivered = echoes(LinkDirection::ToProxy1).delivered;
+    assert!(
+        delivered > 0 && delivered < 20,
+        "50% loss delivered {delivered}"
+    );
+    assert_eq!(datagrams("to_peers"), delivered);
+    assert_eq!(
+        value("tunlab_relay_bytes_total", &[("leg", "to_target")]),
+        counts.to_target_bytes
+    );
+    assert_eq!(value("tunlab_relay_peers", &[]), 1);
+    assert_eq!(value("tunlab_relay_peers_opened_total", &[]), 1);
+    assert_eq!(
+        value(
+            "tunlab_emulator_dropped_frames_total",
+            &[("direction", "to_proxy1"), ("cause", "loss")]
+        ),
+        20 - delivered
+    );
+    stop.cancel();
+}

@@ -130,9 +130,9 @@ impl PathKind {
                 (true, true) => "tunlab TUI 120×40 (pty), capture on".into(),
             },
             PathKind::Relayed(RelayedOptions { tunnel, loss }) => match tunnel {
-                RelayedTunnel::Kcptun => format!("kcptun via tunlab relay, {loss}% loss each way"),
+                RelayedTunnel::Kcptun => format!("kcptun via relay, {loss}% loss each way"),
                 RelayedTunnel::SelectiveRepeat => {
-                    format!("tunlab selective-repeat via tunlab relay, {loss}% loss each way")
+                    format!("selective-repeat via relay, {loss}% loss each way")
                 }
             },
             PathKind::Lab(LabOptions {

@@ -55,9 +55,11 @@ pub(crate) async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
     };
     let sources = {
         let emulator = emulator.clone();
+        let stats = stats.clone();
         move |events, conns, capture| {
-            let sources =
-                MonitorSources::new("relay", Role::Proxy1, events, conns).with_capture(capture);
+            let sources = MonitorSources::new("relay", Role::Proxy1, events, conns)
+                .with_capture(capture)
+                .with_relay(stats);
             match emulator {
                 Some(emulator) => sources.with_emulator(emulator),
                 None => sources,
