@@ -143,6 +143,9 @@ struct Slot {
     probed: Option<Instant>,
     /// Extended modes: probes sent since proxy2 was last heard from on this id.
     unanswered: u32,
+    /// Extended modes: the connection's count of frames from proxy2 at the last sweep (a
+    /// count, not a time: an answer can come within the millisecond of its probe).
+    heard: u64,
 }
 
 /// The ids and the clients waiting for one.
@@ -524,6 +527,7 @@ async fn serve_client(
             closed_by_proxy2: closed_by_proxy2.clone(),
             probed: None,
             unanswered: 0,
+            heard: 0,
         },
     );
     shared.conn_event(id, ConnState::Connecting, client);
@@ -961,10 +965,9 @@ async fn sweep_ids(shared: &Shared) {
                     expired.push((*id, slot.client, "idle"));
                     continue;
                 }
-                if slot
-                    .probed
-                    .is_some_and(|at| Instant::from_std(slot.from_proxy2.last_touch()) >= at)
-                {
+                let heard = conn.frames_received();
+                if heard != slot.heard {
+                    slot.heard = heard;
                     slot.unanswered = 0;
                 }
                 let due = slot.from_proxy2.idle_for() >= config.probe_after
