@@ -14,10 +14,10 @@ use common::process::Process;
 use common::*;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
-use tunlab::event::LinkDirection;
 use tunlab::impair::{Decider, DirectionSettings, LinkEmulator, LinkSettings, Percent};
 use tunlab::net::bind_udp;
 use tunlab::roles::relay::{self, RelayConfig, RelayStats};
+use tunlab::topology::LinkDirection;
 
 /// Datagrams sent through the relay in the seeded-loss test.
 const DATAGRAMS: u32 = 400;
@@ -462,8 +462,9 @@ async fn a_target_with_nothing_listening_is_reported() {
 
 #[tokio::test]
 async fn metrics_show_the_relays_exact_counters() {
-    use tunlab::event::{EventSink, Role};
+    use tunlab::event::EventSink;
     use tunlab::monitor::{ConnTable, MonitorSources};
+    use tunlab::topology::Role;
 
     let target = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
     let target_addr = target.local_addr().unwrap();

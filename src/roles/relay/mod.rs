@@ -21,9 +21,6 @@
 //! dropped, counted and logged until a peer silent both ways for [`RelayConfig::peer_idle`]
 //! gives its socket back.
 
-pub mod args;
-pub(crate) mod standalone;
-
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -38,12 +35,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::capture::{CaptureTap, TapRecord};
-use crate::event::{Level, LinkDirection};
+use crate::event::Level;
 use crate::impair::pipeline::{Pending, Pipeline};
 use crate::impair::{DirectionEmulator, DropCause, LinkEmulator, LinkVerdict};
 use crate::link::RECV_BUFFER;
 use crate::net::{bind_udp, local_bind_towards};
-use crate::roles::Activity;
+use crate::topology::LinkDirection;
+use crate::tunnel::activity::Activity;
 
 /// Most peers served at once unless `--max-peers` says otherwise: each costs one socket.
 pub const DEFAULT_MAX_PEERS: usize = 256;

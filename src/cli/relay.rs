@@ -1,12 +1,12 @@
-//! `tunlab relay`'s command line (flattened into the CLI's subcommands).
+//! `tunlab relay`'s options.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
+use super::StandaloneArgs;
 use crate::capture::CaptureFormat;
-use crate::cli::StandaloneArgs;
 use crate::impair::LinkArgs;
 
 /// Options of `tunlab relay`.
@@ -22,7 +22,7 @@ pub struct RelayArgs {
     /// own toward the target, so the target tells peers apart as it would without the
     /// relay. Datagrams from one more peer are dropped (counted, logged) until a peer
     /// expires.
-    #[arg(long, default_value_t = super::DEFAULT_MAX_PEERS as u64, value_name = "N",
+    #[arg(long, default_value_t = crate::roles::relay::DEFAULT_MAX_PEERS as u64, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=65_536), help_heading = "Relay")]
     pub max_peers: u64,
     /// A peer silent both ways this long loses its socket; its next datagram gets a new one

@@ -6,16 +6,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::capture::{CapturePlan, CaptureTarget};
-use crate::cli::{ProxyCaptureArgs, report_emulator, run_standalone, standalone_emulator};
-use crate::event::Role;
+use crate::cli::{ProxyCaptureArgs, RelayArgs};
+use crate::roles::relay::{self, RelayConfig, RelayLog, RelayStats};
+
+use super::standalone::{report_emulator, run_standalone, standalone_emulator};
 use crate::monitor::MonitorSources;
 use crate::net::{bind_udp, resolve, unspecified_for};
-
-use super::args::RelayArgs;
-use super::{RelayConfig, RelayLog, RelayStats};
+use crate::topology::Role;
 
 /// Runs `tunlab relay` until Ctrl-C or SIGTERM; prints the counters at the end.
-pub(crate) async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
     let target = resolve(&args.target_host, args.target_udp_port).await?;
     check_route(target)?;
     let listen = bind_udp((args.common.bind, args.udp_port).into())?;
@@ -75,7 +75,7 @@ pub(crate) async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
             humantime::format_duration(config.peer_idle)
         );
         eprintln!("relay up on {local}");
-        if let Err(e) = super::run(listen, config, relay_stats, tap, log, stop).await {
+        if let Err(e) = relay::run(listen, config, relay_stats, tap, log, stop).await {
             eprintln!("error: relay: {e}");
         }
     })
