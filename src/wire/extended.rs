@@ -15,7 +15,8 @@
 //! - C: the initial sequence number (u32) of proxy1's data, random per connection. Reserved
 //!   after it: a destination (type-length-value) for SOCKS5; decoders ignore it.
 //! - OK: the initial sequence number (u32) of proxy2's data. Reserved after it; ignored.
-//! - NOK: empty. Reserved: one refusal-reason byte; decoders ignore it.
+//! - NOK: empty. Reserved: one refusal-reason byte; decoders ignore it. proxy2 also
+//!   answers a D or A for a connection it does not have (it restarted) with NOK.
 //! - D: seq (u32), then the payload.
 //! - A: cumulative ack (u32, the next seq expected), window (u32, frames the receiver can
 //!   take counting from the ack), block count (u8, at most [`MAX_SACK_BLOCKS`]), then per
