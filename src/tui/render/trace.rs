@@ -231,6 +231,7 @@ fn trace_line(state: &TuiState, line: &TraceLine, width: usize) -> Line<'static>
             let (mark, style) = match event {
                 TransportEvent::HeldOutOfOrder { .. } => ("⏸", Style::new().yellow()),
                 TransportEvent::GaveUp { .. } => ("✕", Style::new().red().bold()),
+                TransportEvent::CongestionCut { .. } => ("▼", Style::new().blue()),
                 _ => ("✗", Style::new().yellow()),
             };
             let head = format!("{} {mark} ", at.label());
@@ -249,6 +250,7 @@ pub fn retransmit_mark(cause: RetransmitCause) -> &'static str {
     match cause {
         RetransmitCause::Timeout => "timeout",
         RetransmitCause::FastRetransmit => "fast",
+        RetransmitCause::Probe => "probe",
     }
 }
 
