@@ -14,9 +14,9 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 
 use super::congestion::CongestionControl;
 use super::{RetransmitCause, RtoConfig, Transport, TransportConfig};
-use crate::event::LinkDirection;
 use crate::impair::decide::Decider;
 use crate::impair::settings::{DirectionSettings, Percent};
+use crate::topology::LinkDirection;
 use crate::wire::{ConnId, WireMode};
 
 const ID: ConnId = ConnId::new(5);
