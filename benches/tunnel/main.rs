@@ -97,7 +97,7 @@ pub const MODE_LOSSES: [u8; 4] = [0, 1, 5, 20];
 pub const RATE_MBIT: u16 = 10;
 
 /// The window of most rate-limited rows: with echo traffic both queues fill, the acks wait
-/// behind a full queue of data, and the round trip (~80 ms) holds more than 64 frames.
+/// behind a full queue of data, and the round trip holds more than 64 frames.
 pub const RATE_WINDOW: u32 = 128;
 
 /// The rate-limited rows' goodput test lasts this many times the others': at 10 Mbit/s the

@@ -641,8 +641,7 @@ fn render_rate_limited(w: &mut String, info: &RunInfo, all: &[PathResult]) {
          `×rate` is the echo goodput in bits over the rate (each direction carries the whole \
          stream once, so 1.00× would be a link busy with payload only). \"resent\" as above. \
          With echo traffic both queues fill and the acks wait behind a full queue of data, so \
-         the round trip (~80 ms) holds more than the default 64 frames: most rows run \
-         `--window {}`.\n",
+         the round trip holds more than the default 64 frames: most rows run `--window {}`.\n",
         crate::lab_child::RATE_QUEUE,
         crate::lab_child::RATE_QUEUE,
         crate::RATE_WINDOW,
