@@ -140,10 +140,29 @@ impl PathKind {
                 capture,
                 wire,
                 loss,
+                cc,
+                rate_mbit,
+                window: lab_window,
             }) => {
                 let mut name = "tunlab in-process lab".to_string();
+                let cc = if wire.is_extended() {
+                    format!(", --cc {cc}")
+                } else {
+                    String::new()
+                };
+                if rate_mbit > 0 {
+                    let window = if lab_window > 0 {
+                        format!(", --window {lab_window}")
+                    } else {
+                        String::new()
+                    };
+                    return format!(
+                        "tunlab lab, {wire}{cc}{window}, {rate_mbit}mbit each way, queue {}",
+                        crate::lab_child::RATE_QUEUE
+                    );
+                }
                 if wire != tunlab::wire::WireMode::Classic || loss > 0 {
-                    return format!("tunlab lab, {wire}, {loss}% loss each way");
+                    return format!("tunlab lab, {wire}{cc}, {loss}% loss each way");
                 }
                 match (events, capture) {
                     (false, false) => name.push_str(" (no consumers)"),

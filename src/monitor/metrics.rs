@@ -257,6 +257,7 @@ impl Collector for TunlabCollector {
             for (cause, n) in [
                 ("timeout", stats.transport.counts.retransmits_timeout),
                 ("fast", stats.transport.counts.retransmits_fast),
+                ("probe", stats.transport.counts.retransmits_probe),
             ] {
                 retransmits.push((
                     vec![
