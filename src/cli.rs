@@ -441,7 +441,7 @@ pub struct Proxy2Tuning {
     pub server_connect_timeout: Duration,
     /// Most connections proxy2 keeps open, over all proxy1s. When full, the oldest one that
     /// has never carried a byte makes room; if none, the C is answered NOK.
-    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = crate::tunnel::admission::DEFAULT_MAX_CONNECTIONS as u64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
     /// Most proxy1 addresses (IP and port) with connections open at once. When full, the
     /// oldest one none of whose connections has carried a byte makes room.
@@ -668,6 +668,9 @@ pub struct EchoClientArgs {
 /// Parses the command line and runs it; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every tunnel connection costs each proxy a descriptor: lift the soft limit (often 1024)
+    // to the hard one before anything opens.
+    crate::fd_limit::raise_to_hard();
     let wire = match &cli.command {
         None => Some(&cli.lab.wire),
         Some(Command::Proxy1(args)) => Some(&args.wire),

@@ -11,6 +11,7 @@ pub mod describe;
 pub mod destination;
 pub mod event;
 pub mod event_sampling;
+pub mod fd_limit;
 pub mod headless;
 pub mod impair;
 pub mod lab;

@@ -501,7 +501,10 @@ async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
         _ = stop.cancelled() => return,
         result = connect => match result {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return refuse(&shared, key, generation, e.to_string()).await,
+            Ok(Err(e)) => {
+                let why = crate::fd_limit::describe_io_error(&e);
+                return refuse(&shared, key, generation, why).await;
+            }
             Err(_) => return refuse(&shared, key, generation, "timed out".into()).await,
         },
     };

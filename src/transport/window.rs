@@ -52,6 +52,8 @@ pub trait Receiver: std::fmt::Debug {
     fn held(&self) -> u32;
     /// Frames waiting to be read.
     fn readable(&self) -> u32;
+    /// Payload bytes held: out of order, or waiting to be read.
+    fn buffered_bytes(&self) -> usize;
 }
 
 /// A windowed transport: the shared sender and a receiver `R`.
@@ -403,6 +405,10 @@ impl<R: Receiver> Windowed<R> {
 
     pub(super) fn gave_up(&self) -> Option<GiveUp> {
         self.gave_up
+    }
+
+    pub(super) fn buffered_bytes(&self) -> usize {
+        self.outbox.len() + self.in_flight_bytes + self.receiver.buffered_bytes()
     }
 
     pub(super) fn stats(&self) -> TransportStats {
