@@ -12,7 +12,7 @@
 use ratatui::prelude::*;
 use ratatui::widgets::{Block, Paragraph};
 
-use super::connections::state_label;
+use super::parts::state_label;
 use super::trace::{effective_scroll, pane_flags};
 use super::{border_style, format_time, truncate, visible_window};
 use crate::tui::state::{ArrowKind, LadderEntry, Lane, TuiState};

@@ -5,9 +5,10 @@ use std::time::Duration;
 use ratatui::prelude::*;
 
 use super::format_bytes;
+use crate::event::ConnState;
 use crate::event::{Endpoint, LinkDirection};
 use crate::transport::TransportStats;
-use crate::tui::state::ConnView;
+use crate::tui::state::{ConnView, TuiState};
 
 /// A duration as a teacher reads a round trip: `0.4 ms`, `12 ms`, `1.20 s`.
 pub fn format_rtt(d: Duration) -> String {
@@ -122,4 +123,42 @@ pub fn reliability_lines(conn: &ConnView, width: usize) -> Vec<Line<'static>> {
         lines.push(Line::from(spans));
     }
     lines
+}
+
+/// How a connection's state reads, and its colour. A refused or unanswered id is freed at
+/// once by proxy1; it shows that outcome until the id is given out again.
+pub fn state_label(conn: &ConnView) -> (&'static str, Style) {
+    match (conn.state, conn.last_outcome) {
+        (ConnState::Free, Some(ConnState::Refused)) => ("refused", Style::new().red()),
+        (ConnState::Free, Some(ConnState::Unanswered)) => ("no answer", Style::new().red()),
+        (ConnState::Free, _) => ("free", Style::new().dark_gray()),
+        (ConnState::Connecting, _) => ("connecting", Style::new().yellow()),
+        (ConnState::Open, _) => ("open", Style::new().green()),
+        (ConnState::Closing, _) => ("closing", Style::new().magenta()),
+        (ConnState::Refused, _) => ("refused", Style::new().red()),
+        (ConnState::Unanswered, _) => ("no answer", Style::new().red()),
+    }
+}
+
+/// Who has the id: a lab client by number, anything else by address.
+pub fn owner_label(state: &TuiState, conn: &ConnView) -> String {
+    match conn.client {
+        Some(addr) if conn.state != ConnState::Free || conn.last_outcome.is_some() => {
+            state.client_label(addr)
+        }
+        _ => String::new(),
+    }
+}
+
+/// `12,345`: counts of thousands of connections, readable at a glance.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

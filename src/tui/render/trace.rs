@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use ratatui::prelude::*;
 use ratatui::widgets::{Block, Padding, Paragraph};
 
-use super::connections::{owner_label, state_label};
 use super::parts::reliability_lines;
+use super::parts::{owner_label, state_label};
 use super::{border_style, format_bytes, format_time, truncate, visible_window};
 use crate::describe::{frame_label_relative, transport_event_label};
 use crate::event::{ConnState, LinkDirection};
@@ -268,7 +268,7 @@ pub fn render_waiting(frame: &mut Frame<'_>, area: Rect, state: &TuiState, addr:
         Line::raw(format!(
             "{who} is connected to proxy1, but {busy} of {} ids are taken: it waits for one \
              to free up.",
-            state.conns.len()
+            state.conns.ids()
         )),
         Line::raw(""),
         Line::styled(
