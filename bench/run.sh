@@ -3,6 +3,7 @@
 #
 #   bench/run.sh                 the full run (a few minutes)
 #   bench/run.sh --quick         a smoke run, nothing written
+#   bench/run.sh --scale         thousands of connections: idle memory, 1,000 concurrent, 10,000 at once
 #   bench/run.sh --help          every option (rounds, durations, --only PATHS, ...)
 #
 # Installs kcptun (Debian package) when missing, builds the release binaries, then runs the

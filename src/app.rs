@@ -45,6 +45,12 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         }
         return crate::tui::play::run(play, args.play_every, args.report.as_deref()).await;
     }
+    // Thousands of clients need four descriptors each: say so now rather than stall later.
+    let clients = args.clients_to_start(!args.no_tui && std::io::stdout().is_terminal());
+    if let Err(message) = crate::fd_limit::room_for_lab_clients(clients) {
+        eprintln!("error: {message}");
+        return Ok(ExitCode::from(crate::script::EXIT_INVALID));
+    }
     // Without the permission to read loopback, stop before anything starts (exit code 2).
     let tcp = match crate::cli::open_tcp_capture(args.capture.capture_tcp) {
         Ok(tcp) => tcp,

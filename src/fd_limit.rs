@@ -75,6 +75,32 @@ pub fn describe_io_error(e: &io::Error) -> String {
     }
 }
 
+/// Descriptors the in-process lab uses besides its clients' (sockets of the roles, the
+/// capture, the terminal, the runtime), with room to spare.
+const LAB_OVERHEAD: u64 = 256;
+
+/// Whether the in-process lab can start `clients` echo clients: each takes four descriptors
+/// (the client's socket, proxy1's, proxy2's connection to the server, the server's). `Err`
+/// says how many are needed, what the limit is and how to raise it.
+pub fn room_for_lab_clients(clients: u32) -> Result<(), String> {
+    let Some(limit) = current() else {
+        return Ok(());
+    };
+    let needed = 4 * u64::from(clients) + LAB_OVERHEAD;
+    if needed <= limit.soft {
+        return Ok(());
+    }
+    Err(format!(
+        "--clients {clients} needs about {needed} file descriptors (four per client: the \
+         client, proxy1, proxy2 and the server each hold one), and this process may have {} \
+         (RLIMIT_NOFILE, hard limit {}). Start at most {} clients, or raise the limit \
+         (`ulimit -n`; the hard limit needs root: `ulimit -Hn {needed}`)",
+        limit.soft,
+        limit.hard,
+        limit.soft.saturating_sub(LAB_OVERHEAD) / 4
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +122,15 @@ mod tests {
         assert!(text.contains("ulimit -n"), "{text}");
         let other = io::Error::from_raw_os_error(libc::ECONNREFUSED);
         assert_eq!(describe_io_error(&other), other.to_string());
+    }
+
+    #[test]
+    fn too_many_lab_clients_for_the_limit_is_a_clear_error() {
+        let limit = raise_to_hard().expect("Linux reports RLIMIT_NOFILE");
+        assert_eq!(room_for_lab_clients(3), Ok(()));
+        let too_many = u32::try_from(limit.soft / 4 + 1).unwrap_or(u32::MAX);
+        let message = room_for_lab_clients(too_many).unwrap_err();
+        assert!(message.contains("four per client"), "{message}");
+        assert!(message.contains(&limit.soft.to_string()), "{message}");
     }
 }
