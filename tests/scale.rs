@@ -255,3 +255,37 @@ async fn a_slow_reader_gets_every_byte() {
     assert!(back == data, "the echo differs");
     lab.shutdown().await;
 }
+
+/// An idle client's connection is not "unused" in the reliable modes: proxy1 does not probe
+/// it (its transport has its own timers), so proxy2 must not reclaim it after
+/// `--unused-timeout` either; it used to, and the X it sent could not reach proxy1's
+/// transport, leaving the two proxies disagreeing until the transport gave up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_reliable_connection_outlives_the_unused_timeout() {
+    let (events, rx) = EventSink::channel(16);
+    std::mem::forget(rx);
+    let mut config = LabConfig {
+        mode: WireMode::SelectiveRepeat,
+        ..LabConfig::ephemeral()
+    };
+    config.proxy1.unused_timeout = Duration::from_millis(200);
+    config.proxy2.unused_timeout = Duration::from_millis(200);
+    let lab = Lab::start(config, events).await.expect("lab starts");
+    let mut idle = TcpStream::connect(lab.addrs().proxy1_tcp).await.unwrap();
+    // Opened (C, OK), then nothing for many unused timeouts.
+    within("the connection to open", async {
+        while lab.snapshot().proxy1.received.ok == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let message = random_bytes(3, 3_000);
+    let back = within("an echo after a long silence", async {
+        echo_through(&mut idle, &message, usize::MAX).await
+    })
+    .await;
+    assert!(back == message, "the echo differs");
+    assert_eq!(lab.snapshot().proxy2.sent.close, 0, "proxy2 closed nothing");
+    lab.shutdown().await;
+}

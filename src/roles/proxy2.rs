@@ -697,11 +697,18 @@ async fn reclaim_expired(shared: &Shared) {
             .slots
             .iter()
             .filter_map(|(key, slot)| {
+                // As at proxy1: an open reliable connection has its transport's own timers,
+                // and proxy1 does not probe it, so an idle client's connection must not
+                // count as abandoned; only the idle timeout applies. (Its X could not
+                // reach proxy1's transport either: it carries no sequence number.)
+                // Never-used ones still make room under --max-connections.
+                let unused_timeout = if matches!(slot.state, SlotState::Reliable(_)) {
+                    Duration::MAX
+                } else {
+                    shared.config.unused_timeout
+                };
                 slot.activity
-                    .expired(
-                        shared.config.idle_timeout.get(),
-                        shared.config.unused_timeout,
-                    )
+                    .expired(shared.config.idle_timeout.get(), unused_timeout)
                     .map(|why| (*key, why))
             })
             .collect();
