@@ -60,6 +60,12 @@ pub fn render_list(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     let skip = (selected_row + 1).saturating_sub(height);
     // As wide as the largest id, and a space: "9 " in classic, "65535 " in the extended modes.
     let id_width = state.conns.ids().saturating_sub(1).to_string().len() + 1;
+    // "client 2501" with thousands of lab clients, when the pane has the room.
+    let owner_width = if id_width > 2 && inner_width >= id_width + 32 {
+        12
+    } else {
+        9
+    };
     let rows_start = lines.len();
     for conn in state.conns.iter().skip(skip).take(height) {
         let selected = state.view.selected == Selection::Conn(conn.id);
@@ -72,8 +78,8 @@ pub fn render_list(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
             ),
             Span::styled(format!("{label:<10} "), style),
             Span::raw(format!(
-                "{:<9}",
-                truncate(&short_owner_label(state, conn), 9)
+                "{:<owner_width$}",
+                truncate(&short_owner_label(state, conn), owner_width)
             )),
         ];
         if show_counts && conn.state != ConnState::Free {
