@@ -14,8 +14,9 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
-use tunlab::event::{Endpoint, EventSink};
+use tunlab::event::EventSink;
 use tunlab::lab::{Lab, LabConfig};
+use tunlab::topology::Endpoint;
 use tunlab::transport::TransportConfig;
 use tunlab::wire::WireMode;
 

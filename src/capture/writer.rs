@@ -32,7 +32,8 @@ use super::format::{CaptureFormat, Encoder};
 use super::order::TimeOrder;
 use super::tcp::{Segment, TcpCapture, TcpReader};
 use super::{BufferPool, CapturePlan, CaptureTap, CaptureTarget, Record, TapRecord};
-use crate::event::{EventSink, Level, Role};
+use crate::event::{EventSink, Level};
+use crate::topology::Role;
 
 /// A batch is handed to the file once it is this big even if more records are waiting, so
 /// memory stays small and the file keeps up under a flood.

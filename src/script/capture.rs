@@ -12,8 +12,9 @@ use tokio::task::JoinHandle;
 
 use super::scenario::CaptureFormat;
 use crate::capture::{CapturePlan, CaptureTap, CaptureTarget, CaptureWriter, TcpCapture};
-use crate::event::{EventSink, Role};
+use crate::event::EventSink;
 use crate::link::{KindCounters, KindCounts};
+use crate::topology::Role;
 use crate::wire::{FrameKind, WireMode};
 
 /// Frames the tap may hold before the lab's senders wait for the consumer.

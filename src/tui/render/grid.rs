@@ -5,8 +5,8 @@
 use ratatui::prelude::*;
 use ratatui::widgets::{Block, Paragraph};
 
-use super::parts::{owner_label, state_label, thousands};
-use super::{border_style, trace};
+use super::border_style;
+use super::parts::{flow_line, owner_label, state_label, thousands, trace_lines};
 use crate::tui::state::{ConnView, Selection, TuiState};
 
 /// Panels two abreast.
@@ -99,8 +99,8 @@ fn render_panel(frame: &mut Frame<'_>, area: Rect, state: &TuiState, conn: &Conn
     }
     let [summary_area, trace_area] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
-    frame.render_widget(Paragraph::new(trace::flow_line(conn, true)), summary_area);
-    let lines = trace::trace_lines(
+    frame.render_widget(Paragraph::new(flow_line(conn, true)), summary_area);
+    let lines = trace_lines(
         state,
         conn,
         trace_area.width as usize,
