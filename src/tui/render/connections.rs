@@ -5,7 +5,7 @@
 use ratatui::prelude::*;
 use ratatui::widgets::{Block, Paragraph};
 
-use super::parts::{owner_label, state_label, thousands};
+use super::parts::{owner_label, route_label, state_label, thousands};
 use super::{border_style, truncate};
 use crate::event::ConnState;
 use crate::tui::state::{ConnView, Selection, TuiState};
@@ -86,6 +86,17 @@ pub fn render_list(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
             spans.push(Span::styled(
                 format!(" {}↑ {}↓", conn.to_proxy2.frames, conn.to_proxy1.frames),
                 Style::new().dark_gray(),
+            ));
+        }
+        // A SOCKS5 connection's destination (and user), where the row has room.
+        let used: usize = spans.iter().map(Span::width).sum();
+        let in_use = conn.state != ConnState::Free || conn.last_outcome.is_some();
+        if let Some(route) = route_label(conn).filter(|_| in_use)
+            && inner_width > used + 8
+        {
+            spans.push(Span::styled(
+                truncate(&format!(" {route}"), inner_width - used),
+                Style::new().cyan(),
             ));
         }
         lines.push(highlight(Line::from(spans), selected));

@@ -6,7 +6,7 @@ use ratatui::prelude::*;
 use ratatui::widgets::{Block, Paragraph};
 
 use super::border_style;
-use super::parts::{flow_line, owner_label, state_label, thousands, trace_lines};
+use super::parts::{flow_line, owner_label, route_label, state_label, thousands, trace_lines};
 use crate::tui::state::{ConnView, Selection, TuiState};
 
 /// Panels two abreast.
@@ -87,6 +87,9 @@ fn render_panel(frame: &mut Frame<'_>, area: Rect, state: &TuiState, conn: &Conn
     ];
     if !owner.is_empty() {
         title.push(Span::raw(format!(" · {owner}")));
+    }
+    if let Some(route) = route_label(conn) {
+        title.push(Span::styled(format!(" {route}"), Style::new().cyan()));
     }
     title.push(Span::raw(" "));
     let block = Block::bordered()
