@@ -25,6 +25,7 @@ fn help_texts_are_pinned() {
         "echo-client",
         "monitor",
         "socks5",
+        "relay",
     ] {
         insta::assert_snapshot!(format!("help-{sub}"), help_of(&[sub]));
     }

@@ -104,7 +104,9 @@ pub struct Proxy1Tuning {
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub close_retry: Duration,
     /// An id with no traffic for this long is probed with an empty D (and again every this
-    /// long): a proxy2 that no longer knows it (restarted) answers X, and the client is closed.
+    /// long): a proxy2 that no longer knows it (restarted) answers X (NOK in the extended
+    /// modes), and the client is closed. In the extended modes a connection whose proxy2
+    /// answers none of 5 probes in a row is closed too.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub probe_after: Duration,
 }
