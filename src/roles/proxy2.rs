@@ -808,11 +808,11 @@ async fn reclaim_expired(shared: &Shared) {
             .slots
             .iter()
             .filter_map(|(key, slot)| {
-                // As at proxy1: an open reliable connection has its transport's own timers,
-                // and proxy1 does not probe it, so an idle client's connection must not
-                // count as abandoned; only the idle timeout applies. (Its X could not
-                // reach proxy1's transport either: it carries no sequence number.)
-                // Never-used ones still make room under --max-connections.
+                // As at proxy1: an open reliable connection has its transport's own timers
+                // (and proxy1's keepalive, which needs a live proxy1), so an idle client's
+                // connection must not count as abandoned; only the idle timeout applies.
+                // The X sent here could not reach proxy1's transport anyway: it carries no
+                // sequence number. Never-used ones still make room under --max-connections.
                 let unused_timeout = if matches!(slot.state, SlotState::Reliable(_)) {
                     Duration::MAX
                 } else {
