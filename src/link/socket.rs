@@ -279,7 +279,7 @@ impl LinkSocket {
         match offered {
             Err((cause, datagram)) => {
                 self.inner
-                    .dropped_before_sending(egress.emulated(), datagram, to, cause)
+                    .dropped_before_sending(egress.emulated(), frame, datagram, to, cause)
                     .await;
             }
             Ok(_) => {
@@ -412,10 +412,9 @@ impl LinkSocket {
         let note = match &offered {
             Err((cause, _)) => {
                 let verdict = LinkVerdict::dropped(*cause);
-                if let Some(kind) = self.inner.kind_of(datagram) {
-                    ingress.emulated().counters().drop_kind(kind);
-                }
+                // Decoded once, for the per-type drop count and the event.
                 if let Ok(frame) = self.inner.mode.decode(datagram) {
+                    ingress.emulated().counters().drop_kind(frame.kind());
                     self.inner.events.emit(EventKind::LinkDecision {
                         at: self.inner.endpoint,
                         direction: ingress.direction,
