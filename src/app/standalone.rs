@@ -202,9 +202,18 @@ async fn run_socks5(args: Socks5Args) -> anyhow::Result<ExitCode> {
     };
     let signals = SignalToken::new();
     let stop = signals.token();
-    let server = tokio::spawn(socks5_direct::run(listener, config, stop.clone()));
+    let tasks = Tasks::new();
+    let server = tokio::spawn(socks5_direct::run_in(
+        tasks.clone(),
+        listener,
+        config,
+        stop.clone(),
+    ));
     stop.cancelled().await;
     let _ = server.await;
+    if !tasks.is_empty() {
+        eprintln!("socks5: stopped without waiting for: {}", tasks.running());
+    }
     if let Some(log) = access_log {
         let path = log.path().display().to_string();
         let written = log.finish();
