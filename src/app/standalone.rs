@@ -331,11 +331,11 @@ fn report_emulator(emulator: Option<&LinkEmulator>) {
     }
 }
 
-/// Runs one role until Ctrl-C or SIGTERM (cancelling its token, from a [`SignalToken`]), its
-/// tasks in one group waited for, a bounded time, before the process ends; prints its events on stderr, records its link
-/// frames when `capture` says so (the file is finished after the role has stopped), and
-/// serves its metrics and admin protocol when `common.monitor` asks, from what `sources`
-/// gathers.
+/// Runs one role until Ctrl-C or SIGTERM (which cancel its token, a [`SignalToken`]'s), its
+/// tasks in one group waited for, a bounded time, before the process ends. It prints its
+/// events on stderr, records its link frames when `capture` says so (the file is finished
+/// after the role has stopped), and serves its metrics and admin protocol when
+/// `common.monitor` asks, from what `sources` gathers.
 async fn run_standalone<S, F, Fut>(
     common: &StandaloneArgs,
     capture: Option<CapturePlan>,
