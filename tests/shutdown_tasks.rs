@@ -139,6 +139,7 @@ async fn each_role_alone_waits_for_its_connections_before_it_returns() {
     let proxy1_run = tokio::spawn(proxy1::run_in(
         proxy1_tasks.clone(),
         listener,
+        None,
         link,
         Proxy1Config {
             // Still lingering on the half-closed client below when it is stopped.

@@ -26,7 +26,10 @@ use clap::Parser;
 
 use client::Pacing;
 use lab_child::LabOptions;
-use paths::{BinaryOptions, EchoServer, PathKind, RunningPath, Tools, find_tool, progress};
+use paths::{
+    BinaryOptions, EchoServer, PathKind, RelayedOptions, RelayedTunnel, RunningPath, Tools,
+    find_tool, progress,
+};
 use report::{PathResult, Round, RunInfo};
 use tunlab::wire::WireMode;
 
@@ -57,7 +60,8 @@ struct Args {
     /// Only these paths (comma-separated: direct, kcptun, classic, lab, lab-events,
     /// lab-capture, lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture; `modes` for
     /// the reliable-modes table with direct TCP and the lab as baselines, or one cell of it
-    /// such as selective-repeat-5). Default: all.
+    /// such as selective-repeat-5; `relay` for selective-repeat and kcptun through `tunlab
+    /// relay` at each of its losses, or one of them such as relay-kcptun-5). Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Markdown file to write the results into (between its bench markers).
@@ -91,6 +95,14 @@ struct Args {
 
 /// Emulated loss (percent, each way) of the reliable-modes table.
 pub const MODE_LOSSES: [u8; 4] = [0, 1, 5, 20];
+
+/// Loss (percent, each way) at `tunlab relay` in the relay table (issue 12).
+pub const RELAY_LOSSES: [u8; 3] = [0, 1, 5];
+
+/// The `--only` name of a relay path: `relay-selective-repeat-5`, `relay-kcptun-0`.
+pub fn relay_path_name(options: RelayedOptions) -> String {
+    format!("relay-{}-{}", options.tunnel.key(), options.loss)
+}
 
 /// The `--only` name of an in-process lab path: `lab`, `lab-events`, `lab-capture`,
 /// `lab-both`, or `<wire mode>-<loss>` for a cell of the modes table (`selective-repeat-5`).
@@ -151,6 +163,12 @@ fn all_paths() -> Vec<(String, PathKind)> {
             }
         }
     }
+    for loss in RELAY_LOSSES {
+        for tunnel in RelayedTunnel::ALL {
+            let options = RelayedOptions { tunnel, loss };
+            paths.push((relay_path_name(options), PathKind::Relayed(options)));
+        }
+    }
     paths
 }
 
@@ -159,6 +177,7 @@ fn all_paths() -> Vec<(String, PathKind)> {
 fn picked(only: &[String], name: &str, kind: PathKind) -> bool {
     only.is_empty()
         || only.iter().any(|o| o == name)
+        || (only.iter().any(|o| o == "relay") && matches!(kind, PathKind::Relayed(_)))
         || (only.iter().any(|o| o == "modes")
             && match kind {
                 PathKind::Direct => true,
@@ -193,13 +212,22 @@ fn main() -> anyhow::Result<()> {
         !selected.is_empty(),
         "--only matched no path; names: direct, kcptun, classic, lab, lab-events, lab-capture, \
          lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture, modes, or <wire mode>-<loss> \
-         such as selective-repeat-5"
+         such as selective-repeat-5, relay, or relay-<selective-repeat|kcptun>-<loss>"
     );
 
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let logs = manifest.join("target/bench-logs");
     std::fs::create_dir_all(&logs)?;
-    let needs_kcptun = selected.contains(&PathKind::Kcptun) && args.profile.is_none();
+    let needs_kcptun = selected.iter().any(|kind| {
+        matches!(
+            kind,
+            PathKind::Kcptun
+                | PathKind::Relayed(RelayedOptions {
+                    tunnel: RelayedTunnel::Kcptun,
+                    ..
+                })
+        )
+    }) && args.profile.is_none();
     let mut tools = Tools {
         // TUNLAB_BENCH_TUNLAB: another build of `tunlab` (an older commit's, for a before
         // and after of the bin-* paths); the in-process lab paths always run this build.
@@ -369,6 +397,23 @@ async fn measure_path(
         && is_mode_cell(options)
     {
         // The modes table: goodput only (a sane client, bounded bytes in flight).
+        match client::goodput(target, goodput_time, u64::MAX, window).await {
+            Ok(r) => round.goodput_bounded = Some(r),
+            Err(e) => round.errors.push(format!("goodput (paced): {e:#}")),
+        }
+        if let Err(e) = path.check_alive() {
+            round.errors.push(format!("{e:#}"));
+        }
+        round.lab = path.stop();
+        return round;
+    }
+    if let PathKind::Relayed(_) = kind {
+        // The relay table: latency and paced goodput, with the intact check.
+        match client::rtt(target, args.round_trips, Duration::from_secs(20)).await {
+            Ok(r) => round.rtt = Some(r),
+            Err(e) => round.errors.push(format!("round trips: {e:#}")),
+        }
+        settle().await;
         match client::goodput(target, goodput_time, u64::MAX, window).await {
             Ok(r) => round.goodput_bounded = Some(r),
             Err(e) => round.errors.push(format!("goodput (paced): {e:#}")),

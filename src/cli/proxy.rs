@@ -102,7 +102,9 @@ pub struct Proxy1Tuning {
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub close_retry: Duration,
     /// An id with no traffic for this long is probed with an empty D (and again every this
-    /// long): a proxy2 that no longer knows it (restarted) answers X, and the client is closed.
+    /// long): a proxy2 that no longer knows it (restarted) answers X (NOK in the extended
+    /// modes), and the client is closed. In the extended modes a connection whose proxy2
+    /// answers none of 5 probes in a row is closed too.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub probe_after: Duration,
 }
@@ -142,6 +144,9 @@ pub struct Proxy2Args {
     pub wire: WireArgs,
     #[command(flatten)]
     pub tuning: Proxy2Tuning,
+    /// Destination rules for the C frames that name one (SOCKS5 clients at proxy1).
+    #[command(flatten)]
+    pub rules: crate::roles::dialers::args::RuleArgs,
     // A standalone proxy emulates both directions at its end: what it sends, and what it
     // receives as it arrives (its peer may be a course script with no emulator).
     #[command(flatten)]
@@ -164,6 +169,8 @@ pub struct Proxy1Args {
     pub wire: WireArgs,
     #[command(flatten)]
     pub tuning: Proxy1Tuning,
+    #[command(flatten)]
+    pub socks5: crate::roles::fronts::socks5::args::Socks5PortArgs,
     // A standalone proxy emulates both directions at its end: what it sends, and what it
     // receives as it arrives (its peer may be a course script with no emulator).
     #[command(flatten)]

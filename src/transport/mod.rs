@@ -352,6 +352,18 @@ impl Transport {
         each!(self, t => t.gave_up())
     }
 
+    /// The extended modes' keepalive: the sequence number an empty `D` should carry to
+    /// probe an idle connection (a duplicate the peer acknowledges; a peer that lost the
+    /// connection answers `NOK`). `None` while data is in flight, after a give-up, and in
+    /// the course's modes (classic probes differently; stop-and-wait does not probe).
+    pub fn keepalive_seq(&self) -> Option<Seq> {
+        match self {
+            Transport::GoBackN(t) => t.keepalive_seq(),
+            Transport::SelectiveRepeat(t) => t.keepalive_seq(),
+            Transport::Classic(_) | Transport::StopAndWait(_) => None,
+        }
+    }
+
     /// Counters and the current timer and window figures.
     pub fn stats(&self) -> TransportStats {
         each!(self, t => t.stats())

@@ -405,6 +405,15 @@ impl<R: Receiver> Windowed<R> {
         self.gave_up
     }
 
+    /// The sequence number for a keepalive probe: one before the oldest frame not yet
+    /// acknowledged, which the peer's receiver has already passed, so an empty `D` with it
+    /// is a duplicate that the peer acknowledges and never delivers. `None` while frames
+    /// are in flight (their own retransmissions probe the peer) or after a give-up.
+    pub(super) fn keepalive_seq(&self) -> Option<Seq> {
+        (self.in_flight.is_empty() && self.gave_up.is_none())
+            .then(|| Seq(self.snd_una.0.wrapping_sub(1)))
+    }
+
     pub(super) fn stats(&self) -> TransportStats {
         TransportStats {
             srtt: self.rto.srtt(),
