@@ -19,6 +19,7 @@ use crate::capture::CaptureTap;
 use crate::event::{EventKind, EventSink, Flow, FrameSummary, Ignored, Level};
 use crate::impair::pipeline::Pending;
 use crate::impair::{DirectionEmulator, DropCause, LinkEmulator, LinkVerdict};
+use crate::tasks::Tasks;
 use crate::topology::{Endpoint, LinkDirection};
 use crate::wire::{Frame, FrameKind, MAX_DATAGRAM, WireMode};
 
@@ -47,6 +48,8 @@ pub(super) struct Inner {
     pub(super) tap: Option<(CaptureTap, TapScope)>,
     /// The seal (AEAD) between the codec and the socket, on a sealed link.
     pub(super) seal: Option<SealState>,
+    /// Where the emulator's timer task is spawned ([`LinkSocket::with_tasks`]).
+    pub(super) tasks: Tasks,
 }
 
 /// A sealed link's state: the sans-IO [`Seal`] and the rate limit of its log lines.
@@ -99,6 +102,7 @@ impl LinkSocket {
                 stats: Arc::default(),
                 tap: None,
                 seal: None,
+                tasks: Tasks::new(),
             }),
             egress: None,
             ingress: None,
@@ -155,6 +159,12 @@ impl LinkSocket {
         } else {
             max
         }
+    }
+
+    /// Spawns the emulator's timer task in `tasks` (the lab's), so shutdown waits for it.
+    pub fn with_tasks(mut self, tasks: Tasks) -> Self {
+        self.setup().tasks = tasks;
+        self
     }
 
     /// Counts into an existing [`LinkStats`] (so a restarted role keeps its totals).
@@ -269,7 +279,7 @@ impl LinkSocket {
         match offered {
             Err((cause, datagram)) => {
                 self.inner
-                    .dropped_before_sending(egress.emulated(), datagram, to, cause)
+                    .dropped_before_sending(egress.emulated(), frame, datagram, to, cause)
                     .await;
             }
             Ok(_) => {
@@ -402,10 +412,9 @@ impl LinkSocket {
         let note = match &offered {
             Err((cause, _)) => {
                 let verdict = LinkVerdict::dropped(*cause);
-                if let Some(kind) = self.inner.kind_of(datagram) {
-                    ingress.emulated().counters().drop_kind(kind);
-                }
+                // Decoded once, for the per-type drop count and the event.
                 if let Ok(frame) = self.inner.mode.decode(datagram) {
+                    ingress.emulated().counters().drop_kind(frame.kind());
                     self.inner.events.emit(EventKind::LinkDecision {
                         at: self.inner.endpoint,
                         direction: ingress.direction,

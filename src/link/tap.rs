@@ -7,6 +7,7 @@ use super::socket::Inner;
 use crate::capture::TapRecord;
 use crate::event::{EventKind, FrameSummary};
 use crate::impair::{DirectionEmulator, DropCause, LinkVerdict};
+use crate::wire::Frame;
 
 /// Which datagrams the capture tap records at this endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,26 +45,24 @@ impl Inner {
 
     /// Reports a frame the emulator dropped before it was sent: an event, and a capture
     /// record marked as not on the wire (pcapng shows it as a comment; pcap skips it).
+    /// `frame` is what the role sent, `datagram` its encoding: not decoded again.
     pub(super) async fn dropped_before_sending(
         &self,
         emulated: &DirectionEmulator,
+        frame: &Frame<'_>,
         datagram: Vec<u8>,
         to: SocketAddr,
         cause: DropCause,
     ) {
         let direction = emulated.direction();
         let verdict = LinkVerdict::dropped(cause);
-        if let Some(kind) = self.kind_of(&datagram) {
-            emulated.counters().drop_kind(kind);
-        }
-        if self.events.is_enabled()
-            && let Ok(frame) = self.mode.decode(&datagram)
-        {
+        emulated.counters().drop_kind(frame.kind());
+        if self.events.is_enabled() {
             self.events.emit(EventKind::LinkDecision {
                 at: self.endpoint,
                 direction,
                 peer: to,
-                frame: FrameSummary::in_mode(self.mode, &frame, datagram.len()),
+                frame: FrameSummary::in_mode(self.mode, frame, datagram.len()),
                 what: verdict.clone(),
             });
         }
