@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::{CaptureTap, TapRecord};
+use crate::capture::{CaptureTap, TapFrame};
 use crate::event::{
     Endpoint, EventKind, EventSink, Flow, FrameSummary, Ignored, Level, LinkDirection,
 };
@@ -888,11 +888,11 @@ impl Inner {
         on_wire: bool,
     ) {
         if let Some((tap, _)) = &self.tap {
-            tap.record(TapRecord {
+            tap.frame(TapFrame {
                 time,
                 src: self.local,
                 dst: to,
-                datagram: tap.copy(datagram),
+                datagram,
                 note,
                 on_wire,
             })
@@ -948,11 +948,11 @@ impl Inner {
         note: Option<String>,
     ) {
         if let Some((tap, TapScope::SentAndReceived)) = &self.tap {
-            tap.record(TapRecord {
+            tap.frame(TapFrame {
                 time,
                 src: peer,
                 dst: self.local,
-                datagram: tap.copy(datagram),
+                datagram,
                 note,
                 on_wire: true,
             })
