@@ -12,19 +12,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::capture::{CaptureSummary, CaptureWriter, TcpCapture};
-use crate::cli::{LabArgs, StopSignals};
+use crate::cli::LabArgs;
 use crate::describe::describe;
 use crate::event::{EventSink, Level};
 use crate::lab::{Lab, LabConfig, LabSnapshot};
 use crate::monitor::{ConnTable, Monitor, MonitorSources};
+use crate::shutdown::StopSignals;
 
 /// Log events queued for stderr before new ones are dropped (and counted).
 const LOG_CAPACITY: usize = 16 * 1024;
 
 /// Runs the lab headless until a signal arrives; prints the run's totals on stdout at the end.
 /// Exits 0 after a clean stop, 1 when the capture failed (its file is short of frames).
-/// `tcp` is the packet socket `--capture-tcp` opened (the permission already checked).
-pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<ExitCode> {
+/// `config` is the lab the command line asks for (less its capture tap, added here); `tcp` is
+/// the packet socket `--capture-tcp` opened (the permission already checked).
+pub async fn run(
+    args: &LabArgs,
+    config: LabConfig,
+    tcp: Option<TcpCapture>,
+) -> anyhow::Result<ExitCode> {
     // Listening before the lab starts: a signal as soon as proxy1 is announced still stops
     // the lab cleanly, with the capture finished.
     let mut signals = StopSignals::new();
@@ -53,7 +59,7 @@ pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<Exit
     };
     let config = LabConfig {
         capture: capture.as_ref().map(CaptureWriter::tap),
-        ..crate::app::lab_config(args)
+        ..config
     };
     let tcp_events = events.clone();
     let mut lab = match Lab::start(config, events.clone()).await {

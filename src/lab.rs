@@ -11,10 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::CaptureTap;
-use crate::event::{
-    ClientAction, ClientId, CloseKind, Endpoint, EventKind, EventSink, FrameSummary, Level,
-    LinkDirection, Role,
-};
+use crate::event::{ClientAction, ClientId, CloseKind, EventKind, EventSink, FrameSummary, Level};
 use crate::impair::{DirectionSettings, LinkEmulator, LinkReport, LinkSettings, random_seed};
 use crate::link::{EmulatorScope, LinkSocket, LinkStats, LinkStatsSnapshot, TapScope};
 use crate::net::{bind_tcp, bind_udp};
@@ -22,6 +19,7 @@ use crate::roles::echo_client::{self, ClientCommand, ClientStatus};
 use crate::roles::echo_server;
 use crate::roles::proxy1::{self, Proxy1Config};
 use crate::roles::proxy2::{self, Proxy2Config};
+use crate::topology::{Endpoint, LinkDirection, Role};
 use crate::wire::WireMode;
 
 /// The course scripts' ports.

@@ -8,7 +8,7 @@
 //! Wireshark on the host's `lo`); [`NOTICE`] says so when the lab starts.
 //!
 //! `unshare(2)` refuses `CLONE_NEWUSER` in a multi-threaded process, so [`enter`] must run
-//! before the async runtime starts its threads: `cli::main` calls it right after parsing.
+//! before the async runtime starts its threads: `app::prepare` calls it right after parsing.
 
 use std::io;
 

@@ -11,12 +11,13 @@ use common::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tunlab::event::{Endpoint, EventSink};
+use tunlab::event::EventSink;
 use tunlab::link::LinkSocket;
 use tunlab::net::{bind_tcp, bind_udp};
 use tunlab::roles::echo_server;
 use tunlab::roles::proxy1::{self, Proxy1Config};
 use tunlab::roles::proxy2::{self, Proxy2Config};
+use tunlab::topology::Endpoint;
 use tunlab::wire::WireMode;
 
 /// Frames in a burst: far more than one read or one write takes at once.

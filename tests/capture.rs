@@ -9,9 +9,10 @@ use capture_support::*;
 use tunlab::capture::{
     CaptureFormat, CapturePlan, CaptureTarget, CaptureWriter, PCAPNG_INTERFACE_NAME, TapRecord,
 };
-use tunlab::event::{CloseKind, EventKind, EventSink, Level, Role};
+use tunlab::event::{CloseKind, EventKind, EventSink, Level};
 use tunlab::impair::{DirectionSettings, LinkSettings, Percent};
 use tunlab::lab::{Lab, LabConfig};
+use tunlab::topology::Role;
 use tunlab::wire::WireMode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

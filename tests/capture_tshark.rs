@@ -13,8 +13,9 @@ use std::time::SystemTime;
 use capture_support::*;
 use tunlab::capture::{CaptureFormat, CapturePlan, CaptureTarget, CaptureWriter, TapRecord};
 use tunlab::describe::frame_label;
-use tunlab::event::{EventSink, Role};
+use tunlab::event::EventSink;
 use tunlab::lab::DEFAULT_PROXY2_PORT;
+use tunlab::topology::Role;
 use tunlab::wire::FrameKind;
 
 const DISSECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/wireshark/tunlab.lua");

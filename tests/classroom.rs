@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use tokio::sync::mpsc;
-use tunlab::event::{ClientAction, ConnState, Endpoint, Event, EventKind, EventSink};
+use tunlab::event::{ClientAction, ConnState, Event, EventKind, EventSink};
 use tunlab::lab::{Lab, LabConfig};
+use tunlab::topology::Endpoint;
 
 /// Reads events until `done` says the folded state is complete (bounded by `within`).
 async fn fold_until<S>(
@@ -101,7 +102,7 @@ async fn until(lab: &Lab, what: &str, ready: impl Fn(&Lab) -> bool) {
     .await;
 }
 
-fn held_kinds(lab: &Lab) -> Vec<(tunlab::event::LinkDirection, tunlab::wire::FrameKind)> {
+fn held_kinds(lab: &Lab) -> Vec<(tunlab::topology::LinkDirection, tunlab::wire::FrameKind)> {
     lab.held_frames()
         .iter()
         .map(|h| (h.direction, h.frame.kind))
@@ -110,7 +111,7 @@ fn held_kinds(lab: &Lab) -> Vec<(tunlab::event::LinkDirection, tunlab::wire::Fra
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_mode_holds_every_frame_and_lets_one_go_drops_one_or_copies_one() {
-    use tunlab::event::LinkDirection::{ToProxy1, ToProxy2};
+    use tunlab::topology::LinkDirection::{ToProxy1, ToProxy2};
     use tunlab::wire::FrameKind::{Connect, ConnectOk, Data};
     let (events, _rx) = EventSink::channel(65536);
     let mut lab = Lab::start(LabConfig::ephemeral(), events).await.unwrap();
@@ -198,7 +199,7 @@ async fn step_mode_holds_every_frame_and_lets_one_go_drops_one_or_copies_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_reliable_mode_a_d_dropped_by_hand_is_retransmitted() {
     use std::time::Duration;
-    use tunlab::event::LinkDirection::ToProxy2;
+    use tunlab::topology::LinkDirection::ToProxy2;
     use tunlab::transport::{RtoConfig, TransportConfig};
     use tunlab::wire::{FrameKind, WireMode};
     let mode = WireMode::SelectiveRepeat;

@@ -11,10 +11,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tunlab::event::{Endpoint, Event, EventKind, EventSink, Ignored, TcpAction};
+use tunlab::event::{Event, EventKind, EventSink, Ignored, TcpAction};
 use tunlab::link::LinkSocket;
 use tunlab::net::{bind_tcp, bind_udp};
 use tunlab::roles::echo_server;
+use tunlab::topology::Endpoint;
 use tunlab::wire::{ConnId, Frame, Seq, WireMode};
 
 fn localhost() -> SocketAddr {

@@ -279,8 +279,10 @@ async fn after_a_proxy2_restart_stale_connections_close_and_new_clients_are_serv
     for n in 0..10 {
         stale.push(open_echoing(proxy1, &format!("in flight {n}")).await);
     }
-    lab.stop_role(tunlab::event::Role::Proxy2).await.unwrap();
-    lab.start_role(tunlab::event::Role::Proxy2).await.unwrap();
+    lab.stop_role(tunlab::topology::Role::Proxy2).await.unwrap();
+    lab.start_role(tunlab::topology::Role::Proxy2)
+        .await
+        .unwrap();
     let restarted = tokio::time::Instant::now();
     // Every id was taken by a connection proxy2 no longer knows: the new client can only
     // be served once proxy1 has found that out.

@@ -15,13 +15,14 @@ use tokio::time::{Instant, timeout};
 
 use tunlab::capture::{CaptureTap, TapRecord};
 use tunlab::cli::{Cli, Command};
-use tunlab::event::{ClientEnd, Endpoint, EventKind, EventSink, LinkDirection};
+use tunlab::event::{ClientEnd, EventKind, EventSink};
 use tunlab::impair::{
     BitRate, Decider, DirectionReport, DirectionSettings, DropCause, LinkEmulator, LinkSettings,
     Percent,
 };
 use tunlab::lab::{Lab, LabConfig};
 use tunlab::link::{EmulatorScope, LinkSocket, RECV_BUFFER, Received, TapScope};
+use tunlab::topology::{Endpoint, LinkDirection};
 use tunlab::wire::{ConnId, Frame, Seq, WireMode};
 
 const CLASSIC: WireMode = WireMode::Classic;

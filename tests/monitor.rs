@@ -14,10 +14,11 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use common::{echo_through, random_bytes, within};
-use tunlab::event::{EventSink, LinkDirection, Role};
+use tunlab::event::EventSink;
 use tunlab::impair::{Decider, DirectionSettings, DropCause, Percent};
 use tunlab::lab::{Lab, LabConfig, LabSnapshot};
 use tunlab::monitor::{AdminLimits, ConnTable, Credential, Monitor, MonitorPlan, MonitorSources};
+use tunlab::topology::{LinkDirection, Role};
 use tunlab::wire::FrameKind;
 
 const SEED: u64 = 4242;

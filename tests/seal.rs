@@ -15,7 +15,7 @@ use common::*;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tunlab::capture::CaptureFormat;
-use tunlab::event::{Endpoint, EventKind, EventSink};
+use tunlab::event::{EventKind, EventSink};
 use tunlab::impair::settings::{DirectionSettings, LinkSettings, Percent};
 use tunlab::lab::{Lab, LabConfig};
 use tunlab::link::LinkSocket;
@@ -24,6 +24,7 @@ use tunlab::net::{bind_tcp, bind_udp};
 use tunlab::roles::proxy1::Proxy1Config;
 use tunlab::roles::proxy2::Proxy2Config;
 use tunlab::roles::{proxy1, proxy2};
+use tunlab::topology::Endpoint;
 use tunlab::transport::{RtoConfig, TransportConfig};
 use tunlab::wire::{MAX_DATAGRAM, WireMode, extended};
 

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use common::*;
 use tokio::net::TcpStream;
-use tunlab::event::{Endpoint, EventKind, EventSink, FrameNumbers};
+use tunlab::event::{EventKind, EventSink, FrameNumbers};
 use tunlab::impair::settings::{DirectionSettings, LinkSettings, Percent};
 use tunlab::lab::{Lab, LabConfig};
+use tunlab::topology::Endpoint;
 use tunlab::transport::{RtoConfig, TransportConfig, TransportEvent, TransportStats};
 use tunlab::wire::{FrameKind, WireMode};
 

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use common::{random_bytes, within};
 use tokio::net::UdpSocket;
-use tunlab::event::{Endpoint, EventSink};
+use tunlab::event::EventSink;
 use tunlab::impair::LinkEmulator;
 use tunlab::impair::settings::{DirectionSettings, LinkSettings, Percent};
 use tunlab::link::{EmulatorScope, LinkSocket, RECV_BUFFER, Received};
+use tunlab::topology::Endpoint;
 use tunlab::transport::{Transport, TransportConfig};
 use tunlab::wire::{ConnId, Frame, FrameKind, Seq, WireMode};
 

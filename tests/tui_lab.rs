@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tui_support::screen;
-use tunlab::event::{ClientEnd, CloseKind, ConnState, Event, EventSink, Role};
+use tunlab::event::{ClientEnd, CloseKind, ConnState, Event, EventSink};
 use tunlab::lab::{Lab, LabConfig};
+use tunlab::topology::Role;
 use tunlab::tui::app::{Command, execute};
 use tunlab::tui::render;
 use tunlab::tui::state::{Selection, TuiState, apply_snapshot, update};

@@ -11,8 +11,9 @@ use std::time::Duration;
 use insta::assert_snapshot;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use tui_support::{PROXY1_UDP, PROXY2_UDP, START, Script, addr, addrs, client_addr, screen};
-use tunlab::event::{ClientAction, ConnState, Endpoint, EventKind, FrameSummary, Role, TcpAction};
+use tunlab::event::{ClientAction, ConnState, EventKind, FrameSummary, TcpAction};
 use tunlab::impair::{DropCause, LinkVerdict};
+use tunlab::topology::{Endpoint, Role};
 use tunlab::transport::{RetransmitCause, TransportEvent, TransportStats};
 use tunlab::tui::app::handle_key;
 use tunlab::tui::render;
@@ -138,7 +139,7 @@ fn lossy_transfer() -> Script {
         102,
         EventKind::LinkDecision {
             at: Endpoint::Proxy1,
-            direction: tunlab::event::LinkDirection::ToProxy2,
+            direction: tunlab::topology::LinkDirection::ToProxy2,
             peer: addr(PROXY2_UDP),
             frame: summary(data(ISN1.add(2), b"tres ")),
             what: LinkVerdict::dropped(DropCause::Loss),
@@ -475,7 +476,7 @@ fn stop_and_wait_frames_are_numbered_as_they_are_sent() {
         10,
         EventKind::LinkDecision {
             at: Endpoint::Proxy1,
-            direction: tunlab::event::LinkDirection::ToProxy2,
+            direction: tunlab::topology::LinkDirection::ToProxy2,
             peer: addr(PROXY2_UDP),
             frame: summary(d(0, b"a")),
             what: LinkVerdict::dropped(DropCause::Loss),

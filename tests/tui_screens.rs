@@ -9,7 +9,8 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use tui_support::{
     Script, classroom, classroom_snapshot, client_addr, full_house, new_state, screen,
 };
-use tunlab::event::{CloseKind, Role};
+use tunlab::event::CloseKind;
+use tunlab::topology::Role;
 use tunlab::tui::app::{Command, handle_key};
 use tunlab::tui::render::{self, clients, connections, header, help, ladder, log, status, trace};
 use tunlab::tui::state::{CaptureView, MonitorView, Selection, TuiState, apply_snapshot};
@@ -551,7 +552,8 @@ fn pause_keeps_what_arrives_and_shows_it_on_resume_and_clear_empties() {
 /// and the connection's counts include them.
 #[test]
 fn sampled_frames_are_marked_in_the_trace_and_the_ladder() {
-    use tunlab::event::{Endpoint, EventKind};
+    use tunlab::event::EventKind;
+    use tunlab::topology::Endpoint;
     let mut state = new_state(3500);
     let mut script = classroom();
     for (ms, at, frames) in [
@@ -593,8 +595,9 @@ fn sampled_frames_are_marked_in_the_trace_and_the_ladder() {
 /// choice, `x` drops the chosen one and `d` copies it, `.` lets the oldest go.
 #[test]
 fn step_mode_lists_the_held_frames_and_keys_act_on_the_chosen_one() {
-    use tunlab::event::{FrameSummary, LinkDirection, Preview};
+    use tunlab::event::{FrameSummary, Preview};
     use tunlab::lab::HeldView;
+    use tunlab::topology::LinkDirection;
     use tunlab::tui::state::HoldView;
     use tunlab::wire::FrameKind;
     let held = |id: u64, direction, kind, conn: u16, payload: &[u8], copy| HeldView {

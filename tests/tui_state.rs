@@ -9,9 +9,9 @@ use tui_support::{
     START, Script, classroom, classroom_snapshot, client_addr, full_house, new_state,
 };
 use tunlab::event::{
-    ClientEnd, CloseKind, ConnState, Endpoint, Event, EventKind, FrameSummary, Preview, Role,
-    TcpAction,
+    ClientEnd, CloseKind, ConnState, Event, EventKind, FrameSummary, Preview, TcpAction,
 };
+use tunlab::topology::{Endpoint, Role};
 use tunlab::tui::app::parse_message;
 use tunlab::tui::state::{
     HasTime, LADDER_CAPACITY, LOG_CAPACITY, LadderEntry, Lane, Ring, Selection, TRACE_CAPACITY,

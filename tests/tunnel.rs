@@ -9,8 +9,9 @@ use common::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tunlab::event::CloseKind;
-use tunlab::event::{ConnState, Endpoint, EventKind, EventSink, Level, Role, TcpAction};
+use tunlab::event::{ConnState, EventKind, EventSink, Level, TcpAction};
 use tunlab::lab::{Lab, LabConfig};
+use tunlab::topology::{Endpoint, Role};
 use tunlab::wire::FrameKind;
 
 const MIB: usize = 1 << 20;

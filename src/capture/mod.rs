@@ -10,7 +10,8 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use tunlab::capture::{CapturePlan, CaptureTarget, CaptureFormat, CaptureWriter};
-//! use tunlab::event::{EventSink, Role};
+//! use tunlab::event::EventSink;
+//! use tunlab::topology::Role;
 //! let plan = CapturePlan::new(CaptureTarget::Dir("captures".into()), CaptureFormat::Pcap,
 //!                             "tunlab lab", Role::Proxy1);
 //! let capture = CaptureWriter::start(plan, EventSink::disabled())?;
@@ -21,7 +22,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod decrypt;
 mod file;
 mod format;
 mod order;
@@ -37,7 +37,7 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
-use crate::event::Role;
+use crate::topology::Role;
 
 pub use file::local_timestamp;
 pub use format::{

@@ -38,7 +38,8 @@ use super::order::TimeOrder;
 use super::ring::{TapBatch, TapRing};
 use super::tcp::{Segment, TcpCapture, TcpReader};
 use super::{CapturePlan, CaptureTap, CaptureTarget, Record};
-use crate::event::{EventSink, Level, Role};
+use crate::event::{EventSink, Level};
+use crate::topology::Role;
 
 /// A batch is handed to the file once it is this big even if more records are waiting, so
 /// memory stays small and the file keeps up under a flood.

@@ -13,7 +13,7 @@ use clap::Args;
 use super::settings::{
     BitRate, BurstLoss, DirectionSettings, LinkSettings, Percent, parse_delay, parse_queue,
 };
-use crate::event::LinkDirection;
+use crate::topology::LinkDirection;
 
 /// Link emulator flags.
 #[derive(Debug, Args, Clone, Default, PartialEq)]

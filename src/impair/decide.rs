@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
 use super::settings::{DirectionSettings, Percent};
-use crate::event::LinkDirection;
+use crate::topology::LinkDirection;
 
 /// Why the emulator dropped a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]

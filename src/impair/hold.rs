@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
-use crate::event::LinkDirection;
+use crate::topology::LinkDirection;
 
 /// Most frames held at once; more are sent on as if the link were not held, so memory stays
 /// bounded when a flood meets a held link.

@@ -38,7 +38,7 @@ pub use pipeline::Accepted;
 pub use settings::{BitRate, BurstLoss, DirectionSettings, LinkSettings, Percent};
 pub use verdict::LinkVerdict;
 
-use crate::event::LinkDirection;
+use crate::topology::LinkDirection;
 use pipeline::Pipeline;
 
 /// A seed for when none was given (reports show it, so the run can be replayed). It stays

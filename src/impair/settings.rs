@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::event::LinkDirection;
+use crate::topology::LinkDirection;
 
 /// Longest delay (and jitter) the emulator accepts. A bound keeps the delay line bounded in
 /// time, and nothing in a classroom needs more.

@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use crate::event::{ConnState, Endpoint, EventKind, EventObserver, Flow, Role, TcpAction};
+use crate::event::{ConnState, EventKind, EventObserver, Flow, TcpAction};
+use crate::topology::{Endpoint, Role};
 use crate::wire::ConnId;
 
 /// Entries the access log keeps; older ones are forgotten.

@@ -53,8 +53,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::MonitorSources;
-use crate::event::LinkDirection;
 use crate::impair::DropCause;
+use crate::topology::LinkDirection;
 use crate::wire::FrameKind;
 
 /// The `Content-Type` of what `/metrics` returns.
@@ -324,7 +324,7 @@ impl Collector for TunlabCollector {
             .into_iter()
             .map(|role| (role, sources.conns.totals(role)))
             .collect();
-        let role = |r: crate::event::Role| vec![("role", r.label().to_string())];
+        let role = |r: crate::topology::Role| vec![("role", r.label().to_string())];
         counter_family(
             e,
             "connections",
@@ -653,9 +653,10 @@ async fn respond(mut stream: TcpStream, _peer: SocketAddr, sources: &MonitorSour
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Endpoint, EventSink, Role};
+    use crate::event::EventSink;
     use crate::link::LinkStats;
     use crate::monitor::ConnTable;
+    use crate::topology::{Endpoint, Role};
 
     fn sources() -> MonitorSources {
         MonitorSources::new(

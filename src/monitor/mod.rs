@@ -20,11 +20,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::CaptureStatus;
-use crate::event::{Endpoint, EventSink, Role};
+use crate::event::EventSink;
 use crate::impair::LinkEmulator;
 use crate::link::LinkStats;
 use crate::net::bind_tcp;
 use crate::roles::IdleTimeout;
+use crate::topology::{Endpoint, Role};
 
 pub use admin::{AdminLimits, Credential};
 pub use conns::ConnTable;

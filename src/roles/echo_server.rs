@@ -8,7 +8,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::peer_close_kind;
-use crate::event::{CloseKind, EventKind, EventSink, Flow, Level, Role, TcpAction};
+use crate::event::{CloseKind, EventKind, EventSink, Flow, Level, TcpAction};
+use crate::topology::Role;
 
 /// Serves until `shutdown` is cancelled; then closes the listener and every connection.
 pub async fn run(listener: TcpListener, events: EventSink, shutdown: CancellationToken) {

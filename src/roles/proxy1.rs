@@ -27,13 +27,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Activity, peer_close_kind};
-use crate::event::{
-    CloseKind, ConnState, Endpoint, EventKind, EventSink, Ignored, Level, Role, TcpAction,
-};
+use super::peer_close_kind;
+use crate::event::{CloseKind, ConnState, EventKind, EventSink, Ignored, Level, TcpAction};
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
+use crate::topology::{Endpoint, Role};
 use crate::transport::totals::TallyKey;
 use crate::transport::{Transport, TransportConfig};
+use crate::tunnel::activity::Activity;
 use crate::tunnel::ids::{IdPool, WaitQueue};
 use crate::tunnel::reliable::{self, PumpEnd, PumpSide, ReliableConn};
 use crate::wire::{ConnId, Frame, FrameKind, Seq};

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::scenario::CaptureFormat;
 use crate::capture::{CapturePlan, CaptureTap, CaptureTarget, CaptureWriter, TapFrame, TcpCapture};
-use crate::event::{EventSink, Role};
+use crate::event::EventSink;
 use crate::link::{KindCounters, KindCounts};
+use crate::topology::Role;
 use crate::wire::{FrameKind, WireMode};
 
 /// What the capture ended up with.

@@ -6,9 +6,10 @@ use serde::Serialize;
 use super::fold::ConnRecord;
 use super::runner::{Outcome, end_label};
 use super::scenario::{Check, ClientSel, Counted, Expectation, FrameSel, HowClosed};
-use crate::event::{ClientEnd, ClientId, CloseKind, LinkDirection};
+use crate::event::{ClientEnd, ClientId, CloseKind};
 use crate::link::KindCounts;
 use crate::roles::echo_client::ClientStatus;
+use crate::topology::LinkDirection;
 use crate::transport::totals::{ConnCounts, Retransmits, pair_connections};
 
 /// One lab client at the end of the run, with the tunnel connection it had (if any).

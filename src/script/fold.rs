@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::event::{ConnState, Endpoint, EventKind, Role};
+use crate::event::{ConnState, EventKind};
+use crate::topology::{Endpoint, Role};
 use crate::wire::{ConnId, FrameKind};
 
 /// Frames and payload bytes one connection carried in one direction.

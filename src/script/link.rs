@@ -19,9 +19,9 @@
 //! link = { loss = 100 }     # the link goes dark both ways; the delay stays
 //! ```
 
-use crate::event::LinkDirection;
 use crate::impair::{DirectionReport, DirectionSettings, LinkReport, LinkSettings};
 use crate::lab::{Lab, LabConfig, LabError, LabSnapshot};
+use crate::topology::LinkDirection;
 
 /// The settings keys of one direction, as scenario files spell them.
 const SETTING_KEYS: [&str; 11] = [

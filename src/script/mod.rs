@@ -114,7 +114,9 @@ async fn run_adjusted(
     if let Some(description) = &scenario.description {
         println!("  {}", description.trim());
     }
-    let outcome = match runner::run(&scenario, monitor).await {
+    // Listening from here: a signal while the lab starts also stops the run cleanly.
+    let signals = crate::shutdown::SignalToken::new();
+    let outcome = match runner::run(&scenario, monitor, signals.token()).await {
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("error: {}: the lab could not start: {e:#}", scenario.file);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::capture::{CaptureOutcome, CaptureRun};
 use super::fold::Fold;
@@ -94,15 +95,22 @@ impl Front for Stdout {
 
 /// Runs `scenario`, serving `/metrics` and the admin protocol meanwhile when `monitor` asks.
 /// `Err` means the lab could not start (the scenario is then unusable as written here, for
-/// example a fixed port that is taken).
-pub async fn run(scenario: &Scenario, monitor: &MonitorPlan) -> anyhow::Result<Outcome> {
-    run_with(scenario, monitor, &mut Stdout).await
+/// example a fixed port that is taken). Cancelling `shutdown` (Ctrl-C or SIGTERM: see
+/// [`crate::shutdown::SignalToken`]) ends the steps; the lab still stops cleanly.
+pub async fn run(
+    scenario: &Scenario,
+    monitor: &MonitorPlan,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Outcome> {
+    run_with(scenario, monitor, shutdown, &mut Stdout).await
 }
 
-/// Runs `scenario` with `front` watching (and, between steps, steering).
+/// Runs `scenario` with `front` watching (and, between steps, steering), until the steps end
+/// or `shutdown` is cancelled.
 pub async fn run_with<F: Front>(
     scenario: &Scenario,
     monitor: &MonitorPlan,
+    shutdown: CancellationToken,
     front: &mut F,
 ) -> anyhow::Result<Outcome> {
     let (events, receiver) = EventSink::channel(EVENT_CAPACITY);
@@ -217,7 +225,7 @@ pub async fn run_with<F: Front>(
     // the capture is drained to disk and the report written, so nothing is lost.
     let ended = tokio::select! {
         result = tokio::time::timeout_at(deadline, steps) => Some(Ok(result)),
-        _ = crate::cli::wait_for_signal() => None,
+        _ = shutdown.cancelled() => None,
         _ = stop.cancelled() => Some(Err(())),
     };
     let failure = match ended {

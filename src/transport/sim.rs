@@ -13,9 +13,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
 use super::{RtoConfig, Transport, TransportConfig};
-use crate::event::LinkDirection;
 use crate::impair::decide::Decider;
 use crate::impair::settings::{DirectionSettings, Percent};
+use crate::topology::LinkDirection;
 use crate::wire::{ConnId, WireMode};
 
 const ID: ConnId = ConnId::new(5);

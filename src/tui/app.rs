@@ -15,10 +15,11 @@ use super::state::{MonitorView, Selection, TuiState};
 use super::terminal::{self, InputReader, QuitSignals};
 use crate::capture::{CaptureWriter, TcpCapture};
 use crate::cli::LabArgs;
-use crate::event::{ClientId, CloseKind, EventSink, Level, Role};
+use crate::event::{ClientId, CloseKind, EventSink, Level};
 use crate::lab::{Lab, LabConfig};
 use crate::monitor::{ConnTable, Monitor, MonitorSources};
 use crate::roles::echo_client::SIMPLE_MESSAGE;
+use crate::topology::Role;
 use crate::wire::ConnId;
 
 /// Redraws per second, at most.
@@ -217,11 +218,11 @@ pub fn handle_key(state: &mut TuiState, key: KeyEvent) -> Option<Command> {
         KeyCode::Char('g') => {
             // proxy1's data, then proxy2's (the echo), then back to the trace or ladder.
             state.view.graph = match state.view.graph {
-                None => Some(crate::event::LinkDirection::ToProxy2),
-                Some(crate::event::LinkDirection::ToProxy2) => {
-                    Some(crate::event::LinkDirection::ToProxy1)
+                None => Some(crate::topology::LinkDirection::ToProxy2),
+                Some(crate::topology::LinkDirection::ToProxy2) => {
+                    Some(crate::topology::LinkDirection::ToProxy1)
                 }
-                Some(crate::event::LinkDirection::ToProxy1) => None,
+                Some(crate::topology::LinkDirection::ToProxy1) => None,
             };
         }
         KeyCode::Char(' ') => {
@@ -555,8 +556,13 @@ impl Chatter {
 }
 
 /// Runs the lab with the TUI until the person quits or a signal arrives.
-/// `tcp` is the packet socket `--capture-tcp` opened (the permission already checked).
-pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<ExitCode> {
+/// `config` is the lab the command line asks for (less its capture tap, added here); `tcp` is
+/// the packet socket `--capture-tcp` opened (the permission already checked).
+pub async fn run(
+    args: &LabArgs,
+    config: LabConfig,
+    tcp: Option<TcpCapture>,
+) -> anyhow::Result<ExitCode> {
     let (events, rx) = EventSink::channel(EVENT_CAPACITY);
     let events = crate::tui::state::events_for_tui(events);
     // With a monitor on, its connection table sees every event before the screen's channel
@@ -574,7 +580,7 @@ pub async fn run(args: &LabArgs, tcp: Option<TcpCapture>) -> anyhow::Result<Exit
     };
     let config = LabConfig {
         capture: capture.as_ref().map(CaptureWriter::tap),
-        ..crate::app::lab_config(args)
+        ..config
     };
     let mode = config.mode;
     let start = SystemTime::now();

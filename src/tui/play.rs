@@ -47,9 +47,9 @@ impl PlayFront {
         apply_snapshot(&mut self.state, &lab.snapshot());
         self.state.set_hold(hold_view(lab));
         for role in [
-            crate::event::Role::EchoServer,
-            crate::event::Role::Proxy2,
-            crate::event::Role::Proxy1,
+            crate::topology::Role::EchoServer,
+            crate::topology::Role::Proxy2,
+            crate::topology::Role::Proxy1,
         ] {
             self.state.set_running(role, lab.is_running(role));
         }
@@ -206,7 +206,8 @@ pub async fn run(
     };
     // A played scenario serves no monitor: the screen is the monitor.
     let monitor = crate::monitor::MonitorPlan::default();
-    let outcome = match runner::run_with(&scenario, &monitor, &mut front).await {
+    let signals = crate::shutdown::SignalToken::new();
+    let outcome = match runner::run_with(&scenario, &monitor, signals.token(), &mut front).await {
         Ok(outcome) => outcome,
         Err(e) => {
             drop(front);

@@ -26,8 +26,9 @@ use super::app::{Chatter, FRAMES_PER_SECOND, execute, handle_key, hold_view};
 use super::render;
 use super::state::{CaptureView, TuiState, apply_snapshot, update};
 use crate::capture::CaptureStatus;
-use crate::event::{Event, Level, Role};
+use crate::event::{Event, Level};
 use crate::lab::Lab;
+use crate::topology::Role;
 
 /// Events folded per wake-up before the loop looks at keys and the clock again.
 const BATCH: usize = 4096;

@@ -11,11 +11,12 @@ use std::time::{Duration, SystemTime};
 
 use crate::describe::{describe, frame_label_relative};
 use crate::event::{
-    ClientAction, ClientEnd, ClientId, CloseKind, ConnState, Endpoint, Event, EventKind, EventSink,
-    FrameSummary, Level, LinkDirection, Role, TcpAction, TcpSegmentSummary,
+    ClientAction, ClientEnd, ClientId, CloseKind, ConnState, Event, EventKind, EventSink,
+    FrameSummary, Level, TcpAction, TcpSegmentSummary,
 };
 use crate::lab::{LabAddrs, LabSnapshot};
 use crate::link::LinkStatsSnapshot;
+use crate::topology::{Endpoint, LinkDirection, Role};
 use crate::transport::{RetransmitCause, TransportEvent, TransportStats};
 use crate::wire::{ConnId, FrameKind, Seq, WireMode};
 

@@ -3,6 +3,7 @@
 //! connections proxy2 admits ([`admission`]). No sockets here; the proxies in
 //! [`crate::roles`] do the I/O and ask these what to do.
 
+pub mod activity;
 pub mod admission;
 pub mod ids;
 pub mod reliable;

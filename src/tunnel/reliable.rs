@@ -21,8 +21,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{EventKind, EventSink, Level, Role, TRANSPORT_STATS_EVERY};
+use crate::event::{EventKind, EventSink, Level, TRANSPORT_STATS_EVERY};
 use crate::link::LinkSocket;
+use crate::topology::Role;
 use crate::transport::totals::TallyKey;
 use crate::transport::{GiveUp, OutFrame, Transport, TransportEvent, TransportStats};
 use crate::wire::{ConnId, Frame};
@@ -83,7 +84,7 @@ pub(crate) struct PumpSide<'a> {
     pub events: &'a EventSink,
     pub stop: &'a CancellationToken,
     /// Called whenever bytes move, for idle accounting.
-    pub activity: &'a crate::roles::Activity,
+    pub activity: &'a crate::tunnel::activity::Activity,
     /// Which connection this is, for the endpoint's exact transport counters
     /// ([`crate::link::LinkStats::transport`]).
     pub key: TallyKey,

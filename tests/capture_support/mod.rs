@@ -21,8 +21,9 @@ use tunlab::capture::{
     CaptureFormat, CapturePlan, CaptureSummary, CaptureTarget, CaptureWriter,
     PCAPNG_INTERFACE_NAME, PCAPNG_LOOPBACK_INTERFACE, PCAPNG_NOT_SENT_INTERFACE, TapRecord,
 };
-use tunlab::event::{CloseKind, Endpoint, EventKind, EventSink, FrameSummary, Role};
+use tunlab::event::{CloseKind, EventKind, EventSink, FrameSummary};
 use tunlab::lab::{Lab, LabAddrs, LabConfig, LabSnapshot};
+use tunlab::topology::{Endpoint, Role};
 use tunlab::wire::{FrameKind, WireMode};
 
 /// One packet of a capture file, headers already checked.

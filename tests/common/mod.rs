@@ -9,12 +9,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tunlab::event::{Endpoint, Event, EventKind, EventSink};
+use tunlab::event::{Event, EventKind, EventSink};
 use tunlab::link::{LinkSocket, LinkStats};
 use tunlab::net::{bind_tcp, bind_udp};
 use tunlab::roles::echo_server;
 use tunlab::roles::proxy1::{self, Proxy1Config};
 use tunlab::roles::proxy2::{self, Proxy2Config};
+use tunlab::topology::Endpoint;
 use tunlab::wire::WireMode;
 
 /// Every wait in these tests is bounded by this; a hang becomes a clear failure, not a stuck CI.

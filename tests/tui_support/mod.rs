@@ -9,12 +9,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use tunlab::event::{
-    ClientAction, ClientEnd, ClientId, CloseKind, ConnState, Endpoint, Event, EventKind,
-    FrameSummary, Preview, Role, TcpAction, TcpFlags, TcpSegmentSummary,
+    ClientAction, ClientEnd, ClientId, CloseKind, ConnState, Event, EventKind, FrameSummary,
+    Preview, TcpAction, TcpFlags, TcpSegmentSummary,
 };
 use tunlab::lab::{LabAddrs, LabSnapshot};
 use tunlab::link::{KindCounts, LinkStatsSnapshot};
 use tunlab::roles::echo_client::ClientStatus;
+use tunlab::topology::{Endpoint, Role};
 use tunlab::tui::state::{TuiState, update};
 use tunlab::wire::{ConnId, FrameKind, WireMode};
 

@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use super::protocol::AdminContext;
-use crate::event::{Level, LinkDirection, Role};
+use crate::event::Level;
 use crate::impair::settings::{parse_delay, parse_queue};
 use crate::impair::{BitRate, BurstLoss, DirectionSettings, Percent};
 use crate::monitor::MonitorSources;
 use crate::monitor::conns::ConnKey;
+use crate::topology::{LinkDirection, Role};
 
 /// The shortest and longest idle timeouts `CONFIG idle_timeout` accepts.
 pub const IDLE_TIMEOUT_RANGE: (Duration, Duration) =
@@ -365,11 +366,12 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::event::{Endpoint, EventSink};
+    use crate::event::EventSink;
     use crate::impair::{LinkEmulator, LinkSettings};
     use crate::link::LinkStats;
     use crate::monitor::ConnTable;
     use crate::roles::IdleTimeout;
+    use crate::topology::Endpoint;
 
     fn sources() -> MonitorSources {
         MonitorSources::new(

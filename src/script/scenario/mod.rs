@@ -40,10 +40,11 @@ use serde::Deserialize;
 
 use super::link::LinkSpec;
 use super::source::{ScenarioError, Source};
-use crate::event::{ClientId, CloseKind, LinkDirection, Role};
+use crate::event::{ClientId, CloseKind};
 use crate::lab::LabConfig;
 use crate::roles::proxy1::Proxy1Config;
 use crate::roles::proxy2::Proxy2Config;
+use crate::topology::{LinkDirection, Role};
 use crate::wire::{FrameKind, WireMode};
 
 /// Reads and checks a scenario. `source.file` names it in every message.

@@ -4,7 +4,8 @@
 use ratatui::prelude::*;
 use ratatui::widgets::{Block, Paragraph};
 
-use super::{border_style, trace, truncate};
+use super::parts::{flow_line, owner_label, state_label, trace_lines};
+use super::{border_style, truncate};
 use crate::event::ConnState;
 use crate::tui::state::{ConnView, Selection, TuiState};
 
@@ -12,31 +13,6 @@ use crate::tui::state::{ConnView, Selection, TuiState};
 pub fn list_height(state: &TuiState) -> u16 {
     // Saturating: the extended modes have 65,536 ids, more rows than a u16 counts.
     u16::try_from(state.conns.len() + state.waiting.len() + 2).unwrap_or(u16::MAX)
-}
-
-/// How a connection's state reads, and its colour. A refused or unanswered id is freed at
-/// once by proxy1; it shows that outcome until the id is given out again.
-pub fn state_label(conn: &ConnView) -> (&'static str, Style) {
-    match (conn.state, conn.last_outcome) {
-        (ConnState::Free, Some(ConnState::Refused)) => ("refused", Style::new().red()),
-        (ConnState::Free, Some(ConnState::Unanswered)) => ("no answer", Style::new().red()),
-        (ConnState::Free, _) => ("free", Style::new().dark_gray()),
-        (ConnState::Connecting, _) => ("connecting", Style::new().yellow()),
-        (ConnState::Open, _) => ("open", Style::new().green()),
-        (ConnState::Closing, _) => ("closing", Style::new().magenta()),
-        (ConnState::Refused, _) => ("refused", Style::new().red()),
-        (ConnState::Unanswered, _) => ("no answer", Style::new().red()),
-    }
-}
-
-/// Who has the id: a lab client by number, anything else by address.
-pub fn owner_label(state: &TuiState, conn: &ConnView) -> String {
-    match conn.client {
-        Some(addr) if conn.state != ConnState::Free || conn.last_outcome.is_some() => {
-            state.client_label(addr)
-        }
-        _ => String::new(),
-    }
 }
 
 /// [`owner_label`] for a narrow column: a TCP client from outside the lab on the lab's own
@@ -160,8 +136,8 @@ fn render_panel(frame: &mut Frame<'_>, area: Rect, state: &TuiState, conn: &Conn
     }
     let [summary_area, trace_area] =
         Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
-    frame.render_widget(Paragraph::new(trace::flow_line(conn, true)), summary_area);
-    let lines = trace::trace_lines(
+    frame.render_widget(Paragraph::new(flow_line(conn, true)), summary_area);
+    let lines = trace_lines(
         state,
         conn,
         trace_area.width as usize,

@@ -7,7 +7,7 @@ use ratatui::widgets::{Block, Paragraph};
 
 use super::{shorten_at_words, truncate};
 use crate::describe::frame_label;
-use crate::event::LinkDirection;
+use crate::topology::LinkDirection;
 use crate::tui::state::TuiState;
 
 pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {

@@ -12,8 +12,7 @@
 use ratatui::prelude::*;
 use ratatui::widgets::{Block, Paragraph};
 
-use super::connections::state_label;
-use super::trace::{effective_scroll, pane_flags};
+use super::parts::{effective_scroll, pane_flags, state_label};
 use super::{border_style, format_time, truncate, visible_window};
 use crate::tui::state::{ArrowKind, LadderEntry, Lane, TuiState};
 use crate::wire::ConnId;

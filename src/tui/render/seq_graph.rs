@@ -12,7 +12,7 @@ use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, LegendPosition, P
 
 use super::border_style;
 use super::parts::reliability_lines;
-use crate::event::LinkDirection;
+use crate::topology::LinkDirection;
 use crate::transport::RetransmitCause;
 use crate::tui::state::{SeqPointKind, TuiState};
 use crate::wire::ConnId;

@@ -18,8 +18,8 @@ use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use pcap_file::pcapng::{Block, PcapNgReader, PcapNgWriter};
 
-use super::packet::ethernet_udp;
-use crate::link::seal::{self, SealKey};
+use super::seal::{self, SealKey};
+use crate::capture::ethernet_udp;
 
 /// What a decryption did, for its one-line report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

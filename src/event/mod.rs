@@ -5,6 +5,8 @@
 //! event is dropped and counted, so a slow screen can never slow the tunnel. Anything that
 //! must be exact (frame counters, the capture) does not depend on this stream.
 
+pub mod sampling;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,87 +14,10 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
-use crate::event_sampling::{Folded, FrameSampler, Sampled, classify};
+use crate::topology::{Endpoint, LinkDirection, Role};
 use crate::transport::{TransportEvent, TransportStats};
 use crate::wire::{ConnId, Frame, FrameKind, SackBlocks, Seq, WireMode};
-
-/// Which side of the UDP link an event happened at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Endpoint {
-    Proxy1,
-    Proxy2,
-}
-
-impl Endpoint {
-    pub fn label(self) -> &'static str {
-        match self {
-            Endpoint::Proxy1 => "proxy1",
-            Endpoint::Proxy2 => "proxy2",
-        }
-    }
-    /// The role that runs this endpoint.
-    pub fn role(self) -> Role {
-        match self {
-            Endpoint::Proxy1 => Role::Proxy1,
-            Endpoint::Proxy2 => Role::Proxy2,
-        }
-    }
-}
-
-/// The direction a frame travels on the link.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LinkDirection {
-    /// proxy1 → proxy2 (client to server side).
-    ToProxy2,
-    /// proxy2 → proxy1 (server to client side).
-    ToProxy1,
-}
-
-impl LinkDirection {
-    /// The direction of frames that `endpoint` sends.
-    pub fn sent_by(endpoint: Endpoint) -> Self {
-        match endpoint {
-            Endpoint::Proxy1 => LinkDirection::ToProxy2,
-            Endpoint::Proxy2 => LinkDirection::ToProxy1,
-        }
-    }
-    /// The other direction.
-    pub fn reverse(self) -> Self {
-        match self {
-            LinkDirection::ToProxy2 => LinkDirection::ToProxy1,
-            LinkDirection::ToProxy1 => LinkDirection::ToProxy2,
-        }
-    }
-    pub fn arrow(self) -> &'static str {
-        match self {
-            LinkDirection::ToProxy2 => "p1→p2",
-            LinkDirection::ToProxy1 => "p2→p1",
-        }
-    }
-}
-
-/// The four roles of the lab.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    EchoServer,
-    Proxy2,
-    Proxy1,
-    Client,
-}
-
-impl Role {
-    pub fn label(self) -> &'static str {
-        match self {
-            Role::EchoServer => "server",
-            Role::Proxy2 => "proxy2",
-            Role::Proxy1 => "proxy1",
-            Role::Client => "client",
-        }
-    }
-}
+use sampling::{Folded, FrameSampler, Sampled, classify};
 
 /// At most this many payload bytes travel with a frame event: enough for a trace preview,
 /// small enough that events stay cheap.

@@ -1,11 +1,58 @@
+//! Wiring: the command line's values become the lab, the roles or the script runner, and run.
+//!
 //! The lab front end chosen by the command line: the TUI on a terminal, the headless lab with
-//! `--no-tui`, the headless demo otherwise.
+//! `--no-tui`, the headless demo otherwise. Each subcommand runs its role alone
+//! ([`standalone`]).
+
+mod args;
+pub mod standalone;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use crate::cli::LabArgs;
+use crate::cli::{Cli, Command, LabArgs, WireArgs};
 use crate::lab::LabConfig;
+
+pub use args::open_tcp_capture;
+
+/// Checks what parsing cannot, and enters the lab's network namespace (`--netns`): all before
+/// the async runtime starts. `Err` is the exit code to stop with (the message is printed).
+pub fn prepare(cli: &Cli) -> Result<(), ExitCode> {
+    let wire = match &cli.command {
+        None => Some(&cli.lab.wire),
+        Some(Command::Proxy1(args)) => Some(&args.wire),
+        Some(Command::Proxy2(args)) => Some(&args.wire),
+        Some(_) => None,
+    };
+    if let Some(Err(message)) = wire.map(WireArgs::check_seal) {
+        eprintln!("error: {message}");
+        return Err(ExitCode::from(crate::script::EXIT_INVALID));
+    }
+    if cli.command.is_some() && cli.lab.netns {
+        eprintln!(
+            "error: --netns is for the lab (no subcommand): a standalone role in a namespace of \
+             its own could reach no one; give a proxy CAP_NET_RAW for --capture-tcp instead"
+        );
+        return Err(ExitCode::from(crate::script::EXIT_INVALID));
+    }
+    if cli.command.is_none() && cli.lab.netns {
+        // Before the runtime: unshare refuses a new user namespace to a threaded process.
+        if let Err(e) = crate::netns::enter() {
+            eprintln!("error: {e}");
+            return Err(ExitCode::from(crate::script::EXIT_INVALID));
+        }
+        eprintln!("{}", crate::netns::NOTICE);
+    }
+    Ok(())
+}
+
+/// Runs what the command line asks for: the lab, or one subcommand.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        None => run_lab(cli.lab).await,
+        Some(command) => standalone::run(command).await,
+    }
+}
 
 /// Builds the lab's configuration from the command line.
 pub fn lab_config(args: &LabArgs) -> LabConfig {
@@ -46,12 +93,12 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         return crate::tui::play::run(play, args.play_every, args.report.as_deref()).await;
     }
     // Without the permission to read loopback, stop before anything starts (exit code 2).
-    let tcp = match crate::cli::open_tcp_capture(args.capture.capture_tcp) {
+    let tcp = match open_tcp_capture(args.capture.capture_tcp) {
         Ok(tcp) => tcp,
         Err(code) => return Ok(code),
     };
     if args.no_tui {
-        return crate::headless::run(&args, tcp).await;
+        return crate::headless::run(&args, lab_config(&args), tcp).await;
     }
     if !std::io::stdout().is_terminal() {
         // The demo is the lab's run without a terminal: it captures as the lab would.
@@ -65,7 +112,7 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         let monitor = args.monitor.plan();
         return Ok(crate::script::run_demo(args.report.as_deref(), capture, &monitor).await);
     }
-    crate::tui::run(&args, tcp).await
+    crate::tui::run(&args, lab_config(&args), tcp).await
 }
 
 /// The headless demo runs its scenario as written; say so when the command line asked for

@@ -17,7 +17,8 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::event::{ClientAction, Endpoint, EventKind, Role, TcpAction};
+use crate::event::{ClientAction, EventKind, TcpAction};
+use crate::topology::{Endpoint, Role};
 use crate::wire::ConnId;
 
 /// The sampler's clock: admissions are counted per window of this length.

@@ -1,16 +1,9 @@
-//! One end of the UDP link: a socket that speaks frames, counts everything it does, reports
-//! it on the event stream and feeds the capture tap.
-//!
-//! Both proxies use [`LinkSocket`], so framing, counting, tracing, capture and link
-//! emulation behave the same on either side.
-
-pub mod seal;
+//! The link socket: encode, seal, send; receive, open, decode; count and report each frame.
 
 use std::io;
 use std::net::SocketAddr;
-use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::net::UdpSocket;
@@ -18,174 +11,21 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::{CaptureTap, TapFrame};
-use crate::event::{
-    Endpoint, EventKind, EventSink, Flow, FrameSummary, Ignored, Level, LinkDirection,
-};
-use crate::impair::pipeline::{Pending, Pipeline};
+use super::LinkStats;
+use super::emulator::{Egress, EmulatorScope, Ingress, corruptible_range, sleep_until_or_forever};
+use super::seal::{self, Rejected, Seal, Sealed};
+use super::tap::TapScope;
+use crate::capture::CaptureTap;
+use crate::event::{EventKind, EventSink, Flow, FrameSummary, Ignored, Level};
+use crate::impair::pipeline::Pending;
 use crate::impair::{DirectionEmulator, DropCause, LinkEmulator, LinkVerdict};
-use crate::transport::totals::{TransportTotals, TransportTotalsSnapshot};
+use crate::topology::{Endpoint, LinkDirection};
 use crate::wire::{Frame, FrameKind, MAX_DATAGRAM, WireMode};
-use seal::{Rejected, Seal, Sealed};
 
 /// Receive buffers hold any UDP datagram (stop-and-wait accepts course peers' 4096-byte `D`
 /// frames, and more), with room to spare, so that a datagram longer than its mode accepts
 /// (1500 bytes in classic mode) is seen as too long and counted instead of being cut.
 pub const RECV_BUFFER: usize = 65_536 + 512;
-
-/// Frame counts by type, one counter per [`FrameKind`].
-#[derive(Debug, Default)]
-pub struct KindCounters([AtomicU64; FrameKind::ALL.len()]);
-
-impl KindCounters {
-    fn slot(kind: FrameKind) -> usize {
-        match kind {
-            FrameKind::Connect => 0,
-            FrameKind::ConnectOk => 1,
-            FrameKind::ConnectNok => 2,
-            FrameKind::Data => 3,
-            FrameKind::Ack => 4,
-            FrameKind::Close => 5,
-        }
-    }
-    /// Counts one frame of `kind`.
-    pub fn add(&self, kind: FrameKind) {
-        self.0[Self::slot(kind)].fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn get(&self, kind: FrameKind) -> u64 {
-        self.0[Self::slot(kind)].load(Ordering::Relaxed)
-    }
-    pub fn total(&self) -> u64 {
-        self.0.iter().map(|c| c.load(Ordering::Relaxed)).sum()
-    }
-    /// A point-in-time copy.
-    pub fn snapshot(&self) -> KindCounts {
-        KindCounts {
-            connect: self.get(FrameKind::Connect),
-            ok: self.get(FrameKind::ConnectOk),
-            nok: self.get(FrameKind::ConnectNok),
-            data: self.get(FrameKind::Data),
-            ack: self.get(FrameKind::Ack),
-            close: self.get(FrameKind::Close),
-        }
-    }
-}
-
-/// Exact counters of one link endpoint. These never drop, unlike the event stream.
-///
-/// They are the role's view: `sent` is what the role sent, `received` what it received.
-/// With the link emulator on, what crossed the wire in between is in the emulator's counters
-/// ([`crate::impair::DirectionReport`]): a lost frame is sent here and never received there.
-#[derive(Debug, Default)]
-pub struct LinkStats {
-    pub sent: KindCounters,
-    pub received: KindCounters,
-    pub sent_bytes: AtomicU64,
-    pub received_bytes: AtomicU64,
-    /// Datagrams that did not decode.
-    pub malformed: AtomicU64,
-    /// Datagrams dropped on purpose (stranger, id not open, unexpected, overflow).
-    pub ignored: AtomicU64,
-    /// Connections turned away by a limit of the role (proxy2's `--max-connections`,
-    /// `--max-peers`, allow-list): a `C` answered with `NOK`, or a connection that never
-    /// carried a byte closed to make room for a new one.
-    pub refused: AtomicU64,
-    /// The reliable modes' transports at this endpoint: frames sent and retransmitted,
-    /// in all and per connection (shared by every connection's pump).
-    pub transport: Arc<TransportTotals>,
-    /// Sealed link: datagrams that failed authentication (another key, or changed on the
-    /// way), dropped and never delivered. Plaintext frames on a sealed link count here too.
-    pub unauthentic: AtomicU64,
-    /// Sealed link: datagrams that authenticated but were seen before, are older than the
-    /// replay window, or belong to an earlier session; dropped.
-    pub replayed: AtomicU64,
-    /// Sealed link, proxy1: reject notices from proxy2 (it could not authenticate us).
-    pub peer_rejects: AtomicU64,
-}
-
-/// A point-in-time copy of [`KindCounters`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct KindCounts {
-    pub connect: u64,
-    pub ok: u64,
-    pub nok: u64,
-    pub data: u64,
-    /// Acks (`A`), in the reliable modes.
-    pub ack: u64,
-    pub close: u64,
-}
-
-impl KindCounts {
-    pub fn get(&self, kind: FrameKind) -> u64 {
-        match kind {
-            FrameKind::Connect => self.connect,
-            FrameKind::ConnectOk => self.ok,
-            FrameKind::ConnectNok => self.nok,
-            FrameKind::Data => self.data,
-            FrameKind::Ack => self.ack,
-            FrameKind::Close => self.close,
-        }
-    }
-    pub fn total(&self) -> u64 {
-        self.connect + self.ok + self.nok + self.data + self.ack + self.close
-    }
-}
-
-/// A point-in-time copy of [`LinkStats`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct LinkStatsSnapshot {
-    pub sent: KindCounts,
-    pub received: KindCounts,
-    pub sent_bytes: u64,
-    pub received_bytes: u64,
-    pub malformed: u64,
-    pub ignored: u64,
-    pub refused: u64,
-    pub transport: TransportTotalsSnapshot,
-    pub unauthentic: u64,
-    pub replayed: u64,
-    pub peer_rejects: u64,
-}
-
-impl LinkStats {
-    pub fn snapshot(&self) -> LinkStatsSnapshot {
-        LinkStatsSnapshot {
-            sent: self.sent.snapshot(),
-            received: self.received.snapshot(),
-            sent_bytes: self.sent_bytes.load(Ordering::Relaxed),
-            received_bytes: self.received_bytes.load(Ordering::Relaxed),
-            malformed: self.malformed.load(Ordering::Relaxed),
-            ignored: self.ignored.load(Ordering::Relaxed),
-            refused: self.refused.load(Ordering::Relaxed),
-            transport: self.transport.snapshot(),
-            unauthentic: self.unauthentic.load(Ordering::Relaxed),
-            replayed: self.replayed.load(Ordering::Relaxed),
-            peer_rejects: self.peer_rejects.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// Which datagrams the capture tap records at this endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TapScope {
-    /// Only what this endpoint sends. In the lab both proxies tap their sends, so every frame
-    /// on the link is recorded exactly once, at the moment it left.
-    Sent,
-    /// Everything this endpoint sends and receives: a standalone proxy sees the whole link.
-    SentAndReceived,
-}
-
-/// Which traffic the link emulator acts on at this endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EmulatorScope {
-    /// Only what this endpoint sends (its own direction). In the lab both proxies do this,
-    /// so each direction is emulated exactly once.
-    Sent,
-    /// What it sends and what it receives (the other direction, as it arrives): a standalone
-    /// proxy whose peer may be a course script with no emulator, like the course's
-    /// send_loss/recv_loss helpers.
-    SentAndReceived,
-}
 
 /// A datagram that arrived, as the receiving role needs it.
 pub enum Received<'b> {
@@ -197,30 +37,30 @@ pub enum Received<'b> {
 
 /// What a link socket and its emulator timer task share.
 #[derive(Debug)]
-struct Inner {
-    socket: UdpSocket,
-    local: SocketAddr,
-    endpoint: Endpoint,
-    mode: WireMode,
-    events: EventSink,
-    stats: Arc<LinkStats>,
-    tap: Option<(CaptureTap, TapScope)>,
+pub(super) struct Inner {
+    pub(super) socket: UdpSocket,
+    pub(super) local: SocketAddr,
+    pub(super) endpoint: Endpoint,
+    pub(super) mode: WireMode,
+    pub(super) events: EventSink,
+    pub(super) stats: Arc<LinkStats>,
+    pub(super) tap: Option<(CaptureTap, TapScope)>,
     /// The seal (AEAD) between the codec and the socket, on a sealed link.
-    seal: Option<SealState>,
+    pub(super) seal: Option<SealState>,
 }
 
 /// A sealed link's state: the sans-IO [`Seal`] and the rate limit of its log lines.
 #[derive(Debug)]
-struct SealState {
-    seal: Mutex<Seal>,
-    log: Mutex<RejectLog>,
+pub(super) struct SealState {
+    pub(super) seal: Mutex<Seal>,
+    pub(super) log: Mutex<RejectLog>,
 }
 
 /// Dropped sealed datagrams are logged at most once a second, with a count.
 #[derive(Debug, Default)]
-struct RejectLog {
-    last: Option<std::time::Instant>,
-    unlogged: u64,
+pub(super) struct RejectLog {
+    pub(super) last: Option<std::time::Instant>,
+    pub(super) unlogged: u64,
 }
 
 /// What a sealed end reports about its session, for proxy1's log.
@@ -235,11 +75,11 @@ pub struct SealStatus {
 /// One end of the UDP link.
 #[derive(Debug)]
 pub struct LinkSocket {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
     /// The emulator for what this endpoint sends, if attached.
-    egress: Option<Arc<Egress>>,
+    pub(super) egress: Option<Arc<Egress>>,
     /// The emulator for what arrives, in a standalone proxy.
-    ingress: Option<Ingress>,
+    pub(super) ingress: Option<Ingress>,
 }
 
 impl LinkSocket {
@@ -266,7 +106,7 @@ impl LinkSocket {
     }
 
     /// The shared part, while the socket is still being set up (before its first send).
-    fn setup(&mut self) -> &mut Inner {
+    pub(super) fn setup(&mut self) -> &mut Inner {
         Arc::get_mut(&mut self.inner).expect("a link socket is configured before it is used")
     }
 
@@ -543,7 +383,7 @@ impl LinkSocket {
     /// Gives an arriving datagram to the emulator; the capture records it as it arrived
     /// (it did cross the wire: `raw`, the sealed bytes, on a sealed link), with a note
     /// saying what the emulator made of it.
-    async fn on_arrival(
+    pub(super) async fn on_arrival(
         &self,
         ingress: &Ingress,
         read: SystemTime,
@@ -595,7 +435,7 @@ impl LinkSocket {
     }
 
     /// Decodes, counts and reports a datagram that reached this endpoint.
-    fn accept<'b>(
+    pub(super) fn accept<'b>(
         &self,
         buf: &'b [u8],
         len: usize,
@@ -677,20 +517,20 @@ impl Drop for LinkSocket {
 
 impl Inner {
     /// The type of a datagram this link speaks, if it decodes.
-    fn kind_of(&self, datagram: &[u8]) -> Option<FrameKind> {
+    pub(super) fn kind_of(&self, datagram: &[u8]) -> Option<FrameKind> {
         self.mode.decode(datagram).ok().map(|frame| frame.kind())
     }
 
     /// Tells the event observer (the monitor's connection table), if any, about a `D`
     /// frame's payload: its per-connection byte counts do not depend on frame events.
-    fn observe_payload(&self, frame: &Frame<'_>, peer: SocketAddr, flow: Flow) {
+    pub(super) fn observe_payload(&self, frame: &Frame<'_>, peer: SocketAddr, flow: Flow) {
         if let (Some(observer), Frame::Data { id, payload, .. }) = (self.events.observer(), frame) {
             observer.link_payload(self.endpoint, peer, *id, flow, payload.len());
         }
     }
 
     /// Counts and reports a frame the role sent (handed to the link).
-    fn sent_by_role(&self, frame: &Frame<'_>, wire_len: usize, to: SocketAddr) {
+    pub(super) fn sent_by_role(&self, frame: &Frame<'_>, wire_len: usize, to: SocketAddr) {
         self.stats.sent.add(frame.kind());
         self.stats
             .sent_bytes
@@ -709,7 +549,7 @@ impl Inner {
     /// crossed it, stamped `handed`, with `note`. With `emulated`, it came out of the
     /// emulator: it is counted as delivered (or as a failed send), and its verdict is
     /// reported.
-    async fn transmit(
+    pub(super) async fn transmit(
         &self,
         datagram: &[u8],
         to: SocketAddr,
@@ -795,7 +635,7 @@ impl Inner {
     /// Sends bytes that are already what goes on the wire (a seal's hello, answer or held
     /// frame) and captures them. A failed send is like a lost datagram: the seal and the
     /// transports try again.
-    async fn put_raw(&self, wire: &[u8], to: SocketAddr) {
+    pub(super) async fn put_raw(&self, wire: &[u8], to: SocketAddr) {
         let handed = SystemTime::now();
         if self.socket.send_to(wire, to).await.is_ok() {
             self.tap_sent(handed, wire, to, None, true).await;
@@ -806,7 +646,7 @@ impl Inner {
     /// `buf[..n]` for the returned `n`. `None` when there is nothing to decode (a handshake
     /// message, or a datagram that was counted and dropped). Unsealed links pass `len`
     /// through.
-    async fn open(&self, buf: &mut [u8], len: usize, peer: SocketAddr) -> Option<usize> {
+    pub(super) async fn open(&self, buf: &mut [u8], len: usize, peer: SocketAddr) -> Option<usize> {
         let Some(state) = &self.seal else {
             return Some(len);
         };
@@ -853,7 +693,7 @@ impl Inner {
     }
 
     /// Logs a datagram the seal dropped, at most once a second (with how many since).
-    fn seal_dropped(&self, peer: SocketAddr, what: &str) {
+    pub(super) fn seal_dropped(&self, peer: SocketAddr, what: &str) {
         let Some(state) = &self.seal else { return };
         let mut log = state.log.lock().unwrap();
         log.unlogged += 1;
@@ -876,266 +716,4 @@ impl Inner {
             ),
         );
     }
-
-    /// Captures a datagram this endpoint sent (`on_wire`), or one the emulator dropped
-    /// before it could be sent (not `on_wire`: pcapng shows it as a comment, pcap skips it).
-    async fn tap_sent(
-        &self,
-        time: SystemTime,
-        datagram: &[u8],
-        to: SocketAddr,
-        note: Option<String>,
-        on_wire: bool,
-    ) {
-        if let Some((tap, _)) = &self.tap {
-            tap.frame(TapFrame {
-                time,
-                src: self.local,
-                dst: to,
-                datagram,
-                note,
-                on_wire,
-            })
-            .await;
-        }
-    }
-
-    /// Reports a frame the emulator dropped before it was sent: an event, and a capture
-    /// record marked as not on the wire (pcapng shows it as a comment; pcap skips it).
-    async fn dropped_before_sending(
-        &self,
-        emulated: &DirectionEmulator,
-        datagram: Vec<u8>,
-        to: SocketAddr,
-        cause: DropCause,
-    ) {
-        let direction = emulated.direction();
-        let verdict = LinkVerdict::dropped(cause);
-        if let Some(kind) = self.kind_of(&datagram) {
-            emulated.counters().drop_kind(kind);
-        }
-        if self.events.is_enabled()
-            && let Ok(frame) = self.mode.decode(&datagram)
-        {
-            self.events.emit(EventKind::LinkDecision {
-                at: self.endpoint,
-                direction,
-                peer: to,
-                frame: FrameSummary::in_mode(self.mode, &frame, datagram.len()),
-                what: verdict.clone(),
-            });
-        }
-        // A sealed link's capture holds no plaintext, so a frame that never crossed the
-        // wire is not recorded there.
-        if self.seal.is_none() {
-            self.tap_sent(
-                SystemTime::now(),
-                &datagram,
-                to,
-                verdict.capture_note(false),
-                false,
-            )
-            .await;
-        }
-    }
-
-    /// Captures a datagram as it arrived, if this endpoint taps what it receives.
-    async fn tap_arrival(
-        &self,
-        time: SystemTime,
-        datagram: &[u8],
-        peer: SocketAddr,
-        note: Option<String>,
-    ) {
-        if let Some((tap, TapScope::SentAndReceived)) = &self.tap {
-            tap.frame(TapFrame {
-                time,
-                src: peer,
-                dst: self.local,
-                datagram,
-                note,
-                on_wire: true,
-            })
-            .await;
-        }
-    }
-}
-
-/// The emulator of what one endpoint sends: its delay line, and the order of sending.
-#[derive(Debug)]
-struct Egress {
-    emulator: Arc<LinkEmulator>,
-    direction: LinkDirection,
-    pipeline: Mutex<Pipeline>,
-    /// Held by whoever sends due datagrams (a `send` call or the timer task), so they leave
-    /// in the delay line's order even when several connections send at once.
-    turn: tokio::sync::Mutex<()>,
-    /// Tells the timer task that the delay line changed.
-    wake: Notify,
-    timer_started: AtomicBool,
-    /// Cancelled when the socket is dropped.
-    stop: CancellationToken,
-}
-
-impl Egress {
-    fn emulated(&self) -> &DirectionEmulator {
-        self.emulator.direction(self.direction)
-    }
-
-    /// Sends everything that is due now.
-    async fn flush(&self, inner: &Inner) {
-        let _turn = self.turn.lock().await;
-        loop {
-            let due = self
-                .pipeline
-                .lock()
-                .unwrap()
-                .pop_due(Instant::now(), self.emulated().counters());
-            let Some(Pending {
-                datagram,
-                addr,
-                verdict,
-            }) = due
-            else {
-                break;
-            };
-            // A failure is counted and reported inside; the next datagram still goes.
-            let handed = SystemTime::now();
-            let note = verdict.capture_note(false);
-            let _ = inner
-                .transmit(
-                    &datagram,
-                    addr,
-                    Some((self.emulated(), &verdict)),
-                    handed,
-                    note,
-                )
-                .await;
-        }
-    }
-
-    /// Sends `datagram` straight away if this direction is clear and nothing waits in its
-    /// delay line; false (nothing done) otherwise, and the frame goes through the emulator.
-    ///
-    /// The turn is taken first, so no flush is between taking a datagram out of the delay
-    /// line and sending it (the delay line would look empty, and this frame would overtake
-    /// it). If a flush holds the turn, the frame takes the emulator's path, which for clear
-    /// settings makes no draws either: it queues behind what is held and goes at once.
-    async fn send_if_clear(&self, inner: &Inner, datagram: &[u8], to: SocketAddr) -> bool {
-        let emulated = self.emulated();
-        if !emulated.is_clear() {
-            return false;
-        }
-        let Ok(_turn) = self.turn.try_lock() else {
-            return false;
-        };
-        if !self.pipeline.lock().unwrap().is_empty() {
-            return false;
-        }
-        emulated.passed_clear();
-        // Counted as delivered, or as a failed send (reported on the event stream), inside.
-        let handed = SystemTime::now();
-        let _ = inner
-            .transmit(
-                datagram,
-                to,
-                Some((emulated, &LinkVerdict::default())),
-                handed,
-                None,
-            )
-            .await;
-        true
-    }
-
-    /// Makes sure the timer task will wake when something in the delay line is due.
-    fn arm(self: &Arc<Self>, inner: &Arc<Inner>) {
-        if self.pipeline.lock().unwrap().next_wake().is_none() {
-            return;
-        }
-        self.start_timer(inner);
-        self.wake.notify_one();
-    }
-
-    /// Starts the timer task if it is not running: it sends what the delay line makes due
-    /// and what step mode releases.
-    fn start_timer(self: &Arc<Self>, inner: &Arc<Inner>) {
-        if !self.timer_started.swap(true, Ordering::AcqRel) {
-            tokio::spawn(egress_timer(self.clone(), Arc::downgrade(inner)));
-        }
-    }
-
-    /// Sends what step mode has released for this direction, in order: at once, with none
-    /// of the other impairments (the person chose to let it go).
-    async fn send_released(&self, inner: &Inner) {
-        let _turn = self.turn.lock().await;
-        while let Some(released) = self.emulator.hold().take_released(self.direction) {
-            let emulated = self.emulated();
-            emulated.counters().queued.sub();
-            let verdict = LinkVerdict {
-                held_for: released.since.elapsed(),
-                copy: released.copy,
-                ..LinkVerdict::default()
-            };
-            let handed = SystemTime::now();
-            let note = verdict
-                .capture_note(false)
-                .map(|n| format!("{n} (step mode)"));
-            let _ = inner
-                .transmit(
-                    &released.datagram,
-                    released.addr,
-                    Some((emulated, &verdict)),
-                    handed,
-                    note,
-                )
-                .await;
-        }
-    }
-}
-
-/// Sends delayed datagrams when they are due. It holds the socket only while sending, so a
-/// stopped role's port is free again at once.
-async fn egress_timer(egress: Arc<Egress>, inner: Weak<Inner>) {
-    loop {
-        let next = egress.pipeline.lock().unwrap().next_wake();
-        tokio::select! {
-            _ = egress.stop.cancelled() => return,
-            _ = egress.wake.notified() => {}
-            _ = egress.emulator.hold().released(egress.direction) => {
-                let Some(inner) = inner.upgrade() else { return };
-                egress.send_released(&inner).await;
-            }
-            _ = sleep_until_or_forever(next) => {
-                let Some(inner) = inner.upgrade() else { return };
-                egress.flush(&inner).await;
-            }
-        }
-    }
-}
-
-/// The emulator of what a standalone endpoint receives.
-#[derive(Debug)]
-struct Ingress {
-    emulator: Arc<LinkEmulator>,
-    direction: LinkDirection,
-    pipeline: Mutex<Pipeline>,
-}
-
-impl Ingress {
-    fn emulated(&self) -> &DirectionEmulator {
-        self.emulator.direction(self.direction)
-    }
-}
-
-async fn sleep_until_or_forever(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The bytes of a datagram that corruption may flip: a `D` frame's payload, never its
-/// header (so a corrupted frame still reaches its connection), and nothing of other frames.
-fn corruptible_range(mode: WireMode, datagram: &[u8]) -> Range<usize> {
-    mode.payload_range(datagram).unwrap_or(0..0)
 }

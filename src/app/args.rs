@@ -1,0 +1,193 @@
+//! What the command line's values mean: the configurations, plans and seals they ask for.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use crate::capture::{CaptureFormat, CapturePlan, CaptureTarget, TcpCapture};
+use crate::cli::{
+    LabArgs, LabCaptureArgs, MonitorArgs, Proxy1Tuning, Proxy2Tuning, ProxyCaptureArgs, WireArgs,
+};
+use crate::event::Level;
+use crate::link::seal::{Seal, Side};
+use crate::monitor::MonitorPlan;
+use crate::roles::proxy1::Proxy1Config;
+use crate::roles::proxy2::Proxy2Config;
+use crate::topology::Role;
+
+impl LabArgs {
+    /// How many echo clients the lab starts: `--clients`, else 3 on the screen (something to
+    /// watch) and none headless (every id stays free for clients from outside).
+    pub fn clients_to_start(&self, with_screen: bool) -> u32 {
+        self.clients.unwrap_or(if with_screen { 3 } else { 0 })
+    }
+}
+
+impl LabCaptureArgs {
+    /// The format asked for, or the default: pcapng when TCP segments join the file (its
+    /// interfaces then say which packets are the link's and which the TCP legs').
+    pub fn format(&self) -> CaptureFormat {
+        self.capture_format.unwrap_or(if self.capture_tcp {
+            CaptureFormat::Pcapng
+        } else {
+            CaptureFormat::Pcap
+        })
+    }
+
+    /// The capture to start, if any.
+    pub fn plan(&self) -> Option<CapturePlan> {
+        (!self.no_capture).then(|| {
+            let description = if self.capture_tcp {
+                "tunlab lab: every UDP frame between proxy1 and proxy2, and the TCP legs"
+            } else {
+                "tunlab lab: every UDP frame between proxy1 and proxy2"
+            };
+            CapturePlan::new(
+                CaptureTarget::Dir(self.capture_dir.clone()),
+                self.format(),
+                description,
+                // The writer's messages appear under proxy1, the link's client end.
+                Role::Proxy1,
+            )
+            .with_tcp(self.capture_tcp)
+        })
+    }
+}
+
+impl MonitorArgs {
+    /// What to serve.
+    pub fn plan(&self) -> MonitorPlan {
+        MonitorPlan {
+            metrics: self.metrics,
+            admin: self.admin,
+            users: self.admin_user.clone(),
+            limits: Default::default(),
+        }
+    }
+}
+
+impl ProxyCaptureArgs {
+    /// The format asked for; otherwise the one the file name's extension says; otherwise
+    /// pcapng with TCP capture and pcap without.
+    pub fn format(&self) -> CaptureFormat {
+        let by_extension = self.capture.as_ref().and_then(|file| {
+            match file.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+                "pcapng" => Some(CaptureFormat::Pcapng),
+                "pcap" => Some(CaptureFormat::Pcap),
+                _ => None,
+            }
+        });
+        self.capture_format
+            .or(by_extension)
+            .unwrap_or(if self.capture_tcp {
+                CaptureFormat::Pcapng
+            } else {
+                CaptureFormat::Pcap
+            })
+    }
+
+    /// The capture to start, if any; `role` names the proxy in the file and the log.
+    pub fn plan(&self, role: Role) -> Option<CapturePlan> {
+        self.capture.as_ref().map(|file| {
+            CapturePlan::new(
+                CaptureTarget::File(file.clone()),
+                self.format(),
+                format!(
+                    "tunlab {} (standalone): every UDP frame it sent and received",
+                    role.label()
+                ),
+                role,
+            )
+            .with_tcp(self.capture_tcp)
+        })
+    }
+}
+
+/// Opens the packet socket for `--capture-tcp` when asked, before anything starts: without
+/// the permission the run stops here with a message that says how to get it (exit code 2).
+pub fn open_tcp_capture(wanted: bool) -> Result<Option<TcpCapture>, ExitCode> {
+    if !wanted {
+        return Ok(None);
+    }
+    TcpCapture::open().map(Some).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(crate::script::EXIT_INVALID)
+    })
+}
+
+impl WireArgs {
+    /// Checks that a key goes with a mode that can be sealed, and warns about a key file
+    /// others can read. The error is the message to print.
+    pub fn check_seal(&self) -> Result<(), String> {
+        let Some(file) = &self.key_file else {
+            return Ok(());
+        };
+        if !self.wire.is_extended() {
+            return Err(format!(
+                "--key-file seals the extended modes only (--wire go-back-n or selective-repeat); \
+                 --wire {} is the course's plaintext format, which course peers must read",
+                self.wire
+            ));
+        }
+        if let Some(warning) = &file.warning {
+            eprintln!("{}: {warning}", Level::Warn.label());
+        }
+        Ok(())
+    }
+
+    /// The seal for one end of the link, when a key was given.
+    pub fn seal(&self, side: Side) -> Option<Seal> {
+        self.key_file
+            .as_ref()
+            .map(|file| Seal::new(file.key.clone(), side))
+    }
+}
+
+impl WireArgs {
+    /// The reliable modes' transport settings these flags ask for.
+    pub fn transport(&self) -> crate::transport::TransportConfig {
+        let defaults = crate::transport::TransportConfig::for_mode(self.wire);
+        crate::transport::TransportConfig {
+            window: self.window,
+            send_buffer: self.window as usize * defaults.max_payload,
+            rto: self
+                .rto
+                .map_or(defaults.rto, crate::transport::RtoConfig::Fixed),
+            ..defaults
+        }
+    }
+}
+
+impl Proxy1Tuning {
+    pub fn config(&self, wire: &WireArgs, proxy2: SocketAddr) -> Proxy1Config {
+        Proxy1Config {
+            connect_attempts: self.connect_attempts,
+            connect_retry: self.connect_retry,
+            id_wait: self.id_wait,
+            idle_timeout: wire.idle_timeout.into(),
+            unused_timeout: wire.unused_timeout,
+            half_close_linger: self.half_close_linger,
+            close_attempts: self.close_attempts,
+            close_retry: self.close_retry,
+            probe_after: self.probe_after,
+            transport: Some(wire.transport()),
+            ..Proxy1Config::new(proxy2)
+        }
+    }
+}
+
+impl Proxy2Tuning {
+    pub fn config(&self, wire: &WireArgs, server: SocketAddr) -> Proxy2Config {
+        Proxy2Config {
+            connect_timeout: self.server_connect_timeout,
+            idle_timeout: wire.idle_timeout.into(),
+            unused_timeout: wire.unused_timeout,
+            limits: crate::tunnel::admission::Limits {
+                max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+                max_peers: usize::try_from(self.max_peers).unwrap_or(usize::MAX),
+                allowed: (!self.allow_proxy1.is_empty()).then(|| self.allow_proxy1.clone()),
+            },
+            transport: Some(wire.transport()),
+            ..Proxy2Config::new(server)
+        }
+    }
+}
