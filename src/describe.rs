@@ -99,8 +99,14 @@ pub fn frame_label_relative(frame: &FrameSummary, bases: Option<(Seq, Seq)>) -> 
         (FrameKind::Connect, FrameNumbers::Bit(bit)) => format!("C{id}{bit}"),
         (FrameKind::ConnectOk, FrameNumbers::Bit(bit)) => format!("C{id}{bit}OK"),
         (FrameKind::ConnectNok, FrameNumbers::Bit(bit)) => format!("C{id}{bit}NOK"),
-        (FrameKind::Connect, FrameNumbers::Isn(isn)) => format!("C{id} isn={isn}"),
+        (FrameKind::Connect, FrameNumbers::Isn(isn)) => match &frame.destination {
+            Some(destination) => format!("C{id} isn={isn} → {destination}"),
+            None => format!("C{id} isn={isn}"),
+        },
         (FrameKind::ConnectOk, FrameNumbers::Isn(isn)) => format!("C{id}OK isn={isn}"),
+        (FrameKind::ConnectNok, FrameNumbers::Reason(reason)) => {
+            format!("C{id}NOK reason={:#04x} ({reason})", reason.code())
+        }
         (FrameKind::Connect, _) => format!("C{id}"),
         (FrameKind::ConnectOk, _) => format!("C{id}OK"),
         (FrameKind::ConnectNok, _) => format!("C{id}NOK"),
@@ -231,6 +237,8 @@ pub fn describe(kind: &EventKind, frames: bool) -> Option<String> {
         | EventKind::LinkDecision { .. }
         | EventKind::FramesFolded { .. }
         | EventKind::TcpSegment { .. } => return None,
+        // The proxies say these in their own log lines, with the connection's context.
+        EventKind::Route { .. } | EventKind::Refused { .. } => return None,
         EventKind::FrameMalformed {
             at,
             peer,
@@ -374,9 +382,19 @@ mod label_tests {
     fn classic_labels_are_unchanged() {
         let id = ConnId::new(3);
         let m = WireMode::Classic;
-        assert_eq!(label(m, Frame::Connect { id, isn: Seq::ZERO }), "C3");
+        assert_eq!(
+            label(
+                m,
+                Frame::Connect {
+                    id,
+                    isn: Seq::ZERO,
+                    destination: None
+                }
+            ),
+            "C3"
+        );
         assert_eq!(label(m, Frame::ConnectOk { id, isn: Seq::ZERO }), "C3OK");
-        assert_eq!(label(m, Frame::ConnectNok { id }), "C3NOK");
+        assert_eq!(label(m, Frame::ConnectNok { id, reason: None }), "C3NOK");
         let data = Frame::Data {
             id,
             seq: Seq::ZERO,
@@ -396,9 +414,19 @@ mod label_tests {
     fn stop_and_wait_labels_spell_the_bit_as_the_wire_does() {
         let id = ConnId::new(1);
         let m = WireMode::StopAndWait;
-        assert_eq!(label(m, Frame::Connect { id, isn: Seq::ZERO }), "C10");
+        assert_eq!(
+            label(
+                m,
+                Frame::Connect {
+                    id,
+                    isn: Seq::ZERO,
+                    destination: None
+                }
+            ),
+            "C10"
+        );
         assert_eq!(label(m, Frame::ConnectOk { id, isn: Seq::ZERO }), "C10OK");
-        assert_eq!(label(m, Frame::ConnectNok { id }), "C10NOK");
+        assert_eq!(label(m, Frame::ConnectNok { id, reason: None }), "C10NOK");
         let data = Frame::Data {
             id,
             seq: Seq(1),
@@ -419,9 +447,27 @@ mod label_tests {
     fn extended_labels_show_seq_ack_window_and_sack() {
         let id = ConnId::new(3);
         let m = WireMode::SelectiveRepeat;
-        assert_eq!(label(m, Frame::Connect { id, isn: Seq(7) }), "C3 isn=7");
+        assert_eq!(
+            label(
+                m,
+                Frame::Connect {
+                    id,
+                    isn: Seq(7),
+                    destination: None
+                }
+            ),
+            "C3 isn=7"
+        );
         assert_eq!(label(m, Frame::ConnectOk { id, isn: Seq(9) }), "C3OK isn=9");
-        assert_eq!(label(m, Frame::ConnectNok { id }), "C3NOK");
+        assert_eq!(label(m, Frame::ConnectNok { id, reason: None }), "C3NOK");
+        let refused = Frame::ConnectNok {
+            id,
+            reason: Some(crate::destination::Refusal::NotAllowed),
+        };
+        assert_eq!(
+            label(m, refused),
+            "C3NOK reason=0x02 (not allowed by ruleset)"
+        );
         let data = Frame::Data {
             id,
             seq: Seq(17),

@@ -116,6 +116,53 @@ impl Destination {
     }
 }
 
+/// A destination as the extended `C` frame carries it: SOCKS5's `ATYP ADDR PORT` bytes,
+/// borrowed from the datagram and checked to be one whole, valid destination. Borrowed so a
+/// decoded frame stays `Copy`; [`DestinationRef::to_destination`] builds the owned value.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DestinationRef<'a>(&'a [u8]);
+
+impl<'a> DestinationRef<'a> {
+    /// Reads one destination from the start of `bytes`; returns it and how many bytes it
+    /// took. A host name is checked the way [`Destination::name`] checks it.
+    pub fn parse(bytes: &'a [u8]) -> Result<(DestinationRef<'a>, usize), DecodeError> {
+        let (_, used) = Destination::decode(bytes)?;
+        Ok((DestinationRef(&bytes[..used]), used))
+    }
+
+    /// `bytes` as a destination, if they are exactly one valid encoding.
+    pub fn exactly(bytes: &'a [u8]) -> Result<DestinationRef<'a>, DecodeError> {
+        match DestinationRef::parse(bytes)? {
+            (destination, used) if used == bytes.len() => Ok(destination),
+            _ => Err(DecodeError::TrailingBytes),
+        }
+    }
+
+    /// The encoded bytes (as [`Destination::encode`] writes them).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The owned destination.
+    pub fn to_destination(&self) -> Destination {
+        Destination::decode(self.0)
+            .expect("checked when the reference was made")
+            .0
+    }
+}
+
+impl fmt::Debug for DestinationRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DestinationRef({})", self.to_destination())
+    }
+}
+
+impl fmt::Display for DestinationRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.to_destination(), f)
+    }
+}
+
 /// Why [`Destination::decode`] failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -125,6 +172,8 @@ pub enum DecodeError {
     UnknownAddressType(u8),
     #[error("bad host name: {0}")]
     BadName(NameError),
+    #[error("bytes follow the destination")]
+    TrailingBytes,
 }
 
 /// SOCKS5's address type bytes (RFC 1928 section 5).

@@ -102,6 +102,9 @@ pub async fn run(
          udp {}, proxy1 udp {}); Ctrl-C or SIGTERM stops it",
         addrs.proxy1_tcp, addrs.server, addrs.proxy2_udp, addrs.proxy1_udp
     );
+    if let Some(socks5) = addrs.proxy1_socks5 {
+        eprintln!("tunlab: SOCKS5 clients connect to proxy1 at {socks5}");
+    }
     if let Some(capture) = &capture {
         eprintln!(
             "tunlab: capturing the link to {}",

@@ -54,6 +54,12 @@ pub struct LabConfig {
     /// Seals the link with this key (extended modes only): each proxy start is a new
     /// session.
     pub key: Option<crate::link::seal::SealKey>,
+    /// proxy1's SOCKS5 port beside its plain one (0: any free port), if any; extended modes
+    /// only. Its users and access log are in `proxy1.socks5`, the rules in `proxy2.dialer`.
+    pub socks5_port: Option<u16>,
+    /// `--access-log`: one JSON line per SOCKS5 connection, written by proxy1 (opened when
+    /// the lab starts, completed when it shuts down).
+    pub access_log: Option<std::path::PathBuf>,
 }
 
 impl Default for LabConfig {
@@ -71,6 +77,8 @@ impl Default for LabConfig {
             link: LinkSettings::default(),
             link_seed: None,
             key: None,
+            socks5_port: None,
+            access_log: None,
         }
     }
 }
@@ -94,6 +102,8 @@ pub struct LabAddrs {
     pub proxy2_udp: SocketAddr,
     pub proxy1_tcp: SocketAddr,
     pub proxy1_udp: SocketAddr,
+    /// proxy1's SOCKS5 port, when the lab has one.
+    pub proxy1_socks5: Option<SocketAddr>,
 }
 
 /// A running role: how to stop it and how to wait for it.
@@ -178,18 +188,41 @@ pub struct Lab {
     /// Shared by both proxies' link sockets and kept across their restarts.
     link: Arc<LinkEmulator>,
     clients: Vec<LabClient>,
+    /// The SOCKS5 access log, if the lab writes one.
+    access_log: Option<crate::roles::access_log::AccessLog>,
 }
 
 impl Lab {
     /// Binds every socket (failing with a clear message if a port is taken) and starts the
     /// server, proxy2 and proxy1. Clients are added with [`Lab::add_client`].
-    pub async fn start(config: LabConfig, events: EventSink) -> anyhow::Result<Lab> {
+    pub async fn start(mut config: LabConfig, events: EventSink) -> anyhow::Result<Lab> {
         let host = config.host;
+        let access_log = match &config.access_log {
+            Some(path) => {
+                let log = crate::roles::access_log::AccessLog::open(path).map_err(|e| {
+                    anyhow::anyhow!("cannot open the access log {}: {e}", path.display())
+                })?;
+                config.proxy1.socks5.access_log = Some(log.writer());
+                Some(log)
+            }
+            None => None,
+        };
         let server_listener = bind_tcp((host, config.server_port).into())?;
         let proxy2_socket = bind_udp((host, config.proxy2_port).into())?;
         let proxy1_listener = bind_tcp((host, config.proxy1_port).into())?;
         let proxy1_socket = bind_udp((host, 0).into())?;
+        let socks5_listener = match config.socks5_port {
+            Some(_) if !config.mode.is_extended() => {
+                anyhow::bail!(crate::roles::proxy1::SOCKS5_NEEDS_EXTENDED)
+            }
+            Some(port) => Some(bind_tcp((host, port).into())?),
+            None => None,
+        };
         let addrs = LabAddrs {
+            proxy1_socks5: match &socks5_listener {
+                Some(listener) => Some(listener.local_addr()?),
+                None => None,
+            },
             server: server_listener.local_addr()?,
             proxy2_udp: proxy2_socket.local_addr()?,
             proxy1_tcp: proxy1_listener.local_addr()?,
@@ -211,10 +244,11 @@ impl Lab {
             proxy2_stats: Arc::default(),
             link,
             clients: Vec::new(),
+            access_log,
         };
         lab.server = Some(lab.spawn_server(server_listener));
         lab.proxy2 = Some(lab.spawn_proxy2(proxy2_socket)?);
-        lab.proxy1 = Some(lab.spawn_proxy1(proxy1_listener, proxy1_socket)?);
+        lab.proxy1 = Some(lab.spawn_proxy1(proxy1_listener, socks5_listener, proxy1_socket)?);
         Ok(lab)
     }
 
@@ -280,6 +314,7 @@ impl Lab {
     fn spawn_proxy1(
         &self,
         listener: tokio::net::TcpListener,
+        socks5: Option<tokio::net::TcpListener>,
         socket: tokio::net::UdpSocket,
     ) -> anyhow::Result<Running> {
         let link = self.link_socket(socket, Endpoint::Proxy1, &self.proxy1_stats)?;
@@ -288,7 +323,13 @@ impl Lab {
             ..self.config.proxy1.clone()
         };
         let stop = self.shutdown.child_token();
-        let task = tokio::spawn(proxy1::run(listener, link, config, stop.clone()));
+        let task = tokio::spawn(proxy1::run_with_socks5(
+            listener,
+            socks5,
+            link,
+            config,
+            stop.clone(),
+        ));
         Ok(Running { stop, task })
     }
 
@@ -342,7 +383,11 @@ impl Lab {
             Role::Proxy1 => {
                 let listener = bind_tcp(self.addrs.proxy1_tcp).map_err(io)?;
                 let socket = bind_udp(self.addrs.proxy1_udp).map_err(io)?;
-                self.proxy1 = Some(self.spawn_proxy1(listener, socket).map_err(io)?);
+                let socks5 = match self.addrs.proxy1_socks5 {
+                    Some(addr) => Some(bind_tcp(addr).map_err(io)?),
+                    None => None,
+                };
+                self.proxy1 = Some(self.spawn_proxy1(listener, socks5, socket).map_err(io)?);
             }
             Role::Client => {
                 self.add_client().await?;
@@ -649,6 +694,10 @@ impl Lab {
     async fn stop_everything(&mut self) {
         if let Some(proxy1) = self.proxy1.take() {
             proxy1.stop().await;
+        }
+        // proxy1 has written its last record: the file is complete.
+        if let Some(log) = self.access_log.take() {
+            log.finish();
         }
         self.shutdown.cancel();
         for running in [self.proxy2.take(), self.server.take()]

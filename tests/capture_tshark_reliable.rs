@@ -279,3 +279,118 @@ async fn a_corrupted_extended_frame_is_flagged() {
     assert_eq!(rows[0][9], "p1→p2 D300 seq=17 len=4 \"hola\"");
     assert!(rows[1][9].contains("checksum mismatch"), "{:?}", rows[1]);
 }
+
+/// A SOCKS5 client's `C` shows its destination (name, IPv4, IPv6) and a `NOK` its reason,
+/// in the Info column exactly as tunlab's own `frame_label` says them and in the fields; a `C`
+/// whose destination does not parse is flagged as malformed.
+#[tokio::test]
+#[cfg_attr(not(has_tshark), ignore = "needs tshark (apt install tshark)")]
+async fn destinations_in_c_and_reasons_in_nok_are_shown() {
+    use tunlab::destination::{Destination, DestinationRef, Refusal};
+    use tunlab::wire::{ConnId, Seq};
+    let dir = tempfile::tempdir().unwrap();
+    let (events, _rx) = EventSink::channel(16);
+    let capture = lab_writer(dir.path(), CaptureFormat::Pcap, &events);
+    let mode = WireMode::SelectiveRepeat;
+    let destinations = [
+        Destination::name(b"localhost", 8000).unwrap(),
+        Destination::ip("10.1.2.3".parse().unwrap(), 80),
+        Destination::ip("fd00::1".parse().unwrap(), 22),
+    ];
+    let p1: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let p2: std::net::SocketAddr = "127.0.0.1:3328".parse().unwrap();
+    let mut datagrams = Vec::new();
+    let mut frames_sent = Vec::new();
+    for (n, destination) in destinations.iter().enumerate() {
+        let mut encoded = Vec::new();
+        destination.encode(&mut encoded);
+        let frame = Frame::Connect {
+            id: ConnId::new(n as u16),
+            isn: Seq(1000 + n as u32),
+            destination: Some(DestinationRef::exactly(&encoded).unwrap()),
+        };
+        let wire = mode.to_bytes(&frame).unwrap();
+        frames_sent.push((p1, p2, FrameSummary::in_mode(mode, &frame, wire.len())));
+        datagrams.push((p1, p2, wire));
+    }
+    for reason in [Some(Refusal::NotAllowed), None] {
+        let frame = Frame::ConnectNok {
+            id: ConnId::new(0),
+            reason,
+        };
+        let wire = mode.to_bytes(&frame).unwrap();
+        frames_sent.push((p2, p1, FrameSummary::in_mode(mode, &frame, wire.len())));
+        datagrams.push((p2, p1, wire));
+    }
+    // A C whose destination has an unknown address type.
+    let mut bad = vec![0xE1, 0x01, 0x00, 0x07, 0, 0, 0, 1, 0x08, 1, 2, 3, 4, 0, 80];
+    let crc = crc32c::crc32c(&bad);
+    bad.extend_from_slice(&crc.to_be_bytes());
+    datagrams.push((p1, p2, bad));
+    for (src, dst, datagram) in datagrams {
+        capture
+            .tap()
+            .record(TapRecord {
+                time: SystemTime::now(),
+                src,
+                dst,
+                datagram,
+                note: None,
+                on_wire: true,
+            })
+            .await;
+    }
+    let summary = capture.finish().await;
+    let rows = tshark(&summary.path);
+    assert_eq!(rows.len(), 6);
+    for (row, (src, _, frame)) in rows.iter().zip(&frames_sent) {
+        let direction = if *src == p1 { "p1→p2" } else { "p2→p1" };
+        assert_eq!(row[9], format!("{direction} {}", frame_label(frame)));
+    }
+    assert_eq!(rows[0][9], "p1→p2 C0 isn=1000 → localhost:8000");
+    assert_eq!(rows[1][9], "p1→p2 C1 isn=1001 → 10.1.2.3:80");
+    assert_eq!(rows[2][9], "p1→p2 C2 isn=1002 → [fd00::1]:22");
+    assert_eq!(
+        rows[3][9],
+        "p2→p1 C0NOK reason=0x02 (not allowed by ruleset)"
+    );
+    assert_eq!(rows[4][9], "p2→p1 C0NOK");
+    assert!(
+        rows[5][9].contains("destination does not parse"),
+        "{:?}",
+        rows[5]
+    );
+    // The fields themselves.
+    let fields = tshark_fields(
+        &summary.path,
+        &[
+            "tunlab.destination",
+            "tunlab.destination.host",
+            "tunlab.destination.port",
+            "tunlab.reason",
+        ],
+    );
+    assert_eq!(fields[0], ["localhost:8000", "localhost", "8000", ""]);
+    assert_eq!(fields[2], ["[fd00::1]:22", "[fd00::1]", "22", ""]);
+    assert_eq!(fields[3], ["", "", "", "0x02"]);
+}
+
+/// The given fields of every packet, as tshark with the dissector reads them.
+fn tshark_fields(file: &Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut command = Command::new("tshark");
+    command
+        .args(["-n", "-r"])
+        .arg(file)
+        .args(["-X", &format!("lua_script:{DISSECTOR}")])
+        .args(["-T", "fields", "-E", "separator=/t"]);
+    for field in fields {
+        command.args(["-e", field]);
+    }
+    let output = command.output().expect("tshark runs");
+    assert!(output.status.success());
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}

@@ -198,3 +198,60 @@ fn the_capture_format_follows_the_file_name() {
     );
     assert!(Cli::try_parse_from(["tunlab", "--no-capture", "--capture-tcp"]).is_err());
 }
+
+#[test]
+fn socks5_on_proxy1_and_the_lab_needs_an_extended_mode() {
+    for args in [
+        &["proxy1", "0", "localhost", "3328", "--socks5", "0"][..],
+        &[
+            "proxy1",
+            "0",
+            "localhost",
+            "3328",
+            "--socks5",
+            "0",
+            "--wire",
+            "stop-and-wait",
+        ],
+        &["--socks5", "0", "--no-tui"],
+    ] {
+        let out = tunlab(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&out).contains(
+                "SOCKS5 needs an extended wire mode (--wire go-back-n or --wire selective-repeat)"
+            ),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // Users or an access log without the port would do nothing: said, not ignored.
+    let out = tunlab(&["proxy1", "0", "localhost", "3328", "--socks5-user", "a:b"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--socks5-user is for the SOCKS5 port: add --socks5 PORT"),
+        "{}",
+        stderr(&out)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.txt");
+    std::fs::write(&users, "bo pw\n").unwrap();
+    let out = tunlab(&[
+        "proxy1",
+        "0",
+        "localhost",
+        "3328",
+        "--wire",
+        "go-back-n",
+        "--socks5",
+        "0",
+        "--socks5-users",
+        users.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("users.txt:1: 'bo pw' is not NAME:PASS"),
+        "{}",
+        stderr(&out)
+    );
+}

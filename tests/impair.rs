@@ -245,6 +245,7 @@ async fn corruption_flips_exactly_the_decided_payload_bit_and_never_a_header() {
                 Frame::Connect {
                     id: ConnId::new(3),
                     isn: Seq::ZERO,
+                    destination: None,
                 },
                 0..0,
             )
@@ -508,6 +509,7 @@ async fn a_standalone_proxy_emulates_what_it_receives() {
         &Frame::Connect {
             id: ConnId::new(1),
             isn: Seq::ZERO,
+            destination: None,
         },
         proxy2.local_addr().unwrap(),
     )

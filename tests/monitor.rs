@@ -31,15 +31,19 @@ struct Monitored {
 }
 
 async fn start(limits: AdminLimits) -> Monitored {
+    let config = LabConfig {
+        link_seed: Some(SEED),
+        ..LabConfig::ephemeral()
+    };
+    start_with(config, limits).await
+}
+
+async fn start_with(config: LabConfig, limits: AdminLimits) -> Monitored {
     let (events, mut rx) = EventSink::channel(64 * 1024);
     // Someone reads the stream, as the TUI would; the monitor must not depend on it.
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let conns = Arc::new(ConnTable::new());
     let events = events.with_observer(conns.clone());
-    let config = LabConfig {
-        link_seed: Some(SEED),
-        ..LabConfig::ephemeral()
-    };
     let lab = Lab::start(config, events).await.unwrap();
     let plan = MonitorPlan {
         metrics: Some("127.0.0.1:0".parse().unwrap()),
@@ -719,4 +723,68 @@ async fn retransmissions_in_a_reliable_mode_equal_the_transport_totals() {
     }
     assert!(total > 0.0, "10% loss made the transports resend");
     lab.shutdown().await;
+}
+
+/// SOCKS5 clients at proxy1's SOCKS5 port: CONNECTIONS shows each one's destination as it
+/// asked (a name) and its user at proxy1, the destination at proxy2 too; USERS lists who
+/// logged in; ACCESS_LOG filters by user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks5_connections_show_their_destination_and_user() {
+    let mut config = LabConfig {
+        mode: tunlab::wire::WireMode::SelectiveRepeat,
+        socks5_port: Some(0),
+        ..LabConfig::ephemeral()
+    };
+    config.proxy1.socks5.front.users = Arc::new(tunlab::roles::fronts::socks5::Socks5Users::new([
+        "ana:pw".parse().unwrap(),
+        "bo:pw".parse().unwrap(),
+    ]));
+    let monitored = start_with(config, AdminLimits::default()).await;
+    let lab = &monitored.lab;
+    let socks5 = lab.addrs().proxy1_socks5.unwrap();
+    let server_port = lab.addrs().server.port();
+    // ana asks for the echo server by name (localhost), and stays connected.
+    let mut stream = TcpStream::connect(socks5).await.unwrap();
+    let mut hello = vec![
+        5, 1, 2, 1, 3, b'a', b'n', b'a', 2, b'p', b'w', 5, 1, 0, 3, 9,
+    ];
+    hello.extend_from_slice(b"localhost");
+    hello.extend_from_slice(&server_port.to_be_bytes());
+    stream.write_all(&hello).await.unwrap();
+    let mut answer = [0u8; 2 + 2 + 10];
+    within("the SOCKS5 replies", stream.read_exact(&mut answer))
+        .await
+        .unwrap();
+    assert_eq!(&answer[..6], [5, 2, 1, 0, 5, 0], "logged in and connected");
+    stream.write_all(b"hola").await.unwrap();
+    let mut echo = [0u8; 4];
+    within("the echo", stream.read_exact(&mut echo))
+        .await
+        .unwrap();
+    let mut admin = Admin::logged_in(&monitored).await;
+    let conns = admin.ask("CONNECTIONS").await;
+    let destination = format!("destination=localhost:{server_port}");
+    let proxy1 = conns
+        .iter()
+        .find(|l| l.starts_with("OK-proxy1 "))
+        .expect("proxy1's row");
+    assert!(proxy1.contains(&destination), "{proxy1}");
+    assert!(proxy1.contains("user=ana"), "{proxy1}");
+    let proxy2 = conns.iter().find(|l| l.starts_with("OK-proxy2 ")).unwrap();
+    assert!(proxy2.contains(&destination), "{proxy2}");
+    assert!(
+        proxy2.contains("user=-"),
+        "proxy2 does not know the user: {proxy2}"
+    );
+    assert_eq!(admin.ask("USERS").await, ["OK-ana", "OK 1 users"]);
+    let log = admin.ask("ACCESS_LOG ana").await;
+    assert!(
+        log.iter().any(|l| l.contains("proxy1")
+            && l.contains(&destination)
+            && l.ends_with("user=ana SUCCESS")),
+        "{log:?}"
+    );
+    drop(stream);
+    monitored.monitor.stop().await;
+    monitored.lab.shutdown().await;
 }

@@ -602,6 +602,7 @@ fn every_shipped_scenario_has_a_test_here() {
         "go-back-n-loss.toml",
         "selective-repeat-loss.toml",
         "selective-repeat-reorder.toml",
+        "socks5-blocklist.toml",
     ];
     let shipped: BTreeSet<String> =
         std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/scenarios"))
@@ -888,4 +889,75 @@ fn the_report_json_shape_is_pinned() {
     let run = run_script(&scenario_path("basic.toml"));
     run.assert_passed();
     insta::assert_snapshot!("report_json_shape", shape(run.report()));
+}
+
+#[test]
+fn socks5_clients_get_their_replies_through_the_tunnel() {
+    let run = run_script(&scenario_path("socks5-blocklist.toml"));
+    run.assert_passed();
+    let clients = run.report()["socks5_clients"].as_array().unwrap();
+    let replies: Vec<&str> = clients
+        .iter()
+        .map(|c| c["reply"].as_str().unwrap())
+        .collect();
+    assert_eq!(replies, ["succeeded", "not-allowed", "login-refused"]);
+    assert_eq!(clients[0]["echo_intact"], true);
+    // Two connections asked proxy2 for a destination (a lost C is sent again).
+    let connects = run.report()["frames"]["to_proxy2"]["sent"]["connect"]
+        .as_u64()
+        .unwrap();
+    assert!(connects >= 2, "{connects} C frames");
+    assert!(
+        run.stdout.contains("SOCKS5 client 2: not-allowed"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_wrong_socks5_expectation_fails_and_says_what_came() {
+    let (_dir, path) = temp_scenario(
+        "socks5-wrong.toml",
+        r#"
+[lab]
+wire = "go-back-n"
+
+[lab.socks5]
+rules = ["deny port=7000-7999"]
+
+[[step]]
+socks5 = "127.0.0.1:7001"
+
+[[expect]]
+socks5_reply = 0
+socks5_client = 1
+"#,
+    );
+    let run = run_script(&path);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let verdict = &run.report()["expectations"].as_array().unwrap()[1];
+    assert_eq!(verdict["passed"], false);
+    assert_eq!(verdict["detail"], "it got \"not-allowed\"");
+}
+
+#[test]
+fn socks5_in_a_text_mode_or_without_the_port_is_invalid() {
+    let (_dir, path) = temp_scenario(
+        "socks5-classic.toml",
+        "[lab]\nwire = \"classic\"\n\n[lab.socks5]\nusers = [\"ana:pw\"]\n",
+    );
+    let run = run_script(&path);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("SOCKS5 needs an extended wire mode"),
+        "{}",
+        run.stderr
+    );
+    let (_dir, path) = temp_scenario(
+        "socks5-no-port.toml",
+        "[lab]\nwire = \"selective-repeat\"\n\n[[step]]\nsocks5 = \"server\"\n",
+    );
+    let run = run_script(&path);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("add [lab.socks5]"), "{}", run.stderr);
 }

@@ -105,7 +105,17 @@ fn lossy_transfer() -> Script {
                 client: Some(c),
             },
         )
-        .at(5, sent(Endpoint::Proxy1, Frame::Connect { id, isn: ISN1 }))
+        .at(
+            5,
+            sent(
+                Endpoint::Proxy1,
+                Frame::Connect {
+                    id,
+                    isn: ISN1,
+                    destination: None,
+                },
+            ),
+        )
         .at(
             6,
             EventKind::Tcp {
@@ -465,7 +475,14 @@ fn stop_and_wait_frames_are_numbered_as_they_are_sent() {
     let mut s = Script::default();
     s.at(
         1,
-        sent(Endpoint::Proxy1, Frame::Connect { id, isn: Seq(0) }),
+        sent(
+            Endpoint::Proxy1,
+            Frame::Connect {
+                id,
+                isn: Seq(0),
+                destination: None,
+            },
+        ),
     )
     .at(
         2,

@@ -610,6 +610,7 @@ fn step_mode_lists_the_held_frames_and_keys_act_on_the_chosen_one() {
             payload_len: payload.len(),
             preview: Preview::of(payload),
             numbers: tunlab::event::FrameNumbers::None,
+            destination: None,
         },
         copy,
     };

@@ -27,6 +27,7 @@ fn data_frame(id: u16, payload: &[u8]) -> FrameSummary {
         payload_len: payload.len(),
         preview: Preview::of(payload),
         numbers: tunlab::event::FrameNumbers::None,
+        destination: None,
     }
 }
 

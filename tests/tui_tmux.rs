@@ -523,12 +523,16 @@ fn selective_repeat_shows_retransmissions_and_the_graph() {
     // 3000 bytes at a time until the link has cost a retransmission (bounded: each `L` is
     // three data frames and their acks at 25% loss each way).
     let mut screen = String::new();
-    for _ in 0..20 {
+    // After each `L`, watch for up to 2 s (a retransmission waits for its timer, and a
+    // loaded machine is slow) before sending more, so the mark can't scroll away unseen.
+    'sending: for _ in 0..20 {
         session.keys(&["L"]);
-        std::thread::sleep(Duration::from_millis(300));
-        screen = session.screen();
-        if screen.contains("↻ timeout") || screen.contains("↻ fast") {
-            break;
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(100));
+            screen = session.screen();
+            if screen.contains("↻ timeout") || screen.contains("↻ fast") {
+                break 'sending;
+            }
         }
     }
     assert!(

@@ -85,6 +85,23 @@ local f_ack = ProtoField.uint32("tunlab.ack", "Ack (stop-and-wait: of seq; exten
     base.DEC)
 local f_window = ProtoField.uint32("tunlab.window", "Receive window (frames)", base.DEC)
 local f_isn = ProtoField.uint32("tunlab.isn", "Initial sequence number", base.DEC)
+-- The extended C's destination (a SOCKS5 client's, in SOCKS5's ATYP ADDR PORT encoding) and
+-- the extended NOK's reason (the SOCKS5 reply code proxy1 gives its client).
+local REASONS = {
+    [1] = "general failure",
+    [2] = "not allowed by ruleset",
+    [3] = "network unreachable",
+    [4] = "host unreachable",
+    [5] = "connection refused",
+    [6] = "TTL expired (timed out)",
+}
+local ATYPS = { [1] = "IPv4", [3] = "host name", [4] = "IPv6" }
+local f_destination = ProtoField.string("tunlab.destination", "Destination")
+local f_dest_atyp = ProtoField.uint8("tunlab.destination.atyp", "Address type", base.HEX, ATYPS)
+local f_dest_host = ProtoField.string("tunlab.destination.host", "Host")
+local f_dest_port = ProtoField.uint16("tunlab.destination.port", "Port", base.DEC)
+local f_reason = ProtoField.uint8("tunlab.reason", "Refusal reason (SOCKS5 reply code)", base.HEX,
+    REASONS)
 local f_sack_count = ProtoField.uint8("tunlab.sack.count", "SACK blocks", base.DEC)
 local f_sack_start = ProtoField.uint32("tunlab.sack.start", "SACK block start", base.DEC)
 local f_sack_end = ProtoField.uint32("tunlab.sack.end", "SACK block end (exclusive)", base.DEC)
@@ -104,7 +121,8 @@ local f_tag = ProtoField.bytes("tunlab.sealed.tag", "Poly1305 tag")
 tunlab.fields = { f_type, f_id, f_status, f_len, f_payload, f_ignored, f_direction, f_stream,
     f_not_sent, f_mode, f_seq, f_ack, f_window, f_isn, f_sack_count, f_sack_start, f_sack_end,
     f_ext_type, f_ext_id, f_crc, f_crc_ok, f_sealed, f_sealed_kind, f_p1_session, f_p2_session,
-    f_counter, f_ciphertext, f_sealed_len, f_tag }
+    f_counter, f_ciphertext, f_sealed_len, f_tag, f_destination, f_dest_atyp, f_dest_host,
+    f_dest_port, f_reason }
 
 -- tunlab's pcapng puts frames the link emulator dropped on an interface of their own.
 local NOT_SENT_INTERFACE = "tunlab-not-sent"
@@ -466,6 +484,40 @@ local function dissect_text(tvb, pinfo, tree)
 end
 
 -- The extended binary format (go-back-n, selective-repeat): 0xE1, type, id (2), body, CRC-32C.
+-- The destination of an extended C: `len` bytes at `at` that must be exactly one SOCKS5
+-- address (ATYP ADDR PORT). Returns { text, host, host_range, port_range } or nil.
+local function read_destination(tvb, at, len)
+    local atyp = tvb(at, 1):uint()
+    local host_at, host_len = at + 1, nil
+    if atyp == 1 then
+        host_len = 4
+    elseif atyp == 4 then
+        host_len = 16
+    elseif atyp == 3 and len >= 2 then
+        host_at, host_len = at + 2, tvb(at + 1, 1):uint()
+        if host_len == 0 then return nil end
+    else
+        return nil
+    end
+    if host_at - at + host_len + 2 ~= len then return nil end
+    local host_range = tvb(host_at, host_len)
+    local port_range = tvb(host_at + host_len, 2)
+    local host
+    if atyp == 1 then
+        host = tostring(host_range:ipv4())
+    elseif atyp == 4 then
+        host = "[" .. tostring(host_range:ipv6()) .. "]"
+    else
+        host = host_range:string()
+    end
+    return {
+        text = host .. ":" .. port_range:uint(),
+        host = host,
+        host_range = host_range,
+        port_range = port_range,
+    }
+end
+
 local function dissect_extended(tvb, pinfo, tree)
     local len = tvb:len()
     if len < 8 then
@@ -504,26 +556,53 @@ local function dissect_extended(tvb, pinfo, tree)
         if not need(4) then return malformed(tree, pinfo, tvb, t.letter .. " without its ISN") end
         local isn = tvb(4, 4):uint()
         frame.kind = "C"
+        -- A C may carry a destination after its ISN: ATYP, address, port (RFC 1928).
+        local destination
+        if t.letter == "C" and body_len > 4 then
+            destination = read_destination(tvb, 8, body_len - 4)
+            if destination == nil then
+                return malformed(tree, pinfo, tvb, "C whose destination does not parse")
+            end
+        end
         if t.letter == "OK" then
             frame.tail = "OK"
             frame.label = string.format("C%dOK isn=%d", id, isn)
+        elseif destination then
+            frame.label = string.format("C%d isn=%d → %s", id, isn, destination.text)
         else
             frame.label = string.format("C%d isn=%d", id, isn)
         end
         frame.fill = function(subtree)
             common(subtree)
             subtree:add(f_isn, tvb(4, 4))
-            if body_len > 4 then subtree:add(f_ignored, tvb(8, body_len - 4)) end
+            if destination then
+                local d = subtree:add(f_destination, tvb(8, body_len - 4), destination.text)
+                d:add(f_dest_atyp, tvb(8, 1))
+                d:add(f_dest_host, destination.host_range, destination.host)
+                d:add(f_dest_port, destination.port_range)
+            elseif body_len > 4 then
+                subtree:add(f_ignored, tvb(8, body_len - 4))
+            end
             crc_items(subtree)
         end
     elseif t.letter == "NOK" then
+        if body_len > 1 then
+            return malformed(tree, pinfo, tvb,
+                string.format("NOK with a %d-byte body (at most its reason byte)", body_len))
+        end
         frame.kind = "C"
         frame.tail = "NOK"
-        frame.label = string.format("C%dNOK", id)
+        if body_len == 1 then
+            local reason = tvb(4, 1):uint()
+            frame.label = string.format("C%dNOK reason=0x%02x (%s)", id, reason,
+                REASONS[reason] or "general failure")
+        else
+            frame.label = string.format("C%dNOK", id)
+        end
         frame.fill = function(subtree)
             common(subtree)
             subtree:add_proto_expert_info(e_refused)
-            if body_len > 0 then subtree:add(f_ignored, tvb(4, body_len)) end
+            if body_len == 1 then subtree:add(f_reason, tvb(4, 1)) end
             crc_items(subtree)
         end
     elseif t.letter == "D" then
@@ -663,12 +742,12 @@ local function opening(tvb)
     -- header, empty body, 16-byte tag).
     if len == 42 and tvb(0, 1):uint() == 0xE2 and tvb(1, 1):uint() == 1 then return true end
     if len >= 1 and tvb(0, 1):uint() == EXTENDED then
-        -- An extended C (12 bytes), OK (12) or NOK (8), with a valid CRC-32C.
-        if len ~= 8 and len ~= 12 then return false end
+        -- An extended C (12 bytes, more with a destination: at most 12 + 259), OK (12) or
+        -- NOK (8, or 9 with its reason), with a valid CRC-32C.
         local code = tvb(1, 1):uint()
-        if not ((code == 1 or code == 2) and len == 12 or code == 3 and len == 8) then
-            return false
-        end
+        local fits = (code == 1 and len >= 12 and len <= 12 + 259)
+            or (code == 2 and len == 12) or (code == 3 and (len == 8 or len == 9))
+        if not fits then return false end
         return tvb(len - 4, 4):uint() == crc32c(tvb(0, len - 4):raw())
     end
     if len < 2 or len > 6 then return false end

@@ -56,26 +56,53 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Builds the lab's configuration from the command line.
 pub fn lab_config(args: &LabArgs) -> LabConfig {
-    let base = LabConfig::default();
     LabConfig {
         host: args.host,
         server_port: args.server_port,
         proxy1_port: args.proxy1_port,
         proxy2_port: args.proxy2_port,
         mode: args.wire.wire,
-        proxy1: args.proxy1.config(&args.wire, base.proxy1.proxy2),
-        proxy2: args.proxy2.config(&args.wire, base.proxy2.server),
         capture: None,
         link: args.link.settings(),
         link_seed: args.link.seed,
         key: args.wire.key_file.as_ref().map(|file| file.key.clone()),
+        ..socks5_config(args)
     }
+}
+
+/// The lab's SOCKS5 settings (issue 13): proxy1's port and front, proxy2's rules. The
+/// command line was checked by [`check_socks5`] first.
+fn socks5_config(args: &LabArgs) -> LabConfig {
+    let mut config = LabConfig {
+        socks5_port: args.socks5.port,
+        access_log: args.socks5.access_log.clone(),
+        proxy1: args
+            .proxy1
+            .config(&args.wire, LabConfig::default().proxy1.proxy2),
+        proxy2: args
+            .proxy2
+            .config(&args.wire, LabConfig::default().proxy2.server),
+        ..LabConfig::default()
+    };
+    config.proxy1.socks5.front = args.socks5.config().unwrap_or_default();
+    config.proxy2.dialer = crate::roles::dialers::args::dialer(&args.rules, &config.proxy2);
+    config
+}
+
+/// The lab's SOCKS5 flags make sense together (an extended mode; users and log only with the
+/// port) and the users file reads; otherwise the message for exit code 2.
+fn check_socks5(args: &LabArgs) -> Result<(), String> {
+    args.socks5.check(args.wire.wire).map(drop)
 }
 
 /// Runs the lab: a scenario file headless when one is given; the lab headless until stopped
 /// with `--no-tui`; the built-in demo scenario headless when stdout is not a terminal;
 /// otherwise the TUI.
 pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
+    if let Err(e) = check_socks5(&args) {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(2));
+    }
     // Headless: a scenario file, or the built-in demo scenario when there is no terminal.
     if let Some(script) = &args.script {
         let monitor = args.monitor.plan();

@@ -39,7 +39,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Proxy2(args) => {
             let server = resolve(&args.server_host, args.server_port).await?;
             let socket = bind_udp((args.common.bind, args.udp_port).into())?;
-            let config = args.tuning.config(&args.wire, server);
+            let mut config = args.tuning.config(&args.wire, server);
+            config.dialer = crate::roles::dialers::args::dialer(&args.rules, &config);
             let emulator = standalone_emulator(&args.link, args.common.monitor.admin.is_some());
             let capture = args.capture.plan(Role::Proxy2);
             let tcp = match open_tcp_capture(args.capture.capture_tcp) {
@@ -72,9 +73,18 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Proxy1(args) => {
             let proxy2_addr = resolve(&args.proxy2_host, args.proxy2_udp_port).await?;
+            let mut config = args.tuning.config(&args.wire, proxy2_addr);
+            // SOCKS5 (issue 13): checked before anything binds; the log finishes at the end.
+            let socks5 = match Socks5Port::open(&args.socks5, args.wire.wire, args.common.bind) {
+                Ok(socks5) => socks5,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            config.socks5 = socks5.front.clone();
             let listener = bind_tcp((args.common.bind, args.tcp_port).into())?;
             let socket = bind_udp(local_bind_towards(proxy2_addr))?;
-            let config = args.tuning.config(&args.wire, proxy2_addr);
             let emulator = standalone_emulator(&args.link, args.common.monitor.admin.is_some());
             let capture = args.capture.plan(Role::Proxy1);
             let client_port = listener.local_addr()?.port();
@@ -97,13 +107,23 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 sources,
                 |events, stop, tap| async move {
                     match link.open(socket, events, tap) {
-                        Ok(link) => proxy1::run(listener, link, config, stop).await,
+                        Ok(link) => {
+                            proxy1::run_with_socks5(listener, socks5.listener, link, config, stop)
+                                .await;
+                        }
                         Err(e) => eprintln!("error: {e}"),
                     }
                 },
             )
             .await;
             report_emulator(emulator.as_deref());
+            if let Some(log) = socks5.access_log {
+                let path = log.path().display().to_string();
+                eprintln!(
+                    "socks5: {} access log lines written to {path}",
+                    log.finish()
+                );
+            }
             code
         }
         Command::EchoClient(args) => {
@@ -417,4 +437,47 @@ where
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+// ---- SOCKS5 on proxy1 (issue 13) ----
+
+/// proxy1's SOCKS5 port as the command line asks for it: the front's settings (with the
+/// access log's writer), the bound listener and the access log to finish at the end.
+struct Socks5Port {
+    front: crate::roles::proxy1::Socks5Front,
+    listener: Option<tokio::net::TcpListener>,
+    access_log: Option<crate::roles::access_log::AccessLog>,
+}
+
+impl Socks5Port {
+    /// Checks the flags (an extended mode; users and log only with the port), reads the
+    /// users file, opens the access log and binds the port.
+    fn open(
+        args: &crate::roles::fronts::socks5::args::Socks5PortArgs,
+        mode: WireMode,
+        bind: std::net::IpAddr,
+    ) -> Result<Socks5Port, String> {
+        let front = args.check(mode)?;
+        let access_log = match &args.access_log {
+            Some(path) => Some(
+                crate::roles::access_log::AccessLog::open(path)
+                    .map_err(|e| format!("cannot open the access log {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let listener = match args.port {
+            Some(port) => Some(bind_tcp((bind, port).into()).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(Socks5Port {
+            front: crate::roles::proxy1::Socks5Front {
+                front,
+                access_log: access_log
+                    .as_ref()
+                    .map(crate::roles::access_log::AccessLog::writer),
+            },
+            listener,
+            access_log,
+        })
+    }
 }

@@ -52,6 +52,11 @@ pub struct LabArgs {
     pub netns: bool,
     #[command(flatten)]
     pub monitor: MonitorArgs,
+    // SOCKS5 (issue 13): proxy1's SOCKS5 port, and proxy2's destination rules.
+    #[command(flatten)]
+    pub socks5: crate::roles::fronts::socks5::args::Socks5PortArgs,
+    #[command(flatten)]
+    pub rules: crate::roles::dialers::args::RuleArgs,
     /// Run the lab without a screen until Ctrl-C or SIGTERM: every role as usual, capturing as
     /// configured, connections and errors logged on stderr, totals printed on stdout at the
     /// end. For a server or a CI job where your own clients connect to proxy1.

@@ -100,8 +100,8 @@ pub enum Command {
     /// CONNECT to IPv4, IPv6 and names (RFC 1928), with "no authentication" or, once users
     /// are given, username/password (RFC 1929). BIND and UDP ASSOCIATE are answered
     /// "command not supported". Each connection is logged on stderr (and in --access-log).
-    /// It runs without the tunnel: the baseline a SOCKS5 front over the tunnel will be
-    /// compared with (that front is not wired into proxy1 yet).
+    /// It runs without the tunnel: the baseline for proxy1's SOCKS5 port (--socks5), which
+    /// carries the same requests over the UDP link.
     Socks5(Socks5Args),
     /// Write a fresh 256-bit key for --key-file to FILE (mode 0600; never overwrites).
     ///

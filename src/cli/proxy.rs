@@ -142,6 +142,9 @@ pub struct Proxy2Args {
     pub wire: WireArgs,
     #[command(flatten)]
     pub tuning: Proxy2Tuning,
+    /// Destination rules for the C frames that name one (SOCKS5 clients at proxy1).
+    #[command(flatten)]
+    pub rules: crate::roles::dialers::args::RuleArgs,
     // A standalone proxy emulates both directions at its end: what it sends, and what it
     // receives as it arrives (its peer may be a course script with no emulator).
     #[command(flatten)]
@@ -164,6 +167,8 @@ pub struct Proxy1Args {
     pub wire: WireArgs,
     #[command(flatten)]
     pub tuning: Proxy1Tuning,
+    #[command(flatten)]
+    pub socks5: crate::roles::fronts::socks5::args::Socks5PortArgs,
     // A standalone proxy emulates both directions at its end: what it sends, and what it
     // receives as it arrives (its peer may be a course script with no emulator).
     #[command(flatten)]

@@ -70,6 +70,8 @@ pub enum FrameNumbers {
     Bit(u8),
     /// Extended `C` and `OK`: the sender's initial sequence number.
     Isn(Seq),
+    /// Extended `NOK` with a reason: why proxy2 could not open the connection.
+    Reason(crate::destination::Refusal),
     /// Extended `D` and `X`: the frame's sequence number.
     Seq(Seq),
     /// Extended `A`: the cumulative ack (the next seq expected), the receive window in
@@ -95,6 +97,9 @@ pub struct FrameSummary {
     pub preview: Preview,
     /// Sequence, ack and window numbers, as the wire mode carries them.
     pub numbers: FrameNumbers,
+    /// The destination an extended `C` carries (a SOCKS5 client's), as text:
+    /// `localhost:8000`.
+    pub destination: Option<Box<str>>,
 }
 
 impl FrameSummary {
@@ -114,6 +119,7 @@ impl FrameSummary {
             payload_len: payload.len(),
             preview: Preview::of(payload),
             numbers: FrameNumbers::of(mode, frame),
+            destination: frame.destination().map(|d| d.to_string().into_boxed_str()),
         }
     }
 
@@ -142,7 +148,10 @@ impl FrameNumbers {
             }),
             WireMode::GoBackN | WireMode::SelectiveRepeat => match *frame {
                 Frame::Connect { isn, .. } | Frame::ConnectOk { isn, .. } => FrameNumbers::Isn(isn),
-                Frame::ConnectNok { .. } => FrameNumbers::None,
+                Frame::ConnectNok { reason, .. } => match reason {
+                    Some(reason) => FrameNumbers::Reason(reason),
+                    None => FrameNumbers::None,
+                },
                 Frame::Data { seq, .. } | Frame::Close { seq, .. } => FrameNumbers::Seq(seq),
                 Frame::Ack {
                     ack, window, sack, ..
@@ -388,6 +397,26 @@ pub enum EventKind {
         id: ConnId,
         state: ConnState,
         client: Option<SocketAddr>,
+    },
+    /// Where a tunnel connection leads, when its client named it (a SOCKS5 request), and who
+    /// logged in (proxy1 knows; proxy2 says `None`). Connections of the plain port lead to
+    /// proxy2's fixed server and have no such event.
+    Route {
+        at: Endpoint,
+        id: ConnId,
+        destination: crate::destination::Destination,
+        user: Option<String>,
+        /// As in [`EventKind::Conn`]: the TCP client (proxy1) or the proxy1 (proxy2).
+        client: Option<SocketAddr>,
+    },
+    /// A connection's destination (or proxy2's fixed server) could not be opened: `reason`
+    /// is what the `NOK` carried (the SOCKS5 reply code), `detail` the words for it (at
+    /// proxy2: the rule that matched or the addresses tried).
+    Refused {
+        at: Endpoint,
+        id: ConnId,
+        reason: crate::destination::Refusal,
+        detail: String,
     },
     /// A TCP client is waiting at proxy1 because all ids are taken.
     WaitingForId { client: SocketAddr },

@@ -57,9 +57,10 @@ pub struct ConnRow {
     /// Who the connection is for: proxy1's TCP client, the proxy1 a proxy2 connection belongs
     /// to, the echo server's TCP peer.
     pub peer: Option<SocketAddr>,
-    /// Where it leads: proxy1 → its proxy2, proxy2 → the server; none for the echo server.
-    pub destination: Option<SocketAddr>,
-    /// The SOCKS5 user; none until the SOCKS5 front exists.
+    /// Where it leads: a SOCKS5 client's destination as it asked (`localhost:8000`);
+    /// otherwise proxy1 → its proxy2, proxy2 → the server; none for the echo server.
+    pub destination: Option<String>,
+    /// The SOCKS5 user (proxy1's connections from its SOCKS5 port, with a login).
     pub user: Option<String>,
     /// Payload bytes this role sent: to the link (proxies), written back (echo server).
     pub bytes_out: u64,
@@ -97,7 +98,7 @@ pub struct AccessEntry {
     pub time: SystemTime,
     pub key: ConnKey,
     pub peer: Option<SocketAddr>,
-    pub destination: Option<SocketAddr>,
+    pub destination: Option<String>,
     pub user: Option<String>,
     pub outcome: Outcome,
 }
@@ -145,7 +146,7 @@ impl Tables {
             key,
             state,
             peer,
-            destination: self.destinations.get(&key.role()).copied(),
+            destination: self.destinations.get(&key.role()).map(ToString::to_string),
             user: None,
             bytes_out: 0,
             bytes_in: 0,
@@ -176,7 +177,7 @@ impl Tables {
             time: row.since,
             key,
             peer: row.peer,
-            destination: row.destination,
+            destination: row.destination.clone(),
             user: row.user.clone(),
             outcome,
         };
@@ -271,7 +272,8 @@ impl ConnTable {
             .collect()
     }
 
-    /// SOCKS5 users seen so far, sorted. Empty until the SOCKS5 front exists.
+    /// SOCKS5 users seen so far (who logged in at proxy1's SOCKS5 port and got an answer
+    /// from proxy2), sorted.
     pub fn users(&self) -> Vec<String> {
         let tables = self.tables.lock().unwrap();
         let mut users: Vec<String> = tables
@@ -312,6 +314,26 @@ impl EventObserver for ConnTable {
                     },
                 };
                 self.tables.lock().unwrap().on_conn(key, *state, *client);
+            }
+            // A SOCKS5 client's destination and user: the row opened by its Connecting.
+            EventKind::Route {
+                at,
+                id,
+                destination,
+                user,
+                client,
+            } => {
+                let key = match at {
+                    Endpoint::Proxy1 => ConnKey::Proxy1(*id),
+                    Endpoint::Proxy2 => match client {
+                        Some(proxy1) => ConnKey::Proxy2(*proxy1, *id),
+                        None => return,
+                    },
+                };
+                if let Some(row) = self.tables.lock().unwrap().open.get_mut(&key) {
+                    row.destination = Some(destination.to_string());
+                    row.user.clone_from(user);
+                }
             }
             EventKind::Tcp {
                 role: Role::EchoServer,
@@ -405,7 +427,7 @@ mod tests {
         assert_eq!(row.state, ConnState::Open);
         assert_eq!((row.bytes_out, row.bytes_in), (10, 7));
         assert_eq!(row.peer, Some(client));
-        assert_eq!(row.destination, Some(addr(3328)));
+        assert_eq!(row.destination, Some(addr(3328).to_string()));
         table.observe(&conn(Endpoint::Proxy1, 3, ConnState::Free, client));
         assert!(table.snapshot().rows.is_empty());
         let totals = table.totals(Role::Proxy1);

@@ -153,10 +153,13 @@ impl AccessLog {
         self.writer.clone()
     }
 
-    /// Waits until every line recorded so far is written (all other writers must be
-    /// dropped first, or this waits for them), and returns how many were.
+    /// Waits until every line recorded so far is written, and returns how many were. Writers
+    /// still held elsewhere (a role's configuration) need not be dropped: a line recorded
+    /// after this is counted as failed, never written.
     pub fn finish(self) -> u64 {
         let counts = self.writer.counts.clone();
+        // An empty line is the end: every line sent before it is written first.
+        let _ = self.writer.tx.send(String::new());
         drop(self.writer);
         let _ = self.thread.join();
         counts.written.load(Ordering::Relaxed)
@@ -193,6 +196,10 @@ impl AccessLogWriter {
 fn write_lines(mut file: File, rx: mpsc::Receiver<String>, counts: &Counts, path: &str) {
     let mut warned = false;
     for line in rx {
+        if line.is_empty() {
+            // AccessLog::finish: nothing more is written.
+            return;
+        }
         // One write per line on an O_APPEND file: nothing sits in a buffer, and lines of
         // two processes appending to one file never interleave.
         match file.write_all(line.as_bytes()) {

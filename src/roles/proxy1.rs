@@ -28,8 +28,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::peer_close_kind;
+use crate::destination::{DestinationRef, Refusal};
 use crate::event::{CloseKind, ConnState, EventKind, EventSink, Ignored, Level, TcpAction};
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
+use crate::roles::access_log::{AccessLogWriter, AccessRecord, AccessResult};
+use crate::roles::fronts::socks5::{self, Accepted, FrontConfig};
 use crate::topology::{Endpoint, Role};
 use crate::transport::totals::TallyKey;
 use crate::transport::{Transport, TransportConfig};
@@ -70,6 +73,18 @@ pub struct Proxy1Config {
     pub queue_frames: usize,
     /// The reliable modes' window and timers; the mode's defaults when `None`.
     pub transport: Option<TransportConfig>,
+    /// How the SOCKS5 port (see [`run_with_socks5`]) treats its clients.
+    pub socks5: Socks5Front,
+}
+
+/// The SOCKS5 front's settings at proxy1.
+#[derive(Clone, Debug, Default)]
+pub struct Socks5Front {
+    /// Users, handshake deadline.
+    pub front: FrontConfig,
+    /// Where each SOCKS5 connection's record goes (`--access-log`), if anywhere. proxy1
+    /// writes it: it knows the client and the user, and hears the outcome in `OK`/`NOK`.
+    pub access_log: Option<AccessLogWriter>,
 }
 
 impl Proxy1Config {
@@ -87,12 +102,17 @@ impl Proxy1Config {
             probe_after: Duration::from_secs(1),
             queue_frames: 1024,
             transport: None,
+            socks5: Socks5Front::default(),
         }
     }
 }
 
 /// What a waiting client may send before proxy1 stops reading it (TCP then holds the rest).
 const STASH_LIMIT: usize = 64 * 1024;
+
+/// Why a SOCKS5 port is refused in the text formats.
+pub const SOCKS5_NEEDS_EXTENDED: &str = "SOCKS5 needs an extended wire mode (--wire go-back-n or --wire selective-repeat): \
+     classic and stop-and-wait frames have no room for the destination in C or the reason in NOK";
 
 /// What the UDP side hands to a client's writer task.
 enum ToClient {
@@ -113,9 +133,9 @@ impl AsRef<[u8]> for ToClient {
 }
 
 enum Phase {
-    /// `C` sent; the first `OK` (with proxy2's initial sequence number) or `NOK` (`None`)
-    /// goes here.
-    Connecting(Option<oneshot::Sender<Option<Seq>>>),
+    /// `C` sent; the first `OK` (with proxy2's initial sequence number) or `NOK` (with its
+    /// reason, if it gave one) goes here.
+    Connecting(Option<oneshot::Sender<Answer>>),
     Open(mpsc::Sender<ToClient>),
     /// A reliable mode's open connection: its frames go to its transport.
     Reliable(Arc<ReliableConn>),
@@ -262,11 +282,53 @@ pub async fn run(
     config: Proxy1Config,
     shutdown: CancellationToken,
 ) {
+    run_with_socks5(listener, None, link, config, shutdown).await;
+}
+
+/// [`run`], plus a SOCKS5 port beside the plain one: its clients name their destination,
+/// which travels to proxy2 inside `C`. Only the extended modes have room for it: in classic
+/// and stop-and-wait the SOCKS5 port is closed at once, with an error in the log (the
+/// command line refuses that combination before starting).
+pub async fn run_with_socks5(
+    listener: TcpListener,
+    socks5_listener: Option<TcpListener>,
+    link: LinkSocket,
+    config: Proxy1Config,
+    shutdown: CancellationToken,
+) {
     if let Ok(addr) = listener.local_addr() {
         link.events().emit(EventKind::RoleUp {
             role: Role::Proxy1,
             addr,
         });
+    }
+    let socks5_listener = match socks5_listener {
+        Some(socks5) if !link.mode().is_extended() => {
+            link.events().log(
+                Level::Error,
+                Role::Proxy1,
+                format!(
+                    "{}: not serving SOCKS5 on {}",
+                    SOCKS5_NEEDS_EXTENDED,
+                    socks5
+                        .local_addr()
+                        .map_or_else(|_| "?".into(), |a| a.to_string())
+                ),
+            );
+            None
+        }
+        socks5 => socks5,
+    };
+    if let Some(addr) = socks5_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        let users = match config.socks5.front.users.len() {
+            0 => "no authentication".to_string(),
+            n => format!("{n} user(s), username/password required"),
+        };
+        link.events().log(
+            Level::Info,
+            Role::Proxy1,
+            format!("SOCKS5 clients on {addr} ({users})"),
+        );
     }
     let ids = link.mode().max_connections();
     let shared = Arc::new(Shared {
@@ -294,10 +356,19 @@ pub async fn run(
             _ = sweep.tick() => sweep_ids(&shared).await,
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
-                    clients.spawn(serve_client(shared.clone(), stream, client, shutdown.child_token()));
+                    clients.spawn(serve_client(shared.clone(), stream, client, shutdown.child_token(), None));
                 }
                 Err(e) => {
                     shared.log(Level::Warn, format!("accept failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            accepted = accept_if_any(socks5_listener.as_ref()) => match accepted {
+                Ok((stream, client)) => {
+                    clients.spawn(serve_socks5_client(shared.clone(), stream, client, shutdown.child_token()));
+                }
+                Err(e) => {
+                    shared.log(Level::Warn, format!("SOCKS5 accept failed: {e}"));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -311,6 +382,7 @@ pub async fn run(
         }
     }
     drop(listener);
+    drop(socks5_listener);
     // Every client task sees the cancellation, sends its X once and ends; waiting for them
     // means the UDP port is free again when this returns (a restart can bind it).
     clients.close();
@@ -349,8 +421,8 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
                     Phase::Connecting(reply) => {
                         if let Some(reply) = reply.take() {
                             let _ = reply.send(match frame {
-                                Frame::ConnectOk { isn, .. } => Some(isn),
-                                _ => None,
+                                Frame::ConnectOk { isn, .. } => Ok(isn),
+                                _ => Err(frame.reason()),
                             });
                         }
                         Action::None
@@ -472,18 +544,125 @@ impl Lobby {
     }
 }
 
-/// One TCP client from accept to close.
-async fn serve_client(
+/// A SOCKS5 client whose handshake is done: where it goes, who it is, what it sent after its
+/// request, and its access-log record so far.
+struct Socks5Request {
+    accepted: Accepted,
+    /// The destination as the extended `C` carries it.
+    encoded: Vec<u8>,
+    record: AccessRecord,
+    started: std::time::Instant,
+}
+
+impl Socks5Request {
+    /// Tells the client how its request went; a client that left meanwhile is noted.
+    async fn answer(&mut self, stream: &mut TcpStream, outcome: Result<(), Refusal>) {
+        if let Err(reason) = outcome {
+            self.record.result = AccessResult::Refused;
+            self.record.reason = Some(reason.tag().to_string());
+        }
+        // The bound address (RFC 1928's BND) is proxy2's, out of sight here: 0.0.0.0:0.
+        if let Err(e) = socks5::answer(stream, outcome.map(|()| None)).await {
+            self.record.detail = Some(format!("the client left before the reply: {e}"));
+        }
+    }
+}
+
+/// Accepts on the SOCKS5 listener, if there is one; never returns without one.
+async fn accept_if_any(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A client of the SOCKS5 port: the handshake (within its deadline), then the same life as
+/// a plain client, with the destination in its `C` and the SOCKS5 reply once proxy2 has
+/// answered. Every client ends in one access-log record and one log line.
+async fn serve_socks5_client(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     client: SocketAddr,
     stop: CancellationToken,
 ) {
     shared.tcp_event(None, client, TcpAction::Accepted);
+    let started = std::time::Instant::now();
+    let mut record = AccessRecord::new(client, std::time::SystemTime::now());
+    let accepted = tokio::select! {
+        _ = stop.cancelled() => {
+            record.detail = Some("proxy1 stopped".into());
+            return finish_record(&shared, record, started);
+        }
+        accepted = socks5::accept(&mut stream, &shared.config.socks5.front) => accepted,
+    };
+    match accepted {
+        Ok(accepted) => {
+            record.user.clone_from(&accepted.user);
+            record.destination = Some(accepted.destination.to_string());
+            let mut encoded = Vec::new();
+            accepted.destination.encode(&mut encoded);
+            let request = Socks5Request {
+                accepted,
+                encoded,
+                record,
+                started,
+            };
+            serve_client(shared, stream, client, stop, Some(request)).await;
+        }
+        Err(rejected) => {
+            record.user = rejected.user().map(str::to_string);
+            record.result = AccessResult::Rejected;
+            record.reason = Some(rejected.tag().to_string());
+            record.detail = Some(rejected.to_string());
+            // The front has answered where the RFC has an answer; what is left is the close.
+            close_politely(&shared, stream, client).await;
+            finish_record(&shared, record, started);
+        }
+    }
+}
+
+/// Logs a SOCKS5 connection's record and appends it to the access log.
+fn finish_record(shared: &Shared, mut record: AccessRecord, started: std::time::Instant) {
+    record.lasted(started.elapsed());
+    let level = match record.result {
+        AccessResult::Ok => Level::Info,
+        AccessResult::Refused | AccessResult::Rejected => Level::Warn,
+    };
+    shared.log(level, format!("socks5: {}", record.describe()));
+    if let Some(log) = &shared.config.socks5.access_log {
+        log.record(&record);
+    }
+}
+
+/// One TCP client from accept to close; `socks5` when it came through the SOCKS5 port.
+async fn serve_client(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    client: SocketAddr,
+    stop: CancellationToken,
+    mut socks5: Option<Socks5Request>,
+) {
+    if socks5.is_none() {
+        shared.tcp_event(None, client, TcpAction::Accepted);
+    }
     let _ = stream.set_nodelay(true);
     let mut lobby = Lobby::default();
+    if let Some(request) = &mut socks5 {
+        // What the client sent right behind its request goes first, like a waiting
+        // client's stash.
+        lobby.stash = std::mem::take(&mut request.accepted.early_data);
+    }
     let Some(id) = acquire_id(&shared, &stream, client, &mut lobby, &stop).await else {
-        close_politely(&shared, stream, client).await;
+        if let Some(mut request) = socks5 {
+            request.record.detail = Some("no free connection id in time".into());
+            request
+                .answer(&mut stream, Err(Refusal::GeneralFailure))
+                .await;
+            close_politely(&shared, stream, client).await;
+            finish_record(&shared, request.record, request.started);
+        } else {
+            close_politely(&shared, stream, client).await;
+        }
         return;
     };
 
@@ -504,6 +683,16 @@ async fn serve_client(
         },
     );
     shared.conn_event(id, ConnState::Connecting, client);
+    // After Connecting, which starts the id's new life in the views.
+    if let Some(request) = &socks5 {
+        shared.events().emit(EventKind::Route {
+            at: Endpoint::Proxy1,
+            id,
+            destination: request.accepted.destination.clone(),
+            user: request.accepted.user.clone(),
+            client: Some(client),
+        });
+    }
     // Whether proxy2 may have the id open, so that an X must tell it to forget it.
     // The extended modes' connection generation on the wire: a random first sequence number.
     let our_isn = if shared.link.mode().is_extended() {
@@ -511,9 +700,22 @@ async fn serve_client(
     } else {
         Seq::ZERO
     };
-    let opening = open(&shared, id, our_isn, reply_rx, &stream, &mut lobby, &stop).await;
+    let destination = socks5
+        .as_ref()
+        .map(|request| DestinationRef::exactly(&request.encoded).expect("encoded here"));
+    let request = ConnectRequest {
+        id,
+        isn: our_isn,
+        destination,
+    };
+    let opening = open(&shared, request, reply_rx, &stream, &mut lobby, &stop).await;
     let proxy2_may_have_it = match opening {
         Opening::Ok(peer_isn) if shared.link.mode().is_reliable() => {
+            // The client hears "succeeded" only now that proxy2 has opened the destination.
+            if let Some(request) = &mut socks5 {
+                request.answer(&mut stream, Ok(())).await;
+                request.record.result = AccessResult::Ok;
+            }
             let base = shared
                 .config
                 .transport
@@ -555,10 +757,29 @@ async fn serve_client(
                     format!("connection {id}: {why}: closing client {client}"),
                 );
             }
+            if let Some(request) = &mut socks5 {
+                let stats = conn.stats();
+                request.record.bytes_up = stats.bytes_acked;
+                request.record.bytes_down = stats.bytes_delivered;
+                match end {
+                    PumpEnd::Done => {}
+                    PumpEnd::GaveUp(why) => request.record.detail = Some(why.to_string()),
+                    PumpEnd::Reset => {
+                        request.record.detail = Some("ended by a reset".to_string());
+                    }
+                    PumpEnd::Stopped => request.record.detail = Some("proxy1 stopped".into()),
+                }
+            }
             // The transport closed its side in order; nothing more to tell proxy2.
             false
         }
         Opening::Ok(_) => {
+            // Not reached with SOCKS5 (extended modes only), but a client is never left
+            // without its reply.
+            if let Some(request) = &mut socks5 {
+                request.answer(&mut stream, Ok(())).await;
+                request.record.result = AccessResult::Ok;
+            }
             let conn = Conn {
                 shared: &shared,
                 id,
@@ -570,12 +791,32 @@ async fn serve_client(
             pump(conn, stream, lobby).await;
             !closed_by_proxy2.load(Ordering::Relaxed)
         }
-        Opening::Refused => {
+        Opening::Refused(reason) => {
+            let said = reason.map_or_else(String::new, |r| format!(" ({r})"));
+            let what = match &socks5 {
+                Some(request) => format!("destination {}", request.accepted.destination),
+                None => "the server is unreachable".to_string(),
+            };
             shared.log(
                 Level::Warn,
-                format!("proxy2 answered NOK for connection {id}: the server is unreachable; closing client {client}"),
+                format!(
+                    "proxy2 answered NOK{said} for connection {id}: {what}; closing client {client}"
+                ),
             );
+            if let Some(reason) = reason {
+                shared.events().emit(EventKind::Refused {
+                    at: Endpoint::Proxy1,
+                    id,
+                    reason,
+                    detail: format!("proxy2 answered NOK: {reason}"),
+                });
+            }
             shared.conn_event(id, ConnState::Refused, client);
+            if let Some(request) = &mut socks5 {
+                let reason = reason.unwrap_or(Refusal::GeneralFailure);
+                request.record.detail = Some(format!("proxy2 answered NOK: {reason}"));
+                request.answer(&mut stream, Err(reason)).await;
+            }
             close_politely(&shared, stream, client).await;
             false
         }
@@ -596,6 +837,13 @@ async fn serve_client(
             };
             shared.log(Level::Error, message);
             shared.conn_event(id, ConnState::Unanswered, client);
+            if let Some(request) = &mut socks5 {
+                // proxy2 out of reach is the SOCKS server failing, not the destination.
+                request.record.detail = Some(format!("proxy2 did not answer C{id}"));
+                request
+                    .answer(&mut stream, Err(Refusal::GeneralFailure))
+                    .await;
+            }
             close_politely(&shared, stream, client).await;
             // A C may have arrived with only its OK lost.
             true
@@ -606,15 +854,26 @@ async fn serve_client(
                 Level::Info,
                 format!("client {client} hung up while connection {id} was opening"),
             );
+            if let Some(request) = &mut socks5 {
+                request.record.detail = Some("the client left before proxy2 answered".into());
+            }
             true
         }
-        Opening::Stopped => true,
+        Opening::Stopped => {
+            if let Some(request) = &mut socks5 {
+                request.record.detail = Some("proxy1 stopped".into());
+            }
+            true
+        }
     };
     if proxy2_may_have_it {
         send_close(&shared, id, client).await;
     }
     shared.release_id(id);
     shared.conn_event(id, ConnState::Free, client);
+    if let Some(request) = socks5 {
+        finish_record(&shared, request.record, request.started);
+    }
 }
 
 /// Waits for an id, in arrival order (a client that has sent data first), for a bounded
@@ -673,36 +932,59 @@ async fn acquire_id(
     None
 }
 
+/// proxy2's answer to `C`: `OK` with its initial sequence number, or `NOK` with its reason
+/// (if it gave one).
+type Answer = Result<Seq, Option<Refusal>>;
+
 /// How opening a connection went.
 enum Opening {
     /// `OK`, with proxy2's initial sequence number.
     Ok(Seq),
-    Refused,
+    /// `NOK`, with the reason proxy2 gave, if any.
+    Refused(Option<Refusal>),
     Unanswered,
     ClientLeft(CloseKind),
     Stopped,
 }
 
+/// What each `C` of one connection says.
+struct ConnectRequest<'a> {
+    id: ConnId,
+    isn: Seq,
+    /// A SOCKS5 client's destination; `None` for proxy2's fixed server.
+    destination: Option<DestinationRef<'a>>,
+}
+
 /// Sends `C` until proxy2 answers, watching the client meanwhile.
 async fn open(
     shared: &Shared,
-    id: ConnId,
-    isn: Seq,
-    mut reply: oneshot::Receiver<Option<Seq>>,
+    request: ConnectRequest<'_>,
+    mut reply: oneshot::Receiver<Answer>,
     stream: &TcpStream,
     lobby: &mut Lobby,
     stop: &CancellationToken,
 ) -> Opening {
+    let ConnectRequest {
+        id,
+        isn,
+        destination,
+    } = request;
     for _ in 0..shared.config.connect_attempts.max(1) {
-        shared.send(Frame::Connect { id, isn }).await;
+        shared
+            .send(Frame::Connect {
+                id,
+                isn,
+                destination,
+            })
+            .await;
         let retry = tokio::time::sleep(shared.config.connect_retry);
         tokio::pin!(retry);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return Opening::Stopped,
                 answer = &mut reply => return match answer {
-                    Ok(Some(isn)) => Opening::Ok(isn),
-                    Ok(None) => Opening::Refused,
+                    Ok(Ok(isn)) => Opening::Ok(isn),
+                    Ok(Err(reason)) => Opening::Refused(reason),
                     Err(_) => Opening::Stopped,
                 },
                 news = lobby.watch(stream) => match news {

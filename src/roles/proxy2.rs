@@ -27,8 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{LogThrottle, peer_close_kind};
+use crate::destination::{Destination, Refusal as Reason};
 use crate::event::{CloseKind, ConnState, EventKind, EventSink, Ignored, Level, TcpAction};
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
+use crate::roles::dialers::ResolverDialer;
 use crate::topology::{Endpoint, Role};
 use crate::transport::totals::TallyKey;
 use crate::transport::{Transport, TransportConfig};
@@ -59,6 +61,10 @@ pub struct Proxy2Config {
     pub limits: Limits,
     /// The reliable modes' window and timers; the mode's defaults when `None`.
     pub transport: Option<TransportConfig>,
+    /// Opens the destinations that an extended `C` names (a SOCKS5 client's choice at
+    /// proxy1): resolves names here, applies `--allow`/`--deny`, tries every address. A `C`
+    /// without a destination opens [`Proxy2Config::server`], which the rules do not judge.
+    pub dialer: ResolverDialer,
 }
 
 impl Proxy2Config {
@@ -71,6 +77,7 @@ impl Proxy2Config {
             queue_frames: 1024,
             limits: Limits::default(),
             transport: None,
+            dialer: ResolverDialer::default(),
         }
     }
 }
@@ -144,6 +151,11 @@ impl Shared {
     }
 
     fn tcp_event(&self, id: ConnId, action: TcpAction) {
+        self.tcp_event_with(id, self.config.server, action);
+    }
+
+    /// A TCP event of the connection to `peer` (a SOCKS5 client's destination, or the server).
+    fn tcp_event_with(&self, id: ConnId, peer: SocketAddr, action: TcpAction) {
         if matches!(action, TcpAction::Read(_) | TcpAction::Wrote(_))
             && !self.events().wants_frame_events()
         {
@@ -152,7 +164,7 @@ impl Shared {
         self.events().emit(EventKind::Tcp {
             role: Role::Proxy2,
             id: Some(id),
-            peer: self.config.server,
+            peer,
             action,
         });
     }
@@ -264,7 +276,15 @@ async fn on_frame(
     let id = frame.id();
     let key = (peer, id);
     match frame {
-        Frame::Connect { isn, .. } => match on_connect(shared, key, isn, shutdown) {
+        Frame::Connect {
+            isn, destination, ..
+        } => match on_connect(
+            shared,
+            key,
+            isn,
+            destination.map(|d| d.to_destination()),
+            shutdown,
+        ) {
             OnConnect::Opening { replaced } => {
                 if replaced {
                     shared.log(
@@ -275,7 +295,6 @@ async fn on_frame(
                         ),
                     );
                 }
-                shared.conn_event(key, ConnState::Connecting);
             }
             // Our OK was probably lost, so say it again.
             OnConnect::RepeatOk(isn) => shared.send(Frame::ConnectOk { id, isn }, peer).await,
@@ -296,7 +315,8 @@ async fn on_frame(
                         ),
                     );
                 }
-                shared.send(Frame::ConnectNok { id }, peer).await;
+                let reason = Some(Reason::GeneralFailure);
+                shared.send(Frame::ConnectNok { id, reason }, peer).await;
             }
         },
         Frame::Data { payload, .. } => {
@@ -386,6 +406,7 @@ fn on_connect(
     shared: &Arc<Shared>,
     key: ConnKey,
     isn: Seq,
+    destination: Option<Destination>,
     shutdown: &CancellationToken,
 ) -> OnConnect {
     let extended = shared.link.mode().is_extended();
@@ -448,6 +469,17 @@ fn on_connect(
             Seq::ZERO
         },
     };
+    // Said before the task starts: a refusal by rule comes at once, and must follow it.
+    shared.conn_event(key, ConnState::Connecting);
+    if let Some(destination) = &destination {
+        shared.events().emit(EventKind::Route {
+            at: Endpoint::Proxy2,
+            id: key.1,
+            destination: destination.clone(),
+            user: None,
+            client: Some(key.0),
+        });
+    }
     let start = Starting {
         generation: slot.generation,
         stop: slot.stop.clone(),
@@ -456,6 +488,7 @@ fn on_connect(
         previous,
         our_isn: slot.our_isn,
         peer_isn: slot.peer_isn,
+        destination,
     };
     shared
         .tasks
@@ -475,6 +508,8 @@ struct Starting {
     previous: Option<CancellationToken>,
     our_isn: Seq,
     peer_isn: Seq,
+    /// Where the `C` asked to go; `None`: the fixed server.
+    destination: Option<Destination>,
 }
 
 /// One tunnel connection: connect to the server, answer `OK`/`NOK`, then pump server bytes
@@ -489,19 +524,18 @@ async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
         previous,
         our_isn,
         peer_isn,
+        destination,
     } = start;
     let _ended = ended.drop_guard();
     let (peer, id) = key;
-    let connect = tokio::time::timeout(
-        shared.config.connect_timeout,
-        TcpStream::connect(shared.config.server),
-    );
-    let stream = tokio::select! {
+    let (stream, reached) = tokio::select! {
         _ = stop.cancelled() => return,
-        result = connect => match result {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return refuse(&shared, key, generation, e.to_string()).await,
-            Err(_) => return refuse(&shared, key, generation, "timed out".into()).await,
+        result = connect(&shared, destination.as_ref()) => match result {
+            Ok(connected) => connected,
+            Err((reason, why)) => {
+                let target = Target(destination.as_ref(), shared.config.server);
+                return refuse(&shared, key, generation, &target, reason, why).await;
+            }
         },
     };
     if let Some(previous) = previous {
@@ -517,7 +551,7 @@ async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
         Ok(local) => TcpAction::ConnectedFrom(local),
         Err(_) => TcpAction::Connected,
     };
-    shared.tcp_event(id, connected);
+    shared.tcp_event_with(id, reached, connected);
     let mode = shared.link.mode();
     if mode.is_reliable() {
         let base = shared
@@ -667,18 +701,75 @@ async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
     drop(writer);
 }
 
-async fn refuse(shared: &Shared, key: ConnKey, generation: u64, why: String) {
+/// Opens the connection's TCP side: the destination its `C` named, through the dialer (names
+/// resolved here, rules applied, every address tried), or the fixed server. A failure says
+/// why, as the reason the `NOK` carries, and in words.
+async fn connect(
+    shared: &Shared,
+    destination: Option<&Destination>,
+) -> Result<(TcpStream, SocketAddr), (Reason, String)> {
+    if let Some(destination) = destination {
+        return match shared.config.dialer.dial(destination).await {
+            Ok(dialed) => Ok((dialed.stream, dialed.peer)),
+            Err(e) => Err((e.refusal, e.detail)),
+        };
+    }
+    let server = shared.config.server;
+    let connect = tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(server));
+    match connect.await {
+        Ok(Ok(stream)) => Ok((stream, server)),
+        Ok(Err(e)) => Err((crate::roles::dialers::classify(&e), e.to_string())),
+        Err(_) => Err((Reason::TtlExpired, "timed out".into())),
+    }
+}
+
+/// How a log line names where a connection was going: `server 127.0.0.1:1818` or
+/// `destination example.org:80`.
+struct Target<'a>(Option<&'a Destination>, SocketAddr);
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(destination) => write!(f, "destination {destination}"),
+            None => write!(f, "server {}", self.1),
+        }
+    }
+}
+
+/// Answers `NOK` with `reason` (the extended formats carry it; the text formats have no room
+/// for it), and says why in the log, the trace and the connection's events.
+async fn refuse(
+    shared: &Shared,
+    key: ConnKey,
+    generation: u64,
+    target: &Target<'_>,
+    reason: Reason,
+    why: String,
+) {
     let (peer, id) = key;
-    shared.tcp_event(id, TcpAction::ConnectFailed(why.clone()));
+    // A named destination that failed may have no address at all: its Refused event and
+    // the log line say what happened.
+    if target.0.is_none() {
+        shared.tcp_event(id, TcpAction::ConnectFailed(why.clone()));
+    }
+    let verb = if reason == Reason::NotAllowed {
+        "refuses"
+    } else {
+        "cannot reach"
+    };
     shared.log(
         Level::Warn,
-        format!(
-            "connection {id} from {peer}: cannot reach server {}: {why}; answering NOK",
-            shared.config.server
-        ),
+        format!("connection {id} from {peer}: {verb} {target}: {why}; answering NOK ({reason})"),
     );
     if shared.forget_generation(key, generation) {
-        shared.send(Frame::ConnectNok { id }, peer).await;
+        shared.events().emit(EventKind::Refused {
+            at: Endpoint::Proxy2,
+            id,
+            reason,
+            detail: why,
+        });
+        let reason = Some(reason);
+        shared.send(Frame::ConnectNok { id, reason }, peer).await;
         shared.conn_event(key, ConnState::Refused);
         shared.conn_event(key, ConnState::Free);
     }

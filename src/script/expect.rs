@@ -326,6 +326,28 @@ fn check(check: &Check, outcome: &Outcome, facts: &[ClientFacts]) -> (bool, Stri
                 format!("{p1} malformed at proxy1, {p2} at proxy2"),
             )
         }
+        Check::Socks5Reply { client, reply } => match outcome.socks5.get(client - 1) {
+            None => (
+                false,
+                format!("SOCKS5 client {client} never ran (its step was not reached)"),
+            ),
+            Some(got) => {
+                let echo = match got.echo_intact {
+                    Some(true) => ", its echo intact",
+                    Some(false) => ", its echo changed",
+                    None => "",
+                };
+                let error = got
+                    .error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default();
+                (
+                    got.reply == *reply && got.echo_intact != Some(false),
+                    format!("it got \"{}\"{echo}{error}", got.reply.name()),
+                )
+            }
+        },
     }
 }
 

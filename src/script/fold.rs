@@ -253,7 +253,14 @@ mod tests {
         let mut fold = Fold::default();
         for event in [
             conn(Endpoint::Proxy1, 0, ConnState::Connecting, addr(5001)),
-            sent(Endpoint::Proxy1, Frame::Connect { id, isn: Seq::ZERO }),
+            sent(
+                Endpoint::Proxy1,
+                Frame::Connect {
+                    id,
+                    isn: Seq::ZERO,
+                    destination: None,
+                },
+            ),
             conn(Endpoint::Proxy2, 0, ConnState::Connecting, proxy1),
             sent(Endpoint::Proxy2, Frame::ConnectOk { id, isn: Seq::ZERO }),
             conn(Endpoint::Proxy1, 0, ConnState::Open, addr(5001)),
@@ -290,7 +297,11 @@ mod tests {
         ));
         fold.apply(&sent(
             Endpoint::Proxy1,
-            Frame::Connect { id, isn: Seq::ZERO },
+            Frame::Connect {
+                id,
+                isn: Seq::ZERO,
+                destination: None,
+            },
         ));
         assert_eq!(fold.conns.len(), 2);
         let first = &fold.conns[0];
@@ -333,7 +344,14 @@ mod tests {
             conn(Endpoint::Proxy1, 3, ConnState::Free, addr(5004)),
             // A waiting client takes id 3 at once, before proxy2 has handled the X.
             conn(Endpoint::Proxy1, 3, ConnState::Connecting, addr(5011)),
-            sent(Endpoint::Proxy1, Frame::Connect { id, isn: Seq::ZERO }),
+            sent(
+                Endpoint::Proxy1,
+                Frame::Connect {
+                    id,
+                    isn: Seq::ZERO,
+                    destination: None,
+                },
+            ),
             conn(Endpoint::Proxy2, 3, ConnState::Free, proxy1),
             conn(Endpoint::Proxy2, 3, ConnState::Connecting, proxy1),
             sent(Endpoint::Proxy2, Frame::ConnectOk { id, isn: Seq::ZERO }),

@@ -17,6 +17,7 @@ pub mod link;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod socks5_client;
 pub mod source;
 
 use std::io::Write as _;

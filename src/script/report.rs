@@ -56,6 +56,9 @@ pub struct Report {
     /// TCP segments of the lab's legs written to the capture (null without `capture_tcp`).
     pub captured_tcp_segments: Option<u64>,
     pub events: EventsReport,
+    /// Each `socks5` step's client, in step order: its reply, whether its message's echo
+    /// came back intact (null if it sent none), and a socket error if one ended it.
+    pub socks5_clients: Vec<crate::script::socks5_client::Socks5Outcome>,
 }
 
 /// One client's tunnel connection.
@@ -211,6 +214,7 @@ impl Report {
                 received: outcome.fold.events,
                 dropped: snapshot.events_dropped,
             },
+            socks5_clients: outcome.socks5.clone(),
         }
     }
 

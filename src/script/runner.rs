@@ -51,6 +51,8 @@ pub struct Outcome {
     pub duration: Duration,
     /// The link emulator's settings when the lab started (the snapshot has them at the end).
     pub link_at_start: LinkSettings,
+    /// Each `socks5` step's client, in step order (SOCKS5 client 1, 2…).
+    pub socks5: Vec<crate::script::socks5_client::Socks5Outcome>,
 }
 
 /// Why a step could not go on.
@@ -203,6 +205,7 @@ pub async fn run_with<F: Front>(
         current: None,
         waiting_on: None,
         steps_completed: 0,
+        socks5: Vec::new(),
     };
 
     // Everything from here to the last step is bounded by the deadline (unless a person
@@ -252,6 +255,7 @@ pub async fn run_with<F: Front>(
         fold,
         requested,
         steps_completed,
+        socks5,
         ..
     } = runner;
     if let Some(monitor) = monitor {
@@ -272,6 +276,7 @@ pub async fn run_with<F: Front>(
         failure,
         duration,
         link_at_start,
+        socks5,
     })
 }
 
@@ -287,6 +292,8 @@ struct Runner<'f, F: Front> {
     /// What the current `wait_for` is still waiting for.
     waiting_on: Option<String>,
     steps_completed: usize,
+    /// What each SOCKS5 client step got, in order.
+    socks5: Vec<crate::script::socks5_client::Socks5Outcome>,
 }
 
 impl<F: Front> Runner<'_, F> {
@@ -419,6 +426,35 @@ impl<F: Front> Runner<'_, F> {
                 pick,
                 timeout,
             } => self.act_on_held(*what, pick, *timeout).await,
+            Action::Socks5(request) => {
+                let addrs = self.lab.addrs();
+                let proxy1 = addrs.proxy1_socks5.ok_or_else(|| {
+                    StepFailure("the lab has no SOCKS5 port ([lab.socks5])".into())
+                })?;
+                // The client runs while the events keep being folded (a long one would
+                // otherwise fill the event channel).
+                let client = crate::script::socks5_client::run(request, proxy1, addrs.server);
+                tokio::pin!(client);
+                let outcome = loop {
+                    tokio::select! {
+                        outcome = &mut client => break outcome,
+                        () = tokio::time::sleep(POLL) => self.drain(),
+                    }
+                };
+                self.front.say(format!(
+                    "{} SOCKS5 client {}: {}{}",
+                    self.stamp(),
+                    self.socks5.len() + 1,
+                    outcome.reply.name(),
+                    match outcome.echo_intact {
+                        Some(true) => ", echo intact",
+                        Some(false) => ", echo changed",
+                        None => "",
+                    }
+                ));
+                self.socks5.push(outcome);
+                Ok(())
+            }
         }
     }
 

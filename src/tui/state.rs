@@ -394,6 +394,21 @@ pub struct ConnView {
     pub transport: Reliability,
     /// The time-sequence graph's points (sends, retransmissions, acks), oldest first.
     pub seq_graph: Ring<SeqPoint>,
+    /// Where a SOCKS5 client's connection leads, who it is, and why it was refused. Boxed:
+    /// most ids never carry one.
+    pub route: Option<Box<ConnRoute>>,
+}
+
+/// A SOCKS5 connection's destination and user, and its refusal, as the views show them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnRoute {
+    /// `localhost:8000`, `[::1]:22`; empty until a route event says.
+    pub destination: String,
+    /// Who logged in at proxy1's SOCKS5 port (none without authentication).
+    pub user: Option<String>,
+    /// Why the destination was not opened: the `NOK`'s reason, and in words (proxy2's words,
+    /// naming the rule or the addresses tried, when they arrived).
+    pub refusal: Option<(crate::destination::Refusal, String)>,
 }
 
 /// A connection's reliable transports as their pumps publish them, and what the screen
@@ -503,6 +518,7 @@ impl ConnView {
             ladder: Ring::new(LADDER_CAPACITY),
             transport: Reliability::default(),
             seq_graph: Ring::new(SEQ_GRAPH_CAPACITY),
+            route: None,
         }
     }
 }
@@ -683,6 +699,8 @@ pub struct TuiState {
     pub proxy1: RoleView,
     /// proxy1's end of the UDP link.
     pub proxy1_udp: Option<SocketAddr>,
+    /// proxy1's SOCKS5 port, when it has one.
+    pub proxy1_socks5: Option<SocketAddr>,
     pub link: LinkView,
     pub capture: Option<CaptureView>,
     /// The monitor's addresses, when it is on.
@@ -733,6 +751,7 @@ impl TuiState {
             proxy2: role(addrs.map(|a| a.proxy2_udp)),
             proxy1: role(addrs.map(|a| a.proxy1_tcp)),
             proxy1_udp: addrs.map(|a| a.proxy1_udp),
+            proxy1_socks5: addrs.and_then(|a| a.proxy1_socks5),
             link: LinkView {
                 mode,
                 sealed: false,
@@ -1110,6 +1129,38 @@ pub fn update(state: &mut TuiState, event: Event) {
         EventKind::WaitingForId { client } => {
             if !state.waiting.contains(&client) && state.waiting.len() < WAITING_CAPACITY {
                 state.waiting.push(client);
+            }
+        }
+        EventKind::Route {
+            at,
+            id,
+            destination,
+            user,
+            ..
+        } => {
+            if let Some(conn) = state.conns.get_mut(id.index()) {
+                let route = conn.route.get_or_insert_with(Box::default);
+                // proxy1 knows the user; proxy2 only the destination (the same one).
+                if at == Endpoint::Proxy1 || route.destination.is_empty() {
+                    route.destination = destination.to_string();
+                }
+                if user.is_some() {
+                    route.user = user;
+                }
+            }
+        }
+        EventKind::Refused {
+            at,
+            id,
+            reason,
+            detail,
+        } => {
+            if let Some(conn) = state.conns.get_mut(id.index()) {
+                let route = conn.route.get_or_insert_with(Box::default);
+                // proxy2's words name the rule or the addresses; proxy1 only has the byte.
+                if at == Endpoint::Proxy2 || route.refusal.is_none() {
+                    route.refusal = Some((reason, detail));
+                }
             }
         }
         EventKind::WaitGaveUp { client } => {
@@ -1515,6 +1566,7 @@ fn on_proxy1_conn(
             let stale = conn.proxy2_state != ConnState::Free && previous == ConnState::Free;
             conn.client = client;
             conn.last_outcome = None;
+            conn.route = None;
             conn.to_proxy2 = Flow::default();
             conn.to_proxy1 = Flow::default();
             conn.transport = Reliability::default();

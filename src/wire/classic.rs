@@ -32,8 +32,12 @@ pub fn decode(datagram: &[u8]) -> Result<Frame<'_>, DecodeError> {
         // The seed's proxy2 ignores anything after `C<id>`; only the exact replies mean OK/NOK.
         b'C' => match rest {
             b"OK" => Frame::ConnectOk { id, isn: Seq::ZERO },
-            b"NOK" => Frame::ConnectNok { id },
-            _ => Frame::Connect { id, isn: Seq::ZERO },
+            b"NOK" => Frame::ConnectNok { id, reason: None },
+            _ => Frame::Connect {
+                id,
+                isn: Seq::ZERO,
+                destination: None,
+            },
         },
         b'D' => Frame::Data {
             id,
@@ -86,6 +90,7 @@ mod tests {
                 Frame::Connect {
                     id: id(1),
                     isn: Seq::ZERO,
+                    destination: None,
                 },
                 b"C1",
             ),
@@ -96,7 +101,13 @@ mod tests {
                 },
                 b"C1OK",
             ),
-            (Frame::ConnectNok { id: id(0) }, b"C0NOK"),
+            (
+                Frame::ConnectNok {
+                    id: id(0),
+                    reason: None,
+                },
+                b"C0NOK",
+            ),
             (
                 Frame::Data {
                     id: id(1),
@@ -125,14 +136,16 @@ mod tests {
             CLASSIC.decode(b"C4junk").unwrap(),
             Frame::Connect {
                 id: id(4),
-                isn: Seq::ZERO
+                isn: Seq::ZERO,
+                destination: None
             }
         );
         assert_eq!(
             CLASSIC.decode(b"C4OKx").unwrap(),
             Frame::Connect {
                 id: id(4),
-                isn: Seq::ZERO
+                isn: Seq::ZERO,
+                destination: None
             }
         );
         assert_eq!(
@@ -264,12 +277,16 @@ mod tests {
             Frame::Connect {
                 id: id(1),
                 isn: Seq::ZERO,
+                destination: None,
             },
             Frame::ConnectOk {
                 id: id(2),
                 isn: Seq::ZERO,
             },
-            Frame::ConnectNok { id: id(3) },
+            Frame::ConnectNok {
+                id: id(3),
+                reason: None,
+            },
             Frame::Data {
                 id: id(4),
                 seq: Seq::ZERO,

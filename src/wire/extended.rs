@@ -12,10 +12,14 @@
 //! | n−4 | 4 | CRC-32C (Castagnoli) over bytes `0..n−4` |
 //!
 //! Bodies:
-//! - C: the initial sequence number (u32) of proxy1's data, random per connection. Reserved
-//!   after it: a destination (type-length-value) for SOCKS5; decoders ignore it.
+//! - C: the initial sequence number (u32) of proxy1's data, random per connection; then,
+//!   optionally, the destination a SOCKS5 client asked for, in SOCKS5's own address encoding
+//!   (RFC 1928: `0x01` + 4 bytes IPv4, `0x03` + length + name, or `0x04` + 16 bytes IPv6; then
+//!   the port, u16). Without it, proxy2 opens its fixed server. Nothing may follow it.
 //! - OK: the initial sequence number (u32) of proxy2's data. Reserved after it; ignored.
-//! - NOK: empty. Reserved: one refusal-reason byte; decoders ignore it.
+//! - NOK: empty, or one reason byte: the SOCKS5 reply code for why proxy2 could not open the
+//!   connection (`0x01` general failure … `0x06` TTL expired; see [`Refusal`]). Nothing may
+//!   follow it.
 //! - D: seq (u32), then the payload.
 //! - A: cumulative ack (u32, the next seq expected), window (u32, frames the receiver can
 //!   take counting from the ack), block count (u8, at most [`MAX_SACK_BLOCKS`]), then per
@@ -34,6 +38,7 @@ use super::{
     ConnId, DecodeError, EncodeError, Frame, FrameKind, MAX_DATAGRAM, MAX_SACK_BLOCKS, SackBlock,
     Seq,
 };
+use crate::destination::{DestinationRef, Refusal};
 
 /// The first byte of every extended datagram (format version 1).
 pub const MAGIC: u8 = 0xE1;
@@ -112,15 +117,21 @@ pub fn decode(datagram: &[u8]) -> Result<Frame<'_>, DecodeError> {
         }
     };
     Ok(match covered[1] {
-        // After the ISN, C and OK bodies are reserved for later fields (a destination for
-        // SOCKS5): ignored here, so an older build still understands a newer peer's C.
+        // After the ISN, a C may carry a destination, and nothing else: a C whose
+        // destination does not parse is malformed, never a C for the fixed server.
         code::CONNECT => {
             need(FrameKind::Connect, 4)?;
+            let destination = match &body[4..] {
+                [] => None,
+                rest => Some(DestinationRef::exactly(rest).map_err(DecodeError::BadDestination)?),
+            };
             Frame::Connect {
                 id,
                 isn: Seq(u32_at(body, 0)),
+                destination,
             }
         }
+        // After the ISN, an OK's body is reserved for later fields: ignored here.
         code::CONNECT_OK => {
             need(FrameKind::ConnectOk, 4)?;
             Frame::ConnectOk {
@@ -128,7 +139,20 @@ pub fn decode(datagram: &[u8]) -> Result<Frame<'_>, DecodeError> {
                 isn: Seq(u32_at(body, 0)),
             }
         }
-        code::CONNECT_NOK => Frame::ConnectNok { id },
+        code::CONNECT_NOK => {
+            let reason = match *body {
+                [] => None,
+                // An unknown byte (a newer peer's) reads as a general failure, never success.
+                [code] => Some(Refusal::from_code(code)),
+                [_, ref extra @ ..] => {
+                    return Err(DecodeError::TrailingBytes {
+                        kind: FrameKind::ConnectNok,
+                        extra: extra.len(),
+                    });
+                }
+            };
+            Frame::ConnectNok { id, reason }
+        }
         code::DATA => {
             need(FrameKind::Data, 4)?;
             Frame::Data {
@@ -189,8 +213,20 @@ pub(super) fn encode_into(
         len += bytes.len();
     };
     match frame {
-        Frame::Connect { isn, .. } | Frame::ConnectOk { isn, .. } => put(&isn.0.to_be_bytes()),
-        Frame::ConnectNok { .. } => {}
+        Frame::Connect {
+            isn, destination, ..
+        } => {
+            put(&isn.0.to_be_bytes());
+            if let Some(destination) = destination {
+                put(destination.as_bytes());
+            }
+        }
+        Frame::ConnectOk { isn, .. } => put(&isn.0.to_be_bytes()),
+        Frame::ConnectNok { reason, .. } => {
+            if let Some(reason) = reason {
+                put(&[reason.code()]);
+            }
+        }
         Frame::Data { seq, payload, .. } => {
             put(&seq.0.to_be_bytes());
             put(payload);
@@ -246,9 +282,13 @@ mod tests {
     ) -> Frame<'a> {
         let id = ConnId::new(id);
         match kind {
-            0 => Frame::Connect { id, isn: Seq(a) },
+            0 => Frame::Connect {
+                id,
+                isn: Seq(a),
+                destination: None,
+            },
             1 => Frame::ConnectOk { id, isn: Seq(b) },
-            2 => Frame::ConnectNok { id },
+            2 => Frame::ConnectNok { id, reason: None },
             3 => Frame::Data {
                 id,
                 seq: Seq(a),
@@ -311,6 +351,7 @@ mod tests {
             .to_bytes(&Frame::Connect {
                 id: ConnId::new(1),
                 isn: Seq::ZERO,
+                destination: None,
             })
             .unwrap();
         assert!(WireMode::Classic.decode(&wire).is_err());
@@ -320,11 +361,12 @@ mod tests {
     }
 
     #[test]
-    fn connect_carries_the_initial_sequence_number_and_ignores_what_follows() {
+    fn connect_carries_the_initial_sequence_number_then_maybe_a_destination() {
         let wire = EXT
             .to_bytes(&Frame::Connect {
                 id: ConnId::new(9),
                 isn: Seq(0x0102_0304),
+                destination: None,
             })
             .unwrap();
         assert_eq!(
@@ -332,17 +374,42 @@ mod tests {
             &[0xE1, 0x01, 0x00, 0x09, 0x01, 0x02, 0x03, 0x04]
         );
         assert_eq!(wire.len(), 12);
-        // A later peer's C with a destination after the ISN.
-        let mut longer = wire[..8].to_vec();
-        longer.extend_from_slice(b"\x01\x0bexample.org");
-        longer.extend_from_slice(&crc32c::crc32c(&longer).to_be_bytes());
-        assert_eq!(
-            EXT.decode(&longer).unwrap(),
-            Frame::Connect {
-                id: ConnId::new(9),
-                isn: Seq(0x0102_0304)
-            }
-        );
+        // The same C, for example.org:80: SOCKS5's ATYP (0x03, a name), length, name, port.
+        let mut encoded = Vec::new();
+        crate::destination::Destination::name(b"example.org", 80)
+            .unwrap()
+            .encode(&mut encoded);
+        let destination = DestinationRef::exactly(&encoded).unwrap();
+        let frame = Frame::Connect {
+            id: ConnId::new(9),
+            isn: Seq(0x0102_0304),
+            destination: Some(destination),
+        };
+        let wire = EXT.to_bytes(&frame).unwrap();
+        let mut expected = vec![0xE1, 0x01, 0x00, 0x09, 0x01, 0x02, 0x03, 0x04, 0x03, 11];
+        expected.extend_from_slice(b"example.org");
+        expected.extend_from_slice(&[0x00, 0x50]);
+        expected.extend_from_slice(&crc32c::crc32c(&expected).to_be_bytes());
+        assert_eq!(wire, expected);
+        let decoded = EXT.decode(&wire).unwrap();
+        assert_eq!(decoded, frame);
+        assert_eq!(decoded.destination().unwrap().to_string(), "example.org:80");
+        // A destination that does not parse makes the C malformed, never a C for the
+        // fixed server: an unknown address type, a cut name, bytes after the port.
+        for bad in [
+            &b"\x08\x01\x02\x03\x04\x00\x50"[..],
+            b"\x03\x0bexample",
+            b"\x01\x7f\x00\x00\x01\x00\x50\xff",
+        ] {
+            let mut c = wire[..8].to_vec();
+            c.extend_from_slice(bad);
+            c.extend_from_slice(&crc32c::crc32c(&c).to_be_bytes());
+            assert!(
+                matches!(EXT.decode(&c), Err(DecodeError::BadDestination(_))),
+                "{bad:?}: {:?}",
+                EXT.decode(&c)
+            );
+        }
         let mut short = vec![MAGIC, code::CONNECT_OK, 0, 9, 1];
         short.extend_from_slice(&crc32c::crc32c(&short).to_be_bytes());
         assert!(matches!(
@@ -352,6 +419,70 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn nok_carries_a_reason_byte_that_is_the_socks5_reply_code() {
+        let id = ConnId::new(0x0102);
+        let bare = EXT
+            .to_bytes(&Frame::ConnectNok { id, reason: None })
+            .unwrap();
+        assert_eq!(&bare[..4], &[0xE1, 0x03, 0x01, 0x02]);
+        assert_eq!(bare.len(), 8);
+        assert_eq!(EXT.decode(&bare).unwrap().reason(), None);
+        for reason in Refusal::ALL {
+            let frame = Frame::ConnectNok {
+                id,
+                reason: Some(reason),
+            };
+            let wire = EXT.to_bytes(&frame).unwrap();
+            assert_eq!(&wire[..5], &[0xE1, 0x03, 0x01, 0x02, reason.code()]);
+            assert_eq!(wire.len(), 9);
+            assert_eq!(EXT.decode(&wire).unwrap(), frame);
+        }
+        // A reason this build does not know is a general failure; two bytes are an error.
+        let mut newer = vec![MAGIC, code::CONNECT_NOK, 0, 1, 0x42];
+        newer.extend_from_slice(&crc32c::crc32c(&newer).to_be_bytes());
+        assert_eq!(
+            EXT.decode(&newer).unwrap().reason(),
+            Some(Refusal::GeneralFailure)
+        );
+        let mut two = vec![MAGIC, code::CONNECT_NOK, 0, 1, 0x02, 0x02];
+        two.extend_from_slice(&crc32c::crc32c(&two).to_be_bytes());
+        assert_eq!(
+            EXT.decode(&two),
+            Err(DecodeError::TrailingBytes {
+                kind: FrameKind::ConnectNok,
+                extra: 1
+            })
+        );
+    }
+
+    #[test]
+    fn the_text_formats_carry_neither_destination_nor_reason() {
+        let mut encoded = Vec::new();
+        crate::destination::Destination::name(b"example.org", 80)
+            .unwrap()
+            .encode(&mut encoded);
+        let destination = DestinationRef::exactly(&encoded).ok();
+        let id = ConnId::new(3);
+        for (mode, c, nok) in [
+            (WireMode::Classic, &b"C3"[..], &b"C3NOK"[..]),
+            (WireMode::StopAndWait, b"C30", b"C30NOK"),
+        ] {
+            let connect = Frame::Connect {
+                id,
+                isn: Seq::ZERO,
+                destination,
+            };
+            assert_eq!(mode.to_bytes(&connect).unwrap(), c, "{mode}");
+            let refused = Frame::ConnectNok {
+                id,
+                reason: Some(Refusal::NotAllowed),
+            };
+            assert_eq!(mode.to_bytes(&refused).unwrap(), nok, "{mode}");
+            assert_eq!(mode.decode(nok).unwrap().reason(), None);
+        }
     }
 
     #[test]
@@ -400,12 +531,57 @@ mod tests {
                 bytes[n..].copy_from_slice(&crc.to_be_bytes());
             }
             if let Ok(frame) = EXT.decode(&bytes) {
-                // Whatever decodes re-encodes to the same bytes, unless it carried reserved
-                // trailing bytes (C/OK/NOK bodies), which are ignored.
+                // Whatever decodes re-encodes to the same bytes, unless it carried bytes that
+                // are ignored: an OK's reserved tail, or a NOK reason this build does not know
+                // (read as general failure).
                 let again = EXT.to_bytes(&frame).unwrap();
-                if !matches!(frame, Frame::Connect { .. } | Frame::ConnectOk { .. } | Frame::ConnectNok { .. }) {
+                let unknown_reason = matches!(frame, Frame::ConnectNok { .. })
+                    && bytes.len() > MIN_LEN
+                    && !(1..=6).contains(&bytes[HEADER_LEN]);
+                if !matches!(frame, Frame::ConnectOk { .. }) && !unknown_reason {
                     prop_assert_eq!(again, bytes);
                 }
+            }
+        }
+
+        #[test]
+        fn connects_and_refusals_round_trip_and_any_flipped_bit_is_caught(
+            id in any::<u16>(),
+            isn in any::<u32>(),
+            name in "[a-z0-9-]{1,60}(\\.[a-z0-9-]{1,60}){0,3}",
+            ip in any::<[u8; 16]>(),
+            port in any::<u16>(),
+            which in 0u8..4,
+            reason in 0usize..6,
+            flip in any::<proptest::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            use crate::destination::Destination;
+            let destination = match which {
+                0 => Destination::name(name.as_bytes(), port).unwrap(),
+                1 => Destination::ip(std::net::IpAddr::from(ip), port),
+                _ => Destination::ip(std::net::IpAddr::from([ip[0], ip[1], ip[2], ip[3]]), port),
+            };
+            let mut encoded = Vec::new();
+            destination.encode(&mut encoded);
+            let frames = [
+                Frame::Connect {
+                    id: ConnId::new(id),
+                    isn: Seq(isn),
+                    destination: Some(DestinationRef::exactly(&encoded).unwrap()),
+                },
+                Frame::ConnectNok { id: ConnId::new(id), reason: Some(Refusal::ALL[reason]) },
+            ];
+            for frame in frames {
+                let wire = EXT.to_bytes(&frame).unwrap();
+                let decoded = EXT.decode(&wire).unwrap();
+                prop_assert_eq!(decoded, frame);
+                if let Some(d) = decoded.destination() {
+                    prop_assert_eq!(d.to_destination(), destination.clone());
+                }
+                let mut corrupted = wire.clone();
+                corrupted[flip.index(wire.len())] ^= 1 << bit;
+                prop_assert!(EXT.decode(&corrupted).is_err());
             }
         }
 

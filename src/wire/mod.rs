@@ -19,6 +19,8 @@ pub mod stop_and_wait;
 use std::fmt;
 use std::ops::Range;
 
+use crate::destination::{DestinationRef, Refusal};
+
 /// Largest datagram either proxy sends, in every mode. Course peers read with a 1500-byte
 /// buffer, so anything longer would be cut silently on their side.
 pub const MAX_DATAGRAM: usize = 1500;
@@ -260,6 +262,10 @@ pub enum Frame<'a> {
         /// one; a different one for an open id means a new connection. Zero in the text
         /// formats (not on their wire).
         isn: Seq,
+        /// Extended: where the connection leads, when proxy1's client named it (SOCKS5);
+        /// `None` opens proxy2's fixed server. The text formats have no room for it: always
+        /// `None` when decoded, and not encoded.
+        destination: Option<DestinationRef<'a>>,
     },
     ConnectOk {
         id: ConnId,
@@ -268,6 +274,10 @@ pub enum Frame<'a> {
     },
     ConnectNok {
         id: ConnId,
+        /// Extended: why the connection could not be opened (its byte is the SOCKS5 reply
+        /// code proxy1 gives its client); `None` when proxy2 did not say. The text formats
+        /// have no room for it: always `None` when decoded, and not encoded.
+        reason: Option<Refusal>,
     },
     Data {
         id: ConnId,
@@ -300,7 +310,7 @@ impl<'a> Frame<'a> {
         match *self {
             Frame::Connect { id, .. }
             | Frame::ConnectOk { id, .. }
-            | Frame::ConnectNok { id }
+            | Frame::ConnectNok { id, .. }
             | Frame::Data { id, .. }
             | Frame::Ack { id, .. }
             | Frame::Close { id, .. } => id,
@@ -323,6 +333,22 @@ impl<'a> Frame<'a> {
         match self {
             Frame::Data { payload, .. } => payload,
             _ => &[],
+        }
+    }
+
+    /// The destination an extended `C` carries, if any.
+    pub fn destination(&self) -> Option<DestinationRef<'a>> {
+        match *self {
+            Frame::Connect { destination, .. } => destination,
+            _ => None,
+        }
+    }
+
+    /// The reason an extended `NOK` carries, if any.
+    pub fn reason(&self) -> Option<Refusal> {
+        match *self {
+            Frame::ConnectNok { reason, .. } => reason,
+            _ => None,
         }
     }
 
@@ -372,6 +398,8 @@ pub enum DecodeError {
     Checksum,
     #[error("ack claims {0} selective-ack blocks (at most {MAX_SACK_BLOCKS})")]
     TooManySackBlocks(u8),
+    #[error("C frame's destination is not valid: {0}")]
+    BadDestination(crate::destination::DecodeError),
 }
 
 /// Why a frame cannot be put on the wire.

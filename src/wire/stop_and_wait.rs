@@ -37,8 +37,12 @@ pub fn decode(datagram: &[u8]) -> Result<Frame<'_>, DecodeError> {
         // Course peers read the status after the third byte, whatever that byte is.
         return Ok(match rest.get(1..) {
             Some(b"OK") => Frame::ConnectOk { id, isn: Seq::ZERO },
-            Some(b"NOK") => Frame::ConnectNok { id },
-            _ => Frame::Connect { id, isn: Seq::ZERO },
+            Some(b"NOK") => Frame::ConnectNok { id, reason: None },
+            _ => Frame::Connect {
+                id,
+                isn: Seq::ZERO,
+                destination: None,
+            },
         });
     }
     let seq = match rest.first() {
@@ -125,6 +129,7 @@ mod tests {
                 Frame::Connect {
                     id: id(3),
                     isn: Seq::ZERO,
+                    destination: None,
                 },
                 b"C30",
             ),
@@ -135,7 +140,13 @@ mod tests {
                 },
                 b"C30OK",
             ),
-            (Frame::ConnectNok { id: id(3) }, b"C30NOK"),
+            (
+                Frame::ConnectNok {
+                    id: id(3),
+                    reason: None,
+                },
+                b"C30NOK",
+            ),
             (
                 Frame::Data {
                     id: id(3),
@@ -180,14 +191,16 @@ mod tests {
             SAW.decode(b"C4").unwrap(),
             Frame::Connect {
                 id: id(4),
-                isn: Seq::ZERO
+                isn: Seq::ZERO,
+                destination: None
             }
         );
         assert_eq!(
             SAW.decode(b"C40hi").unwrap(),
             Frame::Connect {
                 id: id(4),
-                isn: Seq::ZERO
+                isn: Seq::ZERO,
+                destination: None
             }
         );
         assert_eq!(
@@ -235,7 +248,8 @@ mod tests {
         assert_eq!(
             SAW.to_bytes(&Frame::Connect {
                 id: id(10),
-                isn: Seq::ZERO
+                isn: Seq::ZERO,
+                destination: None
             }),
             Err(EncodeError::IdOutOfRange(id(10)))
         );
@@ -279,9 +293,9 @@ mod tests {
             payload in proptest::collection::vec(any::<u8>(), 0..=1497),
         ) {
             let frame = match kind {
-                0 => Frame::Connect { id: id(n), isn: Seq::ZERO },
+                0 => Frame::Connect { id: id(n), isn: Seq::ZERO, destination: None },
                 1 => Frame::ConnectOk { id: id(n), isn: Seq::ZERO },
-                2 => Frame::ConnectNok { id: id(n) },
+                2 => Frame::ConnectNok { id: id(n), reason: None },
                 3 => Frame::Data { id: id(n), seq: Seq(bit), payload: &payload },
                 4 => ack(n, bit),
                 _ => Frame::Close { id: id(n), seq: Seq(bit) },

@@ -18,6 +18,8 @@ use tunlab::roles::proxy2::{self, Proxy2Config};
 use tunlab::topology::Endpoint;
 use tunlab::wire::WireMode;
 
+pub mod http;
+
 /// Every wait in these tests is bounded by this; a hang becomes a clear failure, not a stuck CI.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 

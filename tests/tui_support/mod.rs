@@ -42,6 +42,7 @@ pub fn addrs() -> LabAddrs {
         proxy2_udp: addr(PROXY2_UDP),
         proxy1_tcp: addr(PROXY1_TCP),
         proxy1_udp: addr(PROXY1_UDP),
+        proxy1_socks5: None,
     }
 }
 
@@ -66,6 +67,7 @@ fn frame(kind: FrameKind, id: u16, payload: &[u8]) -> FrameSummary {
         payload_len: payload.len(),
         preview: Preview::of(payload),
         numbers: tunlab::event::FrameNumbers::None,
+        destination: None,
     }
 }
 

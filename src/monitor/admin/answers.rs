@@ -236,7 +236,7 @@ impl AdminContext for MonitorSources {
                     role_label(row.key.role()),
                     format!("{:?}", row.state).to_lowercase(),
                     addr(row.peer),
-                    addr(row.destination),
+                    row.destination.as_deref().unwrap_or("-"),
                     row.user.as_deref().unwrap_or("-"),
                     row.bytes_out,
                     row.bytes_in,
@@ -265,7 +265,7 @@ impl AdminContext for MonitorSources {
                     time(entry.time),
                     role_label(entry.key.role()),
                     addr(entry.peer),
-                    addr(entry.destination),
+                    entry.destination.as_deref().unwrap_or("-"),
                     entry.user.as_deref().unwrap_or("anonymous"),
                     entry.outcome.label()
                 )

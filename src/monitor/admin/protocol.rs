@@ -32,7 +32,7 @@ pub trait AdminContext {
     fn stats(&self) -> Vec<String>;
     /// One line per open connection.
     fn connections(&self) -> Vec<String>;
-    /// SOCKS5 users seen (none until the SOCKS5 front exists).
+    /// SOCKS5 users seen (logged in at proxy1's SOCKS5 port).
     fn users(&self) -> Vec<String>;
     /// Recent connections, oldest first; only `user`'s when given.
     fn access_log(&self, user: Option<&str>) -> Vec<String>;
@@ -168,7 +168,8 @@ impl Session {
                 let users = context.users();
                 let n = users.len();
                 let last = if n == 0 {
-                    "0 users (SOCKS5 users appear here once the SOCKS5 front exists)".to_string()
+                    "0 users (SOCKS5 users appear here once they log in at proxy1's --socks5 port)"
+                        .to_string()
                 } else {
                     format!("{n} users")
                 };

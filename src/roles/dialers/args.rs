@@ -77,6 +77,19 @@ impl Args for RuleArgs {
     }
 }
 
+/// proxy2's dialer: `rules` in front of the resolver, each address given proxy2's connect
+/// timeout (`--server-connect-timeout`).
+pub fn dialer(
+    rules: &RuleArgs,
+    proxy2: &crate::roles::proxy2::Proxy2Config,
+) -> super::ResolverDialer {
+    super::ResolverDialer::new(super::DialerConfig {
+        rules: rules.rules.clone(),
+        connect_timeout: proxy2.connect_timeout,
+        ..super::DialerConfig::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

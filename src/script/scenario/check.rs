@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{Dur, RawExpect, RawLab, RawScenario, RawStep};
+use super::raw::{Dur, RawExpect, RawLab, RawScenario, RawSocks5, RawStep};
 use super::{
     Action, Bounds, Check, ClientSel, Condition, Counted, DEFAULT_DEADLINE, DirectionSel,
     Expectation, FramePick, HeldAction, HowClosed, LabSetup, MAX_CLIENTS, MAX_DEADLINE,
@@ -40,6 +40,7 @@ const STEP_ACTIONS: &[&str] = &[
     "release",
     "drop",
     "duplicate",
+    "socks5",
 ];
 
 /// Which actions each step modifier goes with.
@@ -51,6 +52,8 @@ const STEP_MODIFIERS: &[(&str, &[&str])] = &[
     ("direction", &["release", "drop", "duplicate"]),
     ("id", &["release", "drop", "duplicate"]),
     ("occurrence", &["release", "drop", "duplicate"]),
+    ("user", &["socks5"]),
+    ("message", &["socks5"]),
 ];
 
 /// The keys of an expectation that name its check.
@@ -68,6 +71,7 @@ const EXPECT_CHECKS: &[&str] = &[
     "dropped",
     "retransmits",
     "no_malformed",
+    "socks5_reply",
 ];
 
 /// Which checks each expectation modifier goes with.
@@ -80,6 +84,7 @@ const EXPECT_MODIFIERS: &[(&str, &[&str])] = &[
     ("exactly", &["frames", "captured", "dropped", "retransmits"]),
     ("min", &["frames", "captured", "dropped", "retransmits"]),
     ("max", &["frames", "captured", "dropped", "retransmits"]),
+    ("socks5_client", &["socks5_reply"]),
 ];
 
 impl Checker<'_> {
@@ -106,11 +111,24 @@ impl Checker<'_> {
         let mut holding = false;
         let mut steps = Vec::with_capacity(raw.step.len());
         for step in raw.step {
-            steps.push(self.step(step, &mut clients, &mut holding)?);
+            let span = step.span();
+            let step = self.step(step, &mut clients, &mut holding)?;
+            if matches!(step.action, Action::Socks5(_)) && !lab.socks5 {
+                return Err(self.source.key_error(
+                    span.start,
+                    "socks5",
+                    "this step starts a SOCKS5 client, but the lab has no SOCKS5 port: add [lab.socks5]",
+                ));
+            }
+            steps.push(step);
         }
+        let socks5_clients = steps
+            .iter()
+            .filter(|s| matches!(s.action, Action::Socks5(_)))
+            .count();
         let mut expectations = Vec::with_capacity(raw.expect.len());
         for expect in raw.expect {
-            expectations.push(self.expectation(expect, clients, &lab)?);
+            expectations.push(self.expectation(expect, clients, socks5_clients, &lab)?);
         }
         let name = raw.name.unwrap_or_else(|| {
             std::path::Path::new(&self.source.file)
@@ -241,6 +259,13 @@ impl Checker<'_> {
             .link
             .map(|table| self.link(table, "lab.link"))
             .transpose()?;
+        let socks5 = match raw.socks5 {
+            Some(socks5) => {
+                self.socks5_lab(socks5, raw.wire, &mut proxy1, &mut proxy2)?;
+                true
+            }
+            None => false,
+        };
         Ok(LabSetup {
             server_port: raw.ports.server,
             proxy1_port: raw.ports.proxy1,
@@ -257,7 +282,70 @@ impl Checker<'_> {
             proxy1,
             proxy2,
             link,
+            socks5,
         })
+    }
+
+    /// `[lab.socks5]`: an extended mode, users that read as `NAME:PASS`, rules that read as
+    /// `allow RULE` or `deny RULE`.
+    fn socks5_lab(
+        &self,
+        raw: Spanned<RawSocks5>,
+        wire: crate::wire::WireMode,
+        proxy1: &mut crate::roles::proxy1::Proxy1Config,
+        proxy2: &mut crate::roles::proxy2::Proxy2Config,
+    ) -> Result<(), ScenarioError> {
+        use crate::roles::dialers::{DialerConfig, ResolverDialer, Rule, RulePattern, Rules};
+        use crate::roles::fronts::socks5::{Socks5User, Socks5Users};
+        let span = raw.span();
+        if !wire.is_extended() {
+            return Err(self.source.error(
+                span,
+                Some("lab.socks5"),
+                format!(
+                    "{}; set [lab] wire to \"go-back-n\" or \"selective-repeat\"",
+                    crate::roles::proxy1::SOCKS5_NEEDS_EXTENDED
+                ),
+            ));
+        }
+        let raw = raw.into_inner();
+        let mut users = Vec::new();
+        for user in raw.users {
+            let parsed = user.get_ref().parse::<Socks5User>().map_err(|e| {
+                self.source
+                    .error(user.span(), Some("lab.socks5.users"), e.to_string())
+            })?;
+            users.push(parsed);
+        }
+        let mut rules = Vec::new();
+        for rule in raw.rules {
+            let text = rule.get_ref().trim();
+            let error = |message: String| {
+                self.source
+                    .error(rule.span(), Some("lab.socks5.rules"), message)
+            };
+            let (verb, pattern) = text.split_once(' ').unwrap_or((text, ""));
+            let pattern = pattern
+                .trim()
+                .parse::<RulePattern>()
+                .map_err(|e| error(e.to_string()))?;
+            rules.push(match verb {
+                "allow" => Rule::allow(pattern),
+                "deny" => Rule::deny(pattern),
+                _ => {
+                    return Err(error(format!(
+                        "{text:?}: a rule is \"deny RULE\" or \"allow RULE\", like \"deny port=7000-7999\""
+                    )));
+                }
+            });
+        }
+        proxy1.socks5.front.users = std::sync::Arc::new(Socks5Users::new(users));
+        proxy2.dialer = ResolverDialer::new(DialerConfig {
+            rules: Rules::new(rules),
+            connect_timeout: proxy2.connect_timeout,
+            ..DialerConfig::default()
+        });
+        Ok(())
     }
 
     fn link(&self, table: Spanned<toml::Table>, key: &str) -> Result<LinkSpec, ScenarioError> {
@@ -373,6 +461,9 @@ impl Checker<'_> {
             ("release", raw.release.is_some()),
             ("drop", raw.drop.is_some()),
             ("duplicate", raw.duplicate.is_some()),
+            ("socks5", raw.socks5.is_some()),
+            ("user", raw.user.is_some()),
+            ("message", raw.message.is_some()),
             ("client", raw.client.is_some()),
             ("count", raw.count.is_some()),
             ("interval", raw.interval.is_some()),
@@ -511,6 +602,11 @@ impl Checker<'_> {
                     timeout: raw.timeout.map(|d| d.0),
                 }
             }
+            "socks5" => Action::Socks5(self.socks5_step(
+                raw.socks5.expect("the action key is present"),
+                raw.user,
+                raw.message,
+            )?),
             other => unreachable!("unknown step action {other}"),
         };
         Ok(Step {
@@ -520,10 +616,66 @@ impl Checker<'_> {
         })
     }
 
+    /// A `socks5` step: `"server"` (the lab's echo server) or `HOST:PORT`, an optional
+    /// `user = "NAME:PASS"` and `message`.
+    fn socks5_step(
+        &self,
+        target: Spanned<String>,
+        user: Option<Spanned<String>>,
+        message: Option<String>,
+    ) -> Result<crate::script::socks5_client::Socks5Request, ScenarioError> {
+        use crate::script::socks5_client::{Socks5Request, Socks5Target};
+        let text = target.get_ref().as_str();
+        let target = if text == "server" {
+            Socks5Target::Server
+        } else {
+            let bad = || {
+                self.source.error(
+                    target.span(),
+                    Some("socks5"),
+                    format!(
+                        "{text:?} is not a destination: write \"server\" (the lab's echo server) or HOST:PORT, like \"localhost:7777\" or \"[::1]:22\""
+                    ),
+                )
+            };
+            let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+            let port: u16 = port.parse().map_err(|_| bad())?;
+            Socks5Target::Named(
+                crate::destination::Destination::name(host.as_bytes(), port).map_err(|_| bad())?,
+            )
+        };
+        let login = match user {
+            Some(user) => {
+                let text = user.get_ref();
+                match text.split_once(':') {
+                    Some((name, pass))
+                        if (1..=255).contains(&name.len()) && (1..=255).contains(&pass.len()) =>
+                    {
+                        Some((name.to_string(), pass.to_string()))
+                    }
+                    _ => {
+                        return Err(self.source.error(
+                            user.span(),
+                            Some("user"),
+                            "a login is NAME:PASS (each 1 to 255 bytes)",
+                        ));
+                    }
+                }
+            }
+            None => None,
+        };
+        Ok(Socks5Request {
+            target,
+            login,
+            message,
+        })
+    }
+
     fn expectation(
         &self,
         raw: Spanned<RawExpect>,
         clients: u32,
+        socks5_clients: usize,
         lab: &LabSetup,
     ) -> Result<Expectation, ScenarioError> {
         let span = raw.span();
@@ -543,6 +695,8 @@ impl Checker<'_> {
             ("dropped", raw.dropped.is_some()),
             ("retransmits", raw.retransmits.is_some()),
             ("no_malformed", raw.no_malformed.is_some()),
+            ("socks5_reply", raw.socks5_reply.is_some()),
+            ("socks5_client", raw.socks5_client.is_some()),
             ("client", raw.client.is_some()),
             ("how", raw.how.is_some()),
             ("id", raw.id.is_some()),
@@ -663,6 +817,42 @@ impl Checker<'_> {
                     ));
                 }
                 Check::NoMalformed
+            }
+            "socks5_reply" => {
+                use crate::script::socks5_client::Socks5Reply;
+                let value = raw.socks5_reply.expect("the check key is present");
+                let reply = match value.get_ref() {
+                    toml::Value::String(text) => Socks5Reply::parse(text),
+                    toml::Value::Integer(code) => {
+                        u8::try_from(*code).ok().map(Socks5Reply::of_code)
+                    }
+                    _ => None,
+                };
+                let Some(reply) = reply else {
+                    return Err(self.source.error(
+                        value.span(),
+                        Some("socks5_reply"),
+                        "a SOCKS5 reply: \"succeeded\", \"general-failure\", \"not-allowed\", \"network-unreachable\", \"host-unreachable\", \"connection-refused\", \"ttl-expired\", \"login-refused\", \"no-acceptable-method\", \"no-reply\", or a reply code (0 to 255)",
+                    ));
+                };
+                let Some(client) = raw.socks5_client else {
+                    return Err(self.source.error(
+                        span.clone(),
+                        Some("expect.socks5_reply"),
+                        "say which SOCKS5 client: `socks5_client = N` (numbered by their steps, from 1)",
+                    ));
+                };
+                let n = *client.get_ref();
+                if n == 0 || n > socks5_clients {
+                    return Err(self.source.error(
+                        client.span(),
+                        Some("socks5_client"),
+                        format!(
+                            "there is no SOCKS5 client {n}: the steps start {socks5_clients} (numbered from 1)"
+                        ),
+                    ));
+                }
+                Check::Socks5Reply { client: n, reply }
             }
             other => unreachable!("unknown check {other}"),
         };

@@ -99,6 +99,9 @@ pub struct LabSetup {
     pub proxy2: Proxy2Config,
     /// Link emulator settings at start (opaque until the emulator lands).
     pub link: Option<LinkSpec>,
+    /// proxy1 has a SOCKS5 port (`[lab.socks5]`; its users are in `proxy1.socks5`, the
+    /// rules in `proxy2.dialer`).
+    pub socks5: bool,
 }
 
 impl LabSetup {
@@ -111,6 +114,7 @@ impl LabSetup {
             mode: self.wire,
             proxy1: self.proxy1.clone(),
             proxy2: self.proxy2.clone(),
+            socks5_port: self.socks5.then_some(0),
             ..LabConfig::ephemeral()
         }
     }
@@ -159,6 +163,9 @@ pub enum Action {
         pick: FramePick,
         timeout: Option<Duration>,
     },
+    /// A SOCKS5 client asks proxy1's SOCKS5 port for a destination (and, connected, may
+    /// send a message and read its echo).
+    Socks5(crate::script::socks5_client::Socks5Request),
 }
 
 /// What a step does to a held frame.
@@ -356,6 +363,12 @@ pub enum Check {
     },
     /// No datagram on the link failed to decode.
     NoMalformed,
+    /// SOCKS5 client `client` (numbered by its step, from 1) got this reply; "succeeded"
+    /// also needs its message's echo intact, if it sent one.
+    Socks5Reply {
+        client: usize,
+        reply: crate::script::socks5_client::Socks5Reply,
+    },
 }
 
 /// A retransmission cause, or any.
@@ -553,6 +566,26 @@ impl Action {
                 };
                 format!("{verb} {pick}")
             }
+            Action::Socks5(request) => {
+                let target = match &request.target {
+                    crate::script::socks5_client::Socks5Target::Server => {
+                        "the echo server".to_string()
+                    }
+                    crate::script::socks5_client::Socks5Target::Named(d) => d.to_string(),
+                };
+                let user = match &request.login {
+                    Some((name, _)) => format!(" as {name}"),
+                    None => String::new(),
+                };
+                let message = match &request.message {
+                    Some(message) => format!(
+                        ", then send \"{}\"",
+                        crate::describe::escape_bytes(message.as_bytes())
+                    ),
+                    None => String::new(),
+                };
+                format!("a SOCKS5 client asks for {target}{user}{message}")
+            }
         }
     }
 }
@@ -621,6 +654,9 @@ impl Check {
                 )
             }
             Check::NoMalformed => "no malformed frames".into(),
+            Check::Socks5Reply { client, reply } => {
+                format!("SOCKS5 client {client} gets \"{}\"", reply.name())
+            }
         }
     }
 }

@@ -48,6 +48,19 @@ pub(super) struct RawLab {
     #[serde(default)]
     pub(super) tunnel: RawTunnel,
     pub(super) link: Option<Spanned<toml::Table>>,
+    pub(super) socks5: Option<Spanned<RawSocks5>>,
+}
+
+/// `[lab.socks5]`: proxy1's SOCKS5 port (on an ephemeral port), its users, proxy2's rules.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSocks5 {
+    /// `NAME:PASS` each; none means "no authentication".
+    #[serde(default)]
+    pub(super) users: Vec<Spanned<String>>,
+    /// `"deny RULE"` or `"allow RULE"`, in order (the CLI's `--deny`/`--allow`).
+    #[serde(default)]
+    pub(super) rules: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -89,7 +102,10 @@ pub(super) struct RawStep {
     pub(super) release: Option<HeldSel>,
     pub(super) drop: Option<HeldSel>,
     pub(super) duplicate: Option<HeldSel>,
+    pub(super) socks5: Option<Spanned<String>>,
     // Modifiers.
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) message: Option<String>,
     pub(super) client: Option<Spanned<ClientSel>>,
     pub(super) direction: Option<DirectionSel>,
     pub(super) id: Option<u16>,
@@ -117,7 +133,9 @@ pub(super) struct RawExpect {
     pub(super) dropped: Option<FrameSel>,
     pub(super) retransmits: Option<RetransmitSel>,
     pub(super) no_malformed: Option<bool>,
+    pub(super) socks5_reply: Option<Spanned<toml::Value>>,
     // Modifiers.
+    pub(super) socks5_client: Option<Spanned<usize>>,
     pub(super) client: Option<Spanned<ClientSel>>,
     pub(super) how: Option<HowClosed>,
     pub(super) id: Option<u16>,

@@ -15,6 +15,16 @@ pub fn list_height(state: &TuiState) -> u16 {
     u16::try_from(state.conns.len() + state.waiting.len() + 2).unwrap_or(u16::MAX)
 }
 
+/// `→ localhost:8000 (ana)`: where a SOCKS5 connection leads, and who asked; `None` for the
+/// plain port's connections (they all lead to proxy2's server).
+pub fn route_label(conn: &ConnView) -> Option<String> {
+    let route = conn.route.as_ref().filter(|r| !r.destination.is_empty())?;
+    Some(match &route.user {
+        Some(user) => format!("→ {} ({user})", route.destination),
+        None => format!("→ {}", route.destination),
+    })
+}
+
 /// [`owner_label`] for a narrow column: a TCP client from outside the lab on the lab's own
 /// host is named by its port alone (`:54792`).
 fn short_owner_label(state: &TuiState, conn: &ConnView) -> String {
@@ -61,6 +71,17 @@ pub fn render_list(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
             spans.push(Span::styled(
                 format!(" {}↑ {}↓", conn.to_proxy2.frames, conn.to_proxy1.frames),
                 Style::new().dark_gray(),
+            ));
+        }
+        // A SOCKS5 connection's destination (and user), where the row has room.
+        let used: usize = spans.iter().map(Span::width).sum();
+        let in_use = conn.state != ConnState::Free || conn.last_outcome.is_some();
+        if let Some(route) = route_label(conn).filter(|_| in_use)
+            && inner_width > used + 8
+        {
+            spans.push(Span::styled(
+                truncate(&format!(" {route}"), inner_width - used),
+                Style::new().cyan(),
             ));
         }
         lines.push(highlight(Line::from(spans), selected));
@@ -124,6 +145,9 @@ fn render_panel(frame: &mut Frame<'_>, area: Rect, state: &TuiState, conn: &Conn
     ];
     if !owner.is_empty() {
         title.push(Span::raw(format!(" · {owner}")));
+    }
+    if let Some(route) = route_label(conn) {
+        title.push(Span::styled(format!(" {route}"), Style::new().cyan()));
     }
     title.push(Span::raw(" "));
     let block = Block::bordered()

@@ -97,10 +97,14 @@ fn topology_line(state: &TuiState, compact: bool) -> Line<'static> {
     } else {
         spans.push(Span::raw(" "));
     }
-    let proxy1_link = match (compact, state.proxy1_udp) {
+    let mut proxy1_link = match (compact, state.proxy1_udp) {
         (false, Some(udp)) => format!(" udp :{}", udp.port()),
         _ => String::new(),
     };
+    // The SOCKS5 port, even when compact: it is where a browser or curl connects.
+    if let Some(socks5) = state.proxy1_socks5 {
+        proxy1_link.push_str(&format!(" socks5 :{}", socks5.port()));
+    }
     let roles = [
         ("server", "tcp", &state.server, String::new()),
         ("proxy2", "udp", &state.proxy2, String::new()),

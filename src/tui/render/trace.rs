@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 use ratatui::prelude::*;
 use ratatui::widgets::{Block, Padding, Paragraph};
 
-use super::border_style;
 use super::parts::{
     effective_scroll, flow_line, owner_label, pane_flags, reliability_lines, state_label,
     trace_lines,
 };
+use super::{border_style, truncate};
 use crate::event::ConnState;
-use crate::tui::state::TuiState;
+use crate::tui::state::{ConnView, TuiState};
 use crate::wire::ConnId;
 
 /// The detail pane for connection `id`.
@@ -33,9 +33,22 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, id: ConnId) {
     let inner = block.inner(area);
 
     let mut header = vec![flow_line(conn, inner.width < 60)];
+    if let Some(line) = route_line(conn, inner.width as usize) {
+        header.push(line);
+    }
     // Reliable modes: each direction's window, timer, retransmissions and efficiency.
     header.extend(reliability_lines(conn, inner.width as usize));
-    if let Some(outcome) = conn.last_outcome {
+    let refusal = conn.route.as_ref().and_then(|r| r.refusal.as_ref());
+    if let Some((reason, detail)) = refusal {
+        // A SOCKS5 destination refused: the NOK's reason, and on a line of its own proxy2's
+        // words (the rule that matched, or the addresses tried).
+        let width = inner.width as usize;
+        let text = format!(" refused ({:#04x} {reason}):", reason.code());
+        header.push(Line::styled(truncate(&text, width), Style::new().red()));
+        for line in wrap_words(detail, width.saturating_sub(3), 3) {
+            header.push(Line::styled(format!("   {line}"), Style::new().red()));
+        }
+    } else if let Some(outcome) = conn.last_outcome {
         let why = match outcome {
             ConnState::Refused => "refused: proxy2 answered NOK (server unreachable)",
             _ => "unanswered: no OK/NOK from proxy2 after every retry",
@@ -58,6 +71,43 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, id: ConnId) {
     frame.render_widget(Paragraph::new(header), header_area);
     let lines = trace_lines(state, conn, trace_area.width as usize, height, scroll);
     frame.render_widget(Paragraph::new(lines), trace_area);
+}
+
+/// `text` in lines of at most `width` columns, broken between words, at most `lines` of
+/// them (the last one cut with `…` if the text goes on).
+fn wrap_words(text: &str, width: usize, lines: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for word in text.split_whitespace() {
+        let fits =
+            current.is_empty() || current.chars().count() + 1 + word.chars().count() <= width;
+        if !fits {
+            out.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    if out.len() > lines {
+        let rest = out.split_off(lines - 1).join(" ");
+        out.push(rest);
+    }
+    out.into_iter().map(|line| truncate(&line, width)).collect()
+}
+
+/// `→ localhost:8000 · user ana · SOCKS5`: where a SOCKS5 client's connection leads.
+pub fn route_line(conn: &ConnView, width: usize) -> Option<Line<'static>> {
+    let route = conn.route.as_ref().filter(|r| !r.destination.is_empty())?;
+    let user = match &route.user {
+        Some(user) => format!(" · user {user}"),
+        None => String::new(),
+    };
+    let text = truncate(&format!(" → {}{user} · SOCKS5", route.destination), width);
+    Some(Line::styled(text, Style::new().cyan()))
 }
 
 /// The detail pane when the selected row is a client waiting for an id.

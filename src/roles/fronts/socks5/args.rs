@@ -39,3 +39,55 @@ impl Socks5FrontArgs {
         })
     }
 }
+
+/// `--socks5 PORT` with its front's flags and `--access-log`: proxy1's SOCKS5 port, on the
+/// `proxy1` command and on the lab.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "SOCKS5")]
+pub struct Socks5PortArgs {
+    /// Also accept SOCKS5 clients (curl --socks5-hostname, a browser) on this TCP port, beside
+    /// the plain one (0: any free port). Each names its destination, which travels to proxy2
+    /// inside C; proxy2 resolves it, applies --allow/--deny and connects. Needs an extended
+    /// wire mode (--wire go-back-n or selective-repeat).
+    #[arg(long = "socks5", value_name = "PORT")]
+    pub port: Option<u16>,
+    #[command(flatten)]
+    pub front: Socks5FrontArgs,
+    /// Append one JSON line per SOCKS5 connection to FILE: time, client, user, destination,
+    /// bytes each way, duration, result (ok, refused, rejected) and reason.
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
+}
+
+impl Socks5PortArgs {
+    /// Checks the combination before anything starts: the port needs an extended mode, and
+    /// users or an access log need the port. Also reads the users file (its errors name the
+    /// file and line).
+    pub fn check(&self, mode: crate::wire::WireMode) -> Result<FrontConfig, String> {
+        if self.port.is_none() {
+            let stray = if !self.front.users.is_empty() {
+                Some("--socks5-user")
+            } else if self.front.users_file.is_some() {
+                Some("--socks5-users")
+            } else if self.access_log.is_some() {
+                Some("--access-log")
+            } else {
+                None
+            };
+            if let Some(flag) = stray {
+                return Err(format!("{flag} is for the SOCKS5 port: add --socks5 PORT"));
+            }
+        } else if !mode.is_extended() {
+            return Err(format!(
+                "--socks5 with --wire {mode}: {}",
+                crate::roles::proxy1::SOCKS5_NEEDS_EXTENDED
+            ));
+        }
+        self.config()
+    }
+
+    /// The front's settings ([`Socks5FrontArgs::config`]).
+    pub fn config(&self) -> Result<FrontConfig, String> {
+        self.front.config()
+    }
+}

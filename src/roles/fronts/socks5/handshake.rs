@@ -276,7 +276,9 @@ impl<'a> Handshake<'a> {
                     user,
                 );
             }
-            Err(DecodeError::Truncated) => unreachable!("decode_address never says Truncated"),
+            Err(DecodeError::Truncated | DecodeError::TrailingBytes) => {
+                unreachable!("decode_address says neither Truncated nor TrailingBytes")
+            }
         };
         let Decoded::Complete(destination, used) = decoded else {
             return self.wait(State::Request { user });
