@@ -26,7 +26,10 @@ use clap::Parser;
 
 use client::Pacing;
 use lab_child::LabOptions;
-use paths::{BinaryOptions, EchoServer, PathKind, RunningPath, Tools, find_tool, progress};
+use paths::{
+    BinaryOptions, EchoServer, PathKind, RelayedOptions, RelayedTunnel, RunningPath, Tools,
+    find_tool, progress,
+};
 use report::{PathResult, Round, RunInfo};
 use tunlab::wire::WireMode;
 
@@ -58,7 +61,10 @@ struct Args {
     /// lab-capture, lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture, and with
     /// TUNLAB_BENCH_BEFORE=<another tunlab build> the same four as bin-*-before; `modes` for
     /// the reliable-modes table with direct TCP and the lab as baselines, or one cell of it
-    /// such as selective-repeat-5). Default: all.
+    /// such as selective-repeat-5, selective-repeat-5-ccnone for --cc none, or
+    /// selective-repeat-10mbit[-w128][-ccnone] for the rate-limited rows; `relay` for
+    /// selective-repeat and kcptun through `tunlab relay` at each of its losses, or one of
+    /// them such as relay-kcptun-5). Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Markdown file to write the results into (between its bench markers).
@@ -93,11 +99,46 @@ struct Args {
 /// Emulated loss (percent, each way) of the reliable-modes table.
 pub const MODE_LOSSES: [u8; 4] = [0, 1, 5, 20];
 
+/// Loss (percent, each way) at `tunlab relay` in the relay table (issue 12).
+pub const RELAY_LOSSES: [u8; 3] = [0, 1, 5];
+
+/// The `--only` name of a relay path: `relay-selective-repeat-5`, `relay-kcptun-0`.
+pub fn relay_path_name(options: RelayedOptions) -> String {
+    format!("relay-{}-{}", options.tunnel.key(), options.loss)
+}
+/// The rate limit (Mbit/s each way) of the rate-limited rows.
+pub const RATE_MBIT: u16 = 10;
+
+/// The window of most rate-limited rows: with echo traffic both queues fill, the acks wait
+/// behind a full queue of data, and the round trip holds more than 64 frames.
+pub const RATE_WINDOW: u32 = 128;
+
+/// The rate-limited rows' goodput test lasts this many times the others': at 10 Mbit/s the
+/// client's 256 KiB in flight take ~0.2 s to come back, which a 2 s test would count as a
+/// tenth of the link idle.
+pub const RATE_TIME_FACTOR: u32 = 4;
+
 /// The `--only` name of an in-process lab path: `lab`, `lab-events`, `lab-capture`,
 /// `lab-both`, or `<wire mode>-<loss>` for a cell of the modes table (`selective-repeat-5`).
 pub fn lab_path_name(options: LabOptions) -> String {
     if is_mode_cell(options) {
-        return format!("{}-{}", options.wire.name(), options.loss);
+        let cc = match options.cc {
+            tunlab::transport::CongestionControl::NewReno => "",
+            tunlab::transport::CongestionControl::None => "-ccnone",
+        };
+        if options.rate_mbit > 0 {
+            let window = if options.window > 0 {
+                format!("-w{}", options.window)
+            } else {
+                String::new()
+            };
+            return format!(
+                "{}-{}mbit{window}{cc}",
+                options.wire.name(),
+                options.rate_mbit
+            );
+        }
+        return format!("{}-{}{cc}", options.wire.name(), options.loss);
     }
     match (options.events, options.capture) {
         (false, false) => "lab",
@@ -111,7 +152,7 @@ pub fn lab_path_name(options: LabOptions) -> String {
 /// A cell of the modes table: a lab with no consumers in another mode or over a lossy link
 /// (measured for goodput only). Classic at 0% loss is the plain `lab` path.
 pub fn is_mode_cell(options: LabOptions) -> bool {
-    options.wire != WireMode::Classic || options.loss > 0
+    options.wire != WireMode::Classic || options.loss > 0 || options.rate_mbit > 0
 }
 
 fn all_paths() -> Vec<(String, PathKind)> {
@@ -168,6 +209,53 @@ fn all_paths() -> Vec<(String, PathKind)> {
             }
         }
     }
+    for loss in RELAY_LOSSES {
+        for tunnel in RelayedTunnel::ALL {
+            let options = RelayedOptions { tunnel, loss };
+            paths.push((relay_path_name(options), PathKind::Relayed(options)));
+        }
+    }
+    // The windowed modes again with a fixed window (--cc none), under the same losses, and
+    // both ways over a rate-limited link.
+    for wire in [WireMode::GoBackN, WireMode::SelectiveRepeat] {
+        for loss in MODE_LOSSES {
+            let options = LabOptions {
+                wire,
+                loss,
+                cc: tunlab::transport::CongestionControl::None,
+                ..LabOptions::plain(false, false)
+            };
+            paths.push((lab_path_name(options), PathKind::Lab(options)));
+        }
+    }
+    for cc in [
+        tunlab::transport::CongestionControl::NewReno,
+        tunlab::transport::CongestionControl::None,
+    ] {
+        for wire in [WireMode::GoBackN, WireMode::SelectiveRepeat] {
+            let options = LabOptions {
+                wire,
+                cc,
+                rate_mbit: RATE_MBIT,
+                window: RATE_WINDOW,
+                ..LabOptions::plain(false, false)
+            };
+            paths.push((lab_path_name(options), PathKind::Lab(options)));
+        }
+    }
+    // And Selective Repeat with the default window, both ways.
+    for cc in [
+        tunlab::transport::CongestionControl::NewReno,
+        tunlab::transport::CongestionControl::None,
+    ] {
+        let options = LabOptions {
+            wire: WireMode::SelectiveRepeat,
+            cc,
+            rate_mbit: RATE_MBIT,
+            ..LabOptions::plain(false, false)
+        };
+        paths.push((lab_path_name(options), PathKind::Lab(options)));
+    }
     paths
 }
 
@@ -176,6 +264,7 @@ fn all_paths() -> Vec<(String, PathKind)> {
 fn picked(only: &[String], name: &str, kind: PathKind) -> bool {
     only.is_empty()
         || only.iter().any(|o| o == name)
+        || (only.iter().any(|o| o == "relay") && matches!(kind, PathKind::Relayed(_)))
         || (only.iter().any(|o| o == "modes")
             && match kind {
                 PathKind::Direct => true,
@@ -210,13 +299,22 @@ fn main() -> anyhow::Result<()> {
         !selected.is_empty(),
         "--only matched no path; names: direct, kcptun, classic, lab, lab-events, lab-capture, \
          lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture, modes, or <wire mode>-<loss> \
-         such as selective-repeat-5"
+         such as selective-repeat-5, relay, or relay-<selective-repeat|kcptun>-<loss>"
     );
 
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let logs = manifest.join("target/bench-logs");
     std::fs::create_dir_all(&logs)?;
-    let needs_kcptun = selected.contains(&PathKind::Kcptun) && args.profile.is_none();
+    let needs_kcptun = selected.iter().any(|kind| {
+        matches!(
+            kind,
+            PathKind::Kcptun
+                | PathKind::Relayed(RelayedOptions {
+                    tunnel: RelayedTunnel::Kcptun,
+                    ..
+                })
+        )
+    }) && args.profile.is_none();
     let mut tools = Tools {
         // TUNLAB_BENCH_TUNLAB: another build of `tunlab` (an older commit's, for a before
         // and after of the bin-* paths); the in-process lab paths always run this build.
@@ -389,6 +487,28 @@ async fn measure_path(
         && is_mode_cell(options)
     {
         // The modes table: goodput only (a sane client, bounded bytes in flight).
+        let time = if options.rate_mbit > 0 {
+            goodput_time * RATE_TIME_FACTOR
+        } else {
+            goodput_time
+        };
+        match client::goodput(target, time, u64::MAX, window).await {
+            Ok(r) => round.goodput_bounded = Some(r),
+            Err(e) => round.errors.push(format!("goodput (paced): {e:#}")),
+        }
+        if let Err(e) = path.check_alive() {
+            round.errors.push(format!("{e:#}"));
+        }
+        round.lab = path.stop();
+        return round;
+    }
+    if let PathKind::Relayed(_) = kind {
+        // The relay table: latency and paced goodput, with the intact check.
+        match client::rtt(target, args.round_trips, Duration::from_secs(20)).await {
+            Ok(r) => round.rtt = Some(r),
+            Err(e) => round.errors.push(format!("round trips: {e:#}")),
+        }
+        settle().await;
         match client::goodput(target, goodput_time, u64::MAX, window).await {
             Ok(r) => round.goodput_bounded = Some(r),
             Err(e) => round.errors.push(format!("goodput (paced): {e:#}")),

@@ -7,6 +7,8 @@
 //! lab        client ──TCP──▶ [bench --lab-child: Lab = proxy1 ══UDP══▶ proxy2 ──▶ echo server]
 //! kcptun     client ──TCP──▶ kcptun-client ══UDP (KCP)══▶ kcptun-server ──TCP──▶ echo-server
 //! bin-*      client ──TCP──▶ [`tunlab` itself: --no-tui, or its TUI on a 120×40 pty]
+//! relay-*    client ──TCP──▶ proxy1 | kcptun-client ══UDP══▶ tunlab relay (seeded loss)
+//!                                      ══UDP══▶ proxy2 | kcptun-server ──TCP──▶ echo-server
 //! ```
 //!
 //! direct, classic and kcptun share one `tunlab echo-server` process. The lab always runs its
@@ -51,6 +53,49 @@ pub enum PathKind {
     Lab(LabOptions),
     /// The `tunlab` binary's own lab, as people run it (issue 18).
     Binary(BinaryOptions),
+    /// A tunnel's two processes with `tunlab relay` between them (issue 12).
+    Relayed(RelayedOptions),
+}
+
+/// What crosses `tunlab relay` in the relay table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayedTunnel {
+    Kcptun,
+    /// tunlab proxy1 and proxy2, `--wire selective-repeat`, default transport settings.
+    SelectiveRepeat,
+}
+
+impl RelayedTunnel {
+    pub const ALL: [RelayedTunnel; 2] = [RelayedTunnel::SelectiveRepeat, RelayedTunnel::Kcptun];
+
+    /// Its part of an `--only` name: `relay-<this>-<loss>`.
+    pub fn key(self) -> &'static str {
+        match self {
+            RelayedTunnel::Kcptun => "kcptun",
+            RelayedTunnel::SelectiveRepeat => "selective-repeat",
+        }
+    }
+}
+
+/// A tunnel through the relay, and the loss the relay's emulator applies each way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayedOptions {
+    pub tunnel: RelayedTunnel,
+    /// Percent lost each way, seeded with [`RELAY_SEED`]; 0 runs the relay with no emulator.
+    pub loss: u8,
+}
+
+/// The relay's emulator seed: the same losses in every round and every run.
+pub const RELAY_SEED: u64 = 2026;
+
+/// Extra flags for both tunlab proxies of the relay paths, from `TUNLAB_BENCH_SR_EXTRA`
+/// (space-separated: `--window 256`), for trying other settings; the report quotes them.
+pub fn selective_repeat_extra() -> Vec<String> {
+    std::env::var("TUNLAB_BENCH_SR_EXTRA")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 /// How the `tunlab` binary runs its lab.
@@ -107,15 +152,40 @@ impl PathKind {
                     name.into()
                 }
             }
+            PathKind::Relayed(RelayedOptions { tunnel, loss }) => match tunnel {
+                RelayedTunnel::Kcptun => format!("kcptun via relay, {loss}% loss each way"),
+                RelayedTunnel::SelectiveRepeat => {
+                    format!("selective-repeat via relay, {loss}% loss each way")
+                }
+            },
             PathKind::Lab(LabOptions {
                 events,
                 capture,
                 wire,
                 loss,
+                cc,
+                rate_mbit,
+                window: lab_window,
             }) => {
                 let mut name = "tunlab in-process lab".to_string();
+                let cc = if wire.is_extended() {
+                    format!(", --cc {cc}")
+                } else {
+                    String::new()
+                };
+                if rate_mbit > 0 {
+                    let window = if lab_window > 0 {
+                        format!(", --window {lab_window}")
+                    } else {
+                        String::new()
+                    };
+                    return format!(
+                        "tunlab lab, {wire}{cc}{window}, {rate_mbit}mbit each way, queue {}",
+                        crate::lab_child::RATE_QUEUE
+                    );
+                }
                 if wire != tunlab::wire::WireMode::Classic || loss > 0 {
-                    return format!("tunlab lab, {wire}, {loss}% loss each way");
+                    return format!("tunlab lab, {wire}{cc}, {loss}% loss each way");
                 }
                 match (events, capture) {
                     (false, false) => name.push_str(" (no consumers)"),
@@ -373,6 +443,9 @@ impl RunningPath {
                 )?);
                 running.target = localhost(tcp);
             }
+            PathKind::Relayed(options) => {
+                running.target = start_relayed(options, tools, echo, &mut running.processes)?;
+            }
             PathKind::Binary(options) => {
                 if options.capture {
                     let dir = std::env::temp_dir()
@@ -434,6 +507,91 @@ impl RunningPath {
         }
         self.lab.take().and_then(LabHandle::stop)
     }
+}
+
+/// Starts a tunnel's server side, `tunlab relay` in front of it, and the client side talking
+/// to the relay; returns where clients connect. The processes go into `processes` in that
+/// order, so stopping in reverse stops the client side first.
+fn start_relayed(
+    options: RelayedOptions,
+    tools: &Tools,
+    echo: &EchoServer,
+    processes: &mut Vec<Process>,
+) -> anyhow::Result<SocketAddr> {
+    let log = |name: &str| {
+        tools.logs.join(format!(
+            "relay-{}-{}-{name}.log",
+            options.tunnel.key(),
+            options.loss
+        ))
+    };
+    let server_udp = free_udp_port()?;
+    let relay_udp = free_udp_port()?;
+    let tcp = free_tcp_port()?;
+    let wire = ["--wire", "selective-repeat"];
+    match options.tunnel {
+        RelayedTunnel::Kcptun => processes.push(Process::spawn(
+            "kcptun-server",
+            Command::new(&tools.kcptun_server)
+                .args(["-t", &echo.addr.to_string()])
+                .args(["-l", &localhost(server_udp).to_string()])
+                .args(KCPTUN_FLAGS)
+                .args(kcptun_extra()),
+            &log("kcptun-server"),
+        )?),
+        RelayedTunnel::SelectiveRepeat => processes.push(Process::spawn(
+            "tunlab proxy2",
+            tools
+                .tunnel_command(&tools.tunlab, "proxy2")
+                .args(["proxy2", &server_udp.to_string(), "127.0.0.1"])
+                .arg(echo.addr.port().to_string())
+                .args(wire)
+                .args(selective_repeat_extra()),
+            &log("proxy2"),
+        )?),
+    }
+    let mut relay = tools.tunnel_command(&tools.tunlab, "relay");
+    relay.args([
+        "relay",
+        &relay_udp.to_string(),
+        "127.0.0.1",
+        &server_udp.to_string(),
+    ]);
+    if options.loss > 0 {
+        relay.args([
+            "--loss",
+            &options.loss.to_string(),
+            "--seed",
+            &RELAY_SEED.to_string(),
+        ]);
+    }
+    processes.push(Process::spawn("tunlab relay", &mut relay, &log("relay"))?);
+    match options.tunnel {
+        RelayedTunnel::Kcptun => processes.push(Process::spawn(
+            "kcptun-client",
+            Command::new(&tools.kcptun_client)
+                .args(["-r", &localhost(relay_udp).to_string()])
+                .args(["-l", &localhost(tcp).to_string()])
+                .args(KCPTUN_FLAGS)
+                .args(kcptun_extra()),
+            &log("kcptun-client"),
+        )?),
+        RelayedTunnel::SelectiveRepeat => processes.push(Process::spawn(
+            "tunlab proxy1",
+            tools
+                .tunnel_command(&tools.tunlab, "proxy1")
+                .args([
+                    "proxy1",
+                    &tcp.to_string(),
+                    "127.0.0.1",
+                    &relay_udp.to_string(),
+                ])
+                .args(wire)
+                .args(selective_repeat_extra()),
+            &log("proxy1"),
+        )?),
+    }
+    Ok(localhost(tcp))
 }
 
 /// Starts `tunlab`'s own lab on free ports with no lab clients, headless or on a pty, and

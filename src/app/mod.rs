@@ -5,6 +5,7 @@
 //! ([`standalone`]).
 
 mod args;
+mod relay;
 pub mod standalone;
 
 use std::io::IsTerminal;

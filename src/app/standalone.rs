@@ -132,6 +132,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Socks5(args) => run_socks5(args).await,
+        Command::Relay(args) => super::relay::run(args).await,
         Command::Keygen(args) => match SealKey::generate_file(&args.file) {
             Ok(()) => {
                 eprintln!(
@@ -256,7 +257,7 @@ fn proxy_sources(
 /// The emulator a standalone proxy runs, if its flags ask for one or the admin protocol may
 /// change it (`CONFIG loss 10`; a clear emulator costs next to nothing). It says so on
 /// stderr, with the seed that replays it.
-fn standalone_emulator(args: &LinkArgs, admin: bool) -> Option<Arc<LinkEmulator>> {
+pub(super) fn standalone_emulator(args: &LinkArgs, admin: bool) -> Option<Arc<LinkEmulator>> {
     let settings = args.settings();
     if settings.is_clear() && !admin {
         return None;
@@ -326,7 +327,7 @@ impl StandaloneLink {
 }
 
 /// The emulator's counters when a standalone proxy stops.
-fn report_emulator(emulator: Option<&LinkEmulator>) {
+pub(super) fn report_emulator(emulator: Option<&LinkEmulator>) {
     if let Some(emulator) = emulator {
         for line in emulator.report().lines() {
             eprintln!("{line}");
@@ -338,7 +339,7 @@ fn report_emulator(emulator: Option<&LinkEmulator>) {
 /// frames when `capture` says so (the file is finished after the role has stopped), and
 /// serves its metrics and admin protocol when `common.monitor` asks, from what `sources`
 /// gathers.
-async fn run_standalone<S, F, Fut>(
+pub(super) async fn run_standalone<S, F, Fut>(
     common: &StandaloneArgs,
     capture: Option<CapturePlan>,
     tcp: Option<(TcpCapture, Vec<u16>)>,

@@ -6,6 +6,7 @@
 
 mod lab;
 mod proxy;
+mod relay;
 mod roles;
 
 use clap::{Parser, Subcommand};
@@ -14,6 +15,7 @@ pub use lab::{CHATTER_RANGE, LabArgs, LabCaptureArgs};
 pub use proxy::{
     KeyFile, Proxy1Args, Proxy1Tuning, Proxy2Args, Proxy2Tuning, ProxyCaptureArgs, WireArgs,
 };
+pub use relay::{RelayArgs, RelayCaptureArgs};
 pub use roles::{
     DecryptArgs, EchoClientArgs, EchoServerArgs, KeygenArgs, MonitorArgs, MonitorClientArgs,
     Socks5Args, StandaloneArgs,
@@ -57,7 +59,10 @@ Examples:
                                            proxy2 with Prometheus metrics and the admin protocol
   tunlab monitor localhost 9101            log in to an admin protocol, type commands
   tunlab socks5 1080 --socks5-user ana:s3cret --deny port=7000-7999
-                                           a SOCKS5 server with no tunnel, for comparison";
+                                           a SOCKS5 server with no tunnel, for comparison
+  tunlab relay 4000 localhost 3328 --loss 5 --seed 7
+                                           a lossy UDP relay in front of proxy2 (give
+                                           proxy1 port 4000)";
 
 #[derive(Debug, Parser)]
 #[command(name = "tunlab", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
@@ -115,4 +120,7 @@ pub enum Command {
     /// replaced by the extended frame inside, with its UDP and IP lengths and checksums
     /// recomputed. Handshake messages and frames the key does not open stay as they are.
     Decrypt(DecryptArgs),
+    /// Run a UDP relay between a peer and a target, with the link emulator in the middle.
+    #[command(long_about = relay::LONG_ABOUT)]
+    Relay(RelayArgs),
 }

@@ -55,6 +55,11 @@ pub struct WireArgs {
     /// 200ms and 10s, doubling on each timeout).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "TIME")]
     pub rto: Option<Duration>,
+    /// Go-Back-N and Selective Repeat: congestion control. newreno: slow start from 10
+    /// frames, one frame more per round trip after it, the window halved on a loss and one
+    /// frame after a timeout; none: always --window frames in flight, whatever the losses.
+    #[arg(long, value_enum, default_value_t = crate::transport::CongestionControl::NewReno, value_name = "ALGORITHM")]
+    pub cc: crate::transport::CongestionControl,
     /// Seal (encrypt and authenticate) every frame on the link with the key in FILE (made by
     /// `tunlab keygen FILE`; both proxies need the same one). Extended modes only
     /// (--wire go-back-n or selective-repeat); the course's formats stay plaintext.
@@ -102,7 +107,9 @@ pub struct Proxy1Tuning {
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub close_retry: Duration,
     /// An id with no traffic for this long is probed with an empty D (and again every this
-    /// long): a proxy2 that no longer knows it (restarted) answers X, and the client is closed.
+    /// long): a proxy2 that no longer knows it (restarted) answers X (NOK in the extended
+    /// modes), and the client is closed. In the extended modes a connection whose proxy2
+    /// answers none of 5 probes in a row is closed too.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub probe_after: Duration,
 }

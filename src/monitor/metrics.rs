@@ -225,6 +225,7 @@ impl Collector for TunlabCollector {
             for (cause, n) in [
                 ("timeout", stats.transport.counts.retransmits_timeout),
                 ("fast", stats.transport.counts.retransmits_fast),
+                ("probe", stats.transport.counts.retransmits_probe),
             ] {
                 retransmits.push((
                     vec![
@@ -483,6 +484,72 @@ impl Collector for TunlabCollector {
                 Some(&Unit::Seconds),
                 per_direction_f64(&|d| report.settings.direction(d).delay.as_secs_f64()),
             )?;
+        }
+
+        if let Some(relay) = &sources.relay {
+            let r = relay.snapshot();
+            let legs = |values: [u64; 4]| -> Vec<(Labels, u64)> {
+                ["from_peers", "to_target", "from_target", "to_peers"]
+                    .into_iter()
+                    .zip(values)
+                    .map(|(leg, n)| (vec![("leg", leg.to_string())], n))
+                    .collect()
+            };
+            counter_family(
+                e,
+                "relay_datagrams",
+                "Datagrams that arrived at the relay (from_peers, from_target) or that it forwarded (to_target, to_peers).",
+                None,
+                legs([r.from_peers, r.to_target, r.from_target, r.to_peers]),
+            )?;
+            counter_family(
+                e,
+                "relay",
+                "Bytes of those datagrams (UDP payload).",
+                Some(&Unit::Bytes),
+                legs([
+                    r.from_peers_bytes,
+                    r.to_target_bytes,
+                    r.from_target_bytes,
+                    r.to_peers_bytes,
+                ]),
+            )?;
+            gauge_family(
+                e,
+                "relay_peers",
+                "Peers with a socket of their own toward the target now.",
+                None,
+                vec![(vec![], r.peers_now as f64)],
+            )?;
+            for (name, help, value) in [
+                (
+                    "relay_peers_opened",
+                    "Peers given a socket of their own.",
+                    r.peers_opened,
+                ),
+                (
+                    "relay_peers_expired",
+                    "Peers whose socket was closed after --peer-idle of silence.",
+                    r.peers_expired,
+                ),
+                (
+                    "relay_peers_refused_datagrams",
+                    "Datagrams dropped because --max-peers peers already had a socket.",
+                    r.peers_refused,
+                ),
+                (
+                    "relay_target_refused_datagrams",
+                    "Datagrams the target refused (ICMP port unreachable).",
+                    r.target_refused,
+                ),
+                (
+                    "relay_send_failures",
+                    "Sends the operating system refused.",
+                    r.send_failed,
+                ),
+            ] {
+                counter_family(e, name, help, None, vec![(vec![], value)])?;
+            }
         }
 
         if let Some(capture) = &sources.capture {

@@ -51,6 +51,8 @@ pub struct MonitorSources {
     pub log_role: Role,
     /// The idle timeouts `CONFIG idle_timeout` changes (none on the echo server).
     pub idle_timeouts: Vec<IdleTimeout>,
+    /// `tunlab relay`'s counters, on a relay.
+    pub relay: Option<Arc<crate::roles::relay::RelayStats>>,
 }
 
 impl MonitorSources {
@@ -71,6 +73,7 @@ impl MonitorSources {
             events,
             log_role,
             idle_timeouts: Vec::new(),
+            relay: None,
         }
     }
 
@@ -123,6 +126,12 @@ impl MonitorSources {
     /// Adds the capture's status.
     pub fn with_capture(mut self, capture: Option<Arc<CaptureStatus>>) -> Self {
         self.capture = capture;
+        self
+    }
+
+    /// Adds a relay's counters.
+    pub fn with_relay(mut self, stats: Arc<crate::roles::relay::RelayStats>) -> Self {
+        self.relay = Some(stats);
         self
     }
 

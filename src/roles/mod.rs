@@ -9,6 +9,7 @@ pub mod echo_server;
 pub mod fronts;
 pub mod proxy1;
 pub mod proxy2;
+pub mod relay;
 pub mod socks5_direct;
 
 use std::io;

@@ -67,8 +67,13 @@ pub struct Proxy1Config {
     /// The time between those sends.
     pub close_retry: Duration,
     /// An open id with no traffic for this long is probed with an empty `D` (and again every
-    /// this long): a proxy2 that no longer has the id answers `X`.
+    /// this long): a proxy2 that no longer has the id answers `X` (in the extended modes,
+    /// `NOK`), and the client is closed. In the extended modes the probe is a duplicate
+    /// the peer acknowledges, and what counts is hearing from proxy2 on that id.
     pub probe_after: Duration,
+    /// Extended modes: a connection whose proxy2 has answered none of this many probes in a
+    /// row is closed (proxy2 is gone, or the link is cut).
+    pub keepalive_probes: u32,
     /// `D` frames queued toward one slow client before classic mode drops them.
     pub queue_frames: usize,
     /// The reliable modes' window and timers; the mode's defaults when `None`.
@@ -100,6 +105,7 @@ impl Proxy1Config {
             close_attempts: 3,
             close_retry: Duration::from_millis(100),
             probe_after: Duration::from_secs(1),
+            keepalive_probes: 5,
             queue_frames: 1024,
             transport: None,
             socks5: Socks5Front::default(),
@@ -155,6 +161,11 @@ struct Slot {
     closed_by_proxy2: Arc<AtomicBool>,
     /// When the id was last probed with an empty `D`.
     probed: Option<Instant>,
+    /// Extended modes: probes sent since proxy2 was last heard from on this id.
+    unanswered: u32,
+    /// Extended modes: the connection's count of frames from proxy2 at the last sweep (a
+    /// count, not a time: an answer can come within the millisecond of its probe).
+    heard: u64,
 }
 
 /// The ids and the clients waiting for one.
@@ -412,10 +423,18 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
         Ignore(Ignored),
         AnswerClose,
         Closed(SocketAddr),
+        Forgotten(SocketAddr),
     }
     let action = {
         let mut slots = shared.slots.lock().unwrap();
         match (frame, slots.get_mut(&id)) {
+            // Extended modes: proxy2 answers a D or A for a connection it does not have
+            // (it restarted) with NOK. Nothing of it is left there: close the client.
+            (Frame::ConnectNok { .. }, Some(slot)) if matches!(slot.phase, Phase::Reliable(_)) => {
+                slot.closed_by_proxy2.store(true, Ordering::Relaxed);
+                slot.stop.cancel();
+                Action::Forgotten(slot.client)
+            }
             (Frame::ConnectOk { .. } | Frame::ConnectNok { .. }, Some(slot)) => {
                 match &mut slot.phase {
                     Phase::Connecting(reply) => {
@@ -487,6 +506,12 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
             shared.send(Frame::Close { id, seq: Seq::ZERO }).await;
         }
         Action::Closed(client) => shared.conn_event(id, ConnState::Closing, client),
+        Action::Forgotten(client) => shared.log(
+            Level::Warn,
+            format!(
+                "proxy2 no longer has connection {id} (it answered NOK: restarted?): closing client {client}"
+            ),
+        ),
     }
 }
 
@@ -680,6 +705,8 @@ async fn serve_client(
             from_proxy2: from_proxy2.clone(),
             closed_by_proxy2: closed_by_proxy2.clone(),
             probed: None,
+            unanswered: 0,
+            heard: 0,
         },
     );
     shared.conn_event(id, ConnState::Connecting, client);
@@ -1201,6 +1228,7 @@ async fn sweep_ids(shared: &Shared) {
     let now = Instant::now();
     let mut expired = Vec::new();
     let mut probes = Vec::new();
+    let mut keepalives = Vec::new();
     // A connection that never carried a byte gives its id back only to a client that waits
     // for one: an idle lab client (or a telnet left open) is no harm while ids are free.
     let unused_timeout = if shared.ids.lock().unwrap().queue.is_empty() {
@@ -1211,11 +1239,33 @@ async fn sweep_ids(shared: &Shared) {
     {
         let mut slots = shared.slots.lock().unwrap();
         for (id, slot) in slots.iter_mut() {
-            if matches!(slot.phase, Phase::Reliable(_)) {
-                // The transport keeps its own timers; only the idle timeout applies here.
+            if let Phase::Reliable(conn) = &slot.phase {
+                // The transport keeps its own timers; the idle timeout and the keepalive
+                // apply here.
                 if slot.activity.idle_for() >= config.idle_timeout.get() {
                     slot.stop.cancel();
                     expired.push((*id, slot.client, "idle"));
+                    continue;
+                }
+                let heard = conn.frames_received();
+                if heard != slot.heard {
+                    slot.heard = heard;
+                    slot.unanswered = 0;
+                }
+                let due = slot.from_proxy2.idle_for() >= config.probe_after
+                    && slot
+                        .probed
+                        .is_none_or(|at| now.duration_since(at) >= config.probe_after);
+                if !due {
+                    continue;
+                }
+                if slot.unanswered >= config.keepalive_probes {
+                    slot.stop.cancel();
+                    expired.push((*id, slot.client, "unanswered"));
+                } else if let Some(seq) = conn.keepalive_seq() {
+                    slot.probed = Some(now);
+                    slot.unanswered += 1;
+                    keepalives.push((*id, seq));
                 }
                 continue;
             }
@@ -1239,6 +1289,16 @@ async fn sweep_ids(shared: &Shared) {
         }
     }
     for (id, client, why) in expired {
+        if why == "unanswered" {
+            shared.log(
+                Level::Warn,
+                format!(
+                    "connection {id} (client {client}): proxy2 answered none of {} keepalive probes ({:?} apart): closing it",
+                    config.keepalive_probes, config.probe_after
+                ),
+            );
+            continue;
+        }
         let timeout = if why == "idle" {
             config.idle_timeout.get()
         } else {
@@ -1248,6 +1308,17 @@ async fn sweep_ids(shared: &Shared) {
             Level::Info,
             format!("connection {id} (client {client}) {why} for {timeout:?}: closing it"),
         );
+    }
+    for (id, seq) in keepalives {
+        // An empty D that proxy2's transport has seen already: it acks it, or, if it no
+        // longer has the connection, answers NOK.
+        shared
+            .send(Frame::Data {
+                id,
+                seq,
+                payload: &[],
+            })
+            .await;
     }
     for id in probes {
         // An empty D: proxy2 answers X if it no longer has the id; a course proxy2 writes

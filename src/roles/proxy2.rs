@@ -366,7 +366,7 @@ async fn on_frame(
                     shared
                         .link
                         .ignore(peer, Ignored::NotOpen(FrameKind::Data, id));
-                    shared.send(Frame::Close { id, seq: Seq::ZERO }, peer).await;
+                    shared.send(forgotten(shared, id), peer).await;
                 }
             }
         }
@@ -385,11 +385,32 @@ async fn on_frame(
                     .ignore(peer, Ignored::NotOpen(FrameKind::Close, id));
             }
         }
+        Frame::Ack { .. }
+            if shared.link.mode().is_extended()
+                && !shared.table.lock().unwrap().slots.contains_key(&key) =>
+        {
+            // An ack for a connection we do not have (we restarted): proxy1 still has it.
+            shared
+                .link
+                .ignore(peer, Ignored::NotOpen(FrameKind::Ack, id));
+            shared.send(forgotten(shared, id), peer).await;
+        }
         Frame::ConnectOk { .. } | Frame::ConnectNok { .. } | Frame::Ack { .. } => {
             shared
                 .link
                 .ignore(peer, Ignored::Unexpected(frame.kind(), id));
         }
+    }
+}
+
+/// What tells proxy1 that we do not have connection `id`: `X` in the course's formats (a
+/// course proxy1 closes on it); `NOK` in the extended ones, where an `X` carries a
+/// sequence number and would be taken for a close after data we never had.
+fn forgotten(shared: &Shared, id: ConnId) -> Frame<'static> {
+    if shared.link.mode().is_extended() {
+        Frame::ConnectNok { id, reason: None }
+    } else {
+        Frame::Close { id, seq: Seq::ZERO }
     }
 }
 

@@ -37,6 +37,9 @@ const ABORT_GRACE: Duration = Duration::from_secs(10);
 pub struct ReliableConn {
     transport: Mutex<Transport>,
     wake: Notify,
+    /// Frames of this connection that arrived from the peer, ever: the keepalive's proof
+    /// that the peer answered.
+    received: std::sync::atomic::AtomicU64,
 }
 
 impl ReliableConn {
@@ -44,11 +47,14 @@ impl ReliableConn {
         ReliableConn {
             transport: Mutex::new(transport),
             wake: Notify::new(),
+            received: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// A data, ack or close frame of this connection arrived from the peer.
     pub fn on_frame(&self, frame: &Frame<'_>) {
+        self.received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.transport
             .lock()
             .unwrap()
@@ -59,6 +65,17 @@ impl ReliableConn {
     /// The transport's counters now.
     pub fn stats(&self) -> crate::transport::TransportStats {
         self.transport.lock().unwrap().stats()
+    }
+
+    /// How many frames of this connection have arrived from the peer so far.
+    pub fn frames_received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The seq of a keepalive probe now, if this connection should be probed (see
+    /// [`Transport::keepalive_seq`]).
+    pub fn keepalive_seq(&self) -> Option<crate::wire::Seq> {
+        self.transport.lock().unwrap().keepalive_seq()
     }
 }
 

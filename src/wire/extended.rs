@@ -19,7 +19,8 @@
 //! - OK: the initial sequence number (u32) of proxy2's data. Reserved after it; ignored.
 //! - NOK: empty, or one reason byte: the SOCKS5 reply code for why proxy2 could not open the
 //!   connection (`0x01` general failure … `0x06` TTL expired; see [`Refusal`]). Nothing may
-//!   follow it.
+//!   follow it. proxy2 also answers a D or A for a connection it does not have (it
+//!   restarted) with NOK, with no reason.
 //! - D: seq (u32), then the payload.
 //! - A: cumulative ack (u32, the next seq expected), window (u32, frames the receiver can
 //!   take counting from the ack), block count (u8, at most [`MAX_SACK_BLOCKS`]), then per

@@ -204,3 +204,4 @@ pub async fn open_echoing(proxy1: SocketAddr, tag: &str) -> TcpStream {
     assert_eq!(echoed, tag.as_bytes());
     stream
 }
+pub mod process;
