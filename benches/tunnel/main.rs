@@ -58,7 +58,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these paths (comma-separated: direct, kcptun, classic, lab, lab-events,
-    /// lab-capture, lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture; `modes` for
+    /// lab-capture, lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture, and with
+    /// TUNLAB_BENCH_BEFORE=<another tunlab build> the same four as bin-*-before; `modes` for
     /// the reliable-modes table with direct TCP and the lab as baselines, or one cell of it
     /// such as selective-repeat-5, selective-repeat-5-ccnone for --cc none, or
     /// selective-repeat-10mbit[-w128][-ccnone] for the rate-limited rows; `relay` for
@@ -156,7 +157,13 @@ pub fn is_mode_cell(options: LabOptions) -> bool {
 
 fn all_paths() -> Vec<(String, PathKind)> {
     let lab = |events, capture| PathKind::Lab(LabOptions::plain(events, capture));
-    let bin = |tui, capture| PathKind::Binary(BinaryOptions { tui, capture });
+    let bin = |tui, capture| {
+        PathKind::Binary(BinaryOptions {
+            tui,
+            capture,
+            before: false,
+        })
+    };
     let mut paths = vec![
         ("direct".to_string(), PathKind::Direct),
         ("kcptun".to_string(), PathKind::Kcptun),
@@ -179,6 +186,16 @@ fn all_paths() -> Vec<(String, PathKind)> {
         ("bin-tui-capture", bin(true, true)),
     ] {
         paths.push((name.to_string(), kind));
+        // The same paths on the build named by TUNLAB_BENCH_BEFORE, side by side in one run.
+        if std::env::var_os("TUNLAB_BENCH_BEFORE").is_some()
+            && let PathKind::Binary(options) = kind
+        {
+            let before = BinaryOptions {
+                before: true,
+                ..options
+            };
+            paths.push((format!("{name}-before"), PathKind::Binary(before)));
+        }
     }
     for wire in WireMode::ALL {
         for loss in MODE_LOSSES {
@@ -304,6 +321,9 @@ fn main() -> anyhow::Result<()> {
         tunlab: std::env::var_os("TUNLAB_BENCH_TUNLAB")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tunlab"))),
+        // TUNLAB_BENCH_BEFORE: another build whose bin-* paths run as bin-*-before in the
+        // same run (interleaved per round), for a before and after side by side.
+        tunlab_before: std::env::var_os("TUNLAB_BENCH_BEFORE").map(PathBuf::from),
         kcptun_client: if needs_kcptun {
             find_tool("kcptun-client")?
         } else {

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::LinkStats;
+use super::batch::{self, RecvBatch};
 use super::emulator::{Egress, EmulatorScope, Ingress, corruptible_range, sleep_until_or_forever};
 use super::seal::{self, Rejected, Seal, Sealed};
 use super::tap::TapScope;
@@ -50,6 +51,8 @@ pub(super) struct Inner {
     pub(super) seal: Option<SealState>,
     /// Where the emulator's timer task is spawned ([`LinkSocket::with_tasks`]).
     pub(super) tasks: Tasks,
+    /// Datagrams read by one `recvmmsg` and not handed out yet ([`super::batch`]).
+    pub(super) received: Mutex<RecvBatch>,
 }
 
 /// A sealed link's state: the sans-IO [`Seal`] and the rate limit of its log lines.
@@ -103,6 +106,7 @@ impl LinkSocket {
                 tap: None,
                 seal: None,
                 tasks: Tasks::new(),
+                received: Mutex::default(),
             }),
             egress: None,
             ingress: None,
@@ -303,7 +307,7 @@ impl LinkSocket {
     ) -> io::Result<Received<'b>> {
         let Some(ingress) = &self.ingress else {
             loop {
-                let (len, peer) = self.inner.socket.recv_from(buf).await?;
+                let (len, peer) = self.inner.recv_from(buf).await?;
                 self.inner
                     .tap_arrival(SystemTime::now(), &buf[..len], peer, None)
                     .await;
@@ -316,7 +320,7 @@ impl LinkSocket {
             if ingress.emulated().is_clear() && ingress.pipeline.lock().unwrap().is_empty() {
                 // Nothing held to overtake, nothing to do to it: straight through, counted.
                 // Only this call feeds the delay line, so it stays empty meanwhile.
-                let (len, peer) = self.inner.socket.recv_from(buf).await?;
+                let (len, peer) = self.inner.recv_from(buf).await?;
                 let read = SystemTime::now();
                 // On a sealed link the capture keeps what crossed the wire (ciphertext).
                 let raw = self.inner.seal.is_some().then(|| buf[..len].to_vec());
@@ -369,7 +373,7 @@ impl LinkSocket {
             }
             let next = ingress.pipeline.lock().unwrap().next_wake();
             tokio::select! {
-                received = self.inner.socket.recv_from(buf) => {
+                received = self.inner.recv_from(buf) => {
                     let (len, peer) = received?;
                     let read = SystemTime::now();
                     let raw = self.inner.seal.is_some().then(|| buf[..len].to_vec());
@@ -525,6 +529,11 @@ impl Drop for LinkSocket {
 }
 
 impl Inner {
+    /// Receives one datagram, batched underneath ([`super::batch`]).
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        batch::recv_from(&self.socket, &self.received, buf).await
+    }
+
     /// The type of a datagram this link speaks, if it decodes.
     pub(super) fn kind_of(&self, datagram: &[u8]) -> Option<FrameKind> {
         self.mode.decode(datagram).ok().map(|frame| frame.kind())

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use super::socket::Inner;
-use crate::capture::TapRecord;
+use crate::capture::TapFrame;
 use crate::event::{EventKind, FrameSummary};
 use crate::impair::{DirectionEmulator, DropCause, LinkVerdict};
 use crate::wire::Frame;
@@ -31,11 +31,11 @@ impl Inner {
         on_wire: bool,
     ) {
         if let Some((tap, _)) = &self.tap {
-            tap.record(TapRecord {
+            tap.frame(TapFrame {
                 time,
                 src: self.local,
                 dst: to,
-                datagram: tap.copy(datagram),
+                datagram,
                 note,
                 on_wire,
             })
@@ -89,11 +89,11 @@ impl Inner {
         note: Option<String>,
     ) {
         if let Some((tap, TapScope::SentAndReceived)) = &self.tap {
-            tap.record(TapRecord {
+            tap.frame(TapFrame {
                 time,
                 src: peer,
                 dst: self.local,
-                datagram: tap.copy(datagram),
+                datagram,
                 note,
                 on_wire: true,
             })
