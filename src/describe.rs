@@ -171,6 +171,14 @@ pub fn transport_event_label(event: &TransportEvent, base: Option<Seq>) -> Strin
             "gave up: {timeouts} timeouts in a row, oldest unacked seq={}",
             rel(oldest)
         ),
+        TransportEvent::CongestionCut {
+            cause,
+            cwnd,
+            ssthresh,
+        } => format!(
+            "congestion window cut to {cwnd} (on {}, ssthresh {ssthresh})",
+            cause.label()
+        ),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod roles;
 pub mod script;
 pub mod secret;
 pub mod shutdown;
+pub mod tasks;
 pub mod topology;
 pub mod transport;
 pub mod tui;

@@ -73,6 +73,14 @@ fn a_bad_argument_is_a_usage_error() {
     let out = tunlab(&["proxy1", "3327"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("PROXY2_HOST"), "{}", stderr(&out));
+    // A congestion control that does not exist says which ones do.
+    let out = tunlab(&["--cc", "cubic", "--no-tui"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("invalid value 'cubic'") && err.contains("newreno") && err.contains("none"),
+        "{err}"
+    );
 }
 
 #[test]

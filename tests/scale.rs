@@ -141,14 +141,16 @@ async fn a_client_that_never_reads_is_bounded_and_others_keep_echoing() {
         }
     });
 
-    // Wait until the pusher stalls: no progress for a second. The kernel's buffers on the
-    // way fill first (megabytes), so this takes a moment; it must happen within the deadline.
+    // Wait until the pusher stalls: no progress for two seconds in a row (one could be a
+    // pause of a loaded machine). The kernel's buffers on the way fill first (megabytes), so
+    // this takes a moment; it must happen within the deadline.
     let stalled = async {
-        let mut last = 0;
+        let (mut last, mut still) = (0, 0);
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let now = *written.borrow();
-            if now > 0 && now == last {
+            still = if now > 0 && now == last { still + 1 } else { 0 };
+            if still == 2 {
                 return now;
             }
             last = now;

@@ -14,7 +14,9 @@ use tui_support::{PROXY1_UDP, PROXY2_UDP, START, Script, addr, addrs, client_add
 use tunlab::event::{ClientAction, ConnState, EventKind, FrameSummary, TcpAction};
 use tunlab::impair::{DropCause, LinkVerdict};
 use tunlab::topology::{Endpoint, Role};
-use tunlab::transport::{RetransmitCause, TransportEvent, TransportStats};
+use tunlab::transport::{
+    CongestionCut, CongestionPhase, RetransmitCause, TransportEvent, TransportStats,
+};
 use tunlab::tui::app::handle_key;
 use tunlab::tui::render;
 use tunlab::tui::state::{SeqPointKind, TraceLine, TuiState, update};
@@ -210,6 +212,17 @@ fn lossy_transfer() -> Script {
         ),
     )
     .at(106, sent(Endpoint::Proxy1, data(ISN1.add(2), b"tres ")))
+    .at(
+        106,
+        transport(
+            Endpoint::Proxy1,
+            TransportEvent::CongestionCut {
+                cause: CongestionCut::Loss,
+                cwnd: 5,
+                ssthresh: 5,
+            },
+        ),
+    )
     .at(107, sent(Endpoint::Proxy2, ack(ISN1.add(5), &[])))
     .at(
         300,
@@ -258,6 +271,10 @@ fn lossy_transfer() -> Script {
                 rto: Duration::from_millis(200),
                 in_flight: 0,
                 peer_window: 64,
+                cwnd: Some(6),
+                ssthresh: Some(5),
+                congestion: Some(CongestionPhase::Avoidance),
+                congestion_cuts: 1,
                 ..TransportStats::default()
             },
         ),
@@ -335,6 +352,9 @@ fn the_fold_marks_the_retransmission_and_counts_from_the_isns() {
     assert_eq!(of(SeqPointKind::Dropped), [2]);
     assert_eq!(of(SeqPointKind::Ack), [1, 2, 2, 2, 2, 5, 6]);
     assert_eq!(of(SeqPointKind::Sack), [3, 4, 4]);
+    // The congestion window's edge: last ack + cwnd, at the cut (2 + 5) and from the stats
+    // (6 + 6).
+    assert_eq!(of(SeqPointKind::CwndEdge), [7, 12]);
     assert_eq!(
         conn.transport
             .stats(Endpoint::Proxy1)

@@ -17,9 +17,10 @@ use ratatui::layout::Rect;
 use ratatui::{Terminal, TerminalOptions, Viewport};
 use tunlab::capture::{CaptureFormat, CapturePlan, CaptureTarget, CaptureWriter};
 use tunlab::event::EventSink;
-use tunlab::impair::{DirectionSettings, LinkSettings, Percent};
+use tunlab::impair::{BitRate, DirectionSettings, LinkSettings, Percent};
 use tunlab::lab::{Lab, LabConfig};
 use tunlab::topology::Role;
+use tunlab::transport::{CongestionControl, TransportConfig};
 use tunlab::tui::screen_loop::ScreenLoop;
 use tunlab::tui::state::{TuiState, events_for_tui};
 use tunlab::wire::WireMode;
@@ -47,7 +48,21 @@ pub struct LabOptions {
     pub wire: WireMode,
     /// Emulated loss each way, in percent (the link emulator, seeded: [`LOSS_SEED`]).
     pub loss: u8,
+    /// The windowed modes' congestion control (`--cc`).
+    pub cc: CongestionControl,
+    /// The link emulator's rate limit each way in Mbit/s (`--rate`), with a queue of
+    /// [`RATE_QUEUE`] frames; 0: none.
+    pub rate_mbit: u16,
+    /// The reliable modes' window in frames (`--window`); 0: the default (64).
+    pub window: u32,
 }
+
+/// The rate limiter's queue in the rate-limited paths, in frames: the emulator's default
+/// (`--queue 100`). With echo traffic the acks wait behind a full queue of data, so the round
+/// trip holds about a queue's worth of frames, and NewReno's halving keeps the link busy only
+/// when the queue is at least that deep (with 32 frames it reached 0.82× of the rate); the
+/// rows use a window of 128, which a fixed window overflows.
+pub const RATE_QUEUE: usize = 100;
 
 /// The emulator's seed for lossy runs: the same losses in every round and every mode.
 pub const LOSS_SEED: u64 = 2026;
@@ -60,6 +75,9 @@ impl LabOptions {
             capture,
             wire: WireMode::Classic,
             loss: 0,
+            cc: CongestionControl::NewReno,
+            rate_mbit: 0,
+            window: 0,
         }
     }
 
@@ -75,6 +93,12 @@ impl LabOptions {
             self.wire.name().into(),
             "--loss".into(),
             self.loss.to_string(),
+            "--cc".into(),
+            self.cc.name().into(),
+            "--rate-mbit".into(),
+            self.rate_mbit.to_string(),
+            "--window".into(),
+            self.window.to_string(),
         ]
     }
 
@@ -104,6 +128,13 @@ impl LabOptions {
                 .find(|mode| mode.name() == wire)
                 .ok_or_else(|| anyhow::anyhow!("unknown --wire {wire:?}"))?,
             loss: value("--loss")?.parse()?,
+            cc: match value("--cc")? {
+                "newreno" => CongestionControl::NewReno,
+                "none" => CongestionControl::None,
+                other => anyhow::bail!("unknown --cc {other:?}"),
+            },
+            rate_mbit: value("--rate-mbit")?.parse()?,
+            window: value("--window")?.parse()?,
         })
     }
 }
@@ -183,16 +214,37 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         } else {
             None
         };
-        let config = LabConfig {
+        let mut config = LabConfig {
             capture: capture.as_ref().map(CaptureWriter::tap),
             mode: options.wire,
             link: LinkSettings::symmetric(DirectionSettings {
                 loss: Percent::new(f64::from(options.loss)).map_err(anyhow::Error::msg)?,
+                rate: (options.rate_mbit > 0)
+                    .then(|| BitRate::new(u64::from(options.rate_mbit) * 1_000_000))
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
+                queue: RATE_QUEUE,
                 ..Default::default()
             }),
             link_seed: Some(LOSS_SEED),
             ..LabConfig::ephemeral()
         };
+        if options.wire.is_reliable() {
+            let defaults = TransportConfig::for_mode(options.wire);
+            let window = if options.window > 0 {
+                options.window
+            } else {
+                defaults.window
+            };
+            let transport = TransportConfig {
+                congestion: options.cc,
+                window,
+                send_buffer: window as usize * defaults.max_payload,
+                ..defaults
+            };
+            config.proxy1.transport = Some(transport);
+            config.proxy2.transport = Some(transport);
+        }
         let mut lab = Lab::start(config, events.clone()).await?;
         println!("READY {}", lab.addrs().proxy1_tcp);
         std::io::stdout().flush()?;

@@ -59,10 +59,13 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these paths (comma-separated: direct, kcptun, classic, lab, lab-events,
-    /// lab-capture, lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture; `modes` for
+    /// lab-capture, lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture, and with
+    /// TUNLAB_BENCH_BEFORE=<another tunlab build> the same four as bin-*-before; `modes` for
     /// the reliable-modes table with direct TCP and the lab as baselines, or one cell of it
-    /// such as selective-repeat-5; `relay` for selective-repeat and kcptun through `tunlab
-    /// relay` at each of its losses, or one of them such as relay-kcptun-5). Default: all.
+    /// such as selective-repeat-5, selective-repeat-5-ccnone for --cc none, or
+    /// selective-repeat-10mbit[-w128][-ccnone] for the rate-limited rows; `relay` for
+    /// selective-repeat and kcptun through `tunlab relay` at each of its losses, or one of
+    /// them such as relay-kcptun-5). Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Markdown file to write the results into (between its bench markers).
@@ -117,12 +120,39 @@ pub const RELAY_LOSSES: [u8; 3] = [0, 1, 5];
 pub fn relay_path_name(options: RelayedOptions) -> String {
     format!("relay-{}-{}", options.tunnel.key(), options.loss)
 }
+/// The rate limit (Mbit/s each way) of the rate-limited rows.
+pub const RATE_MBIT: u16 = 10;
+
+/// The window of most rate-limited rows: with echo traffic both queues fill, the acks wait
+/// behind a full queue of data, and the round trip holds more than 64 frames.
+pub const RATE_WINDOW: u32 = 128;
+
+/// The rate-limited rows' goodput test lasts this many times the others': at 10 Mbit/s the
+/// client's 256 KiB in flight take ~0.2 s to come back, which a 2 s test would count as a
+/// tenth of the link idle.
+pub const RATE_TIME_FACTOR: u32 = 4;
 
 /// The `--only` name of an in-process lab path: `lab`, `lab-events`, `lab-capture`,
 /// `lab-both`, or `<wire mode>-<loss>` for a cell of the modes table (`selective-repeat-5`).
 pub fn lab_path_name(options: LabOptions) -> String {
     if is_mode_cell(options) {
-        return format!("{}-{}", options.wire.name(), options.loss);
+        let cc = match options.cc {
+            tunlab::transport::CongestionControl::NewReno => "",
+            tunlab::transport::CongestionControl::None => "-ccnone",
+        };
+        if options.rate_mbit > 0 {
+            let window = if options.window > 0 {
+                format!("-w{}", options.window)
+            } else {
+                String::new()
+            };
+            return format!(
+                "{}-{}mbit{window}{cc}",
+                options.wire.name(),
+                options.rate_mbit
+            );
+        }
+        return format!("{}-{}{cc}", options.wire.name(), options.loss);
     }
     match (options.events, options.capture) {
         (false, false) => "lab",
@@ -136,12 +166,18 @@ pub fn lab_path_name(options: LabOptions) -> String {
 /// A cell of the modes table: a lab with no consumers in another mode or over a lossy link
 /// (measured for goodput only). Classic at 0% loss is the plain `lab` path.
 pub fn is_mode_cell(options: LabOptions) -> bool {
-    options.wire != WireMode::Classic || options.loss > 0
+    options.wire != WireMode::Classic || options.loss > 0 || options.rate_mbit > 0
 }
 
 fn all_paths() -> Vec<(String, PathKind)> {
     let lab = |events, capture| PathKind::Lab(LabOptions::plain(events, capture));
-    let bin = |tui, capture| PathKind::Binary(BinaryOptions { tui, capture });
+    let bin = |tui, capture| {
+        PathKind::Binary(BinaryOptions {
+            tui,
+            capture,
+            before: false,
+        })
+    };
     let mut paths = vec![
         ("direct".to_string(), PathKind::Direct),
         ("kcptun".to_string(), PathKind::Kcptun),
@@ -164,6 +200,16 @@ fn all_paths() -> Vec<(String, PathKind)> {
         ("bin-tui-capture", bin(true, true)),
     ] {
         paths.push((name.to_string(), kind));
+        // The same paths on the build named by TUNLAB_BENCH_BEFORE, side by side in one run.
+        if std::env::var_os("TUNLAB_BENCH_BEFORE").is_some()
+            && let PathKind::Binary(options) = kind
+        {
+            let before = BinaryOptions {
+                before: true,
+                ..options
+            };
+            paths.push((format!("{name}-before"), PathKind::Binary(before)));
+        }
     }
     for wire in WireMode::ALL {
         for loss in MODE_LOSSES {
@@ -182,6 +228,47 @@ fn all_paths() -> Vec<(String, PathKind)> {
             let options = RelayedOptions { tunnel, loss };
             paths.push((relay_path_name(options), PathKind::Relayed(options)));
         }
+    }
+    // The windowed modes again with a fixed window (--cc none), under the same losses, and
+    // both ways over a rate-limited link.
+    for wire in [WireMode::GoBackN, WireMode::SelectiveRepeat] {
+        for loss in MODE_LOSSES {
+            let options = LabOptions {
+                wire,
+                loss,
+                cc: tunlab::transport::CongestionControl::None,
+                ..LabOptions::plain(false, false)
+            };
+            paths.push((lab_path_name(options), PathKind::Lab(options)));
+        }
+    }
+    for cc in [
+        tunlab::transport::CongestionControl::NewReno,
+        tunlab::transport::CongestionControl::None,
+    ] {
+        for wire in [WireMode::GoBackN, WireMode::SelectiveRepeat] {
+            let options = LabOptions {
+                wire,
+                cc,
+                rate_mbit: RATE_MBIT,
+                window: RATE_WINDOW,
+                ..LabOptions::plain(false, false)
+            };
+            paths.push((lab_path_name(options), PathKind::Lab(options)));
+        }
+    }
+    // And Selective Repeat with the default window, both ways.
+    for cc in [
+        tunlab::transport::CongestionControl::NewReno,
+        tunlab::transport::CongestionControl::None,
+    ] {
+        let options = LabOptions {
+            wire: WireMode::SelectiveRepeat,
+            cc,
+            rate_mbit: RATE_MBIT,
+            ..LabOptions::plain(false, false)
+        };
+        paths.push((lab_path_name(options), PathKind::Lab(options)));
     }
     paths
 }
@@ -249,6 +336,9 @@ fn main() -> anyhow::Result<()> {
         tunlab: std::env::var_os("TUNLAB_BENCH_TUNLAB")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tunlab"))),
+        // TUNLAB_BENCH_BEFORE: another build whose bin-* paths run as bin-*-before in the
+        // same run (interleaved per round), for a before and after side by side.
+        tunlab_before: std::env::var_os("TUNLAB_BENCH_BEFORE").map(PathBuf::from),
         kcptun_client: if needs_kcptun {
             find_tool("kcptun-client")?
         } else {
@@ -433,7 +523,12 @@ async fn measure_path(
         && is_mode_cell(options)
     {
         // The modes table: goodput only (a sane client, bounded bytes in flight).
-        match client::goodput(target, goodput_time, u64::MAX, window).await {
+        let time = if options.rate_mbit > 0 {
+            goodput_time * RATE_TIME_FACTOR
+        } else {
+            goodput_time
+        };
+        match client::goodput(target, time, u64::MAX, window).await {
             Ok(r) => round.goodput_bounded = Some(r),
             Err(e) => round.errors.push(format!("goodput (paced): {e:#}")),
         }

@@ -107,6 +107,9 @@ pub struct BinaryOptions {
     /// Capturing to a file (classic pcap, in the system's temporary directory); otherwise
     /// `--no-capture`.
     pub capture: bool,
+    /// The other build named by `TUNLAB_BENCH_BEFORE` (an older commit's), for a before and
+    /// after in one run; otherwise this build.
+    pub before: bool,
 }
 
 impl BinaryOptions {
@@ -114,7 +117,16 @@ impl BinaryOptions {
     pub const BARE: BinaryOptions = BinaryOptions {
         tui: false,
         capture: false,
+        before: false,
     };
+
+    /// The bare lab of the same build: the baseline of this path's watching costs.
+    pub fn bare(self) -> BinaryOptions {
+        BinaryOptions {
+            before: self.before,
+            ..BinaryOptions::BARE
+        }
+    }
 }
 
 impl PathKind {
@@ -123,12 +135,23 @@ impl PathKind {
             PathKind::Direct => "direct TCP".into(),
             PathKind::Kcptun => "kcptun (fast3, no crypt)".into(),
             PathKind::Classic => "tunlab classic, proxy1+proxy2 processes".into(),
-            PathKind::Binary(BinaryOptions { tui, capture }) => match (tui, capture) {
-                (false, false) => "tunlab --no-tui --no-capture (bare)".into(),
-                (false, true) => "tunlab --no-tui, capture on".into(),
-                (true, false) => "tunlab TUI 120×40 (pty), --no-capture".into(),
-                (true, true) => "tunlab TUI 120×40 (pty), capture on".into(),
-            },
+            PathKind::Binary(BinaryOptions {
+                tui,
+                capture,
+                before,
+            }) => {
+                let name = match (tui, capture) {
+                    (false, false) => "tunlab --no-tui --no-capture (bare)",
+                    (false, true) => "tunlab --no-tui, capture on",
+                    (true, false) => "tunlab TUI 120×40 (pty), --no-capture",
+                    (true, true) => "tunlab TUI 120×40 (pty), capture on",
+                };
+                if before {
+                    format!("{name} [before]")
+                } else {
+                    name.into()
+                }
+            }
             PathKind::Relayed(RelayedOptions { tunnel, loss }) => match tunnel {
                 RelayedTunnel::Kcptun => format!("kcptun via relay, {loss}% loss each way"),
                 RelayedTunnel::SelectiveRepeat => {
@@ -140,10 +163,29 @@ impl PathKind {
                 capture,
                 wire,
                 loss,
+                cc,
+                rate_mbit,
+                window: lab_window,
             }) => {
                 let mut name = "tunlab in-process lab".to_string();
+                let cc = if wire.is_extended() {
+                    format!(", --cc {cc}")
+                } else {
+                    String::new()
+                };
+                if rate_mbit > 0 {
+                    let window = if lab_window > 0 {
+                        format!(", --window {lab_window}")
+                    } else {
+                        String::new()
+                    };
+                    return format!(
+                        "tunlab lab, {wire}{cc}{window}, {rate_mbit}mbit each way, queue {}",
+                        crate::lab_child::RATE_QUEUE
+                    );
+                }
                 if wire != tunlab::wire::WireMode::Classic || loss > 0 {
-                    return format!("tunlab lab, {wire}, {loss}% loss each way");
+                    return format!("tunlab lab, {wire}{cc}, {loss}% loss each way");
                 }
                 match (events, capture) {
                     (false, false) => name.push_str(" (no consumers)"),
@@ -283,6 +325,8 @@ fn localhost(port: u16) -> SocketAddr {
 /// Where the pieces are.
 pub struct Tools {
     pub tunlab: PathBuf,
+    /// The `tunlab` build of the `before` binary paths (`TUNLAB_BENCH_BEFORE`).
+    pub tunlab_before: Option<PathBuf>,
     pub kcptun_client: PathBuf,
     pub kcptun_server: PathBuf,
     pub logs: PathBuf,
@@ -564,7 +608,11 @@ fn start_binary_lab(
     log: &Path,
 ) -> anyhow::Result<(Process, SocketAddr)> {
     let proxy1 = free_tcp_port()?;
-    let mut command = tools.tunnel_command(&tools.tunlab, "lab");
+    let program = match (&tools.tunlab_before, options.before) {
+        (Some(before), true) => before,
+        _ => &tools.tunlab,
+    };
+    let mut command = tools.tunnel_command(program, "lab");
     command.args(["--clients", "0", "--proxy1-port", &proxy1.to_string()]);
     command.args(["--server-port", &free_tcp_port()?.to_string()]);
     command.args(["--proxy2-port", &free_udp_port()?.to_string()]);

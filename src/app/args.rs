@@ -152,6 +152,7 @@ impl WireArgs {
             rto: self
                 .rto
                 .map_or(defaults.rto, crate::transport::RtoConfig::Fixed),
+            congestion: self.cc,
             ..defaults
         }
     }

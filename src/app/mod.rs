@@ -135,7 +135,10 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     if args.no_tui {
-        return crate::headless::run(&args, lab_config(&args), tcp).await;
+        // Listening before the lab starts: a signal as soon as proxy1 is announced still
+        // stops the lab cleanly, with the capture finished.
+        let signals = crate::shutdown::SignalToken::new();
+        return crate::headless::run(&args, lab_config(&args), tcp, signals.token()).await;
     }
     if !std::io::stdout().is_terminal() {
         // The demo is the lab's run without a terminal: it captures as the lab would.

@@ -57,6 +57,11 @@ pub struct WireArgs {
     /// 200ms and 10s, doubling on each timeout).
     #[arg(long, value_parser = humantime::parse_duration, value_name = "TIME")]
     pub rto: Option<Duration>,
+    /// Go-Back-N and Selective Repeat: congestion control. newreno: slow start from 10
+    /// frames, one frame more per round trip after it, the window halved on a loss and one
+    /// frame after a timeout; none: always --window frames in flight, whatever the losses.
+    #[arg(long, value_enum, default_value_t = crate::transport::CongestionControl::NewReno, value_name = "ALGORITHM")]
+    pub cc: crate::transport::CongestionControl,
     /// Seal (encrypt and authenticate) every frame on the link with the key in FILE (made by
     /// `tunlab keygen FILE`; both proxies need the same one). Extended modes only
     /// (--wire go-back-n or selective-repeat); the course's formats stay plaintext.

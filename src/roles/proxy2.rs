@@ -24,13 +24,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::{LogThrottle, peer_close_kind};
 use crate::destination::{Destination, Refusal as Reason};
 use crate::event::{CloseKind, ConnState, EventKind, EventSink, Ignored, Level, TcpAction};
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
 use crate::roles::dialers::ResolverDialer;
+use crate::tasks::{SHUTDOWN_GRACE, Tasks};
 use crate::topology::{Endpoint, Role};
 use crate::transport::totals::TallyKey;
 use crate::transport::{Transport, TransportConfig};
@@ -133,7 +133,7 @@ struct Shared {
     refusals_logged: LogThrottle,
     /// Every task of every connection: awaited on shutdown, so that the UDP port is free
     /// again when `run` returns.
-    tasks: TaskTracker,
+    tasks: Tasks,
 }
 
 impl Shared {
@@ -196,6 +196,17 @@ impl Shared {
 
 /// Serves the link until `shutdown` is cancelled.
 pub async fn run(link: LinkSocket, config: Proxy2Config, shutdown: CancellationToken) {
+    run_in(Tasks::new(), link, config, shutdown).await;
+}
+
+/// [`run`] with its tasks spawned in `tasks`, a group of its own (a child of the lab's, so
+/// the lab waits for them too), waited for when it stops.
+pub async fn run_in(
+    tasks: Tasks,
+    link: LinkSocket,
+    config: Proxy2Config,
+    shutdown: CancellationToken,
+) {
     link.events().emit(EventKind::RoleUp {
         role: Role::Proxy2,
         addr: link.local_addr(),
@@ -209,7 +220,7 @@ pub async fn run(link: LinkSocket, config: Proxy2Config, shutdown: CancellationT
         }),
         config,
         refusals_logged: LogThrottle::new(Duration::from_secs(1)),
-        tasks: TaskTracker::new(),
+        tasks,
     });
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut sweep = tokio::time::interval(sweep_period(
@@ -240,8 +251,10 @@ pub async fn run(link: LinkSocket, config: Proxy2Config, shutdown: CancellationT
     for (_, slot) in shared.table.lock().unwrap().slots.drain() {
         slot.stop.cancel();
     }
-    shared.tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), shared.tasks.wait()).await;
+    let left = shared.tasks.wait(SHUTDOWN_GRACE).await;
+    if !left.is_empty() {
+        shared.log(Level::Warn, format!("stopped without waiting for: {left}"));
+    }
     shared
         .events()
         .emit(EventKind::RoleDown { role: Role::Proxy2 });
@@ -455,7 +468,7 @@ fn on_connect(
                             // the refusals: a limit turned it away.
                             shared.link.stats().refused.fetch_add(1, Ordering::Relaxed);
                             let task = shared.clone();
-                            shared.tasks.spawn(async move {
+                            shared.tasks.spawn("proxy2 eviction", async move {
                                 let shared = task;
                                 shared
                                     .send(
@@ -511,9 +524,10 @@ fn on_connect(
         peer_isn: slot.peer_isn,
         destination,
     };
-    shared
-        .tasks
-        .spawn(serve_connection(shared.clone(), key, start));
+    shared.tasks.spawn(
+        "proxy2 connection",
+        serve_connection(shared.clone(), key, start),
+    );
     table.slots.insert(key, slot);
     table.admission.admitted(key);
     OnConnect::Opening { replaced }
@@ -648,7 +662,7 @@ async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
     // Writer: proxy1's data to the server. It ends when the slot (and so the queue's
     // sender) is dropped, and then closes the server connection with a FIN.
     let writer_shared = shared.clone();
-    let writer = shared.tasks.spawn(async move {
+    let writer = shared.tasks.spawn("proxy2 writer", async move {
         let mut queued = Vec::with_capacity(super::FRAMES_PER_WRITE);
         let mut scratch = Vec::new();
         while queue_rx

@@ -288,11 +288,12 @@ impl Report {
         if t1.data_frames_sent + t2.data_frames_sent > 0 {
             let line = |t: Retransmits| {
                 format!(
-                    "{} data frames, {} retransmitted ({} timeout, {} fast)",
+                    "{} data frames, {} retransmitted ({} timeout, {} fast, {} probe)",
                     t.data_frames_sent,
                     t.total(),
                     t.retransmits_timeout,
-                    t.retransmits_fast
+                    t.retransmits_fast,
+                    t.retransmits_probe
                 )
             };
             let _ = writeln!(out, "  transport p1→p2: {}", line(t1));

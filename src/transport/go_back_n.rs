@@ -141,6 +141,8 @@ mod tests {
         config.window = 4;
         config.max_payload = 1;
         config.rto = RtoConfig::Fixed(Duration::from_secs(1));
+        // The window mechanics alone; congestion control has tests of its own (window.rs).
+        config.congestion = crate::transport::CongestionControl::None;
         config
     }
 

@@ -24,6 +24,7 @@
 //! arrived in order (see each transport for how the close travels on its wire).
 
 pub mod classic;
+pub mod congestion;
 pub mod go_back_n;
 pub mod rto;
 pub mod selective_repeat;
@@ -37,6 +38,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::wire::{ConnId, Frame, SackBlocks, Seq, WireMode};
+pub use congestion::{CongestionControl, CongestionCut, CongestionPhase};
 pub use rto::{RtoConfig, RtoEstimator};
 
 /// How a transport is sized and timed. [`TransportConfig::for_mode`] gives the defaults.
@@ -68,6 +70,9 @@ pub struct TransportConfig {
     pub initial_seq: Seq,
     /// The first sequence number the peer sends: the ISN in its `C` or `OK`.
     pub peer_initial_seq: Seq,
+    /// Go-Back-N and Selective Repeat: the congestion control (`--cc`); NewReno by default,
+    /// `None` for the fixed window of the course.
+    pub congestion: CongestionControl,
 }
 
 impl TransportConfig {
@@ -86,6 +91,7 @@ impl TransportConfig {
             close_sends: 3,
             initial_seq: Seq::ZERO,
             peer_initial_seq: Seq::ZERO,
+            congestion: CongestionControl::default(),
         }
     }
 }
@@ -96,8 +102,12 @@ impl TransportConfig {
 pub enum RetransmitCause {
     /// Its retransmission timer expired.
     Timeout,
-    /// Duplicate acks or selective acks above it said it was lost.
+    /// Duplicate acks, selective acks above it, or acks of frames sent after it (RACK) said
+    /// it was lost.
     FastRetransmit,
+    /// Nothing was acked for two round trips with frames out: the last one (Go-Back-N: the
+    /// oldest) is sent again to draw an ack that shows what the tail lost (RFC 8985's TLP).
+    Probe,
 }
 
 impl RetransmitCause {
@@ -105,6 +115,7 @@ impl RetransmitCause {
         match self {
             RetransmitCause::Timeout => "timeout",
             RetransmitCause::FastRetransmit => "fast retransmit",
+            RetransmitCause::Probe => "tail-loss probe",
         }
     }
 }
@@ -185,6 +196,13 @@ pub enum TransportEvent {
     /// Data stayed unacknowledged through `max_timeouts` expiries in a row: the transport
     /// stopped.
     GaveUp { timeouts: u32, oldest: Seq },
+    /// The congestion window was cut (Go-Back-N, Selective Repeat with `--cc newreno`): halved
+    /// on a loss, down to one frame on a timeout. `ssthresh` is the new slow-start threshold.
+    CongestionCut {
+        cause: CongestionCut,
+        cwnd: u32,
+        ssthresh: u32,
+    },
 }
 
 /// Why a transport stopped trying.
@@ -216,8 +234,10 @@ pub struct TransportStats {
     pub acks_sent: u64,
     /// Retransmissions whose timer expired.
     pub retransmits_timeout: u64,
-    /// Retransmissions on duplicate or selective-ack evidence.
+    /// Retransmissions on duplicate or selective-ack evidence (and RACK's).
     pub retransmits_fast: u64,
+    /// Tail-loss probes: a frame sent again when nothing was acked for two round trips.
+    pub retransmits_probe: u64,
     /// Payload bytes sent, retransmissions included (efficiency = delivered at the peer over
     /// this).
     pub bytes_sent: u64,
@@ -242,6 +262,15 @@ pub struct TransportStats {
     pub in_flight: u32,
     /// The peer's last advertised receive window, in frames.
     pub peer_window: u32,
+    /// The congestion window, in frames (Go-Back-N and Selective Repeat; with `--cc none`
+    /// the fixed window).
+    pub cwnd: Option<u32>,
+    /// The slow-start threshold, once a loss set it.
+    pub ssthresh: Option<u32>,
+    /// Where the congestion controller stands.
+    pub congestion: Option<CongestionPhase>,
+    /// Times the congestion window was cut (losses and timeouts).
+    pub congestion_cuts: u64,
     /// Frames held out of order right now.
     pub held: u32,
     /// Frames delivered in order and not yet read by the application.
@@ -522,9 +551,6 @@ pub struct Segment {
     sacked: bool,
     /// Waiting to be sent again, and why.
     resend: Option<RetransmitCause>,
-    /// Selective Repeat: already fast-retransmitted once (a lost fast retransmit is left to
-    /// the timer, so one loss never triggers a storm).
-    fast_retransmitted: bool,
 }
 
 impl Segment {
@@ -538,7 +564,6 @@ impl Segment {
             retransmitted: false,
             sacked: false,
             resend: None,
-            fast_retransmitted: false,
         }
     }
 
@@ -576,18 +601,19 @@ fn count_sent(stats: &mut TransportStats, events: &mut Events, frame: &OutFrame)
         } => {
             stats.data_frames_sent += 1;
             stats.bytes_sent += payload.len() as u64;
-            match retransmit {
-                Some(RetransmitCause::Timeout) => stats.retransmits_timeout += 1,
-                Some(RetransmitCause::FastRetransmit) => stats.retransmits_fast += 1,
-                None => {}
-            }
+            count_retransmit(stats, *retransmit);
         }
         OutFrame::Ack { .. } => stats.acks_sent += 1,
-        OutFrame::Close { retransmit, .. } => match retransmit {
-            Some(RetransmitCause::Timeout) => stats.retransmits_timeout += 1,
-            Some(RetransmitCause::FastRetransmit) => stats.retransmits_fast += 1,
-            None => {}
-        },
+        OutFrame::Close { retransmit, .. } => count_retransmit(stats, *retransmit),
+    }
+}
+
+fn count_retransmit(stats: &mut TransportStats, retransmit: Option<RetransmitCause>) {
+    match retransmit {
+        Some(RetransmitCause::Timeout) => stats.retransmits_timeout += 1,
+        Some(RetransmitCause::FastRetransmit) => stats.retransmits_fast += 1,
+        Some(RetransmitCause::Probe) => stats.retransmits_probe += 1,
+        None => {}
     }
 }
 

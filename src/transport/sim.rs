@@ -12,7 +12,8 @@ use proptest::prelude::*;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
-use super::{RtoConfig, Transport, TransportConfig};
+use super::congestion::CongestionControl;
+use super::{RetransmitCause, RtoConfig, Transport, TransportConfig};
 use crate::impair::decide::Decider;
 use crate::impair::settings::{DirectionSettings, Percent};
 use crate::topology::LinkDirection;
@@ -29,6 +30,13 @@ struct Channel {
     order: u64,
     /// A frame held back until the next one overtakes it (or its wait ends).
     held: Option<(Instant, Vec<u8>)>,
+    /// The rate limiter (`settings.rate`): when the link has sent what it was given, and
+    /// when each frame in its queue will be sent (at most `settings.queue`; more are dropped,
+    /// a bottleneck router's tail drop).
+    link_free_at: Option<Instant>,
+    rate_queue: std::collections::VecDeque<Instant>,
+    /// Frames the rate limiter's full queue dropped.
+    queue_drops: u64,
 }
 
 impl Channel {
@@ -39,6 +47,9 @@ impl Channel {
             queue: BinaryHeap::new(),
             order: 0,
             held: None,
+            link_free_at: None,
+            rate_queue: std::collections::VecDeque::new(),
+            queue_drops: 0,
         }
     }
 
@@ -56,7 +67,22 @@ impl Channel {
         if let Some(corruption) = decision.corrupt {
             corruption.apply(&mut datagram);
         }
-        let at = now + decision.delay;
+        let mut at = now + decision.delay;
+        if let Some(rate) = self.settings.rate {
+            // As the emulator's pipeline does it: wait for the link, or drop at a full queue.
+            while self.rate_queue.front().is_some_and(|done| *done <= now) {
+                self.rate_queue.pop_front();
+            }
+            if self.rate_queue.len() >= self.settings.queue.max(1) {
+                self.queue_drops += 1;
+                return;
+            }
+            let start = self.link_free_at.map_or(now, |free| free.max(now));
+            let done = start + rate.transmit_time(datagram.len());
+            self.link_free_at = Some(done);
+            self.rate_queue.push_back(done);
+            at = done + decision.delay;
+        }
         if decision.duplicate {
             self.push(at, datagram.clone());
         }
@@ -117,6 +143,32 @@ struct Run {
     /// Side 0's initial sequence number; side 1's is `isn_gap` later.
     initial_seq: u32,
     isn_gap: u32,
+    /// Congestion control of both sides.
+    congestion: CongestionControl,
+    /// The retransmission timer; `None`: adaptive with a 50 ms floor (quick simulated runs).
+    rto: Option<RtoConfig>,
+}
+
+impl Run {
+    /// A bulk transfer from side 0 to side 1 over `link`, the transports' defaults otherwise
+    /// (window 64, full frames, RFC 6298 timer with its 200 ms floor): what the tunnel runs.
+    fn bulk(mode: WireMode, seed: u64, link: DirectionSettings, bytes: usize) -> Self {
+        let defaults = TransportConfig::for_mode(mode);
+        Run {
+            mode,
+            seed,
+            link,
+            window: defaults.window,
+            max_payload: defaults.max_payload,
+            send_buffer: defaults.send_buffer,
+            sizes: [bytes, 0],
+            skip_read: 0,
+            initial_seq: 0,
+            isn_gap: 0,
+            congestion: defaults.congestion,
+            rto: Some(defaults.rto),
+        }
+    }
 }
 
 /// What a run ended with.
@@ -129,6 +181,18 @@ struct Outcome {
     malformed: u64,
     /// Data frames sent again (a close sent again is not counted).
     retransmits: u64,
+    /// Of those, sent again because their timer expired.
+    timeout_retransmits: u64,
+    /// Data frames sent, first sends and retransmissions, by both sides.
+    data_frames: u64,
+    /// When the last side finished (or the run stopped), from the start.
+    elapsed: Duration,
+    /// Frames the rate limiters dropped, both ways.
+    queue_drops: u64,
+    /// Side 0's congestion window at every step, once slow start has ended (the first cut).
+    cwnd_after_first_cut: Vec<u32>,
+    /// Side 0's congestion window cuts.
+    congestion_cuts: u64,
 }
 
 fn simulate(run: &Run) -> Outcome {
@@ -138,11 +202,11 @@ fn simulate(run: &Run) -> Outcome {
         window: run.window,
         send_buffer: run.send_buffer,
         max_payload: run.max_payload,
-        rto: RtoConfig::Adaptive {
+        rto: run.rto.unwrap_or(RtoConfig::Adaptive {
             initial: Duration::from_millis(500),
             min: Duration::from_millis(50),
             max: Duration::from_secs(2),
-        },
+        }),
         // Half the frames and half the acks lost means long unlucky streaks; the bound must
         // stay far above them so that a give-up here is a bug, not bad luck.
         max_timeouts: 200,
@@ -150,6 +214,7 @@ fn simulate(run: &Run) -> Outcome {
         close_sends: 3,
         initial_seq: crate::wire::Seq(run.initial_seq),
         peer_initial_seq: crate::wire::Seq(run.initial_seq.wrapping_add(run.isn_gap)),
+        congestion: run.congestion,
     };
     let swapped = TransportConfig {
         initial_seq: config.peer_initial_seq,
@@ -173,6 +238,9 @@ fn simulate(run: &Run) -> Outcome {
     let mut now = t0;
     let mut malformed = 0;
     let mut retransmits = 0;
+    let mut timeout_retransmits = 0;
+    let mut data_frames = 0;
+    let mut cwnd_after_first_cut = Vec::new();
     let mut done = false;
     for _step in 0..400_000 {
         for (i, side) in sides.iter_mut().enumerate() {
@@ -196,14 +264,10 @@ fn simulate(run: &Run) -> Outcome {
                 }
             }
             while let Some(out) = t.poll_transmit(now) {
-                if matches!(
-                    out,
-                    super::OutFrame::Data {
-                        retransmit: Some(_),
-                        ..
-                    }
-                ) {
-                    retransmits += 1;
+                if let super::OutFrame::Data { retransmit, .. } = &out {
+                    data_frames += 1;
+                    retransmits += u64::from(retransmit.is_some());
+                    timeout_retransmits += u64::from(*retransmit == Some(RetransmitCause::Timeout));
                 }
                 let datagram = run.mode.to_bytes(&out.frame(ID)).unwrap();
                 assert!(datagram.len() <= crate::wire::MAX_DATAGRAM);
@@ -214,6 +278,12 @@ fn simulate(run: &Run) -> Outcome {
             let stats = t.stats();
             let limit = run.window.max(1);
             assert!(stats.in_flight <= limit, "{stats:?}");
+            if let Some(cwnd) = stats.cwnd {
+                assert!((1..=limit).contains(&cwnd), "{stats:?}");
+                if i == 0 && stats.congestion_cuts > 0 {
+                    cwnd_after_first_cut.push(cwnd);
+                }
+            }
             assert!(stats.held + stats.readable <= limit, "{stats:?}");
             assert!(stats.peer_window <= limit, "{stats:?}");
             // The flow-control bound in bytes: a full send buffer and a full window.
@@ -265,6 +335,12 @@ fn simulate(run: &Run) -> Outcome {
         gave_up: sides.iter().any(|s| s.transport.gave_up().is_some()),
         malformed,
         retransmits,
+        timeout_retransmits,
+        data_frames,
+        elapsed: now - t0,
+        queue_drops: links.iter().map(|l| l.queue_drops).sum(),
+        cwnd_after_first_cut,
+        congestion_cuts: a.transport.stats().congestion_cuts,
     }
 }
 
@@ -318,6 +394,8 @@ fn a_clear_link_needs_no_retransmission() {
             skip_read: 0,
             initial_seq: 0,
             isn_gap: 0,
+            congestion: CongestionControl::NewReno,
+            rto: None,
         };
         let outcome = simulate(&run);
         assert_exact(&run, &outcome);
@@ -339,6 +417,8 @@ fn selective_repeat_resends_less_than_go_back_n_under_the_same_loss() {
             skip_read: 0,
             initial_seq: 0,
             isn_gap: 0,
+            congestion: CongestionControl::NewReno,
+            rto: None,
         };
         let outcome = simulate(&run);
         assert_exact(&run, &outcome);
@@ -362,6 +442,8 @@ fn corruption_is_caught_and_repaired_in_the_extended_modes() {
             skip_read: 0,
             initial_seq: u32::MAX - 20,
             isn_gap: 7,
+            congestion: CongestionControl::NewReno,
+            rto: None,
         };
         let outcome = simulate(&run);
         assert_exact(&run, &outcome);
@@ -396,6 +478,7 @@ proptest! {
         skip_read in prop_oneof![Just(0u32), 0u32..90],
         initial_seq in prop_oneof![Just(0u32), Just(u32::MAX - 5), any::<u32>()],
         isn_gap in any::<u32>(),
+        congestion in prop_oneof![Just(CongestionControl::NewReno), Just(CongestionControl::None)],
     ) {
         // Stop-and-wait's wire has no checksum: a corrupted payload is delivered as it came
         // (DESIGN.md). And one alternating bit only survives a FIFO channel: a D0 overtaken by
@@ -414,6 +497,8 @@ proptest! {
             // Stop-and-wait's sequence numbers are bits.
             initial_seq: if mode.is_extended() { initial_seq } else { 0 },
             isn_gap: if mode.is_extended() { isn_gap } else { 0 },
+            congestion,
+            rto: None,
         };
         let outcome = simulate(&run);
         assert_exact(&run, &outcome);
@@ -422,10 +507,12 @@ proptest! {
 
 #[test]
 fn half_the_frames_lost_each_way_still_delivers_every_byte() {
-    for mode in [
-        WireMode::StopAndWait,
-        WireMode::GoBackN,
-        WireMode::SelectiveRepeat,
+    for (mode, congestion) in [
+        (WireMode::StopAndWait, CongestionControl::NewReno),
+        (WireMode::GoBackN, CongestionControl::NewReno),
+        (WireMode::GoBackN, CongestionControl::None),
+        (WireMode::SelectiveRepeat, CongestionControl::NewReno),
+        (WireMode::SelectiveRepeat, CongestionControl::None),
     ] {
         let extended = mode.is_extended();
         let run = Run {
@@ -445,9 +532,143 @@ fn half_the_frames_lost_each_way_still_delivers_every_byte() {
             skip_read: 30,
             initial_seq: if extended { u32::MAX - 3 } else { 0 },
             isn_gap: if extended { 1 << 31 } else { 0 },
+            congestion,
+            rto: None,
         };
         let outcome = simulate(&run);
         assert_exact(&run, &outcome);
         assert!(outcome.retransmits > 0, "{mode}");
+    }
+}
+
+/// A loopback-like link: 50 µs each way, `loss` percent lost each way.
+fn loopback(loss: f64) -> DirectionSettings {
+    DirectionSettings {
+        loss: percent(loss),
+        delay: Duration::from_micros(50),
+        ..DirectionSettings::default()
+    }
+}
+
+#[test]
+fn losses_are_repaired_in_round_trips_not_timeouts() {
+    // 5% of the frames and of the acks lost, the tunnel's own settings (a 200 ms floor under
+    // the timer against a 100 µs round trip): the losses among the last frames of a flight,
+    // the lost acks of the tail and the lost retransmissions are found by the tail-loss probe
+    // and RACK, and the timer, 2,000 round trips long, is left for the rare rest.
+    for mode in [WireMode::SelectiveRepeat, WireMode::GoBackN] {
+        let run = Run::bulk(mode, 11, loopback(5.0), 1 << 20);
+        let outcome = simulate(&run);
+        assert_exact(&run, &outcome);
+        assert!(outcome.retransmits > 0, "{mode}: nothing was lost");
+        let timeouts = outcome.timeout_retransmits;
+        eprintln!(
+            "{mode}: {} data frames, {} resent ({} on timeout), {:?}",
+            outcome.data_frames, outcome.retransmits, timeouts, outcome.elapsed
+        );
+        assert!(
+            timeouts * 20 <= outcome.retransmits,
+            "{mode}: {timeouts} of {} retransmissions waited for the timer",
+            outcome.retransmits
+        );
+    }
+}
+
+#[test]
+fn a_lost_retransmission_is_found_by_later_acks() {
+    // Heavy loss: many fast retransmissions are lost too; RACK finds them by the acks of
+    // what was sent after them, so most never wait for a timer.
+    let run = Run::bulk(WireMode::SelectiveRepeat, 5, loopback(20.0), 256 << 10);
+    let outcome = simulate(&run);
+    assert_exact(&run, &outcome);
+    eprintln!(
+        "{} data frames, {} resent ({} on timeout), {:?}",
+        outcome.data_frames, outcome.retransmits, outcome.timeout_retransmits, outcome.elapsed
+    );
+    assert!(
+        outcome.timeout_retransmits * 5 <= outcome.retransmits,
+        "{} of {} retransmissions waited for the timer",
+        outcome.timeout_retransmits,
+        outcome.retransmits
+    );
+}
+
+/// A bottleneck: `rate` bits per second, a queue of `queue` frames (tail drop), 1 ms each way.
+fn bottleneck(rate: u64, queue: usize) -> DirectionSettings {
+    DirectionSettings {
+        delay: Duration::from_millis(1),
+        rate: Some(crate::impair::BitRate::new(rate).unwrap()),
+        queue,
+        ..DirectionSettings::default()
+    }
+}
+
+#[test]
+fn congestion_control_fills_a_rate_limited_link_without_collapsing() {
+    // 10 Mbit/s with a 32-frame queue, half the transport's 64-frame window: a fixed window
+    // overflows the queue on every flight; NewReno finds the queue's size, halves on its
+    // overflow and keeps the link busy.
+    let rate = 10_000_000;
+    let bytes = 8 << 20;
+    let mut resent_share = Vec::new();
+    for congestion in [CongestionControl::NewReno, CongestionControl::None] {
+        for mode in [WireMode::SelectiveRepeat, WireMode::GoBackN] {
+            let mut run = Run::bulk(mode, 21, bottleneck(rate, 32), bytes);
+            run.congestion = congestion;
+            let outcome = simulate(&run);
+            assert_exact(&run, &outcome);
+            let share = outcome.retransmits as f64 / outcome.data_frames as f64;
+            // Goodput over the simulated time, against the link's rate.
+            let utilisation = (bytes * 8) as f64 / outcome.elapsed.as_secs_f64() / rate as f64;
+            eprintln!(
+                "{mode} {congestion}: {} frames, {} resent ({:.1}%, {} on timeout), {} queue drops, {} cuts, utilisation {:.1}%, cwnd after the first cut {:?}..{:?}",
+                outcome.data_frames,
+                outcome.retransmits,
+                share * 100.0,
+                outcome.timeout_retransmits,
+                outcome.queue_drops,
+                outcome.congestion_cuts,
+                utilisation * 100.0,
+                outcome.cwnd_after_first_cut.iter().min(),
+                outcome.cwnd_after_first_cut.iter().max(),
+            );
+            if congestion == CongestionControl::NewReno {
+                // Go-Back-N resends the window behind each drop, by design: its bounds are
+                // looser, and Selective Repeat is what the tunnel runs by default for speed.
+                let (max_share, min_utilisation) = match mode {
+                    WireMode::SelectiveRepeat => (0.03, 0.9),
+                    _ => (0.15, 0.75),
+                };
+                assert!(share < max_share, "{mode}: {:.1}% resent", share * 100.0);
+                assert_eq!(outcome.timeout_retransmits, 0, "{mode}: a timeout");
+                assert!(
+                    utilisation >= min_utilisation,
+                    "{mode}: {:.1}%",
+                    utilisation * 100.0
+                );
+                // The window converges: it never collapses to slow start again (Selective
+                // Repeat keeps at least a quarter of the queue once past the first cut).
+                let floor = match mode {
+                    WireMode::SelectiveRepeat => 8,
+                    _ => 2,
+                };
+                let low = outcome.cwnd_after_first_cut.iter().min().copied();
+                assert!(low >= Some(floor), "{mode}: cwnd fell to {low:?}");
+            }
+            resent_share.push((mode, congestion, share));
+        }
+    }
+    for mode in [WireMode::SelectiveRepeat, WireMode::GoBackN] {
+        let of = |cc| {
+            resent_share
+                .iter()
+                .find(|(m, c, _)| *m == mode && *c == cc)
+                .map(|(_, _, share)| *share)
+                .unwrap()
+        };
+        assert!(
+            of(CongestionControl::None) > 3.0 * of(CongestionControl::NewReno),
+            "{mode}: a fixed window should overflow the queue far more"
+        );
     }
 }

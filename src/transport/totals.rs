@@ -28,6 +28,7 @@ struct Counters {
     closes_sent: AtomicU64,
     retransmits_timeout: AtomicU64,
     retransmits_fast: AtomicU64,
+    retransmits_probe: AtomicU64,
 }
 
 impl Counters {
@@ -45,6 +46,9 @@ impl Counters {
             Some(RetransmitCause::FastRetransmit) => {
                 self.retransmits_fast.fetch_add(1, Ordering::Relaxed);
             }
+            Some(RetransmitCause::Probe) => {
+                self.retransmits_probe.fetch_add(1, Ordering::Relaxed);
+            }
             None => {}
         }
     }
@@ -56,6 +60,7 @@ impl Counters {
             closes_sent: self.closes_sent.load(Ordering::Relaxed),
             retransmits_timeout: self.retransmits_timeout.load(Ordering::Relaxed),
             retransmits_fast: self.retransmits_fast.load(Ordering::Relaxed),
+            retransmits_probe: self.retransmits_probe.load(Ordering::Relaxed),
         }
     }
 }
@@ -70,22 +75,25 @@ pub struct Retransmits {
     pub closes_sent: u64,
     /// Data or close frames sent again because their timer expired.
     pub retransmits_timeout: u64,
-    /// Data or close frames sent again on duplicate- or selective-ack evidence.
+    /// Data or close frames sent again on duplicate- or selective-ack evidence (or RACK's).
     pub retransmits_fast: u64,
+    /// Tail-loss probes: a frame sent again when nothing was acked for two round trips.
+    pub retransmits_probe: u64,
 }
 
 impl Retransmits {
-    /// Retransmissions of either cause.
+    /// Retransmissions of any cause.
     pub fn total(&self) -> u64 {
-        self.retransmits_timeout + self.retransmits_fast
+        self.retransmits_timeout + self.retransmits_fast + self.retransmits_probe
     }
 
-    /// Retransmissions of one cause, or of both (`None`).
+    /// Retransmissions of one cause, or of all (`None`).
     pub fn by_cause(&self, cause: Option<RetransmitCause>) -> u64 {
         match cause {
             None => self.total(),
             Some(RetransmitCause::Timeout) => self.retransmits_timeout,
             Some(RetransmitCause::FastRetransmit) => self.retransmits_fast,
+            Some(RetransmitCause::Probe) => self.retransmits_probe,
         }
     }
 
@@ -98,6 +106,7 @@ impl Retransmits {
             closes_sent: self.closes_sent + other.closes_sent,
             retransmits_timeout: self.retransmits_timeout + other.retransmits_timeout,
             retransmits_fast: self.retransmits_fast + other.retransmits_fast,
+            retransmits_probe: self.retransmits_probe + other.retransmits_probe,
         }
     }
 }

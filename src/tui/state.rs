@@ -432,6 +432,10 @@ pub struct Reliability {
     /// graph): the last new data frame's number and bit, per direction.
     sw_to_proxy2: Option<(u32, Seq)>,
     sw_to_proxy1: Option<(u32, Seq)>,
+    /// The last cumulative ack of each direction's data, as the graph counts it: the foot
+    /// of the congestion window's edge.
+    last_ack_to_proxy2: Option<u32>,
+    last_ack_to_proxy1: Option<u32>,
 }
 
 impl Reliability {
@@ -465,6 +469,13 @@ impl Reliability {
         }
     }
 
+    fn last_ack(&mut self, data: LinkDirection) -> &mut Option<u32> {
+        match data {
+            LinkDirection::ToProxy2 => &mut self.last_ack_to_proxy2,
+            LinkDirection::ToProxy1 => &mut self.last_ack_to_proxy1,
+        }
+    }
+
     fn pending(&mut self, at: Endpoint) -> &mut VecDeque<(Seq, RetransmitCause)> {
         match at {
             Endpoint::Proxy1 => &mut self.pending_proxy1,
@@ -486,6 +497,9 @@ pub enum SeqPointKind {
     Sack,
     /// The link emulator dropped a data frame.
     Dropped,
+    /// The congestion window's edge: the last ack plus the sender's congestion window, the
+    /// highest frame it may send (from its published stats and its window cuts).
+    CwndEdge,
 }
 
 /// One point of the time-sequence graph: sequence numbers of one direction's data, counted
@@ -1201,6 +1215,9 @@ pub fn update(state: &mut TuiState, event: Event) {
         EventKind::Transport { at, id, event } => on_transport_event(state, time, at, id, event),
         EventKind::TransportStats { at, id, stats, .. } => {
             if let Some(conn) = state.conns.view_mut(id) {
+                if let Some(cwnd) = stats.cwnd {
+                    push_cwnd_edge(conn, time, at, cwnd);
+                }
                 match at {
                     Endpoint::Proxy1 => conn.transport.proxy1 = Some(stats),
                     Endpoint::Proxy2 => conn.transport.proxy2 = Some(stats),
@@ -1247,6 +1264,15 @@ fn on_transport_event(
             pending.push_back((seq, cause));
         }
         TransportEvent::Delivered { .. } => {}
+        TransportEvent::CongestionCut { cwnd, .. } => {
+            push_cwnd_edge(conn, time, at, cwnd);
+            conn.trace.insert_by_time(TraceLine::Transport {
+                time,
+                at,
+                event,
+                base: None,
+            });
+        }
         TransportEvent::DuplicateDiscarded { .. }
         | TransportEvent::HeldOutOfOrder { .. }
         | TransportEvent::Discarded { .. }
@@ -1318,6 +1344,7 @@ fn seq_graph_frame(
         (FrameKind::Ack, FrameNumbers::Ack { ack, sack, .. }) => {
             let data = direction.reverse();
             if let Some(base) = conn.transport.isn(data) {
+                *conn.transport.last_ack(data) = Some(ack.since(base));
                 conn.seq_graph
                     .push(point(data, ack.since(base), SeqPointKind::Ack));
                 for block in sack.iter() {
@@ -1362,6 +1389,20 @@ fn seq_graph_frame(
         _ => {}
     }
     retransmit
+}
+
+/// A point of `at`'s congestion window edge on the graph: its data's last ack plus `cwnd`
+/// (nothing before the first ack, which gives the edge its foot).
+fn push_cwnd_edge(conn: &mut ConnView, time: Duration, at: Endpoint, cwnd: u32) {
+    let data = LinkDirection::sent_by(at);
+    if let Some(ack) = *conn.transport.last_ack(data) {
+        conn.seq_graph.push(SeqPoint {
+            time,
+            data,
+            seq: ack.wrapping_add(cwnd),
+            kind: SeqPointKind::CwndEdge,
+        });
+    }
 }
 
 /// Counts that stood in for per-frame events: the flows stay exact, and the trace and the

@@ -244,6 +244,21 @@ impl Checker<'_> {
             proxy1.transport = Some(transport);
             proxy2.transport = Some(transport);
         }
+        if let Some(cc) = raw.cc {
+            if !raw.wire.is_extended() {
+                return Err(self.source.error(
+                    cc.span(),
+                    Some("lab.cc"),
+                    "`cc` is for the windowed modes: set [lab] wire to \"go-back-n\" or \"selective-repeat\"",
+                ));
+            }
+            let mut transport = proxy1
+                .transport
+                .unwrap_or_else(|| crate::transport::TransportConfig::for_mode(raw.wire));
+            transport.congestion = cc.into_inner();
+            proxy1.transport = Some(transport);
+            proxy2.transport = Some(transport);
+        }
         let clients = match raw.clients {
             Some(clients) if *clients.get_ref() > MAX_CLIENTS => {
                 return Err(self.source.error(
@@ -1124,6 +1139,30 @@ max = 2
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn congestion_control_is_a_lab_key_of_the_windowed_modes() {
+        let scenario = parse_text("[lab]\nwire = \"selective-repeat\"\ncc = \"none\"\n").unwrap();
+        let transport = scenario.lab.proxy1.transport.expect("set by cc");
+        assert_eq!(
+            transport.congestion,
+            crate::transport::CongestionControl::None
+        );
+        assert_eq!(transport.window, 64, "the rest stays the default");
+        assert_eq!(scenario.lab.proxy2.transport, Some(transport));
+        let scenario =
+            parse_text("[lab]\nwire = \"go-back-n\"\ncc = \"newreno\"\n[lab.tunnel]\nwindow = 8\n")
+                .unwrap();
+        let transport = scenario.lab.proxy1.transport.unwrap();
+        assert_eq!(
+            (transport.window, transport.congestion),
+            (8, crate::transport::CongestionControl::NewReno)
+        );
+        let error = error_of("[lab]\nwire = \"stop-and-wait\"\ncc = \"none\"\n");
+        assert_eq!(error.key.as_deref(), Some("lab.cc"));
+        assert!(error.message.contains("windowed modes"), "{error}");
+        assert!(parse_text("[lab]\nwire = \"go-back-n\"\ncc = \"cubic\"\n").is_err());
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub(super) struct RawLab {
     pub(super) ports: Ports,
     #[serde(default)]
     pub(super) wire: WireMode,
+    /// Go-Back-N and Selective Repeat: congestion control (the CLI's `--cc`).
+    pub(super) cc: Option<Spanned<crate::transport::CongestionControl>>,
     pub(super) clients: Option<Spanned<u32>>,
     #[serde(default)]
     pub(super) capture: CaptureSetting,
@@ -363,10 +365,11 @@ impl<'de> Deserialize<'de> for RetransmitSel {
             "any" => None,
             "timeout" => Some(crate::transport::RetransmitCause::Timeout),
             "fast" => Some(crate::transport::RetransmitCause::FastRetransmit),
+            "probe" => Some(crate::transport::RetransmitCause::Probe),
             _ => {
                 return Err(de::Error::invalid_value(
                     Unexpected::Str(&text),
-                    &"a retransmission cause: \"any\", \"timeout\" or \"fast\"",
+                    &"a retransmission cause: \"any\", \"timeout\", \"fast\" or \"probe\"",
                 ));
             }
         };

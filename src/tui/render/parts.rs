@@ -35,8 +35,8 @@ pub fn efficiency(sender: &TransportStats, receiver: Option<&TransportStats>) ->
 }
 
 /// One line per direction of a reliable connection, from its pumps' last stats:
-/// `p1→p2 window 12/64 · srtt 3.1 ms · rto 200 ms · ↻ 5 (3 timeout, 2 fast) · delivered
-/// 256.0 KiB · efficiency 91%`. Shorter forms drop words before figures when `width` is
+/// `p1→p2 window 12/64 · cwnd 24 avoidance · srtt 3.1 ms · rto 200 ms · ↻ 5 (3 timeout, 2 fast)
+/// · delivered 256.0 KiB · efficiency 91%`. Shorter forms drop words before figures when `width` is
 /// small. Empty when the connection has no reliable transport (classic mode).
 pub fn reliability_lines(conn: &ConnView, width: usize) -> Vec<Line<'static>> {
     let dim = Style::new().dark_gray();
@@ -49,7 +49,8 @@ pub fn reliability_lines(conn: &ConnView, width: usize) -> Vec<Line<'static>> {
             continue;
         };
         let peer = conn.transport.stats(receiver);
-        let retransmits = stats.retransmits_timeout + stats.retransmits_fast;
+        let retransmits =
+            stats.retransmits_timeout + stats.retransmits_fast + stats.retransmits_probe;
         let delivered = peer.map_or(stats.bytes_acked, |p| p.bytes_delivered);
         let efficiency = efficiency(stats, peer).map_or("–".to_string(), |e| format!("{e}%"));
         let srtt = stats.srtt.map_or("–".to_string(), format_rtt);
@@ -63,6 +64,25 @@ pub fn reliability_lines(conn: &ConnView, width: usize) -> Vec<Line<'static>> {
             Style::new()
         };
         let sep = || Span::styled(" · ", dim);
+        // The congestion window (Go-Back-N, Selective Repeat): blue, like its graph line.
+        let cwnd_style = Style::new().blue();
+        let cwnd_full: Vec<Span<'static>> = stats
+            .cwnd
+            .map(|cwnd| {
+                let phase = stats.congestion.map_or("", |p| p.label());
+                vec![
+                    sep(),
+                    Span::styled(
+                        format!("cwnd {cwnd} {phase}").trim_end().to_string(),
+                        cwnd_style,
+                    ),
+                ]
+            })
+            .unwrap_or_default();
+        let cwnd_short: Vec<Span<'static>> = stats
+            .cwnd
+            .map(|cwnd| vec![sep(), Span::styled(format!("cwnd {cwnd}"), cwnd_style)])
+            .unwrap_or_default();
         let arrow = Span::styled(format!(" {} ", direction.arrow()), arrow_style);
         let held = peer
             .filter(|p| p.duplicates_discarded + p.out_of_order_held > 0)
@@ -76,16 +96,24 @@ pub fn reliability_lines(conn: &ConnView, width: usize) -> Vec<Line<'static>> {
                 )
             });
         // From the fullest to the barest; the first that fits the width is drawn.
-        let full = vec![
-            arrow.clone(),
-            Span::raw(format!("window {}/{}", stats.in_flight, stats.peer_window)),
+        let window =
+            |word: &str| Span::raw(format!("{word} {}/{}", stats.in_flight, stats.peer_window));
+        let mut full = vec![arrow.clone(), window("window")];
+        full.extend(cwnd_full);
+        full.extend([
             sep(),
             Span::raw(format!("srtt {srtt} rto {}", format_rtt(stats.rto))),
             sep(),
             Span::styled(
                 format!(
-                    "↻ {retransmits} ({} timeout, {} fast)",
-                    stats.retransmits_timeout, stats.retransmits_fast
+                    "↻ {retransmits} ({} timeout, {} fast{})",
+                    stats.retransmits_timeout,
+                    stats.retransmits_fast,
+                    if stats.retransmits_probe > 0 {
+                        format!(", {} probe", stats.retransmits_probe)
+                    } else {
+                        String::new()
+                    }
                 ),
                 retransmit_style,
             ),
@@ -93,12 +121,12 @@ pub fn reliability_lines(conn: &ConnView, width: usize) -> Vec<Line<'static>> {
             Span::raw(format!("delivered {}", format_bytes(delivered))),
             sep(),
             Span::raw(format!("efficiency {efficiency}")),
-        ];
+        ]);
         let mut with_held = full.clone();
         with_held.extend(held);
-        let short = vec![
-            arrow.clone(),
-            Span::raw(format!("win {}/{}", stats.in_flight, stats.peer_window)),
+        let mut short = vec![arrow.clone(), window("win")];
+        short.extend(cwnd_short.clone());
+        short.extend([
             sep(),
             Span::raw(format!("srtt {srtt} rto {}", format_rtt(stats.rto))),
             sep(),
@@ -107,18 +135,29 @@ pub fn reliability_lines(conn: &ConnView, width: usize) -> Vec<Line<'static>> {
             Span::raw(format!("dlv {}", format_bytes(delivered))),
             sep(),
             Span::raw(format!("eff {efficiency}")),
-        ];
-        let bare = vec![
-            arrow,
-            Span::raw(format!("win {}/{}", stats.in_flight, stats.peer_window)),
+        ]);
+        // The short form without the delivered bytes: the timer stays beside the window.
+        let mut medium = vec![arrow.clone(), window("win")];
+        medium.extend(cwnd_short.clone());
+        medium.extend([
+            sep(),
+            Span::raw(format!("srtt {srtt} rto {}", format_rtt(stats.rto))),
+            sep(),
+            Span::styled(format!("↻ {retransmits}"), retransmit_style),
+            sep(),
+            Span::raw(format!("eff {efficiency}")),
+        ]);
+        let mut bare = vec![arrow, window("win")];
+        bare.extend(cwnd_short);
+        bare.extend([
             sep(),
             Span::raw(format!("srtt {srtt}")),
             sep(),
             Span::styled(format!("↻ {retransmits}"), retransmit_style),
             sep(),
             Span::raw(format!("eff {efficiency}")),
-        ];
-        let spans = [with_held, full, short]
+        ]);
+        let spans = [with_held, full, short, medium]
             .into_iter()
             .find(|spans| Line::from(spans.clone()).width() <= width)
             .unwrap_or(bare);
@@ -346,6 +385,7 @@ fn trace_line(state: &TuiState, line: &TraceLine, width: usize) -> Line<'static>
             let (mark, style) = match event {
                 TransportEvent::HeldOutOfOrder { .. } => ("⏸", Style::new().yellow()),
                 TransportEvent::GaveUp { .. } => ("✕", Style::new().red().bold()),
+                TransportEvent::CongestionCut { .. } => ("▼", Style::new().blue()),
                 _ => ("✗", Style::new().yellow()),
             };
             let head = format!("{} {mark} ", at.label());
@@ -364,5 +404,6 @@ pub fn retransmit_mark(cause: RetransmitCause) -> &'static str {
     match cause {
         RetransmitCause::Timeout => "timeout",
         RetransmitCause::FastRetransmit => "fast",
+        RetransmitCause::Probe => "probe",
     }
 }

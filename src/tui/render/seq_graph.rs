@@ -2,7 +2,10 @@
 //! draws TCP: one direction's data, sequence number (counted from its ISN) over time, with
 //! each first send, each retransmission (by cause), what the link dropped, and the acks
 //! (and SACK blocks) coming back. A step of the ack line that stalls while sends climb is
-//! the window filling; a retransmission below the send line is a hole being filled.
+//! the window filling; a retransmission below the send line is a hole being filled. The
+//! congestion window's edge (the last ack plus the sender's congestion window, as tcptrace
+//! draws the receive window) is the ceiling the sends climb to: it steepens in slow start,
+//! creeps up in congestion avoidance and drops when a loss halves the window.
 //!
 //! Stop-and-wait has one bit on the wire, so its frames are numbered as they are sent.
 
@@ -94,6 +97,8 @@ pub fn render(
     let acks = of(|k| k == SeqPointKind::Ack);
     let sacks = of(|k| k == SeqPointKind::Sack);
     let dropped = of(|k| k == SeqPointKind::Dropped);
+    let probes = of(|k| k == SeqPointKind::Retransmitted(RetransmitCause::Probe));
+    let cwnd_edge = of(|k| k == SeqPointKind::CwndEdge);
     let mut datasets = vec![
         Dataset::default()
             .name(format!("sent {}", sent.len()))
@@ -108,12 +113,23 @@ pub fn render(
             .style(Style::new().green())
             .data(&acks),
     ];
+    if !cwnd_edge.is_empty() {
+        datasets.push(
+            Dataset::default()
+                .name("cwnd edge")
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().blue())
+                .data(&cwnd_edge),
+        );
+    }
     // Only what happened gets a legend entry, so a clean run's legend stays short.
     for (name, data, marker, style) in [
         ("sack", &sacks, Marker::Dot, Style::new().green().dim()),
         ("dropped", &dropped, Marker::Bar, Style::new().red().dim()),
         ("↻ timeout", &timeouts, Marker::Block, Style::new().red()),
         ("↻ fast", &fast, Marker::Block, Style::new().yellow()),
+        ("↻ probe", &probes, Marker::Block, Style::new().magenta()),
     ] {
         if !data.is_empty() {
             datasets.push(
@@ -143,6 +159,8 @@ pub fn render(
                 .labels([seq_min.to_string(), seq_max.to_string()]),
         )
         .legend_position(Some(LegendPosition::BottomRight))
-        .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(60)));
+        // Up to seven entries (sends, acks, the cwnd edge, sacks, drops, three causes) must fit a
+        // 100x30 screen's graph.
+        .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(75)));
     frame.render_widget(chart, chart_area);
 }
