@@ -10,6 +10,7 @@ pub mod cli;
 pub mod describe;
 pub mod destination;
 pub mod event;
+pub mod fd_limit;
 pub mod headless;
 pub mod impair;
 pub mod lab;

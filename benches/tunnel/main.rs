@@ -18,6 +18,7 @@ mod lab_child;
 mod paths;
 mod profile;
 mod report;
+mod scale;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -88,6 +89,19 @@ struct Args {
     /// MiB echoed in the profile's bulk workload.
     #[arg(long, default_value_t = 16, value_name = "MIB")]
     profile_mib: u64,
+    /// Instead of the benchmark: the scale benchmark (idle memory per connection, many
+    /// concurrent connections, a burst of 10,000), written into its own BENCHMARKS.md section.
+    #[arg(long)]
+    scale: bool,
+    /// Connections of the scale benchmark's idle-memory and concurrent tests.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    scale_connections: usize,
+    /// Connections opened at once in the scale benchmark's last test.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    scale_burst: usize,
+    /// In the scale benchmark's paced test, each connection's pause between round trips.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    scale_pace_ms: u64,
     /// Check the goodput record parser and exit.
     #[arg(long)]
     self_check: bool,
@@ -314,7 +328,8 @@ fn main() -> anyhow::Result<()> {
                     ..
                 })
         )
-    }) && args.profile.is_none();
+    }) && args.profile.is_none()
+        && !args.scale;
     let mut tools = Tools {
         // TUNLAB_BENCH_TUNLAB: another build of `tunlab` (an older commit's, for a before
         // and after of the bin-* paths); the in-process lab paths always run this build.
@@ -364,6 +379,27 @@ fn main() -> anyhow::Result<()> {
             &mut tools,
             &manifest.join("target/profile"),
         );
+    }
+
+    if args.scale {
+        let command = std::env::var("TUNLAB_BENCH_COMMAND")
+            .unwrap_or_else(|_| format!("cargo bench --bench tunnel -- {}", raw[1..].join(" ")));
+        let section = scale::run(
+            &tools,
+            &scale::ScaleArgs {
+                connections: args.scale_connections,
+                burst: args.scale_burst,
+                secs: args.concurrent_secs,
+                pace: Duration::from_millis(args.scale_pace_ms),
+            },
+            &command,
+        )?;
+        println!("\n{section}");
+        if !args.no_write {
+            scale::write(&manifest.join(&args.out), &section)?;
+            println!("written to {}", args.out.display());
+        }
+        return Ok(());
     }
 
     let started_at = Instant::now();

@@ -206,7 +206,7 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(name: &str, command: &mut Command, log: &Path) -> anyhow::Result<Process> {
+    pub fn spawn(name: &str, command: &mut Command, log: &Path) -> anyhow::Result<Process> {
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("cannot create log {}", log.display()))?;
         let child = command
@@ -219,6 +219,11 @@ impl Process {
             name: name.into(),
             child,
         })
+    }
+
+    /// The process id (for `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The process's threads' time on a CPU so far (from /proc; precise to the nanosecond

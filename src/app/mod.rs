@@ -19,6 +19,9 @@ pub use args::open_tcp_capture;
 /// Checks what parsing cannot, and enters the lab's network namespace (`--netns`): all before
 /// the async runtime starts. `Err` is the exit code to stop with (the message is printed).
 pub fn prepare(cli: &Cli) -> Result<(), ExitCode> {
+    // Every tunnel connection costs each proxy a descriptor: lift the soft limit (often 1024)
+    // to the hard one before anything opens.
+    crate::fd_limit::raise_to_hard();
     let wire = match &cli.command {
         None => Some(&cli.lab.wire),
         Some(Command::Proxy1(args)) => Some(&args.wire),
@@ -119,6 +122,12 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(crate::script::EXIT_INVALID));
         }
         return crate::tui::play::run(play, args.play_every, args.report.as_deref()).await;
+    }
+    // Thousands of clients need four descriptors each: say so now rather than stall later.
+    let clients = args.clients_to_start(!args.no_tui && std::io::stdout().is_terminal());
+    if let Err(message) = crate::fd_limit::room_for_lab_clients(clients) {
+        eprintln!("error: {message}");
+        return Ok(ExitCode::from(crate::script::EXIT_INVALID));
     }
     // Without the permission to read loopback, stop before anything starts (exit code 2).
     let tcp = match open_tcp_capture(args.capture.capture_tcp) {

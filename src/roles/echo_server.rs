@@ -52,7 +52,11 @@ pub async fn run_in(
             }
             // Running out of file descriptors and the like: say so and keep serving.
             Err(e) => {
-                events.log(Level::Warn, Role::EchoServer, format!("accept failed: {e}"));
+                events.log(
+                    Level::Warn,
+                    Role::EchoServer,
+                    format!("accept failed: {}", crate::fd_limit::describe_io_error(&e)),
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }

@@ -393,7 +393,7 @@ pub async fn run_in(
                     shared.tasks.spawn("proxy1 client", serve_client(shared.clone(), stream, client, shutdown.child_token(), None));
                 }
                 Err(e) => {
-                    shared.log(Level::Warn, format!("accept failed: {e}"));
+                    shared.log(Level::Warn, format!("accept failed: {}", crate::fd_limit::describe_io_error(&e)));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },

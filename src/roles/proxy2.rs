@@ -753,7 +753,10 @@ async fn connect(
     let connect = tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(server));
     match connect.await {
         Ok(Ok(stream)) => Ok((stream, server)),
-        Ok(Err(e)) => Err((crate::roles::dialers::classify(&e), e.to_string())),
+        Ok(Err(e)) => Err((
+            crate::roles::dialers::classify(&e),
+            crate::fd_limit::describe_io_error(&e),
+        )),
         Err(_) => Err((Reason::TtlExpired, "timed out".into())),
     }
 }
@@ -819,11 +822,18 @@ async fn reclaim_expired(shared: &Shared) {
             .slots
             .iter()
             .filter_map(|(key, slot)| {
+                // As at proxy1: an open reliable connection has its transport's own timers
+                // (and proxy1's keepalive, which needs a live proxy1), so an idle client's
+                // connection must not count as abandoned; only the idle timeout applies.
+                // The X sent here could not reach proxy1's transport anyway: it carries no
+                // sequence number. Never-used ones still make room under --max-connections.
+                let unused_timeout = if matches!(slot.state, SlotState::Reliable(_)) {
+                    Duration::MAX
+                } else {
+                    shared.config.unused_timeout
+                };
                 slot.activity
-                    .expired(
-                        shared.config.idle_timeout.get(),
-                        shared.config.unused_timeout,
-                    )
+                    .expired(shared.config.idle_timeout.get(), unused_timeout)
                     .map(|why| (*key, why))
             })
             .collect();

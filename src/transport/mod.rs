@@ -402,6 +402,14 @@ impl Transport {
     pub fn poll_event(&mut self) -> Option<TransportEvent> {
         each!(self, t => t.events_mut().pop())
     }
+
+    /// Payload bytes this transport holds right now: taken with [`Transport::write`] and not
+    /// yet acknowledged (without acks: not yet sent), plus received and not yet read (in
+    /// order, or held out of order). Bounded by `send_buffer` + `window` × the largest
+    /// payload the peer may send: the flow-control bound of one connection.
+    pub fn buffered_bytes(&self) -> usize {
+        each!(self, t => t.buffered_bytes())
+    }
 }
 
 /// Bytes the application wrote that are not yet in a frame.
@@ -441,6 +449,8 @@ impl Outbox {
 pub struct Inbox {
     chunks: VecDeque<Bytes>,
     capacity: u32,
+    /// Bytes in `chunks`.
+    bytes: usize,
 }
 
 impl Inbox {
@@ -448,6 +458,7 @@ impl Inbox {
         Inbox {
             chunks: VecDeque::new(),
             capacity: capacity.max(1),
+            bytes: 0,
         }
     }
 
@@ -462,12 +473,20 @@ impl Inbox {
 
     fn push(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
+            self.bytes += bytes.len();
             self.chunks.push_back(bytes);
         }
     }
 
     fn pop(&mut self) -> Option<Bytes> {
-        self.chunks.pop_front()
+        let chunk = self.chunks.pop_front()?;
+        self.bytes -= chunk.len();
+        Some(chunk)
+    }
+
+    /// Bytes waiting to be read.
+    fn bytes(&self) -> usize {
+        self.bytes
     }
 
     fn read(&mut self, buf: &mut [u8]) -> usize {
@@ -479,6 +498,7 @@ impl Inbox {
             let take = front.len().min(buf.len() - n);
             buf[n..n + take].copy_from_slice(&front.split_to(take));
             n += take;
+            self.bytes -= take;
             if front.is_empty() {
                 self.chunks.pop_front();
             }
