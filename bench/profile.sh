@@ -8,8 +8,10 @@
 #                                       one tool, one path: classic, lab, lab-events,
 #                                       lab-capture, lab-both, bin-*, or a reliable mode's
 #                                       lab as <wire mode>-<loss> (selective-repeat-0)
+#   bench/profile.sh perf bin-capture   where the CPU time goes (perf record -e cpu-clock,
+#                                       natively; per thread with `perf report --sort comm`)
 #
-# Raw outputs and callgrind_annotate listings go to target/profile/.
+# Raw outputs and callgrind_annotate / perf report listings go to target/profile/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +19,7 @@ tools=(${1:-callgrind strace})
 paths=(${2:-classic lab})
 for tool in "${tools[@]}"; do
   command -v "$([ "$tool" = callgrind ] && echo valgrind || echo "$tool")" >/dev/null 2>&1 || {
-    echo "error: $tool is not installed (Debian: apt-get install valgrind strace)" >&2
+    echo "error: $tool is not installed (Debian: apt-get install valgrind strace linux-perf)" >&2
     exit 1
   }
 done

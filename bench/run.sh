@@ -3,6 +3,7 @@
 #
 #   bench/run.sh                 the full run (a few minutes)
 #   bench/run.sh --quick         a smoke run, nothing written
+#   bench/run.sh --scale         thousands of connections: idle memory, 1,000 concurrent, 10,000 at once
 #   bench/run.sh --help          every option (rounds, durations, --only PATHS, ...)
 #   bench/run.sh --socks5        a 100 MiB curl download direct vs through SOCKS5 and the tunnel
 #                                (bench/socks5.sh [ROUNDS] [MIB])

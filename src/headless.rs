@@ -1,4 +1,5 @@
-//! `tunlab --no-tui`: the lab with no screen, serving until Ctrl-C or SIGTERM.
+//! `tunlab --no-tui`: the lab with no screen, serving until Ctrl-C or SIGTERM (a cancelled
+//! token, from [`crate::shutdown::SignalToken`]).
 //!
 //! Everything the TUI lab runs (echo server, proxy2, proxy1, the capture) runs here too, but
 //! nothing is drawn: connections, role changes and errors are logged on stderr, one line
@@ -11,18 +12,20 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::capture::{CaptureSummary, CaptureWriter, TcpCapture};
 use crate::cli::LabArgs;
 use crate::describe::describe;
 use crate::event::{EventSink, Level};
 use crate::lab::{Lab, LabConfig, LabSnapshot};
 use crate::monitor::{ConnTable, Monitor, MonitorSources};
-use crate::shutdown::StopSignals;
 
 /// Log events queued for stderr before new ones are dropped (and counted).
 const LOG_CAPACITY: usize = 16 * 1024;
 
-/// Runs the lab headless until a signal arrives; prints the run's totals on stdout at the end.
+/// Runs the lab headless until `stop` is cancelled (by a signal: see
+/// [`crate::shutdown::SignalToken`]); prints the run's totals on stdout at the end.
 /// Exits 0 after a clean stop, 1 when the capture failed (its file is short of frames).
 /// `config` is the lab the command line asks for (less its capture tap, added here); `tcp` is
 /// the packet socket `--capture-tcp` opened (the permission already checked).
@@ -30,10 +33,8 @@ pub async fn run(
     args: &LabArgs,
     config: LabConfig,
     tcp: Option<TcpCapture>,
+    stop: CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    // Listening before the lab starts: a signal as soon as proxy1 is announced still stops
-    // the lab cleanly, with the capture finished.
-    let mut signals = StopSignals::new();
     let (events, mut rx) = EventSink::channel(LOG_CAPACITY);
     // With a monitor on, its connection table sees every event (and gets byte counts from
     // the hot paths directly); the log wants no per-frame events either way.
@@ -124,10 +125,13 @@ pub async fn run(
             eprintln!("{}: cannot add a client: {e}", Level::Error.label());
         }
     }
-    signals.recv().await;
+    stop.cancelled().await;
     eprintln!("tunlab: stopping");
     if let Some(monitor) = monitor {
-        monitor.stop().await;
+        let left = monitor.stop().await;
+        if !left.is_empty() {
+            eprintln!("tunlab: the monitor stopped without waiting for: {left}");
+        }
     }
     let snapshot = lab.shutdown_with_totals().await;
     // After the roles have stopped, so every frame they sent is in the file.

@@ -19,6 +19,7 @@ use crate::roles::echo_client::{self, ClientCommand, ClientStatus};
 use crate::roles::echo_server;
 use crate::roles::proxy1::{self, Proxy1Config};
 use crate::roles::proxy2::{self, Proxy2Config};
+use crate::tasks::{SHUTDOWN_GRACE, Tasks};
 use crate::topology::{Endpoint, LinkDirection, Role};
 use crate::wire::WireMode;
 
@@ -115,7 +116,7 @@ struct Running {
 impl Running {
     async fn stop(self) {
         self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.task).await;
     }
 }
 
@@ -180,6 +181,8 @@ pub struct Lab {
     addrs: LabAddrs,
     events: EventSink,
     shutdown: CancellationToken,
+    /// Every task of the lab: the roles, their connections, the clients, the link timers.
+    tasks: Tasks,
     server: Option<Running>,
     proxy2: Option<Running>,
     proxy1: Option<Running>,
@@ -237,6 +240,7 @@ impl Lab {
             addrs,
             events,
             shutdown: CancellationToken::new(),
+            tasks: Tasks::new(),
             server: None,
             proxy2: None,
             proxy1: None,
@@ -261,6 +265,11 @@ impl Lab {
     pub fn events(&self) -> &EventSink {
         &self.events
     }
+    /// Every task the lab runs (a handle on the group: it outlives [`Lab::shutdown`], which
+    /// waits for them all, so a test can check that none is left).
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
 
     fn link_socket(
         &self,
@@ -271,6 +280,7 @@ impl Lab {
         // Each proxy emulates the direction it sends: every frame is emulated exactly once.
         let link = LinkSocket::new(socket, endpoint, self.config.mode, self.events.clone())?
             .with_stats(stats.clone())
+            .with_tasks(self.tasks.clone())
             .with_emulator(self.link.clone(), EmulatorScope::Sent);
         // A fresh session per start, so a restarted proxy never reuses a nonce.
         let link = match &self.config.key {
@@ -292,11 +302,15 @@ impl Lab {
 
     fn spawn_server(&self, listener: tokio::net::TcpListener) -> Running {
         let stop = self.shutdown.child_token();
-        let task = tokio::spawn(echo_server::run(
-            listener,
-            self.events.clone(),
-            stop.clone(),
-        ));
+        let task = self.tasks.spawn(
+            "echo server",
+            echo_server::run_in(
+                self.tasks.child(),
+                listener,
+                self.events.clone(),
+                stop.clone(),
+            ),
+        );
         Running { stop, task }
     }
 
@@ -307,7 +321,10 @@ impl Lab {
             ..self.config.proxy2.clone()
         };
         let stop = self.shutdown.child_token();
-        let task = tokio::spawn(proxy2::run(link, config, stop.clone()));
+        let task = self.tasks.spawn(
+            "proxy2",
+            proxy2::run_in(self.tasks.child(), link, config, stop.clone()),
+        );
         Ok(Running { stop, task })
     }
 
@@ -323,13 +340,17 @@ impl Lab {
             ..self.config.proxy1.clone()
         };
         let stop = self.shutdown.child_token();
-        let task = tokio::spawn(proxy1::run_with_socks5(
-            listener,
-            socks5,
-            link,
-            config,
-            stop.clone(),
-        ));
+        let task = self.tasks.spawn(
+            "proxy1",
+            proxy1::run_in(
+                self.tasks.child(),
+                listener,
+                socks5,
+                link,
+                config,
+                stop.clone(),
+            ),
+        );
         Ok(Running { stop, task })
     }
 
@@ -407,23 +428,28 @@ impl Lab {
         let stream = match tokio::net::TcpStream::connect(self.addrs.proxy1_tcp).await {
             Ok(stream) => stream,
             Err(e) => {
+                let why = crate::fd_limit::describe_io_error(&e);
                 self.events.emit(EventKind::Client {
                     client: id,
-                    action: ClientAction::ConnectFailed(e.to_string()),
+                    action: ClientAction::ConnectFailed(why.clone()),
                 });
                 return Err(LabError::Io(format!(
-                    "client {id} cannot connect to proxy1: {e}"
+                    "client {id} cannot connect to proxy1: {why}"
                 )));
             }
         };
-        tokio::spawn(echo_client::run(
-            id,
-            stream,
-            commands_rx,
-            status.clone(),
-            self.events.clone(),
-            self.shutdown.child_token(),
-        ));
+        self.tasks.spawn(
+            "echo client",
+            echo_client::run(
+                id,
+                stream,
+                commands_rx,
+                status.clone(),
+                self.events.clone(),
+                self.shutdown.child_token(),
+                self.tasks.clone(),
+            ),
+        );
         self.clients.push(LabClient {
             id,
             commands,
@@ -441,11 +467,16 @@ impl Lab {
         let mut added = Vec::with_capacity(n as usize);
         for _ in 0..n {
             let connects = self.proxy1_stats.sent.get(crate::wire::FrameKind::Connect);
-            let live = self
-                .clients
-                .iter()
-                .filter(|c| c.status.lock().unwrap().ended.is_none())
-                .count();
+            // Counting live clients walks them all: only worth it once there could be more
+            // clients than ids (thousands of clients in the extended modes never are).
+            let live = if self.clients.len() < ids {
+                self.clients.len()
+            } else {
+                self.clients
+                    .iter()
+                    .filter(|c| c.status.lock().unwrap().ended.is_none())
+                    .count()
+            };
             let client = self.add_client().await?;
             added.push(client);
             if live >= ids {
@@ -707,6 +738,14 @@ impl Lab {
             running.stop().await;
         }
         self.wait_for_link_sockets(Duration::from_secs(2)).await;
+        let left = self.tasks.wait(SHUTDOWN_GRACE).await;
+        if !left.is_empty() {
+            self.events.log(
+                Level::Warn,
+                Role::Proxy1,
+                format!("lab stopped without waiting for: {left}"),
+            );
+        }
     }
 
     /// Waits, at most `within`, until no link socket of the lab is left. A role's task ends

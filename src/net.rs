@@ -31,7 +31,8 @@ pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         socket.set_reuse_address(true)?;
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
-        socket.listen(1024)?;
+        // Thousands of clients may connect at once; the kernel caps this at somaxconn.
+        socket.listen(4096)?;
         TcpListener::from_std(socket.into())
     };
     bind().map_err(|e| bind_error("TCP", addr, e))

@@ -1,5 +1,6 @@
-//! Stopping: Ctrl-C and SIGTERM, awaited in place ([`StopSignals`]) or as a cancellation
-//! token ([`SignalToken`]) handed to whatever must stop on them (the script runner).
+//! Stopping: Ctrl-C and SIGTERM as a cancellation token ([`SignalToken`]) handed to whatever
+//! must stop on them (the script runner, the headless lab, a standalone role): the one path
+//! from signals to shutdown. [`StopSignals`] is the listening underneath.
 
 use tokio_util::sync::CancellationToken;
 
@@ -55,11 +56,6 @@ impl Default for StopSignals {
     fn default() -> Self {
         StopSignals::new()
     }
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM received from now on.
-pub async fn wait_for_signal() {
-    StopSignals::new().recv().await;
 }
 
 /// A [`CancellationToken`] cancelled on the next Ctrl-C or SIGTERM, listening from the moment

@@ -168,6 +168,96 @@ fn a_panic_elsewhere_leaves_a_complete_file() {
     assert_eq!(captured[499].datagram, b"D1frame 499");
 }
 
+/// When the disk is slower than the link, the capture's ring fills and the link sockets wait
+/// for the writer (backpressure): nothing is dropped, and the waits are counted. The "disk"
+/// is a FIFO nobody reads at first, so the writer is stuck in a real write while the taps
+/// keep recording; once the FIFO is drained, every record is in the stream, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_ring_makes_the_taps_wait_and_loses_nothing() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("slow-disk.pcap");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a plain libc call on a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    // A reader must exist before the writer can open the FIFO; it reads nothing yet.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let mut plan = CapturePlan::new(
+        CaptureTarget::File(fifo.clone()),
+        CaptureFormat::Pcap,
+        "backpressure test",
+        Role::Proxy1,
+    );
+    // Halves of 8 records: 6,000 records of 1 kB cannot fit in the ring, the writer's time
+    // order stage (4,096 records) and a 64 kB pipe.
+    plan.queue = 8;
+    let capture = CaptureWriter::start(plan, EventSink::disabled()).unwrap();
+    let status = capture.status();
+    let tap = capture.tap();
+    const RECORDS: u32 = 6000;
+    let datagram = |n: u32| {
+        let mut bytes = format!("D{}{n:06}", n % 10).into_bytes();
+        bytes.resize(1000, b'.');
+        bytes
+    };
+    let producer = tokio::spawn(async move {
+        for n in 0..RECORDS {
+            tap.record(TapRecord {
+                time: SystemTime::now(),
+                src: "127.0.0.1:40000".parse().unwrap(),
+                dst: "127.0.0.1:3328".parse().unwrap(),
+                datagram: datagram(n),
+                note: None,
+                on_wire: true,
+            })
+            .await;
+        }
+    });
+    wait_until("a tap waits for room", || status.tap_waits() > 0).await;
+    assert!(
+        !producer.is_finished(),
+        "the taps wait while the writer cannot write"
+    );
+    assert!(status.frames_written() < u64::from(RECORDS));
+
+    // Now drain the FIFO (blocking reads from here on) into a regular file.
+    // SAFETY: fcntl on a descriptor this test owns.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let fd = reader.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        assert_eq!(libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK), 0);
+    }
+    let copy = dir.path().join("copy.pcap");
+    let copy_path = copy.clone();
+    let drain = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).unwrap();
+        std::fs::write(copy_path, bytes).unwrap();
+    });
+    producer.await.unwrap();
+    let summary = capture.finish().await;
+    drain.join().unwrap();
+    assert_eq!(summary.error, None);
+    assert_eq!(summary.frames, u64::from(RECORDS));
+    assert_eq!(status.refused(), 0);
+    let captured = read_pcap(&copy);
+    assert_eq!(
+        captured.len(),
+        RECORDS as usize,
+        "every record reached the file"
+    );
+    for (n, record) in (0..RECORDS).zip(&captured) {
+        assert_eq!(record.datagram, datagram(n), "record {n}, in order");
+    }
+}
+
 /// The writer gives up when the file can no longer be written (here: a FIFO whose reader
 /// went away, a real EPIPE): it says so with an error event, marks its status failed, and
 /// the lab keeps running without waiting on it.

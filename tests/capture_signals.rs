@@ -92,6 +92,11 @@ impl Role {
             status.success(),
             "exit status {status:?}; stderr: {stderr:?}"
         );
+        // Every task of the role ended within the grace period (none is named as left).
+        assert!(
+            !stderr.iter().any(|l| l.contains("without waiting for")),
+            "{stderr:?}"
+        );
         stderr
     }
 }

@@ -185,6 +185,11 @@ fn no_tui_serves_clients_until_sigint_and_the_capture_holds_every_frame() {
             .any(|l| l.contains("connection 0") && l.contains("open")),
         "connections are logged on stderr: {stderr:?}"
     );
+    // Every task of the lab ended within the grace period (none is named as left running).
+    assert!(
+        !stderr.iter().any(|l| l.contains("without waiting for")),
+        "{stderr:?}"
+    );
 
     // Every frame the lab's exact counters saw is in the file, which reads to its end.
     let counted = number_before(&stdout, "frames on the link");

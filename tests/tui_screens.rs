@@ -7,12 +7,15 @@ mod tui_support;
 use insta::assert_snapshot;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use tui_support::{
-    Script, classroom, classroom_snapshot, client_addr, full_house, new_state, screen,
+    Script, classroom, classroom_snapshot, client_addr, full_house, new_extended_state, new_state,
+    screen, thousands,
 };
 use tunlab::event::CloseKind;
 use tunlab::topology::Role;
 use tunlab::tui::app::{Command, handle_key};
-use tunlab::tui::render::{self, clients, connections, header, help, ladder, log, status, trace};
+use tunlab::tui::render::{
+    self, clients, connections, grid, header, help, ladder, log, status, trace,
+};
 use tunlab::tui::state::{CaptureView, MonitorView, Selection, TuiState, apply_snapshot};
 use tunlab::wire::ConnId;
 
@@ -131,11 +134,7 @@ fn connections_list_names_outside_clients_by_port() {
 #[test]
 fn connections_grid() {
     let state = classroom_state();
-    assert_snapshot!(screen(100, 30, |f| connections::render_grid(
-        f,
-        f.area(),
-        &state
-    )));
+    assert_snapshot!(screen(100, 30, |f| grid::render(f, f.area(), &state)));
 }
 
 #[test]
@@ -736,4 +735,91 @@ fn play_shows_the_steps_and_then_the_verdicts() {
         "{end}"
     );
     assert_snapshot!("play_verdicts_80x24", end);
+}
+
+fn thousands_state() -> TuiState {
+    let mut state = new_extended_state(100);
+    thousands().apply(&mut state);
+    state
+}
+
+/// 3,012 connections in an extended mode: the list sums them up in its title and shows the
+/// rows around the selected one.
+#[test]
+fn connections_list_of_thousands() {
+    let mut state = thousands_state();
+    state.view.selected = Selection::Conn(id(1_500));
+    assert_snapshot!(screen(44, 14, |f| connections::render_list(
+        f,
+        f.area(),
+        &state
+    )));
+}
+
+/// The grid shows the panels that fit, around the selected connection, and says which.
+#[test]
+fn connections_grid_of_thousands() {
+    let mut state = thousands_state();
+    state.view.selected = Selection::Conn(id(2_999));
+    assert_snapshot!(screen(100, 26, |f| grid::render(f, f.area(), &state)));
+}
+
+/// The whole large screen with thousands of connections stays readable.
+#[test]
+fn whole_screen_180x52_with_thousands() {
+    let mut state = thousands_state();
+    state.view.selected = Selection::Conn(id(102));
+    assert_snapshot!(screen(180, 52, |f| render::draw(f, &state)));
+}
+
+/// `:` then digits and Enter selects that id; an id not in use lands on the nearest one; an
+/// id the mode does not have says so; Esc gives up. The prompt shows in the status line.
+#[test]
+fn colon_jumps_to_an_id() {
+    let mut state = thousands_state();
+    for code in [
+        KeyCode::Char(':'),
+        KeyCode::Char('2'),
+        KeyCode::Char('9'),
+        KeyCode::Char('9'),
+    ] {
+        assert_eq!(handle_key(&mut state, key(code)), None);
+    }
+    assert_eq!(state.view.jump.as_deref(), Some("299"));
+    assert_snapshot!(
+        "colon_jump_prompt",
+        screen(100, 2, |f| status::render(f, f.area(), &state, false))
+    );
+    handle_key(&mut state, key(KeyCode::Char('9')));
+    handle_key(&mut state, key(KeyCode::Enter));
+    assert_eq!(state.view.selected, Selection::Conn(id(2_999)));
+    assert_eq!(state.view.jump, None);
+    // Ids 200-239 were closed, and their views kept: they are still there to look at.
+    for code in [':', '2', '2', '0'].map(KeyCode::Char) {
+        handle_key(&mut state, key(code));
+    }
+    handle_key(&mut state, key(KeyCode::Enter));
+    assert_eq!(state.view.selected, Selection::Conn(id(220)));
+    // 5000 was never used: the nearest listed is 3011 (the last one).
+    for code in [':', '5', '0', '0', '0'].map(KeyCode::Char) {
+        handle_key(&mut state, key(code));
+    }
+    handle_key(&mut state, key(KeyCode::Enter));
+    assert_eq!(state.view.selected, Selection::Conn(id(3_011)));
+    for code in [':', '9', '9', '9', '9', '9'].map(KeyCode::Char) {
+        handle_key(&mut state, key(code));
+    }
+    handle_key(&mut state, key(KeyCode::Enter));
+    assert_eq!(state.view.selected, Selection::Conn(id(3_011)));
+    let last = state.log.iter().last().map(|l| l.text.clone()).unwrap();
+    assert!(last.contains("ids 0-65535"), "{last}");
+    handle_key(&mut state, key(KeyCode::Char(':')));
+    handle_key(&mut state, key(KeyCode::Char('1')));
+    handle_key(&mut state, key(KeyCode::Esc));
+    assert_eq!(state.view.jump, None);
+    assert_eq!(state.view.selected, Selection::Conn(id(3_011)));
+    // `[` and `]` move by 20 rows.
+    handle_key(&mut state, key(KeyCode::Char('[')));
+    let twenty_up = state.conns.iter().rev().nth(20).map(|c| c.id).unwrap();
+    assert_eq!(state.view.selected, Selection::Conn(twenty_up));
 }

@@ -235,7 +235,7 @@ fn captured_tcp_segments_show_on_their_leg_of_the_ladder() {
         .collect();
     assert_eq!(got, expected);
     assert!(
-        state.conns[1..].iter().all(|c| c.ladder.is_empty()),
+        state.conns.iter().skip(1).all(|c| c.ladder.is_empty()),
         "nothing on other ids"
     );
 }
@@ -590,4 +590,38 @@ fn the_ladder_marks_a_reused_stale_id() {
         "{:?}",
         ladder_notes(&clean, 0)
     );
+}
+
+/// The extended modes' 65,536 ids cost nothing until used: the screen keeps a view per
+/// connection in use (10,000 here) and forgets closed ones past the newest few hundred.
+#[test]
+fn extended_mode_storage_follows_the_connections_in_use() {
+    use tunlab::tui::conn_table::ConnTable;
+    let mut state = tui_support::new_extended_state(0);
+    assert_eq!(state.conns.len(), 0, "nothing made up front");
+    assert_eq!(state.conns.ids(), 65_536);
+    let mut script = Script::default();
+    for id in 0..10_000u16 {
+        script.conn_state(1, id, ConnState::Open, 10_000 + id % 50_000);
+    }
+    script.apply(&mut state);
+    assert_eq!(state.conns.len(), 10_000);
+    assert_eq!(state.conns.counts().open, 10_000);
+    let mut script = Script::default();
+    for id in 0..10_000u16 {
+        script.conn_state(2, id, ConnState::Free, 10_000 + id % 50_000);
+    }
+    script.apply(&mut state);
+    // The newest closed ones, and the selected id 0 (the default selection).
+    assert!(
+        state.conns.len() <= ConnTable::KEEP_FREED + 1,
+        "{} views kept",
+        state.conns.len()
+    );
+    assert!(state.conns.get(ConnId::new(9_999)).is_some());
+    assert!(
+        state.conns.get(ConnId::new(0)).is_some(),
+        "the selected view stays"
+    );
+    assert!(state.conns.get(ConnId::new(5_000)).is_none());
 }

@@ -18,6 +18,7 @@ mod lab_child;
 mod paths;
 mod profile;
 mod report;
+mod scale;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -58,7 +59,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these paths (comma-separated: direct, kcptun, classic, lab, lab-events,
-    /// lab-capture, lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture; `modes` for
+    /// lab-capture, lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture, and with
+    /// TUNLAB_BENCH_BEFORE=<another tunlab build> the same four as bin-*-before; `modes` for
     /// the reliable-modes table with direct TCP and the lab as baselines, or one cell of it
     /// such as selective-repeat-5, selective-repeat-5-ccnone for --cc none, or
     /// selective-repeat-10mbit[-w128][-ccnone] for the rate-limited rows; `relay` for
@@ -87,6 +89,19 @@ struct Args {
     /// MiB echoed in the profile's bulk workload.
     #[arg(long, default_value_t = 16, value_name = "MIB")]
     profile_mib: u64,
+    /// Instead of the benchmark: the scale benchmark (idle memory per connection, many
+    /// concurrent connections, a burst of 10,000), written into its own BENCHMARKS.md section.
+    #[arg(long)]
+    scale: bool,
+    /// Connections of the scale benchmark's idle-memory and concurrent tests.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    scale_connections: usize,
+    /// Connections opened at once in the scale benchmark's last test.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    scale_burst: usize,
+    /// In the scale benchmark's paced test, each connection's pause between round trips.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    scale_pace_ms: u64,
     /// Check the goodput record parser and exit.
     #[arg(long)]
     self_check: bool,
@@ -156,7 +171,13 @@ pub fn is_mode_cell(options: LabOptions) -> bool {
 
 fn all_paths() -> Vec<(String, PathKind)> {
     let lab = |events, capture| PathKind::Lab(LabOptions::plain(events, capture));
-    let bin = |tui, capture| PathKind::Binary(BinaryOptions { tui, capture });
+    let bin = |tui, capture| {
+        PathKind::Binary(BinaryOptions {
+            tui,
+            capture,
+            before: false,
+        })
+    };
     let mut paths = vec![
         ("direct".to_string(), PathKind::Direct),
         ("kcptun".to_string(), PathKind::Kcptun),
@@ -179,6 +200,16 @@ fn all_paths() -> Vec<(String, PathKind)> {
         ("bin-tui-capture", bin(true, true)),
     ] {
         paths.push((name.to_string(), kind));
+        // The same paths on the build named by TUNLAB_BENCH_BEFORE, side by side in one run.
+        if std::env::var_os("TUNLAB_BENCH_BEFORE").is_some()
+            && let PathKind::Binary(options) = kind
+        {
+            let before = BinaryOptions {
+                before: true,
+                ..options
+            };
+            paths.push((format!("{name}-before"), PathKind::Binary(before)));
+        }
     }
     for wire in WireMode::ALL {
         for loss in MODE_LOSSES {
@@ -297,13 +328,17 @@ fn main() -> anyhow::Result<()> {
                     ..
                 })
         )
-    }) && args.profile.is_none();
+    }) && args.profile.is_none()
+        && !args.scale;
     let mut tools = Tools {
         // TUNLAB_BENCH_TUNLAB: another build of `tunlab` (an older commit's, for a before
         // and after of the bin-* paths); the in-process lab paths always run this build.
         tunlab: std::env::var_os("TUNLAB_BENCH_TUNLAB")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tunlab"))),
+        // TUNLAB_BENCH_BEFORE: another build whose bin-* paths run as bin-*-before in the
+        // same run (interleaved per round), for a before and after side by side.
+        tunlab_before: std::env::var_os("TUNLAB_BENCH_BEFORE").map(PathBuf::from),
         kcptun_client: if needs_kcptun {
             find_tool("kcptun-client")?
         } else {
@@ -344,6 +379,27 @@ fn main() -> anyhow::Result<()> {
             &mut tools,
             &manifest.join("target/profile"),
         );
+    }
+
+    if args.scale {
+        let command = std::env::var("TUNLAB_BENCH_COMMAND")
+            .unwrap_or_else(|_| format!("cargo bench --bench tunnel -- {}", raw[1..].join(" ")));
+        let section = scale::run(
+            &tools,
+            &scale::ScaleArgs {
+                connections: args.scale_connections,
+                burst: args.scale_burst,
+                secs: args.concurrent_secs,
+                pace: Duration::from_millis(args.scale_pace_ms),
+            },
+            &command,
+        )?;
+        println!("\n{section}");
+        if !args.no_write {
+            scale::write(&manifest.join(&args.out), &section)?;
+            println!("written to {}", args.out.display());
+        }
+        return Ok(());
     }
 
     let started_at = Instant::now();

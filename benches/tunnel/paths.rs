@@ -107,6 +107,9 @@ pub struct BinaryOptions {
     /// Capturing to a file (classic pcap, in the system's temporary directory); otherwise
     /// `--no-capture`.
     pub capture: bool,
+    /// The other build named by `TUNLAB_BENCH_BEFORE` (an older commit's), for a before and
+    /// after in one run; otherwise this build.
+    pub before: bool,
 }
 
 impl BinaryOptions {
@@ -114,7 +117,16 @@ impl BinaryOptions {
     pub const BARE: BinaryOptions = BinaryOptions {
         tui: false,
         capture: false,
+        before: false,
     };
+
+    /// The bare lab of the same build: the baseline of this path's watching costs.
+    pub fn bare(self) -> BinaryOptions {
+        BinaryOptions {
+            before: self.before,
+            ..BinaryOptions::BARE
+        }
+    }
 }
 
 impl PathKind {
@@ -123,12 +135,23 @@ impl PathKind {
             PathKind::Direct => "direct TCP".into(),
             PathKind::Kcptun => "kcptun (fast3, no crypt)".into(),
             PathKind::Classic => "tunlab classic, proxy1+proxy2 processes".into(),
-            PathKind::Binary(BinaryOptions { tui, capture }) => match (tui, capture) {
-                (false, false) => "tunlab --no-tui --no-capture (bare)".into(),
-                (false, true) => "tunlab --no-tui, capture on".into(),
-                (true, false) => "tunlab TUI 120×40 (pty), --no-capture".into(),
-                (true, true) => "tunlab TUI 120×40 (pty), capture on".into(),
-            },
+            PathKind::Binary(BinaryOptions {
+                tui,
+                capture,
+                before,
+            }) => {
+                let name = match (tui, capture) {
+                    (false, false) => "tunlab --no-tui --no-capture (bare)",
+                    (false, true) => "tunlab --no-tui, capture on",
+                    (true, false) => "tunlab TUI 120×40 (pty), --no-capture",
+                    (true, true) => "tunlab TUI 120×40 (pty), capture on",
+                };
+                if before {
+                    format!("{name} [before]")
+                } else {
+                    name.into()
+                }
+            }
             PathKind::Relayed(RelayedOptions { tunnel, loss }) => match tunnel {
                 RelayedTunnel::Kcptun => format!("kcptun via relay, {loss}% loss each way"),
                 RelayedTunnel::SelectiveRepeat => {
@@ -183,7 +206,7 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(name: &str, command: &mut Command, log: &Path) -> anyhow::Result<Process> {
+    pub fn spawn(name: &str, command: &mut Command, log: &Path) -> anyhow::Result<Process> {
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("cannot create log {}", log.display()))?;
         let child = command
@@ -196,6 +219,11 @@ impl Process {
             name: name.into(),
             child,
         })
+    }
+
+    /// The process id (for `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The process's threads' time on a CPU so far (from /proc; precise to the nanosecond
@@ -297,6 +325,8 @@ fn localhost(port: u16) -> SocketAddr {
 /// Where the pieces are.
 pub struct Tools {
     pub tunlab: PathBuf,
+    /// The `tunlab` build of the `before` binary paths (`TUNLAB_BENCH_BEFORE`).
+    pub tunlab_before: Option<PathBuf>,
     pub kcptun_client: PathBuf,
     pub kcptun_server: PathBuf,
     pub logs: PathBuf,
@@ -578,7 +608,11 @@ fn start_binary_lab(
     log: &Path,
 ) -> anyhow::Result<(Process, SocketAddr)> {
     let proxy1 = free_tcp_port()?;
-    let mut command = tools.tunnel_command(&tools.tunlab, "lab");
+    let program = match (&tools.tunlab_before, options.before) {
+        (Some(before), true) => before,
+        _ => &tools.tunlab,
+    };
+    let mut command = tools.tunnel_command(program, "lab");
     command.args(["--clients", "0", "--proxy1-port", &proxy1.to_string()]);
     command.args(["--server-port", &free_tcp_port()?.to_string()]);
     command.args(["--proxy2-port", &free_udp_port()?.to_string()]);

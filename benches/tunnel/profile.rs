@@ -24,6 +24,10 @@ use crate::paths::{EchoServer, PathKind, RunningPath, Tools};
 pub enum Tool {
     Callgrind,
     Strace,
+    /// `perf record -e cpu-clock`: where the CPU time goes, natively (not 50× slower like
+    /// callgrind, so the TUI's redraws per MiB are as in a real run); samples of user and
+    /// kernel time, no hardware counters needed.
+    Perf,
 }
 
 impl Tool {
@@ -31,6 +35,7 @@ impl Tool {
         match self {
             Tool::Callgrind => "callgrind",
             Tool::Strace => "strace",
+            Tool::Perf => "perf",
         }
     }
 }
@@ -130,6 +135,7 @@ pub fn run(
     let what = match tool {
         Tool::Callgrind => "instructions",
         Tool::Strace => "system calls",
+        Tool::Perf => "CPU samples (1 ms each)",
     };
     println!(
         "\n{label}: {what} per unit of work, idle run ({idle}) subtracted, summed over the tunnel's processes"
@@ -165,10 +171,13 @@ pub fn run(
             println!("      {}", list.join(", "));
         }
     }
-    if tool == Tool::Callgrind {
+    if matches!(tool, Tool::Callgrind | Tool::Perf) {
         for workload in &workloads[1..] {
             let prefix = out_dir.join(format!("{label}-{}-{}", tool.name(), workload.name()));
-            let listing = annotate(&prefix)?;
+            let listing = match tool {
+                Tool::Perf => perf_report(&prefix)?,
+                _ => annotate(&prefix)?,
+            };
             let path = PathBuf::from(format!("{}.annotate.txt", prefix.display()));
             std::fs::write(&path, &listing)?;
             println!(
@@ -192,6 +201,17 @@ fn wrapper(tool: Tool, prefix: &Path) -> Vec<String> {
             "--tool=callgrind".into(),
             "--quiet".into(),
             format!("--callgrind-out-file={prefix}.%p.callgrind"),
+        ],
+        Tool::Perf => vec![
+            "perf".into(),
+            "record".into(),
+            "-e".into(),
+            "cpu-clock".into(),
+            "-F".into(),
+            "1000".into(),
+            "-q".into(),
+            "-o".into(),
+            format!("{prefix}.{{name}}.perf"),
         ],
         Tool::Strace => vec![
             "strace".into(),
@@ -270,8 +290,16 @@ fn read_outputs(tool: Tool, prefix: &Path) -> anyhow::Result<Cost> {
         prefix.display()
     );
     for file in files {
+        if tool == Tool::Perf {
+            cost.total += perf_lines(&file)?
+                .iter()
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+            continue;
+        }
         let text = std::fs::read_to_string(&file)?;
         match tool {
+            Tool::Perf => unreachable!("read above"),
             Tool::Callgrind => {
                 let total = text
                     .lines()
@@ -300,6 +328,45 @@ fn read_outputs(tool: Tool, prefix: &Path) -> anyhow::Result<Cost> {
         }
     }
     Ok(cost)
+}
+
+/// `perf report` of one recording: one line per symbol (share, samples, where, symbol),
+/// most samples first.
+fn perf_lines(file: &Path) -> anyhow::Result<Vec<String>> {
+    let out = Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "-q",
+            "-n",
+            "--sort",
+            "dso,symbol",
+            "-i",
+        ])
+        .arg(file)
+        .output()
+        .context("cannot run perf report")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .map(str::to_string)
+        .collect())
+}
+
+/// `perf report` over every process's recording of one workload, in the listing format
+/// [`top_functions`] reads.
+fn perf_report(prefix: &Path) -> anyhow::Result<String> {
+    let mut listing = String::new();
+    for file in outputs(prefix)? {
+        listing.push_str(&format!("==== {}\n", file.display()));
+        // The header top_functions looks for.
+        listing.push_str("share samples where file:function\n");
+        for line in perf_lines(&file)? {
+            listing.push_str(&line);
+            listing.push('\n');
+        }
+    }
+    Ok(listing)
 }
 
 /// `callgrind_annotate` over every process's output of one workload.

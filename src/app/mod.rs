@@ -19,6 +19,9 @@ pub use args::open_tcp_capture;
 /// Checks what parsing cannot, and enters the lab's network namespace (`--netns`): all before
 /// the async runtime starts. `Err` is the exit code to stop with (the message is printed).
 pub fn prepare(cli: &Cli) -> Result<(), ExitCode> {
+    // Every tunnel connection costs each proxy a descriptor: lift the soft limit (often 1024)
+    // to the hard one before anything opens.
+    crate::fd_limit::raise_to_hard();
     let wire = match &cli.command {
         // With --script the scenario names the wire mode; its run checks the key against it.
         None if cli.lab.script.is_some() => None,
@@ -132,13 +135,22 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
         }
         return crate::tui::play::run(play, args.play_every, args.report.as_deref()).await;
     }
+    // Thousands of clients need four descriptors each: say so now rather than stall later.
+    let clients = args.clients_to_start(!args.no_tui && std::io::stdout().is_terminal());
+    if let Err(message) = crate::fd_limit::room_for_lab_clients(clients) {
+        eprintln!("error: {message}");
+        return Ok(ExitCode::from(crate::script::EXIT_INVALID));
+    }
     // Without the permission to read loopback, stop before anything starts (exit code 2).
     let tcp = match open_tcp_capture(args.capture.capture_tcp) {
         Ok(tcp) => tcp,
         Err(code) => return Ok(code),
     };
     if args.no_tui {
-        return crate::headless::run(&args, lab_config(&args), tcp).await;
+        // Listening before the lab starts: a signal as soon as proxy1 is announced still
+        // stops the lab cleanly, with the capture finished.
+        let signals = crate::shutdown::SignalToken::new();
+        return crate::headless::run(&args, lab_config(&args), tcp, signals.token()).await;
     }
     if !std::io::stdout().is_terminal() {
         // The demo is the lab's run without a terminal: it captures as the lab would.

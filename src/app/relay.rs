@@ -68,7 +68,7 @@ pub(super) async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
     };
     let log: RelayLog = Arc::new(|level, message| eprintln!("{} {message}", level.label()));
     let relay_stats = stats.clone();
-    let code = run_standalone(&args.common, capture, None, sources, move |_events, stop, tap| async move {
+    let code = run_standalone(&args.common, capture, None, sources, move |_events, stop, tap, _tasks| async move {
         eprintln!(
             "relay: forwarding to {target}, one socket per peer (at most {}, closed after {} of silence)",
             config.max_peers,

@@ -17,7 +17,8 @@ use crate::link::{EmulatorScope, LinkSocket, LinkStats};
 use crate::monitor::{ConnTable, Monitor, MonitorSources};
 use crate::net::{bind_tcp, bind_udp, local_bind_towards, resolve};
 use crate::roles::{echo_client, echo_server, proxy1, proxy2};
-use crate::shutdown::{StopSignals, wait_for_signal};
+use crate::shutdown::SignalToken;
+use crate::tasks::{SHUTDOWN_GRACE, Tasks};
 use crate::topology::{Endpoint, Role};
 use crate::wire::WireMode;
 
@@ -31,9 +32,13 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let sources = |events, conns, _capture| {
                 MonitorSources::new("echo-server", Role::EchoServer, events, conns)
             };
-            run_standalone(&args.common, None, None, sources, |events, stop, _| {
-                echo_server::run(listener, events, stop)
-            })
+            run_standalone(
+                &args.common,
+                None,
+                None,
+                sources,
+                |events, stop, _, tasks| echo_server::run_in(tasks, listener, events, stop),
+            )
             .await
         }
         Command::Proxy2(args) => {
@@ -60,9 +65,9 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 capture,
                 tcp,
                 sources,
-                |events, stop, tap| async move {
-                    match link.open(socket, events, tap) {
-                        Ok(link) => proxy2::run(link, config, stop).await,
+                |events, stop, tap, tasks| async move {
+                    match link.open(socket, events, tap, &tasks) {
+                        Ok(link) => proxy2::run_in(tasks, link, config, stop).await,
                         Err(e) => eprintln!("error: {e}"),
                     }
                 },
@@ -105,10 +110,10 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 capture,
                 tcp,
                 sources,
-                |events, stop, tap| async move {
-                    match link.open(socket, events, tap) {
+                |events, stop, tap, tasks| async move {
+                    match link.open(socket, events, tap, &tasks) {
                         Ok(link) => {
-                            proxy1::run_with_socks5(listener, socks5.listener, link, config, stop)
+                            proxy1::run_in(tasks, listener, socks5.listener, link, config, stop)
                                 .await;
                         }
                         Err(e) => eprintln!("error: {e}"),
@@ -216,11 +221,20 @@ async fn run_socks5(args: Socks5Args) -> anyhow::Result<ExitCode> {
         )),
         max_clients: usize::try_from(args.max_clients).unwrap_or(usize::MAX),
     };
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(socks5_direct::run(listener, config, stop.clone()));
-    wait_for_signal().await;
-    stop.cancel();
+    let signals = SignalToken::new();
+    let stop = signals.token();
+    let tasks = Tasks::new();
+    let server = tokio::spawn(socks5_direct::run_in(
+        tasks.clone(),
+        listener,
+        config,
+        stop.clone(),
+    ));
+    stop.cancelled().await;
     let _ = server.await;
+    if !tasks.is_empty() {
+        eprintln!("socks5: stopped without waiting for: {}", tasks.running());
+    }
     if let Some(log) = access_log {
         let path = log.path().display().to_string();
         let written = log.finish();
@@ -304,15 +318,18 @@ impl StandaloneLink {
         }
     }
 
-    /// The link socket on `socket`, reporting to `events` and recording to `tap`.
+    /// The link socket on `socket`, reporting to `events`, recording to `tap`, its emulator's
+    /// timer a task of `tasks`.
     fn open(
         self,
         socket: tokio::net::UdpSocket,
         events: EventSink,
         tap: Option<CaptureTap>,
+        tasks: &Tasks,
     ) -> std::io::Result<LinkSocket> {
-        let mut link =
-            LinkSocket::new(socket, self.endpoint, self.wire, events)?.with_stats(self.stats);
+        let mut link = LinkSocket::new(socket, self.endpoint, self.wire, events)?
+            .with_stats(self.stats)
+            .with_tasks(tasks.clone());
         if let Some(seal) = self.seal {
             link = link.with_seal(seal);
         }
@@ -335,10 +352,11 @@ pub(super) fn report_emulator(emulator: Option<&LinkEmulator>) {
     }
 }
 
-/// Runs one role until Ctrl-C or SIGTERM, printing its events on stderr, records its link
-/// frames when `capture` says so (the file is finished after the role has stopped), and
-/// serves its metrics and admin protocol when `common.monitor` asks, from what `sources`
-/// gathers.
+/// Runs one role until Ctrl-C or SIGTERM (which cancel its token, a [`SignalToken`]'s), its
+/// tasks in one group waited for, a bounded time, before the process ends. It prints its
+/// events on stderr, records its link frames when `capture` says so (the file is finished
+/// after the role has stopped), and serves its metrics and admin protocol when
+/// `common.monitor` asks, from what `sources` gathers.
 pub(super) async fn run_standalone<S, F, Fut>(
     common: &StandaloneArgs,
     capture: Option<CapturePlan>,
@@ -352,11 +370,12 @@ where
         Arc<ConnTable>,
         Option<Arc<crate::capture::CaptureStatus>>,
     ) -> MonitorSources,
-    F: FnOnce(EventSink, CancellationToken, Option<CaptureTap>) -> Fut,
+    F: FnOnce(EventSink, CancellationToken, Option<CaptureTap>, Tasks) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     // Listening before anything starts, so an early signal still stops the role cleanly.
-    let mut signals = StopSignals::new();
+    let signals = SignalToken::new();
+    let stop = signals.token();
     let (events, mut rx) = EventSink::channel(16 * 1024);
     // The connection table sees every event, before the log's channel could drop one.
     let plan = common.monitor.plan();
@@ -416,14 +435,28 @@ where
     if let Some(line) = monitor.as_ref().and_then(Monitor::describe) {
         eprintln!("{line}");
     }
-    let stop = CancellationToken::new();
     let tap = capture.as_ref().map(CaptureWriter::tap);
-    let task = tokio::spawn(role(events.clone(), stop.clone(), tap));
-    signals.recv().await;
-    stop.cancel();
-    let _ = task.await;
+    let tasks = Tasks::new();
+    tasks.spawn(
+        "role",
+        role(events.clone(), stop.clone(), tap, tasks.child()),
+    );
+    stop.cancelled().await;
+    let left = tasks.wait(SHUTDOWN_GRACE).await;
+    if !left.is_empty() {
+        eprintln!(
+            "{}: stopped without waiting for: {left}",
+            Level::Warn.label()
+        );
+    }
     if let Some(monitor) = monitor {
-        monitor.stop().await;
+        let left = monitor.stop().await;
+        if !left.is_empty() {
+            eprintln!(
+                "{}: the monitor stopped without waiting for: {left}",
+                Level::Warn.label()
+            );
+        }
     }
     if let Some(capture) = capture {
         eprintln!("{}", capture.finish().await.describe());

@@ -23,8 +23,9 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 use pcap_file::{DataLink, Endianness};
 
+use super::Segment;
 use super::packet::FrameBuilder;
-use super::{Record, Segment, TapRecord};
+use super::ring::RecordHeader;
 
 /// Largest packet a capture file declares it may hold. Link datagrams are far smaller.
 const SNAPLEN: u32 = 65535;
@@ -185,15 +186,6 @@ impl Encoder {
         })
     }
 
-    /// Appends one record of either kind; see [`Encoder::encode`] and
-    /// [`Encoder::encode_segment`].
-    pub fn encode_any(&mut self, record: &Record) -> io::Result<bool> {
-        match record {
-            Record::Link(record) => self.encode(record),
-            Record::Segment(segment) => self.encode_segment(segment).map(|()| true),
-        }
-    }
-
     /// Appends a TCP segment read off loopback, as it was read.
     pub fn encode_segment(&mut self, segment: &Segment) -> io::Result<()> {
         let timestamp = since_epoch(segment.time);
@@ -225,19 +217,21 @@ impl Encoder {
         Ok(())
     }
 
-    /// Appends one record. Returns whether it became a packet of the file: a frame that never
-    /// crossed the wire (the link emulator dropped it before sending) is left out of a classic
-    /// pcap, and kept whole in pcapng on the not-sent interface with a comment saying why.
-    pub fn encode(&mut self, record: &TapRecord) -> io::Result<bool> {
+    /// Appends one link record whose datagram is `datagram`. Returns whether it became a
+    /// packet of the file: a frame that never crossed the wire (the link emulator dropped it
+    /// before sending) is left out of a classic pcap, and kept whole in pcapng on the
+    /// not-sent interface with a comment saying why.
+    pub fn encode_link(&mut self, record: &RecordHeader, datagram: &[u8]) -> io::Result<bool> {
         let timestamp = since_epoch(record.time);
         match &mut self.writer {
             Writer::Pcap if !record.on_wire => return Ok(false),
-            Writer::Pcap => self.encode_pcap(record, timestamp)?,
+            Writer::Pcap => self.encode_pcap(record, datagram, timestamp)?,
             Writer::PcapNg(writer) => {
                 self.scratch.clear();
                 let data = &mut self.scratch;
                 self.frames
-                    .append(record.src, record.dst, &record.datagram, data)?;
+                    .append_headers(record.src, record.dst, datagram, data)?;
+                data.extend_from_slice(datagram);
                 let options = match &record.note {
                     Some(note) => vec![EnhancedPacketOption::Comment(Cow::Borrowed(note))],
                     None => Vec::new(),
@@ -265,7 +259,17 @@ impl Encoder {
     /// One classic pcap record, exactly as pcap-file's `PcapWriter::write_packet` writes it
     /// (microsecond timestamps, this machine's byte order as the file header declares), with
     /// the frame built straight into the buffer.
-    fn encode_pcap(&mut self, record: &TapRecord, timestamp: Duration) -> io::Result<()> {
+    ///
+    /// The datagram is copied in here, so that the file gets one large write per batch. A
+    /// vectored write straight from the tap's ring (headers here, datagrams where they lie)
+    /// was tried and measured: the kernel's copy of many small pieces into the page cache
+    /// cost four times the CPU of this copy plus one contiguous write (`perf`, BENCHMARKS.md).
+    fn encode_pcap(
+        &mut self,
+        record: &RecordHeader,
+        datagram: &[u8],
+        timestamp: Duration,
+    ) -> io::Result<()> {
         let seconds = u32::try_from(timestamp.as_secs())
             .map_err(|_| invalid("PcapPacket: timestamp_secs > u32::MAX"))?;
         let micros = timestamp.subsec_micros();
@@ -274,13 +278,14 @@ impl Encoder {
         buffer.resize(start + PCAP_RECORD_HEADER, 0);
         let len = match self
             .frames
-            .append(record.src, record.dst, &record.datagram, &mut buffer)
+            .append_headers(record.src, record.dst, datagram, &mut buffer)
         {
             Ok(len) if len <= SNAPLEN as usize => Ok(len as u32),
             Ok(_) => Err(invalid("PcapPacket: incl_len > snap_len")),
             Err(e) => Err(e),
         }
         .inspect_err(|_| buffer.truncate(start))?;
+        buffer.extend_from_slice(datagram);
         let header = &mut buffer[start..start + PCAP_RECORD_HEADER];
         // Captured and original length are the same: the whole frame is kept.
         for (field, value) in header.chunks_exact_mut(4).zip([seconds, micros, len, len]) {
@@ -334,15 +339,16 @@ mod tests {
     use pcap_file::pcap::PcapPacket;
     use std::net::SocketAddr;
 
-    fn record(datagram: &[u8], on_wire: bool, micros: u64) -> TapRecord {
-        TapRecord {
+    fn record(datagram: &[u8], on_wire: bool, micros: u64) -> (RecordHeader, Vec<u8>) {
+        let header = RecordHeader {
             time: UNIX_EPOCH + Duration::from_micros(1_763_900_000_000_000 + micros),
             src: "127.0.0.1:40000".parse::<SocketAddr>().unwrap(),
             dst: "127.0.0.1:3328".parse::<SocketAddr>().unwrap(),
-            datagram: datagram.to_vec(),
+            range: 0..datagram.len(),
             note: None,
             on_wire,
-        }
+        };
+        (header, datagram.to_vec())
     }
 
     /// Our hand-written pcap records are byte for byte what pcap-file writes for the frames
@@ -357,8 +363,11 @@ mod tests {
         ];
         let mut encoder = Encoder::new(CaptureFormat::Pcap, "test", false).unwrap();
         let mut ours = encoder.take();
-        for r in &records {
-            assert_eq!(encoder.encode(r).unwrap(), r.on_wire);
+        for (header, datagram) in &records {
+            assert_eq!(
+                encoder.encode_link(header, datagram).unwrap(),
+                header.on_wire
+            );
         }
         encoder
             .drain_into(|bytes| {
@@ -375,8 +384,8 @@ mod tests {
             ..PcapHeader::default()
         };
         let mut reference = PcapWriter::with_header(Vec::new(), header).unwrap();
-        for r in records.iter().filter(|r| r.on_wire) {
-            let data = ethernet_udp(r.src, r.dst, &r.datagram).unwrap();
+        for (r, datagram) in records.iter().filter(|(r, _)| r.on_wire) {
+            let data = ethernet_udp(r.src, r.dst, datagram).unwrap();
             let packet = PcapPacket::new(since_epoch(r.time), data.len() as u32, &data);
             reference.write_packet(&packet).unwrap();
         }

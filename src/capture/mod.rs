@@ -26,12 +26,13 @@ mod file;
 mod format;
 mod order;
 mod packet;
+mod ring;
 pub mod tcp;
 mod writer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::sync::mpsc;
@@ -44,12 +45,15 @@ pub use format::{
 };
 pub use order::HOLD as ORDER_HOLD;
 pub use packet::ethernet_udp;
+pub use ring::TapFrame;
+use ring::TapRing;
 pub use tcp::{Segment, TcpCapture, TcpCaptureError};
 
 pub use writer::{CaptureStatus, CaptureSummary, CaptureWriter};
 
-/// Records buffered between the link and the disk by default: about 6 MB of full-size
-/// datagrams, enough to ride out a slow disk moment without holding up the tunnel.
+/// Records each half of the tap's ring holds by default (with up to 1.5 kB of datagram
+/// each, about 6 MB): the writer takes a half every few milliseconds, so this rides out a
+/// slow disk moment without holding up the tunnel.
 pub const DEFAULT_QUEUE: usize = 4096;
 
 /// Where a capture file goes.
@@ -102,7 +106,8 @@ impl CapturePlan {
     }
 }
 
-/// One datagram on the link.
+/// One datagram on the link, owned (see [`TapFrame`] for the borrowed form the link sockets
+/// hand over).
 #[derive(Clone, Debug)]
 pub struct TapRecord {
     /// When the datagram was handed to the socket, or read from it (for a dropped frame:
@@ -120,85 +125,117 @@ pub struct TapRecord {
     pub on_wire: bool,
 }
 
-/// What the writer puts in the file: a datagram of the link, or a TCP segment off loopback.
+/// What the writer puts in the file: a datagram of the link (still in the tap's ring, in
+/// batch `batch` at `index`), or a TCP segment off loopback.
 pub(crate) enum Record {
-    Link(TapRecord),
+    Link {
+        time: SystemTime,
+        batch: u64,
+        index: usize,
+    },
     Segment(Segment),
 }
 
 impl order::Stamped for Record {
     fn stamp(&self) -> SystemTime {
         match self {
-            Record::Link(record) => record.time,
+            Record::Link { time, .. } => *time,
             Record::Segment(segment) => segment.time,
         }
     }
 }
 
-/// Datagram buffers the writer hands back once their records are in the file, for the taps
-/// to copy the next datagrams into: a tap then allocates nothing per frame (a 1.5 kB block,
-/// freed on another thread, cost as much as the rest of the tap). Holds at most as many as
-/// the queue, so it never keeps more memory than a full queue would.
-#[derive(Debug)]
-pub(crate) struct BufferPool {
-    free: Mutex<Vec<Vec<u8>>>,
-    keep: usize,
-}
+/// Something that sees every frame a tap takes, before it is written (the scenario runner
+/// counts them by type).
+pub type TapObserver = Arc<dyn Fn(&TapFrame<'_>) + Send + Sync>;
 
-impl BufferPool {
-    fn new(keep: usize) -> Self {
-        BufferPool {
-            free: Mutex::new(Vec::with_capacity(keep)),
-            keep,
-        }
-    }
-
-    /// A copy of `bytes` in a reused buffer when there is one.
-    fn copy(&self, bytes: &[u8]) -> Vec<u8> {
-        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut buffer = reused.unwrap_or_else(|| Vec::with_capacity(crate::wire::MAX_DATAGRAM));
-        buffer.clear();
-        buffer.extend_from_slice(bytes);
-        buffer
-    }
-
-    /// Takes back the buffers of written records (all at once: one lock per batch).
-    pub(crate) fn give_back(&self, spent: &mut Vec<Vec<u8>>) {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        let room = self.keep.saturating_sub(free.len());
-        free.extend(spent.drain(..).take(room));
-        spent.clear();
-    }
-}
-
-/// The sending side of the capture writer's channel.
+/// Where a tap puts frames.
 #[derive(Clone, Debug)]
+enum TapTarget {
+    /// The capture writer's ring ([`ring`]): no allocation or message per frame.
+    Ring(Arc<TapRing>),
+    /// A channel of owned records, for a program (or test) that inspects them itself.
+    Channel(mpsc::Sender<TapRecord>),
+}
+
+/// What a link socket records its datagrams through: a handle on the capture writer's ring
+/// (or on a channel, [`CaptureTap::channel`]). Cheap to clone.
+#[derive(Clone)]
 pub struct CaptureTap {
-    tx: mpsc::Sender<TapRecord>,
-    pool: Arc<BufferPool>,
+    target: TapTarget,
+    observer: Option<TapObserver>,
+}
+
+impl std::fmt::Debug for CaptureTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureTap")
+            .field("target", &self.target)
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl CaptureTap {
+    /// A tap whose records arrive, owned, on the returned channel (bounded: the tap waits
+    /// while it is full), for a consumer other than the capture writer.
     pub fn channel(capacity: usize) -> (CaptureTap, mpsc::Receiver<TapRecord>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let pool = Arc::new(BufferPool::new(capacity));
-        (CaptureTap { tx, pool }, rx)
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (
+            CaptureTap {
+                target: TapTarget::Channel(tx),
+                observer: None,
+            },
+            rx,
+        )
     }
 
-    /// The buffers this tap copies datagrams into (the writer gives them back).
-    pub(crate) fn pool(&self) -> Arc<BufferPool> {
-        self.pool.clone()
+    pub(crate) fn ring(ring: Arc<TapRing>) -> CaptureTap {
+        CaptureTap {
+            target: TapTarget::Ring(ring),
+            observer: None,
+        }
     }
 
-    /// A copy of a datagram for a [`TapRecord`], in a buffer the writer gave back when it
-    /// has one (no allocation per frame once traffic flows).
-    pub fn copy(&self, datagram: &[u8]) -> Vec<u8> {
-        self.pool.copy(datagram)
+    /// The same tap, with `observer` shown every frame before it goes on.
+    pub fn observed(mut self, observer: TapObserver) -> CaptureTap {
+        self.observer = Some(observer);
+        self
     }
 
-    /// Hands one datagram to the writer; waits only while the bounded buffer is full.
+    /// Hands one datagram to the writer (copied into its ring); waits only while the ring
+    /// is full, so no frame is ever dropped for a slow disk.
+    pub async fn frame(&self, frame: TapFrame<'_>) {
+        if let Some(observer) = &self.observer {
+            observer(&frame);
+        }
+        match &self.target {
+            TapTarget::Ring(ring) => ring.put(frame).await,
+            TapTarget::Channel(tx) => {
+                // A closed channel means its consumer is gone.
+                let _ = tx
+                    .send(TapRecord {
+                        time: frame.time,
+                        src: frame.src,
+                        dst: frame.dst,
+                        datagram: frame.datagram.to_vec(),
+                        note: frame.note,
+                        on_wire: frame.on_wire,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// Hands one owned record to the writer, like [`CaptureTap::frame`].
     pub async fn record(&self, record: TapRecord) {
-        // A closed channel means the writer gave up; it has already said so loudly.
-        let _ = self.tx.send(record).await;
+        self.frame(TapFrame {
+            time: record.time,
+            src: record.src,
+            dst: record.dst,
+            datagram: &record.datagram,
+            note: record.note,
+            on_wire: record.on_wire,
+        })
+        .await;
     }
 }

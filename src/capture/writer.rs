@@ -1,20 +1,25 @@
-//! The capture writer: a dedicated thread that drains the tap's channel into the file.
+//! The capture writer: a dedicated thread that drains the tap's ring into the file.
 //!
-//! - It never loses a frame: the tap's bounded channel makes senders wait while it is full.
+//! - It never loses a frame: the tap's ring ([`super::ring`]) makes taps wait while it is
+//!   full, and counts how often they did.
 //! - It writes in time order: records from the two proxies and the TCP reader are held for a
 //!   moment ([`super::order`]) and written oldest first, so a reply never precedes its request.
 //! - It keeps the file readable at all times: records are encoded in memory and handed to the
 //!   file in whole-record batches, every time the channel is momentarily empty, so a reader,
 //!   a Ctrl-C or a crash finds a file that ends on a record boundary.
-//! - It wakes once per batch, not once per frame: after each batch it lets frames gather for
-//!   [`GATHER`] (10 ms), so during traffic a tap's send is a queue push and nothing more.
+//! - It wakes once per batch, not once per frame: it lets frames gather for [`GATHER`]
+//!   (10 ms) and takes a whole half of the ring at once, so during traffic a tap's work is a
+//!   copy into the ring and nothing more.
+//! - The costly part, the UDP checksum over each datagram, is done here, off the tunnel's
+//!   path, as is the time ordering.
 //! - It gives up loudly: on a write error it says so on stderr and as an error `Log` event,
-//!   marks its [`CaptureStatus`] failed and closes the channel, so the tunnel never waits on
+//!   marks its [`CaptureStatus`] failed and closes the ring, so the tunnel never waits on
 //!   a capture that is no longer written.
 //!
 //! A thread rather than a task: a slow disk then blocks only this thread, not the runtime
 //! the tunnel runs on.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -30,8 +35,9 @@ use tokio_util::sync::CancellationToken;
 use super::file::{create_in_dir, create_named};
 use super::format::{CaptureFormat, Encoder};
 use super::order::TimeOrder;
+use super::ring::{TapBatch, TapRing};
 use super::tcp::{Segment, TcpCapture, TcpReader};
-use super::{BufferPool, CapturePlan, CaptureTap, CaptureTarget, Record, TapRecord};
+use super::{CapturePlan, CaptureTap, CaptureTarget, Record};
 use crate::event::{EventSink, Level};
 use crate::topology::Role;
 
@@ -39,15 +45,27 @@ use crate::topology::Role;
 /// memory stays small and the file keeps up under a flood.
 const BATCH_BYTES: usize = 256 * 1024;
 
-/// Records taken from the channel at once: one wake-up and one release of room for the
-/// senders per handful of frames rather than per frame.
+/// TCP segments taken from their channel at once.
 const RECV_BATCH: usize = 256;
 
-/// How long the writer lets frames gather after writing a batch. Waking once per frame (a
-/// futex wake-up and two context switches on the tunnel's cores) cost the lab more than
-/// encoding the frame; at 10 ms a queue of [`super::DEFAULT_QUEUE`] records absorbs 400,000
-/// frames a second before a sender would wait, and the file lags the link by 10 ms at most.
+/// How long the writer lets frames gather in the ring once the first one is there. Waking
+/// once per frame (a futex wake-up and two context switches on the tunnel's cores) cost the
+/// lab more than encoding the frame; at 10 ms a half of [`super::DEFAULT_QUEUE`] records
+/// absorbs 400,000 frames a second before a tap would wait (and a half-full ring wakes the
+/// writer at once), and the file lags the link by 10 ms at most.
 const GATHER: Duration = Duration::from_millis(10);
+
+/// Datagram bytes a half of the ring holds per record of the plan's queue: a full-size
+/// classic frame, with room to spare.
+const BYTES_PER_RECORD: usize = 1536;
+
+/// Spent halves of the ring the writer keeps for reuse (more are freed). The time order
+/// stage keeps a half until its last record is written, up to [`super::ORDER_HOLD`] (500
+/// ms): under a flood that is two or three full halves, under light traffic up to one per
+/// [`GATHER`] with a few records each (a reused half only touches the memory it fills).
+/// Freeing and allocating halves instead showed in `perf` as page faults on the tunnel's
+/// path (a fresh half's pages are first touched by the taps).
+const KEEP_HALVES: usize = 64;
 
 /// How long [`CaptureWriter::finish`] waits for the queue to reach the disk.
 const FINISH_WAIT: Duration = Duration::from_secs(10);
@@ -71,11 +89,14 @@ pub struct CaptureStatus {
     bytes: AtomicU64,
     failed: AtomicBool,
     error: Mutex<Option<String>>,
+    /// The tap's ring, for its counts of waits and refusals.
+    ring: Arc<TapRing>,
 }
 
 impl CaptureStatus {
-    fn new(path: PathBuf, format: CaptureFormat, bytes: u64) -> Self {
+    fn new(path: PathBuf, format: CaptureFormat, bytes: u64, ring: Arc<TapRing>) -> Self {
         CaptureStatus {
+            ring,
             path,
             format,
             frames: AtomicU64::new(0),
@@ -112,6 +133,16 @@ impl CaptureStatus {
     /// Whether the writer gave up (the file is complete up to [`Self::frames_written`]).
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
+    }
+    /// Times a link socket found the capture's ring full and waited for the writer (the
+    /// capture never drops a frame; under a flood it slows the tunnel instead).
+    pub fn tap_waits(&self) -> u64 {
+        self.ring.waits()
+    }
+    /// Frames that reached the tap after the writer had stopped (finished or failed), and
+    /// so are not in the file.
+    pub fn refused(&self) -> u64 {
+        self.ring.refused()
     }
     /// Why it gave up.
     pub fn error(&self) -> Option<String> {
@@ -227,16 +258,27 @@ impl CaptureWriter {
                     .with_context(|| format!("cannot write capture file '{}'", path.display()));
             }
         };
-        let status = Arc::new(CaptureStatus::new(path, plan.format, header_len as u64));
-        let (tap, records) = CaptureTap::channel(plan.queue.max(1));
-        let pool = tap.pool();
+        // Each half holds half the plan's queue: the filling half and the one being written
+        // hold about what the queue says.
+        let queue = plan.queue.div_ceil(2).max(1);
+        let (ring, spare) = TapRing::new(queue, queue * BYTES_PER_RECORD);
+        let ring = Arc::new(ring);
+        let status = Arc::new(CaptureStatus::new(
+            path,
+            plan.format,
+            header_len as u64,
+            ring.clone(),
+        ));
+        let tap = CaptureTap::ring(ring.clone());
         let (segments_tx, segments) = mpsc::channel(plan.queue.max(1));
         let stop = CancellationToken::new();
         let (ended_tx, ended_rx) = std_mpsc::channel::<()>();
         let thread = Thread {
-            records,
-            pool,
-            spent: Vec::with_capacity(RECV_BATCH),
+            ring,
+            free: vec![spare],
+            half_capacity: (queue, queue * BYTES_PER_RECORD),
+            held: VecDeque::new(),
+            first_batch: 0,
             segments,
             order: TimeOrder::default(),
             stop: stop.clone(),
@@ -368,11 +410,18 @@ impl FileSink {
 
 /// What the writer thread owns.
 struct Thread {
-    records: mpsc::Receiver<TapRecord>,
-    /// Where the datagram buffers of written records go back to the taps.
-    pool: Arc<BufferPool>,
-    /// Those buffers, gathered over a batch.
-    spent: Vec<Vec<u8>>,
+    /// Where the link sockets put their datagrams.
+    ring: Arc<TapRing>,
+    /// Empty halves to swap into the ring.
+    free: Vec<TapBatch>,
+    /// Records and bytes a half holds: a new half is allocated this big at once, so the
+    /// taps never grow it (a reallocation on the tunnel's path).
+    half_capacity: (usize, usize),
+    /// Halves taken from the ring whose records are not all in the file yet, oldest first;
+    /// the first is batch number `first_batch` (the order stage refers to records by batch
+    /// number and index, so a datagram is never copied out of its half).
+    held: VecDeque<HeldBatch>,
+    first_batch: u64,
     segments: mpsc::Receiver<Segment>,
     /// Records wait here until older ones can no longer arrive.
     order: TimeOrder<Record>,
@@ -384,16 +433,20 @@ struct Thread {
     log_as: Role,
 }
 
+/// A half of the ring the writer took, and how many of its records are still to write.
+struct HeldBatch {
+    batch: TapBatch,
+    unwritten: usize,
+}
+
 /// What the writer waits for.
 enum Next {
-    /// Link records arrived (in the thread's batch vector).
+    /// Link records are in the ring.
     Records,
     /// TCP segments arrived (in the segment batch vector).
     Segments,
     /// [`CaptureWriter::finish`] (or drop): write what is queued, then end.
     Stop,
-    /// Every tap is gone and the link queue is empty.
-    RecordsClosed,
     /// The TCP reader is gone (or never started) and its queue is empty.
     SegmentsClosed,
     /// The oldest held record may go now.
@@ -416,7 +469,7 @@ impl Thread {
             }
         };
         // Close first: from now on the tap returns at once and never holds up the tunnel.
-        self.records.close();
+        self.ring.close();
         self.segments.close();
         let message = format!(
             "capture to '{}' stopped: {problem}. {} frames were saved and the file is readable up \
@@ -438,37 +491,40 @@ impl Thread {
         let mut stopping = false;
         let (mut records_open, mut segments_open) = (true, true);
         // Reused for every batch, so receiving allocates nothing.
-        let mut batch = Vec::with_capacity(RECV_BATCH);
         let mut segment_batch = Vec::with_capacity(RECV_BATCH);
         loop {
             let due = self.order.next_due(SystemTime::now());
-            let (stop, records, segments) = (&self.stop, &mut self.records, &mut self.segments);
+            let (stop, ring, segments) = (&self.stop, &self.ring, &mut self.segments);
             let next = waiter.block_on(async {
                 tokio::select! {
                     biased;
                     _ = stop.cancelled(), if !stopping => Next::Stop,
-                    // 0 only when every sender is gone and the queue is empty.
-                    n = records.recv_many(&mut batch, RECV_BATCH), if records_open => {
-                        if n == 0 { Next::RecordsClosed } else { Next::Records }
-                    }
+                    _ = ring.ready.notified(), if records_open => Next::Records,
                     n = segments.recv_many(&mut segment_batch, RECV_BATCH), if segments_open => {
                         if n == 0 { Next::SegmentsClosed } else { Next::Segments }
                     }
                     _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => Next::Due,
                 }
             });
-            let arrived = matches!(next, Next::Records | Next::Segments);
             match next {
                 Next::Stop => {
-                    // No new records; the ones already queued still arrive, then Closed.
+                    // No new records: what the taps put in before the close is all there is.
                     stopping = true;
-                    self.records.close();
+                    self.ring.close();
+                    self.take_from_ring();
+                    records_open = false;
                     self.segments.close();
                 }
-                Next::RecordsClosed => records_open = false,
                 Next::SegmentsClosed => segments_open = false,
                 Next::Records => {
-                    self.order.extend(batch.drain(..).map(Record::Link));
+                    // Let the next frames gather instead of waking for each one: the taps
+                    // wake this thread only for the first record of a half, or when a half
+                    // is half full (then it goes at once).
+                    let ring = &self.ring;
+                    waiter.block_on(async {
+                        let _ = tokio::time::timeout(GATHER, ring.ready.notified()).await;
+                    });
+                    self.take_from_ring();
                 }
                 Next::Segments => {
                     self.order
@@ -481,13 +537,36 @@ impl Thread {
                 return self.release(None);
             }
             self.release(Some(SystemTime::now()))?;
-            if arrived && !stopping {
-                // Let the next frames gather instead of waking for each one: a sender only
-                // wakes this thread when it is waiting on an empty queue, so during traffic
-                // the taps cost no wake-up at all.
-                std::thread::sleep(GATHER);
-            }
         }
+    }
+
+    /// Takes the ring's filling half (swapping in an empty one) into the order stage.
+    fn take_from_ring(&mut self) {
+        let (records, bytes) = self.half_capacity;
+        let empty = self
+            .free
+            .pop()
+            .unwrap_or_else(|| TapBatch::with_capacity(records, bytes));
+        let full = self.ring.take(empty);
+        if full.is_empty() {
+            self.free.push(full);
+            return;
+        }
+        let number = self.first_batch + self.held.len() as u64;
+        self.order.extend(
+            full.records
+                .iter()
+                .enumerate()
+                .map(|(index, record)| Record::Link {
+                    time: record.time,
+                    batch: number,
+                    index,
+                }),
+        );
+        self.held.push_back(HeldBatch {
+            unwritten: full.len(),
+            batch: full,
+        });
     }
 
     /// Writes the held records that may go at `now` (all of them with `None`), in time
@@ -500,15 +579,18 @@ impl Thread {
                 None => self.order.pop(),
             };
             let Some(record) = record else { break };
-            let written = u64::from(self.encoder.encode_any(&record)?);
             match record {
-                Record::Link(link) => {
-                    counts.0 += written;
-                    self.spent.push(link.datagram);
+                Record::Link { batch, index, .. } => {
+                    let held = &mut self.held[(batch - self.first_batch) as usize];
+                    held.unwritten -= 1;
+                    let header = &held.batch.records[index];
+                    let datagram = held.batch.datagram(index);
+                    counts.0 += u64::from(self.encoder.encode_link(header, datagram)?);
                 }
-                Record::Segment(_) => {
-                    counts.0 += written;
-                    counts.1 += written;
+                Record::Segment(segment) => {
+                    self.encoder.encode_segment(&segment)?;
+                    counts.0 += 1;
+                    counts.1 += 1;
                 }
             }
             if self.encoder.pending() >= BATCH_BYTES {
@@ -516,9 +598,19 @@ impl Thread {
                 counts = (0, 0);
             }
         }
-        self.pool.give_back(&mut self.spent);
         self.status.late.store(self.order.late(), Ordering::Relaxed);
-        self.commit(counts)
+        self.commit(counts)?;
+        // Halves whose records are all written go back for reuse (oldest first: the order
+        // stage refers to the others by their place in `held`).
+        while self.held.front().is_some_and(|held| held.unwritten == 0) {
+            let mut spent = self.held.pop_front().expect("checked").batch;
+            self.first_batch += 1;
+            if self.free.len() < KEEP_HALVES {
+                spent.clear();
+                self.free.push(spent);
+            }
+        }
+        Ok(())
     }
 
     fn commit(&mut self, counts: (u64, u64)) -> io::Result<()> {

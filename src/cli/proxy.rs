@@ -47,7 +47,9 @@ pub struct WireArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub unused_timeout: Duration,
     /// Reliable modes: frames in flight at most, and frames a receiver holds (its window).
-    /// Stop-and-wait always has one frame in flight.
+    /// Stop-and-wait always has one frame in flight. It bounds what one connection can make a
+    /// proxy hold, however slowly its client reads: (2 × N + 1) frames of payload (N=64:
+    /// 188 KiB in the extended modes), plus the kernel's TCP buffers.
     #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub window: u32,
     /// Reliable modes: a fixed retransmission timer, as the course's (10s in its solution).
@@ -124,7 +126,7 @@ pub struct Proxy2Tuning {
     pub server_connect_timeout: Duration,
     /// Most connections proxy2 keeps open, over all proxy1s. When full, the oldest one that
     /// has never carried a byte makes room; if none, the C is answered NOK.
-    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = crate::tunnel::admission::DEFAULT_MAX_CONNECTIONS as u64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
     /// Most proxy1 addresses (IP and port) with connections open at once. When full, the
     /// oldest one none of whose connections has carried a byte makes room.

@@ -133,7 +133,10 @@ impl Egress {
     /// and what step mode releases.
     pub(super) fn start_timer(self: &Arc<Self>, inner: &Arc<Inner>) {
         if !self.timer_started.swap(true, Ordering::AcqRel) {
-            tokio::spawn(egress_timer(self.clone(), Arc::downgrade(inner)));
+            inner.tasks.spawn(
+                "link timer",
+                egress_timer(self.clone(), Arc::downgrade(inner)),
+            );
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod seal;
 
+mod batch;
 mod counters;
 pub mod decrypt;
 mod emulator;

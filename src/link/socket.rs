@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::LinkStats;
+use super::batch::{self, RecvBatch};
 use super::emulator::{Egress, EmulatorScope, Ingress, corruptible_range, sleep_until_or_forever};
 use super::seal::{self, Rejected, Seal, Sealed};
 use super::tap::TapScope;
@@ -19,6 +20,7 @@ use crate::capture::CaptureTap;
 use crate::event::{EventKind, EventSink, Flow, FrameSummary, Ignored, Level};
 use crate::impair::pipeline::Pending;
 use crate::impair::{DirectionEmulator, DropCause, LinkEmulator, LinkVerdict};
+use crate::tasks::Tasks;
 use crate::topology::{Endpoint, LinkDirection};
 use crate::wire::{Frame, FrameKind, MAX_DATAGRAM, WireMode};
 
@@ -47,6 +49,10 @@ pub(super) struct Inner {
     pub(super) tap: Option<(CaptureTap, TapScope)>,
     /// The seal (AEAD) between the codec and the socket, on a sealed link.
     pub(super) seal: Option<SealState>,
+    /// Where the emulator's timer task is spawned ([`LinkSocket::with_tasks`]).
+    pub(super) tasks: Tasks,
+    /// Datagrams read by one `recvmmsg` and not handed out yet ([`super::batch`]).
+    pub(super) received: Mutex<RecvBatch>,
 }
 
 /// A sealed link's state: the sans-IO [`Seal`] and the rate limit of its log lines.
@@ -99,6 +105,8 @@ impl LinkSocket {
                 stats: Arc::default(),
                 tap: None,
                 seal: None,
+                tasks: Tasks::new(),
+                received: Mutex::default(),
             }),
             egress: None,
             ingress: None,
@@ -155,6 +163,12 @@ impl LinkSocket {
         } else {
             max
         }
+    }
+
+    /// Spawns the emulator's timer task in `tasks` (the lab's), so shutdown waits for it.
+    pub fn with_tasks(mut self, tasks: Tasks) -> Self {
+        self.setup().tasks = tasks;
+        self
     }
 
     /// Counts into an existing [`LinkStats`] (so a restarted role keeps its totals).
@@ -269,7 +283,7 @@ impl LinkSocket {
         match offered {
             Err((cause, datagram)) => {
                 self.inner
-                    .dropped_before_sending(egress.emulated(), datagram, to, cause)
+                    .dropped_before_sending(egress.emulated(), frame, datagram, to, cause)
                     .await;
             }
             Ok(_) => {
@@ -293,7 +307,7 @@ impl LinkSocket {
     ) -> io::Result<Received<'b>> {
         let Some(ingress) = &self.ingress else {
             loop {
-                let (len, peer) = self.inner.socket.recv_from(buf).await?;
+                let (len, peer) = self.inner.recv_from(buf).await?;
                 self.inner
                     .tap_arrival(SystemTime::now(), &buf[..len], peer, None)
                     .await;
@@ -306,7 +320,7 @@ impl LinkSocket {
             if ingress.emulated().is_clear() && ingress.pipeline.lock().unwrap().is_empty() {
                 // Nothing held to overtake, nothing to do to it: straight through, counted.
                 // Only this call feeds the delay line, so it stays empty meanwhile.
-                let (len, peer) = self.inner.socket.recv_from(buf).await?;
+                let (len, peer) = self.inner.recv_from(buf).await?;
                 let read = SystemTime::now();
                 // On a sealed link the capture keeps what crossed the wire (ciphertext).
                 let raw = self.inner.seal.is_some().then(|| buf[..len].to_vec());
@@ -359,7 +373,7 @@ impl LinkSocket {
             }
             let next = ingress.pipeline.lock().unwrap().next_wake();
             tokio::select! {
-                received = self.inner.socket.recv_from(buf) => {
+                received = self.inner.recv_from(buf) => {
                     let (len, peer) = received?;
                     let read = SystemTime::now();
                     let raw = self.inner.seal.is_some().then(|| buf[..len].to_vec());
@@ -402,10 +416,9 @@ impl LinkSocket {
         let note = match &offered {
             Err((cause, _)) => {
                 let verdict = LinkVerdict::dropped(*cause);
-                if let Some(kind) = self.inner.kind_of(datagram) {
-                    ingress.emulated().counters().drop_kind(kind);
-                }
+                // Decoded once, for the per-type drop count and the event.
                 if let Ok(frame) = self.inner.mode.decode(datagram) {
+                    ingress.emulated().counters().drop_kind(frame.kind());
                     self.inner.events.emit(EventKind::LinkDecision {
                         at: self.inner.endpoint,
                         direction: ingress.direction,
@@ -516,6 +529,11 @@ impl Drop for LinkSocket {
 }
 
 impl Inner {
+    /// Receives one datagram, batched underneath ([`super::batch`]).
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        batch::recv_from(&self.socket, &self.received, buf).await
+    }
+
     /// The type of a datagram this link speaks, if it decodes.
     pub(super) fn kind_of(&self, datagram: &[u8]) -> Option<FrameKind> {
         self.mode.decode(datagram).ok().map(|frame| frame.kind())

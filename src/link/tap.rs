@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use super::socket::Inner;
-use crate::capture::TapRecord;
+use crate::capture::TapFrame;
 use crate::event::{EventKind, FrameSummary};
 use crate::impair::{DirectionEmulator, DropCause, LinkVerdict};
+use crate::wire::Frame;
 
 /// Which datagrams the capture tap records at this endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,11 +31,11 @@ impl Inner {
         on_wire: bool,
     ) {
         if let Some((tap, _)) = &self.tap {
-            tap.record(TapRecord {
+            tap.frame(TapFrame {
                 time,
                 src: self.local,
                 dst: to,
-                datagram: tap.copy(datagram),
+                datagram,
                 note,
                 on_wire,
             })
@@ -44,26 +45,24 @@ impl Inner {
 
     /// Reports a frame the emulator dropped before it was sent: an event, and a capture
     /// record marked as not on the wire (pcapng shows it as a comment; pcap skips it).
+    /// `frame` is what the role sent, `datagram` its encoding: not decoded again.
     pub(super) async fn dropped_before_sending(
         &self,
         emulated: &DirectionEmulator,
+        frame: &Frame<'_>,
         datagram: Vec<u8>,
         to: SocketAddr,
         cause: DropCause,
     ) {
         let direction = emulated.direction();
         let verdict = LinkVerdict::dropped(cause);
-        if let Some(kind) = self.kind_of(&datagram) {
-            emulated.counters().drop_kind(kind);
-        }
-        if self.events.is_enabled()
-            && let Ok(frame) = self.mode.decode(&datagram)
-        {
+        emulated.counters().drop_kind(frame.kind());
+        if self.events.is_enabled() {
             self.events.emit(EventKind::LinkDecision {
                 at: self.endpoint,
                 direction,
                 peer: to,
-                frame: FrameSummary::in_mode(self.mode, &frame, datagram.len()),
+                frame: FrameSummary::in_mode(self.mode, frame, datagram.len()),
                 what: verdict.clone(),
             });
         }
@@ -90,11 +89,11 @@ impl Inner {
         note: Option<String>,
     ) {
         if let Some((tap, TapScope::SentAndReceived)) = &self.tap {
-            tap.record(TapRecord {
+            tap.frame(TapFrame {
                 time,
                 src: peer,
                 dst: self.local,
-                datagram: tap.copy(datagram),
+                datagram,
                 note,
                 on_wire: true,
             })

@@ -52,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::MonitorSources;
 use crate::impair::DropCause;
+use crate::tasks::Tasks;
 use crate::topology::LinkDirection;
 use crate::transport::totals::{RTT_BUCKETS, RttSnapshot};
 use crate::wire::FrameKind;
@@ -628,8 +629,13 @@ impl Collector for TunlabCollector {
     }
 }
 
-/// Serves `/metrics` until `stop`.
-pub async fn serve(listener: TcpListener, sources: MonitorSources, stop: CancellationToken) {
+/// Serves `/metrics` until `stop`, one task per request in `tasks`.
+pub async fn serve(
+    listener: TcpListener,
+    sources: MonitorSources,
+    stop: CancellationToken,
+    tasks: Tasks,
+) {
     let turns = Arc::new(Semaphore::new(CONCURRENT_SCRAPES));
     loop {
         let accepted = tokio::select! {
@@ -645,7 +651,7 @@ pub async fn serve(listener: TcpListener, sources: MonitorSources, stop: Cancell
         };
         let sources = sources.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        tasks.spawn("metrics request", async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = respond(stream, peer, &sources) => {}

@@ -16,7 +16,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::CaptureStatus;
@@ -25,6 +24,7 @@ use crate::impair::LinkEmulator;
 use crate::link::LinkStats;
 use crate::net::bind_tcp;
 use crate::roles::IdleTimeout;
+use crate::tasks::{Leftover, SHUTDOWN_GRACE, Tasks};
 use crate::topology::{Endpoint, Role};
 
 pub use admin::{AdminLimits, Credential};
@@ -168,7 +168,8 @@ pub struct Monitor {
     metrics: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     stop: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    /// The servers and their sessions, waited for by [`Monitor::stop`].
+    tasks: Tasks,
 }
 
 impl Monitor {
@@ -180,7 +181,7 @@ impl Monitor {
             metrics: None,
             admin: None,
             stop: stop.clone(),
-            tasks: Vec::new(),
+            tasks: Tasks::new(),
         };
         if let Some(addr) = plan.admin
             && plan.users.is_empty()
@@ -192,22 +193,30 @@ impl Monitor {
         if let Some(addr) = plan.metrics {
             let listener = bind_tcp(addr)?;
             monitor.metrics = Some(listener.local_addr()?);
-            monitor.tasks.push(tokio::spawn(metrics::serve(
-                listener,
-                sources.clone(),
-                stop.child_token(),
-            )));
+            monitor.tasks.spawn(
+                "metrics server",
+                metrics::serve(
+                    listener,
+                    sources.clone(),
+                    stop.child_token(),
+                    monitor.tasks.clone(),
+                ),
+            );
         }
         if let Some(addr) = plan.admin {
             let listener = bind_tcp(addr)?;
             monitor.admin = Some(listener.local_addr()?);
-            monitor.tasks.push(tokio::spawn(admin::serve(
-                listener,
-                sources,
-                plan.users.clone(),
-                plan.limits,
-                stop.child_token(),
-            )));
+            monitor.tasks.spawn(
+                "admin server",
+                admin::serve(
+                    listener,
+                    sources,
+                    plan.users.clone(),
+                    plan.limits,
+                    stop.child_token(),
+                    monitor.tasks.clone(),
+                ),
+            );
         }
         Ok(monitor)
     }
@@ -238,12 +247,11 @@ impl Monitor {
         (!parts.is_empty()).then(|| parts.join("; "))
     }
 
-    /// Stops serving: listeners close, sessions end.
-    pub async fn stop(self) {
+    /// Stops serving: listeners close, sessions end. Returns the tasks that did not end
+    /// within [`SHUTDOWN_GRACE`] (empty when all did).
+    pub async fn stop(self) -> Leftover {
         self.stop.cancel();
-        for task in self.tasks {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
-        }
+        self.tasks.wait(SHUTDOWN_GRACE).await
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{ClientAction, ClientEnd, ClientId, CloseKind, EventKind, EventSink};
+use crate::tasks::Tasks;
 
 /// The course's "simple message" (the capture lab's option 2).
 pub const SIMPLE_MESSAGE: &[u8] = b"hola mundo";
@@ -41,7 +42,7 @@ pub struct ClientStatus {
 }
 
 /// Runs one client on a connected stream until it is told to close, the tunnel closes it,
-/// or `stop` is cancelled.
+/// or `stop` is cancelled. Its reader runs as a task of `tasks`.
 pub async fn run(
     client: ClientId,
     stream: TcpStream,
@@ -49,6 +50,7 @@ pub async fn run(
     status: Arc<Mutex<ClientStatus>>,
     events: EventSink,
     stop: CancellationToken,
+    tasks: Tasks,
 ) {
     let _ = stream.set_nodelay(true);
     let report = |action| events.emit(EventKind::Client { client, action });
@@ -64,7 +66,7 @@ pub async fn run(
     let reader_status = status.clone();
     let reader_expected = expected.clone();
     let reader_events = events.clone();
-    let reader_task = tokio::spawn(async move {
+    let reader_task = tasks.spawn("echo client reader", async move {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = match reader.read(&mut buf).await {

@@ -9,10 +9,23 @@ use tokio_util::sync::CancellationToken;
 
 use super::peer_close_kind;
 use crate::event::{CloseKind, EventKind, EventSink, Flow, Level, TcpAction};
+use crate::tasks::{SHUTDOWN_GRACE, Tasks};
 use crate::topology::Role;
 
 /// Serves until `shutdown` is cancelled; then closes the listener and every connection.
 pub async fn run(listener: TcpListener, events: EventSink, shutdown: CancellationToken) {
+    run_in(Tasks::new(), listener, events, shutdown).await;
+}
+
+/// [`run`] with one task per connection spawned in `tasks`, a group of its own (a child of
+/// the lab's, so the lab waits for them too), waited for (the connections closed) when it
+/// stops.
+pub async fn run_in(
+    tasks: Tasks,
+    listener: TcpListener,
+    events: EventSink,
+    shutdown: CancellationToken,
+) {
     if let Ok(addr) = listener.local_addr() {
         events.emit(EventKind::RoleUp {
             role: Role::EchoServer,
@@ -32,14 +45,30 @@ pub async fn run(listener: TcpListener, events: EventSink, shutdown: Cancellatio
                     peer,
                     action: TcpAction::Accepted,
                 });
-                tokio::spawn(echo(stream, peer, events.clone(), shutdown.child_token()));
+                tasks.spawn(
+                    "echo server connection",
+                    echo(stream, peer, events.clone(), shutdown.child_token()),
+                );
             }
             // Running out of file descriptors and the like: say so and keep serving.
             Err(e) => {
-                events.log(Level::Warn, Role::EchoServer, format!("accept failed: {e}"));
+                events.log(
+                    Level::Warn,
+                    Role::EchoServer,
+                    format!("accept failed: {}", crate::fd_limit::describe_io_error(&e)),
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
+    }
+    drop(listener);
+    let left = tasks.wait(SHUTDOWN_GRACE).await;
+    if !left.is_empty() {
+        events.log(
+            Level::Warn,
+            Role::EchoServer,
+            format!("stopped without waiting for: {left}"),
+        );
     }
     events.emit(EventKind::RoleDown {
         role: Role::EchoServer,

@@ -25,7 +25,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::peer_close_kind;
 use crate::destination::{DestinationRef, Refusal};
@@ -33,6 +32,7 @@ use crate::event::{CloseKind, ConnState, EventKind, EventSink, Ignored, Level, T
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
 use crate::roles::access_log::{AccessLogWriter, AccessRecord, AccessResult};
 use crate::roles::fronts::socks5::{self, Accepted, FrontConfig};
+use crate::tasks::{SHUTDOWN_GRACE, Tasks};
 use crate::topology::{Endpoint, Role};
 use crate::transport::stop_and_wait::StrayCloses;
 use crate::transport::totals::TallyKey;
@@ -204,6 +204,8 @@ struct Shared {
     ids: Mutex<Ids>,
     /// Cancelled when proxy1 stops: closing connections then send one `X` and do not wait.
     shutdown: CancellationToken,
+    /// Every task proxy1 spawns (a task per client, a writer per open connection).
+    tasks: Tasks,
     /// Stop-and-wait: answers to an `X` for an id no longer open.
     stray_closes: Mutex<StrayCloses<ConnId>>,
 }
@@ -310,6 +312,27 @@ pub async fn run_with_socks5(
     config: Proxy1Config,
     shutdown: CancellationToken,
 ) {
+    run_in(
+        Tasks::new(),
+        listener,
+        socks5_listener,
+        link,
+        config,
+        shutdown,
+    )
+    .await;
+}
+
+/// [`run_with_socks5`] with its tasks spawned in `tasks`, a group of its own (a child of the
+/// lab's, so the lab waits for them too), waited for when it stops.
+pub async fn run_in(
+    tasks: Tasks,
+    listener: TcpListener,
+    socks5_listener: Option<TcpListener>,
+    link: LinkSocket,
+    config: Proxy1Config,
+    shutdown: CancellationToken,
+) {
     if let Ok(addr) = listener.local_addr() {
         link.events().emit(EventKind::RoleUp {
             role: Role::Proxy1,
@@ -356,9 +379,9 @@ pub async fn run_with_socks5(
             next_ticket: 0,
         }),
         shutdown: shutdown.clone(),
+        tasks,
         stray_closes: Mutex::new(StrayCloses::default()),
     });
-    let clients = TaskTracker::new();
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut sweep = tokio::time::interval(sweep_period(&shared.config));
     // One cancellation future for the whole loop: making a new one per read registers and
@@ -371,16 +394,16 @@ pub async fn run_with_socks5(
             _ = sweep.tick() => sweep_ids(&shared).await,
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
-                    clients.spawn(serve_client(shared.clone(), stream, client, shutdown.child_token(), None));
+                    shared.tasks.spawn("proxy1 client", serve_client(shared.clone(), stream, client, shutdown.child_token(), None));
                 }
                 Err(e) => {
-                    shared.log(Level::Warn, format!("accept failed: {e}"));
+                    shared.log(Level::Warn, format!("accept failed: {}", crate::fd_limit::describe_io_error(&e)));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
             accepted = accept_if_any(socks5_listener.as_ref()) => match accepted {
                 Ok((stream, client)) => {
-                    clients.spawn(serve_socks5_client(shared.clone(), stream, client, shutdown.child_token()));
+                    shared.tasks.spawn("proxy1 socks5 client", serve_socks5_client(shared.clone(), stream, client, shutdown.child_token()));
                 }
                 Err(e) => {
                     shared.log(Level::Warn, format!("SOCKS5 accept failed: {e}"));
@@ -400,8 +423,10 @@ pub async fn run_with_socks5(
     drop(socks5_listener);
     // Every client task sees the cancellation, sends its X once and ends; waiting for them
     // means the UDP port is free again when this returns (a restart can bind it).
-    clients.close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), clients.wait()).await;
+    let left = shared.tasks.wait(SHUTDOWN_GRACE).await;
+    if !left.is_empty() {
+        shared.log(Level::Warn, format!("stopped without waiting for: {left}"));
+    }
     shared
         .events()
         .emit(EventKind::RoleDown { role: Role::Proxy1 });
@@ -1126,7 +1151,7 @@ async fn pump(conn: Conn<'_>, stream: TcpStream, lobby: Lobby) {
     // failed write (the client is gone) stops the whole connection.
     let writer_shared = shared.clone();
     let writer_stop = stop.clone();
-    let writer = tokio::spawn(async move {
+    let writer = shared.tasks.spawn("proxy1 writer", async move {
         let cancelled = writer_stop.cancelled();
         tokio::pin!(cancelled);
         let mut queued = Vec::with_capacity(super::FRAMES_PER_WRITE);

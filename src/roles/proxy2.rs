@@ -24,13 +24,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::{LogThrottle, peer_close_kind};
 use crate::destination::{Destination, Refusal as Reason};
 use crate::event::{CloseKind, ConnState, EventKind, EventSink, Ignored, Level, TcpAction};
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
 use crate::roles::dialers::ResolverDialer;
+use crate::tasks::{SHUTDOWN_GRACE, Tasks};
 use crate::topology::{Endpoint, Role};
 use crate::transport::stop_and_wait::StrayCloses;
 use crate::transport::totals::TallyKey;
@@ -134,7 +134,7 @@ struct Shared {
     refusals_logged: LogThrottle,
     /// Every task of every connection: awaited on shutdown, so that the UDP port is free
     /// again when `run` returns.
-    tasks: TaskTracker,
+    tasks: Tasks,
     /// Stop-and-wait: answers to an `X` for a connection no longer open.
     stray_closes: Mutex<StrayCloses<ConnKey>>,
 }
@@ -199,6 +199,17 @@ impl Shared {
 
 /// Serves the link until `shutdown` is cancelled.
 pub async fn run(link: LinkSocket, config: Proxy2Config, shutdown: CancellationToken) {
+    run_in(Tasks::new(), link, config, shutdown).await;
+}
+
+/// [`run`] with its tasks spawned in `tasks`, a group of its own (a child of the lab's, so
+/// the lab waits for them too), waited for when it stops.
+pub async fn run_in(
+    tasks: Tasks,
+    link: LinkSocket,
+    config: Proxy2Config,
+    shutdown: CancellationToken,
+) {
     link.events().emit(EventKind::RoleUp {
         role: Role::Proxy2,
         addr: link.local_addr(),
@@ -212,7 +223,7 @@ pub async fn run(link: LinkSocket, config: Proxy2Config, shutdown: CancellationT
         }),
         config,
         refusals_logged: LogThrottle::new(Duration::from_secs(1)),
-        tasks: TaskTracker::new(),
+        tasks,
         stray_closes: Mutex::new(StrayCloses::default()),
     });
     let mut buf = vec![0u8; RECV_BUFFER];
@@ -244,8 +255,10 @@ pub async fn run(link: LinkSocket, config: Proxy2Config, shutdown: CancellationT
     for (_, slot) in shared.table.lock().unwrap().slots.drain() {
         slot.stop.cancel();
     }
-    shared.tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), shared.tasks.wait()).await;
+    let left = shared.tasks.wait(SHUTDOWN_GRACE).await;
+    if !left.is_empty() {
+        shared.log(Level::Warn, format!("stopped without waiting for: {left}"));
+    }
     shared
         .events()
         .emit(EventKind::RoleDown { role: Role::Proxy2 });
@@ -472,7 +485,7 @@ fn on_connect(
                             // the refusals: a limit turned it away.
                             shared.link.stats().refused.fetch_add(1, Ordering::Relaxed);
                             let task = shared.clone();
-                            shared.tasks.spawn(async move {
+                            shared.tasks.spawn("proxy2 eviction", async move {
                                 let shared = task;
                                 shared
                                     .send(
@@ -528,9 +541,10 @@ fn on_connect(
         peer_isn: slot.peer_isn,
         destination,
     };
-    shared
-        .tasks
-        .spawn(serve_connection(shared.clone(), key, start));
+    shared.tasks.spawn(
+        "proxy2 connection",
+        serve_connection(shared.clone(), key, start),
+    );
     table.slots.insert(key, slot);
     table.admission.admitted(key);
     OnConnect::Opening { replaced }
@@ -665,7 +679,7 @@ async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
     // Writer: proxy1's data to the server. It ends when the slot (and so the queue's
     // sender) is dropped, and then closes the server connection with a FIN.
     let writer_shared = shared.clone();
-    let writer = shared.tasks.spawn(async move {
+    let writer = shared.tasks.spawn("proxy2 writer", async move {
         let mut queued = Vec::with_capacity(super::FRAMES_PER_WRITE);
         let mut scratch = Vec::new();
         while queue_rx
@@ -756,7 +770,10 @@ async fn connect(
     let connect = tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(server));
     match connect.await {
         Ok(Ok(stream)) => Ok((stream, server)),
-        Ok(Err(e)) => Err((crate::roles::dialers::classify(&e), e.to_string())),
+        Ok(Err(e)) => Err((
+            crate::roles::dialers::classify(&e),
+            crate::fd_limit::describe_io_error(&e),
+        )),
         Err(_) => Err((Reason::TtlExpired, "timed out".into())),
     }
 }
@@ -822,11 +839,18 @@ async fn reclaim_expired(shared: &Shared) {
             .slots
             .iter()
             .filter_map(|(key, slot)| {
+                // As at proxy1: an open reliable connection has its transport's own timers
+                // (and proxy1's keepalive, which needs a live proxy1), so an idle client's
+                // connection must not count as abandoned; only the idle timeout applies.
+                // The X sent here could not reach proxy1's transport anyway: it carries no
+                // sequence number. Never-used ones still make room under --max-connections.
+                let unused_timeout = if matches!(slot.state, SlotState::Reliable(_)) {
+                    Duration::MAX
+                } else {
+                    shared.config.unused_timeout
+                };
                 slot.activity
-                    .expired(
-                        shared.config.idle_timeout.get(),
-                        shared.config.unused_timeout,
-                    )
+                    .expired(shared.config.idle_timeout.get(), unused_timeout)
                     .map(|why| (*key, why))
             })
             .collect();

@@ -13,11 +13,11 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::roles::access_log::{AccessLogWriter, AccessRecord, AccessResult};
 use crate::roles::dialers::ResolverDialer;
 use crate::roles::fronts::socks5::{self, FrontConfig};
+use crate::tasks::{SHUTDOWN_GRACE, Tasks};
 
 /// Most clients served at once, by default; more wait in the listen queue.
 pub const DEFAULT_MAX_CLIENTS: usize = 4096;
@@ -65,11 +65,21 @@ impl std::fmt::Debug for DirectConfig {
 }
 
 /// Serves SOCKS5 clients on `listener` until `stop`; returns once every connection task
-/// has ended (they end at `stop` too).
+/// has ended (they end at `stop` too), or after [`SHUTDOWN_GRACE`].
 pub async fn run(listener: TcpListener, config: DirectConfig, stop: CancellationToken) {
+    run_in(Tasks::new(), listener, config, stop).await;
+}
+
+/// [`run`] with one task per client in `tasks`, which still holds, when this returns, the
+/// tasks that did not end within the grace period.
+pub async fn run_in(
+    tasks: Tasks,
+    listener: TcpListener,
+    config: DirectConfig,
+    stop: CancellationToken,
+) {
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(config.max_clients.max(1)));
-    let tasks = TaskTracker::new();
     loop {
         let slot = tokio::select! {
             _ = stop.cancelled() => break,
@@ -89,13 +99,13 @@ pub async fn run(listener: TcpListener, config: DirectConfig, stop: Cancellation
         };
         let config = config.clone();
         let stop = stop.clone();
-        tasks.spawn(async move {
+        tasks.spawn("socks5 client", async move {
             let _slot = slot;
             serve(stream, peer, &config, &stop).await;
         });
     }
-    tasks.close();
-    tasks.wait().await;
+    drop(listener);
+    tasks.wait(SHUTDOWN_GRACE).await;
 }
 
 /// One client, from the handshake to the close, and its record.

@@ -1,26 +1,18 @@
 //! The scenario's capture: the lab's capture tap, what reached it, and the file it went to.
 //!
-//! Every tapped frame is counted by type (for `captured` expectations) and handed on to the
-//! capture writer, which writes the pcap/pcapng file named in the report.
+//! Every tapped frame is counted by type (for `captured` expectations) as the tap hands it
+//! to the capture writer, which writes the pcap/pcapng file named in the report.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use tokio::task::JoinHandle;
 
 use super::scenario::CaptureFormat;
-use crate::capture::{CapturePlan, CaptureTap, CaptureTarget, CaptureWriter, TcpCapture};
+use crate::capture::{CapturePlan, CaptureTap, CaptureTarget, CaptureWriter, TapFrame, TcpCapture};
 use crate::event::EventSink;
 use crate::link::{KindCounters, KindCounts};
 use crate::topology::Role;
 use crate::wire::{FrameKind, WireMode};
-
-/// Frames the tap may hold before the lab's senders wait for the consumer.
-const TAP_CAPACITY: usize = 16 * 1024;
-/// How long [`CaptureRun::finish`] waits for the counting task once the lab has stopped.
-const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 /// What the capture ended up with.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -57,7 +49,6 @@ pub struct CaptureRun {
     tap: CaptureTap,
     format: CaptureFormat,
     counters: Arc<Counters>,
-    task: JoinHandle<()>,
     writer: CaptureWriter,
 }
 
@@ -86,36 +77,29 @@ impl CaptureRun {
         )
         .with_tcp(tcp);
         let writer = CaptureWriter::start(plan, events.clone())?;
-        let file = writer.tap();
-        let (tap, mut records) = CaptureTap::channel(TAP_CAPACITY);
         let counters = Arc::new(Counters::default());
-        let task_counters = counters.clone();
-        let task = tokio::spawn(async move {
-            while let Some(record) = records.recv().await {
-                // A frame the link emulator dropped never crossed the wire: it is not counted,
-                // and the writer only keeps it as a pcapng comment.
-                if record.on_wire {
-                    task_counters.frames.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(frame) = mode.decode(&record.datagram) {
-                        task_counters.count(frame.kind());
-                    }
+        let seen = counters.clone();
+        // Counted as the tap takes each frame, on its way into the writer's ring.
+        let tap = writer.tap().observed(Arc::new(move |frame: &TapFrame<'_>| {
+            // A frame the link emulator dropped never crossed the wire: it is not counted,
+            // and the writer only keeps it as a pcapng comment.
+            if frame.on_wire {
+                seen.frames.fetch_add(1, Ordering::Relaxed);
+                if let Ok(decoded) = mode.decode(frame.datagram) {
+                    seen.count(decoded.kind());
                 }
-                // Waits while the writer is behind, like the lab's own taps.
-                file.record(record).await;
             }
-        });
+        }));
         Ok(CaptureRun {
             tap,
             format,
             counters,
-            task,
             writer,
         })
     }
 
     /// Stops and deletes the file: the lab could not start, so it would stay empty.
     pub async fn abandon(self) {
-        self.task.abort();
         self.writer.abandon().await;
     }
 
@@ -145,13 +129,9 @@ impl CaptureRun {
             tap,
             format,
             counters,
-            task,
             writer,
         } = self;
         drop(tap);
-        // The lab's sockets hold the other taps; after its shutdown the channel closes. If a
-        // role lingers, count what arrived so far rather than wait.
-        let _ = tokio::time::timeout(DRAIN_WAIT, task).await;
         // A writer that failed has already said so on stderr and in the event log.
         let written = writer.finish().await;
         CaptureOutcome {

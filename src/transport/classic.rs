@@ -38,6 +38,10 @@ impl Classic {
         }
     }
 
+    pub(super) fn buffered_bytes(&self) -> usize {
+        self.outbox.len() + self.inbox.bytes()
+    }
+
     pub(super) fn send_room(&self) -> usize {
         self.config.send_buffer.saturating_sub(self.outbox.len())
     }

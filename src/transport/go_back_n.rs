@@ -110,6 +110,10 @@ impl Receiver for InOrderReceiver {
         0
     }
 
+    fn buffered_bytes(&self) -> usize {
+        self.inbox.bytes()
+    }
+
     fn readable(&self) -> u32 {
         self.inbox.frames()
     }

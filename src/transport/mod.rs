@@ -419,6 +419,14 @@ impl Transport {
             Transport::SelectiveRepeat(t) => t.rto_mut().take_sample(),
         }
     }
+
+    /// Payload bytes this transport holds right now: taken with [`Transport::write`] and not
+    /// yet acknowledged (without acks: not yet sent), plus received and not yet read (in
+    /// order, or held out of order). Bounded by `send_buffer` + `window` × the largest
+    /// payload the peer may send: the flow-control bound of one connection.
+    pub fn buffered_bytes(&self) -> usize {
+        each!(self, t => t.buffered_bytes())
+    }
 }
 
 /// Bytes the application wrote that are not yet in a frame.
@@ -458,6 +466,8 @@ impl Outbox {
 pub struct Inbox {
     chunks: VecDeque<Bytes>,
     capacity: u32,
+    /// Bytes in `chunks`.
+    bytes: usize,
 }
 
 impl Inbox {
@@ -465,6 +475,7 @@ impl Inbox {
         Inbox {
             chunks: VecDeque::new(),
             capacity: capacity.max(1),
+            bytes: 0,
         }
     }
 
@@ -479,12 +490,20 @@ impl Inbox {
 
     fn push(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
+            self.bytes += bytes.len();
             self.chunks.push_back(bytes);
         }
     }
 
     fn pop(&mut self) -> Option<Bytes> {
-        self.chunks.pop_front()
+        let chunk = self.chunks.pop_front()?;
+        self.bytes -= chunk.len();
+        Some(chunk)
+    }
+
+    /// Bytes waiting to be read.
+    fn bytes(&self) -> usize {
+        self.bytes
     }
 
     fn read(&mut self, buf: &mut [u8]) -> usize {
@@ -496,6 +515,7 @@ impl Inbox {
             let take = front.len().min(buf.len() - n);
             buf[n..n + take].copy_from_slice(&front.split_to(take));
             n += take;
+            self.bytes -= take;
             if front.is_empty() {
                 self.chunks.pop_front();
             }

@@ -40,6 +40,8 @@ pub struct HoldingReceiver {
     /// delivered). Never longer than the window advertised when its frames arrived.
     held: VecDeque<Option<Held>>,
     held_count: u32,
+    /// Payload bytes in `held`.
+    held_bytes: usize,
     inbox: Inbox,
     capacity: u32,
     peer_finished: bool,
@@ -98,6 +100,7 @@ impl Receiver for HoldingReceiver {
             rcv_nxt: config.peer_initial_seq,
             held: VecDeque::new(),
             held_count: 0,
+            held_bytes: 0,
             inbox: Inbox::new(config.window),
             capacity: config.window.max(1),
             peer_finished: false,
@@ -142,6 +145,7 @@ impl Receiver for HoldingReceiver {
                 stats.duplicates_discarded += 1;
                 events.push(TransportEvent::DuplicateDiscarded { seq });
             } else {
+                self.held_bytes += payload.len();
                 self.held[offset] = Some(frame);
                 self.held_count += 1;
                 stats.out_of_order_held += 1;
@@ -157,6 +161,9 @@ impl Receiver for HoldingReceiver {
                 unreachable!("front checked");
             };
             self.held_count -= 1;
+            if let Held::Data(bytes) = &next {
+                self.held_bytes -= bytes.len();
+            }
             self.deliver(self.rcv_nxt, next, stats, events);
         }
         // Slot 0 is now the next hole, or nothing is held.
@@ -195,6 +202,10 @@ impl Receiver for HoldingReceiver {
 
     fn held(&self) -> u32 {
         self.held_count
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.held_bytes + self.inbox.bytes()
     }
 
     fn readable(&self) -> u32 {

@@ -306,6 +306,13 @@ fn simulate(run: &Run) -> Outcome {
             }
             assert!(stats.held + stats.readable <= limit, "{stats:?}");
             assert!(stats.peer_window <= limit, "{stats:?}");
+            // The flow-control bound in bytes: a full send buffer and a full window.
+            let bound = run.send_buffer + limit as usize * run.max_payload;
+            assert!(
+                t.buffered_bytes() <= bound,
+                "{} > {bound}",
+                t.buffered_bytes()
+            );
         }
         if sides.iter().all(|s| s.transport.is_done()) {
             done = true;

@@ -175,6 +175,11 @@ impl StopAndWait {
         }
     }
 
+    pub(super) fn buffered_bytes(&self) -> usize {
+        let in_flight = self.in_flight.as_ref().map_or(0, |s| s.payload.len());
+        self.outbox.len() + in_flight + self.inbox.bytes()
+    }
+
     pub(super) fn send_room(&self) -> usize {
         let in_flight = self.in_flight.as_ref().map_or(0, |s| s.payload.len());
         self.config

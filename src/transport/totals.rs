@@ -213,6 +213,8 @@ impl TallyKey {
 pub struct ConnTally {
     key: TallyKey,
     counters: Counters,
+    /// Bytes the connection's transport and pump hold now (as last set).
+    buffered: AtomicU64,
     endpoint: Arc<TransportTotals>,
 }
 
@@ -227,6 +229,25 @@ impl ConnTally {
     /// histogram.
     pub fn record_rtt(&self, rtt: Duration) {
         self.endpoint.rtt.observe(rtt);
+    }
+
+    /// Sets the payload bytes this connection holds now (its transport's buffers and what
+    /// its pump has taken out of them and not yet written); the pump sets 0 when it ends.
+    pub fn set_buffered(&self, bytes: usize) {
+        let bytes = bytes as u64;
+        let before = self.buffered.swap(bytes, Ordering::Relaxed);
+        if bytes >= before {
+            self.endpoint
+                .buffered
+                .fetch_add(bytes - before, Ordering::Relaxed);
+        } else {
+            self.endpoint
+                .buffered
+                .fetch_sub(before - bytes, Ordering::Relaxed);
+        }
+        self.endpoint
+            .buffered_peak
+            .fetch_max(bytes, Ordering::Relaxed);
     }
 }
 
@@ -245,6 +266,10 @@ pub struct TransportTotals {
     rtt: RttHistogram,
     ledger: Mutex<Vec<Arc<ConnTally>>>,
     untracked: AtomicU64,
+    /// Payload bytes all connections hold now (a gauge: [`ConnTally::set_buffered`]).
+    buffered: AtomicU64,
+    /// The most one connection has held at once since the endpoint started.
+    buffered_peak: AtomicU64,
 }
 
 /// A point-in-time copy of [`TransportTotals`].
@@ -265,6 +290,7 @@ impl TransportTotals {
         let tally = Arc::new(ConnTally {
             key,
             counters: Counters::default(),
+            buffered: AtomicU64::new(0),
             endpoint: self.clone(),
         });
         let mut ledger = self.ledger.lock().unwrap();
@@ -274,6 +300,17 @@ impl TransportTotals {
             self.untracked.fetch_add(1, Ordering::Relaxed);
         }
         tally
+    }
+
+    /// Payload bytes every connection of this endpoint holds right now, in its transport and
+    /// its pump: what flow control bounds (see [`super::Transport::buffered_bytes`]).
+    pub fn buffered_bytes(&self) -> u64 {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    /// The most payload bytes any one connection of this endpoint has held at once.
+    pub fn buffered_peak_per_connection(&self) -> u64 {
+        self.buffered_peak.load(Ordering::Relaxed)
     }
 
     pub fn snapshot(&self) -> TransportTotalsSnapshot {

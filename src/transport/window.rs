@@ -82,6 +82,8 @@ pub trait Receiver: std::fmt::Debug {
     fn held(&self) -> u32;
     /// Frames waiting to be read.
     fn readable(&self) -> u32;
+    /// Payload bytes held: out of order, or waiting to be read.
+    fn buffered_bytes(&self) -> usize;
 }
 
 /// RACK's state (RFC 8985): the most recently sent frame known to be delivered.
@@ -694,6 +696,10 @@ impl<R: Receiver> Windowed<R> {
 
     pub(super) fn gave_up(&self) -> Option<GiveUp> {
         self.gave_up
+    }
+
+    pub(super) fn buffered_bytes(&self) -> usize {
+        self.outbox.len() + self.in_flight_bytes + self.receiver.buffered_bytes()
     }
 
     /// The sequence number for a keepalive probe: one before the oldest frame not yet

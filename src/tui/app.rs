@@ -130,6 +130,10 @@ pub fn handle_key(state: &mut TuiState, key: KeyEvent) -> Option<Command> {
         }
         return None;
     }
+    if state.view.jump.is_some() {
+        jump_key(state, key.code);
+        return None;
+    }
     if state.view.show_help {
         match key.code {
             KeyCode::Char('q') => return Some(Command::Quit),
@@ -237,12 +241,15 @@ pub fn handle_key(state: &mut TuiState, key: KeyEvent) -> Option<Command> {
         KeyCode::Char('c') => state.clear(),
         KeyCode::Char(digit @ '0'..='9') => {
             let id = digit as usize - '0' as usize;
-            if id < state.conns.len() {
+            if id < state.conns.ids() {
                 select(state, Selection::Conn(ConnId::new(id as u16)));
             }
         }
+        KeyCode::Char(':') => state.view.jump = Some(String::new()),
         KeyCode::Up | KeyCode::Char('k') => move_selection(state, -1),
         KeyCode::Down | KeyCode::Char('j') => move_selection(state, 1),
+        KeyCode::Char('[') => move_selection(state, -LIST_PAGE),
+        KeyCode::Char(']') => move_selection(state, LIST_PAGE),
         KeyCode::PageUp => state.view.scroll += PAGE,
         KeyCode::PageDown => state.view.scroll = state.view.scroll.saturating_sub(PAGE),
         KeyCode::Home => state.view.scroll = detail_rows(state),
@@ -262,14 +269,62 @@ fn select(state: &mut TuiState, selection: Selection) {
     }
 }
 
+/// Rows `[` and `]` move the selection in the connection list.
+const LIST_PAGE: isize = 20;
+
 fn move_selection(state: &mut TuiState, step: isize) {
     let rows = state.rows();
+    if rows.is_empty() {
+        return;
+    }
     let current = rows
         .iter()
         .position(|r| *r == state.view.selected)
         .unwrap_or(0);
     let next = current.saturating_add_signed(step).min(rows.len() - 1);
     select(state, rows[next]);
+}
+
+/// A key while `:` asks for an id: digits, Backspace, Enter to go, Esc to give up. An id
+/// with no connection (never used, or closed long ago) selects the nearest one listed.
+fn jump_key(state: &mut TuiState, code: KeyCode) {
+    let Some(typed) = state.view.jump.as_mut() else {
+        return;
+    };
+    match code {
+        KeyCode::Char(digit @ '0'..='9') if typed.len() < 5 => typed.push(digit),
+        KeyCode::Backspace => {
+            typed.pop();
+        }
+        KeyCode::Esc => state.view.jump = None,
+        KeyCode::Enter => {
+            let typed = state.view.jump.take().unwrap_or_default();
+            let Ok(n) = typed.parse::<usize>() else {
+                return;
+            };
+            let ids = state.conns.ids();
+            if n >= ids {
+                state.note(
+                    Level::Warn,
+                    format!("no connection {n}: this wire mode has ids 0-{}", ids - 1),
+                );
+                return;
+            }
+            let id = ConnId::new(n as u16);
+            if state.conns.get(id).is_some() {
+                select(state, Selection::Conn(id));
+            } else if let Some(near) = state.conns.nearest(id) {
+                state.note(
+                    Level::Info,
+                    format!("connection {id} is not in use: connection {near} is the nearest"),
+                );
+                select(state, Selection::Conn(near));
+            } else {
+                state.note(Level::Info, format!("connection {id} is not in use"));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Rows in the selected id's trace or ladder.

@@ -12,6 +12,7 @@
 //! - `terminal`: raw mode, the alternate screen, and restoring them on every way out.
 
 pub mod app;
+pub mod conn_table;
 pub mod play;
 pub mod render;
 pub mod screen_loop;

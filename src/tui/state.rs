@@ -18,6 +18,7 @@ use crate::lab::{LabAddrs, LabSnapshot};
 use crate::link::LinkStatsSnapshot;
 use crate::topology::{Endpoint, LinkDirection, Role};
 use crate::transport::{RetransmitCause, TransportEvent, TransportStats};
+use crate::tui::conn_table::ConnTable;
 use crate::wire::{ConnId, FrameKind, Seq, WireMode};
 
 /// Frames kept per connection id for its trace.
@@ -519,7 +520,7 @@ impl HasTime for SeqPoint {
 }
 
 impl ConnView {
-    fn new(id: ConnId) -> Self {
+    pub(crate) fn new(id: ConnId) -> Self {
         ConnView {
             id,
             state: ConnState::Free,
@@ -685,6 +686,8 @@ pub struct ViewState {
     pub scroll: usize,
     /// The held frame chosen for `x` (drop) and `d` (duplicate), by its hold id.
     pub held_choice: Option<u64>,
+    /// `Some` while `:` asks for an id to jump to: the digits typed so far.
+    pub jump: Option<String>,
 }
 
 impl Default for ViewState {
@@ -699,6 +702,7 @@ impl Default for ViewState {
             input: None,
             scroll: 0,
             held_choice: None,
+            jump: None,
         }
     }
 }
@@ -719,8 +723,9 @@ pub struct TuiState {
     pub capture: Option<CaptureView>,
     /// The monitor's addresses, when it is on.
     pub monitor: Option<MonitorView>,
-    /// One per id, `0..mode.max_connections()`.
-    pub conns: Vec<ConnView>,
+    /// The connections in view: every id in the ten-id modes, the live and recently closed
+    /// ones in the extended modes (storage follows the connections, not the 65,536 ids).
+    pub conns: ConnTable,
     pub clients: BTreeMap<ClientId, ClientView>,
     /// TCP clients waiting at proxy1 for a free id, in arrival order.
     pub waiting: Vec<SocketAddr>,
@@ -773,9 +778,7 @@ impl TuiState {
             },
             capture: None,
             monitor: None,
-            conns: (0..mode.max_connections())
-                .map(|i| ConnView::new(ConnId::new(i as u16)))
-                .collect(),
+            conns: ConnTable::new(mode),
             clients: BTreeMap::new(),
             waiting: Vec::new(),
             counters: Counters::default(),
@@ -829,7 +832,7 @@ impl TuiState {
     }
 
     pub fn conn(&self, id: ConnId) -> Option<&ConnView> {
-        self.conns.get(id.index())
+        self.conns.get(id)
     }
 
     /// The rows of the connection list, in order: every id, then the waiting clients.
@@ -905,7 +908,7 @@ impl TuiState {
 
     /// Empties traces, ladders and the log. Counters are the lab's exact totals and stay.
     pub fn clear(&mut self) {
-        for conn in &mut self.conns {
+        for conn in self.conns.iter_mut() {
             conn.trace.clear();
             conn.ladder.clear();
             conn.seq_graph.clear();
@@ -942,22 +945,30 @@ impl TuiState {
         view.up = up;
         if stopped && role == Role::Proxy2 {
             // A stopped proxy2 forgets its table without a word per id.
-            for conn in &mut self.conns {
-                conn.proxy2_state = ConnState::Free;
+            let ids: Vec<ConnId> = self
+                .conns
+                .iter_mut()
+                .map(|conn| {
+                    conn.proxy2_state = ConnState::Free;
+                    conn.id
+                })
+                .collect();
+            for id in ids {
+                self.conns.settle(id);
             }
         }
         changed
     }
 
     fn ladder(&mut self, id: ConnId, entry: LadderEntry) {
-        if let Some(conn) = self.conns.get_mut(id.index()) {
+        if let Some(conn) = self.conns.view_mut(id) {
             conn.ladder.insert_by_time(entry);
         }
     }
 
     /// A note across the ladder of every id that has a history.
     fn mark_ladders(&mut self, time: Duration, text: String) {
-        for conn in &mut self.conns {
+        for conn in self.conns.iter_mut() {
             if !conn.ladder.is_empty() || conn.state != ConnState::Free {
                 conn.ladder.insert_by_time(LadderEntry::Note {
                     time,
@@ -1089,6 +1100,10 @@ pub fn update(state: &mut TuiState, event: Event) {
         };
         state.log.push(LogLine { time, level, text });
     }
+    let state_changed = match &event.kind {
+        EventKind::Conn { id, .. } => Some(*id),
+        _ => None,
+    };
     match event.kind {
         EventKind::RoleUp { role, addr } => {
             if let Some(view) = state.role_mut(role) {
@@ -1127,7 +1142,7 @@ pub fn update(state: &mut TuiState, event: Event) {
             state: conn_state,
             ..
         } => {
-            if let Some(conn) = state.conns.get_mut(id.index()) {
+            if let Some(conn) = state.conns.view_mut(id) {
                 conn.proxy2_state = conn_state;
             }
             if conn_state == ConnState::Free {
@@ -1152,7 +1167,7 @@ pub fn update(state: &mut TuiState, event: Event) {
             user,
             ..
         } => {
-            if let Some(conn) = state.conns.get_mut(id.index()) {
+            if let Some(conn) = state.conns.view_mut(id) {
                 let route = conn.route.get_or_insert_with(Box::default);
                 // proxy1 knows the user; proxy2 only the destination (the same one).
                 if at == Endpoint::Proxy1 || route.destination.is_empty() {
@@ -1169,7 +1184,7 @@ pub fn update(state: &mut TuiState, event: Event) {
             reason,
             detail,
         } => {
-            if let Some(conn) = state.conns.get_mut(id.index()) {
+            if let Some(conn) = state.conns.view_mut(id) {
                 let route = conn.route.get_or_insert_with(Box::default);
                 // proxy2's words name the rule or the addresses; proxy1 only has the byte.
                 if at == Endpoint::Proxy2 || route.refusal.is_none() {
@@ -1199,7 +1214,7 @@ pub fn update(state: &mut TuiState, event: Event) {
         } => on_link_decision(state, time, direction, frame, what),
         EventKind::Transport { at, id, event } => on_transport_event(state, time, at, id, event),
         EventKind::TransportStats { at, id, stats, .. } => {
-            if let Some(conn) = state.conns.get_mut(id.index()) {
+            if let Some(conn) = state.conns.view_mut(id) {
                 if let Some(cwnd) = stats.cwnd {
                     push_cwnd_edge(conn, time, at, cwnd);
                 }
@@ -1218,6 +1233,14 @@ pub fn update(state: &mut TuiState, event: Event) {
         } => on_frames_folded(state, time, at, id, (frames, payload_bytes), other),
         EventKind::Log { .. } => {}
     }
+    if let Some(id) = state_changed {
+        state.conns.settle(id);
+    }
+    let selected = match state.view.selected {
+        Selection::Conn(id) => Some(id),
+        Selection::Waiting(_) => None,
+    };
+    state.conns.trim(selected);
 }
 
 /// A transport's event: a retransmission waits for its frame (which it marks); the others
@@ -1229,7 +1252,7 @@ fn on_transport_event(
     id: ConnId,
     event: TransportEvent,
 ) {
-    let Some(conn) = state.conns.get_mut(id.index()) else {
+    let Some(conn) = state.conns.view_mut(id) else {
         return;
     };
     match event {
@@ -1394,7 +1417,7 @@ fn on_frames_folded(
 ) {
     state.counters.events_sampled += frames + other;
     let paused = state.view.paused;
-    let Some(conn) = state.conns.get_mut(id.index()) else {
+    let Some(conn) = state.conns.view_mut(id) else {
         return;
     };
     let direction = LinkDirection::sent_by(at);
@@ -1467,7 +1490,7 @@ fn on_frames_folded(
 fn on_frame_sent(state: &mut TuiState, time: Duration, at: Endpoint, frame: FrameSummary) {
     let direction = LinkDirection::sent_by(at);
     let id = frame.id;
-    let Some(conn) = state.conns.get_mut(id.index()) else {
+    let Some(conn) = state.conns.view_mut(id) else {
         return;
     };
     let flow = match direction {
@@ -1522,11 +1545,10 @@ fn on_link_decision(
     what: crate::impair::LinkVerdict,
 ) {
     let id = frame.id;
-    if id.index() >= state.conns.len() {
+    let Some(conn) = state.conns.view_mut(id) else {
         return;
-    }
+    };
     let dropped = what.dropped.is_some();
-    let conn = &mut state.conns[id.index()];
     let bases = conn.transport.bases(direction);
     if dropped
         && frame.kind == FrameKind::Data
@@ -1565,14 +1587,15 @@ fn on_link_decision(
             },
         );
     }
-    state.conns[id.index()]
-        .trace
-        .insert_by_time(TraceLine::Link {
-            time,
-            direction,
-            text,
-            dropped,
-        });
+    let Some(conn) = state.conns.view_mut(id) else {
+        return;
+    };
+    conn.trace.insert_by_time(TraceLine::Link {
+        time,
+        direction,
+        text,
+        dropped,
+    });
 }
 
 fn stop_waiting(state: &mut TuiState, client: SocketAddr, got: Option<ConnId>) {
@@ -1595,7 +1618,7 @@ fn on_proxy1_conn(
     new_state: ConnState,
     client: Option<SocketAddr>,
 ) {
-    let Some(conn) = state.conns.get_mut(id.index()) else {
+    let Some(conn) = state.conns.view_mut(id) else {
         return;
     };
     let previous = conn.state;

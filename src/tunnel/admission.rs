@@ -69,10 +69,15 @@ pub struct Limits {
     pub allowed: Option<Vec<PeerFilter>>,
 }
 
+/// proxy2's default `--max-connections`: room for the ten thousand connections the extended
+/// modes carry through one proxy1, well short of what a flood could take (each connection is
+/// one descriptor and a few kilobytes).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_connections: 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             max_peers: 64,
             allowed: None,
         }

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -119,7 +119,7 @@ pub(crate) async fn pump(
 ) -> PumpEnd {
     // Every frame the transport hands out is counted as it is sent: exact totals at any time.
     let tally = side.link.stats().transport.open(side.key);
-    let (mut from_tcp, mut to_tcp) = stream.into_split();
+    let (from_tcp, mut to_tcp) = stream.into_split();
     let mut read_closed = eof;
     let mut wrote_fin = false;
     let mut first = first;
@@ -127,7 +127,6 @@ pub(crate) async fn pump(
     // lets the transport close.
     let mut aborted_at: Option<Instant> = None;
     let mut pending: Option<Bytes> = None;
-    let mut buf = vec![0u8; 64 * 1024];
     let mut report = Report::new(&side);
     let end = loop {
         let (frames, timeout, room, peer_finished, done, gave_up) = {
@@ -158,6 +157,7 @@ pub(crate) async fn pump(
             while let Some(rtt) = t.poll_rtt_sample() {
                 tally.record_rtt(rtt);
             }
+            tally.set_buffered(t.buffered_bytes() + pending.as_ref().map_or(0, Bytes::len));
             (
                 frames,
                 t.poll_timeout(),
@@ -201,13 +201,13 @@ pub(crate) async fn pump(
                 conn.transport.lock().unwrap().handle_timeout(Instant::now());
             }
             _ = tokio::time::sleep(ABORT_GRACE), if aborted_at.is_some() => {}
-            read = from_tcp.read(&mut buf[..room.min(64 * 1024)]), if can_read => match read {
-                Ok(0) => read_closed = true,
-                Ok(n) => {
-                    side.activity.touch();
-                    let taken = conn.transport.lock().unwrap().write(&buf[..n]);
-                    debug_assert_eq!(taken, n, "read no more than the send buffer's room");
-                }
+            // Wait for readability, then read into the thread's scratch buffer: an idle
+            // connection holds no read buffer of its own (thousands of them would cost
+            // 64 KiB each).
+            ready = from_tcp.readable(), if can_read => match ready.and_then(|()| read_into(conn, &from_tcp, room)) {
+                Ok(Some(0)) => read_closed = true,
+                Ok(Some(_)) => side.activity.touch(),
+                Ok(None) => {}
                 Err(_) => aborted_at = Some(abort(conn)),
             },
             written = to_tcp.write(pending.as_deref().unwrap_or_default()), if writing => match written {
@@ -231,7 +231,39 @@ pub(crate) async fn pump(
         t.stats()
     };
     report.publish(&side, &stats, true);
+    tally.set_buffered(0);
     end
+}
+
+/// The most one TCP read takes.
+const READ_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// Every pump on this thread reads into this one buffer and copies what it read into its
+    /// transport before it yields: the memory is per thread, not per connection.
+    static READ_SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
+}
+
+/// Reads what the TCP side has (at most `room` bytes) into the transport. `Some(0)` is the
+/// end of the stream, `None` a spurious wake-up.
+fn read_into(
+    conn: &ReliableConn,
+    from_tcp: &tokio::net::tcp::OwnedReadHalf,
+    room: usize,
+) -> std::io::Result<Option<usize>> {
+    READ_SCRATCH.with_borrow_mut(|scratch| {
+        let buf = &mut scratch[..room.min(READ_CHUNK)];
+        match from_tcp.try_read(buf) {
+            Ok(n) => {
+                let taken = conn.transport.lock().unwrap().write(&buf[..n]);
+                debug_assert_eq!(taken, n, "read no more than the send buffer's room");
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
 }
 
 /// What the pump tells the event stream about its transport: the trace events (when frame

@@ -53,6 +53,35 @@ pub fn new_state(now_ms: u64) -> TuiState {
     state
 }
 
+/// A state in an extended wire mode (65,536 ids), as the TUI starts it.
+pub fn new_extended_state(now_ms: u64) -> TuiState {
+    let mut state = TuiState::new(START, WireMode::SelectiveRepeat, Some(addrs()));
+    state.fixed_now = Some(START + Duration::from_millis(now_ms));
+    state
+}
+
+/// Thousands of connections from outside the lab in an extended mode: ids 0..3000 open
+/// (client ports 20000 up), then 12 connecting, 4 closing and 40 closed again.
+pub fn thousands() -> Script {
+    let mut script = Script::default();
+    script.roles_up(0);
+    for id in 0..3_000u16 {
+        script
+            .conn_state(10, id, ConnState::Connecting, 20_000 + id)
+            .conn_state(11, id, ConnState::Open, 20_000 + id);
+    }
+    for id in 3_000..3_012u16 {
+        script.conn_state(20, id, ConnState::Connecting, 20_000 + id);
+    }
+    for id in 100..104u16 {
+        script.conn_state(30, id, ConnState::Closing, 20_000 + id);
+    }
+    for id in 200..240u16 {
+        script.conn_state(40, id, ConnState::Free, 20_000 + id);
+    }
+    script
+}
+
 /// Builds a list of events in the order the roles would emit them.
 #[derive(Default)]
 pub struct Script {
@@ -329,6 +358,19 @@ impl Script {
             Some(id),
             TcpAction::Closed(CloseKind::Fin),
             client,
+        )
+    }
+
+    /// A connection of a client from outside the lab (port `port`) reaches `state` at both
+    /// proxies, with no frames: how thousands of them are scripted cheaply.
+    pub fn conn_state(&mut self, ms: u64, id: u16, state: ConnState, port: u16) -> &mut Self {
+        let p1 = addr(PROXY1_UDP);
+        self.conn(ms, Endpoint::Proxy1, id, state, addr(port)).conn(
+            ms,
+            Endpoint::Proxy2,
+            id,
+            state,
+            p1,
         )
     }
 

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::MonitorSources;
 use crate::event::Level;
 use crate::secret::same_bytes;
+use crate::tasks::Tasks;
 use protocol::{AdminContext, Session};
 
 /// How an admin session is bounded.
@@ -111,13 +112,14 @@ impl Credential {
     }
 }
 
-/// Serves the admin protocol until `stop`.
+/// Serves the admin protocol until `stop`, one task per session in `tasks`.
 pub async fn serve(
     listener: TcpListener,
     sources: MonitorSources,
     users: Vec<Credential>,
     limits: AdminLimits,
     stop: CancellationToken,
+    tasks: Tasks,
 ) {
     let sessions = Arc::new(Semaphore::new(limits.max_sessions));
     let users: Arc<[Credential]> = users.into();
@@ -135,7 +137,7 @@ pub async fn serve(
         };
         let Ok(turn) = sessions.clone().try_acquire_owned() else {
             // Told why, without waiting on the client: a short write to a fresh socket.
-            tokio::spawn(async move {
+            tasks.spawn("admin refusal", async move {
                 let line = format!(
                     "ERR too many admin sessions (at most {}): try again later\n",
                     limits.max_sessions
@@ -149,7 +151,7 @@ pub async fn serve(
         let sources = sources.clone();
         let users = users.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        tasks.spawn("admin session", async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = session(stream, peer, &sources, &users, limits) => {}

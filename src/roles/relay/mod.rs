@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::capture::{CaptureTap, TapRecord};
+use crate::capture::{CaptureTap, TapFrame, TapRecord};
 use crate::event::Level;
 use crate::impair::pipeline::{Pending, Pipeline};
 use crate::impair::{DirectionEmulator, DropCause, LinkEmulator, LinkVerdict};
@@ -719,10 +719,18 @@ impl Relay {
         .await;
     }
 
-    async fn tap(&self, mut record: TapRecord, datagram: &[u8]) {
+    /// Hands the datagram to the capture's ring (copied there; `record.datagram` unused).
+    async fn tap(&self, record: TapRecord, datagram: &[u8]) {
         if let Some(tap) = &self.tap {
-            record.datagram = tap.copy(datagram);
-            tap.record(record).await;
+            tap.frame(TapFrame {
+                time: record.time,
+                src: record.src,
+                dst: record.dst,
+                datagram,
+                note: record.note,
+                on_wire: record.on_wire,
+            })
+            .await;
         }
     }
 }

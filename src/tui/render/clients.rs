@@ -63,21 +63,27 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
             .max()
             .unwrap_or(0)
     };
-    let long = width.saturating_sub(NUMBER_WIDTH + BYTES_WIDTH + column(true)) >= MIN_STATUS;
+    // The client number's column: 3 wide, wider for thousands of clients ("2501 ").
+    let number = state
+        .clients
+        .keys()
+        .next_back()
+        .map_or(3, |id| (id.to_string().len() + 1).max(3));
+    let number_width = 1 + number;
+    let long = width.saturating_sub(number_width + BYTES_WIDTH + column(true)) >= MIN_STATUS;
     let verdict_width = column(long);
-    let status_width = width.saturating_sub(NUMBER_WIDTH + BYTES_WIDTH + verdict_width);
+    let status_width = width.saturating_sub(number_width + BYTES_WIDTH + verdict_width);
     let mut lines = vec![Line::styled(
         format!(
-            " {:<3}{:<status_width$}{:>8}{:>8}",
+            " {:<number$}{:<status_width$}{:>8}{:>8}",
             "#", "now", "sent", "echoed"
         ),
         Style::new().dark_gray(),
     )];
-    lines.extend(
-        shown
-            .iter()
-            .map(|client| client_line(state, client, status_width, long, is_selected(client))),
-    );
+    lines.extend(shown.iter().map(|client| {
+        let columns = (number, status_width);
+        client_line(state, client, columns, long, is_selected(client))
+    }));
     if !hidden.is_empty() {
         lines.push(strip_line(" also", &hidden, width));
     }
@@ -86,8 +92,6 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
 
 /// The status column never gets narrower than this while verdicts are spelled out.
 const MIN_STATUS: usize = 10;
-/// Columns before the status: the selection mark and the client number.
-const NUMBER_WIDTH: usize = 4;
 /// The two byte columns (`  1.2 kB` each).
 const BYTES_WIDTH: usize = 16;
 
@@ -118,7 +122,7 @@ pub fn verdict(client: &ClientView) -> (String, &'static str, Style) {
 fn client_line(
     state: &TuiState,
     client: &ClientView,
-    status_width: usize,
+    (number, status_width): (usize, usize),
     long_verdict: bool,
     selected: bool,
 ) -> Line<'static> {
@@ -136,7 +140,7 @@ fn client_line(
     };
     let line = Line::from(vec![
         Span::raw(if selected { "▶" } else { " " }),
-        Span::styled(format!("{:<3}", client.id), Style::new().bold()),
+        Span::styled(format!("{:<number$}", client.id), Style::new().bold()),
         Span::styled(
             format!("{:<status_width$}", truncate(&status, status_width)),
             style,

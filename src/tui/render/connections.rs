@@ -1,28 +1,21 @@
-//! Every connection id at a glance: a list (one row per id, then the clients waiting for an
-//! id) for small and normal terminals, or a grid with one panel per id on large ones.
+//! The connection list for small and normal terminals: one row per id (in the extended modes,
+//! per connection in use or recently closed), then the clients waiting for an id. Large
+//! terminals draw [`super::grid`] instead.
 
 use ratatui::prelude::*;
 use ratatui::widgets::{Block, Paragraph};
 
-use super::parts::{flow_line, owner_label, state_label, trace_lines};
+use super::parts::{owner_label, route_label, state_label, thousands};
 use super::{border_style, truncate};
 use crate::event::ConnState;
 use crate::tui::state::{ConnView, Selection, TuiState};
 
-/// Rows the list needs with its border: one per id, one per waiting client.
+/// Rows the list needs with its border: one per view, one per waiting client, and in the
+/// extended modes the summary (or the "no connection yet" line).
 pub fn list_height(state: &TuiState) -> u16 {
-    // Saturating: the extended modes have 65,536 ids, more rows than a u16 counts.
-    u16::try_from(state.conns.len() + state.waiting.len() + 2).unwrap_or(u16::MAX)
-}
-
-/// `→ localhost:8000 (ana)`: where a SOCKS5 connection leads, and who asked; `None` for the
-/// plain port's connections (they all lead to proxy2's server).
-pub fn route_label(conn: &ConnView) -> Option<String> {
-    let route = conn.route.as_ref().filter(|r| !r.destination.is_empty())?;
-    Some(match &route.user {
-        Some(user) => format!("→ {} ({user})", route.destination),
-        None => format!("→ {}", route.destination),
-    })
+    let summary = if state.conns.lists_every_id() { 0 } else { 2 };
+    // Saturating: thousands of connections are more rows than a u16 counts.
+    u16::try_from(state.conns.len() + state.waiting.len() + 2 + summary).unwrap_or(u16::MAX)
 }
 
 /// [`owner_label`] for a narrow column: a TCP client from outside the lab on the lab's own
@@ -42,17 +35,39 @@ fn short_owner_label(state: &TuiState, conn: &ConnView) -> String {
     }
 }
 
-/// The list: `▶3 open       client 2   4↑ 4↓`.
+/// The list: `▶3 open       client 2   4↑ 4↓`. Only the rows on screen are drawn, so
+/// thousands of connections cost what fits the pane; the selected row stays in view.
 pub fn render_list(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     let block = Block::bordered()
         .border_style(border_style(true))
-        .title(" Connections ");
+        .title(title(state));
     let inner_width = area.width.saturating_sub(2) as usize;
     let show_counts = inner_width >= 34;
     let mut lines: Vec<Line> = Vec::new();
+    if !state.conns.lists_every_id() && area.height > 3 {
+        lines.push(summary(state, inner_width));
+    }
+    let height = (area.height.saturating_sub(2) as usize).saturating_sub(lines.len());
+    let selected_row = match state.view.selected {
+        Selection::Conn(id) => state.conns.position(id),
+        Selection::Waiting(addr) => state
+            .waiting
+            .iter()
+            .position(|&a| a == addr)
+            .map(|i| state.conns.len() + i),
+    }
+    .unwrap_or(0);
+    let skip = (selected_row + 1).saturating_sub(height);
     // As wide as the largest id, and a space: "9 " in classic, "65535 " in the extended modes.
-    let id_width = state.conns.len().saturating_sub(1).to_string().len() + 1;
-    for conn in &state.conns {
+    let id_width = state.conns.ids().saturating_sub(1).to_string().len() + 1;
+    // "client 2501" with thousands of lab clients, when the pane has the room.
+    let owner_width = if id_width > 2 && inner_width >= id_width + 32 {
+        12
+    } else {
+        9
+    };
+    let rows_start = lines.len();
+    for conn in state.conns.iter().skip(skip).take(height) {
         let selected = state.view.selected == Selection::Conn(conn.id);
         let (label, style) = state_label(conn);
         let mut spans = vec![
@@ -63,8 +78,8 @@ pub fn render_list(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
             ),
             Span::styled(format!("{label:<10} "), style),
             Span::raw(format!(
-                "{:<9}",
-                truncate(&short_owner_label(state, conn), 9)
+                "{:<owner_width$}",
+                truncate(&short_owner_label(state, conn), owner_width)
             )),
         ];
         if show_counts && conn.state != ConnState::Free {
@@ -86,7 +101,11 @@ pub fn render_list(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
         }
         lines.push(highlight(Line::from(spans), selected));
     }
-    for &addr in &state.waiting {
+    let waiting_skip = skip.saturating_sub(state.conns.len());
+    for &addr in state.waiting.iter().skip(waiting_skip) {
+        if lines.len() - rows_start >= height {
+            break;
+        }
         let selected = state.view.selected == Selection::Waiting(addr);
         let text = format!("   {} waiting for id", state.client_label(addr));
         let line = Line::from(vec![
@@ -95,18 +114,49 @@ pub fn render_list(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
         ]);
         lines.push(highlight(line, selected));
     }
-    // Keep the selected row on screen when waiting clients overflow the pane.
-    let height = area.height.saturating_sub(2) as usize;
-    let selected_row = state
-        .rows()
-        .iter()
-        .position(|r| *r == state.view.selected)
-        .unwrap_or(0);
-    let skip = (selected_row + 1).saturating_sub(height);
-    frame.render_widget(
-        Paragraph::new(lines).block(block).scroll((skip as u16, 0)),
-        area,
-    );
+    if lines.len() == rows_start && state.conns.is_empty() && state.waiting.is_empty() {
+        lines.push(Line::styled(
+            " no connection yet (a adds a client)",
+            Style::new().dark_gray(),
+        ));
+    }
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// ` Connections ` for the ten-id modes (every id is a row); with the extended modes' many
+/// ids, how many rows there are: ` Connections 3,012 `.
+fn title(state: &TuiState) -> String {
+    if state.conns.lists_every_id() {
+        " Connections ".to_string()
+    } else {
+        format!(" Connections {} ", thousands(state.conns.len()))
+    }
+}
+
+/// The extended modes' first row: how many connections are in each state, so thousands of
+/// them read at a glance: `2,956 open · 12 connecting · 4 closing`.
+fn summary(state: &TuiState, width: usize) -> Line<'static> {
+    let counts = state.conns.counts();
+    let mut parts = Vec::new();
+    for (n, what, style) in [
+        (counts.open, "open", Style::new().green()),
+        (counts.connecting, "connecting", Style::new().yellow()),
+        (counts.closing, "closing", Style::new().magenta()),
+        (state.waiting.len(), "waiting", Style::new().yellow()),
+    ] {
+        if n > 0 || what == "open" {
+            parts.push((format!("{} {what}", thousands(n)), style));
+        }
+    }
+    let mut spans = vec![Span::raw(" ")];
+    let mut used = 1;
+    for (i, (text, style)) in parts.into_iter().enumerate() {
+        let sep = if i == 0 { "" } else { " · " };
+        let text = truncate(&format!("{sep}{text}"), width.saturating_sub(used));
+        used += Span::raw(text.as_str()).width();
+        spans.push(Span::styled(text, style));
+    }
+    Line::from(spans)
 }
 
 fn highlight(line: Line<'static>, selected: bool) -> Line<'static> {
@@ -115,58 +165,4 @@ fn highlight(line: Line<'static>, selected: bool) -> Line<'static> {
     } else {
         line
     }
-}
-
-/// The grid: one panel per id, two columns, each with its counts and the tail of its trace.
-pub fn render_grid(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
-    let columns = 2;
-    let rows = state.conns.len().div_ceil(columns).max(1);
-    let row_areas = Layout::vertical(vec![Constraint::Ratio(1, rows as u32); rows]).split(area);
-    for (row, row_area) in row_areas.iter().enumerate() {
-        let cells = Layout::horizontal(vec![Constraint::Ratio(1, columns as u32); columns])
-            .split(*row_area);
-        for (column, cell) in cells.iter().enumerate() {
-            if let Some(conn) = state.conns.get(row * columns + column) {
-                render_panel(frame, *cell, state, conn);
-            }
-        }
-    }
-}
-
-/// One id's panel in the grid.
-fn render_panel(frame: &mut Frame<'_>, area: Rect, state: &TuiState, conn: &ConnView) {
-    let selected = state.view.selected == Selection::Conn(conn.id);
-    let (label, style) = state_label(conn);
-    let owner = owner_label(state, conn);
-    let mut title = vec![
-        Span::raw(if selected { " ▶" } else { " " }),
-        Span::styled(format!("{} ", conn.id), Style::new().bold()),
-        Span::styled(label, style),
-    ];
-    if !owner.is_empty() {
-        title.push(Span::raw(format!(" · {owner}")));
-    }
-    if let Some(route) = route_label(conn) {
-        title.push(Span::styled(format!(" {route}"), Style::new().cyan()));
-    }
-    title.push(Span::raw(" "));
-    let block = Block::bordered()
-        .border_style(border_style(selected))
-        .title(Line::from(title));
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    if inner.height == 0 {
-        return;
-    }
-    let [summary_area, trace_area] =
-        Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
-    frame.render_widget(Paragraph::new(flow_line(conn, true)), summary_area);
-    let lines = trace_lines(
-        state,
-        conn,
-        trace_area.width as usize,
-        trace_area.height as usize,
-        0,
-    );
-    frame.render_widget(Paragraph::new(lines), trace_area);
 }

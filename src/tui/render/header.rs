@@ -139,7 +139,7 @@ fn up_down(role: &RoleView) -> Span<'static> {
 fn settings_line(state: &TuiState, width: usize) -> Line<'static> {
     let label = Style::new().dark_gray();
     let lead = |text: &'static str| Span::styled(text, label);
-    let ids = format!("ids 0-{}", state.conns.len().saturating_sub(1));
+    let ids = format!("ids 0-{}", state.conns.ids().saturating_sub(1));
     let mode = if state.link.sealed {
         format!("{} (sealed)", state.link.mode.name())
     } else {

@@ -16,6 +16,8 @@ pub const KEYS: &[(&str, &str)] = &[
         "select a connection id, or a client waiting for one",
     ),
     ("0-9", "select that connection id"),
+    (":", "jump to an id: type it, then Enter (Esc cancels)"),
+    ("[ ]", "move the selection 20 rows up or down"),
     ("s", "send \"hola mundo\" from the selected client"),
     ("S", "send \"hola mundo\" from every connected client"),
     (

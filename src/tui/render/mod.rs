@@ -32,10 +32,13 @@
 //!   takes the list's place when it is shown.
 //! - Large (from 160x48): the list becomes a grid with one panel per id, each with the tail of
 //!   its trace, and the detail pane (trace or ladder of the selected id) sits on the right.
+//!   With more connections than fit (the extended modes), the grid shows the panels around
+//!   the selected one and says which.
 //! - `?` draws the help over everything.
 
 pub mod clients;
 pub mod connections;
+pub mod grid;
 pub mod header;
 pub mod held;
 pub mod help;
@@ -152,7 +155,7 @@ fn draw_large(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
     header::render(frame, header_area, state);
     let [grid_area, detail_area] =
         Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(body);
-    connections::render_grid(frame, grid_area, state);
+    grid::render(frame, grid_area, state);
     detail(frame, detail_area, state);
     let [clients_area, log_area] =
         Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(bottom);

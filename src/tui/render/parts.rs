@@ -191,6 +191,29 @@ pub fn owner_label(state: &TuiState, conn: &ConnView) -> String {
     }
 }
 
+/// `→ localhost:8000 (ana)`: where a SOCKS5 connection leads, and who asked; `None` for the
+/// plain port's connections (they all lead to proxy2's server).
+pub fn route_label(conn: &ConnView) -> Option<String> {
+    let route = conn.route.as_ref().filter(|r| !r.destination.is_empty())?;
+    Some(match &route.user {
+        Some(user) => format!("→ {} ({user})", route.destination),
+        None => format!("→ {}", route.destination),
+    })
+}
+
+/// `12,345`: counts of thousands of connections, readable at a glance.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// How far back the pane really is: never further than its oldest row allows.
 pub fn effective_scroll(total: usize, height: usize, wanted: usize) -> usize {
     wanted.min(total.saturating_sub(height))

@@ -40,15 +40,20 @@ const HINTS_COMPACT: &[(&str, &str)] = &[
     ("e", "server"),
 ];
 
-/// As many whole hints as fit `width`, after a leading space.
-pub fn hints_line(width: usize, compact: bool) -> String {
+/// As many whole hints as fit `width`, after a leading space. With thousands of ids
+/// (`many_ids`), selecting says `:` (jump to an id) instead of `0-9`.
+pub fn hints_line(width: usize, compact: bool, many_ids: bool) -> String {
     let (hints, gap) = if compact {
         (HINTS_COMPACT, " ")
     } else {
         (HINTS, "  ")
     };
     let mut line = String::new();
-    for (key, what) in hints {
+    for &(key, what) in hints {
+        let key = match key {
+            "↑↓ 0-9" | "↑↓" if many_ids => "↑↓ :",
+            key => key,
+        };
         let hint = format!("{gap}{key} {what}");
         let hint = if line.is_empty() {
             format!(" {key} {what}")
@@ -119,6 +124,18 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, compact: bool
         ));
     }
     let second = match &state.view.input {
+        None if let Some(typed) = &state.view.jump => Line::from(vec![
+            Span::styled(" jump to connection: ", Style::new().cyan()),
+            Span::raw(typed.clone()),
+            Span::styled("█", Style::new().cyan()),
+            Span::styled(
+                format!(
+                    "  Enter goes · Esc cancels · ids 0-{}",
+                    state.conns.ids() - 1
+                ),
+                dim,
+            ),
+        ]),
         Some(text) => {
             let target = state
                 .selected_client_addr()
@@ -138,7 +155,10 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState, compact: bool
                 ),
             ])
         }
-        None => Line::styled(hints_line(area.width as usize, compact), dim),
+        None => Line::styled(
+            hints_line(area.width as usize, compact, !state.conns.lists_every_id()),
+            dim,
+        ),
     };
     frame.render_widget(Paragraph::new(vec![Line::from(counters), second]), area);
 }

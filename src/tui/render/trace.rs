@@ -126,7 +126,7 @@ pub fn render_waiting(frame: &mut Frame<'_>, area: Rect, state: &TuiState, addr:
         Line::raw(format!(
             "{who} is connected to proxy1, but {busy} of {} ids are taken: it waits for one \
              to free up.",
-            state.conns.len()
+            state.conns.ids()
         )),
         Line::raw(""),
         Line::styled(
