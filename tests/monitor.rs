@@ -167,12 +167,21 @@ async fn metrics_after_traffic_parse_and_equal_the_lab_snapshot() {
         "{headers}"
     );
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
-    // The parser skips what it cannot read: every sample line must have become a sample.
+    // The parser skips what it cannot read: every sample line must have become a sample (a
+    // histogram's `_bucket` lines become one sample per series, holding every bucket).
     let sample_lines = body
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .count();
-    assert_eq!(scrape.samples.len(), sample_lines, "{body}");
+    let read_lines: usize = scrape
+        .samples
+        .iter()
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets) => buckets.len(),
+            _ => 1,
+        })
+        .sum();
+    assert_eq!(read_lines, sample_lines, "{body}");
     // And the lab did not move while it was scraped.
     let after = lab.snapshot();
     assert_eq!(
@@ -784,6 +793,204 @@ async fn socks5_connections_show_their_destination_and_user() {
             && l.ends_with("user=ana SUCCESS")),
         "{log:?}"
     );
+    drop(stream);
+    monitored.monitor.stop().await;
+    monitored.lab.shutdown().await;
+}
+
+/// A lab in a reliable `mode` over `loss`% each way, with `/metrics` on, and every
+/// transport's final counters (`TransportStats` with `ended`) gathered from the event stream
+/// by endpoint label.
+async fn reliable_lab_with_metrics(
+    mode: tunlab::wire::WireMode,
+    loss: f64,
+) -> (
+    Lab,
+    Monitor,
+    Arc<ConnTable>,
+    Arc<std::sync::Mutex<Vec<(String, u64)>>>,
+) {
+    use tunlab::event::EventKind;
+    use tunlab::impair::settings::LinkSettings;
+    use tunlab::transport::{RtoConfig, TransportConfig};
+    let (events, mut rx) = EventSink::channel(64 * 1024);
+    let ended = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let gathered = ended.clone();
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if let EventKind::TransportStats {
+                at,
+                stats,
+                ended: true,
+                ..
+            } = event.kind
+            {
+                gathered
+                    .lock()
+                    .unwrap()
+                    .push((at.label().to_string(), stats.rtt_samples));
+            }
+        }
+    });
+    let conns = Arc::new(ConnTable::new());
+    let events = events.with_observer(conns.clone());
+    let mut config = LabConfig {
+        mode,
+        link: LinkSettings::symmetric(DirectionSettings {
+            loss: Percent::new(loss).unwrap(),
+            ..DirectionSettings::default()
+        }),
+        link_seed: Some(SEED),
+        ..LabConfig::ephemeral()
+    };
+    let transport = TransportConfig {
+        rto: RtoConfig::Fixed(Duration::from_millis(20)),
+        max_timeouts: 50,
+        ..TransportConfig::for_mode(mode)
+    };
+    config.proxy1.transport = Some(transport);
+    config.proxy2.transport = Some(transport);
+    config.proxy1.connect_attempts = 12;
+    let lab = Lab::start(config, events).await.unwrap();
+    let plan = MonitorPlan {
+        metrics: Some("127.0.0.1:0".parse().unwrap()),
+        admin: None,
+        users: vec![],
+        limits: AdminLimits::default(),
+    };
+    let sources = MonitorSources::for_lab(&lab, conns.clone(), None);
+    let monitor = Monitor::start(&plan, sources).await.unwrap();
+    (lab, monitor, conns, ended)
+}
+
+/// After echoes in `mode` over a lossy link, closed and quiet, `/metrics` has one RTT
+/// histogram per endpoint whose count is the lab's own count of samples and the sum of every
+/// transport's own count, with cumulative buckets and a plausible sum.
+async fn rtt_histogram_counts_every_sample(mode: tunlab::wire::WireMode, loss: f64, len: usize) {
+    let (lab, monitor, conns, ended) = reliable_lab_with_metrics(mode, loss).await;
+    let clients = 3;
+    for seed in 0..clients {
+        let mut stream = TcpStream::connect(lab.addrs().proxy1_tcp).await.unwrap();
+        let data = random_bytes(seed, len);
+        let echoed = within("the echo", echo_through(&mut stream, &data, usize::MAX)).await;
+        assert_eq!(echoed, data, "{mode:?}");
+    }
+    // Every connection closed at both proxies, and the counters still.
+    let snapshot = within("a quiet lab", async {
+        loop {
+            let before = lab.snapshot();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let after = lab.snapshot();
+            let open = conns.totals(Role::Proxy1).current + conns.totals(Role::Proxy2).current;
+            if open == 0 && before.proxy1 == after.proxy1 && before.proxy2 == after.proxy2 {
+                return after;
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        snapshot.events_dropped, 0,
+        "every TransportStats event seen"
+    );
+    let (_, _, body) = http_get(monitor.metrics_addr().unwrap(), "/metrics").await;
+    assert!(
+        body.contains("# TYPE tunlab_rtt_seconds histogram"),
+        "{body}"
+    );
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let untyped = |metric: &str, endpoint: &str| -> f64 {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && s.labels.get("endpoint") == Some(endpoint))
+            .unwrap_or_else(|| panic!("no {metric} for {endpoint}"));
+        match sample.value {
+            prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{metric} is {other:?}"),
+        }
+    };
+    for (endpoint, stats) in [("proxy1", snapshot.proxy1), ("proxy2", snapshot.proxy2)] {
+        let buckets = scrape
+            .samples
+            .iter()
+            .find_map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(buckets)
+                    if s.metric == "tunlab_rtt_seconds"
+                        && s.labels.get("endpoint") == Some(endpoint) =>
+                {
+                    Some(buckets.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no tunlab_rtt_seconds histogram for {endpoint}"));
+        let count = untyped("tunlab_rtt_seconds_count", endpoint);
+        let sum = untyped("tunlab_rtt_seconds_sum", endpoint);
+        let lab_count = stats.transport.rtt.count();
+        // Each transport's own count of the samples its timer took, summed over connections.
+        let transports: u64 = ended
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, _)| at == endpoint)
+            .map(|(_, n)| n)
+            .sum();
+        assert!(count > 0.0, "{mode:?} {endpoint}: no RTT sample");
+        assert_eq!(
+            count, lab_count as f64,
+            "{mode:?} {endpoint}: the lab's count"
+        );
+        assert_eq!(
+            count, transports as f64,
+            "{mode:?} {endpoint}: the transports' count"
+        );
+        // Cumulative: bounds ascend, counts never fall, +Inf holds them all.
+        assert!(
+            buckets
+                .windows(2)
+                .all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count),
+            "{mode:?} {endpoint}: {buckets:?}"
+        );
+        let last = buckets.last().unwrap();
+        assert!(last.less_than.is_infinite(), "{buckets:?}");
+        assert_eq!(last.count, count, "{mode:?} {endpoint}: +Inf is the count");
+        assert_eq!(buckets.first().unwrap().less_than, 0.0001);
+        let largest_bound = buckets[buckets.len() - 2].less_than;
+        assert_eq!(largest_bound, 10.0);
+        assert!(
+            sum > 0.0 && sum < count * largest_bound,
+            "{mode:?} {endpoint}: sum {sum} s over {count} samples"
+        );
+        assert_eq!(sum, stats.transport.rtt.sum.as_secs_f64(), "{endpoint}");
+    }
+    monitor.stop().await;
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtt_histogram_in_selective_repeat_counts_every_sample() {
+    rtt_histogram_counts_every_sample(tunlab::wire::WireMode::SelectiveRepeat, 10.0, 128 * 1024)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtt_histogram_in_stop_and_wait_counts_every_sample() {
+    rtt_histogram_counts_every_sample(tunlab::wire::WireMode::StopAndWait, 5.0, 16 * 1024).await;
+}
+
+/// Classic mode has no acks: the histogram is there, empty, and its HELP says why.
+#[tokio::test]
+async fn rtt_histogram_is_empty_in_classic_mode() {
+    let monitored = start(AdminLimits::default()).await;
+    let stream = echo_client(&monitored.lab, 1, 4000).await;
+    let (_, _, body) = http_get(monitored.monitor.metrics_addr().unwrap(), "/metrics").await;
+    assert!(
+        body.contains("Classic mode has no acks, so no samples."),
+        "{body}"
+    );
+    for endpoint in ["proxy1", "proxy2"] {
+        let line = format!("tunlab_rtt_seconds_count{{endpoint=\"{endpoint}\"}} 0");
+        assert!(body.lines().any(|l| l == line), "{line} in {body}");
+    }
     drop(stream);
     monitored.monitor.stop().await;
     monitored.lab.shutdown().await;

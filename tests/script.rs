@@ -602,6 +602,7 @@ fn every_shipped_scenario_has_a_test_here() {
         "go-back-n-loss.toml",
         "selective-repeat-loss.toml",
         "selective-repeat-reorder.toml",
+        "sealed-link.toml",
         "socks5-blocklist.toml",
     ];
     let shipped: BTreeSet<String> =
@@ -960,4 +961,208 @@ fn socks5_in_a_text_mode_or_without_the_port_is_invalid() {
     let run = run_script(&path);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("add [lab.socks5]"), "{}", run.stderr);
+}
+
+/// Runs `tunlab --script FILE --report … EXTRA…` in `dir` (captures land there).
+fn run_script_in(dir: &Path, scenario: &Path, extra: &[&std::ffi::OsStr]) -> Run {
+    let report_path = dir.join("report.json");
+    let output = Command::new(TUNLAB)
+        .arg("--script")
+        .arg(scenario)
+        .arg("--report")
+        .arg(&report_path)
+        .args(extra)
+        .current_dir(dir)
+        .output()
+        .expect("tunlab runs");
+    finish(output, &report_path)
+}
+
+/// Every capture file under `dir/captures`, read whole.
+fn captures_in(dir: &Path) -> Vec<Vec<u8>> {
+    let files: Vec<Vec<u8>> = std::fs::read_dir(dir.join("captures"))
+        .map(|entries| {
+            entries
+                .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(files.len(), 1, "one capture in {}", dir.display());
+    files
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `tunlab keygen` into `path`.
+fn keygen(path: &Path) {
+    let status = Command::new(TUNLAB)
+        .arg("keygen")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The shipped sealed scenario runs headless with its capture: the expectations hold, the
+/// run says which key sealed it, and the capture holds none of the text the clients sent.
+#[test]
+fn sealed_link_scenario_passes_and_its_capture_holds_no_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_path("sealed-link.toml");
+    let run = run_script_in(dir.path(), &scenario, &[]);
+    run.assert_passed();
+    let key = scenario_path("sealed-link.key");
+    assert!(
+        run.stdout.contains(&format!(
+            "the link is sealed with the key in {}",
+            key.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    let capture = &captures_in(dir.path())[0];
+    assert!(capture.len() > 24 + 20 * 60, "frames were captured");
+    assert!(
+        !contains(capture, b"attack at dawn"),
+        "plaintext in the capture"
+    );
+    // The same scenario unsealed (key_file removed) does show the text: the check can fail.
+    let text = std::fs::read_to_string(&scenario)
+        .unwrap()
+        .replace("key_file = \"sealed-link.key\"", "");
+    let (plain_dir, plain) = temp_scenario("plain.toml", &text);
+    run_script_in(plain_dir.path(), &plain, &[]).assert_passed();
+    assert!(contains(
+        &captures_in(plain_dir.path())[0],
+        b"attack at dawn"
+    ));
+}
+
+const SEALED: &str = r#"
+[lab]
+wire = "go-back-n"
+clients = 1
+capture = "pcap"
+key_file = "keys/lab.key"
+[[step]]
+send = "the eagle has landed"
+[[step]]
+wait_for = "echoes"
+[[expect]]
+echo_intact = "all"
+[[expect]]
+no_malformed = true
+"#;
+
+/// A key generated at test time, named relative to the scenario file (the run's working
+/// directory is elsewhere): sealed, intact, no plaintext captured.
+#[test]
+fn key_file_is_relative_to_the_scenario_file() {
+    let (scenario_dir, scenario) = temp_scenario("sealed.toml", SEALED);
+    std::fs::create_dir(scenario_dir.path().join("keys")).unwrap();
+    let key = scenario_dir.path().join("keys/lab.key");
+    keygen(&key);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = run_script_in(elsewhere.path(), &scenario, &[]);
+    run.assert_passed();
+    assert!(
+        run.stdout
+            .contains(&format!("sealed with the key in {}", key.display())),
+        "{}",
+        run.stdout
+    );
+    // keygen makes it 0600: no warning.
+    assert!(!run.stderr.contains("readable by others"), "{}", run.stderr);
+    let capture = &captures_in(elsewhere.path())[0];
+    assert!(!contains(capture, b"the eagle has landed"));
+}
+
+/// A missing or bad key file stops the scenario before the lab starts (exit 2), naming the
+/// file and the key; so does a key for a course format.
+#[test]
+fn a_missing_bad_or_misplaced_key_file_exits_2_naming_it() {
+    let (dir, scenario) = temp_scenario("sealed.toml", SEALED);
+    let run = run_script_in(dir.path(), &scenario, &[]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    let missing = dir.path().join("keys/lab.key");
+    assert!(
+        run.stderr
+            .contains(&format!("cannot read key file {}", missing.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("lab.key_file"), "{}", run.stderr);
+    assert!(run.report.is_none(), "no run, no report");
+
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    std::fs::write(&missing, "not a key\n").unwrap();
+    let run = run_script_in(dir.path(), &scenario, &[]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains(&format!("key file {} is not hex", missing.display())),
+        "{}",
+        run.stderr
+    );
+
+    std::fs::remove_file(&missing).unwrap();
+    keygen(&missing);
+    let course = SEALED.replace("go-back-n", "stop-and-wait");
+    let (dir, scenario) = temp_scenario("course.toml", &course);
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    std::fs::copy(&missing, dir.path().join("keys/lab.key")).unwrap();
+    let run = run_script_in(dir.path(), &scenario, &[]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stderr.contains(
+            "key_file seals the extended modes only (wire = \"go-back-n\" or \"selective-repeat\"); \
+             wire = \"stop-and-wait\" is the course's plaintext format"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+/// `--key-file` on the command line replaces the scenario's key: the run says so and works
+/// when the scenario names a key file that does not exist; a course-format scenario refuses it.
+#[test]
+fn the_command_line_key_file_replaces_the_scenarios() {
+    let (dir, scenario) = temp_scenario("sealed.toml", SEALED);
+    let key = dir.path().join("mine.key");
+    keygen(&key);
+    let args = [std::ffi::OsStr::new("--key-file"), key.as_os_str()];
+    let run = run_script_in(dir.path(), &scenario, &args);
+    run.assert_passed();
+    assert!(
+        run.stdout
+            .contains(&format!("sealed with the key in {}", key.display())),
+        "{}",
+        run.stdout
+    );
+    assert!(!contains(
+        &captures_in(dir.path())[0],
+        b"the eagle has landed"
+    ));
+    // A scenario without key_file is sealed by it too.
+    let unsealed = SEALED.replace("key_file = \"keys/lab.key\"", "");
+    let (dir, scenario) = temp_scenario("unsealed.toml", &unsealed);
+    let run = run_script_in(dir.path(), &scenario, &args);
+    run.assert_passed();
+    assert!(!contains(
+        &captures_in(dir.path())[0],
+        b"the eagle has landed"
+    ));
+    // A scenario in a course format refuses it, as the lab's --key-file does.
+    let course = unsealed.replace("go-back-n", "stop-and-wait");
+    let (dir, scenario) = temp_scenario("course.toml", &course);
+    let run = run_script_in(dir.path(), &scenario, &args);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("--key-file seals the extended modes only"),
+        "{}",
+        run.stderr
+    );
 }

@@ -23,6 +23,8 @@ pub fn prepare(cli: &Cli) -> Result<(), ExitCode> {
     // to the hard one before anything opens.
     crate::fd_limit::raise_to_hard();
     let wire = match &cli.command {
+        // With --script the scenario names the wire mode; its run checks the key against it.
+        None if cli.lab.script.is_some() => None,
         None => Some(&cli.lab.wire),
         Some(Command::Proxy1(args)) => Some(&args.wire),
         Some(Command::Proxy2(args)) => Some(&args.wire),
@@ -110,7 +112,17 @@ pub async fn run_lab(args: LabArgs) -> anyhow::Result<ExitCode> {
     // Headless: a scenario file, or the built-in demo scenario when there is no terminal.
     if let Some(script) = &args.script {
         let monitor = args.monitor.plan();
-        return Ok(crate::script::run_file(script, args.report.as_deref(), &monitor).await);
+        // The command line's key, if any, replaces the scenario's own `key_file`.
+        let key = args
+            .wire
+            .key_file
+            .as_ref()
+            .map(|file| crate::script::scenario::ScenarioKey {
+                path: file.path.clone(),
+                key: file.key.clone(),
+                warning: file.warning.clone(),
+            });
+        return Ok(crate::script::run_file(script, args.report.as_deref(), &monitor, key).await);
     }
     if let Some(play) = &args.play {
         if !std::io::stdout().is_terminal() {

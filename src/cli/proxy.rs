@@ -64,7 +64,8 @@ pub struct WireArgs {
     pub cc: crate::transport::CongestionControl,
     /// Seal (encrypt and authenticate) every frame on the link with the key in FILE (made by
     /// `tunlab keygen FILE`; both proxies need the same one). Extended modes only
-    /// (--wire go-back-n or selective-repeat); the course's formats stay plaintext.
+    /// (--wire go-back-n or selective-repeat); the course's formats stay plaintext. With the
+    /// lab's --script, this key replaces the scenario's own `key_file`.
     #[arg(long, value_parser = parse_key_file, value_name = "FILE")]
     pub key_file: Option<KeyFile>,
 }

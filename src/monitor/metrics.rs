@@ -18,6 +18,7 @@
 //! | `tunlab_malformed_datagrams_total` | `endpoint` | datagrams that did not decode |
 //! | `tunlab_ignored_datagrams_total` | `endpoint` | dropped on purpose (stranger, id not open…) |
 //! | `tunlab_retransmissions_total` | `endpoint`, `cause` (timeout/fast) | reliable modes: frames sent again |
+//! | `tunlab_rtt_seconds` (histogram) | `endpoint` | reliable modes: each round-trip sample the retransmission timers took (Karn's rule); none in classic mode |
 //! | `tunlab_sealed_rejected_datagrams_total` | `endpoint`, `reason` (unauthentic, replayed, peer_reject) | a sealed link's drops |
 //! | `tunlab_connections_total` | `role` | connections opened |
 //! | `tunlab_connections_open` | `role` | open now |
@@ -33,16 +34,13 @@
 //! | `tunlab_capture_frames_written_total`, `tunlab_capture_written_bytes_total` | | |
 //! | `tunlab_events_dropped_total` | | events the consumer was too slow for |
 //! | `tunlab_idle_timeout_seconds` | | the proxies' idle timeout now |
-//!
-//! Still to come for the reliable modes: the histogram `tunlab_rtt_seconds{endpoint}` (the
-//! transports keep SRTT per connection but report no samples yet).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -56,6 +54,7 @@ use super::MonitorSources;
 use crate::impair::DropCause;
 use crate::tasks::Tasks;
 use crate::topology::LinkDirection;
+use crate::transport::totals::{RTT_BUCKETS, RttSnapshot};
 use crate::wire::FrameKind;
 
 /// The `Content-Type` of what `/metrics` returns.
@@ -149,6 +148,34 @@ fn family<M: EncodeMetric>(
     Ok(())
 }
 
+/// One endpoint's RTT histogram as read at the scrape (prometheus-client has constant
+/// counters and gauges, not a constant histogram; its own `Histogram` would be a second
+/// copy of counts the transport totals already keep exactly).
+struct ConstHistogram(RttSnapshot);
+
+impl EncodeMetric for ConstHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // The encoder wants each bucket's own count, the +Inf one last, and makes them
+        // cumulative itself.
+        let buckets: Vec<(f64, u64)> = RTT_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.0.per_bucket)
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(
+            self.0.sum.as_secs_f64(),
+            self.0.count(),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 fn counter(value: u64) -> ConstCounter<u64> {
     ConstCounter::new(value)
 }
@@ -220,8 +247,13 @@ impl Collector for TunlabCollector {
         let mut malformed = Vec::new();
         let mut ignored = Vec::new();
         let mut retransmits = Vec::new();
+        let mut rtt = Vec::new();
         let mut sealed = Vec::new();
         for (endpoint, stats) in &links {
+            rtt.push((
+                vec![("endpoint", endpoint.to_string())],
+                ConstHistogram(stats.transport.rtt),
+            ));
             // The reliable modes' transports, counted by the tunnel pump as it sends.
             for (cause, n) in [
                 ("timeout", stats.transport.counts.retransmits_timeout),
@@ -303,6 +335,14 @@ impl Collector for TunlabCollector {
             "Data and close frames this endpoint sent again (reliable modes), by cause.",
             None,
             retransmits,
+        )?;
+        family(
+            e,
+            "rtt",
+            "Round-trip times the reliable modes' retransmission timers measured: one sample per ack that newly acknowledges a frame sent only once (Karn's rule). Classic mode has no acks, so no samples.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+            rtt,
         )?;
         counter_family(
             e,

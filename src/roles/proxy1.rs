@@ -34,6 +34,7 @@ use crate::roles::access_log::{AccessLogWriter, AccessRecord, AccessResult};
 use crate::roles::fronts::socks5::{self, Accepted, FrontConfig};
 use crate::tasks::{SHUTDOWN_GRACE, Tasks};
 use crate::topology::{Endpoint, Role};
+use crate::transport::stop_and_wait::StrayCloses;
 use crate::transport::totals::TallyKey;
 use crate::transport::{Transport, TransportConfig};
 use crate::tunnel::activity::Activity;
@@ -205,6 +206,8 @@ struct Shared {
     shutdown: CancellationToken,
     /// Every task proxy1 spawns (a task per client, a writer per open connection).
     tasks: Tasks,
+    /// Stop-and-wait: answers to an `X` for an id no longer open.
+    stray_closes: Mutex<StrayCloses<ConnId>>,
 }
 
 impl Shared {
@@ -377,6 +380,7 @@ pub async fn run_in(
         }),
         shutdown: shutdown.clone(),
         tasks,
+        stray_closes: Mutex::new(StrayCloses::default()),
     });
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut sweep = tokio::time::interval(sweep_period(&shared.config));
@@ -447,6 +451,8 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
         None,
         Ignore(Ignored),
         AnswerClose,
+        /// Stop-and-wait: an `X` for an id already closed here (see below).
+        AnswerStrayClose(Seq),
         Closed(SocketAddr),
         Forgotten(SocketAddr),
     }
@@ -515,6 +521,13 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
             },
             // Data for an id we do not have open: proxy2 still thinks it is; tell it otherwise.
             (Frame::Data { .. }, None) => Action::AnswerClose,
+            // Stop-and-wait: proxy2 resends its X until acked and probes for ours (every copy
+            // of ours lost) after our side finished: answer with an ack and an X.
+            (Frame::Close { seq, .. }, None)
+                if shared.link.mode() == crate::wire::WireMode::StopAndWait =>
+            {
+                Action::AnswerStrayClose(seq)
+            }
             (_, None) => Action::Ignore(Ignored::NotOpen(frame.kind(), id)),
             (Frame::Connect { .. } | Frame::Ack { .. }, Some(_)) => {
                 Action::Ignore(Ignored::Unexpected(frame.kind(), id))
@@ -529,6 +542,20 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
                 .link
                 .ignore(peer, Ignored::NotOpen(FrameKind::Data, id));
             shared.send(Frame::Close { id, seq: Seq::ZERO }).await;
+        }
+        Action::AnswerStrayClose(seq) => {
+            shared
+                .link
+                .ignore(peer, Ignored::NotOpen(FrameKind::Close, id));
+            let answer =
+                shared
+                    .stray_closes
+                    .lock()
+                    .unwrap()
+                    .answer(id, id, seq, std::time::Instant::now());
+            for frame in answer.into_iter().flatten() {
+                shared.send(frame).await;
+            }
         }
         Action::Closed(client) => shared.conn_event(id, ConnState::Closing, client),
         Action::Forgotten(client) => shared.log(

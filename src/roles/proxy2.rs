@@ -32,12 +32,13 @@ use crate::link::{LinkSocket, RECV_BUFFER, Received};
 use crate::roles::dialers::ResolverDialer;
 use crate::tasks::{SHUTDOWN_GRACE, Tasks};
 use crate::topology::{Endpoint, Role};
+use crate::transport::stop_and_wait::StrayCloses;
 use crate::transport::totals::TallyKey;
 use crate::transport::{Transport, TransportConfig};
 use crate::tunnel::activity::Activity;
 use crate::tunnel::admission::{Admission, ConnKey, Decision, Limits, Refusal};
 use crate::tunnel::reliable::{self, PumpEnd, PumpSide, ReliableConn};
-use crate::wire::{ConnId, Frame, FrameKind, Seq};
+use crate::wire::{ConnId, Frame, FrameKind, Seq, WireMode};
 
 /// How proxy2 behaves; [`Proxy2Config::new`] gives the defaults.
 #[derive(Clone, Debug)]
@@ -134,6 +135,8 @@ struct Shared {
     /// Every task of every connection: awaited on shutdown, so that the UDP port is free
     /// again when `run` returns.
     tasks: Tasks,
+    /// Stop-and-wait: answers to an `X` for a connection no longer open.
+    stray_closes: Mutex<StrayCloses<ConnKey>>,
 }
 
 impl Shared {
@@ -221,6 +224,7 @@ pub async fn run_in(
         config,
         refusals_logged: LogThrottle::new(Duration::from_secs(1)),
         tasks,
+        stray_closes: Mutex::new(StrayCloses::default()),
     });
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut sweep = tokio::time::interval(sweep_period(
@@ -388,7 +392,7 @@ async fn on_frame(
                 conn.on_frame(&frame);
             }
         }
-        Frame::Close { .. } => {
+        Frame::Close { seq, .. } => {
             let removed = shared.table.lock().unwrap().remove(key).is_some();
             if removed {
                 shared.conn_event(key, ConnState::Free);
@@ -396,6 +400,19 @@ async fn on_frame(
                 shared
                     .link
                     .ignore(peer, Ignored::NotOpen(FrameKind::Close, id));
+                // Stop-and-wait: proxy1 resends its X until acked and probes for ours (every
+                // copy of ours lost) after our side finished: answer with an ack and an X.
+                if shared.link.mode() == WireMode::StopAndWait {
+                    let answer = shared.stray_closes.lock().unwrap().answer(
+                        key,
+                        id,
+                        seq,
+                        std::time::Instant::now(),
+                    );
+                    for frame in answer.into_iter().flatten() {
+                        shared.send(frame, peer).await;
+                    }
+                }
             }
         }
         Frame::Ack { .. }

@@ -37,11 +37,36 @@ pub const DEMO_SCENARIO: &str = include_str!("../../assets/scenarios/basic.toml"
 const DEMO_NAME: &str = "built-in demo (assets/scenarios/basic.toml)";
 
 /// Runs the scenario in `path`, printing the summary; writes the JSON report to `report`,
-/// and serves what `monitor` asks while it runs.
-pub async fn run_file(path: &Path, report: Option<&Path>, monitor: &MonitorPlan) -> ExitCode {
+/// and serves what `monitor` asks while it runs. `key`, the command line's `--key-file`,
+/// seals the link instead of the scenario's own `key_file` (the command line wins).
+pub async fn run_file(
+    path: &Path,
+    report: Option<&Path>,
+    monitor: &MonitorPlan,
+    key: Option<scenario::ScenarioKey>,
+) -> ExitCode {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => run_adjusted(&Source::new(file, text), report, monitor, |_| {}).await,
+        Ok(text) => {
+            let key_given = key.is_some();
+            run_adjusted(
+                &Source::new(file, text),
+                key_given,
+                report,
+                monitor,
+                |scenario| {
+                    let Some(key) = key else { return Ok(()) };
+                    if let Some(why) =
+                        scenario::ScenarioKey::refuses(scenario.lab.wire, "--key-file")
+                    {
+                        return Err(why);
+                    }
+                    scenario.lab.key = Some(key);
+                    Ok(())
+                },
+            )
+            .await
+        }
         Err(e) => invalid(&ScenarioError::whole_file(
             file,
             format!("cannot read the scenario: {e}"),
@@ -66,33 +91,50 @@ pub async fn run_demo(
     monitor: &MonitorPlan,
 ) -> ExitCode {
     let source = Source::new(DEMO_NAME, DEMO_SCENARIO);
-    run_adjusted(&source, report, monitor, |scenario| {
+    run_adjusted(&source, false, report, monitor, |scenario| {
         scenario.lab.capture = capture.as_ref().map(|capture| capture.format);
         if let Some(capture) = capture {
             scenario.lab.capture_dir = capture.dir;
             scenario.lab.capture_tcp = capture.tcp;
         }
+        Ok(())
     })
     .await
 }
 
 /// Checks and runs a scenario from its text.
 pub async fn run_source(source: &Source, report_path: Option<&Path>) -> ExitCode {
-    run_adjusted(source, report_path, &MonitorPlan::default(), |_| {}).await
+    run_adjusted(source, false, report_path, &MonitorPlan::default(), |_| {
+        Ok(())
+    })
+    .await
 }
 
-/// Checks a scenario, lets `adjust` change it, and runs it.
+/// Checks a scenario, lets `adjust` change it (or refuse it, with the message to print), and
+/// runs it. `key_given`: `adjust` sets the key, so the scenario's `key_file` is not read.
 async fn run_adjusted(
     source: &Source,
+    key_given: bool,
     report_path: Option<&Path>,
     monitor: &MonitorPlan,
-    adjust: impl FnOnce(&mut scenario::Scenario),
+    adjust: impl FnOnce(&mut scenario::Scenario) -> Result<(), String>,
 ) -> ExitCode {
-    let mut scenario = match scenario::parse(source) {
+    let mut scenario = match scenario::parse_with(source, key_given) {
         Ok(scenario) => scenario,
         Err(error) => return invalid(&error),
     };
-    adjust(&mut scenario);
+    if let Err(why) = adjust(&mut scenario) {
+        eprintln!("error: {}: {why}", scenario.file);
+        return ExitCode::from(EXIT_INVALID);
+    }
+    if let Some(warning) = scenario
+        .lab
+        .key
+        .as_ref()
+        .and_then(|key| key.warning.as_ref())
+    {
+        eprintln!("warning: {warning}");
+    }
     // Create the report file first, so a path that cannot be written fails before the run.
     let mut report_file = match report_path {
         Some(path) => match std::fs::File::create(path) {
@@ -114,6 +156,12 @@ async fn run_adjusted(
     );
     if let Some(description) = &scenario.description {
         println!("  {}", description.trim());
+    }
+    if let Some(key) = &scenario.lab.key {
+        println!(
+            "  the link is sealed with the key in {}",
+            key.path.display()
+        );
     }
     // Listening from here: a signal while the lab starts also stops the run cleanly.
     let signals = crate::shutdown::SignalToken::new();

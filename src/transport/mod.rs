@@ -62,8 +62,10 @@ pub struct TransportConfig {
     /// Duplicate acks (or frames selectively acked above a hole) that trigger a fast
     /// retransmit.
     pub dup_ack_threshold: u32,
-    /// Stop-and-wait only: how many times a close (`X`) is sent at most, one RTO apart, until
-    /// the peer's own close arrives (course peers neither ack nor resend `X`).
+    /// Stop-and-wait only: how many times an unacknowledged close (`X`) is sent, one RTO
+    /// apart, before we stop once the peer's own close has arrived (course peers neither ack
+    /// nor resend `X`). Until then, or to a peer that resent its own (one of ours), it goes
+    /// until acked or given up. See [`stop_and_wait`].
     pub close_sends: u32,
     /// The first sequence number this side sends (extended modes): the ISN of our `C` or
     /// `OK`, random per connection (tests use one near 2³² to cross the wrap).
@@ -256,6 +258,9 @@ pub struct TransportStats {
     pub srtt: Option<Duration>,
     /// Round-trip time variation, once measured.
     pub rttvar: Option<Duration>,
+    /// Round-trip samples taken so far (frames acked that were sent once: Karn's rule). Each
+    /// one is handed out by [`Transport::poll_rtt_sample`].
+    pub rtt_samples: u64,
     /// The current retransmission timeout.
     pub rto: Duration,
     /// Frames sent and not yet acknowledged (the window in use).
@@ -401,6 +406,18 @@ impl Transport {
     /// The next trace event, oldest first.
     pub fn poll_event(&mut self) -> Option<TransportEvent> {
         each!(self, t => t.events_mut().pop())
+    }
+
+    /// The next round-trip sample the retransmission timer took, oldest first: one per
+    /// frame acked that was sent only once (Karn's rule). Classic mode has no acks and never
+    /// has one. The tunnel's pump drains these into the endpoint's RTT histogram.
+    pub fn poll_rtt_sample(&mut self) -> Option<Duration> {
+        match self {
+            Transport::Classic(_) => None,
+            Transport::StopAndWait(t) => t.rto_mut().take_sample(),
+            Transport::GoBackN(t) => t.rto_mut().take_sample(),
+            Transport::SelectiveRepeat(t) => t.rto_mut().take_sample(),
+        }
     }
 
     /// Payload bytes this transport holds right now: taken with [`Transport::write`] and not

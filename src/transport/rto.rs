@@ -9,7 +9,12 @@
 //!
 //! Fixed: the RTO never moves (the course's 10 s timer); SRTT and RTTVAR are still
 //! measured, for the statistics.
+//!
+//! Every sample is also kept, in order, until the caller drains it with
+//! [`RtoEstimator::take_sample`]: the tunnel's pump records each one in the endpoint's exact
+//! RTT histogram (`tunlab_rtt_seconds` in `/metrics`), so the estimator does no I/O itself.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Clock granularity G of RFC 6298: a floor under the variance term.
@@ -41,6 +46,11 @@ impl Default for RtoConfig {
     }
 }
 
+/// Samples kept for the caller at most. A sample needs a frame acked that the caller had
+/// taken with `poll_transmit`, so between two drains there are at most a window's worth: the
+/// bound is never reached by a caller that drains after each step, and is a bound all the same.
+const PENDING_SAMPLES: usize = 4096;
+
 /// Smoothed round-trip time, its variance, and the timeout they give.
 #[derive(Clone, Debug)]
 pub struct RtoEstimator {
@@ -49,6 +59,12 @@ pub struct RtoEstimator {
     rttvar: Duration,
     /// Expiries since the last sample: the RTO is doubled this many times.
     backoff: u32,
+    /// Samples not yet taken by the caller, oldest first.
+    pending: VecDeque<Duration>,
+    /// Samples measured so far (taken or not, kept or not).
+    samples: u64,
+    /// Samples lost because the caller did not drain them (zero for the tunnel's pump).
+    samples_dropped: u64,
 }
 
 impl RtoEstimator {
@@ -58,6 +74,9 @@ impl RtoEstimator {
             srtt: None,
             rttvar: Duration::ZERO,
             backoff: 0,
+            pending: VecDeque::new(),
+            samples: 0,
+            samples_dropped: 0,
         }
     }
 
@@ -75,6 +94,27 @@ impl RtoEstimator {
             }
         }
         self.backoff = 0;
+        self.samples += 1;
+        if self.pending.len() < PENDING_SAMPLES {
+            self.pending.push_back(rtt);
+        } else {
+            self.samples_dropped += 1;
+        }
+    }
+
+    /// The oldest round-trip sample not yet taken (each sample is handed out once).
+    pub fn take_sample(&mut self) -> Option<Duration> {
+        self.pending.pop_front()
+    }
+
+    /// Samples measured so far.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// Samples dropped because nobody took them in time.
+    pub fn samples_dropped(&self) -> u64 {
+        self.samples_dropped
     }
 
     /// The timer expired: back off (adaptive only).
@@ -161,6 +201,24 @@ mod tests {
         let mut fast = adaptive();
         fast.on_sample(ms(1));
         assert_eq!(fast.rto(), ms(200));
+    }
+
+    #[test]
+    fn every_sample_is_handed_out_once_in_order() {
+        let mut rto = adaptive();
+        assert_eq!(rto.take_sample(), None);
+        rto.on_sample(ms(3));
+        rto.on_timeout(); // not a sample
+        rto.on_sample(ms(7));
+        assert_eq!(rto.samples(), 2);
+        assert_eq!(rto.take_sample(), Some(ms(3)));
+        assert_eq!(rto.take_sample(), Some(ms(7)));
+        assert_eq!(rto.take_sample(), None);
+        for _ in 0..PENDING_SAMPLES + 2 {
+            rto.on_sample(ms(1));
+        }
+        assert_eq!(rto.samples_dropped(), 2);
+        assert_eq!(rto.samples(), PENDING_SAMPLES as u64 + 4);
     }
 
     #[test]

@@ -143,6 +143,9 @@ struct Run {
     /// Side 0's initial sequence number; side 1's is `isn_gap` later.
     initial_seq: u32,
     isn_gap: u32,
+    /// Side 1 closes only once side 0's close has arrived, like an echo server behind
+    /// proxy2 (otherwise each side closes when it has written everything).
+    echo_close: bool,
     /// Congestion control of both sides.
     congestion: CongestionControl,
     /// The retransmission timer; `None`: adaptive with a 50 ms floor (quick simulated runs).
@@ -167,6 +170,7 @@ impl Run {
             isn_gap: 0,
             congestion: defaults.congestion,
             rto: Some(defaults.rto),
+            echo_close: false,
         }
     }
 }
@@ -236,6 +240,13 @@ fn simulate(run: &Run) -> Outcome {
         Channel::new(run.seed, LinkDirection::ToProxy1, run.link.clone()),
     ];
     let mut now = t0;
+    // A side whose transport is done is gone, as a proxy drops the connection: what still
+    // comes for it gets what its proxy answers (stop-and-wait: an ack and an `X` for an `X`).
+    // TUNLAB_SIM_TRACE=1 prints every datagram sent and received (with TUNLAB_SIM_SEED=N on
+    // the stop-and-wait close test, one seed's story).
+    let trace = std::env::var_os("TUNLAB_SIM_TRACE").is_some();
+    let mut gone = [false; 2];
+    let mut stray: [super::stop_and_wait::StrayCloses<()>; 2] = Default::default();
     let mut malformed = 0;
     let mut retransmits = 0;
     let mut timeout_retransmits = 0;
@@ -244,13 +255,15 @@ fn simulate(run: &Run) -> Outcome {
     let mut done = false;
     for _step in 0..400_000 {
         for (i, side) in sides.iter_mut().enumerate() {
+            if gone[i] {
+                continue;
+            }
             let t = &mut side.transport;
+            let may_close = !(run.echo_close && i == 1) || t.peer_finished();
             if side.written < side.data.len() {
                 side.written += t.write(&side.data[side.written..]);
-                if side.written == side.data.len() {
-                    t.finish();
-                }
-            } else if side.data.is_empty() {
+            }
+            if side.written == side.data.len() && may_close {
                 t.finish();
             }
             if rng.next_u32() % 100 >= run.skip_read {
@@ -270,6 +283,13 @@ fn simulate(run: &Run) -> Outcome {
                     timeout_retransmits += u64::from(*retransmit == Some(RetransmitCause::Timeout));
                 }
                 let datagram = run.mode.to_bytes(&out.frame(ID)).unwrap();
+                if trace {
+                    let ms = now.duration_since(t0).as_millis();
+                    eprintln!(
+                        "{ms:>6} side {i} sends {:?}",
+                        String::from_utf8_lossy(&datagram[..datagram.len().min(4)])
+                    );
+                }
                 assert!(datagram.len() <= crate::wire::MAX_DATAGRAM);
                 links[i].send(now, run.mode, datagram);
             }
@@ -298,18 +318,29 @@ fn simulate(run: &Run) -> Outcome {
             done = true;
             break;
         }
-        // Stop-and-wait's close is sent a bounded number of times and never acked (course
-        // peers do not): when every copy is lost, the run ends with nothing left to happen.
+        // Stop-and-wait: a finished side is gone (its proxy answers for it). The extended
+        // modes' finished side keeps answering here: their close has no such stand-in yet.
+        if run.mode == WireMode::StopAndWait {
+            for (i, side) in sides.iter().enumerate() {
+                gone[i] |= side.transport.is_done();
+            }
+        }
+        // Nothing left to happen while a side is not done: a wedged connection (what a lost
+        // last stop-and-wait `X` used to cause), reported as not done.
         let settled = sides
             .iter()
-            .all(|s| s.transport.poll_timeout().is_none() && s.transport.stats().readable == 0)
-            && links.iter().all(|l| l.next_arrival().is_none());
+            .zip(gone)
+            .all(|(s, gone)| gone || s.transport.poll_timeout().is_none())
+            && links.iter().all(|l| l.next_arrival().is_none())
+            && sides.iter().all(|s| s.transport.stats().readable == 0);
         if settled {
             break;
         }
         let next = sides
             .iter()
-            .filter_map(|s| s.transport.poll_timeout())
+            .zip(gone)
+            .filter(|(_, gone)| !gone)
+            .filter_map(|(s, _)| s.transport.poll_timeout())
             .chain(links.iter().filter_map(Channel::next_arrival))
             .min();
         // With nothing scheduled, an application that skipped reading reads at the next step.
@@ -317,10 +348,29 @@ fn simulate(run: &Run) -> Outcome {
         for (i, side) in sides.iter_mut().enumerate() {
             // Side i receives what travels towards it: link (1 - i).
             for datagram in links[1 - i].arrivals(now) {
+                if trace {
+                    let ms = now.duration_since(t0).as_millis();
+                    eprintln!(
+                        "{ms:>6} side {i} gets  {:?}{}",
+                        String::from_utf8_lossy(&datagram[..datagram.len().min(4)]),
+                        if gone[i] { " (gone)" } else { "" }
+                    );
+                }
                 match run.mode.decode(&datagram) {
-                    Ok(frame) => side.transport.handle_frame(now, &frame),
+                    Ok(frame) if !gone[i] => side.transport.handle_frame(now, &frame),
+                    Ok(crate::wire::Frame::Close { id, seq })
+                        if run.mode == WireMode::StopAndWait =>
+                    {
+                        for frame in stray[i].answer((), id, seq, now).into_iter().flatten() {
+                            links[i].send(now, run.mode, run.mode.to_bytes(&frame).unwrap());
+                        }
+                    }
+                    Ok(_) => {}
                     Err(_) => malformed += 1,
                 }
+            }
+            if gone[i] {
+                continue;
             }
             if side.transport.poll_timeout().is_some_and(|t| t <= now) {
                 side.transport.handle_timeout(now);
@@ -361,11 +411,8 @@ fn link(loss: f64, dup: f64, reorder: f64, corrupt: f64, delay_ms: u64) -> Direc
 
 fn assert_exact(run: &Run, outcome: &Outcome) {
     assert!(!outcome.gave_up, "gave up: {run:?}");
-    // The extended modes' close is acked like data, so both ends always finish.
-    assert!(
-        outcome.done || !run.mode.is_extended(),
-        "did not finish: {run:?}"
-    );
+    // Every mode's close is acknowledged (stop-and-wait's `X` too), so both ends finish.
+    assert!(outcome.done, "did not finish: {run:?}");
     for i in 0..2 {
         assert!(
             outcome.received[1 - i] == outcome.sent[i],
@@ -394,6 +441,7 @@ fn a_clear_link_needs_no_retransmission() {
             skip_read: 0,
             initial_seq: 0,
             isn_gap: 0,
+            echo_close: false,
             congestion: CongestionControl::NewReno,
             rto: None,
         };
@@ -417,6 +465,7 @@ fn selective_repeat_resends_less_than_go_back_n_under_the_same_loss() {
             skip_read: 0,
             initial_seq: 0,
             isn_gap: 0,
+            echo_close: false,
             congestion: CongestionControl::NewReno,
             rto: None,
         };
@@ -442,6 +491,7 @@ fn corruption_is_caught_and_repaired_in_the_extended_modes() {
             skip_read: 0,
             initial_seq: u32::MAX - 20,
             isn_gap: 7,
+            echo_close: false,
             congestion: CongestionControl::NewReno,
             rto: None,
         };
@@ -478,6 +528,7 @@ proptest! {
         skip_read in prop_oneof![Just(0u32), 0u32..90],
         initial_seq in prop_oneof![Just(0u32), Just(u32::MAX - 5), any::<u32>()],
         isn_gap in any::<u32>(),
+        echo_close in any::<bool>(),
         congestion in prop_oneof![Just(CongestionControl::NewReno), Just(CongestionControl::None)],
     ) {
         // Stop-and-wait's wire has no checksum: a corrupted payload is delivered as it came
@@ -497,6 +548,7 @@ proptest! {
             // Stop-and-wait's sequence numbers are bits.
             initial_seq: if mode.is_extended() { initial_seq } else { 0 },
             isn_gap: if mode.is_extended() { isn_gap } else { 0 },
+            echo_close,
             congestion,
             rto: None,
         };
@@ -532,6 +584,7 @@ fn half_the_frames_lost_each_way_still_delivers_every_byte() {
             skip_read: 30,
             initial_seq: if extended { u32::MAX - 3 } else { 0 },
             isn_gap: if extended { 1 << 31 } else { 0 },
+            echo_close: false,
             congestion,
             rto: None,
         };
@@ -539,6 +592,44 @@ fn half_the_frames_lost_each_way_still_delivers_every_byte() {
         assert_exact(&run, &outcome);
         assert!(outcome.retransmits > 0, "{mode}");
     }
+}
+
+/// Issue 11: at 20% loss each way, stop-and-wait's close used to wedge about one connection
+/// in sixty: the last `X` was sent `close_sends` times and never acked, so when every copy
+/// was lost the other end waited for it until the idle timeout, its id taken. Each run here
+/// is an echo (side 1 closes after side 0's close arrives, as the server behind proxy2
+/// does) or two independent closes, over the seeded emulator; every one must finish, with
+/// every byte delivered, and without giving up.
+#[test]
+fn stop_and_wait_closes_always_finish_at_twenty_percent_loss() {
+    let mut wedged = Vec::new();
+    let seeds = std::env::var("TUNLAB_SIM_SEED")
+        .map_or(0..600u64, |s| s.parse::<u64>().map(|n| n..n + 1).unwrap());
+    for seed in seeds {
+        let run = Run {
+            mode: WireMode::StopAndWait,
+            seed,
+            link: link(20.0, 0.0, 0.0, 0.0, 5),
+            window: 4,
+            max_payload: 100,
+            send_buffer: 400,
+            sizes: [300, 200],
+            skip_read: 0,
+            initial_seq: 0,
+            isn_gap: 0,
+            echo_close: seed % 2 == 0,
+            congestion: CongestionControl::NewReno,
+            rto: None,
+        };
+        let outcome = simulate(&run);
+        if !outcome.done || outcome.gave_up {
+            wedged.push(seed);
+        }
+        for i in 0..2 {
+            assert!(outcome.received[1 - i] == outcome.sent[i], "{run:?}");
+        }
+    }
+    assert!(wedged.is_empty(), "seeds that did not finish: {wedged:?}");
 }
 
 /// A loopback-like link: 50 µs each way, `loss` percent lost each way.

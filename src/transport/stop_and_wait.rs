@@ -7,13 +7,27 @@
 //! duplicates included, and delivers only the expected bit. One bit per connection and per
 //! direction.
 //!
-//! Close: after [`finish`](crate::transport::Transport::finish) and once the last `D` is acked, `X<id><bit>`
-//! goes out with the next bit. Course peers neither ack nor resend `X`, so ours is sent
-//! `close_sends` times, one RTO apart, and stops early only when an `A<id><bit>` for it
-//! arrives (from a peer that acks closes). The peer's own `X` does not stop it: that `X` may
-//! have been sent before ours arrived (the two ends close independently), and a lost last
-//! `X` left the other end waiting for the idle timeout. An arriving `X` ends the peer's
-//! stream whatever its bit (liberal: course peers differ), and is not acked.
+//! Close: after [`finish`](crate::transport::Transport::finish) and once the last `D` is
+//! acked, `X<id><bit>` goes out with the next bit. The receiver acks every `X` it gets, like a
+//! `D` (`A<id><bit>`, duplicates included); an arriving `X` ends the peer's stream whatever
+//! its bit (liberal: course peers differ). Course peers neither ack nor resend `X` (an `A`
+//! for their `X` is, to them, a stale ack), so the close is made reliable on our side alone:
+//! - our `X` is resent one RTO apart (backing off) until its ack arrives. Against a peer that
+//!   never acks, we stop after `close_sends` sends once the peer's own `X` has arrived. The
+//!   peer's `X` alone says nothing about ours (the two ends close independently, and `X`s
+//!   cross), so until it comes ours keeps going; and a peer that resent its `X` to us is one
+//!   of ours (course peers send it once), which acks: ours goes until acked.
+//! - once our `X` is acked (so the peer is one of ours) and the peer's `X` has not come, we
+//!   probe: our `X` again after an RTO of silence, backing off. A peer still open acks it;
+//!   a peer that finished after sending its `X`s (all lost) is gone, and its proxy answers
+//!   an `X` for an id it no longer has with an ack and an `X` ([`StrayCloses`]), which ends
+//!   our wait.
+//!
+//! Every resend and probe counts toward the give-up bound (`max_timeouts` in a row with
+//! nothing heard from the peer), so nothing loops forever. Before this, our `X` went
+//! `close_sends` times and was never acked, so when every copy of the second closer's `X`
+//! was lost (one close in 125 at 20% loss each way) the first closer waited for it until
+//! the idle timeout, its id taken.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -22,7 +36,67 @@ use super::{
     Events, GiveUp, Inbox, OutFrame, Outbox, RetransmitCause, RtoEstimator, Segment,
     TransportConfig, TransportEvent, TransportStats, count_sent,
 };
-use crate::wire::{Frame, Seq};
+use crate::wire::{ConnId, Frame, SackBlocks, Seq};
+
+/// The ack of an `X`, `A<id><seq>`, as a proxy answers a stray one ([`StrayCloses`]).
+fn ack_of_close(id: ConnId, seq: Seq) -> Frame<'static> {
+    Frame::Ack {
+        id,
+        ack: seq,
+        window: 1,
+        sack: SackBlocks::EMPTY,
+    }
+}
+
+/// What a proxy answers, in stop-and-wait, to an `X` for a connection it no longer has: an
+/// ack of it and an `X` of its own. A peer resending its `X` (our ack was lost after our side
+/// finished) takes the ack; a peer probing because every copy of our `X` was lost takes the
+/// `X`. At most one answer per key (a peer's id) per [`StrayCloses::INTERVAL`]: two proxies
+/// that both dropped a connection would otherwise answer each other's answer forever.
+/// No I/O: the proxy passes the time and sends what it gets back.
+#[derive(Debug)]
+pub struct StrayCloses<K> {
+    answered: std::collections::HashMap<K, Instant>,
+}
+
+impl<K: std::hash::Hash + Eq> Default for StrayCloses<K> {
+    fn default() -> Self {
+        StrayCloses {
+            answered: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> StrayCloses<K> {
+    /// One answer per key at most this often: longer than any round trip a lab sees, so a
+    /// ping-pong between two proxies ends after one exchange.
+    pub const INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+    /// Keys remembered at most; past it, answers wait until old ones expire.
+    const CAPACITY: usize = 4096;
+
+    /// The frames answering `X<id><seq>` for the gone connection `key`, unless that key was
+    /// answered less than [`StrayCloses::INTERVAL`] ago.
+    pub fn answer(
+        &mut self,
+        key: K,
+        id: ConnId,
+        seq: Seq,
+        now: Instant,
+    ) -> Option<[Frame<'static>; 2]> {
+        let recent = |at: &Instant| now.saturating_duration_since(*at) < Self::INTERVAL;
+        if self.answered.get(&key).is_some_and(recent) {
+            return None;
+        }
+        if self.answered.len() >= Self::CAPACITY {
+            self.answered.retain(|_, at| recent(at));
+            if self.answered.len() >= Self::CAPACITY {
+                return None;
+            }
+        }
+        self.answered.insert(key, now);
+        Some([ack_of_close(id, seq), Frame::Close { id, seq }])
+    }
+}
 
 /// Acks waiting to go out; a duplicate of the last one is not queued twice.
 const MAX_ACKS_OWED: usize = 2;
@@ -32,15 +106,24 @@ const MAX_ACKS_OWED: usize = 2;
 enum CloseState {
     /// Not sent yet (data may still be flowing).
     NotSent,
-    /// Sent `sends` times; the next send is due at `next`, or pending now.
+    /// Sent `sends` times and not acked; the next send is due at `next`, or pending now.
     Sending {
         seq: Seq,
         sends: u32,
         next: Instant,
         resend_now: bool,
     },
-    /// Sent as often as needed.
-    Done,
+    /// The peer acked it (so the peer is one of ours: course peers never ack `X`). Until the
+    /// peer's own `X` arrives, it is sent again as a probe after an RTO of silence (`next`).
+    Acked {
+        seq: Seq,
+        next: Instant,
+        probe_now: bool,
+    },
+    /// Sent `close_sends` times, never acked, and the peer's `X` arrived: a course peer, or
+    /// every copy or ack lost (then the peer's probe reaches our proxy, which answers it).
+    /// A late ack still counts.
+    Done { seq: Seq },
 }
 
 /// The stop-and-wait transport.
@@ -63,6 +146,9 @@ pub struct StopAndWait {
     acks_owed: VecDeque<Seq>,
     inbox: Inbox,
     peer_finished: bool,
+    /// The peer resent its `X` (or acked ours): one of ours, which acks closes, so ours is
+    /// sent until acked.
+    peer_acks_closes: bool,
     events: Events,
     stats: TransportStats,
 }
@@ -83,6 +169,7 @@ impl StopAndWait {
             acks_owed: VecDeque::new(),
             inbox: Inbox::new(config.window),
             peer_finished: false,
+            peer_acks_closes: false,
             events: Events::default(),
             stats: TransportStats::default(),
         }
@@ -116,12 +203,36 @@ impl StopAndWait {
         if self.gave_up.is_some() {
             return;
         }
+        if !matches!(
+            frame,
+            Frame::Data { .. } | Frame::Ack { .. } | Frame::Close { .. }
+        ) {
+            return;
+        }
+        // With no data of ours in flight, anything from the peer says it is alive: the
+        // close's resends and probes count toward the give-up bound only in silence.
+        if self.in_flight.is_none() {
+            self.timeouts = 0;
+            if let CloseState::Acked { next, .. } = &mut self.close {
+                *next = now + self.rto.rto();
+            }
+        }
         match *frame {
             Frame::Data { seq, payload, .. } => self.on_data(seq, payload),
             Frame::Ack { ack, .. } => self.on_ack(now, ack),
-            Frame::Close { .. } => self.peer_finished = true,
+            Frame::Close { seq, .. } => self.on_close(seq),
             _ => {}
         }
+    }
+
+    /// The peer's `X`: its stream ends. Acked like a `D`, every time. A repeat says the peer
+    /// resends closes (one of ours) and has not heard ours: answer if we had stopped.
+    fn on_close(&mut self, seq: Seq) {
+        if self.peer_finished {
+            self.peer_acks_closes = true;
+        }
+        self.peer_finished = true;
+        self.owe_ack(seq);
     }
 
     fn on_data(&mut self, seq: Seq, payload: &[u8]) {
@@ -164,10 +275,15 @@ impl StopAndWait {
     fn on_ack(&mut self, now: Instant, ack: Seq) {
         // The peer is alive, whatever this ack says.
         self.timeouts = 0;
-        if let CloseState::Sending { seq, .. } = self.close
+        if let CloseState::Sending { seq, .. } | CloseState::Done { seq } = self.close
             && seq == ack
         {
-            self.close = CloseState::Done;
+            self.peer_acks_closes = true;
+            self.close = CloseState::Acked {
+                seq,
+                next: now + self.rto.rto(),
+                probe_now: false,
+            };
             return;
         }
         let Some(segment) = &self.in_flight else {
@@ -219,18 +335,15 @@ impl StopAndWait {
             self.timer = Some(now + rto);
             return Some(out);
         }
-        match &mut self.close {
+        match self.close {
             CloseState::NotSent if self.outbox.finished => {
-                self.close = if self.config.close_sends <= 1 {
-                    CloseState::Done
-                } else {
-                    CloseState::Sending {
-                        seq,
-                        sends: 1,
-                        next: now + rto,
-                        resend_now: false,
-                    }
+                self.close = CloseState::Sending {
+                    seq,
+                    sends: 1,
+                    next: now + rto,
+                    resend_now: false,
                 };
+                self.after_close_sent();
                 Some(OutFrame::Close {
                     seq,
                     retransmit: None,
@@ -239,22 +352,49 @@ impl StopAndWait {
             CloseState::Sending {
                 seq,
                 sends,
-                next,
-                resend_now,
-            } if *resend_now => {
-                *resend_now = false;
-                *sends += 1;
-                *next = now + rto;
-                let seq = *seq;
-                if *sends >= self.config.close_sends {
-                    self.close = CloseState::Done;
-                }
+                resend_now: true,
+                ..
+            } => {
+                self.close = CloseState::Sending {
+                    seq,
+                    sends: sends.saturating_add(1),
+                    next: now + rto,
+                    resend_now: false,
+                };
+                self.after_close_sent();
+                Some(OutFrame::Close {
+                    seq,
+                    retransmit: Some(RetransmitCause::Timeout),
+                })
+            }
+            CloseState::Acked {
+                seq,
+                probe_now: true,
+                ..
+            } => {
+                self.close = CloseState::Acked {
+                    seq,
+                    next: now + rto,
+                    probe_now: false,
+                };
                 Some(OutFrame::Close {
                     seq,
                     retransmit: Some(RetransmitCause::Timeout),
                 })
             }
             _ => None,
+        }
+    }
+
+    /// After each send of our `X`: once it has gone `close_sends` times unacked and the
+    /// peer's own `X` is here, a peer not known to ack closes gets no more of them.
+    fn after_close_sent(&mut self) {
+        if let CloseState::Sending { seq, sends, .. } = self.close
+            && sends >= self.config.close_sends
+            && self.peer_finished
+            && !self.peer_acks_closes
+        {
+            self.close = CloseState::Done { seq };
         }
     }
 
@@ -268,6 +408,11 @@ impl StopAndWait {
                 resend_now: false,
                 ..
             } => Some(next),
+            CloseState::Acked {
+                next,
+                probe_now: false,
+                ..
+            } if !self.peer_finished => Some(next),
             _ => None,
         };
         match (self.timer, close) {
@@ -287,27 +432,75 @@ impl StopAndWait {
             self.timer = None;
             self.timeouts += 1;
             if self.timeouts >= self.config.max_timeouts {
-                let give_up = GiveUp {
-                    timeouts: self.timeouts,
-                    oldest: segment.seq,
-                };
-                self.gave_up = Some(give_up);
-                self.events.push(TransportEvent::GaveUp {
-                    timeouts: give_up.timeouts,
-                    oldest: give_up.oldest,
-                });
+                let oldest = segment.seq;
+                self.give_up(oldest);
                 return;
             }
             self.rto.on_timeout();
             segment.resend = Some(RetransmitCause::Timeout);
         }
-        if let CloseState::Sending {
-            next, resend_now, ..
-        } = &mut self.close
-            && *next <= now
-        {
-            *resend_now = true;
+        match self.close {
+            CloseState::Sending {
+                seq,
+                sends,
+                next,
+                resend_now: false,
+            } if next <= now => {
+                // Not acked: the peer may be a course peer that never acks (then we stop
+                // once its X is here) or have lost ours (then it goes again).
+                if sends >= self.config.close_sends && self.peer_finished && !self.peer_acks_closes
+                {
+                    self.after_close_sent();
+                } else if self.close_timeout(seq) {
+                    self.close = CloseState::Sending {
+                        seq,
+                        sends,
+                        next,
+                        resend_now: true,
+                    };
+                }
+            }
+            _ => {}
         }
+        // Acked, and the peer's X still not here after an RTO of silence: probe.
+        if let CloseState::Acked {
+            seq,
+            next,
+            probe_now: false,
+        } = self.close
+            && next <= now
+            && !self.peer_finished
+            && self.close_timeout(seq)
+        {
+            self.close = CloseState::Acked {
+                seq,
+                next,
+                probe_now: true,
+            };
+        }
+    }
+
+    /// A close resend or probe timer expired: one more timeout in a row (false: given up).
+    fn close_timeout(&mut self, seq: Seq) -> bool {
+        self.timeouts += 1;
+        if self.timeouts >= self.config.max_timeouts {
+            self.give_up(seq);
+            return false;
+        }
+        self.rto.on_timeout();
+        true
+    }
+
+    fn give_up(&mut self, oldest: Seq) {
+        let give_up = GiveUp {
+            timeouts: self.timeouts,
+            oldest,
+        };
+        self.gave_up = Some(give_up);
+        self.events.push(TransportEvent::GaveUp {
+            timeouts: give_up.timeouts,
+            oldest: give_up.oldest,
+        });
     }
 
     pub(super) fn read(&mut self, buf: &mut [u8]) -> usize {
@@ -322,14 +515,21 @@ impl StopAndWait {
         &mut self.events
     }
 
+    /// The retransmission timer, whose RTT samples the caller drains.
+    pub(super) fn rto_mut(&mut self) -> &mut RtoEstimator {
+        &mut self.rto
+    }
+
     pub(super) fn peer_finished(&self) -> bool {
         self.peer_finished
     }
 
     pub(super) fn is_done(&self) -> bool {
         self.gave_up.is_some()
-            || (self.close == CloseState::Done
-                && self.acks_owed.is_empty()
+            || (matches!(
+                self.close,
+                CloseState::Acked { .. } | CloseState::Done { .. }
+            ) && self.acks_owed.is_empty()
                 && self.peer_finished
                 && self.inbox.is_empty())
     }
@@ -342,6 +542,7 @@ impl StopAndWait {
         TransportStats {
             srtt: self.rto.srtt(),
             rttvar: self.rto.rttvar(),
+            rtt_samples: self.rto.samples(),
             rto: self.rto.rto(),
             in_flight: u32::from(self.in_flight.is_some()),
             peer_window: 1,
@@ -358,7 +559,7 @@ mod tests {
 
     use super::*;
     use crate::transport::{RtoConfig, Transport};
-    use crate::wire::{ConnId, SackBlocks, WireMode};
+    use crate::wire::{ConnId, WireMode};
 
     const SAW: WireMode = WireMode::StopAndWait;
 
@@ -475,8 +676,25 @@ mod tests {
         assert_eq!(t.stats().srtt, Some(Duration::from_millis(40)));
     }
 
+    /// Drains what the transport sends now, as wire bytes.
+    fn sent(t: &mut Transport, now: Instant) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| t.poll_transmit(now))
+            .map(|o| wire(&o))
+            .collect()
+    }
+
+    /// Runs the timers until nothing is due, collecting what is sent.
+    fn run_timers(t: &mut Transport) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(due) = t.poll_timeout() {
+            t.handle_timeout(due);
+            out.extend(sent(t, due));
+        }
+        out
+    }
+
     #[test]
-    fn close_follows_the_data_and_is_resent_until_the_peer_closes() {
+    fn close_follows_the_data_and_is_resent_until_acked() {
         let t0 = Instant::now();
         let mut t = transport();
         t.write(b"ab");
@@ -485,50 +703,124 @@ mod tests {
         assert_eq!(t.poll_transmit(t0), None, "no X before the last D is acked");
         feed(&mut t, t0, b"A20");
         assert_eq!(wire(&t.poll_transmit(t0).unwrap()), b"X21");
-        let due = t.poll_timeout().unwrap();
-        t.handle_timeout(due);
-        let again = t.poll_transmit(due).unwrap();
-        assert_eq!(
-            (wire(&again), again.retransmit()),
-            (b"X21".to_vec(), Some(RetransmitCause::Timeout))
-        );
+        // The peer has not closed: our X goes again past close_sends.
+        for n in 0..5 {
+            let due = t.poll_timeout().unwrap();
+            t.handle_timeout(due);
+            let again = t.poll_transmit(due).unwrap();
+            assert_eq!(
+                (wire(&again), again.retransmit()),
+                (b"X21".to_vec(), Some(RetransmitCause::Timeout)),
+                "resend {n}"
+            );
+        }
+        feed(&mut t, t0, b"A21"); // acked: no more sends
+        let due = t
+            .poll_timeout()
+            .expect("a probe timer: the peer has not closed");
         assert!(!t.is_done());
-        feed(&mut t, due, b"X20"); // the peer's own close, any bit
-        assert!(t.peer_finished());
-        // The peer's X does not say ours arrived: the last send still goes.
-        assert!(!t.is_done());
-        let last = t.poll_timeout().unwrap();
-        t.handle_timeout(last);
-        assert_eq!(wire(&t.poll_transmit(last).unwrap()), b"X21");
-        assert_eq!(t.poll_timeout(), None);
+        feed(&mut t, due, b"X20"); // the peer's close, any bit: acked
+        assert_eq!(sent(&mut t, due), [b"A20".to_vec()]);
         assert!(t.is_done());
+        assert_eq!(t.poll_timeout(), None);
     }
 
     #[test]
-    fn close_sends_are_bounded() {
+    fn every_x_is_acked_like_a_d() {
+        let t0 = Instant::now();
+        let mut t = transport();
+        feed(&mut t, t0, b"X21");
+        assert!(t.peer_finished());
+        assert_eq!(sent(&mut t, t0), [b"A21".to_vec()]);
+        feed(&mut t, t0, b"X21");
+        assert_eq!(sent(&mut t, t0), [b"A21".to_vec()], "a repeat too");
+    }
+
+    /// A course peer never acks X and sends its own once: after its X, ours goes
+    /// `close_sends` times in all, and we are done.
+    #[test]
+    fn against_a_peer_that_never_acks_x_close_sends_copies_once_its_x_is_here() {
         let t0 = Instant::now();
         let mut t = transport();
         t.finish();
-        assert_eq!(wire(&t.poll_transmit(t0).unwrap()), b"X20");
-        let mut closes = 1;
-        while let Some(due) = t.poll_timeout() {
-            t.handle_timeout(due);
-            while t.poll_transmit(due).is_some() {
-                closes += 1;
-            }
-        }
-        assert_eq!(closes, 3);
-        // Done sending; the peer's stream is still open.
-        assert!(!t.is_done());
-        t.handle_frame(
-            t0,
-            &Frame::Ack {
-                id: ConnId::new(2),
-                ack: Seq(1),
-                window: 1,
-                sack: SackBlocks::EMPTY,
-            },
-        );
+        assert_eq!(sent(&mut t, t0), [b"X20".to_vec()]);
+        feed(&mut t, t0, b"X21");
+        assert_eq!(sent(&mut t, t0), [b"A21".to_vec()]);
+        let after = run_timers(&mut t);
+        assert_eq!(after, [b"X20".to_vec(), b"X20".to_vec()]);
+        assert!(t.is_done());
         assert!(t.gave_up().is_none());
+        assert_eq!(t.stats().retransmits_timeout, 2);
+        // A late ack still lands.
+        feed(&mut t, t0, b"A20");
+        assert!(t.is_done());
+    }
+
+    /// A peer that resends its X is one of ours: our X goes until it is acked.
+    #[test]
+    fn a_peer_that_resends_its_x_gets_ours_until_acked() {
+        let t0 = Instant::now();
+        let mut t = transport();
+        t.finish();
+        feed(&mut t, t0, b"X21");
+        assert_eq!(sent(&mut t, t0), [b"A21".to_vec(), b"X20".to_vec()]);
+        feed(&mut t, t0, b"X21"); // again: it did not get our ack or our X
+        assert_eq!(sent(&mut t, t0), [b"A21".to_vec()]);
+        let resends = (0..6)
+            .map(|_| {
+                let due = t.poll_timeout().unwrap();
+                t.handle_timeout(due);
+                sent(&mut t, due)
+            })
+            .filter(|s| s == &[b"X20".to_vec()])
+            .count();
+        assert_eq!(resends, 6, "past close_sends");
+        assert!(!t.is_done());
+        feed(&mut t, t0, b"A20");
+        assert!(t.is_done());
+    }
+
+    /// A proxy answers an X for a connection it no longer has with an ack and an X, at most
+    /// once a second per key: two proxies answering each other stop after one exchange.
+    #[test]
+    fn stray_closes_are_answered_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let mut stray = StrayCloses::default();
+        let id = ConnId::new(2);
+        let bytes = |frames: [Frame<'static>; 2]| frames.map(|f| SAW.to_bytes(&f).unwrap());
+        let answer = stray.answer(7u8, id, Seq(1), t0).map(bytes);
+        assert_eq!(answer, Some([b"A21".to_vec(), b"X21".to_vec()]));
+        assert!(
+            stray
+                .answer(7, id, Seq(1), t0 + Duration::from_millis(999))
+                .is_none()
+        );
+        assert!(stray.answer(8, id, Seq(0), t0).is_some(), "another key");
+        assert!(
+            stray
+                .answer(7, id, Seq(1), t0 + Duration::from_secs(1))
+                .is_some()
+        );
+    }
+
+    /// Our X acked, the peer's never came: we probe after each RTO of silence, and give up
+    /// after `max_timeouts` of them unanswered.
+    #[test]
+    fn an_acked_close_probes_until_the_peers_x_and_gives_up_in_silence() {
+        let t0 = Instant::now();
+        let mut t = transport();
+        t.finish();
+        assert_eq!(sent(&mut t, t0), [b"X20".to_vec()]);
+        feed(&mut t, t0, b"A20");
+        let probe = t.poll_timeout().unwrap();
+        assert_eq!(probe, t0 + Duration::from_secs(10));
+        // Anything from the peer pushes the probe back.
+        feed(&mut t, t0 + Duration::from_secs(5), b"A20");
+        assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(15)));
+        let probes = run_timers(&mut t);
+        let bound = TransportConfig::for_mode(SAW).max_timeouts as usize;
+        assert_eq!(probes.len(), bound - 1);
+        assert!(probes.iter().all(|p| p == b"X20"));
+        assert!(t.gave_up().is_some() && t.is_done());
     }
 }

@@ -5,11 +5,14 @@
 //!
 //! The tunnel's pump counts every frame a transport hands out as it sends it
 //! ([`ConnTally::record`]), so the totals are exact at any moment, and at the end of a
-//! scenario they equal the sum of the transports' own [`super::TransportStats`].
+//! scenario they equal the sum of the transports' own [`super::TransportStats`]. It also
+//! records every round-trip sample the transport's timer took ([`ConnTally::record_rtt`])
+//! in the endpoint's [`RttHistogram`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -111,6 +114,79 @@ impl Retransmits {
     }
 }
 
+/// The upper bounds of the RTT histogram's buckets, in seconds: from 100 µs (loopback) to
+/// 10 s (the adaptive timer's ceiling, and far past any emulated delay), about three per
+/// decade. A sample above the last bound counts only in `+Inf` (the count).
+pub const RTT_BUCKETS: [f64; 16] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Round-trip samples of one endpoint's transports, bucketed: exact atomics, like the frame
+/// counters, so `/metrics` and the lab snapshot read the same numbers.
+#[derive(Debug, Default)]
+pub struct RttHistogram {
+    /// Samples at or below each bound of [`RTT_BUCKETS`] and above the previous one, then
+    /// those above the last bound. The count is their sum, so a snapshot is always
+    /// consistent however samples are added meanwhile.
+    buckets: [AtomicU64; RTT_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl RttHistogram {
+    /// Adds one sample.
+    pub fn observe(&self, rtt: Duration) {
+        let seconds = rtt.as_secs_f64();
+        let bucket = RTT_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(RTT_BUCKETS.len());
+        let nanos = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> RttSnapshot {
+        RttSnapshot {
+            per_bucket: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            sum: Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A point-in-time copy of an [`RttHistogram`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RttSnapshot {
+    /// Samples per bucket of [`RTT_BUCKETS`] (not cumulative), then those above the last
+    /// bound.
+    pub per_bucket: [u64; RTT_BUCKETS.len() + 1],
+    /// The samples' sum.
+    pub sum: Duration,
+}
+
+impl RttSnapshot {
+    /// Samples recorded.
+    pub fn count(&self) -> u64 {
+        self.per_bucket.iter().sum()
+    }
+
+    /// `(upper bound in seconds, samples at or below it)` per bucket, cumulative as
+    /// Prometheus shows them, ending with `(+Inf, count)`.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut running = 0;
+        RTT_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.per_bucket)
+            .map(|(bound, n)| {
+                running += n;
+                (bound, running)
+            })
+            .collect()
+    }
+}
+
 /// Which connection a ledger entry is about, as this endpoint knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct TallyKey {
@@ -149,6 +225,12 @@ impl ConnTally {
         self.endpoint.counters.record(out);
     }
 
+    /// Records a round-trip sample the connection's transport took, in the endpoint's
+    /// histogram.
+    pub fn record_rtt(&self, rtt: Duration) {
+        self.endpoint.rtt.observe(rtt);
+    }
+
     /// Sets the payload bytes this connection holds now (its transport's buffers and what
     /// its pump has taken out of them and not yet written); the pump sets 0 when it ends.
     pub fn set_buffered(&self, bytes: usize) {
@@ -181,6 +263,7 @@ pub struct ConnCounts {
 #[derive(Debug, Default)]
 pub struct TransportTotals {
     counters: Counters,
+    rtt: RttHistogram,
     ledger: Mutex<Vec<Arc<ConnTally>>>,
     untracked: AtomicU64,
     /// Payload bytes all connections hold now (a gauge: [`ConnTally::set_buffered`]).
@@ -196,6 +279,9 @@ pub struct TransportTotalsSnapshot {
     pub counts: Retransmits,
     /// Connections past the ledger's capacity: counted in the totals, not one by one.
     pub untracked_connections: u64,
+    /// Round-trip samples (reliable modes), for `/metrics`; not in the JSON report.
+    #[serde(skip)]
+    pub rtt: RttSnapshot,
 }
 
 impl TransportTotals {
@@ -231,6 +317,7 @@ impl TransportTotals {
         TransportTotalsSnapshot {
             counts: self.counters.snapshot(),
             untracked_connections: self.untracked.load(Ordering::Relaxed),
+            rtt: self.rtt.snapshot(),
         }
     }
 
@@ -324,6 +411,38 @@ mod tests {
         assert_eq!(conns[0].counts.total(), 1);
         assert_eq!(conns[1].counts.total(), 2);
         assert_eq!(conns[0].counts.plus(conns[1].counts), all);
+    }
+
+    #[test]
+    fn rtt_samples_land_in_their_buckets_cumulatively() {
+        let totals = Arc::new(TransportTotals::default());
+        let tally = totals.open(key(0, 1, 2, None));
+        let us = Duration::from_micros;
+        // At a bound counts in that bucket; just above it, in the next.
+        for rtt in [
+            us(50),
+            us(100),
+            us(101),
+            us(30_000),
+            Duration::from_secs(11),
+        ] {
+            tally.record_rtt(rtt);
+        }
+        let rtt = totals.snapshot().rtt;
+        assert_eq!(rtt.count(), 5);
+        assert_eq!(
+            rtt.sum,
+            us(50 + 100 + 101 + 30_000) + Duration::from_secs(11)
+        );
+        let buckets = rtt.cumulative();
+        assert_eq!(buckets.len(), RTT_BUCKETS.len() + 1);
+        assert_eq!(buckets[0], (0.000_1, 2));
+        assert_eq!(buckets[1], (0.000_25, 3));
+        assert_eq!(buckets[7], (0.025, 3));
+        assert_eq!(buckets[8], (0.05, 4));
+        // 11 s is above every bound: only in +Inf.
+        assert_eq!(buckets[RTT_BUCKETS.len() - 1], (10.0, 4));
+        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 5)));
     }
 
     #[test]

@@ -677,6 +677,11 @@ impl<R: Receiver> Windowed<R> {
         &mut self.events
     }
 
+    /// The retransmission timer, whose RTT samples the caller drains.
+    pub(super) fn rto_mut(&mut self) -> &mut RtoEstimator {
+        &mut self.rto
+    }
+
     pub(super) fn peer_finished(&self) -> bool {
         self.receiver.peer_finished()
     }
@@ -710,6 +715,7 @@ impl<R: Receiver> Windowed<R> {
         TransportStats {
             srtt: self.rto.srtt(),
             rttvar: self.rto.rttvar(),
+            rtt_samples: self.rto.samples(),
             rto: self.rto.rto(),
             in_flight: u32::try_from(self.in_flight.len()).unwrap_or(u32::MAX),
             peer_window: self.peer_window,

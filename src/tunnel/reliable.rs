@@ -153,6 +153,10 @@ pub(crate) async fn pump(
                 }
             }
             report.collect(&mut t);
+            // Each round-trip sample into the endpoint's exact histogram (atomics only).
+            while let Some(rtt) = t.poll_rtt_sample() {
+                tally.record_rtt(rtt);
+            }
             tally.set_buffered(t.buffered_bytes() + pending.as_ref().map_or(0, Bytes::len));
             (
                 frames,
@@ -218,7 +222,15 @@ pub(crate) async fn pump(
             },
         }
     };
-    report.publish(&side, &conn.transport.lock().unwrap().stats(), true);
+    let stats = {
+        let mut t = conn.transport.lock().unwrap();
+        // Acks that arrived after the last step still measured something.
+        while let Some(rtt) = t.poll_rtt_sample() {
+            tally.record_rtt(rtt);
+        }
+        t.stats()
+    };
+    report.publish(&side, &stats, true);
     tally.set_buffered(0);
     end
 }

@@ -12,7 +12,7 @@ use super::raw::{Dur, RawExpect, RawLab, RawScenario, RawSocks5, RawStep};
 use super::{
     Action, Bounds, Check, ClientSel, Condition, Counted, DEFAULT_DEADLINE, DirectionSel,
     Expectation, FramePick, HeldAction, HowClosed, LabSetup, MAX_CLIENTS, MAX_DEADLINE,
-    MAX_MESSAGE, Message, Scenario, Step,
+    MAX_MESSAGE, Message, Scenario, ScenarioKey, Step,
 };
 use crate::lab::LabConfig;
 use crate::script::link::LinkSpec;
@@ -23,6 +23,8 @@ const MAX_WINDOW: u32 = 65_536;
 
 pub(super) struct Checker<'a> {
     pub(super) source: &'a Source,
+    /// A key from the command line replaces `key_file`, which is then not read.
+    pub(super) key_given: bool,
 }
 
 /// The keys of a step that name its action.
@@ -274,6 +276,11 @@ impl Checker<'_> {
             .link
             .map(|table| self.link(table, "lab.link"))
             .transpose()?;
+        let key = raw
+            .key_file
+            .filter(|_| !self.key_given)
+            .map(|file| self.key_file(file, raw.wire))
+            .transpose()?;
         let socks5 = match raw.socks5 {
             Some(socks5) => {
                 self.socks5_lab(socks5, raw.wire, &mut proxy1, &mut proxy2)?;
@@ -297,8 +304,29 @@ impl Checker<'_> {
             proxy1,
             proxy2,
             link,
+            key,
             socks5,
         })
+    }
+
+    /// Reads `[lab] key_file`: relative to the scenario file's directory (a scenario and its
+    /// key travel together, wherever it is run from), for an extended mode only.
+    fn key_file(
+        &self,
+        file: Spanned<PathBuf>,
+        wire: crate::wire::WireMode,
+    ) -> Result<ScenarioKey, ScenarioError> {
+        let span = file.span();
+        if let Some(why) = ScenarioKey::refuses(wire, "key_file") {
+            return Err(self.source.error(span, Some("lab.key_file"), why));
+        }
+        let given = file.into_inner();
+        let path = match std::path::Path::new(&self.source.file).parent() {
+            Some(dir) if given.is_relative() => dir.join(&given),
+            _ => given,
+        };
+        ScenarioKey::load(path)
+            .map_err(|e| self.source.error(span, Some("lab.key_file"), e.to_string()))
     }
 
     /// `[lab.socks5]`: an extended mode, users that read as `NAME:PASS`, rules that read as

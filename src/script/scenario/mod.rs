@@ -12,6 +12,7 @@
 //! clients = 3                # echo clients started before the first step
 //! capture = "off"            # "off" (default), "pcap" or "pcapng"
 //! capture_tcp = false        # also the TCP legs, off loopback (needs CAP_NET_RAW or --netns)
+//! key_file = "demo.key"      # seal the link (extended modes); relative to this file
 //! [lab.tunnel]               # proxy timings (the CLI's --connect-attempts etc.)
 //! connect_retry = "100ms"
 //!
@@ -49,8 +50,14 @@ use crate::wire::{FrameKind, WireMode};
 
 /// Reads and checks a scenario. `source.file` names it in every message.
 pub fn parse(source: &Source) -> Result<Scenario, ScenarioError> {
+    parse_with(source, false)
+}
+
+/// [`parse`], but when `key_given` (the command line's `--key-file` replaces the scenario's
+/// key) `key_file` is not read: the caller sets [`LabSetup::key`].
+pub fn parse_with(source: &Source, key_given: bool) -> Result<Scenario, ScenarioError> {
     let raw: raw::RawScenario = toml::from_str(&source.text).map_err(|e| source.toml_error(&e))?;
-    check::Checker { source }.scenario(raw)
+    check::Checker { source, key_given }.scenario(raw)
 }
 
 /// Used when a scenario does not set `deadline`.
@@ -102,6 +109,37 @@ pub struct LabSetup {
     /// proxy1 has a SOCKS5 port (`[lab.socks5]`; its users are in `proxy1.socks5`, the
     /// rules in `proxy2.dialer`).
     pub socks5: bool,
+    /// The key that seals the link (`key_file`, or the command line's `--key-file`).
+    pub key: Option<ScenarioKey>,
+}
+
+/// A key that seals a scenario's link, read when the scenario is checked.
+#[derive(Clone, Debug)]
+pub struct ScenarioKey {
+    /// The file it came from, as resolved (relative to the scenario file, for `key_file`).
+    pub path: PathBuf,
+    pub key: crate::link::seal::SealKey,
+    /// To say on stderr before the run: the file is readable by others.
+    pub warning: Option<String>,
+}
+
+impl ScenarioKey {
+    /// Reads a key file; the error names the file and says what is wrong with it.
+    pub fn load(path: PathBuf) -> Result<ScenarioKey, crate::link::seal::KeyFileError> {
+        let (key, warning) = crate::link::seal::SealKey::load(&path)?;
+        Ok(ScenarioKey { path, key, warning })
+    }
+
+    /// Why this key cannot seal `wire`, if it cannot: the course's formats stay plaintext,
+    /// as with the lab's `--key-file`. `given` says where the key came from, for the message.
+    pub fn refuses(wire: WireMode, given: &str) -> Option<String> {
+        (!wire.is_extended()).then(|| {
+            format!(
+                "{given} seals the extended modes only (wire = \"go-back-n\" or \"selective-repeat\"); \
+                 wire = \"{wire}\" is the course's plaintext format, which course peers must read"
+            )
+        })
+    }
 }
 
 impl LabSetup {
@@ -114,6 +152,7 @@ impl LabSetup {
             mode: self.wire,
             proxy1: self.proxy1.clone(),
             proxy2: self.proxy2.clone(),
+            key: self.key.as_ref().map(|key| key.key.clone()),
             socks5_port: self.socks5.then_some(0),
             ..LabConfig::ephemeral()
         }

@@ -50,6 +50,8 @@ pub(super) struct RawLab {
     #[serde(default)]
     pub(super) tunnel: RawTunnel,
     pub(super) link: Option<Spanned<toml::Table>>,
+    /// Seal the link with this key (the CLI's `--key-file`), relative to the scenario file.
+    pub(super) key_file: Option<Spanned<PathBuf>>,
     pub(super) socks5: Option<Spanned<RawSocks5>>,
 }
 
