@@ -1,10 +1,14 @@
-//! The open-file limit (RLIMIT_NOFILE): every TCP connection through the tunnel costs each
+//! The open-file limit (`RLIMIT_NOFILE)`: every TCP connection through the tunnel costs each
 //! proxy one descriptor (proxy1 its client's, proxy2 its server connection), and an in-process
 //! lab four per echo client (client, proxy1, proxy2, server). Distributions start processes
 //! with a soft limit of 1024 and a hard limit far above it, so [`raise_to_hard`] lifts the soft
 //! limit to the hard one at startup, as servers such as nginx and Go's runtime do. What still
 //! runs out is reported with [`describe_io_error`]: the limit and how to raise it, never a
 //! panic or a silent stall.
+
+// Unsafe is allowed here, and only here: getrlimit/setrlimit are raw libc calls on a struct we
+// own.
+#![allow(unsafe_code)]
 
 use std::io;
 

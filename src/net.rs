@@ -24,7 +24,7 @@ pub fn bind_udp(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
     bind().map_err(|e| bind_error("UDP", addr, e))
 }
 
-/// Binds a TCP listener (with SO_REUSEADDR, so a restarted role gets its port back at once).
+/// Binds a TCP listener (with `SO_REUSEADDR`, so a restarted role gets its port back at once).
 pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     let bind = || -> io::Result<TcpListener> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

@@ -10,6 +10,10 @@
 //! `unshare(2)` refuses `CLONE_NEWUSER` in a multi-threaded process, so [`enter`] must run
 //! before the async runtime starts its threads: `app::prepare` calls it right after parsing.
 
+// Unsafe is allowed here, and only here: unshare(2) and the uid/gid maps of a new network
+// namespace are raw libc calls; they run before any thread is started.
+#![allow(unsafe_code)]
+
 use std::io;
 
 /// What the lab says on stderr when it runs in its own namespace.

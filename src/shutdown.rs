@@ -41,8 +41,8 @@ impl StopSignals {
                 }
             }
             tokio::select! {
-                _ = next(self.interrupt.as_mut()) => {}
-                _ = next(self.terminate.as_mut()) => {}
+                () = next(self.interrupt.as_mut()) => {}
+                () = next(self.terminate.as_mut()) => {}
             }
         }
         #[cfg(not(unix))]

@@ -19,7 +19,7 @@ use tunlab::wire::{Frame, WireMode};
 const CLIENTS: usize = 10;
 const ROUNDS: usize = 1_000;
 /// The whole exchange must end within this (it takes a few seconds on a loaded machine).
-const LIMIT: Duration = Duration::from_secs(240);
+const LIMIT: Duration = Duration::from_mins(4);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_ten_thousand_round_trips_no_reply_is_stamped_before_its_request() {
@@ -93,7 +93,7 @@ async fn over_ten_thousand_round_trips_no_reply_is_stamped_before_its_request() 
                     asked_at <= packet.time,
                     "echo {:?} stamped {:?} before its request",
                     String::from_utf8_lossy(payload),
-                    asked_at - packet.time
+                    asked_at.checked_sub(packet.time).unwrap()
                 );
                 round_trips += 1;
             }

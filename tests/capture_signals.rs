@@ -2,6 +2,10 @@
 //! SIGTERM in the middle of traffic: the capture must read cleanly to the end and hold the
 //! frames that crossed before the signal.
 
+// Unsafe is allowed here, and only here: signals to child processes (libc::kill): the pids are
+// our own children.
+#![allow(unsafe_code)]
+
 mod capture_support;
 
 use std::collections::BTreeMap;
@@ -128,7 +132,7 @@ impl Traffic {
                         stream.read_exact(&mut echo).await
                     };
                     tokio::select! {
-                        _ = stop.cancelled() => return,
+                        () = stop.cancelled() => return,
                         // The proxy going away mid-trip ends the client; that is expected.
                         result = trip => if result.is_err() { return },
                     }
@@ -335,7 +339,7 @@ async fn standalone_proxy2_pcapng_capture_survives_sigterm() {
 
 /// A standalone proxy1 with `--capture-tcp` records its clients' TCP leg in the same file:
 /// pcapng by the file's extension, the handshakes of the clients beside the link's frames, in
-/// time order (FIN and RST are checked in tests/tcp_capture.rs, where the closes are scripted). It needs CAP_NET_RAW on this machine's loopback (root, as in CI).
+/// time order (FIN and RST are checked in `tests/tcp_capture.rs`, where the closes are scripted). It needs `CAP_NET_RAW` on this machine's loopback (root, as in CI).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_proxy1_captures_its_tcp_leg_too() {
     // SAFETY: geteuid cannot fail.

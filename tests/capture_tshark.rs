@@ -1,6 +1,6 @@
 //! The Wireshark dissector (assets/wireshark/tunlab.lua), checked with tshark against the
 //! Rust decoder, frame by frame. Without tshark (found by build.rs) these tests are marked
-//! ignored, "needs tshark"; TUNLAB_REQUIRE_TSHARK=1 (as in CI) makes a missing tshark a
+//! ignored, "needs tshark"; `TUNLAB_REQUIRE_TSHARK=1` (as in CI) makes a missing tshark a
 //! build error.
 
 mod capture_support;
@@ -38,7 +38,7 @@ const FIELDS: [&str; 14] = [
     "_ws.col.Info",
 ];
 
-/// Wireshark's expert severity for warnings (PI_WARN); errors are higher. Below it are
+/// Wireshark's expert severity for warnings (`PI_WARN`); errors are higher. Below it are
 /// comments, chat (such as "Possible traceroute" when an ephemeral port falls in
 /// 33434-33523) and notes, which say nothing about the capture being wrong.
 const PI_WARN: u32 = 0x0060_0000;

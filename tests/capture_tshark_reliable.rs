@@ -35,7 +35,7 @@ const FIELDS: [&str; 10] = [
     "_ws.col.Info",
 ];
 
-/// Wireshark's expert severity for warnings (PI_WARN).
+/// Wireshark's expert severity for warnings (`PI_WARN`).
 const PI_WARN: u32 = 0x0060_0000;
 
 fn tshark(file: &Path) -> Vec<Vec<String>> {

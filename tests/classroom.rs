@@ -214,7 +214,7 @@ async fn in_a_reliable_mode_a_d_dropped_by_hand_is_retransmitted() {
     config.proxy1.transport = Some(transport);
     config.proxy2.transport = Some(transport);
     // Nothing but the steps below on the held link: no re-sent C, no probe.
-    config.proxy1.connect_retry = Duration::from_secs(600);
+    config.proxy1.connect_retry = Duration::from_mins(10);
     let (events, _rx) = EventSink::channel(65536);
     let mut lab = Lab::start(config, events).await.unwrap();
     let client = lab.add_client().await.unwrap();

@@ -68,7 +68,7 @@ async fn streaming_server(stop: &CancellationToken) -> StreamingServer {
         let mut serial = 0u8;
         loop {
             let (stream, _) = tokio::select! {
-                _ = stop.cancelled() => return,
+                () = stop.cancelled() => return,
                 accepted = listener.accept() => accepted.unwrap(),
             };
             serial += 1;

@@ -157,13 +157,13 @@ async fn thirty_percent_loss_drops_between_28_and_32_percent_of_10000_frames() {
     assert_eq!(arrived, expected);
 
     let report = emulator.report().to_proxy2;
-    assert_eq!(report.sent, FRAMES as u64);
+    assert_eq!(report.sent, u64::from(FRAMES));
     assert_eq!(report.delivered, arrived.len() as u64);
     assert_eq!(report.dropped_by.loss, lost as u64);
     assert_eq!(report.dropped, lost as u64);
     assert_adds_up(&report);
     // The endpoint's own counters are the role's view: it sent every frame.
-    assert_eq!(link.stats().snapshot().sent.data, FRAMES as u64);
+    assert_eq!(link.stats().snapshot().sent.data, u64::from(FRAMES));
 }
 
 #[tokio::test]
@@ -175,7 +175,7 @@ async fn duplication_and_reordering_arrive_exactly_as_the_seeded_decisions_say()
         dup: pct(10.0),
         reorder: pct(10.0),
         // Long enough that a held frame always waits for the next one: no timing involved.
-        reorder_wait: Duration::from_secs(60),
+        reorder_wait: Duration::from_mins(1),
         ..DirectionSettings::default()
     };
     let (link, receiver, emulator) = proxy1_link(settings.clone(), SEED).await;
@@ -564,7 +564,7 @@ async fn wait_for(lab: &Lab, what: &str, done: impl Fn(&Lab) -> bool) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
-    .await
+    .await;
 }
 
 #[tokio::test]

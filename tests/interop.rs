@@ -1,5 +1,5 @@
 //! Byte compatibility with an independent Python implementation of the classic protocol
-//! (tests/python/classic_proxies.py): our proxy2 serves their proxy1, our proxy1 talks to
+//! (`tests/python/classic_proxies.py)`: our proxy2 serves their proxy1, our proxy1 talks to
 //! their proxy2. Every piece runs as its own process, the way students swap them in.
 //! Without python3 (found by build.rs) the tests that need it are marked ignored, "needs
 //! python3"; `TUNLAB_REQUIRE_PYTHON3=1` (as in CI) makes a missing python3 a build error.

@@ -736,7 +736,7 @@ async fn retransmissions_in_a_reliable_mode_equal_the_transport_totals() {
 
 /// SOCKS5 clients at proxy1's SOCKS5 port: CONNECTIONS shows each one's destination as it
 /// asked (a name) and its user at proxy1, the destination at proxy2 too; USERS lists who
-/// logged in; ACCESS_LOG filters by user.
+/// logged in; `ACCESS_LOG` filters by user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks5_connections_show_their_destination_and_user() {
     let mut config = LabConfig {

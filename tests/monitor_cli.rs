@@ -2,6 +2,10 @@
 //! `--metrics` and `--admin`, scraped over HTTP, and `tunlab monitor` driven through a pipe
 //! against a real admin server, the way a script would use it.
 
+// Unsafe is allowed here, and only here: signals to child processes (libc::kill): the pids are
+// our own children.
+#![allow(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};

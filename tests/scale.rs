@@ -132,7 +132,7 @@ async fn a_client_that_never_reads_is_bounded_and_others_keep_echoing() {
         loop {
             let at = (total % 251) as usize;
             tokio::select! {
-                _ = stop.notified() => return (pusher, total),
+                () = stop.notified() => return (pusher, total),
                 n = pusher.write(&pattern[at..]) => {
                     total += n.expect("write to proxy1") as u64;
                     let _ = written_tx.send(total);

@@ -167,9 +167,10 @@ fn fin_versus_rst_scenario_shows_both_as_x_and_frees_both_ids() {
         .expect("tunlab runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     if stderr.contains("cannot create a user and network namespace") {
-        if std::env::var("TUNLAB_REQUIRE_NETNS").as_deref() == Ok("1") {
-            panic!("--netns is refused here, and TUNLAB_REQUIRE_NETNS=1: {stderr}");
-        }
+        assert!(
+            std::env::var("TUNLAB_REQUIRE_NETNS").as_deref() != Ok("1"),
+            "--netns is refused here, and TUNLAB_REQUIRE_NETNS=1: {stderr}"
+        );
         eprintln!("fin_versus_rst: skipped (no user namespaces here: {stderr})");
         return;
     }
@@ -611,7 +612,10 @@ fn every_shipped_scenario_has_a_test_here() {
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|name| name.ends_with(".toml"))
             .collect();
-    let tested: BTreeSet<String> = tested.iter().map(|s| s.to_string()).collect();
+    let tested: BTreeSet<String> = tested
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     assert_eq!(shipped, tested, "add a test for each new scenario");
 }
 

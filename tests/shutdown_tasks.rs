@@ -143,7 +143,7 @@ async fn each_role_alone_waits_for_its_connections_before_it_returns() {
         link,
         Proxy1Config {
             // Still lingering on the half-closed client below when it is stopped.
-            half_close_linger: Duration::from_secs(600),
+            half_close_linger: Duration::from_mins(10),
             ..Proxy1Config::new(proxy2_addr)
         },
         stop.child_token(),

@@ -30,7 +30,7 @@ async fn sampled_events_keep_the_per_connection_counts_exact() {
     let (mut reader, mut writer) = stream.split();
     let body: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
     let mut back = vec![0u8; TOTAL];
-    let (written, read) = tokio::time::timeout(Duration::from_secs(60), async {
+    let (written, read) = tokio::time::timeout(Duration::from_mins(1), async {
         tokio::join!(writer.write_all(&body), reader.read_exact(&mut back))
     })
     .await

@@ -88,7 +88,7 @@ fn a_flood_of_events_stays_bounded() {
     // The newest frame is the last one kept.
     match conn.trace.back() {
         Some(TraceLine::Frame { time, .. }) => {
-            assert_eq!(*time, Duration::from_micros(10_000 + (frames - 1) * 20))
+            assert_eq!(*time, Duration::from_micros(10_000 + (frames - 1) * 20));
         }
         other => panic!("last trace line is {other:?}"),
     }

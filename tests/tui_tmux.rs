@@ -75,9 +75,10 @@ impl Session {
             if texts.iter().all(|t| screen.contains(t)) {
                 return screen;
             }
-            if Instant::now() > deadline {
-                panic!("the screen never showed {texts:?}; it shows:\n{screen}");
-            }
+            assert!(
+                Instant::now() <= deadline,
+                "the screen never showed {texts:?}; it shows:\n{screen}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -351,7 +351,7 @@ pub async fn goodput(
         }
         let n = match tokio::time::timeout(Duration::from_millis(100), reader.read(&mut buf)).await
         {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(0) | Err(_)) => break,
             Ok(Ok(n)) => n,
             Err(_) => continue,
         };

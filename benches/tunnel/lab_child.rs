@@ -59,7 +59,7 @@ pub struct LabOptions {
 
 /// The rate limiter's queue in the rate-limited paths, in frames: the emulator's default
 /// (`--queue 100`). With echo traffic the acks wait behind a full queue of data, so the round
-/// trip holds about a queue's worth of frames, and NewReno's halving keeps the link busy only
+/// trip holds about a queue's worth of frames, and `NewReno`'s halving keeps the link busy only
 /// when the queue is at least that deep (with 32 frames it reached 0.82× of the rate); the
 /// rows use a window of 128, which a fixed window overflows.
 pub const RATE_QUEUE: usize = 100;

@@ -14,6 +14,10 @@
 //! direct, classic and kcptun share one `tunlab echo-server` process. The lab always runs its
 //! own echo server (that is what the in-process lab is); it is the same code.
 
+// Unsafe is allowed here, and only here: signals to our own child processes, sysconf for the clock tick, and
+// openpty for the TUI path's terminal (descriptors we own from then on).
+#![allow(unsafe_code)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -665,11 +669,11 @@ mod pty {
         // SAFETY: openpty writes two fds into the given ints and reads the winsize.
         let opened = unsafe {
             libc::openpty(
-                &mut master,
-                &mut slave,
+                &raw mut master,
+                &raw mut slave,
                 std::ptr::null_mut(),
                 std::ptr::null(),
-                &size,
+                &raw const size,
             )
         };
         anyhow::ensure!(

@@ -258,18 +258,18 @@ async fn drive(
 ) -> anyhow::Result<f64> {
     let path = RunningPath::start(kind, tools, echo)?;
     // Under valgrind everything is some 50 times slower.
-    let ready = client::wait_until_echoing(path.target, Duration::from_secs(60)).await;
+    let ready = client::wait_until_echoing(path.target, Duration::from_mins(1)).await;
     let units = match (ready, workload) {
         (Err(e), _) => Err(e),
         (Ok(()), Workload::Idle) => Ok(0.0),
         (Ok(()), Workload::RoundTrips(n)) => {
-            let result = client::rtt(path.target, n, Duration::from_secs(300)).await;
+            let result = client::rtt(path.target, n, Duration::from_mins(5)).await;
             result.map(|r| (r.samples + client::WARM_UP) as f64)
         }
         (Ok(()), Workload::Bulk(bytes)) => {
             let result = client::goodput(
                 path.target,
-                Duration::from_secs(300),
+                Duration::from_mins(5),
                 bytes,
                 Pacing::InFlight(256 * 1024),
             )

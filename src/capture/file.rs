@@ -1,6 +1,10 @@
 //! Where a capture goes on disk: one new file per run named by its start time, or a file the
 //! user named.
 
+// Unsafe is allowed here, and only here: localtime_r(3) for the file name's local time, into a zeroed libc::tm we own (std has no
+// local time).
+#![allow(unsafe_code)]
+
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -89,7 +93,7 @@ fn broken_down(secs: i64) -> BrokenDown {
     // SAFETY: localtime_r only reads `t` and writes the `tm` we own; a null return means it
     // could not convert, and `tm` is then not used.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let converted = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    let converted = unsafe { !libc::localtime_r(&raw const t, &raw mut tm).is_null() };
     if !converted {
         return utc(secs);
     }

@@ -31,7 +31,7 @@ use super::ring::RecordHeader;
 const SNAPLEN: u32 = 65535;
 
 /// pcap-file 2.0 writes pcapng packet timestamps in nanoseconds, so the interface must say
-/// so (if_tsresol = 10^-9); without it Wireshark would read every time 1000 times too late.
+/// so (`if_tsresol` = 10^-9); without it Wireshark would read every time 1000 times too late.
 const PCAPNG_TSRESOL_NANOS: u8 = 9;
 
 /// The name of the link's interface in pcapng (Wireshark's "Interface" column): the UDP

@@ -170,7 +170,10 @@ impl TapRing {
     }
 
     fn try_put(&self, frame: &TapFrame<'_>, note: &mut Option<String>) -> Put {
-        let mut filling = self.filling.lock().unwrap_or_else(|e| e.into_inner());
+        let mut filling = self
+            .filling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if filling.closed {
             return Put::Closed;
         }
@@ -204,7 +207,10 @@ impl TapRing {
     pub fn take(&self, mut empty: TapBatch) -> TapBatch {
         empty.clear();
         let full = {
-            let mut filling = self.filling.lock().unwrap_or_else(|e| e.into_inner());
+            let mut filling = self
+                .filling
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             std::mem::replace(&mut filling.batch, empty)
         };
         if !full.is_empty() {
@@ -217,7 +223,7 @@ impl TapRing {
     pub fn close(&self) {
         self.filling
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .closed = true;
         self.room.notify_waiters();
     }

@@ -15,7 +15,7 @@
 //!   (`PACKET_OUTGOING`) and arriving (`PACKET_HOST`). The filter drops the outgoing copy,
 //!   as libpcap does on loopback, so each segment is in the file once.
 //! - **Stamped on delivery, by the kernel.** Segments are read from a `PACKET_RX_RING`
-//!   (TPACKET_V2, the ring libpcap uses): the kernel writes each frame's time into the ring as
+//!   (`TPACKET_V2`, the ring libpcap uses): the kernel writes each frame's time into the ring as
 //!   it delivers it, on the same clock as the link's frames, so the writer can merge both in
 //!   time order (`capture/order.rs`). Plain `recvmsg` with `SO_TIMESTAMPNS` is not enough on
 //!   loopback: TCP's segments carry a delivery time of another clock there, so the kernel
@@ -24,6 +24,11 @@
 //! - **Needs `CAP_NET_RAW`** in the network namespace of `lo`: root, the capability on the
 //!   binary, or the lab's own namespace (`--netns`). [`TcpCapture::open`] checks that first,
 //!   before anything starts, and [`TcpCaptureError`] says how to get it.
+
+// Unsafe is allowed here, and only here: AF_PACKET sockets have no safe wrapper (socket2 stops
+// at AF_INET/AF_INET6/AF_UNIX): the libc calls here take buffers and lengths that live across
+// each call.
+#![allow(unsafe_code)]
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -46,14 +51,14 @@ pub const LOOPBACK: &str = "lo";
 
 /// Bytes kept of each segment: all of it (loopback's MTU is 65536, plus the Ethernet header).
 const SNAPLEN: u32 = 65_536 + 14;
-/// One ring frame: the TPACKET_V2 header and padding, then a whole segment.
+/// One ring frame: the `TPACKET_V2` header and padding, then a whole segment.
 const RING_FRAME: u32 = 128 * 1024;
 /// Ring frames: a burst of this many segments waits for the reader without loss (16 MiB).
 const RING_FRAMES: u32 = 128;
 /// How often the reader looks up from the socket to see whether it should stop.
 const POLL_EVERY: Duration = Duration::from_millis(50);
 
-/// `PACKET_OUTGOING` (linux/if_packet.h): a packet this host sent, as a packet socket sees it.
+/// `PACKET_OUTGOING` (`linux/if_packet.h)`: a packet this host sent, as a packet socket sees it.
 const PACKET_OUTGOING: u32 = 4;
 /// `SO_ATTACH_FILTER` (asm-generic/socket.h).
 const SO_ATTACH_FILTER: libc::c_int = 26;
@@ -66,7 +71,7 @@ const TP_STATUS_USER: u32 = 1;
 /// A ring frame that is the kernel's to fill again.
 const TP_STATUS_KERNEL: u32 = 0;
 
-/// `struct tpacket_req` (linux/if_packet.h).
+/// `struct tpacket_req` (`linux/if_packet.h`).
 #[repr(C)]
 struct TpacketReq {
     block_size: u32,
@@ -75,7 +80,7 @@ struct TpacketReq {
     frame_nr: u32,
 }
 
-/// `struct tpacket2_hdr` (linux/if_packet.h): the start of each ring frame.
+/// `struct tpacket2_hdr` (`linux/if_packet.h)`: the start of each ring frame.
 #[repr(C)]
 struct Tpacket2Hdr {
     status: u32,
@@ -157,7 +162,7 @@ impl TcpCapture {
         let program = filter_program(ports);
         let fprog = libc::sock_fprog {
             len: program.len() as u16,
-            filter: program.as_ptr() as *mut libc::sock_filter,
+            filter: program.as_ptr().cast_mut(),
         };
         // SAFETY: fprog points at `program`, which outlives the call (the kernel copies it).
         check(unsafe {
@@ -280,7 +285,7 @@ impl Reader {
             revents: 0,
         };
         // SAFETY: one pollfd, owned here.
-        unsafe { libc::poll(&mut poll, 1, POLL_EVERY.as_millis() as libc::c_int) };
+        unsafe { libc::poll(&raw mut poll, 1, POLL_EVERY.as_millis() as libc::c_int) };
     }
 
     /// Hands one packet on if it is a lab segment; false once the writer is gone.
@@ -305,7 +310,7 @@ impl Reader {
     }
 }
 
-/// The receive ring shared with the kernel (TPACKET_V2): frames the kernel fills and stamps,
+/// The receive ring shared with the kernel (`TPACKET_V2)`: frames the kernel fills and stamps,
 /// handed back one by one.
 struct Ring {
     base: NonNull<u8>,

@@ -462,7 +462,7 @@ impl Thread {
             Err(panic) => {
                 let what = panic
                     .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
+                    .map(std::string::ToString::to_string)
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
                 format!("the capture writer crashed ({what})")
@@ -498,12 +498,12 @@ impl Thread {
             let next = waiter.block_on(async {
                 tokio::select! {
                     biased;
-                    _ = stop.cancelled(), if !stopping => Next::Stop,
-                    _ = ring.ready.notified(), if records_open => Next::Records,
+                    () = stop.cancelled(), if !stopping => Next::Stop,
+                    () = ring.ready.notified(), if records_open => Next::Records,
                     n = segments.recv_many(&mut segment_batch, RECV_BATCH), if segments_open => {
                         if n == 0 { Next::SegmentsClosed } else { Next::Segments }
                     }
-                    _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => Next::Due,
+                    () = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => Next::Due,
                 }
             });
             match next {

@@ -108,7 +108,7 @@ pub struct LabCaptureArgs {
     pub capture_format: Option<CaptureFormat>,
     /// Also record the TCP legs (client-proxy1 and proxy2-server: handshakes, data, FIN and
     /// RST) from the loopback interface, in time order with the link's frames in one file.
-    /// Needs CAP_NET_RAW: run as root, give the binary the capability, or add --netns.
+    /// Needs `CAP_NET_RAW`: run as root, give the binary the capability, or add --netns.
     #[arg(long)]
     pub capture_tcp: bool,
 }
@@ -116,7 +116,7 @@ pub struct LabCaptureArgs {
 /// The shortest and longest `--chatter` interval: faster would flood the traces, slower
 /// would not look like chatter.
 pub const CHATTER_RANGE: std::ops::RangeInclusive<std::time::Duration> =
-    std::time::Duration::from_millis(50)..=std::time::Duration::from_secs(600);
+    std::time::Duration::from_millis(50)..=std::time::Duration::from_mins(10);
 
 fn parse_chatter(text: &str) -> Result<std::time::Duration, String> {
     let interval = humantime::parse_duration(text)

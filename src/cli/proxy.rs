@@ -25,7 +25,7 @@ pub struct ProxyCaptureArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub capture_format: Option<CaptureFormat>,
     /// Also record this proxy's TCP leg (proxy1: its clients; proxy2: the server) from the
-    /// loopback interface into the same file, in time order. Needs CAP_NET_RAW (root, or the
+    /// loopback interface into the same file, in time order. Needs `CAP_NET_RAW` (root, or the
     /// capability on the binary).
     #[arg(long, requires = "capture")]
     pub capture_tcp: bool,

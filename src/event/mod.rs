@@ -198,7 +198,7 @@ pub enum ConnState {
 pub enum CloseKind {
     /// Orderly: shutdown, a FIN.
     Fin,
-    /// Abort: SO_LINGER 0 then close, a RST.
+    /// Abort: `SO_LINGER` 0 then close, a RST.
     Rst,
 }
 

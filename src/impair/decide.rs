@@ -96,7 +96,7 @@ pub struct Decider {
 }
 
 impl Decider {
-    /// The decider of `direction` for `seed`. Each direction draws from its own ChaCha
+    /// The decider of `direction` for `seed`. Each direction draws from its own `ChaCha`
     /// stream, so traffic one way never shifts the decisions the other way.
     pub fn new(seed: u64, direction: LinkDirection) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -13,7 +13,7 @@ use crate::topology::LinkDirection;
 
 /// Longest delay (and jitter) the emulator accepts. A bound keeps the delay line bounded in
 /// time, and nothing in a classroom needs more.
-pub const MAX_DELAY: Duration = Duration::from_secs(60);
+pub const MAX_DELAY: Duration = Duration::from_mins(1);
 
 /// The slowest rate limit accepted: below this one full frame would take over ten seconds.
 pub const MIN_RATE: u64 = 1_000;
@@ -111,8 +111,8 @@ impl BitRate {
     }
     /// How long `bytes` take to go out at this rate.
     pub fn transmit_time(self, bytes: usize) -> Duration {
-        let nanos = (bytes as u128 * 8 * 1_000_000_000).div_ceil(self.0 as u128);
-        Duration::from_nanos(nanos.min(u64::MAX as u128) as u64)
+        let nanos = (bytes as u128 * 8 * 1_000_000_000).div_ceil(u128::from(self.0));
+        Duration::from_nanos(nanos.min(u128::from(u64::MAX)) as u64)
     }
 }
 
@@ -455,7 +455,7 @@ fn queue_frames<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::
 
 /// Durations as humantime text (`"20ms"`) in scenario files and reports.
 mod duration_text {
-    use super::*;
+    use super::{Deserialize, Deserializer, Duration, Serializer, parse_delay};
 
     pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(&humantime::format_duration(*value))

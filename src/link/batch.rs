@@ -6,6 +6,10 @@
 //!
 //! Written on `libc` directly, not `quinn-udp`: see DESIGN.md ("UDP batching").
 
+// Unsafe is allowed here, and only here: recvmmsg(2) has no safe wrapper in std, tokio or
+// socket2: the headers point into buffers owned by the batch, which outlive the call.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
@@ -140,14 +144,18 @@ pub(super) async fn recv_from(
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr)> {
     loop {
-        if let Some(got) = batch.lock().unwrap_or_else(|e| e.into_inner()).pop(buf) {
+        if let Some(got) = batch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop(buf)
+        {
             return Ok(got);
         }
         socket
             .async_io(Interest::READABLE, || {
                 batch
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .fill(socket.as_raw_fd())
             })
             .await?;

@@ -25,7 +25,7 @@ pub enum EmulatorScope {
     Sent,
     /// What it sends and what it receives (the other direction, as it arrives): a standalone
     /// proxy whose peer may be a course script with no emulator, like the course's
-    /// send_loss/recv_loss helpers.
+    /// `send_loss/recv_loss` helpers.
     SentAndReceived,
 }
 
@@ -175,13 +175,13 @@ pub(super) async fn egress_timer(egress: Arc<Egress>, inner: Weak<Inner>) {
     loop {
         let next = egress.pipeline.lock().unwrap().next_wake();
         tokio::select! {
-            _ = egress.stop.cancelled() => return,
-            _ = egress.wake.notified() => {}
-            _ = egress.emulator.hold().released(egress.direction) => {
+            () = egress.stop.cancelled() => return,
+            () = egress.wake.notified() => {}
+            () = egress.emulator.hold().released(egress.direction) => {
                 let Some(inner) = inner.upgrade() else { return };
                 egress.send_released(&inner).await;
             }
-            _ = sleep_until_or_forever(next) => {
+            () = sleep_until_or_forever(next) => {
                 let Some(inner) = inner.upgrade() else { return };
                 egress.flush(&inner).await;
             }

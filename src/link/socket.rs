@@ -389,7 +389,7 @@ impl LinkSocket {
                         }
                     }
                 }
-                _ = sleep_until_or_forever(next) => {}
+                () = sleep_until_or_forever(next) => {}
             }
         }
     }

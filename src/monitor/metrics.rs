@@ -639,7 +639,7 @@ pub async fn serve(
     let turns = Arc::new(Semaphore::new(CONCURRENT_SCRAPES));
     loop {
         let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
+            () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let Ok((stream, peer)) = accepted else {
@@ -653,8 +653,8 @@ pub async fn serve(
         let stop = stop.clone();
         tasks.spawn("metrics request", async move {
             tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = respond(stream, peer, &sources) => {}
+                () = stop.cancelled() => {}
+                () = respond(stream, peer, &sources) => {}
             }
             drop(turn);
         });

@@ -1,5 +1,5 @@
 //! The echo client: sends messages, checks that every byte comes back unchanged, and closes
-//! with a FIN (shutdown) or a RST (SO_LINGER 0), the two endings the capture lab contrasts.
+//! with a FIN (shutdown) or a RST (`SO_LINGER` 0), the two endings the capture lab contrasts.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -104,7 +104,7 @@ pub async fn run(
 
     let end = loop {
         tokio::select! {
-            _ = stop.cancelled() => break ClientEnd::ByClient(CloseKind::Fin),
+            () = stop.cancelled() => break ClientEnd::ByClient(CloseKind::Fin),
             ended = &mut reader_task => {
                 break ended.unwrap_or(ClientEnd::Error);
             }

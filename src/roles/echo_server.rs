@@ -34,7 +34,7 @@ pub async fn run_in(
     }
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -90,7 +90,7 @@ async fn echo(mut stream: TcpStream, peer: SocketAddr, events: EventSink, stop: 
     tokio::pin!(cancelled);
     loop {
         let read = tokio::select! {
-            _ = &mut cancelled => return,
+            () = &mut cancelled => return,
             read = stream.read(&mut buf) => read,
         };
         if let Some(how) = peer_close_kind(&read) {

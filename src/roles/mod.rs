@@ -103,7 +103,7 @@ impl IdleTimeout {
     /// A timeout of `timeout` (kept to the millisecond).
     pub fn new(timeout: std::time::Duration) -> Self {
         IdleTimeout(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
-            timeout.as_millis().min(u64::MAX as u128) as u64,
+            timeout.as_millis().min(u128::from(u64::MAX)) as u64,
         )))
     }
 
@@ -115,7 +115,7 @@ impl IdleTimeout {
     /// Changes the timeout for every clone, from the next sweep on.
     pub fn set(&self, timeout: std::time::Duration) {
         self.0.store(
-            timeout.as_millis().min(u64::MAX as u128) as u64,
+            timeout.as_millis().min(u128::from(u64::MAX)) as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
     }

@@ -100,7 +100,7 @@ impl Proxy1Config {
             connect_attempts: 5,
             connect_retry: Duration::from_millis(500),
             id_wait: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300).into(),
+            idle_timeout: Duration::from_mins(5).into(),
             unused_timeout: Duration::from_secs(10),
             half_close_linger: Duration::from_millis(500),
             close_attempts: 3,
@@ -390,7 +390,7 @@ pub async fn run_in(
     tokio::pin!(cancelled);
     loop {
         tokio::select! {
-            _ = &mut cancelled => break,
+            () = &mut cancelled => break,
             _ = sweep.tick() => sweep_ids(&shared).await,
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
@@ -666,7 +666,7 @@ async fn serve_socks5_client(
     let started = std::time::Instant::now();
     let mut record = AccessRecord::new(client, std::time::SystemTime::now());
     let accepted = tokio::select! {
-        _ = stop.cancelled() => {
+        () = stop.cancelled() => {
             record.detail = Some("proxy1 stopped".into());
             return finish_record(&shared, record, started);
         }
@@ -981,8 +981,8 @@ async fn acquire_id(
     tokio::pin!(deadline);
     let why = loop {
         tokio::select! {
-            _ = stop.cancelled() => break None,
-            _ = &mut deadline => break Some(format!(
+            () = stop.cancelled() => break None,
+            () = &mut deadline => break Some(format!(
                 "client {client} got no free id within {:?}: closing it",
                 shared.config.id_wait
             )),
@@ -1060,7 +1060,7 @@ async fn open(
         tokio::pin!(retry);
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return Opening::Stopped,
+                () = stop.cancelled() => return Opening::Stopped,
                 answer = &mut reply => return match answer {
                     Ok(Ok(isn)) => Opening::Ok(isn),
                     Ok(Err(reason)) => Opening::Refused(reason),
@@ -1070,7 +1070,7 @@ async fn open(
                     ClientNews::Left(how) => return Opening::ClientLeft(how),
                     ClientNews::Sent | ClientNews::HalfClosed => continue,
                 },
-                _ = &mut retry => break,
+                () = &mut retry => break,
             }
         }
     }
@@ -1088,8 +1088,8 @@ async fn send_close(shared: &Shared, id: ConnId, client: SocketAddr) {
     for attempt in 0..shared.config.close_attempts.max(1) {
         if attempt > 0 {
             tokio::select! {
-                _ = shared.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(shared.config.close_retry) => {}
+                () = shared.shutdown.cancelled() => return,
+                () = tokio::time::sleep(shared.config.close_retry) => {}
             }
         }
         shared.send(Frame::Close { id, seq: Seq::ZERO }).await;
@@ -1158,7 +1158,7 @@ async fn pump(conn: Conn<'_>, stream: TcpStream, lobby: Lobby) {
         let mut scratch = Vec::new();
         'serve: loop {
             let received = tokio::select! {
-                _ = &mut cancelled => break,
+                () = &mut cancelled => break,
                 received = to_client_rx.recv_many(&mut queued, super::FRAMES_PER_WRITE) => received,
             };
             // Data queued before the finish goes out (in one write), then the FIN.
@@ -1233,7 +1233,7 @@ async fn read_client(
     tokio::pin!(cancelled);
     loop {
         let read = tokio::select! {
-            _ = &mut cancelled => return false,
+            () = &mut cancelled => return false,
             read = from_client.read(&mut buf) => read,
         };
         if let Some(how) = peer_close_kind(&read) {
@@ -1267,8 +1267,8 @@ async fn linger(shared: &Shared, stop: &CancellationToken, from_proxy2: &Activit
             return;
         }
         tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep_until(deadline) => {}
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep_until(deadline) => {}
         }
     }
 }

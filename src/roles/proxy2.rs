@@ -73,7 +73,7 @@ impl Proxy2Config {
         Proxy2Config {
             server,
             connect_timeout: Duration::from_secs(3),
-            idle_timeout: Duration::from_secs(300).into(),
+            idle_timeout: Duration::from_mins(5).into(),
             unused_timeout: Duration::from_secs(10),
             queue_frames: 1024,
             limits: Limits::default(),
@@ -240,7 +240,7 @@ pub async fn run_in(
     tokio::pin!(cancelled);
     loop {
         tokio::select! {
-            _ = &mut cancelled => break,
+            () = &mut cancelled => break,
             _ = sweep.tick() => reclaim_expired(&shared).await,
             received = shared.link.recv(&mut buf, None) => match received {
                 Ok(Received::Frame { frame, peer }) => {
@@ -581,7 +581,7 @@ async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
     let _ended = ended.drop_guard();
     let (peer, id) = key;
     let (stream, reached) = tokio::select! {
-        _ = stop.cancelled() => return,
+        () = stop.cancelled() => return,
         result = connect(&shared, destination.as_ref()) => match result {
             Ok(connected) => connected,
             Err((reason, why)) => {
@@ -593,8 +593,8 @@ async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
     if let Some(previous) = previous {
         // It was cancelled when this one was created, and stops at its next step.
         tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = previous.cancelled() => {}
+            () = stop.cancelled() => return,
+            () = previous.cancelled() => {}
         }
     }
     let _ = stream.set_nodelay(true);
@@ -705,7 +705,7 @@ async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
     tokio::pin!(cancelled);
     'pump: loop {
         let read = tokio::select! {
-            _ = &mut cancelled => {
+            () = &mut cancelled => {
                 shared.tcp_event(id, TcpAction::Closed(CloseKind::Fin));
                 break;
             }

@@ -82,11 +82,11 @@ pub async fn run_in(
     let slots = Arc::new(Semaphore::new(config.max_clients.max(1)));
     loop {
         let slot = tokio::select! {
-            _ = stop.cancelled() => break,
+            () = stop.cancelled() => break,
             slot = slots.clone().acquire_owned() => slot.expect("never closed"),
         };
         let accepted = tokio::select! {
-            _ = stop.cancelled() => break,
+            () = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -136,7 +136,7 @@ async fn handle(
 ) {
     // Each phase watches `stop` itself, so whatever the relay counted reaches the record.
     let accepted = tokio::select! {
-        _ = stop.cancelled() => return stopped(record),
+        () = stop.cancelled() => return stopped(record),
         accepted = socks5::accept(&mut client, &config.front) => accepted,
     };
     let accepted = match accepted {
@@ -152,7 +152,7 @@ async fn handle(
     record.user = accepted.user.clone();
     record.destination = Some(accepted.destination.to_string());
     let dialed = tokio::select! {
-        _ = stop.cancelled() => return stopped(record),
+        () = stop.cancelled() => return stopped(record),
         dialed = config.dialer.dial(&accepted.destination) => dialed,
     };
     let dialed = match dialed {
@@ -226,7 +226,7 @@ pub async fn relay(
         let (mut up_done, mut down_done) = (false, false);
         while !(up_done && down_done) {
             let result = tokio::select! {
-                _ = stop.cancelled() => {
+                () = stop.cancelled() => {
                     stopped = true;
                     break;
                 }

@@ -228,8 +228,8 @@ pub async fn run_with<F: Front>(
     // the capture is drained to disk and the report written, so nothing is lost.
     let ended = tokio::select! {
         result = tokio::time::timeout_at(deadline, steps) => Some(Ok(result)),
-        _ = shutdown.cancelled() => None,
-        _ = stop.cancelled() => Some(Err(())),
+        () = shutdown.cancelled() => None,
+        () = stop.cancelled() => Some(Err(())),
     };
     let failure = match ended {
         Some(Ok(Ok(Ok(())))) => None,
@@ -325,8 +325,8 @@ impl<F: Front> Runner<'_, F> {
                         return;
                     }
                 },
-                _ = tokio::time::sleep_until(until) => return,
-                _ = tokio::time::sleep_until(next_tick) => {
+                () = tokio::time::sleep_until(until) => return,
+                () = tokio::time::sleep_until(next_tick) => {
                     self.front.tick(&self.lab);
                     next_tick = Instant::now() + POLL;
                 }
@@ -644,7 +644,7 @@ impl<F: Front> Runner<'_, F> {
                         }
                     }
                     Some(conn) => {
-                        pending.push(format!("client {client} has id {} but no OK yet", conn.id))
+                        pending.push(format!("client {client} has id {} but no OK yet", conn.id));
                     }
                     None => pending.push(format!("client {client} has no tunnel id yet")),
                 },

@@ -72,7 +72,7 @@ pub struct TransportConfig {
     pub initial_seq: Seq,
     /// The first sequence number the peer sends: the ISN in its `C` or `OK`.
     pub peer_initial_seq: Seq,
-    /// Go-Back-N and Selective Repeat: the congestion control (`--cc`); NewReno by default,
+    /// Go-Back-N and Selective Repeat: the congestion control (`--cc`); `NewReno` by default,
     /// `None` for the fixed window of the course.
     pub congestion: CongestionControl,
 }

@@ -10,7 +10,7 @@
 //! Loss recovery, as a modern transport does it (RFC 8985, RACK-TLP), so that the 200 ms
 //! floor of the retransmission timer is the last resort and not the common case:
 //! - **Fast retransmit**: `dup_ack_threshold` duplicate acks (Go-Back-N), or that many frames
-//!   selectively acked above a frame sent once (Selective Repeat, RFC 6675's DupThresh).
+//!   selectively acked above a frame sent once (Selective Repeat, RFC 6675's `DupThresh`).
 //! - **RACK** (recent acknowledgement): a frame is lost when a frame *sent after it* was
 //!   delivered and a reordering window (a quarter of the smallest round trip) has passed. Send
 //!   time, not sequence number, so a lost retransmission is found the same way as a lost

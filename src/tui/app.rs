@@ -98,7 +98,7 @@ pub fn handle_key(state: &mut TuiState, key: KeyEvent) -> Option<Command> {
         return None;
     }
     let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-    if ctrl && matches!(key.code, KeyCode::Char('c') | KeyCode::Char('d')) {
+    if ctrl && matches!(key.code, KeyCode::Char('c' | 'd')) {
         return Some(Command::Quit);
     }
     if let Some(text) = state.view.input.as_mut() {
@@ -184,9 +184,7 @@ pub fn handle_key(state: &mut TuiState, key: KeyEvent) -> Option<Command> {
             let client = selected_client(state)?;
             return Some(Command::SendLarge(client));
         }
-        KeyCode::Char('.') | KeyCode::Char('x') | KeyCode::Char('d') | KeyCode::Tab
-            if !state.hold.holding =>
-        {
+        KeyCode::Char('.' | 'x' | 'd') | KeyCode::Tab if !state.hold.holding => {
             state.note(Level::Warn, "the link is not held: h holds it (step mode)");
         }
         KeyCode::Char('.') => return Some(Command::ReleaseNext),
@@ -202,7 +200,7 @@ pub fn handle_key(state: &mut TuiState, key: KeyEvent) -> Option<Command> {
             };
             state.view.held_choice = next;
         }
-        KeyCode::Char('x') | KeyCode::Char('d') => {
+        KeyCode::Char('x' | 'd') => {
             let Some(chosen) = state.chosen_held() else {
                 state.note(Level::Warn, "nothing is held yet");
                 return None;
@@ -539,10 +537,10 @@ fn change_link(lab: &Lab, change: LinkChange) {
         match change {
             LinkChange::MoreLoss => {
                 direction.loss =
-                    Percent::new((loss + LOSS_STEP).min(100.0)).unwrap_or(Percent::HUNDRED)
+                    Percent::new((loss + LOSS_STEP).min(100.0)).unwrap_or(Percent::HUNDRED);
             }
             LinkChange::LessLoss => {
-                direction.loss = Percent::new((loss - LOSS_STEP).max(0.0)).unwrap_or(Percent::ZERO)
+                direction.loss = Percent::new((loss - LOSS_STEP).max(0.0)).unwrap_or(Percent::ZERO);
             }
             LinkChange::ToggleBlackhole => direction.blackhole = !direction.blackhole,
             LinkChange::Clear => *direction = DirectionSettings::default(),

@@ -102,7 +102,7 @@ impl Front for PlayFront {
                     self.refresh(lab);
                     self.draw();
                 }
-                _ = sleep_until_or_forever(due) => break true,
+                () = sleep_until_or_forever(due) => break true,
             }
         };
         self.play().waiting = None;

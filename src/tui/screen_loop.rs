@@ -88,7 +88,7 @@ impl<B: Backend> ScreenLoop<B> {
                 // Order matters: quitting, keys and the redraw clock come before draining
                 // events, so a flood of events never starves them.
                 biased;
-                _ = &mut quit => return Ok(()),
+                () = &mut quit => return Ok(()),
                 input = self.inputs.recv(), if inputs_open => {
                     let Some(input) = input else {
                         inputs_open = false;
@@ -108,7 +108,7 @@ impl<B: Backend> ScreenLoop<B> {
                         _ => {}
                     }
                 }
-                _ = self.chatter.due(self.state.chatter) => {
+                () = self.chatter.due(self.state.chatter) => {
                     self.chatter.speak(&self.lab, &mut self.state);
                 }
                 _ = tick.tick() => {

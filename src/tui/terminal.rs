@@ -75,7 +75,9 @@ fn on_panic(info: &PanicHookInfo<'_>, ui_thread: ThreadId, previous: &PanicHook)
         .name()
         .map(str::to_string)
         .unwrap_or_else(|| "a worker".into());
-    let mut kept = OTHER_PANICS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut kept = OTHER_PANICS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if kept.len() < KEPT_PANICS {
         kept.push(format!("panic in {name}: {info}"));
     }
@@ -91,7 +93,11 @@ pub fn restore() {
 
 /// Panics of role threads since the last call (the log pane shows them).
 pub fn take_other_panics() -> Vec<String> {
-    std::mem::take(&mut *OTHER_PANICS.lock().unwrap_or_else(|e| e.into_inner()))
+    std::mem::take(
+        &mut *OTHER_PANICS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
 }
 
 impl Drop for TerminalSession {

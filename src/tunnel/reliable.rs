@@ -192,15 +192,15 @@ pub(crate) async fn pump(
         let can_read = aborted_at.is_none() && !read_closed && first.is_empty() && room > 0;
         let writing = aborted_at.is_none() && pending.is_some();
         tokio::select! {
-            _ = side.stop.cancelled() => break PumpEnd::Stopped,
-            _ = conn.wake.notified() => {}
-            _ = sleep_until_or_forever(report.due()), if report.owed() => {
+            () = side.stop.cancelled() => break PumpEnd::Stopped,
+            () = conn.wake.notified() => {}
+            () = sleep_until_or_forever(report.due()), if report.owed() => {
                 report.publish(&side, &conn.transport.lock().unwrap().stats(), false);
             }
-            _ = sleep_until_or_forever(timer) => {
+            () = sleep_until_or_forever(timer) => {
                 conn.transport.lock().unwrap().handle_timeout(Instant::now());
             }
-            _ = tokio::time::sleep(ABORT_GRACE), if aborted_at.is_some() => {}
+            () = tokio::time::sleep(ABORT_GRACE), if aborted_at.is_some() => {}
             // Wait for readability, then read into the thread's scratch buffer: an idle
             // connection holds no read buffer of its own (thousands of them would cost
             // 64 KiB each).

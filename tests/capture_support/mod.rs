@@ -233,7 +233,7 @@ pub fn read_pcapng(path: &Path) -> PcapNgFile {
                             }
                         }
                         InterfaceDescriptionOption::IfDescription(d) if first => {
-                            out.interface_description = Some(d.to_string())
+                            out.interface_description = Some(d.to_string());
                         }
                         InterfaceDescriptionOption::IfTsResol(r) => resolution = Some(*r),
                         _ => {}
@@ -444,7 +444,7 @@ pub async fn run_lab_traffic(
 /// Polls `done` until it holds; gives up (failing the test) after a generous bound, so a
 /// broken tunnel fails instead of hanging. Not a timing assertion.
 pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
     while !done() {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -465,7 +465,9 @@ pub fn assert_capture_matches_events(run: &TrafficRun, captured: &[Captured]) {
     let since = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap();
     // Classic pcap keeps microseconds: allow the start to be rounded down.
     let (from, to) = (
-        since(run.started) - Duration::from_micros(1),
+        since(run.started)
+            .checked_sub(Duration::from_micros(1))
+            .unwrap(),
         since(run.ended),
     );
     for (n, c) in captured.iter().enumerate() {

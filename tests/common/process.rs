@@ -1,6 +1,10 @@
 //! Child processes for the tests that run the real binary (and the course's Python
 //! proxies): started, their output collected, stopped by a signal.
 
+// Unsafe is allowed here, and only here: signals to child processes (libc::kill) and their exit
+// status: the pids are our own children.
+#![allow(unsafe_code)]
+
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
@@ -36,7 +40,7 @@ impl Process {
         .await
     }
 
-    /// Starts tests/python/classic_proxies.py with ARGS and waits for its "listening PORT".
+    /// Starts `tests/python/classic_proxies.py` with ARGS and waits for its "listening PORT".
     pub async fn python(args: &[&str]) -> Process {
         let found = std::process::Command::new("python3")
             .arg("--version")

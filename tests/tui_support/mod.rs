@@ -461,7 +461,7 @@ pub fn full_house() -> Script {
     let mut s = Script::default();
     s.roles_up(0);
     for client in 1..=10u32 {
-        let ms = 10 * client as u64;
+        let ms = 10 * u64::from(client);
         s.client_connects(ms, client)
             .opens(ms + 1, client, client as u16 - 1);
     }

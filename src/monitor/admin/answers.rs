@@ -14,7 +14,7 @@ use crate::topology::{LinkDirection, Role};
 
 /// The shortest and longest idle timeouts `CONFIG idle_timeout` accepts.
 pub const IDLE_TIMEOUT_RANGE: (Duration, Duration) =
-    (Duration::from_millis(100), Duration::from_secs(24 * 3600));
+    (Duration::from_millis(100), Duration::from_hours(24));
 
 /// Emulator settings `CONFIG` knows, each also as `NAME_to_proxy2` / `NAME_to_proxy1`.
 pub const EMULATOR_PARAMS: [&str; 11] = [
@@ -382,7 +382,7 @@ mod tests {
         )
         .with_link(Endpoint::Proxy1, Arc::new(LinkStats::default()))
         .with_emulator(LinkEmulator::new(LinkSettings::default(), 7))
-        .with_idle_timeout(IdleTimeout::new(Duration::from_secs(300)))
+        .with_idle_timeout(IdleTimeout::new(Duration::from_mins(5)))
     }
 
     #[test]
@@ -428,7 +428,7 @@ mod tests {
         );
         assert_eq!(idle.get(), Duration::from_secs(15));
         sources.config("idle_timeout", "2m", "a").unwrap();
-        assert_eq!(idle.get(), Duration::from_secs(120));
+        assert_eq!(idle.get(), Duration::from_mins(2));
         assert!(sources.config("idle_timeout", "0", "a").is_err());
         assert!(sources.config("idle_timeout", "soon", "a").is_err());
     }

@@ -41,7 +41,7 @@ impl Default for AdminLimits {
         AdminLimits {
             max_line: 512,
             max_sessions: 8,
-            idle: Duration::from_secs(300),
+            idle: Duration::from_mins(5),
         }
     }
 }
@@ -125,7 +125,7 @@ pub async fn serve(
     let users: Arc<[Credential]> = users.into();
     loop {
         let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
+            () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let (mut stream, peer) = match accepted {
@@ -153,8 +153,8 @@ pub async fn serve(
         let stop = stop.clone();
         tasks.spawn("admin session", async move {
             tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = session(stream, peer, &sources, &users, limits) => {}
+                () = stop.cancelled() => {}
+                () = session(stream, peer, &sources, &users, limits) => {}
             }
             drop(turn);
         });

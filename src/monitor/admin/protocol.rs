@@ -239,7 +239,7 @@ mod tests {
     struct Fake;
 
     impl AdminContext for Fake {
-        fn name(&self) -> &str {
+        fn name(&self) -> &'static str {
             "fake"
         }
         fn stats(&self) -> Vec<String> {

@@ -113,7 +113,12 @@ mod tests {
             "*",
         ])
         .unwrap();
-        let texts: Vec<String> = parsed.rules.rules.iter().map(|r| r.to_string()).collect();
+        let texts: Vec<String> = parsed
+            .rules
+            .rules
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         assert_eq!(texts, ["--deny port=22", "--allow 10.0.0.0/8", "--deny *"]);
         assert!(Test::try_parse_from(["t"]).unwrap().rules.rules.is_empty());
     }

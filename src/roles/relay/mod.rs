@@ -49,7 +49,7 @@ pub const DEFAULT_MAX_PEERS: usize = 256;
 /// How long a peer may stay silent both ways before its socket is closed, by default: as
 /// long as the proxies' own idle timeout, so the relay never forgets a peer the proxies
 /// still remember.
-pub const DEFAULT_PEER_IDLE: Duration = Duration::from_secs(300);
+pub const DEFAULT_PEER_IDLE: Duration = Duration::from_mins(5);
 
 /// Log lines about one kind of trouble (refused peers, refused datagrams, failed sends) come
 /// at most this often, with a count of the ones in between.
@@ -363,7 +363,7 @@ impl Relay {
         let mut buf = vec![0u8; RECV_BUFFER];
         loop {
             let received = tokio::select! {
-                _ = self.stop.cancelled() => return Ok(()),
+                () = self.stop.cancelled() => return Ok(()),
                 received = self.listen.recv_from(&mut buf) => received,
             };
             let (len, from) = match received {
@@ -451,7 +451,7 @@ impl Relay {
         let mut buf = vec![0u8; RECV_BUFFER];
         loop {
             let received = tokio::select! {
-                _ = peer.stop.cancelled() => return,
+                () = peer.stop.cancelled() => return,
                 received = peer.upstream.recv(&mut buf) => received,
             };
             match received {
@@ -742,9 +742,9 @@ async fn delay_line(relay: Arc<Relay>, leg: Leg) {
     loop {
         let next = path.pipeline.lock().unwrap().next_wake();
         tokio::select! {
-            _ = relay.stop.cancelled() => return,
-            _ = path.wake.notified() => {}
-            _ = sleep_until_or_forever(next) => {
+            () = relay.stop.cancelled() => return,
+            () = path.wake.notified() => {}
+            () = sleep_until_or_forever(next) => {
                 let _turn = path.turn.lock().await;
                 relay.flush(leg).await;
             }
@@ -767,7 +767,7 @@ async fn expire_idle_peers(relay: Arc<Relay>) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = relay.stop.cancelled() => return,
+            () = relay.stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
         let expired: Vec<Arc<Peer>> = {

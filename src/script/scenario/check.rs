@@ -356,7 +356,7 @@ impl Checker<'_> {
         for user in raw.users {
             let parsed = user.get_ref().parse::<Socks5User>().map_err(|e| {
                 self.source
-                    .error(user.span(), Some("lab.socks5.users"), e.to_string())
+                    .error(user.span(), Some("lab.socks5.users"), e.clone())
             })?;
             users.push(parsed);
         }
@@ -371,7 +371,7 @@ impl Checker<'_> {
             let pattern = pattern
                 .trim()
                 .parse::<RulePattern>()
-                .map_err(|e| error(e.to_string()))?;
+                .map_err(|e| error(e.clone()))?;
             rules.push(match verb {
                 "allow" => Rule::allow(pattern),
                 "deny" => Rule::deny(pattern),
@@ -1225,7 +1225,7 @@ max = 2
     fn generated_messages_are_printable_and_sized() {
         let bytes = Message::Size(200).bytes();
         assert_eq!(bytes.len(), 200);
-        assert!(bytes.iter().all(|b| b.is_ascii_graphic()));
+        assert!(bytes.iter().all(u8::is_ascii_graphic));
         // Position-dependent: the next message of the stream differs, and the stream has no
         // period a lost or repeated frame could hide in.
         let next = Message::Size(200).bytes_at(200);

@@ -63,7 +63,7 @@ pub fn parse_with(source: &Source, key_given: bool) -> Result<Scenario, Scenario
 /// Used when a scenario does not set `deadline`.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 /// No scenario may ask for more than this: CI must always finish.
-pub const MAX_DEADLINE: Duration = Duration::from_secs(3600);
+pub const MAX_DEADLINE: Duration = Duration::from_hours(1);
 /// More clients than this is a load test, not a scenario.
 pub const MAX_CLIENTS: u32 = 1000;
 /// The largest single message a step may send.
