@@ -13,6 +13,9 @@
 //! elsewhere on the machine hits every path alike; each figure is the median over rounds.
 //! Not part of `cargo test`: speed is measured here, never asserted in tests.
 
+// Doc comments here are --help text, printed as written: no Markdown backticks.
+#![allow(clippy::doc_markdown)]
+
 mod client;
 mod lab_child;
 mod paths;
@@ -60,7 +63,7 @@ struct Args {
     quick: bool,
     /// Only these paths (comma-separated: direct, kcptun, classic, lab, lab-events,
     /// lab-capture, lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture, and with
-    /// `TUNLAB_BENCH_BEFORE`=<another tunlab build> the same four as bin-*-before; `modes` for
+    /// TUNLAB_BENCH_BEFORE=<another tunlab build> the same four as bin-*-before; `modes` for
     /// the reliable-modes table with direct TCP and the lab as baselines, or one cell of it
     /// such as selective-repeat-5, selective-repeat-5-ccnone for --cc none, or
     /// selective-repeat-10mbit[-w128][-ccnone] for the rate-limited rows; `relay` for
@@ -333,10 +336,9 @@ fn main() -> anyhow::Result<()> {
     let mut tools = Tools {
         // TUNLAB_BENCH_TUNLAB: another build of `tunlab` (an older commit's, for a before
         // and after of the bin-* paths); the in-process lab paths always run this build.
-        tunlab: std::env::var_os("TUNLAB_BENCH_TUNLAB").map_or_else(
-            || PathBuf::from(env!("CARGO_BIN_EXE_tunlab")),
-            PathBuf::from,
-        ),
+        tunlab: std::env::var_os("TUNLAB_BENCH_TUNLAB")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tunlab"))),
         // TUNLAB_BENCH_BEFORE: another build whose bin-* paths run as bin-*-before in the
         // same run (interleaved per round), for a before and after side by side.
         tunlab_before: std::env::var_os("TUNLAB_BENCH_BEFORE").map(PathBuf::from),
@@ -461,7 +463,8 @@ fn main() -> anyhow::Result<()> {
         cores: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         cpu: cpu_model(),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map_or_else(|_| "?".into(), |s| s.trim().to_string()),
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into()),
         load_before,
         load_after: load_average(),
         rounds: args.rounds,
@@ -636,10 +639,9 @@ fn udp_receive_buffer_drops() -> Option<u64> {
 }
 
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").map_or_else(
-        |_| "?".into(),
-        |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-    )
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn cpu_model() -> String {

@@ -1,5 +1,8 @@
 //! The lab's options (no subcommand).
 
+// Doc comments here are --help text, printed as written: no Markdown backticks.
+#![allow(clippy::doc_markdown)]
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
@@ -108,7 +111,7 @@ pub struct LabCaptureArgs {
     pub capture_format: Option<CaptureFormat>,
     /// Also record the TCP legs (client-proxy1 and proxy2-server: handshakes, data, FIN and
     /// RST) from the loopback interface, in time order with the link's frames in one file.
-    /// Needs `CAP_NET_RAW`: run as root, give the binary the capability, or add --netns.
+    /// Needs CAP_NET_RAW: run as root, give the binary the capability, or add --netns.
     #[arg(long)]
     pub capture_tcp: bool,
 }

@@ -4,6 +4,9 @@
 //! Clap definitions only: what the values mean to the lab and the roles is `app`'s
 //! business (it builds configurations from them and runs them).
 
+// Doc comments here are --help text, printed as written: no Markdown backticks.
+#![allow(clippy::doc_markdown)]
+
 mod lab;
 mod proxy;
 mod relay;
@@ -75,7 +78,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run only the echo server (like `server_echo2.py`).
+    /// Run only the echo server (like server_echo2.py).
     EchoServer(EchoServerArgs),
     /// Run only proxy2: UDP from proxy1s, one TCP connection to the server per tunnel connection.
     ///
@@ -89,12 +92,12 @@ pub enum Command {
     /// (p1→p2) and what it receives, as it arrives (p2→p1), since its proxy2 may be a course
     /// script with no emulator. Give the flags to one side only when both proxies are tunlab's.
     Proxy1(Proxy1Args),
-    /// Run one interactive echo client (like `client_echo2.py)`: each stdin line is sent and its echo printed.
+    /// Run one interactive echo client (like client_echo2.py): each stdin line is sent and its echo printed.
     EchoClient(EchoClientArgs),
-    /// Talk to a lab's or role's admin protocol (--admin): log in, then type commands (like the SOCKS5 project's `monitor_client`).
+    /// Talk to a lab's or role's admin protocol (--admin): log in, then type commands (like the SOCKS5 project's monitor_client).
     ///
     /// It asks for NAME:PASS, then reads commands with line editing and history (up and down
-    /// arrows): STATS, CONNECTIONS, USERS, `ACCESS_LOG` (of one USER if given), CONFIG (PARAM VALUE to
+    /// arrows): STATS, CONNECTIONS, USERS, ACCESS_LOG (of one USER if given), CONFIG (PARAM VALUE to
     /// change one), HELP, QUIT.
     /// With stdin not a terminal it reads one line at a time, so it can be scripted.
     Monitor(MonitorClientArgs),

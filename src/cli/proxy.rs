@@ -1,5 +1,8 @@
 //! The standalone proxies' options, and the link settings the lab shares with them.
 
+// Doc comments here are --help text, printed as written: no Markdown backticks.
+#![allow(clippy::doc_markdown)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,7 +28,7 @@ pub struct ProxyCaptureArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub capture_format: Option<CaptureFormat>,
     /// Also record this proxy's TCP leg (proxy1: its clients; proxy2: the server) from the
-    /// loopback interface into the same file, in time order. Needs `CAP_NET_RAW` (root, or the
+    /// loopback interface into the same file, in time order. Needs CAP_NET_RAW (root, or the
     /// capability on the binary).
     #[arg(long, requires = "capture")]
     pub capture_tcp: bool,

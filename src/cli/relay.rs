@@ -1,5 +1,8 @@
 //! `tunlab relay`'s options.
 
+// Doc comments here are --help text, printed as written: no Markdown backticks.
+#![allow(clippy::doc_markdown)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

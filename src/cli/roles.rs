@@ -1,5 +1,8 @@
 //! The other subcommands' options, and those every standalone role shares.
 
+// Doc comments here are --help text, printed as written: no Markdown backticks.
+#![allow(clippy::doc_markdown)]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,13 +19,13 @@ use super::proxy::parse_key_file;
 #[derive(Debug, Args, Clone, Default)]
 #[command(next_help_heading = "Monitoring")]
 pub struct MonitorArgs {
-    /// Serve Prometheus metrics at <http://ADDR/metrics> (exact counters: frames, bytes,
+    /// Serve Prometheus metrics at http://ADDR/metrics (exact counters: frames, bytes,
     /// connections, emulator drops, capture). A bare PORT listens on 127.0.0.1 only; give
     /// 0.0.0.0:PORT to let other machines scrape.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr)]
     pub metrics: Option<SocketAddr>,
     /// Serve the admin protocol on ADDR (the SOCKS5 project's: a login, then STATS,
-    /// CONNECTIONS, USERS, `ACCESS_LOG`, CONFIG, QUIT); `tunlab monitor HOST PORT` talks to it.
+    /// CONNECTIONS, USERS, ACCESS_LOG, CONFIG, QUIT); `tunlab monitor HOST PORT` talks to it.
     /// A bare PORT listens on 127.0.0.1 only. Needs --admin-user.
     #[arg(long, value_name = "ADDR", value_parser = parse_listen_addr, requires = "admin_user")]
     pub admin: Option<SocketAddr>,

@@ -6,6 +6,9 @@
 //! one. Bad values are refused by clap with the reason (`--loss 150`: "150 is not a
 //! percentage from 0 to 100").
 
+// Doc comments here are --help text, printed as written: no Markdown backticks.
+#![allow(clippy::doc_markdown)]
+
 use std::time::Duration;
 
 use clap::Args;

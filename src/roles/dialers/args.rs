@@ -2,6 +2,9 @@
 //! first matching rule wins, whichever flag gave it), so this reads clap's argument indices
 //! to put them back in command-line order; a derived struct would keep two separate lists.
 
+// Doc comments here are --help text, printed as written: no Markdown backticks.
+#![allow(clippy::doc_markdown)]
+
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 
 use super::rules::{Rule, RulePattern, Rules};
@@ -113,12 +116,7 @@ mod tests {
             "*",
         ])
         .unwrap();
-        let texts: Vec<String> = parsed
-            .rules
-            .rules
-            .iter()
-            .map(std::string::ToString::to_string)
-            .collect();
+        let texts: Vec<String> = parsed.rules.rules.iter().map(ToString::to_string).collect();
         assert_eq!(texts, ["--deny port=22", "--allow 10.0.0.0/8", "--deny *"]);
         assert!(Test::try_parse_from(["t"]).unwrap().rules.rules.is_empty());
     }
