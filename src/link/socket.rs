@@ -53,6 +53,9 @@ pub(super) struct Inner {
     pub(super) tasks: Tasks,
     /// Datagrams read by one `recvmmsg` and not handed out yet ([`super::batch`]).
     pub(super) received: Mutex<RecvBatch>,
+    /// Malformed datagrams are reported at most once a second: a flood of junk is counted
+    /// exactly but must not become a flood of log lines.
+    pub(super) malformed_log: Mutex<RejectLog>,
 }
 
 /// A sealed link's state: the sans-IO [`Seal`] and the rate limit of its log lines.
@@ -62,11 +65,28 @@ pub(super) struct SealState {
     pub(super) log: Mutex<RejectLog>,
 }
 
-/// Dropped sealed datagrams are logged at most once a second, with a count.
+/// Dropped sealed (or malformed) datagrams are logged at most once a second, with a count.
 #[derive(Debug, Default)]
 pub(super) struct RejectLog {
     pub(super) last: Option<std::time::Instant>,
     pub(super) unlogged: u64,
+}
+
+impl RejectLog {
+    /// Counts one more dropped datagram; when a report is due (the first, or a second after
+    /// the last report), returns how many it covers.
+    pub(super) fn count_one(&mut self) -> Option<u64> {
+        self.unlogged += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < std::time::Duration::from_secs(1))
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
 }
 
 /// What a sealed end reports about its session, for proxy1's log.
@@ -107,6 +127,7 @@ impl LinkSocket {
                 seal: None,
                 tasks: Tasks::new(),
                 received: Mutex::default(),
+                malformed_log: Mutex::default(),
             }),
             egress: None,
             ingress: None,
@@ -479,12 +500,22 @@ impl LinkSocket {
             }
             Err(error) => {
                 inner.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                inner.events.emit(EventKind::FrameMalformed {
-                    at: inner.endpoint,
-                    peer,
-                    len,
-                    error: error.to_string(),
-                });
+                let due = inner.malformed_log.lock().unwrap().count_one();
+                if let Some(count) = due {
+                    let error = match count {
+                        1 => error.to_string(),
+                        _ => format!(
+                            "{error} (and {} more since the last report, all counted)",
+                            count - 1
+                        ),
+                    };
+                    inner.events.emit(EventKind::FrameMalformed {
+                        at: inner.endpoint,
+                        peer,
+                        len,
+                        error,
+                    });
+                }
                 Received::Dropped
             }
         }
@@ -713,18 +744,9 @@ impl Inner {
     /// Logs a datagram the seal dropped, at most once a second (with how many since).
     pub(super) fn seal_dropped(&self, peer: SocketAddr, what: &str) {
         let Some(state) = &self.seal else { return };
-        let mut log = state.log.lock().unwrap();
-        log.unlogged += 1;
-        let now = std::time::Instant::now();
-        if log
-            .last
-            .is_some_and(|last| now.duration_since(last) < std::time::Duration::from_secs(1))
-        {
+        let Some(count) = state.log.lock().unwrap().count_one() else {
             return;
-        }
-        let count = std::mem::take(&mut log.unlogged);
-        log.last = Some(now);
-        drop(log);
+        };
         self.events.log(
             Level::Warn,
             self.endpoint.role(),
