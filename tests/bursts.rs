@@ -114,22 +114,30 @@ async fn proxy2_carries_a_burst_to_the_server_and_back_in_order() {
     assert_eq!(fake_proxy1.recv().await.0, b"C0OK");
 
     let data = random_bytes(12, BURST_FRAMES * MAX_PAYLOAD);
-    for payload in data.chunks(MAX_PAYLOAD) {
-        let mut datagram = b"D0".to_vec();
-        datagram.extend_from_slice(payload);
-        fake_proxy1.send(&datagram).await;
-    }
-    let mut echoed = Vec::with_capacity(data.len());
-    while echoed.len() < data.len() {
-        let (datagram, _) = fake_proxy1.recv().await;
-        assert!(
-            datagram.len() <= 1500,
-            "datagram of {} bytes",
-            datagram.len()
-        );
-        assert_eq!(&datagram[..2], b"D0", "only data comes back");
-        echoed.extend_from_slice(&datagram[2..]);
-    }
+    // Send and read at the same time: the echo starts coming back while the burst is still
+    // going out, and a busy machine can hold the sender back for a long time.
+    let send_burst = async {
+        for payload in data.chunks(MAX_PAYLOAD) {
+            let mut datagram = b"D0".to_vec();
+            datagram.extend_from_slice(payload);
+            fake_proxy1.send(&datagram).await;
+        }
+    };
+    let read_echo = async {
+        let mut echoed = Vec::with_capacity(data.len());
+        while echoed.len() < data.len() {
+            let (datagram, _) = fake_proxy1.recv().await;
+            assert!(
+                datagram.len() <= 1500,
+                "datagram of {} bytes",
+                datagram.len()
+            );
+            assert_eq!(&datagram[..2], b"D0", "only data comes back");
+            echoed.extend_from_slice(&datagram[2..]);
+        }
+        echoed
+    };
+    let ((), echoed) = tokio::join!(send_burst, read_echo);
     assert!(echoed == data, "the echo comes back in order and unchanged");
     stop.cancel();
 }

@@ -103,7 +103,9 @@ pub async fn read_to_close(stream: &mut TcpStream) -> (Vec<u8>, bool) {
     }
 }
 
-/// A raw UDP socket that plays proxy1 or proxy2 by hand, to check bytes on the wire.
+/// A raw UDP socket that plays proxy1 or proxy2 by hand, to check bytes on the wire. It asks
+/// for the same large buffers as a link socket, so a burst the test has not read yet waits in
+/// the kernel instead of being dropped (classic mode has no flow control to slow it down).
 pub struct RawPeer {
     pub socket: UdpSocket,
     pub target: SocketAddr,
@@ -112,7 +114,7 @@ pub struct RawPeer {
 impl RawPeer {
     pub async fn new(target: SocketAddr) -> RawPeer {
         RawPeer {
-            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            socket: bind_udp("127.0.0.1:0".parse().unwrap()).unwrap(),
             target,
         }
     }
