@@ -1,8 +1,9 @@
 //! `LinkSocket::send_burst` on real loopback sockets: a burst of frames of mixed sizes
 //! (runs of full frames, shorter ones, acks, an empty `D`) arrives at a plain UDP peer whole
 //! and in order, with UDP GSO and with it forced off; the counters, the capture tap and the
-//! `FrameSent` events see every datagram; and a sealed link still round-trips bursts, each
-//! datagram sealed on its own.
+//! `FrameSent` events see every datagram; a sealed link still round-trips bursts, each
+//! datagram sealed on its own; and an emulator on the link still counts (clear) or decides
+//! (lossy) every frame of a burst.
 
 mod common;
 
@@ -12,10 +13,11 @@ use common::*;
 use tokio::net::UdpSocket;
 use tunlab::capture::CaptureTap;
 use tunlab::event::{EventKind, EventSink};
+use tunlab::impair::{DirectionSettings, LinkEmulator, LinkSettings, Percent};
 use tunlab::link::seal::{Seal, SealKey, Side};
-use tunlab::link::{LinkSocket, Received, TapScope};
+use tunlab::link::{EmulatorScope, LinkSocket, Received, TapScope};
 use tunlab::net::bind_udp;
-use tunlab::topology::Endpoint;
+use tunlab::topology::{Endpoint, LinkDirection};
 use tunlab::wire::{ConnId, Frame, Seq, WireMode};
 
 const MODE: WireMode = WireMode::SelectiveRepeat;
@@ -230,4 +232,81 @@ async fn sealed_bursts_round_trip() {
     assert_eq!((stats.unauthentic, stats.replayed), (0, 0));
     assert!(p1.seal_status().unwrap().established);
     p1_reader.abort();
+}
+
+/// Sends one burst from a proxy1 link with an emulator on what it sends (`to_proxy2`) to a
+/// plain peer: the emulator's report for that direction, the link's sent count, and the
+/// datagrams that arrived (read until `expect` arrived, then until quiet).
+async fn burst_through_emulator(
+    to_proxy2: DirectionSettings,
+) -> (tunlab::impair::DirectionReport, u64, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let emulator = LinkEmulator::new(
+        LinkSettings {
+            to_proxy2,
+            to_proxy1: DirectionSettings::default(),
+        },
+        2026,
+    );
+    let link = LinkSocket::new(
+        bind_udp(localhost()).unwrap(),
+        Endpoint::Proxy1,
+        MODE,
+        EventSink::disabled(),
+    )
+    .unwrap()
+    .with_emulator(emulator.clone(), EmulatorScope::Sent);
+    let peer = bind_udp(localhost()).unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let shape = burst_shape(link.max_payload());
+    let payloads = payloads(&shape, 5);
+    let frames = frames(&shape, &payloads);
+    let expected: Vec<Vec<u8>> = frames.iter().map(encode).collect();
+    let failed = within("the burst to go out", link.send_burst(&frames, peer_addr)).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    let report = emulator
+        .direction(LinkDirection::ToProxy2)
+        .counters()
+        .snapshot();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    while (got.len() as u64) < report.delivered {
+        let (len, _) = within("a datagram", peer.recv_from(&mut buf)).await.unwrap();
+        got.push(buf[..len].to_vec());
+    }
+    (report, link.stats().snapshot().sent.total(), got, expected)
+}
+
+/// Through a clear emulator the burst is batched, and each frame still counts as offered
+/// and delivered there.
+#[tokio::test]
+async fn a_clear_emulator_counts_every_frame_of_a_batched_burst() {
+    let (report, sent, got, expected) = burst_through_emulator(DirectionSettings::default()).await;
+    let n = expected.len() as u64;
+    assert_eq!((report.sent, report.delivered, report.dropped), (n, n, 0));
+    assert_eq!(sent, n);
+    assert_eq!(got, expected);
+}
+
+/// Through a lossy emulator each frame is decided on its own, as `send` decides it: the
+/// survivors arrive in order, and exactly as many as the emulator delivered.
+#[tokio::test]
+async fn a_lossy_emulator_decides_each_frame_of_a_burst() {
+    let lossy = DirectionSettings {
+        loss: Percent::new(30.0).unwrap(),
+        ..DirectionSettings::default()
+    };
+    let (report, sent, got, expected) = burst_through_emulator(lossy).await;
+    let n = expected.len() as u64;
+    assert_eq!(report.sent, n);
+    assert_eq!(report.delivered + report.dropped, n);
+    assert!(report.dropped > 0 && report.delivered > 0, "{report:?}");
+    assert_eq!(sent, n, "the role sent every frame, whatever the link did");
+    // In order: what arrived is a subsequence of what was sent.
+    let mut rest = expected.iter();
+    for datagram in &got {
+        assert!(
+            rest.any(|want| want == datagram),
+            "a datagram out of order or changed"
+        );
+    }
 }

@@ -336,22 +336,50 @@ impl LinkSocket {
     /// its own datagram, sealed on its own on a sealed link, counted, captured and reported
     /// as [`LinkSocket::send`] does. Returns the frames that could not be sent, by index.
     ///
-    /// With an emulator attached, each frame takes [`LinkSocket::send`]'s path: its per-frame
-    /// decisions, delay line and step mode stay exactly as they are.
+    /// With an emulator attached, the burst is batched only while its direction is clear,
+    /// nothing waits in its delay line and step mode holds nothing (each frame is then
+    /// counted as having passed it, as `send` counts it); otherwise each frame takes
+    /// [`LinkSocket::send`]'s path, so its per-frame decisions, delay line and step mode
+    /// stay exactly as they are.
     pub async fn send_burst(
         &self,
         frames: &[Frame<'_>],
         to: SocketAddr,
     ) -> Vec<(usize, io::Error)> {
-        let mut failed = Vec::new();
-        if self.egress.is_some() || frames.len() < 2 {
-            for (index, frame) in frames.iter().enumerate() {
-                if let Err(e) = self.send(frame, to).await {
-                    failed.push((index, e));
-                }
+        if frames.len() > 1 {
+            let Some(egress) = &self.egress else {
+                return self.send_batched(frames, to, None).await;
+            };
+            let emulated = egress.emulated();
+            if emulated.is_clear()
+                && !egress.emulator.hold().is_holding()
+                && let Ok(_turn) = egress.turn.try_lock()
+                && egress.pipeline.lock().unwrap().is_empty()
+            {
+                // As `send_if_clear`, for the whole burst: with the turn held, nothing can
+                // enter the delay line ahead of it.
+                return self.send_batched(frames, to, Some(emulated)).await;
             }
-            return failed;
         }
+        let mut failed = Vec::new();
+        for (index, frame) in frames.iter().enumerate() {
+            if let Err(e) = self.send(frame, to).await {
+                failed.push((index, e));
+            }
+        }
+        failed
+    }
+
+    /// [`LinkSocket::send_burst`]'s batched path. With `emulated` (a clear direction), each
+    /// frame counts as offered and delivered there, and a failed send as the emulator's
+    /// failed send (reported on the event stream, not returned), as `transmit` does.
+    async fn send_batched(
+        &self,
+        frames: &[Frame<'_>],
+        to: SocketAddr,
+        emulated: Option<&DirectionEmulator>,
+    ) -> Vec<(usize, io::Error)> {
+        let mut failed = Vec::new();
         // Every frame's encoding, one after the other.
         let mut encoded = Vec::with_capacity(frames.len() * 256);
         let mut ends = Vec::with_capacity(frames.len());
@@ -401,13 +429,25 @@ impl LinkSocket {
                             if let Some(hello) = hello {
                                 self.inner.put_raw(&hello, to).await;
                             }
+                            if let Some(emulated) = emulated {
+                                emulated.passed_clear();
+                                emulated.counters().delivered.add();
+                            }
                             self.inner
                                 .sent_by_role(&frames[index], datagram(index).len(), to);
                         }
-                        Sealed::NoSession => self.inner.seal_dropped(
-                            to,
-                            "no sealed session with this proxy1 (it never said hello): not sent",
-                        ),
+                        Sealed::NoSession => {
+                            // Counted as `send` counts it: the role sent it.
+                            if let Some(emulated) = emulated {
+                                emulated.passed_clear();
+                            }
+                            self.inner
+                                .sent_by_role(&frames[index], datagram(index).len(), to);
+                            self.inner.seal_dropped(
+                                to,
+                                "no sealed session with this proxy1 (it never said hello): not sent",
+                            );
+                        }
                     }
                 }
             }
@@ -423,14 +463,42 @@ impl LinkSocket {
             batch::send_burst(&self.inner.socket, &self.inner.offload, Some(to), &wires).await;
         let mut refused = refused.into_iter().peekable();
         for (at, (&(index, _), wire)) in wire_of.iter().zip(&wires).enumerate() {
-            if refused.peek().is_some_and(|(bad, _)| *bad == at) {
-                let (_, e) = refused.next().expect("peeked");
-                failed.push((index, e));
+            let frame = &frames[index];
+            let len = datagram(index).len();
+            let error = refused
+                .next_if(|(bad, _)| *bad == at)
+                .map(|(_, error)| error);
+            let Some(emulated) = emulated else {
+                match error {
+                    Some(error) => failed.push((index, error)),
+                    None => {
+                        self.inner.tap_sent(handed, wire, to, None, true).await;
+                        self.inner.sent_by_role(frame, len, to);
+                    }
+                }
                 continue;
+            };
+            // It passed the (clear) emulator; what happens at the socket is the link's.
+            emulated.passed_clear();
+            self.inner.sent_by_role(frame, len, to);
+            match error {
+                Some(error) => {
+                    emulated.counters().drop(DropCause::SendFailed);
+                    emulated.counters().drop_kind(frame.kind());
+                    self.inner.events.log(
+                        Level::Warn,
+                        self.inner.endpoint.role(),
+                        format!(
+                            "{}: send of a {len}-byte frame to {to} failed: {error}",
+                            self.inner.endpoint.label(),
+                        ),
+                    );
+                }
+                None => {
+                    emulated.counters().delivered.add();
+                    self.inner.tap_sent(handed, wire, to, None, true).await;
+                }
             }
-            self.inner.tap_sent(handed, wire, to, None, true).await;
-            self.inner
-                .sent_by_role(&frames[index], datagram(index).len(), to);
         }
         failed.sort_by_key(|(index, _)| *index);
         failed
