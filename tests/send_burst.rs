@@ -239,7 +239,12 @@ async fn sealed_bursts_round_trip() {
 /// datagrams that arrived (read until `expect` arrived, then until quiet).
 async fn burst_through_emulator(
     to_proxy2: DirectionSettings,
-) -> (tunlab::impair::DirectionReport, u64, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+) -> (
+    tunlab::impair::DirectionReport,
+    u64,
+    Vec<Vec<u8>>,
+    Vec<Vec<u8>>,
+) {
     let emulator = LinkEmulator::new(
         LinkSettings {
             to_proxy2,
@@ -270,7 +275,9 @@ async fn burst_through_emulator(
     let mut got = Vec::new();
     let mut buf = vec![0u8; 65_536];
     while (got.len() as u64) < report.delivered {
-        let (len, _) = within("a datagram", peer.recv_from(&mut buf)).await.unwrap();
+        let (len, _) = within("a datagram", peer.recv_from(&mut buf))
+            .await
+            .unwrap();
         got.push(buf[..len].to_vec());
     }
     (report, link.stats().snapshot().sent.total(), got, expected)

@@ -229,7 +229,7 @@ impl SendOffload {
     pub fn new(gso: bool) -> Self {
         let forced_off = std::env::var_os("TUNLAB_NO_GSO").is_some_and(|v| v != "0");
         SendOffload {
-            gso: AtomicBool::new(gso && !forced_off),
+            gso: AtomicBool::new(gso && !forced_off && kernel_has_gso()),
         }
     }
 
@@ -241,6 +241,31 @@ impl SendOffload {
     fn gso_failed(&self) {
         self.gso.store(false, Ordering::Relaxed);
     }
+}
+
+/// Whether this kernel knows `UDP_SEGMENT` (Linux 4.18 and later), asked once per process.
+/// A kernel without it would not refuse the control message: it would ignore it and send the
+/// whole run as one large datagram, so it is asked before GSO is ever tried.
+fn kernel_has_gso() -> bool {
+    static KNOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KNOWN.get_or_init(|| {
+        let Ok(probe) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+            return false;
+        };
+        let mut value: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: an int option read into an int of our own, its length passed.
+        let got = unsafe {
+            libc::getsockopt(
+                probe.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                std::ptr::from_mut(&mut value).cast(),
+                &raw mut len,
+            )
+        };
+        got == 0
+    })
 }
 
 /// How many of `datagrams` (from the first) go in one message: a GSO run of equal-size
