@@ -67,6 +67,9 @@ pub enum RelayedTunnel {
     Kcptun,
     /// tunlab proxy1 and proxy2, `--wire selective-repeat`, default transport settings.
     SelectiveRepeat,
+    /// The same on the build named by `TUNLAB_BENCH_BEFORE` (proxies and relay), for a
+    /// before and after side by side in one run.
+    SelectiveRepeatBefore,
 }
 
 impl RelayedTunnel {
@@ -77,6 +80,7 @@ impl RelayedTunnel {
         match self {
             RelayedTunnel::Kcptun => "kcptun",
             RelayedTunnel::SelectiveRepeat => "selective-repeat",
+            RelayedTunnel::SelectiveRepeatBefore => "selective-repeat-before",
         }
     }
 }
@@ -160,6 +164,9 @@ impl PathKind {
                 RelayedTunnel::Kcptun => format!("kcptun via relay, {loss}% loss each way"),
                 RelayedTunnel::SelectiveRepeat => {
                     format!("selective-repeat via relay, {loss}% loss each way")
+                }
+                RelayedTunnel::SelectiveRepeatBefore => {
+                    format!("selective-repeat via relay, {loss}% loss each way [before]")
                 }
             },
             PathKind::Lab(LabOptions {
@@ -538,6 +545,13 @@ fn start_relayed(
     let relay_udp = free_udp_port()?;
     let tcp = free_tcp_port()?;
     let wire = ["--wire", "selective-repeat"];
+    let tunlab = match (options.tunnel, &tools.tunlab_before) {
+        (RelayedTunnel::SelectiveRepeatBefore, Some(before)) => before,
+        (RelayedTunnel::SelectiveRepeatBefore, None) => {
+            anyhow::bail!("the before paths need TUNLAB_BENCH_BEFORE=<another tunlab build>")
+        }
+        _ => &tools.tunlab,
+    };
     match options.tunnel {
         RelayedTunnel::Kcptun => processes.push(Process::spawn(
             "kcptun-server",
@@ -548,18 +562,20 @@ fn start_relayed(
                 .args(kcptun_extra()),
             &log("kcptun-server"),
         )?),
-        RelayedTunnel::SelectiveRepeat => processes.push(Process::spawn(
-            "tunlab proxy2",
-            tools
-                .tunnel_command(&tools.tunlab, "proxy2")
-                .args(["proxy2", &server_udp.to_string(), "127.0.0.1"])
-                .arg(echo.addr.port().to_string())
-                .args(wire)
-                .args(selective_repeat_extra()),
-            &log("proxy2"),
-        )?),
+        RelayedTunnel::SelectiveRepeat | RelayedTunnel::SelectiveRepeatBefore => {
+            processes.push(Process::spawn(
+                "tunlab proxy2",
+                tools
+                    .tunnel_command(tunlab, "proxy2")
+                    .args(["proxy2", &server_udp.to_string(), "127.0.0.1"])
+                    .arg(echo.addr.port().to_string())
+                    .args(wire)
+                    .args(selective_repeat_extra()),
+                &log("proxy2"),
+            )?);
+        }
     }
-    let mut relay = tools.tunnel_command(&tools.tunlab, "relay");
+    let mut relay = tools.tunnel_command(tunlab, "relay");
     relay.args([
         "relay",
         &relay_udp.to_string(),
@@ -585,20 +601,22 @@ fn start_relayed(
                 .args(kcptun_extra()),
             &log("kcptun-client"),
         )?),
-        RelayedTunnel::SelectiveRepeat => processes.push(Process::spawn(
-            "tunlab proxy1",
-            tools
-                .tunnel_command(&tools.tunlab, "proxy1")
-                .args([
-                    "proxy1",
-                    &tcp.to_string(),
-                    "127.0.0.1",
-                    &relay_udp.to_string(),
-                ])
-                .args(wire)
-                .args(selective_repeat_extra()),
-            &log("proxy1"),
-        )?),
+        RelayedTunnel::SelectiveRepeat | RelayedTunnel::SelectiveRepeatBefore => {
+            processes.push(Process::spawn(
+                "tunlab proxy1",
+                tools
+                    .tunnel_command(tunlab, "proxy1")
+                    .args([
+                        "proxy1",
+                        &tcp.to_string(),
+                        "127.0.0.1",
+                        &relay_udp.to_string(),
+                    ])
+                    .args(wire)
+                    .args(selective_repeat_extra()),
+                &log("proxy1"),
+            )?);
+        }
     }
     Ok(localhost(tcp))
 }
