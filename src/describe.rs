@@ -77,7 +77,7 @@ pub fn preview_text(frame: &FrameSummary) -> String {
 /// - stop-and-wait, with the alternating bit right after the id as on the wire: `C30`,
 ///   `C30OK`, `D31 len=5 "hola\n"`, `A31`, `X30`;
 /// - extended: `C3 isn=7`, `C3OK isn=9`, `D3 seq=17 len=1488 "…"`,
-///   `A3 ack=18 win=64 sack=20-22,25`, `X3 seq=40`. SACK ranges are inclusive (frames 20,
+///   `D3 seq=16 len=0 (keepalive probe)`, `A3 ack=18 win=64 sack=20-22,25`, `X3 seq=40`. SACK ranges are inclusive (frames 20,
 ///   21 and 22 are held), unlike the wire's exclusive block ends.
 ///
 /// Sequence numbers are as on the wire; [`frame_label_relative`] shows them from the ISNs.
@@ -115,6 +115,10 @@ pub fn frame_label_relative(frame: &FrameSummary, bases: Option<(Seq, Seq)>) -> 
             return format!("D{id} len=0 (probe)");
         }
         (FrameKind::Data, FrameNumbers::Bit(bit)) => format!("D{id}{bit}"),
+        // proxy1's keepalive in the extended modes: one below the oldest unacked seq.
+        (FrameKind::Data, FrameNumbers::Seq(seq)) if frame.payload_len == 0 => {
+            return format!("D{id} seq={} len=0 (keepalive probe)", own(seq));
+        }
         (FrameKind::Data, FrameNumbers::Seq(seq)) => format!("D{id} seq={}", own(seq)),
         (FrameKind::Data, _) => format!("D{id}"),
         (FrameKind::Ack, FrameNumbers::Bit(bit)) => return format!("A{id}{bit}"),
@@ -158,6 +162,9 @@ pub fn transport_event_label(event: &TransportEvent, base: Option<Seq>) -> Strin
         }
         TransportEvent::DuplicateDiscarded { seq } => {
             format!("duplicate seq={} discarded (acked again)", rel(seq))
+        }
+        TransportEvent::KeepaliveAnswered { seq } => {
+            format!("keepalive probe seq={} answered (acked)", rel(seq))
         }
         TransportEvent::HeldOutOfOrder { seq } => {
             format!("seq={} held out of order (a gap before it)", rel(seq))
@@ -449,6 +456,24 @@ mod label_tests {
         };
         assert_eq!(label(m, ack), "A11");
         assert_eq!(label(m, Frame::Close { id, seq: Seq(0) }), "X10");
+    }
+
+    #[test]
+    fn an_extended_empty_d_reads_as_the_keepalive_probe_it_is() {
+        let id = ConnId::new(3);
+        for m in [WireMode::SelectiveRepeat, WireMode::GoBackN] {
+            let probe = Frame::Data {
+                id,
+                seq: Seq(16),
+                payload: b"",
+            };
+            assert_eq!(label(m, probe), "D3 seq=16 len=0 (keepalive probe)");
+        }
+        let answered = TransportEvent::KeepaliveAnswered { seq: Seq(16) };
+        assert_eq!(
+            transport_event_label(&answered, None),
+            "keepalive probe seq=16 answered (acked)"
+        );
     }
 
     #[test]

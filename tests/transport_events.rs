@@ -217,3 +217,67 @@ async fn without_frame_events_only_the_stats_are_published() {
     .await;
     lab.shutdown().await;
 }
+
+/// proxy1's keepalive probe (an empty `D` one below the oldest unacked seq) reads as what it
+/// is: proxy2 reports it answered, not as a duplicate discarded, and does not count it as
+/// one, since nothing was sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_probes_are_answered_and_not_counted_as_duplicates() {
+    for mode in [WireMode::SelectiveRepeat, WireMode::GoBackN] {
+        let (events, mut rx) = EventSink::channel(1 << 16);
+        let mut config = LabConfig {
+            mode,
+            ..LabConfig::ephemeral()
+        };
+        config.proxy1.probe_after = Duration::from_millis(30);
+        let lab = Lab::start(config, events).await.expect("lab starts");
+        let mut stream = TcpStream::connect(lab.addrs().proxy1_tcp).await.unwrap();
+        let echoed = echo_through(&mut stream, b"hello", usize::MAX).await;
+        assert_eq!(echoed, b"hello");
+        // Idle: proxy1 probes, proxy2 answers.
+        let (mut answered, mut probes_sent) = (0, 0);
+        within("three answered probes", async {
+            while answered < 3 {
+                match rx.recv().await.expect("events flow").kind {
+                    EventKind::Transport {
+                        at: Endpoint::Proxy2,
+                        event: TransportEvent::KeepaliveAnswered { .. },
+                        ..
+                    } => answered += 1,
+                    EventKind::Transport {
+                        at: Endpoint::Proxy2,
+                        event: TransportEvent::DuplicateDiscarded { .. },
+                        ..
+                    } => panic!("{mode:?}: a probe read as a duplicate"),
+                    EventKind::FrameSent {
+                        at: Endpoint::Proxy1,
+                        frame,
+                        ..
+                    } if frame.kind == FrameKind::Data && frame.payload_len == 0 => {
+                        probes_sent += 1;
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        assert!(probes_sent >= answered, "{probes_sent} probes sent");
+        drop(stream);
+        let stats = within("proxy2's final stats", async {
+            loop {
+                if let EventKind::TransportStats {
+                    at: Endpoint::Proxy2,
+                    ended: true,
+                    stats,
+                    ..
+                } = rx.recv().await.expect("events flow").kind
+                {
+                    return stats;
+                }
+            }
+        })
+        .await;
+        assert_eq!(stats.duplicates_discarded, 0, "{mode:?}: {stats:?}");
+        lab.shutdown().await;
+    }
+}

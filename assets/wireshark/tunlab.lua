@@ -610,7 +610,12 @@ local function dissect_extended(tvb, pinfo, tree)
         local seq = tvb(4, 4):uint()
         local rest = body_len - 4
         frame.kind = "D"
-        frame.label = string.format("D%d seq=%d %s", id, seq, data_text(tvb, 8, rest))
+        if rest == 0 then
+            -- proxy1's keepalive: one below the oldest unacked seq, answered with an ack
+            frame.label = string.format("D%d seq=%d len=0 (keepalive probe)", id, seq)
+        else
+            frame.label = string.format("D%d seq=%d %s", id, seq, data_text(tvb, 8, rest))
+        end
         frame.fill = function(subtree)
             common(subtree)
             subtree:add(f_seq, tvb(4, 4))

@@ -52,6 +52,12 @@ impl Receiver for InOrderReceiver {
         stats: &mut TransportStats,
         events: &mut Events,
     ) {
+        if seq.before(self.rcv_nxt) && payload.is_empty() && !fin {
+            // The only empty D below the window is a keepalive probe: ack it, that is all.
+            events.push(TransportEvent::KeepaliveAnswered { seq });
+            self.acks.duplicate();
+            return;
+        }
         if seq.before(self.rcv_nxt) {
             stats.duplicates_discarded += 1;
             events.push(TransportEvent::DuplicateDiscarded { seq });

@@ -186,6 +186,10 @@ pub enum TransportEvent {
     Retransmitted { seq: Seq, cause: RetransmitCause },
     /// A data frame arrived that was already delivered (or held): acked again, dropped.
     DuplicateDiscarded { seq: Seq },
+    /// An empty data frame below the window arrived: the peer's keepalive probe (see
+    /// [`Transport::keepalive_seq`]), answered with an ack. Not a duplicate: nothing was
+    /// sent twice.
+    KeepaliveAnswered { seq: Seq },
     /// A data frame arrived ahead of a gap and is kept until the gap fills (Selective Repeat).
     HeldOutOfOrder { seq: Seq },
     /// A data frame arrived that this receiver cannot keep: ahead of a gap in Go-Back-N,

@@ -119,6 +119,12 @@ impl Receiver for HoldingReceiver {
     ) {
         let offset = seq.since(self.rcv_nxt);
         let in_window = offset < self.window() || (fin && offset == 0);
+        if seq.before(self.rcv_nxt) && payload.is_empty() && !fin {
+            // The only empty D below the window is a keepalive probe: ack it, that is all.
+            events.push(TransportEvent::KeepaliveAnswered { seq });
+            self.acks.duplicate();
+            return;
+        }
         if seq.before(self.rcv_nxt) {
             stats.duplicates_discarded += 1;
             events.push(TransportEvent::DuplicateDiscarded { seq });

@@ -1274,6 +1274,7 @@ fn on_transport_event(
             });
         }
         TransportEvent::DuplicateDiscarded { .. }
+        | TransportEvent::KeepaliveAnswered { .. }
         | TransportEvent::HeldOutOfOrder { .. }
         | TransportEvent::Discarded { .. }
         | TransportEvent::Overflow { .. }
