@@ -67,17 +67,35 @@ pub enum RelayedTunnel {
     Kcptun,
     /// tunlab proxy1 and proxy2, `--wire selective-repeat`, default transport settings.
     SelectiveRepeat,
+    /// The same with `--cc newreno`: the congestion control that was the default before
+    /// `tolerant`, measured in the same run.
+    SelectiveRepeatNewReno,
 }
 
 impl RelayedTunnel {
-    pub const ALL: [RelayedTunnel; 2] = [RelayedTunnel::SelectiveRepeat, RelayedTunnel::Kcptun];
+    pub const ALL: [RelayedTunnel; 3] = [
+        RelayedTunnel::SelectiveRepeat,
+        RelayedTunnel::SelectiveRepeatNewReno,
+        RelayedTunnel::Kcptun,
+    ];
 
     /// Its part of an `--only` name: `relay-<this>-<loss>`.
     pub fn key(self) -> &'static str {
         match self {
             RelayedTunnel::Kcptun => "kcptun",
             RelayedTunnel::SelectiveRepeat => "selective-repeat",
+            RelayedTunnel::SelectiveRepeatNewReno => "selective-repeat-ccnewreno",
         }
+    }
+
+    /// The flags both tunlab proxies get besides the wire mode.
+    fn tunlab_flags(self) -> Vec<String> {
+        let mut flags = match self {
+            RelayedTunnel::SelectiveRepeatNewReno => vec!["--cc".into(), "newreno".into()],
+            _ => Vec::new(),
+        };
+        flags.extend(selective_repeat_extra());
+        flags
     }
 }
 
@@ -160,6 +178,9 @@ impl PathKind {
                 RelayedTunnel::Kcptun => format!("kcptun via relay, {loss}% loss each way"),
                 RelayedTunnel::SelectiveRepeat => {
                     format!("selective-repeat via relay, {loss}% loss each way")
+                }
+                RelayedTunnel::SelectiveRepeatNewReno => {
+                    format!("selective-repeat --cc newreno via relay, {loss}% loss each way")
                 }
             },
             PathKind::Lab(LabOptions {
@@ -548,16 +569,18 @@ fn start_relayed(
                 .args(kcptun_extra()),
             &log("kcptun-server"),
         )?),
-        RelayedTunnel::SelectiveRepeat => processes.push(Process::spawn(
-            "tunlab proxy2",
-            tools
-                .tunnel_command(&tools.tunlab, "proxy2")
-                .args(["proxy2", &server_udp.to_string(), "127.0.0.1"])
-                .arg(echo.addr.port().to_string())
-                .args(wire)
-                .args(selective_repeat_extra()),
-            &log("proxy2"),
-        )?),
+        RelayedTunnel::SelectiveRepeat | RelayedTunnel::SelectiveRepeatNewReno => {
+            processes.push(Process::spawn(
+                "tunlab proxy2",
+                tools
+                    .tunnel_command(&tools.tunlab, "proxy2")
+                    .args(["proxy2", &server_udp.to_string(), "127.0.0.1"])
+                    .arg(echo.addr.port().to_string())
+                    .args(wire)
+                    .args(options.tunnel.tunlab_flags()),
+                &log("proxy2"),
+            )?);
+        }
     }
     let mut relay = tools.tunnel_command(&tools.tunlab, "relay");
     relay.args([
@@ -585,20 +608,22 @@ fn start_relayed(
                 .args(kcptun_extra()),
             &log("kcptun-client"),
         )?),
-        RelayedTunnel::SelectiveRepeat => processes.push(Process::spawn(
-            "tunlab proxy1",
-            tools
-                .tunnel_command(&tools.tunlab, "proxy1")
-                .args([
-                    "proxy1",
-                    &tcp.to_string(),
-                    "127.0.0.1",
-                    &relay_udp.to_string(),
-                ])
-                .args(wire)
-                .args(selective_repeat_extra()),
-            &log("proxy1"),
-        )?),
+        RelayedTunnel::SelectiveRepeat | RelayedTunnel::SelectiveRepeatNewReno => {
+            processes.push(Process::spawn(
+                "tunlab proxy1",
+                tools
+                    .tunnel_command(&tools.tunlab, "proxy1")
+                    .args([
+                        "proxy1",
+                        &tcp.to_string(),
+                        "127.0.0.1",
+                        &relay_udp.to_string(),
+                    ])
+                    .args(wire)
+                    .args(options.tunnel.tunlab_flags()),
+                &log("proxy1"),
+            )?);
+        }
     }
     Ok(localhost(tcp))
 }

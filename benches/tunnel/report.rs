@@ -791,6 +791,7 @@ fn render_relay(w: &mut String, info: &RunInfo, all: &[PathResult]) {
             let label = match tunnel {
                 RelayedTunnel::Kcptun => "kcptun",
                 RelayedTunnel::SelectiveRepeat => "tunlab selective-repeat",
+                RelayedTunnel::SelectiveRepeatNewReno => "tunlab selective-repeat `--cc newreno`",
             };
             let errors: usize = r.rounds.iter().map(|round| round.errors.len()).sum();
             let (mb, p50) = (r.goodput_mb(false), r.p50_us());

@@ -177,9 +177,7 @@ impl Congestion {
         Congestion {
             algorithm,
             cwnd: match algorithm {
-                CongestionControl::Tolerant | CongestionControl::NewReno => {
-                    INITIAL_WINDOW.min(max)
-                }
+                CongestionControl::Tolerant | CongestionControl::NewReno => INITIAL_WINDOW.min(max),
                 CongestionControl::None => max,
             },
             ssthresh: u32::MAX,
@@ -453,7 +451,11 @@ mod tests {
         assert_eq!(cc.queue_delay(), Some(MS * 2));
         assert!(!cc.on_loss(40, Seq(69)));
         assert_eq!((cc.window(), cc.ssthresh()), (40, None));
-        assert_eq!(cc.phase(), CongestionPhase::SlowStart, "no recovery, still growing");
+        assert_eq!(
+            cc.phase(),
+            CongestionPhase::SlowStart,
+            "no recovery, still growing"
+        );
         assert_eq!(cc.random_losses(), 1);
         cc.on_ack(10, Seq(50), Seq(79));
         assert_eq!(cc.window(), 50);

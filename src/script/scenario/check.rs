@@ -1187,7 +1187,8 @@ max = 2
             (transport.window, transport.congestion),
             (8, crate::transport::CongestionControl::NewReno)
         );
-        let scenario = parse_text("[lab]\nwire = \"selective-repeat\"\ncc = \"tolerant\"\n").unwrap();
+        let scenario =
+            parse_text("[lab]\nwire = \"selective-repeat\"\ncc = \"tolerant\"\n").unwrap();
         assert_eq!(
             scenario.lab.proxy1.transport.unwrap().congestion,
             crate::transport::CongestionControl::Tolerant
