@@ -511,6 +511,35 @@ fn selective_repeat_resends_fewer_frames_than_go_back_n_under_the_same_loss() {
     assert!(data(&sr) < data(&gbn), "{} vs {}", data(&sr), data(&gbn));
 }
 
+/// The round-trip samples are in the JSON report as on `/metrics`: counted, with a mean
+/// that is a plausible loopback round trip, and cumulative buckets up to the count.
+#[test]
+fn the_report_carries_each_proxys_round_trip_samples() {
+    let run = run_script(&scenario_path("selective-repeat-reorder.toml"));
+    run.assert_passed();
+    for proxy in ["proxy1", "proxy2"] {
+        let rtt = &run.report()["transport"][proxy]["rtt"];
+        let samples = rtt["samples"].as_u64().unwrap();
+        assert!(samples > 0, "{proxy}: {rtt}");
+        let mean = rtt["mean_seconds"].as_f64().unwrap();
+        assert!(mean > 0.0 && mean < 10.0, "{proxy}: {rtt}");
+        let cumulative: Vec<u64> = rtt["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["samples"].as_u64().unwrap())
+            .collect();
+        assert_eq!(cumulative.len(), 16, "{proxy}: {rtt}");
+        assert!(cumulative.is_sorted(), "cumulative: {cumulative:?}");
+        assert!(*cumulative.last().unwrap() <= samples);
+    }
+    // Classic has no acks, so no samples and no mean.
+    let classic = run_script(&scenario_path("basic.toml"));
+    let rtt = &classic.report()["transport"]["proxy1"]["rtt"];
+    assert_eq!(rtt["samples"], 0, "{rtt}");
+    assert!(rtt["mean_seconds"].is_null(), "{rtt}");
+}
+
 #[test]
 fn selective_repeat_scenario_survives_reordering_and_duplication() {
     let run = run_script(&scenario_path("selective-repeat-reorder.toml"));

@@ -38,6 +38,7 @@ use crate::transport::stop_and_wait::StrayCloses;
 use crate::transport::totals::TallyKey;
 use crate::transport::{Transport, TransportConfig};
 use crate::tunnel::activity::Activity;
+use crate::tunnel::finished::FinishedCloses;
 use crate::tunnel::ids::{IdPool, WaitQueue};
 use crate::tunnel::reliable::{self, PumpEnd, PumpSide, ReliableConn};
 use crate::wire::{ConnId, Frame, FrameKind, Seq};
@@ -208,6 +209,9 @@ struct Shared {
     tasks: Tasks,
     /// Stop-and-wait: answers to an `X` for an id no longer open.
     stray_closes: Mutex<StrayCloses<ConnId>>,
+    /// Extended modes: the final acks of connections that closed cleanly, for an `X` that
+    /// comes again because its ack was lost.
+    finished: Mutex<FinishedCloses<ConnId>>,
 }
 
 impl Shared {
@@ -381,6 +385,7 @@ pub async fn run_in(
         shutdown: shutdown.clone(),
         tasks,
         stray_closes: Mutex::new(StrayCloses::default()),
+        finished: Mutex::new(FinishedCloses::default()),
     });
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut sweep = tokio::time::interval(sweep_period(&shared.config));
@@ -453,6 +458,8 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
         AnswerClose,
         /// Stop-and-wait: an `X` for an id already closed here (see below).
         AnswerStrayClose(Seq),
+        /// Extended modes: an `X` again for a connection that finished here (see below).
+        AnswerFinishedClose(Seq),
         Closed(SocketAddr),
         Forgotten(SocketAddr),
     }
@@ -528,6 +535,11 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
             {
                 Action::AnswerStrayClose(seq)
             }
+            // Extended modes: the ack of proxy2's X was lost after we finished; it resends
+            // that X, and gets the same ack again.
+            (Frame::Close { seq, .. }, None) if shared.link.mode().is_extended() => {
+                Action::AnswerFinishedClose(seq)
+            }
             (_, None) => Action::Ignore(Ignored::NotOpen(frame.kind(), id)),
             (Frame::Connect { .. } | Frame::Ack { .. }, Some(_)) => {
                 Action::Ignore(Ignored::Unexpected(frame.kind(), id))
@@ -555,6 +567,20 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
                     .answer(id, id, seq, std::time::Instant::now());
             for frame in answer.into_iter().flatten() {
                 shared.send(frame).await;
+            }
+        }
+        Action::AnswerFinishedClose(seq) => {
+            let again =
+                shared
+                    .finished
+                    .lock()
+                    .unwrap()
+                    .answer_close(&id, seq, std::time::Instant::now());
+            match again {
+                Some(ack) => shared.send(ack.frame(id)).await,
+                None => shared
+                    .link
+                    .ignore(peer, Ignored::NotOpen(FrameKind::Close, id)),
             }
         }
         Action::Closed(client) => shared.conn_event(id, ConnState::Closing, client),
@@ -835,6 +861,11 @@ async fn serve_client(
                     Level::Warn,
                     format!("connection {id}: {why}: closing client {client}"),
                 );
+            }
+            // Before the slot goes: a repeat of proxy2's X finds one or the other.
+            if let Some(ack) = conn.closing_ack() {
+                let now = std::time::Instant::now();
+                shared.finished.lock().unwrap().remember(id, ack, now);
             }
             if let Some(request) = &mut socks5 {
                 let stats = conn.stats();

@@ -37,6 +37,7 @@ use crate::transport::totals::TallyKey;
 use crate::transport::{Transport, TransportConfig};
 use crate::tunnel::activity::Activity;
 use crate::tunnel::admission::{Admission, ConnKey, Decision, Limits, Refusal};
+use crate::tunnel::finished::FinishedCloses;
 use crate::tunnel::reliable::{self, PumpEnd, PumpSide, ReliableConn};
 use crate::wire::{ConnId, Frame, FrameKind, Seq, WireMode};
 
@@ -137,6 +138,9 @@ struct Shared {
     tasks: Tasks,
     /// Stop-and-wait: answers to an `X` for a connection no longer open.
     stray_closes: Mutex<StrayCloses<ConnKey>>,
+    /// Extended modes: the final acks of connections that closed cleanly, for an `X` that
+    /// comes again because its ack was lost.
+    finished: Mutex<FinishedCloses<ConnKey>>,
 }
 
 impl Shared {
@@ -225,6 +229,7 @@ pub async fn run_in(
         refusals_logged: LogThrottle::new(Duration::from_secs(1)),
         tasks,
         stray_closes: Mutex::new(StrayCloses::default()),
+        finished: Mutex::new(FinishedCloses::default()),
     });
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut sweep = tokio::time::interval(sweep_period(
@@ -400,6 +405,16 @@ async fn on_frame(
                 shared
                     .link
                     .ignore(peer, Ignored::NotOpen(FrameKind::Close, id));
+                // Extended modes: the ack of proxy1's X was lost after we finished; it
+                // resends that X, and gets the same ack again.
+                let again = shared.finished.lock().unwrap().answer_close(
+                    &key,
+                    seq,
+                    std::time::Instant::now(),
+                );
+                if let Some(ack) = again {
+                    shared.send(ack.frame(id), peer).await;
+                }
                 // Stop-and-wait: proxy1 resends its X until acked and probes for ours (every
                 // copy of ours lost) after our side finished: answer with an ack and an X.
                 if shared.link.mode() == WireMode::StopAndWait {
@@ -652,6 +667,11 @@ async fn serve_connection(shared: Arc<Shared>, key: ConnKey, start: Starting) {
                 Level::Warn,
                 format!("connection {id} from {peer}: {why}: closing the server connection"),
             );
+        }
+        // Before the slot goes: a repeat of proxy1's X finds one or the other.
+        if let Some(ack) = conn.closing_ack() {
+            let now = std::time::Instant::now();
+            shared.finished.lock().unwrap().remember(key, ack, now);
         }
         if shared.forget_generation(key, generation) {
             shared.conn_event(key, ConnState::Free);

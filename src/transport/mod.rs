@@ -402,6 +402,19 @@ impl Transport {
         }
     }
 
+    /// The extended modes, once [`Transport::is_done`] after a clean close: the ack this side
+    /// sent for the peer's `X`, which a proxy keeps after forgetting the connection to answer
+    /// a repeat of that `X` (its ack may have been lost; see [`crate::tunnel::finished`]).
+    /// `None` before, after a give-up, and in the course's modes (stop-and-wait answers a
+    /// stray `X` by its own rule, classic does not ack).
+    pub fn closing_ack(&self) -> Option<OutFrame> {
+        match self {
+            Transport::GoBackN(t) => t.closing_ack(),
+            Transport::SelectiveRepeat(t) => t.closing_ack(),
+            Transport::Classic(_) | Transport::StopAndWait(_) => None,
+        }
+    }
+
     /// Counters and the current timer and window figures.
     pub fn stats(&self) -> TransportStats {
         each!(self, t => t.stats())

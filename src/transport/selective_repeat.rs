@@ -196,6 +196,15 @@ impl Receiver for HoldingReceiver {
         self.peer_finished
     }
 
+    fn final_ack(&self) -> Option<OutFrame> {
+        // The close is in order behind all data, so nothing above it is held: no SACK.
+        self.peer_finished.then(|| OutFrame::Ack {
+            ack: self.rcv_nxt,
+            window: self.window(),
+            sack: SackBlocks::EMPTY,
+        })
+    }
+
     fn is_drained(&self) -> bool {
         self.inbox.is_empty() && !self.acks.is_owed()
     }

@@ -164,6 +164,36 @@ pub struct RttSnapshot {
     pub sum: Duration,
 }
 
+/// In the JSON report: `{"samples", "mean_seconds", "buckets": [{"le_seconds", "samples"}]}`,
+/// the buckets cumulative like Prometheus's and without `+Inf` (JSON has no infinity; it
+/// would equal `samples`).
+impl Serialize for RttSnapshot {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        #[derive(Serialize)]
+        struct Bucket {
+            le_seconds: f64,
+            samples: u64,
+        }
+        let count = self.count();
+        let mean = (count > 0).then(|| self.sum.as_secs_f64() / count as f64);
+        let buckets: Vec<Bucket> = self
+            .cumulative()
+            .into_iter()
+            .filter(|(bound, _)| bound.is_finite())
+            .map(|(le_seconds, samples)| Bucket {
+                le_seconds,
+                samples,
+            })
+            .collect();
+        let mut out = serializer.serialize_struct("RttSnapshot", 3)?;
+        out.serialize_field("samples", &count)?;
+        out.serialize_field("mean_seconds", &mean)?;
+        out.serialize_field("buckets", &buckets)?;
+        out.end()
+    }
+}
+
 impl RttSnapshot {
     /// Samples recorded.
     pub fn count(&self) -> u64 {
@@ -279,8 +309,7 @@ pub struct TransportTotalsSnapshot {
     pub counts: Retransmits,
     /// Connections past the ledger's capacity: counted in the totals, not one by one.
     pub untracked_connections: u64,
-    /// Round-trip samples (reliable modes), for `/metrics`; not in the JSON report.
-    #[serde(skip)]
+    /// Round-trip samples (reliable modes), bucketed as on `/metrics`.
     pub rtt: RttSnapshot,
 }
 

@@ -76,6 +76,8 @@ pub trait Receiver: std::fmt::Debug {
     /// The application read: owe a window update if the window reopened.
     fn after_read(&mut self);
     fn peer_finished(&self) -> bool;
+    /// Once the peer's close has arrived: the ack that answers a repeat of it.
+    fn final_ack(&self) -> Option<OutFrame>;
     /// No ack owed and nothing left to read.
     fn is_drained(&self) -> bool;
     /// Frames held out of order now.
@@ -713,6 +715,13 @@ impl<R: Receiver> Windowed<R> {
     /// acknowledged, which the peer's receiver has already passed, so an empty `D` with it
     /// is a duplicate that the peer acknowledges and never delivers. `None` while frames
     /// are in flight (their own retransmissions probe the peer) or after a give-up.
+    pub(super) fn closing_ack(&self) -> Option<OutFrame> {
+        if self.gave_up.is_some() || !self.is_done() {
+            return None;
+        }
+        self.receiver.final_ack()
+    }
+
     pub(super) fn keepalive_seq(&self) -> Option<Seq> {
         (self.in_flight.is_empty() && self.gave_up.is_none())
             .then(|| Seq(self.snd_una.0.wrapping_sub(1)))

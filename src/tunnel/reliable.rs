@@ -77,6 +77,12 @@ impl ReliableConn {
     pub fn keepalive_seq(&self) -> Option<crate::wire::Seq> {
         self.transport.lock().unwrap().keepalive_seq()
     }
+
+    /// After a clean close, the ack that answers a repeat of the peer's `X` (see
+    /// [`Transport::closing_ack`]).
+    pub fn closing_ack(&self) -> Option<crate::transport::OutFrame> {
+        self.transport.lock().unwrap().closing_ack()
+    }
 }
 
 /// How a reliable connection ended.

@@ -1,0 +1,335 @@
+//! The extended modes' close when the last ack is lost. Each side's `X` is acked; a side is
+//! done once its own `X` is acked and the peer's has arrived, and then it forgets the
+//! connection. If the ack it sent for the peer's `X` is lost, the peer resends that `X` to a
+//! proxy that no longer has the connection: it must still get its ack (as TCP's TIME-WAIT
+//! re-acks a repeated FIN), or it resends until it gives up, holding the id all that time.
+//!
+//! A raw UDP socket plays the other proxy, so the lost ack is exactly the one we choose.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tunlab::event::{ConnState, Event, EventKind, EventSink};
+use tunlab::link::LinkSocket;
+use tunlab::net::{bind_tcp, bind_udp};
+use tunlab::roles::echo_server;
+use tunlab::roles::proxy1::{self, Proxy1Config};
+use tunlab::roles::proxy2::{self, Proxy2Config};
+use tunlab::topology::Endpoint;
+use tunlab::wire::{ConnId, Frame, SackBlocks, Seq, WireMode};
+
+/// The id the raw proxy1 picks (proxy1 picks its own).
+const ID: ConnId = ConnId::new(7);
+/// The raw peer's initial sequence number.
+const OUR_ISN: Seq = Seq(5_000);
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn link(endpoint: Endpoint, mode: WireMode, events: EventSink) -> LinkSocket {
+    LinkSocket::new(bind_udp(localhost()).unwrap(), endpoint, mode, events).unwrap()
+}
+
+async fn send(peer: &RawPeer, mode: WireMode, frame: &Frame<'_>, to: SocketAddr) {
+    let bytes = mode.to_bytes(frame).unwrap();
+    peer.socket.send_to(&bytes, to).await.unwrap();
+}
+
+/// What the proxy sent, as much of it as these tests look at.
+#[derive(Debug, PartialEq)]
+enum Got {
+    Connect(ConnId),
+    ConnectOk,
+    Ack { id: ConnId, ack: Seq },
+    Close(Seq),
+    Other(String),
+}
+
+fn got(mode: WireMode, bytes: &[u8]) -> Got {
+    match mode.decode(bytes).expect("a well-formed frame") {
+        Frame::Connect { id, .. } => Got::Connect(id),
+        Frame::ConnectOk { .. } => Got::ConnectOk,
+        Frame::Ack { id, ack, .. } => Got::Ack { id, ack },
+        Frame::Close { seq, .. } => Got::Close(seq),
+        other => Got::Other(format!("{other:?}")),
+    }
+}
+
+/// The next frame from the proxy, and where it came from.
+async fn next_frame(peer: &RawPeer, mode: WireMode) -> (Got, SocketAddr) {
+    let (bytes, from) = peer.recv().await;
+    (got(mode, &bytes), from)
+}
+
+fn ack(id: ConnId, ack: Seq) -> Frame<'static> {
+    Frame::Ack {
+        id,
+        ack,
+        window: 64,
+        sack: SackBlocks::EMPTY,
+    }
+}
+
+/// Waits until `at` says connection `id` is free again.
+async fn wait_until_free(events: &mut mpsc::Receiver<Event>, at: Endpoint, id: ConnId) {
+    wait_for(
+        events,
+        "the connection to be forgotten",
+        |kind| match kind {
+            EventKind::Conn {
+                at: where_,
+                id: freed,
+                state: ConnState::Free,
+                ..
+            } if *where_ == at && *freed == id => Some(()),
+            _ => None,
+        },
+    )
+    .await;
+}
+
+/// Resends our `X` as if its ack had been lost, and returns what the proxy answers.
+async fn resend_close_after_forgotten(
+    peer: &RawPeer,
+    mode: WireMode,
+    id: ConnId,
+    close_seq: Seq,
+    to: SocketAddr,
+) -> Vec<Got> {
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        send(peer, mode, &Frame::Close { id, seq: close_seq }, to).await;
+        while let Some(bytes) = peer.recv_quiet(Duration::from_millis(500)).await {
+            answers.push(got(mode, &bytes));
+        }
+    }
+    answers
+}
+
+fn assert_acked(answers: &[Got], id: ConnId, close_seq: Seq, who: &str) {
+    let wanted = Got::Ack {
+        id,
+        ack: close_seq.add(1),
+    };
+    assert!(
+        answers.contains(&wanted),
+        "{who} must ack a repeated X of a connection it finished (ack {}), answered {answers:?}",
+        close_seq.add(1).0
+    );
+    assert!(
+        answers.iter().all(|f| matches!(f, Got::Ack { .. })),
+        "only acks answer a repeated X: {answers:?}"
+    );
+}
+
+#[tokio::test]
+async fn proxy2_re_acks_a_repeated_x_after_it_forgot_the_connection() {
+    for mode in [WireMode::SelectiveRepeat, WireMode::GoBackN] {
+        let stop = CancellationToken::new();
+        let server_listener = bind_tcp(localhost()).unwrap();
+        let server = server_listener.local_addr().unwrap();
+        tokio::spawn(echo_server::run(
+            server_listener,
+            EventSink::disabled(),
+            stop.clone(),
+        ));
+        let (events, mut rx) = EventSink::channel(4096);
+        let proxy2_link = link(Endpoint::Proxy2, mode, events);
+        let proxy2_addr = proxy2_link.local_addr();
+        tokio::spawn(proxy2::run(
+            proxy2_link,
+            Proxy2Config::new(server),
+            stop.clone(),
+        ));
+
+        let fake_proxy1 = RawPeer::new(proxy2_addr).await;
+        let connect = Frame::Connect {
+            id: ID,
+            isn: OUR_ISN,
+            destination: None,
+        };
+        send(&fake_proxy1, mode, &connect, proxy2_addr).await;
+        let (ok, _) = next_frame(&fake_proxy1, mode).await;
+        assert_eq!(ok, Got::ConnectOk);
+
+        // We close at once (no data): proxy2 acks our X, closes the server side, and the
+        // echo server's close comes back as proxy2's X.
+        let our_close = OUR_ISN;
+        send(
+            &fake_proxy1,
+            mode,
+            &Frame::Close {
+                id: ID,
+                seq: our_close,
+            },
+            proxy2_addr,
+        )
+        .await;
+        let (mut acked, mut their_close) = (false, None);
+        while !(acked && their_close.is_some()) {
+            match next_frame(&fake_proxy1, mode).await.0 {
+                Got::Ack { ack, .. } if ack == our_close.add(1) => acked = true,
+                Got::Close(seq) => their_close = Some(seq),
+                _ => {}
+            }
+        }
+        // We ack proxy2's X: it is done and forgets the connection, while (we pretend) its
+        // ack of our X was lost.
+        let their_close = their_close.unwrap();
+        send(
+            &fake_proxy1,
+            mode,
+            &ack(ID, their_close.add(1)),
+            proxy2_addr,
+        )
+        .await;
+        wait_until_free(&mut rx, Endpoint::Proxy2, ID).await;
+
+        let answers =
+            resend_close_after_forgotten(&fake_proxy1, mode, ID, our_close, proxy2_addr).await;
+        assert_acked(
+            &answers,
+            ID,
+            our_close,
+            &format!("proxy2 ({})", mode.name()),
+        );
+        stop.cancel();
+    }
+}
+
+#[tokio::test]
+async fn proxy1_re_acks_a_repeated_x_after_it_forgot_the_connection() {
+    for mode in [WireMode::SelectiveRepeat, WireMode::GoBackN] {
+        let stop = CancellationToken::new();
+        let fake_proxy2 = RawPeer::new(localhost()).await;
+        let listener = bind_tcp(localhost()).unwrap();
+        let tcp = listener.local_addr().unwrap();
+        let (events, mut rx) = EventSink::channel(4096);
+        tokio::spawn(proxy1::run(
+            listener,
+            link(Endpoint::Proxy1, mode, events),
+            Proxy1Config::new(fake_proxy2.socket.local_addr().unwrap()),
+            stop.clone(),
+        ));
+
+        let mut client = TcpStream::connect(tcp).await.unwrap();
+        let (connect, proxy1_udp) = next_frame(&fake_proxy2, mode).await;
+        let Got::Connect(id) = connect else {
+            panic!("expected C, got {connect:?}");
+        };
+        let ok = Frame::ConnectOk { id, isn: OUR_ISN };
+        send(&fake_proxy2, mode, &ok, proxy1_udp).await;
+        // The client closes: proxy1 sends its X; we ack it and send ours; proxy1 acks ours
+        // (we pretend that ack is lost), passes the close to the client, and forgets.
+        client.shutdown().await.unwrap();
+        let their_close = loop {
+            if let (Got::Close(seq), _) = next_frame(&fake_proxy2, mode).await {
+                break seq;
+            }
+        };
+        send(&fake_proxy2, mode, &ack(id, their_close.add(1)), proxy1_udp).await;
+        let our_close = OUR_ISN;
+        let close = Frame::Close { id, seq: our_close };
+        send(&fake_proxy2, mode, &close, proxy1_udp).await;
+        let (received, reset) = within("the client's close", read_to_close(&mut client)).await;
+        assert!(received.is_empty() && !reset, "a clean, empty close");
+        wait_until_free(&mut rx, Endpoint::Proxy1, id).await;
+        // Whatever proxy1 sent meanwhile (its ack of our X) is the one we pretend was lost.
+        while fake_proxy2
+            .recv_quiet(Duration::from_millis(100))
+            .await
+            .is_some()
+        {}
+
+        let answers =
+            resend_close_after_forgotten(&fake_proxy2, mode, id, our_close, proxy1_udp).await;
+        assert_acked(
+            &answers,
+            id,
+            our_close,
+            &format!("proxy1 ({})", mode.name()),
+        );
+        stop.cancel();
+    }
+}
+
+/// End to end, on a lossy link: ten clients echo and close, and every connection is gone at
+/// both proxies soon after. Before finished connections re-acked a repeated `X`, a lost last
+/// ack (a few connections in ten at 20% loss) kept the peer's id until it gave up, about a
+/// minute and a half later: the first seed failed this. Selective Repeat only, for time: the
+/// close and the answer are the same code in Go-Back-N, which the raw tests above cover
+/// (Go-Back-N's whole window resends make a 20% loss lab slow: 2-25 s per seed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_id_is_freed_soon_after_closing_at_twenty_percent_loss() {
+    use std::sync::Arc;
+    use tunlab::impair::settings::{DirectionSettings, LinkSettings, Percent};
+    use tunlab::lab::{Lab, LabConfig};
+    use tunlab::monitor::ConnTable;
+    use tunlab::topology::Role;
+    let lossy = DirectionSettings {
+        loss: Percent::new(20.0).unwrap(),
+        ..DirectionSettings::default()
+    };
+    for mode in [WireMode::SelectiveRepeat] {
+        for seed in 0..3 {
+            let (events, mut rx) = EventSink::channel(4096);
+            tokio::spawn(async move { while rx.recv().await.is_some() {} });
+            let conns = Arc::new(ConnTable::new());
+            let mut config = LabConfig {
+                mode,
+                link: LinkSettings::symmetric(lossy.clone()),
+                link_seed: Some(seed),
+                ..LabConfig::ephemeral()
+            };
+            // At 20% loss each way a C or its OK is lost 36% of the time.
+            config.proxy1.connect_attempts = 12;
+            let lab = Lab::start(config, events.with_observer(conns.clone()))
+                .await
+                .expect("lab starts");
+            let proxy1 = lab.addrs().proxy1_tcp;
+            let clients: Vec<_> = (0..10u64)
+                .map(|n| {
+                    tokio::spawn(async move {
+                        let data = random_bytes(seed * 10 + n, 6000);
+                        let mut stream = TcpStream::connect(proxy1).await.unwrap();
+                        let echoed = echo_through(&mut stream, &data, usize::MAX).await;
+                        assert!(echoed == data, "client {n}: the echo differs");
+                        // Dropped here: a FIN, and the close exchange starts.
+                    })
+                })
+                .collect();
+            let started = std::time::Instant::now();
+            for client in clients {
+                within("an echo", client).await.unwrap();
+            }
+            let echoed = started.elapsed();
+            let open = || conns.totals(Role::Proxy1).current + conns.totals(Role::Proxy2).current;
+            let freed = tokio::time::timeout(Duration::from_secs(30), async {
+                while open() > 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            eprintln!(
+                "{} seed {seed}: echoed in {echoed:.1?}, all freed {:.1?} later",
+                mode.name(),
+                started.elapsed() - echoed
+            );
+            assert!(
+                freed.is_ok(),
+                "{} seed {seed}: {} connection(s) still open 30 s after the clients closed",
+                mode.name(),
+                open()
+            );
+            lab.shutdown().await;
+        }
+    }
+}
