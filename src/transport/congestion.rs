@@ -12,8 +12,8 @@
 //!   however many frames of that window were lost.
 //! - **Timeout**: the window falls to one frame and slow start begins again (ssthresh halved).
 //!
-//! [`CongestionControl::Tolerant`] (the default) is the same NewReno except that a loss cuts
-//! the window only when it comes with a queue. NewReno reads every loss as a router's queue
+//! [`CongestionControl::Tolerant`] (the default) is the same controller except that a loss cuts
+//! the window only when it comes with a queue. `newreno` reads every loss as a router's queue
 //! overflowing; on a link that loses frames at random (the emulator's `--loss`, radio) it
 //! halves for each loss event and at 5% loss keeps a window of a few frames. A queue that
 //! overflows has first made the round trip longer; a random loss comes with a round trip as
@@ -23,10 +23,10 @@
 //! (TCP Vegas's filter against one late ack) minus the smallest ever seen (the path's own).
 //! Veno then cuts by a fifth instead of a half; at 5% loss a loss event comes nearly every
 //! round trip, so any cut per event shrinks the window to a few frames, and here a loss
-//! without a queue cuts nothing. What counts as a queue is CoDel's target (RFC 8289): a
+//! without a queue cuts nothing. What counts as a queue is the target of `CoDel` (RFC 8289): a
 //! queue that adds less than [`QUEUE_TARGET`] (5 ms) is a "good queue" and not congestion;
-//! from there the loss halves the window as NewReno does. A timeout without a queue halves
-//! the window (NewReno: one frame). Limits: a bottleneck whose full queue adds less than
+//! from there the loss halves the window as `newreno` does. A timeout without a queue halves
+//! the window (`newreno`: one frame). Limits: a bottleneck whose full queue adds less than
 //! 5 ms (a short queue on a fast link) looks random here, and the sender resends what it
 //! overflows, as `--cc none` does (`--cc newreno` backs off there); the smallest round trip
 //! is kept for the connection's life (a path that gets longer reads as a queue).
@@ -46,7 +46,7 @@ pub const INITIAL_WINDOW: u32 = 10;
 pub const MIN_SSTHRESH: u32 = 2;
 
 /// [`CongestionControl::Tolerant`]: the queueing delay (the last round's smallest round trip
-/// over the smallest ever) from which a loss counts as congestion: CoDel's target (RFC 8289),
+/// over the smallest ever) from which a loss counts as congestion: the target of `CoDel` (RFC 8289),
 /// the standing queue it accepts as a "good queue".
 pub const QUEUE_TARGET: Duration = Duration::from_millis(5);
 
@@ -65,7 +65,7 @@ pub const QUEUE_TARGET: Duration = Duration::from_millis(5);
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum CongestionControl {
-    /// NewReno that cuts only for a loss that comes with a queue (the round trip 5 ms over
+    /// Like newreno, but cuts only for a loss that comes with a queue (the round trip 5 ms over
     /// its lowest): random loss cuts nothing (the default).
     #[default]
     Tolerant,
@@ -211,7 +211,7 @@ impl Congestion {
         Some(recent.saturating_sub(self.base_rtt?))
     }
 
-    /// Whether a loss found now counts as congestion: always for NewReno; for Tolerant when
+    /// Whether a loss found now counts as congestion: always for `newreno`; for `tolerant` when
     /// the queue delays the round trip by [`QUEUE_TARGET`] or more (or nothing is known yet).
     fn loss_means_congestion(&self) -> bool {
         match self.algorithm {
