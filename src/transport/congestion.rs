@@ -528,4 +528,107 @@ mod tests {
         }
         assert_eq!(CongestionControl::default(), CongestionControl::Tolerant);
     }
+
+    /// One thing that can happen to a sender's congestion controller.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Rtt(u64),
+        Ack(u32),
+        Loss,
+        Timeout,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (1u64..20_000).prop_map(Step::Rtt),
+            (0u32..80).prop_map(Step::Ack),
+            Just(Step::Loss),
+            Just(Step::Timeout),
+        ]
+    }
+
+    /// Runs `steps` against a controller with window ceiling `max`, checking the bounds
+    /// after each; returns it.
+    fn replay(algorithm: CongestionControl, max: u32, steps: &[Step]) -> Congestion {
+        let mut cc = Congestion::new(algorithm, max);
+        let (mut una, mut nxt) = (Seq(0), Seq(0));
+        for step in steps {
+            match *step {
+                Step::Rtt(us) => cc.on_rtt_sample(Duration::from_micros(us)),
+                Step::Ack(n) => {
+                    nxt = nxt.add(n + cc.window());
+                    una = una.add(n);
+                    cc.on_ack(n, una, nxt);
+                }
+                Step::Loss => {
+                    cc.on_loss(cc.window(), nxt.add(u32::MAX));
+                }
+                Step::Timeout => {
+                    cc.on_timeout(cc.window());
+                }
+            }
+            assert!((1..=max).contains(&cc.window()), "{algorithm}: {cc:?}");
+            if let Some(ssthresh) = cc.ssthresh() {
+                assert!(ssthresh >= MIN_SSTHRESH, "{cc:?}");
+            }
+        }
+        cc
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_window_stays_between_one_frame_and_the_transport_window(
+            max in 1u32..300,
+            steps in proptest::collection::vec(step(), 0..200),
+        ) {
+            for algorithm in [
+                CongestionControl::Tolerant,
+                CongestionControl::NewReno,
+                CongestionControl::None,
+            ] {
+                let cc = replay(algorithm, max, &steps);
+                if algorithm == CongestionControl::None {
+                    proptest::prop_assert_eq!(cc.window(), max);
+                }
+            }
+        }
+
+        #[test]
+        fn tolerant_without_a_queue_never_goes_below_half_and_a_loss_never_cuts(
+            max in 2u32..300,
+            rtt_us in 1u64..4_000,
+            steps in proptest::collection::vec(step(), 0..200),
+        ) {
+            // Every round trip the same (less than the 5 ms target over itself): no queue,
+            // ever. Losses cut nothing; timeouts halve.
+            let steps: Vec<Step> = std::iter::once(Step::Rtt(rtt_us))
+                .chain(steps.into_iter().map(|s| match s {
+                    Step::Rtt(_) => Step::Rtt(rtt_us),
+                    other => other,
+                }))
+                .collect();
+            let mut cc = Congestion::new(CongestionControl::Tolerant, max);
+            let (mut una, mut nxt) = (Seq(0), Seq(0));
+            for step in &steps {
+                let before = cc.window();
+                match *step {
+                    Step::Rtt(us) => cc.on_rtt_sample(Duration::from_micros(us)),
+                    Step::Ack(n) => {
+                        nxt = nxt.add(n + cc.window());
+                        una = una.add(n);
+                        cc.on_ack(n, una, nxt);
+                    }
+                    Step::Loss => {
+                        proptest::prop_assert!(!cc.on_loss(cc.window(), nxt.add(u32::MAX)));
+                    }
+                    Step::Timeout => {
+                        let cut = cc.on_timeout(cc.window());
+                        proptest::prop_assert_eq!(cut, Some(CongestionCut::RandomTimeout));
+                    }
+                }
+                proptest::prop_assert!(cc.window() >= (before / 2).max(MIN_SSTHRESH).min(max));
+            }
+        }
+    }
 }
