@@ -995,3 +995,88 @@ async fn rtt_histogram_is_empty_in_classic_mode() {
     monitored.monitor.stop().await;
     monitored.lab.shutdown().await;
 }
+
+/// One scrape of `/metrics`, parsed.
+async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
+    let (status, _, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_ring_waits_and_refused_frames_are_on_metrics() {
+    use tunlab::capture::{CaptureFormat, CapturePlan, CaptureTarget, CaptureWriter};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (events, mut rx) = EventSink::channel(64 * 1024);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let mut capture_plan = CapturePlan::new(
+        CaptureTarget::Dir(dir.path().to_path_buf()),
+        CaptureFormat::Pcap,
+        "metrics test",
+        Role::Proxy1,
+    );
+    // Halves of one record each: the second frame of a burst finds the filling half full
+    // and waits for the writer (which lets frames gather for 10 ms before it takes a half).
+    capture_plan.queue = 2;
+    let capture = CaptureWriter::start(capture_plan, events.clone()).unwrap();
+    let status = capture.status();
+    let conns = Arc::new(ConnTable::new());
+    let config = LabConfig {
+        link_seed: Some(SEED),
+        capture: Some(capture.tap()),
+        ..LabConfig::ephemeral()
+    };
+    let lab = Lab::start(config, events.with_observer(conns.clone()))
+        .await
+        .unwrap();
+    let plan = MonitorPlan {
+        metrics: Some("127.0.0.1:0".parse().unwrap()),
+        admin: None,
+        users: vec![],
+        limits: AdminLimits::default(),
+    };
+    let sources = MonitorSources::for_lab(&lab, conns.clone(), Some(status.clone()));
+    let monitor = Monitor::start(&plan, sources).await.unwrap();
+    let monitored = Monitored {
+        lab,
+        monitor,
+        conns,
+    };
+    let addr = monitored.monitor.metrics_addr().unwrap();
+
+    let stream = echo_client(&monitored.lab, 1, 256 * 1024).await;
+    drop(stream);
+    quiet(&monitored).await;
+    let scraped = scrape(addr).await;
+    let waits = status.tap_waits();
+    assert!(waits > 0, "a burst through one-record halves waited");
+    assert_eq!(
+        value(&scraped, "tunlab_capture_tap_waits_total", &[]),
+        waits as f64
+    );
+    assert_eq!(
+        value(&scraped, "tunlab_capture_refused_frames_total", &[]),
+        0.0
+    );
+
+    // The writer stops while the lab still runs: what the link sends now is refused.
+    let summary = capture.finish().await;
+    assert!(summary.frames > 0);
+    let stream = echo_client(&monitored.lab, 2, 4 * 1024).await;
+    drop(stream);
+    quiet(&monitored).await;
+    let refused = status.refused();
+    assert!(refused > 0, "frames after the writer stopped were refused");
+    let scraped = scrape(addr).await;
+    assert_eq!(
+        value(&scraped, "tunlab_capture_refused_frames_total", &[]),
+        refused as f64
+    );
+    assert_eq!(
+        value(&scraped, "tunlab_capture_frames_written_total", &[]),
+        summary.frames as f64,
+        "nothing more was written after the finish"
+    );
+    monitored.lab.shutdown().await;
+}

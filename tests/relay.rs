@@ -88,8 +88,9 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// Sends the numbered datagrams through a relay losing 30% each way with `seed`, to a
-/// target that echoes them: which numbers reached the target, and which came back.
-async fn run_loss_pattern(seed: u64) -> (Vec<u32>, Vec<u32>) {
+/// target that echoes them, `burst` at a time (one `sendmmsg`, so the relay reads and
+/// forwards them as a batch): which numbers reached the target, and which came back.
+async fn run_loss_pattern(seed: u64, burst: u32) -> (Vec<u32>, Vec<u32>) {
     let settings = LinkSettings {
         to_proxy2: lossy(30.0),
         to_proxy1: lossy(30.0),
@@ -106,16 +107,22 @@ async fn run_loss_pattern(seed: u64) -> (Vec<u32>, Vec<u32>) {
     let peer = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
     let mut returned = Vec::new();
     let mut buf = vec![0u8; 65_536];
-    // One at a time, each after the relay has taken the one before: nothing can be lost
-    // anywhere but in the emulator, whatever the machine's load.
-    for i in 0..DATAGRAMS {
-        peer.send_to(&numbered(i), relay_addr).await.unwrap();
+    let offload = tunlab::link::batch::SendOffload::default();
+    // A burst at a time, each after the relay has taken the one before: nothing can be
+    // lost anywhere but in the emulator, whatever the machine's load.
+    for first in (0..DATAGRAMS).step_by(burst as usize) {
+        let last = (first + burst).min(DATAGRAMS);
+        let datagrams: Vec<Vec<u8>> = (first..last).map(numbered).collect();
+        let datagrams: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+        let failed =
+            tunlab::link::batch::send_burst(&peer, &offload, Some(relay_addr), &datagrams).await;
+        assert!(failed.is_empty(), "{failed:?}");
         let offered = |d| emulator.direction(d).counters().snapshot();
-        // Its fate decided (and, if it crossed, its echo's too).
-        until("the datagram's fate both ways", || {
+        // Their fates decided (and, for those that crossed, their echoes' too).
+        until("the datagrams' fate both ways", || {
             let up = offered(LinkDirection::ToProxy2);
             let down = offered(LinkDirection::ToProxy1);
-            up.delivered + up.dropped == u64::from(i) + 1
+            up.delivered + up.dropped == u64::from(last)
                 && down.delivered + down.dropped == up.delivered
         })
         .await;
@@ -153,7 +160,7 @@ fn predicted(seed: u64) -> (Vec<u32>, Vec<u32>) {
 #[tokio::test]
 async fn the_relay_drops_exactly_what_the_seeded_emulator_decides() {
     let seed = 20_261_129;
-    let first = run_loss_pattern(seed).await;
+    let first = run_loss_pattern(seed, 1).await;
     let expected = predicted(seed);
     assert_eq!(
         first, expected,
@@ -163,8 +170,114 @@ async fn the_relay_drops_exactly_what_the_seeded_emulator_decides() {
     assert!(expected.0.len() < DATAGRAMS as usize && expected.1.len() < expected.0.len());
     // Another seed decides otherwise: the comparison can fail.
     assert_ne!(predicted(seed + 1), expected);
-    let second = run_loss_pattern(seed).await;
+    let second = run_loss_pattern(seed, 1).await;
     assert_eq!(second, first, "two runs with one seed differ");
+}
+
+/// The same decisions when datagrams arrive in bursts: the relay reads them with one
+/// `recvmmsg` and sends the survivors with one `sendmmsg`, but decides each on its own.
+#[tokio::test]
+async fn bursts_get_the_same_seeded_decisions_datagram_by_datagram() {
+    let seed = 20_261_129;
+    assert_eq!(
+        run_loss_pattern(seed, 25).await,
+        predicted(seed),
+        "the relay's drops differ from the decider's"
+    );
+}
+
+/// Without an emulator, bursts of mixed sizes cross both ways whole and in order, and the
+/// counters and the capture see every datagram on both legs.
+#[tokio::test]
+async fn bursts_cross_whole_in_order_counted_and_captured() {
+    const BURST: u32 = 40;
+    const BURSTS: u32 = 8;
+    let target = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let target_addr = target.local_addr().unwrap();
+    let mut arrivals = udp_echo(target);
+    let listen = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let relay_addr = listen.local_addr().unwrap();
+    let stats = Arc::new(RelayStats::default());
+    let stop = CancellationToken::new();
+    let (tap, mut records) = tunlab::capture::CaptureTap::channel(4 * (BURST * BURSTS) as usize);
+    tokio::spawn(relay::run(
+        listen,
+        RelayConfig::new(target_addr),
+        stats.clone(),
+        Some(tap),
+        relay::silent(),
+        stop.clone(),
+    ));
+    let peer = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let offload = tunlab::link::batch::SendOffload::default();
+    let mut buf = vec![0u8; 65_536];
+    let mut bytes = 0;
+    for burst in 0..BURSTS {
+        // Runs of one length (one GSO message each) and odd lengths between them.
+        let datagrams: Vec<Vec<u8>> = (burst * BURST..(burst + 1) * BURST)
+            .map(|i| {
+                let mut datagram = numbered(i);
+                datagram.resize(if i % 10 < 7 { 1200 } else { length_of(i) }, 0x5A);
+                datagram
+            })
+            .collect();
+        let slices: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+        let failed =
+            tunlab::link::batch::send_burst(&peer, &offload, Some(relay_addr), &slices).await;
+        assert!(failed.is_empty(), "{failed:?}");
+        for want in &datagrams {
+            let (len, from) = within("the echo", peer.recv_from(&mut buf)).await.unwrap();
+            assert_eq!(from, relay_addr);
+            assert_eq!(&buf[..len], &want[..], "echo of {}", number_of(want));
+            bytes += len as u64;
+        }
+    }
+    let total = u64::from(BURST * BURSTS);
+    let mut reached = Vec::new();
+    while let Ok((n, _)) = arrivals.try_recv() {
+        reached.push(n);
+    }
+    assert_eq!(
+        reached,
+        (0..BURST * BURSTS).collect::<Vec<_>>(),
+        "in order at the target"
+    );
+    until("the last counts", || {
+        stats.to_peers.load(Ordering::Relaxed) == total
+    })
+    .await;
+    let counts = stats.snapshot();
+    assert_eq!(
+        (
+            counts.from_peers,
+            counts.to_target,
+            counts.from_target,
+            counts.to_peers
+        ),
+        (total, total, total, total)
+    );
+    assert_eq!(
+        (counts.from_peers_bytes, counts.to_peers_bytes),
+        (bytes, bytes)
+    );
+    stop.cancel();
+    // Each datagram four times: arriving from the peer, leaving to the target, arriving
+    // from the target, leaving to the peer; each leg in order.
+    let mut legs: std::collections::HashMap<(SocketAddr, SocketAddr), Vec<u32>> =
+        std::collections::HashMap::new();
+    while let Ok(record) = records.try_recv() {
+        assert!(record.on_wire);
+        legs.entry((record.src, record.dst))
+            .or_default()
+            .push(number_of(&record.datagram));
+    }
+    let in_order: Vec<u32> = (0..BURST * BURSTS).collect();
+    assert_eq!(legs.len(), 4, "four legs: {:?}", legs.keys());
+    for (leg, numbers) in &legs {
+        assert_eq!(numbers, &in_order, "leg {leg:?}");
+    }
+    assert_eq!(legs[&(peer_addr, relay_addr)], in_order);
 }
 
 #[tokio::test]

@@ -82,8 +82,9 @@ struct Args {
     #[arg(long, value_enum, value_name = "TOOL")]
     profile: Option<profile::Tool>,
     /// The path to profile: classic (proxy1 and proxy2 processes), lab (the in-process lab,
-    /// no consumers), lab-events, lab-capture, lab-both, or a reliable mode's lab
-    /// (<wire mode>-<loss>, such as selective-repeat-0).
+    /// no consumers), lab-events, lab-capture, lab-both, a reliable mode's lab
+    /// (<wire mode>-<loss>, such as selective-repeat-0), or a tunnel through tunlab relay
+    /// (relay-selective-repeat-0, relay-kcptun-5: its three processes, relay included).
     #[arg(long, default_value = "lab", value_name = "PATH")]
     profile_path: String,
     /// Round trips in the profile's round-trip workload (plus 200 warm-up ones).
@@ -232,6 +233,14 @@ fn all_paths() -> Vec<(String, PathKind)> {
             let options = RelayedOptions { tunnel, loss };
             paths.push((relay_path_name(options), PathKind::Relayed(options)));
         }
+        // The build named by TUNLAB_BENCH_BEFORE through the same relay, in the same rounds.
+        if std::env::var_os("TUNLAB_BENCH_BEFORE").is_some() {
+            let options = RelayedOptions {
+                tunnel: RelayedTunnel::SelectiveRepeatBefore,
+                loss,
+            };
+            paths.push((relay_path_name(options), PathKind::Relayed(options)));
+        }
     }
     // The windowed modes again with NewReno and with a fixed window (--cc none), under the
     // same losses, and both ways over a rate-limited link.
@@ -370,15 +379,18 @@ fn main() -> anyhow::Result<()> {
                 *name == args.profile_path
                     && matches!(
                         kind,
-                        PathKind::Classic | PathKind::Lab(_) | PathKind::Binary(_)
+                        PathKind::Classic
+                            | PathKind::Lab(_)
+                            | PathKind::Binary(_)
+                            | PathKind::Relayed(_)
                     )
             })
             .map(|(_, kind)| kind)
             .ok_or_else(|| {
                 anyhow::anyhow!(
                     "--profile-path is one of classic, lab, lab-events, lab-capture, lab-both, bin-bare, \
-                     bin-capture, bin-tui, bin-tui-capture or <wire mode>-<loss> \
-                     (selective-repeat-0); not {:?}",
+                     bin-capture, bin-tui, bin-tui-capture, <wire mode>-<loss> \
+                     (selective-repeat-0) or relay-<selective-repeat|kcptun>-<loss>; not {:?}",
                     args.profile_path
                 )
             })?;

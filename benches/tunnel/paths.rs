@@ -70,6 +70,9 @@ pub enum RelayedTunnel {
     /// The same with `--cc newreno`: the congestion control that was the default before
     /// `tolerant`, measured in the same run.
     SelectiveRepeatNewReno,
+    /// The same on the build named by `TUNLAB_BENCH_BEFORE` (proxies and relay), for a
+    /// before and after side by side in one run.
+    SelectiveRepeatBefore,
 }
 
 impl RelayedTunnel {
@@ -85,6 +88,7 @@ impl RelayedTunnel {
             RelayedTunnel::Kcptun => "kcptun",
             RelayedTunnel::SelectiveRepeat => "selective-repeat",
             RelayedTunnel::SelectiveRepeatNewReno => "selective-repeat-ccnewreno",
+            RelayedTunnel::SelectiveRepeatBefore => "selective-repeat-before",
         }
     }
 
@@ -181,6 +185,9 @@ impl PathKind {
                 }
                 RelayedTunnel::SelectiveRepeatNewReno => {
                     format!("selective-repeat --cc newreno via relay, {loss}% loss each way")
+                }
+                RelayedTunnel::SelectiveRepeatBefore => {
+                    format!("selective-repeat via relay, {loss}% loss each way [before]")
                 }
             },
             PathKind::Lab(LabOptions {
@@ -559,6 +566,13 @@ fn start_relayed(
     let relay_udp = free_udp_port()?;
     let tcp = free_tcp_port()?;
     let wire = ["--wire", "selective-repeat"];
+    let tunlab = match (options.tunnel, &tools.tunlab_before) {
+        (RelayedTunnel::SelectiveRepeatBefore, Some(before)) => before,
+        (RelayedTunnel::SelectiveRepeatBefore, None) => {
+            anyhow::bail!("the before paths need TUNLAB_BENCH_BEFORE=<another tunlab build>")
+        }
+        _ => &tools.tunlab,
+    };
     match options.tunnel {
         RelayedTunnel::Kcptun => processes.push(Process::spawn(
             "kcptun-server",
@@ -569,11 +583,13 @@ fn start_relayed(
                 .args(kcptun_extra()),
             &log("kcptun-server"),
         )?),
-        RelayedTunnel::SelectiveRepeat | RelayedTunnel::SelectiveRepeatNewReno => {
+        RelayedTunnel::SelectiveRepeat
+        | RelayedTunnel::SelectiveRepeatNewReno
+        | RelayedTunnel::SelectiveRepeatBefore => {
             processes.push(Process::spawn(
                 "tunlab proxy2",
                 tools
-                    .tunnel_command(&tools.tunlab, "proxy2")
+                    .tunnel_command(tunlab, "proxy2")
                     .args(["proxy2", &server_udp.to_string(), "127.0.0.1"])
                     .arg(echo.addr.port().to_string())
                     .args(wire)
@@ -582,7 +598,7 @@ fn start_relayed(
             )?);
         }
     }
-    let mut relay = tools.tunnel_command(&tools.tunlab, "relay");
+    let mut relay = tools.tunnel_command(tunlab, "relay");
     relay.args([
         "relay",
         &relay_udp.to_string(),
@@ -608,11 +624,13 @@ fn start_relayed(
                 .args(kcptun_extra()),
             &log("kcptun-client"),
         )?),
-        RelayedTunnel::SelectiveRepeat | RelayedTunnel::SelectiveRepeatNewReno => {
+        RelayedTunnel::SelectiveRepeat
+        | RelayedTunnel::SelectiveRepeatNewReno
+        | RelayedTunnel::SelectiveRepeatBefore => {
             processes.push(Process::spawn(
                 "tunlab proxy1",
                 tools
-                    .tunnel_command(&tools.tunlab, "proxy1")
+                    .tunnel_command(tunlab, "proxy1")
                     .args([
                         "proxy1",
                         &tcp.to_string(),

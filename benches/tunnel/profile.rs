@@ -90,6 +90,7 @@ pub fn run(
             (true, true) => "bin-tui-capture",
         }
         .to_string(),
+        PathKind::Relayed(options) => crate::relay_path_name(options),
         other => anyhow::bail!(
             "only the tunnel paths can be profiled, not {}",
             other.name()

@@ -784,7 +784,12 @@ fn render_relay(w: &mut String, info: &RunInfo, all: &[PathResult]) {
     let _ = writeln!(w, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for loss in crate::RELAY_LOSSES {
         let kcptun = find(RelayedTunnel::Kcptun, loss);
-        for tunnel in RelayedTunnel::ALL {
+        for tunnel in [
+            RelayedTunnel::SelectiveRepeat,
+            RelayedTunnel::SelectiveRepeatNewReno,
+            RelayedTunnel::SelectiveRepeatBefore,
+            RelayedTunnel::Kcptun,
+        ] {
             let Some(r) = find(tunnel, loss) else {
                 continue;
             };
@@ -792,6 +797,9 @@ fn render_relay(w: &mut String, info: &RunInfo, all: &[PathResult]) {
                 RelayedTunnel::Kcptun => "kcptun",
                 RelayedTunnel::SelectiveRepeat => "tunlab selective-repeat",
                 RelayedTunnel::SelectiveRepeatNewReno => "tunlab selective-repeat `--cc newreno`",
+                RelayedTunnel::SelectiveRepeatBefore => {
+                    "tunlab selective-repeat, before (TUNLAB_BENCH_BEFORE)"
+                }
             };
             let errors: usize = r.rounds.iter().map(|round| round.errors.len()).sum();
             let (mb, p50) = (r.goodput_mb(false), r.p50_us());

@@ -143,6 +143,17 @@ impl TapRing {
     /// Puts one datagram in the ring, waiting only while the filling half is full.
     pub async fn put(&self, mut frame: TapFrame<'_>) {
         let mut note = frame.note.take();
+        // The common case first, without registering for a wake-up: a `Notified` that is
+        // enabled locks the `Notify`'s waiter list twice (to enter it and to leave it), a
+        // lock both proxies' threads would share on every frame.
+        match self.try_put(&frame, &mut note) {
+            Put::Done => return,
+            Put::Closed => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Put::Full => {}
+        }
         let mut waited = false;
         loop {
             let room = self.room.notified();

@@ -621,12 +621,18 @@ impl EventSink {
     /// observer, if any, sees it first, whatever happens to it in the channel. Past the
     /// sampling rate (if any), a per-frame event is counted instead of sent.
     pub fn emit(&self, kind: EventKind) {
-        self.emit_at(SystemTime::now(), kind);
+        // The clock is read only for an event that is sent: past the sampling rate most
+        // per-frame events are only counted.
+        self.emit_stamped(SystemTime::now, kind);
     }
 
     /// Like [`EventSink::emit`], for something that happened at `time` (a packet the kernel
     /// stamped, read a moment later).
     pub fn emit_at(&self, time: SystemTime, kind: EventKind) {
+        self.emit_stamped(|| time, kind);
+    }
+
+    fn emit_stamped(&self, time: impl FnOnce() -> SystemTime, kind: EventKind) {
         if let Some(observer) = &self.observer {
             observer.observe(&kind);
         }
@@ -657,7 +663,7 @@ impl EventSink {
                 }
             }
         }
-        self.send(tx, time, kind);
+        self.send(tx, time(), kind);
     }
 
     fn send(&self, tx: &mpsc::Sender<Event>, time: SystemTime, kind: EventKind) {

@@ -6,7 +6,7 @@
 
 pub mod seal;
 
-mod batch;
+pub mod batch;
 mod counters;
 pub mod decrypt;
 mod emulator;

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::LinkStats;
-use super::batch::{self, RecvBatch};
+use super::batch::{self, RecvBatch, SendOffload};
 use super::emulator::{Egress, EmulatorScope, Ingress, corruptible_range, sleep_until_or_forever};
 use super::seal::{self, Rejected, Seal, Sealed};
 use super::tap::TapScope;
@@ -53,6 +53,8 @@ pub(super) struct Inner {
     pub(super) tasks: Tasks,
     /// Datagrams read by one `recvmmsg` and not handed out yet ([`super::batch`]).
     pub(super) received: Mutex<RecvBatch>,
+    /// Whether [`LinkSocket::send_burst`] still tries UDP GSO on this socket.
+    pub(super) offload: SendOffload,
     /// Malformed datagrams are reported at most once a second: a flood of junk is counted
     /// exactly but must not become a flood of log lines.
     pub(super) malformed_log: Mutex<RejectLog>,
@@ -127,6 +129,7 @@ impl LinkSocket {
                 seal: None,
                 tasks: Tasks::new(),
                 received: Mutex::default(),
+                offload: SendOffload::default(),
                 malformed_log: Mutex::default(),
             }),
             egress: None,
@@ -184,6 +187,19 @@ impl LinkSocket {
         } else {
             max
         }
+    }
+
+    /// Sends bursts one datagram per message, never with UDP GSO (the fallback, forced):
+    /// for tests and measurements.
+    pub fn without_gso(mut self) -> Self {
+        self.setup().offload = SendOffload::new(false);
+        self
+    }
+
+    /// Whether [`LinkSocket::send_burst`] sends with UDP GSO on this socket (on until the
+    /// kernel refuses it once, or [`LinkSocket::without_gso`]).
+    pub fn gso(&self) -> bool {
+        self.inner.offload.gso()
     }
 
     /// Spawns the emulator's timer task in `tasks` (the lab's), so shutdown waits for it.
@@ -313,6 +329,179 @@ impl LinkSocket {
             }
         }
         Ok(())
+    }
+
+    /// Encodes and sends `frames` to `to`, in order, with as few system calls as the
+    /// kernel allows (UDP GSO and `sendmmsg`: see [`super::batch`]). Every frame is still
+    /// its own datagram, sealed on its own on a sealed link, counted, captured and reported
+    /// as [`LinkSocket::send`] does. Returns the frames that could not be sent, by index.
+    ///
+    /// With an emulator attached, the burst is batched only while its direction is clear,
+    /// nothing waits in its delay line and step mode holds nothing (each frame is then
+    /// counted as having passed it, as `send` counts it); otherwise each frame takes
+    /// [`LinkSocket::send`]'s path, so its per-frame decisions, delay line and step mode
+    /// stay exactly as they are.
+    pub async fn send_burst(
+        &self,
+        frames: &[Frame<'_>],
+        to: SocketAddr,
+    ) -> Vec<(usize, io::Error)> {
+        if frames.len() > 1 {
+            let Some(egress) = &self.egress else {
+                return self.send_batched(frames, to, None).await;
+            };
+            let emulated = egress.emulated();
+            if emulated.is_clear()
+                && !egress.emulator.hold().is_holding()
+                && let Ok(_turn) = egress.turn.try_lock()
+                && egress.pipeline.lock().unwrap().is_empty()
+            {
+                // As `send_if_clear`, for the whole burst: with the turn held, nothing can
+                // enter the delay line ahead of it.
+                return self.send_batched(frames, to, Some(emulated)).await;
+            }
+        }
+        let mut failed = Vec::new();
+        for (index, frame) in frames.iter().enumerate() {
+            if let Err(e) = self.send(frame, to).await {
+                failed.push((index, e));
+            }
+        }
+        failed
+    }
+
+    /// [`LinkSocket::send_burst`]'s batched path. With `emulated` (a clear direction), each
+    /// frame counts as offered and delivered there, and a failed send as the emulator's
+    /// failed send (reported on the event stream, not returned), as `transmit` does.
+    async fn send_batched(
+        &self,
+        frames: &[Frame<'_>],
+        to: SocketAddr,
+        emulated: Option<&DirectionEmulator>,
+    ) -> Vec<(usize, io::Error)> {
+        let mut failed = Vec::new();
+        // Every frame's encoding, one after the other.
+        let mut encoded = Vec::with_capacity(frames.len() * 256);
+        let mut ends = Vec::with_capacity(frames.len());
+        let mut scratch = [0u8; MAX_DATAGRAM];
+        for (index, frame) in frames.iter().enumerate() {
+            match self.inner.mode.encode_into(frame, &mut scratch) {
+                Ok(len) if self.is_sealed() && len + seal::OVERHEAD > MAX_DATAGRAM => {
+                    failed.push((
+                        index,
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("a {len}-byte frame does not fit a sealed datagram"),
+                        ),
+                    ));
+                }
+                Ok(len) => encoded.extend_from_slice(&scratch[..len]),
+                Err(e) => failed.push((index, io::Error::new(io::ErrorKind::InvalidInput, e))),
+            }
+            ends.push(encoded.len());
+        }
+        let datagram = |index: usize| {
+            let start = if index == 0 { 0 } else { ends[index - 1] };
+            &encoded[start..ends[index]]
+        };
+        let encodable = |index: &usize| !failed.iter().any(|(bad, _)| bad == index);
+        let handed = SystemTime::now();
+        // What goes on the wire: the encoding, or its sealed form (each sealed on its own).
+        let mut sealed: Vec<Vec<u8>> = Vec::new();
+        let mut wire_of: Vec<(usize, Option<usize>)> = Vec::with_capacity(frames.len());
+        for index in (0..frames.len()).filter(encodable) {
+            match &self.inner.seal {
+                None => wire_of.push((index, None)),
+                Some(state) => {
+                    let outcome = state.seal.lock().unwrap().seal(
+                        datagram(index),
+                        to,
+                        std::time::Instant::now(),
+                    );
+                    match outcome {
+                        Sealed::Now(bytes) => {
+                            sealed.push(bytes);
+                            wire_of.push((index, Some(sealed.len() - 1)));
+                        }
+                        Sealed::Held { hello } => {
+                            // Waits for proxy2's answer to our hello (see `transmit`); it has
+                            // left the role.
+                            if let Some(hello) = hello {
+                                self.inner.put_raw(&hello, to).await;
+                            }
+                            if let Some(emulated) = emulated {
+                                emulated.passed_clear();
+                                emulated.counters().delivered.add();
+                            }
+                            self.inner
+                                .sent_by_role(&frames[index], datagram(index).len(), to);
+                        }
+                        Sealed::NoSession => {
+                            // Counted as `send` counts it: the role sent it.
+                            if let Some(emulated) = emulated {
+                                emulated.passed_clear();
+                            }
+                            self.inner
+                                .sent_by_role(&frames[index], datagram(index).len(), to);
+                            self.inner.seal_dropped(
+                                to,
+                                "no sealed session with this proxy1 (it never said hello): not sent",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let wires: Vec<&[u8]> = wire_of
+            .iter()
+            .map(|&(index, sealed_at)| match sealed_at {
+                None => datagram(index),
+                Some(at) => &sealed[at][..],
+            })
+            .collect();
+        let refused =
+            batch::send_burst(&self.inner.socket, &self.inner.offload, Some(to), &wires).await;
+        let mut refused = refused.into_iter().peekable();
+        for (at, (&(index, _), wire)) in wire_of.iter().zip(&wires).enumerate() {
+            let frame = &frames[index];
+            let len = datagram(index).len();
+            let error = refused
+                .next_if(|(bad, _)| *bad == at)
+                .map(|(_, error)| error);
+            let Some(emulated) = emulated else {
+                match error {
+                    Some(error) => failed.push((index, error)),
+                    None => {
+                        self.inner.tap_sent(handed, wire, to, None, true).await;
+                        self.inner.sent_by_role(frame, len, to);
+                    }
+                }
+                continue;
+            };
+            // It passed the (clear) emulator; what happens at the socket is the link's.
+            emulated.passed_clear();
+            self.inner.sent_by_role(frame, len, to);
+            match error {
+                Some(error) => {
+                    emulated.counters().drop(DropCause::SendFailed);
+                    emulated.counters().drop_kind(frame.kind());
+                    self.inner.events.log(
+                        Level::Warn,
+                        self.inner.endpoint.role(),
+                        format!(
+                            "{}: send of a {len}-byte frame to {to} failed: {error}",
+                            self.inner.endpoint.label(),
+                        ),
+                    );
+                }
+                None => {
+                    emulated.counters().delivered.add();
+                    self.inner.tap_sent(handed, wire, to, None, true).await;
+                }
+            }
+        }
+        failed.sort_by_key(|(index, _)| *index);
+        failed
     }
 
     /// Receives one datagram into `buf` (at least [`RECV_BUFFER`] long) and decodes it.

@@ -32,6 +32,8 @@
 //! | `tunlab_emulator_queued_datagrams` | `direction` | waiting in the delay line now |
 //! | `tunlab_emulator_loss_ratio` (0 to 1), `tunlab_emulator_delay_seconds` | `direction` | settings now |
 //! | `tunlab_capture_frames_written_total`, `tunlab_capture_written_bytes_total` | | |
+//! | `tunlab_capture_tap_waits_total` | | times a link socket waited for room in the capture's ring |
+//! | `tunlab_capture_refused_frames_total` | | frames that reached a stopped capture (not in the file) |
 //! | `tunlab_events_dropped_total` | | events the consumer was too slow for |
 //! | `tunlab_idle_timeout_seconds` | | the proxies' idle timeout now |
 
@@ -607,6 +609,22 @@ impl Collector for TunlabCollector {
                 "Size of the capture file so far.",
                 Some(&Unit::Bytes),
                 vec![(vec![], capture.bytes_written())],
+            )?;
+            counter_family(
+                e,
+                "capture_tap_waits",
+                "Times a link socket found the capture's ring full and waited for the writer \
+                 (the capture never drops a frame; it slows the tunnel instead).",
+                None,
+                vec![(vec![], capture.tap_waits())],
+            )?;
+            counter_family(
+                e,
+                "capture_refused_frames",
+                "Frames that reached the capture after its writer had stopped (finished or \
+                 failed), and so are not in the file.",
+                None,
+                vec![(vec![], capture.refused())],
             )?;
         }
         counter_family(

@@ -977,7 +977,7 @@ async fn serve_client(
         }
     };
     if proxy2_may_have_it {
-        send_close(&shared, id, client).await;
+        send_close(&shared, id, our_isn, client).await;
     }
     shared.release_id(id);
     shared.conn_event(id, ConnState::Free, client);
@@ -1098,6 +1098,12 @@ async fn open(
                     Err(_) => Opening::Stopped,
                 },
                 news = lobby.watch(stream) => match news {
+                    // Extended modes: proxy2 may have opened already, and only a close in
+                    // sequence ends its side; so go on opening, and the pump closes at once
+                    // (the lobby keeps the FIN). A reset still abandons the connection.
+                    ClientNews::Left(CloseKind::Fin) if shared.link.mode().is_extended() => {
+                        continue;
+                    }
                     ClientNews::Left(how) => return Opening::ClientLeft(how),
                     ClientNews::Sent | ClientNews::HalfClosed => continue,
                 },
@@ -1111,7 +1117,11 @@ async fn open(
 /// Sends `X` for an id proxy1 is closing: a few times in classic mode, where nothing
 /// acknowledges it, holding the id meanwhile so that no new connection takes it while an
 /// `X` for the old one may still be on its way. Once when proxy1 itself is stopping.
-async fn send_close(shared: &Shared, id: ConnId, client: SocketAddr) {
+///
+/// `seq` is our initial sequence number: nothing was sent, so that is where our close goes
+/// in the extended modes (an `X` anywhere else is outside proxy2's window and ignored); zero
+/// in the course's modes, as before.
+async fn send_close(shared: &Shared, id: ConnId, seq: Seq, client: SocketAddr) {
     if let Some(slot) = shared.slots.lock().unwrap().get_mut(&id) {
         slot.phase = Phase::Closing;
     }
@@ -1123,7 +1133,7 @@ async fn send_close(shared: &Shared, id: ConnId, client: SocketAddr) {
                 () = tokio::time::sleep(shared.config.close_retry) => {}
             }
         }
-        shared.send(Frame::Close { id, seq: Seq::ZERO }).await;
+        shared.send(Frame::Close { id, seq }).await;
     }
 }
 

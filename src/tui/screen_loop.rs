@@ -3,10 +3,12 @@
 //! [`FRAMES_PER_SECOND`] times a second and only when something on it changed.
 //!
 //! The data path never waits for the screen: roles `try_send` into a bounded channel (and
-//! count what they drop), this loop drains it in batches, and the clock takes priority over
-//! draining, so a flood of events cannot starve the screen and a slow terminal cannot back up
-//! the tunnel. An idle lab draws nothing at all: with no event, key or counter change, a
-//! tick only reads the lab's counters.
+//! count what they drop), and this loop drains it on its clock, just before it would draw:
+//! nothing is drawn between ticks, so folding events any sooner would show nothing sooner,
+//! and a loop that waited on the channel was woken (a futex call on the sender's thread and
+//! a context switch) for every event sent, hundreds to thousands of times a second under
+//! traffic. An idle lab draws nothing at all: with no event, key or counter change, a tick
+//! only reads the lab's counters.
 //!
 //! Generic over the ratatui backend, so a test can run the real loop on a `TestBackend` and
 //! count its draws, and the benchmark can run it on a crossterm backend writing to a sink.
@@ -30,8 +32,10 @@ use crate::event::{Event, Level};
 use crate::lab::Lab;
 use crate::topology::Role;
 
-/// Events folded per wake-up before the loop looks at keys and the clock again.
-const BATCH: usize = 4096;
+/// Events folded per tick at most, so a burst cannot hold up keys and the screen for long
+/// (the rest wait in the channel for the next tick); the channel holds
+/// [`super::app::EVENT_CAPACITY`].
+const MAX_EVENTS_PER_TICK: usize = 64 * 1024;
 
 /// The lab, what the screen knows of it, and the terminal it is drawn on.
 pub struct ScreenLoop<B: Backend> {
@@ -79,7 +83,6 @@ impl<B: Backend> ScreenLoop<B> {
         tokio::pin!(quit);
         let mut tick = tokio::time::interval(Duration::from_millis(1000 / FRAMES_PER_SECOND));
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        let mut batch = Vec::with_capacity(BATCH);
         let mut events_open = true;
         let mut inputs_open = true;
         let mut dirty = true;
@@ -113,8 +116,13 @@ impl<B: Backend> ScreenLoop<B> {
                 }
                 _ = tick.tick() => {
                     // Counts that stood in for per-frame events past the TUI's rate join
-                    // the stream, behind what is queued (folded on the next wake-up).
+                    // the stream, behind what is queued; then the queue is folded.
                     self.lab.events().flush_folded();
+                    if events_open {
+                        let (folded, open) = self.fold_queued_events();
+                        dirty |= folded;
+                        events_open = open;
+                    }
                     dirty |= self.refresh();
                     if dirty {
                         let state = &self.state;
@@ -124,15 +132,25 @@ impl<B: Backend> ScreenLoop<B> {
                         dirty = false;
                     }
                 }
-                received = self.events.recv_many(&mut batch, BATCH), if events_open => {
-                    events_open = received > 0;
-                    for event in batch.drain(..) {
-                        update(&mut self.state, event);
-                    }
-                    dirty |= received > 0;
-                }
             }
         }
+    }
+
+    /// Folds what the channel holds into the state, without waiting; whether anything was
+    /// folded, and whether the channel is still open.
+    fn fold_queued_events(&mut self) -> (bool, bool) {
+        let mut folded = false;
+        for _ in 0..MAX_EVENTS_PER_TICK {
+            match self.events.try_recv() {
+                Ok(event) => {
+                    update(&mut self.state, event);
+                    folded = true;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return (folded, true),
+                Err(mpsc::error::TryRecvError::Disconnected) => return (folded, false),
+            }
+        }
+        (folded, true)
     }
 
     /// Takes what the lab knows exactly (counters, clients, roles, capture, other threads'

@@ -204,8 +204,8 @@ pub(crate) async fn pump(
         report.emit(&side);
         for out in &frames {
             tally.record(out);
-            send(&side, out).await;
         }
+        send(&side, &frames).await;
         if let Some(why) = gave_up {
             break PumpEnd::GaveUp(why);
         }
@@ -404,15 +404,19 @@ fn abort(conn: &ReliableConn) -> Instant {
     Instant::now()
 }
 
-async fn send(side: &PumpSide<'_>, out: &OutFrame) {
-    if let Err(e) = side.link.send(&out.frame(side.id), side.peer).await {
+/// Sends a pass's frames as one burst (one system call for many frames where the kernel
+/// allows: [`LinkSocket::send_burst`]); a frame that failed is logged, and the transport's
+/// timer sends it again.
+async fn send(side: &PumpSide<'_>, frames: &[OutFrame]) {
+    let wire: Vec<Frame<'_>> = frames.iter().map(|out| out.frame(side.id)).collect();
+    for (index, e) in side.link.send_burst(&wire, side.peer).await {
         side.events.log(
             Level::Warn,
             side.role,
             format!(
                 "connection {}: send of {} to {} failed: {e}",
                 side.id,
-                out.frame(side.id).kind().label(),
+                wire[index].kind().label(),
                 side.peer
             ),
         );

@@ -17,10 +17,16 @@
 //! shared by all peers (one seeded decider each), like one link with one set of dice: with
 //! one peer, the same seed and the same datagrams give the same decisions.
 //!
+//! Datagrams cross in bursts: each socket reads every datagram waiting in one `recvmmsg`,
+//! and a run of them for one destination leaves in one `sendmmsg` (with UDP GSO where the
+//! kernel has it: [`crate::link::batch`]). Each datagram is still counted, captured and
+//! decided by the emulator on its own.
+//!
 //! Peers are bounded ([`RelayConfig::max_peers`]): datagrams from one more address are
 //! dropped, counted and logged until a peer silent both ways for [`RelayConfig::peer_idle`]
 //! gives its socket back.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -38,7 +44,7 @@ use crate::capture::{CaptureTap, TapFrame, TapRecord};
 use crate::event::Level;
 use crate::impair::pipeline::{Pending, Pipeline};
 use crate::impair::{DirectionEmulator, DropCause, LinkEmulator, LinkVerdict};
-use crate::link::RECV_BUFFER;
+use crate::link::batch::{self, RecvBatch, SendOffload};
 use crate::net::{bind_udp, local_bind_towards};
 use crate::topology::LinkDirection;
 use crate::tunnel::activity::Activity;
@@ -196,6 +202,8 @@ struct Peer {
     upstream: UdpSocket,
     /// The upstream socket's own address, for the capture.
     local: SocketAddr,
+    /// Whether bursts to the target still try UDP GSO on `upstream`.
+    offload: SendOffload,
     activity: Activity,
     stop: CancellationToken,
 }
@@ -256,6 +264,8 @@ struct Relay {
     config: RelayConfig,
     listen: UdpSocket,
     local: SocketAddr,
+    /// Whether bursts to peers still try UDP GSO on `listen`.
+    offload: SendOffload,
     /// What upstream sockets bind: the local address that reaches the target, any port.
     upstream_bind: SocketAddr,
     peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
@@ -290,6 +300,7 @@ pub async fn run(
         config,
         listen,
         local,
+        offload: SendOffload::default(),
         peers: Mutex::default(),
         stats,
         tap,
@@ -358,33 +369,44 @@ impl Relay {
         }
     }
 
-    /// Receives from peers until stopped.
+    /// Receives from peers until stopped; consecutive datagrams from one peer are forwarded
+    /// as one burst.
     async fn listen_loop(self: Arc<Self>) -> io::Result<()> {
-        let mut buf = vec![0u8; RECV_BUFFER];
+        let mut batch = RecvBatch::default();
         loop {
             let received = tokio::select! {
                 () = self.stop.cancelled() => return Ok(()),
-                received = self.listen.recv_from(&mut buf) => received,
+                received = batch.recv(&self.listen) => received,
             };
-            let (len, from) = match received {
-                Ok(received) => received,
-                Err(e) => {
-                    // An unconnected socket reports little; whatever it is, keep serving.
-                    self.log_throttled(&self.failed_sends, Level::Warn, |n| {
-                        format!("relay: receive on {} failed ({n}x): {e}", self.local)
-                    });
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let read = SystemTime::now();
-            add(&self.stats.from_peers, 1);
-            add(&self.stats.from_peers_bytes, len);
-            let Some(peer) = self.peer_for(from).await else {
+            if let Err(e) = received {
+                // An unconnected socket reports little; whatever it is, keep serving.
+                self.log_throttled(&self.failed_sends, Level::Warn, |n| {
+                    format!("relay: receive on {} failed ({n}x): {e}", self.local)
+                });
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
-            };
-            peer.activity.touch();
-            self.forward(Leg::ToTarget, &buf[..len], &peer, read).await;
+            }
+            let read = SystemTime::now();
+            let mut run: Vec<&[u8]> = Vec::new();
+            let mut run_peer: Option<Arc<Peer>> = None;
+            for (datagram, from) in batch.datagrams() {
+                add(&self.stats.from_peers, 1);
+                add(&self.stats.from_peers_bytes, datagram.len());
+                if run_peer.as_ref().is_none_or(|peer| peer.addr != from) {
+                    if let Some(peer) = run_peer.take() {
+                        self.forward(Leg::ToTarget, &run, &peer, read).await;
+                        run.clear();
+                    }
+                    run_peer = self.peer_for(from).await;
+                }
+                if let Some(peer) = &run_peer {
+                    peer.activity.touch();
+                    run.push(datagram);
+                }
+            }
+            if let Some(peer) = run_peer {
+                self.forward(Leg::ToTarget, &run, &peer, read).await;
+            }
         }
     }
 
@@ -423,6 +445,7 @@ impl Relay {
             addr: from,
             upstream,
             local,
+            offload: SendOffload::default(),
             activity: Activity::default(),
             stop: self.stop.child_token(),
         });
@@ -446,21 +469,26 @@ impl Relay {
         Ok(socket)
     }
 
-    /// Receives the target's replies to one peer until the peer expires or the relay stops.
+    /// Receives the target's replies to one peer until the peer expires or the relay stops;
+    /// what one `recvmmsg` read goes back as one burst.
     async fn upstream_loop(self: Arc<Self>, peer: Arc<Peer>) {
-        let mut buf = vec![0u8; RECV_BUFFER];
+        let mut batch = RecvBatch::default();
         loop {
             let received = tokio::select! {
                 () = peer.stop.cancelled() => return,
-                received = peer.upstream.recv(&mut buf) => received,
+                received = batch.recv(&peer.upstream) => received,
             };
             match received {
-                Ok(len) => {
+                Ok(()) => {
                     let read = SystemTime::now();
-                    add(&self.stats.from_target, 1);
-                    add(&self.stats.from_target_bytes, len);
+                    let run: Vec<&[u8]> = batch.datagrams().map(|(datagram, _)| datagram).collect();
+                    add(&self.stats.from_target, run.len());
+                    add(
+                        &self.stats.from_target_bytes,
+                        run.iter().map(|d| d.len()).sum(),
+                    );
                     peer.activity.touch();
-                    self.forward(Leg::ToPeers, &buf[..len], &peer, read).await;
+                    self.forward(Leg::ToPeers, &run, &peer, read).await;
                 }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     self.target_refused();
@@ -490,71 +518,78 @@ impl Relay {
         });
     }
 
-    /// Takes a datagram that arrived for `leg` through the emulator (if any) and sends what
-    /// is due. The capture records it as it arrived, with what the emulator made of it.
-    async fn forward(&self, leg: Leg, datagram: &[u8], peer: &Peer, read: SystemTime) {
+    /// Takes datagrams that arrived together for `leg` from or for one peer through the
+    /// emulator (if any; its decisions are per datagram) and sends what is due, as one
+    /// burst. The capture records each as it arrived, with what the emulator made of it.
+    async fn forward(&self, leg: Leg, datagrams: &[&[u8]], peer: &Peer, read: SystemTime) {
         let path = self.path(leg);
+        let mut out = Vec::with_capacity(datagrams.len());
         let Some(emulated) = path.emulated() else {
-            self.tap_arrival(leg, peer, datagram, read, None).await;
-            let _ = self.send(leg, datagram, peer.addr, Some(peer), None).await;
+            for datagram in datagrams {
+                self.tap_arrival(leg, peer, datagram, read, None).await;
+                out.push(Outgoing {
+                    datagram: Cow::Borrowed(*datagram),
+                    addr: peer.addr,
+                    verdict: None,
+                });
+            }
+            self.send_out(leg, Some(peer), &out).await;
             return;
         };
         let _turn = path.turn.lock().await;
-        if emulated.is_clear() && path.pipeline.lock().unwrap().is_empty() {
-            // Nothing to do to it and nothing to overtake: straight through, counted.
-            emulated.passed_clear();
-            self.tap_arrival(leg, peer, datagram, read, None).await;
-            let verdict = LinkVerdict::default();
-            let _ = self
-                .send(
-                    leg,
-                    datagram,
+        for datagram in datagrams {
+            if emulated.is_clear() && path.pipeline.lock().unwrap().is_empty() {
+                // Nothing to do to it and nothing to overtake: straight through, counted.
+                emulated.passed_clear();
+                self.tap_arrival(leg, peer, datagram, read, None).await;
+                out.push(Outgoing {
+                    datagram: Cow::Borrowed(*datagram),
+                    addr: peer.addr,
+                    verdict: Some(LinkVerdict::default()),
+                });
+                continue;
+            }
+            // The relay does not know the format, so a flipped bit may land anywhere.
+            let corruptible = 0..datagram.len();
+            let offered = {
+                let mut pipeline = path.pipeline.lock().unwrap();
+                emulated.offer(
+                    &mut pipeline,
+                    Instant::now(),
+                    datagram.to_vec(),
+                    corruptible,
                     peer.addr,
-                    Some(peer),
-                    Some((emulated, &verdict)),
                 )
-                .await;
-            return;
-        }
-        // The relay does not know the format, so a flipped bit may land anywhere.
-        let corruptible = 0..datagram.len();
-        let offered = {
-            let mut pipeline = path.pipeline.lock().unwrap();
-            emulated.offer(
-                &mut pipeline,
-                Instant::now(),
-                datagram.to_vec(),
-                corruptible,
-                peer.addr,
-            )
-        };
-        let note = match &offered {
-            Err((cause, _)) => {
-                let verdict = LinkVerdict::dropped(*cause);
-                if self.config.verbose {
-                    self.log(
-                        Level::Info,
-                        &format!(
-                            "relay {} {} B {}: {}",
-                            path.direction.arrow(),
-                            datagram.len(),
-                            self.leg_label(leg, peer.addr),
-                            verdict.describe()
-                        ),
-                    );
+            };
+            let note = match &offered {
+                Err((cause, _)) => {
+                    let verdict = LinkVerdict::dropped(*cause);
+                    if self.config.verbose {
+                        self.log(
+                            Level::Info,
+                            &format!(
+                                "relay {} {} B {}: {}",
+                                path.direction.arrow(),
+                                datagram.len(),
+                                self.leg_label(leg, peer.addr),
+                                verdict.describe()
+                            ),
+                        );
+                    }
+                    Some(format!(
+                        "relay's link emulator: {}; not forwarded",
+                        verdict.describe()
+                    ))
                 }
-                Some(format!(
-                    "relay's link emulator: {}; not forwarded",
-                    verdict.describe()
-                ))
-            }
-            Ok(accepted) if accepted.release.is_none() => {
-                Some("relay's link emulator: held back to be reordered".to_string())
-            }
-            Ok(_) => None,
-        };
-        self.tap_arrival(leg, peer, datagram, read, note).await;
-        self.flush(leg).await;
+                Ok(accepted) if accepted.release.is_none() => {
+                    Some("relay's link emulator: held back to be reordered".to_string())
+                }
+                Ok(_) => None,
+            };
+            self.tap_arrival(leg, peer, datagram, read, note).await;
+            self.take_due(leg, &mut out);
+        }
+        self.send_out(leg, Some(peer), &out).await;
         path.wake.notify_one();
     }
 
@@ -566,8 +601,9 @@ impl Relay {
         }
     }
 
-    /// Sends everything due in `leg`'s delay line. The caller holds the path's turn.
-    async fn flush(&self, leg: Leg) {
+    /// Moves everything due in `leg`'s delay line to `out`, in its order. The caller holds
+    /// the path's turn.
+    fn take_due(&self, leg: Leg, out: &mut Vec<Outgoing<'_>>) {
         let path = self.path(leg);
         let Some(emulated) = path.emulated() else {
             return;
@@ -598,97 +634,140 @@ impl Relay {
                     ),
                 );
             }
-            let _ = self
-                .send(leg, &datagram, addr, None, Some((emulated, &verdict)))
-                .await;
+            out.push(Outgoing {
+                datagram: Cow::Owned(datagram),
+                addr,
+                verdict: Some(verdict),
+            });
         }
     }
 
-    /// Sends one datagram on its way: to the target from `peer`'s socket, or to `peer`
-    /// from the listening socket. `known` spares the peer table a look-up; a peer that
-    /// expired while its datagram waited in the delay line loses it (counted as stopped).
-    async fn send(
+    /// Sends everything due in `leg`'s delay line. The caller holds the path's turn.
+    async fn flush(&self, leg: Leg) {
+        let mut out = Vec::new();
+        self.take_due(leg, &mut out);
+        self.send_out(leg, None, &out).await;
+    }
+
+    /// Sends datagrams on their way, in order: to the target from their peer's socket, or
+    /// to their peer from the listening socket; each run for one peer as one burst.
+    /// `known` spares the peer table a look-up; a peer that expired while its datagram
+    /// waited in the delay line loses it (counted as stopped).
+    async fn send_out(&self, leg: Leg, known: Option<&Peer>, out: &[Outgoing<'_>]) {
+        let emulated = self.path(leg).emulated();
+        let mut rest = out;
+        while let Some(first) = rest.first() {
+            let addr = first.addr;
+            let run = rest.iter().take_while(|o| o.addr == addr).count();
+            let (group, after) = rest.split_at(run);
+            rest = after;
+            let wires: Vec<&[u8]> = group.iter().map(|o| &o.datagram[..]).collect();
+            let handed = SystemTime::now();
+            let (refused, src, dst) = match leg {
+                Leg::ToTarget => {
+                    let found;
+                    let upstream = match known.filter(|peer| peer.addr == addr) {
+                        Some(peer) => peer,
+                        None => {
+                            found = self.peers.lock().unwrap().get(&addr).cloned();
+                            if let Some(peer) = &found {
+                                peer
+                            } else {
+                                if let Some(emulated) = emulated {
+                                    for _ in group.iter().filter(|o| o.verdict.is_some()) {
+                                        emulated.counters().drop(DropCause::Stopped);
+                                    }
+                                }
+                                continue;
+                            }
+                        }
+                    };
+                    (
+                        batch::send_burst(&upstream.upstream, &upstream.offload, None, &wires)
+                            .await,
+                        upstream.local,
+                        self.config.target,
+                    )
+                }
+                Leg::ToPeers => (
+                    batch::send_burst(&self.listen, &self.offload, Some(addr), &wires).await,
+                    self.local,
+                    addr,
+                ),
+            };
+            let mut refused = refused.into_iter().peekable();
+            for (at, outgoing) in group.iter().enumerate() {
+                let emulated = emulated.filter(|_| outgoing.verdict.is_some());
+                if refused.peek().is_some_and(|(bad, _)| *bad == at) {
+                    let (_, e) = refused.next().expect("peeked");
+                    self.send_failed(leg, &outgoing.datagram, dst, emulated, &e);
+                } else {
+                    self.sent(leg, outgoing, src, dst, emulated, handed).await;
+                }
+            }
+        }
+    }
+
+    /// Counts and captures one datagram that went out.
+    async fn sent(
         &self,
         leg: Leg,
-        datagram: &[u8],
-        peer: SocketAddr,
-        known: Option<&Peer>,
-        emulated: Option<(&DirectionEmulator, &LinkVerdict)>,
-    ) -> io::Result<()> {
-        let handed = SystemTime::now();
-        let note = emulated.and_then(|(_, verdict)| {
+        outgoing: &Outgoing<'_>,
+        src: SocketAddr,
+        dst: SocketAddr,
+        emulated: Option<&DirectionEmulator>,
+        handed: SystemTime,
+    ) {
+        if let Some(emulated) = emulated {
+            emulated.counters().delivered.add();
+        }
+        let (count, bytes) = match leg {
+            Leg::ToTarget => (&self.stats.to_target, &self.stats.to_target_bytes),
+            Leg::ToPeers => (&self.stats.to_peers, &self.stats.to_peers_bytes),
+        };
+        add(count, 1);
+        add(bytes, outgoing.datagram.len());
+        let note = outgoing.verdict.as_ref().and_then(|verdict| {
             verdict
                 .capture_note(false)
                 .map(|n| n.replacen("link emulator", "relay's link emulator", 1))
         });
-        let (sent, src, dst) = match leg {
-            Leg::ToTarget => {
-                let found;
-                let upstream = match known {
-                    Some(peer) => peer,
-                    None => {
-                        found = self.peers.lock().unwrap().get(&peer).cloned();
-                        match &found {
-                            Some(peer) => peer,
-                            None => {
-                                if let Some((emulated, _)) = emulated {
-                                    emulated.counters().drop(DropCause::Stopped);
-                                }
-                                return Ok(());
-                            }
-                        }
-                    }
-                };
-                (
-                    upstream.upstream.send(datagram).await,
-                    upstream.local,
-                    self.config.target,
+        self.tap(
+            TapRecord {
+                time: handed,
+                src,
+                dst,
+                datagram: Vec::new(),
+                note,
+                on_wire: true,
+            },
+            &outgoing.datagram,
+        )
+        .await;
+    }
+
+    /// Counts and reports one datagram the operating system refused to send.
+    fn send_failed(
+        &self,
+        leg: Leg,
+        datagram: &[u8],
+        dst: SocketAddr,
+        emulated: Option<&DirectionEmulator>,
+        e: &io::Error,
+    ) {
+        if let Some(emulated) = emulated {
+            emulated.counters().drop(DropCause::SendFailed);
+        }
+        if leg == Leg::ToTarget && e.kind() == io::ErrorKind::ConnectionRefused {
+            self.target_refused();
+        } else {
+            add(&self.stats.send_failed, 1);
+            self.log_throttled(&self.failed_sends, Level::Warn, |n| {
+                format!(
+                    "relay: send of a {}-byte datagram to {dst} failed ({n}x): {e}",
+                    datagram.len()
                 )
-            }
-            Leg::ToPeers => (self.listen.send_to(datagram, peer).await, self.local, peer),
-        };
-        match sent {
-            Ok(_) => {
-                if let Some((emulated, _)) = emulated {
-                    emulated.counters().delivered.add();
-                }
-                let (count, bytes) = match leg {
-                    Leg::ToTarget => (&self.stats.to_target, &self.stats.to_target_bytes),
-                    Leg::ToPeers => (&self.stats.to_peers, &self.stats.to_peers_bytes),
-                };
-                add(count, 1);
-                add(bytes, datagram.len());
-                self.tap(
-                    TapRecord {
-                        time: handed,
-                        src,
-                        dst,
-                        datagram: Vec::new(),
-                        note,
-                        on_wire: true,
-                    },
-                    datagram,
-                )
-                .await;
-                Ok(())
-            }
-            Err(e) => {
-                if let Some((emulated, _)) = emulated {
-                    emulated.counters().drop(DropCause::SendFailed);
-                }
-                if leg == Leg::ToTarget && e.kind() == io::ErrorKind::ConnectionRefused {
-                    self.target_refused();
-                } else {
-                    add(&self.stats.send_failed, 1);
-                    self.log_throttled(&self.failed_sends, Level::Warn, |n| {
-                        format!(
-                            "relay: send of a {}-byte datagram to {dst} failed ({n}x): {e}",
-                            datagram.len()
-                        )
-                    });
-                }
-                Err(e)
-            }
+            });
         }
     }
 
@@ -733,6 +812,14 @@ impl Relay {
             .await;
         }
     }
+}
+
+/// A datagram on its way out of the relay: borrowed from what was read, or out of a delay
+/// line; `verdict` when it crossed the emulator (counted as delivered or failed there).
+struct Outgoing<'a> {
+    datagram: Cow<'a, [u8]>,
+    addr: SocketAddr,
+    verdict: Option<LinkVerdict>,
 }
 
 /// Sends what a delay line makes due, when it is due (the forwarding tasks send what is due
