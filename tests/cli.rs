@@ -78,7 +78,10 @@ fn a_bad_argument_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
-        err.contains("invalid value 'cubic'") && err.contains("newreno") && err.contains("none"),
+        err.contains("invalid value 'cubic'")
+            && err.contains("tolerant")
+            && err.contains("newreno")
+            && err.contains("none"),
         "{err}"
     );
 }

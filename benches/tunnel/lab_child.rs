@@ -75,7 +75,7 @@ impl LabOptions {
             capture,
             wire: WireMode::Classic,
             loss: 0,
-            cc: CongestionControl::NewReno,
+            cc: CongestionControl::Tolerant,
             rate_mbit: 0,
             window: 0,
         }
@@ -128,11 +128,8 @@ impl LabOptions {
                 .find(|mode| mode.name() == wire)
                 .ok_or_else(|| anyhow::anyhow!("unknown --wire {wire:?}"))?,
             loss: value("--loss")?.parse()?,
-            cc: match value("--cc")? {
-                "newreno" => CongestionControl::NewReno,
-                "none" => CongestionControl::None,
-                other => anyhow::bail!("unknown --cc {other:?}"),
-            },
+            cc: <CongestionControl as clap::ValueEnum>::from_str(value("--cc")?, false)
+                .map_err(|e| anyhow::anyhow!("--cc: {e}"))?,
             rate_mbit: value("--rate-mbit")?.parse()?,
             window: value("--window")?.parse()?,
         })

@@ -65,7 +65,7 @@ struct Args {
     /// lab-capture, lab-both, bin-bare, bin-capture, bin-tui, bin-tui-capture, and with
     /// TUNLAB_BENCH_BEFORE=<another tunlab build> the same four as bin-*-before; `modes` for
     /// the reliable-modes table with direct TCP and the lab as baselines, or one cell of it
-    /// such as selective-repeat-5, selective-repeat-5-ccnone for --cc none, or
+    /// such as selective-repeat-5, selective-repeat-5-ccnone for --cc none (-ccnewreno for --cc newreno), or
     /// selective-repeat-10mbit[-w128][-ccnone] for the rate-limited rows; `relay` for
     /// selective-repeat and kcptun through `tunlab relay` at each of its losses, or one of
     /// them such as relay-kcptun-5). Default: all.
@@ -141,7 +141,8 @@ pub const RATE_TIME_FACTOR: u32 = 4;
 pub fn lab_path_name(options: LabOptions) -> String {
     if is_mode_cell(options) {
         let cc = match options.cc {
-            tunlab::transport::CongestionControl::NewReno => "",
+            tunlab::transport::CongestionControl::Tolerant => "",
+            tunlab::transport::CongestionControl::NewReno => "-ccnewreno",
             tunlab::transport::CongestionControl::None => "-ccnone",
         };
         if options.rate_mbit > 0 {
@@ -241,20 +242,26 @@ fn all_paths() -> Vec<(String, PathKind)> {
             paths.push((relay_path_name(options), PathKind::Relayed(options)));
         }
     }
-    // The windowed modes again with a fixed window (--cc none), under the same losses, and
-    // both ways over a rate-limited link.
-    for wire in [WireMode::GoBackN, WireMode::SelectiveRepeat] {
-        for loss in MODE_LOSSES {
-            let options = LabOptions {
-                wire,
-                loss,
-                cc: tunlab::transport::CongestionControl::None,
-                ..LabOptions::plain(false, false)
-            };
-            paths.push((lab_path_name(options), PathKind::Lab(options)));
+    // The windowed modes again with NewReno and with a fixed window (--cc none), under the
+    // same losses, and both ways over a rate-limited link.
+    for cc in [
+        tunlab::transport::CongestionControl::NewReno,
+        tunlab::transport::CongestionControl::None,
+    ] {
+        for wire in [WireMode::GoBackN, WireMode::SelectiveRepeat] {
+            for loss in MODE_LOSSES {
+                let options = LabOptions {
+                    wire,
+                    loss,
+                    cc,
+                    ..LabOptions::plain(false, false)
+                };
+                paths.push((lab_path_name(options), PathKind::Lab(options)));
+            }
         }
     }
     for cc in [
+        tunlab::transport::CongestionControl::Tolerant,
         tunlab::transport::CongestionControl::NewReno,
         tunlab::transport::CongestionControl::None,
     ] {
@@ -271,6 +278,7 @@ fn all_paths() -> Vec<(String, PathKind)> {
     }
     // And Selective Repeat with the default window, both ways.
     for cc in [
+        tunlab::transport::CongestionControl::Tolerant,
         tunlab::transport::CongestionControl::NewReno,
         tunlab::transport::CongestionControl::None,
     ] {

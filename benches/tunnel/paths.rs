@@ -67,21 +67,39 @@ pub enum RelayedTunnel {
     Kcptun,
     /// tunlab proxy1 and proxy2, `--wire selective-repeat`, default transport settings.
     SelectiveRepeat,
+    /// The same with `--cc newreno`: the congestion control that was the default before
+    /// `tolerant`, measured in the same run.
+    SelectiveRepeatNewReno,
     /// The same on the build named by `TUNLAB_BENCH_BEFORE` (proxies and relay), for a
     /// before and after side by side in one run.
     SelectiveRepeatBefore,
 }
 
 impl RelayedTunnel {
-    pub const ALL: [RelayedTunnel; 2] = [RelayedTunnel::SelectiveRepeat, RelayedTunnel::Kcptun];
+    pub const ALL: [RelayedTunnel; 3] = [
+        RelayedTunnel::SelectiveRepeat,
+        RelayedTunnel::SelectiveRepeatNewReno,
+        RelayedTunnel::Kcptun,
+    ];
 
     /// Its part of an `--only` name: `relay-<this>-<loss>`.
     pub fn key(self) -> &'static str {
         match self {
             RelayedTunnel::Kcptun => "kcptun",
             RelayedTunnel::SelectiveRepeat => "selective-repeat",
+            RelayedTunnel::SelectiveRepeatNewReno => "selective-repeat-ccnewreno",
             RelayedTunnel::SelectiveRepeatBefore => "selective-repeat-before",
         }
+    }
+
+    /// The flags both tunlab proxies get besides the wire mode.
+    fn tunlab_flags(self) -> Vec<String> {
+        let mut flags = match self {
+            RelayedTunnel::SelectiveRepeatNewReno => vec!["--cc".into(), "newreno".into()],
+            _ => Vec::new(),
+        };
+        flags.extend(selective_repeat_extra());
+        flags
     }
 }
 
@@ -164,6 +182,9 @@ impl PathKind {
                 RelayedTunnel::Kcptun => format!("kcptun via relay, {loss}% loss each way"),
                 RelayedTunnel::SelectiveRepeat => {
                     format!("selective-repeat via relay, {loss}% loss each way")
+                }
+                RelayedTunnel::SelectiveRepeatNewReno => {
+                    format!("selective-repeat --cc newreno via relay, {loss}% loss each way")
                 }
                 RelayedTunnel::SelectiveRepeatBefore => {
                     format!("selective-repeat via relay, {loss}% loss each way [before]")
@@ -562,7 +583,9 @@ fn start_relayed(
                 .args(kcptun_extra()),
             &log("kcptun-server"),
         )?),
-        RelayedTunnel::SelectiveRepeat | RelayedTunnel::SelectiveRepeatBefore => {
+        RelayedTunnel::SelectiveRepeat
+        | RelayedTunnel::SelectiveRepeatNewReno
+        | RelayedTunnel::SelectiveRepeatBefore => {
             processes.push(Process::spawn(
                 "tunlab proxy2",
                 tools
@@ -570,7 +593,7 @@ fn start_relayed(
                     .args(["proxy2", &server_udp.to_string(), "127.0.0.1"])
                     .arg(echo.addr.port().to_string())
                     .args(wire)
-                    .args(selective_repeat_extra()),
+                    .args(options.tunnel.tunlab_flags()),
                 &log("proxy2"),
             )?);
         }
@@ -601,7 +624,9 @@ fn start_relayed(
                 .args(kcptun_extra()),
             &log("kcptun-client"),
         )?),
-        RelayedTunnel::SelectiveRepeat | RelayedTunnel::SelectiveRepeatBefore => {
+        RelayedTunnel::SelectiveRepeat
+        | RelayedTunnel::SelectiveRepeatNewReno
+        | RelayedTunnel::SelectiveRepeatBefore => {
             processes.push(Process::spawn(
                 "tunlab proxy1",
                 tools
@@ -613,7 +638,7 @@ fn start_relayed(
                         &relay_udp.to_string(),
                     ])
                     .args(wire)
-                    .args(selective_repeat_extra()),
+                    .args(options.tunnel.tunlab_flags()),
                 &log("proxy1"),
             )?);
         }

@@ -543,7 +543,7 @@ fn render_modes(w: &mut String, info: &RunInfo, all: &[PathResult]) {
             ..LabOptions::plain(false, false)
         }))
     };
-    let cell = |wire: WireMode, loss: u8| cell_cc(wire, loss, CongestionControl::NewReno);
+    let cell = |wire: WireMode, loss: u8| cell_cc(wire, loss, CongestionControl::Tolerant);
     if !all
         .iter()
         .any(|r| matches!(r.kind, PathKind::Lab(o) if crate::is_mode_cell(o)))
@@ -570,7 +570,8 @@ fn render_modes(w: &mut String, info: &RunInfo, all: &[PathResult]) {
          late (still being retransmitted when the test ended), never damaged. \"resent\" is \
          the transports' retransmissions over their data frames sent (both proxies, exact \
          counters, summed over rounds). Go-Back-N and Selective Repeat run their default \
-         congestion control (NewReno), and again with `--cc none` (a fixed window of 64).\n",
+         congestion control (`tolerant`: NewReno that cuts only for a loss that comes with a \
+         queue), and again with `--cc newreno` and `--cc none` (a fixed window of 64).\n",
         crate::lab_child::LOSS_SEED
     );
     let _ = writeln!(
@@ -580,11 +581,13 @@ fn render_modes(w: &mut String, info: &RunInfo, all: &[PathResult]) {
     let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|");
     let rows = WireMode::ALL
         .into_iter()
-        .map(|wire| (wire, CongestionControl::NewReno))
+        .map(|wire| (wire, CongestionControl::Tolerant))
         .chain(
-            [WireMode::GoBackN, WireMode::SelectiveRepeat]
+            [CongestionControl::NewReno, CongestionControl::None]
                 .into_iter()
-                .map(|wire| (wire, CongestionControl::None)),
+                .flat_map(|cc| {
+                    [WireMode::GoBackN, WireMode::SelectiveRepeat].map(|wire| (wire, cc))
+                }),
         );
     for (wire, cc) in rows {
         for loss in crate::MODE_LOSSES {
@@ -675,7 +678,11 @@ fn render_rate_limited(w: &mut String, info: &RunInfo, all: &[PathResult]) {
     let _ = writeln!(w, "|---|---:|---|---:|---:|---:|---:|");
     let mut cells = Vec::new();
     for window in [crate::RATE_WINDOW, 0] {
-        for cc in [CongestionControl::NewReno, CongestionControl::None] {
+        for cc in [
+            CongestionControl::Tolerant,
+            CongestionControl::NewReno,
+            CongestionControl::None,
+        ] {
             for wire in [WireMode::GoBackN, WireMode::SelectiveRepeat] {
                 cells.push((window, cc, wire));
             }
@@ -715,7 +722,7 @@ fn render_rate_limited(w: &mut String, info: &RunInfo, all: &[PathResult]) {
     }
     let sr = rows.iter().find(|r| {
         matches!(r.kind, PathKind::Lab(o) if o.wire == WireMode::SelectiveRepeat
-            && o.cc == CongestionControl::NewReno && o.window == crate::RATE_WINDOW)
+            && o.cc == CongestionControl::Tolerant && o.window == crate::RATE_WINDOW)
     });
     if let Some(of_rate) = sr
         .and_then(|r| r.goodput_mb(false))
@@ -779,6 +786,7 @@ fn render_relay(w: &mut String, info: &RunInfo, all: &[PathResult]) {
         let kcptun = find(RelayedTunnel::Kcptun, loss);
         for tunnel in [
             RelayedTunnel::SelectiveRepeat,
+            RelayedTunnel::SelectiveRepeatNewReno,
             RelayedTunnel::SelectiveRepeatBefore,
             RelayedTunnel::Kcptun,
         ] {
@@ -788,6 +796,7 @@ fn render_relay(w: &mut String, info: &RunInfo, all: &[PathResult]) {
             let label = match tunnel {
                 RelayedTunnel::Kcptun => "kcptun",
                 RelayedTunnel::SelectiveRepeat => "tunlab selective-repeat",
+                RelayedTunnel::SelectiveRepeatNewReno => "tunlab selective-repeat `--cc newreno`",
                 RelayedTunnel::SelectiveRepeatBefore => {
                     "tunlab selective-repeat, before (TUNLAB_BENCH_BEFORE)"
                 }

@@ -62,8 +62,10 @@ pub struct WireArgs {
     pub rto: Option<Duration>,
     /// Go-Back-N and Selective Repeat: congestion control. newreno: slow start from 10
     /// frames, one frame more per round trip after it, the window halved on a loss and one
-    /// frame after a timeout; none: always --window frames in flight, whatever the losses.
-    #[arg(long, value_enum, default_value_t = crate::transport::CongestionControl::NewReno, value_name = "ALGORITHM")]
+    /// frame after a timeout; tolerant: the same, but a loss halves the window only when the
+    /// round trip shows a queue (5ms or more over its lowest), so random loss cuts nothing;
+    /// none: always --window frames in flight, whatever the losses.
+    #[arg(long, value_enum, default_value_t = crate::transport::CongestionControl::Tolerant, value_name = "ALGORITHM")]
     pub cc: crate::transport::CongestionControl,
     /// Seal (encrypt and authenticate) every frame on the link with the key in FILE (made by
     /// `tunlab keygen FILE`; both proxies need the same one). Extended modes only

@@ -12,9 +12,30 @@
 //!   however many frames of that window were lost.
 //! - **Timeout**: the window falls to one frame and slow start begins again (ssthresh halved).
 //!
+//! [`CongestionControl::Tolerant`] (the default) is the same controller except that a loss cuts
+//! the window only when it comes with a queue. `newreno` reads every loss as a router's queue
+//! overflowing; on a link that loses frames at random (the emulator's `--loss`, radio) it
+//! halves for each loss event and at 5% loss keeps a window of a few frames. A queue that
+//! overflows has first made the round trip longer; a random loss comes with a round trip as
+//! short as ever. So, as TCP Veno does (Fu and Liew, "TCP Veno: TCP Enhancement for
+//! Transmission over Wireless Access Networks", IEEE JSAC 2003), the sender estimates the
+//! queue from the round trip when a loss is found: the smallest round trip of the last round
+//! (TCP Vegas's filter against one late ack) minus the smallest ever seen (the path's own).
+//! Veno then cuts by a fifth instead of a half; at 5% loss a loss event comes nearly every
+//! round trip, so any cut per event shrinks the window to a few frames, and here a loss
+//! without a queue cuts nothing. What counts as a queue is the target of `CoDel` (RFC 8289): a
+//! queue that adds less than [`QUEUE_TARGET`] (5 ms) is a "good queue" and not congestion;
+//! from there the loss halves the window as `newreno` does. A timeout without a queue halves
+//! the window (`newreno`: one frame). Limits: a bottleneck whose full queue adds less than
+//! 5 ms (a short queue on a fast link) looks random here, and the sender resends what it
+//! overflows, as `--cc none` does (`--cc newreno` backs off there); the smallest round trip
+//! is kept for the connection's life (a path that gets longer reads as a queue).
+//!
 //! The window never grows past the transport's own window (`--window`): beyond it the sender
 //! could not use it anyway, and an application-limited sender would otherwise grow it without
 //! bound. [`CongestionControl::None`] pins the window there: the fixed window of the course.
+
+use std::time::Duration;
 
 use crate::wire::Seq;
 
@@ -23,6 +44,11 @@ pub const INITIAL_WINDOW: u32 = 10;
 
 /// The least a loss may cut the window to, in frames (RFC 5681's 2·SMSS).
 pub const MIN_SSTHRESH: u32 = 2;
+
+/// [`CongestionControl::Tolerant`]: the queueing delay (the last round's smallest round trip
+/// over the smallest ever) from which a loss counts as congestion: the target of `CoDel` (RFC 8289),
+/// the standing queue it accepts as a "good queue".
+pub const QUEUE_TARGET: Duration = Duration::from_millis(5);
 
 /// Which congestion control a windowed transport runs (`--cc`).
 #[derive(
@@ -39,8 +65,11 @@ pub const MIN_SSTHRESH: u32 = 2;
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum CongestionControl {
-    /// Slow start, additive increase, halving on loss, fast recovery (the default).
+    /// Like newreno, but cuts only for a loss that comes with a queue (the round trip 5 ms over
+    /// its lowest): random loss cuts nothing (the default).
     #[default]
+    Tolerant,
+    /// Slow start, additive increase, halving on every loss, fast recovery.
     #[value(name = "newreno")]
     #[serde(rename = "newreno")]
     NewReno,
@@ -52,6 +81,7 @@ impl CongestionControl {
     /// The name on the command line and in scenarios.
     pub fn name(self) -> &'static str {
         match self {
+            CongestionControl::Tolerant => "tolerant",
             CongestionControl::NewReno => "newreno",
             CongestionControl::None => "none",
         }
@@ -97,6 +127,9 @@ impl CongestionPhase {
 pub enum CongestionCut {
     /// A loss found by acks: the window halved (fast recovery).
     Loss,
+    /// `--cc tolerant`: the retransmission timer expired with no queue in the round trip:
+    /// the window halved, not back to one frame.
+    RandomTimeout,
     /// The retransmission timer expired: back to one frame (slow start).
     Timeout,
 }
@@ -105,6 +138,7 @@ impl CongestionCut {
     pub fn label(self) -> &'static str {
         match self {
             CongestionCut::Loss => "loss",
+            CongestionCut::RandomTimeout => "timeout without a queue",
             CongestionCut::Timeout => "timeout",
         }
     }
@@ -125,6 +159,16 @@ pub struct Congestion {
     recovery_point: Option<Seq>,
     /// The ceiling: the transport's own window.
     max: u32,
+    /// The smallest round trip seen: the path's own, without a queue.
+    base_rtt: Option<Duration>,
+    /// The smallest round trip of the current round, and of the one before.
+    round_min_rtt: Option<Duration>,
+    last_round_min_rtt: Option<Duration>,
+    /// The current round ends when the cumulative ack passes this sequence number (the last
+    /// one sent when it began).
+    round_end: Option<Seq>,
+    /// Loss events (and timeouts) that came without a queue and so did not cut (tolerant).
+    random_losses: u64,
 }
 
 impl Congestion {
@@ -133,14 +177,54 @@ impl Congestion {
         Congestion {
             algorithm,
             cwnd: match algorithm {
-                CongestionControl::NewReno => INITIAL_WINDOW.min(max),
+                CongestionControl::Tolerant | CongestionControl::NewReno => INITIAL_WINDOW.min(max),
                 CongestionControl::None => max,
             },
             ssthresh: u32::MAX,
             acked_since_growth: 0,
             recovery_point: None,
             max,
+            base_rtt: None,
+            round_min_rtt: None,
+            last_round_min_rtt: None,
+            round_end: None,
+            random_losses: 0,
         }
+    }
+
+    /// Which algorithm this is.
+    pub fn algorithm(&self) -> CongestionControl {
+        self.algorithm
+    }
+
+    /// A round-trip sample (from a frame sent once).
+    pub fn on_rtt_sample(&mut self, rtt: Duration) {
+        self.base_rtt = Some(self.base_rtt.map_or(rtt, |base| base.min(rtt)));
+        self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |min| min.min(rtt)));
+    }
+
+    /// How much longer than the path's own the round trip is now: the smallest sample of
+    /// this round (or, before this round has one, of the last), over the smallest ever.
+    /// `None` before any sample.
+    pub fn queue_delay(&self) -> Option<Duration> {
+        let recent = self.round_min_rtt.or(self.last_round_min_rtt)?;
+        Some(recent.saturating_sub(self.base_rtt?))
+    }
+
+    /// Whether a loss found now counts as congestion: always for `newreno`; for `tolerant` when
+    /// the queue delays the round trip by [`QUEUE_TARGET`] or more (or nothing is known yet).
+    fn loss_means_congestion(&self) -> bool {
+        match self.algorithm {
+            CongestionControl::NewReno => true,
+            CongestionControl::Tolerant => self.queue_delay().is_none_or(|q| q >= QUEUE_TARGET),
+            CongestionControl::None => false,
+        }
+    }
+
+    /// Loss events and timeouts that came without a queue and cut nothing (`tolerant`; a
+    /// timeout among them halved the window).
+    pub fn random_losses(&self) -> u64 {
+        self.random_losses
     }
 
     /// Frames the sender may keep in the network now.
@@ -156,11 +240,9 @@ impl Congestion {
     pub fn phase(&self) -> CongestionPhase {
         match self.algorithm {
             CongestionControl::None => CongestionPhase::Fixed,
-            CongestionControl::NewReno if self.recovery_point.is_some() => {
-                CongestionPhase::Recovery
-            }
-            CongestionControl::NewReno if self.cwnd < self.ssthresh => CongestionPhase::SlowStart,
-            CongestionControl::NewReno => CongestionPhase::Avoidance,
+            _ if self.recovery_point.is_some() => CongestionPhase::Recovery,
+            _ if self.cwnd < self.ssthresh => CongestionPhase::SlowStart,
+            _ => CongestionPhase::Avoidance,
         }
     }
 
@@ -168,12 +250,19 @@ impl Congestion {
         self.recovery_point.is_some()
     }
 
-    /// `newly_acked` frames were acknowledged (cumulatively or selectively) and the oldest
-    /// unacknowledged frame is now `snd_una`. Ends a recovery whose point is acknowledged,
-    /// and otherwise grows the window.
-    pub fn on_ack(&mut self, newly_acked: u32, snd_una: Seq) {
+    /// `newly_acked` frames were acknowledged (cumulatively or selectively), the oldest
+    /// unacknowledged frame is now `snd_una` and the next new one `snd_nxt`. Ends a
+    /// recovery whose point is acknowledged, and otherwise grows the window.
+    pub fn on_ack(&mut self, newly_acked: u32, snd_una: Seq, snd_nxt: Seq) {
         if self.algorithm == CongestionControl::None || newly_acked == 0 {
             return;
+        }
+        // A round ends when what was sent as it began is acknowledged.
+        if self.round_end.is_none_or(|end| end.before(snd_una)) {
+            if self.round_min_rtt.is_some() {
+                self.last_round_min_rtt = self.round_min_rtt.take();
+            }
+            self.round_end = Some(snd_nxt.add(u32::MAX));
         }
         if let Some(point) = self.recovery_point {
             if point.before(snd_una) {
@@ -212,10 +301,14 @@ impl Congestion {
     }
 
     /// Acks showed a loss; `flight` frames were outstanding and `highest_sent` was the last
-    /// sequence number sent. Halves the window unless this is the same loss event. Returns
-    /// whether the window was cut.
+    /// sequence number sent. Halves the window unless this is the same loss event (or, with
+    /// `tolerant`, the round trip shows no queue). Returns whether the window was cut.
     pub fn on_loss(&mut self, flight: u32, highest_sent: Seq) -> bool {
         if self.algorithm == CongestionControl::None || self.recovery_point.is_some() {
+            return false;
+        }
+        if !self.loss_means_congestion() {
+            self.random_losses += 1;
             return false;
         }
         self.ssthresh = (self.cwnd.min(flight.max(1)) / 2).max(MIN_SSTHRESH);
@@ -226,10 +319,22 @@ impl Congestion {
     }
 
     /// The retransmission timer expired with `flight` frames outstanding: the window falls to
-    /// one frame and slow start begins again. Returns whether the window was cut.
-    pub fn on_timeout(&mut self, flight: u32) -> bool {
+    /// one frame and slow start begins again (`tolerant` without a queue: it halves).
+    /// Returns how it was cut, if it was.
+    pub fn on_timeout(&mut self, flight: u32) -> Option<CongestionCut> {
         if self.algorithm == CongestionControl::None {
-            return false;
+            return None;
+        }
+        if !self.loss_means_congestion() {
+            // Random loss took a whole tail (or its probes): the path is as short as ever,
+            // so its capacity is not in doubt; halving still slows a sender whose path went
+            // dark, and recovery ends (the timeout resends everything outstanding).
+            self.random_losses += 1;
+            self.ssthresh = (self.cwnd / 2).max(MIN_SSTHRESH);
+            self.cwnd = self.ssthresh.min(self.max);
+            self.acked_since_growth = 0;
+            self.recovery_point = None;
+            return Some(CongestionCut::RandomTimeout);
         }
         // A timeout during recovery keeps the ssthresh recovery already set (it was measured
         // before the losses piled up); otherwise halve what was in flight.
@@ -239,7 +344,7 @@ impl Congestion {
         self.cwnd = 1;
         self.acked_since_growth = 0;
         self.recovery_point = None;
-        true
+        Some(CongestionCut::Timeout)
     }
 }
 
@@ -256,33 +361,33 @@ mod tests {
         let mut cc = reno(64);
         assert_eq!(cc.window(), INITIAL_WINDOW);
         assert_eq!(cc.phase(), CongestionPhase::SlowStart);
-        cc.on_ack(10, Seq(10));
+        cc.on_ack(10, Seq(10), Seq(74));
         assert_eq!(cc.window(), 20);
-        cc.on_ack(20, Seq(30));
+        cc.on_ack(20, Seq(30), Seq(94));
         assert_eq!(cc.window(), 40);
-        cc.on_ack(40, Seq(70));
+        cc.on_ack(40, Seq(70), Seq(134));
         assert_eq!(cc.window(), 64, "never past the transport's own window");
     }
 
     #[test]
     fn a_loss_halves_the_window_once_per_recovery() {
         let mut cc = reno(64);
-        cc.on_ack(30, Seq(30));
+        cc.on_ack(30, Seq(30), Seq(94));
         assert_eq!(cc.window(), 40);
         assert!(cc.on_loss(40, Seq(69)));
         assert_eq!((cc.window(), cc.ssthresh()), (20, Some(20)));
         assert_eq!(cc.phase(), CongestionPhase::Recovery);
         // More losses of the same window do not cut again, acks below the point do not grow.
         assert!(!cc.on_loss(40, Seq(75)));
-        cc.on_ack(5, Seq(50));
+        cc.on_ack(5, Seq(50), Seq(114));
         assert_eq!(cc.window(), 20);
         // The recovery point acknowledged: avoidance, one frame per window acked.
-        cc.on_ack(5, Seq(70));
+        cc.on_ack(5, Seq(70), Seq(134));
         assert_eq!(cc.phase(), CongestionPhase::Avoidance);
         assert_eq!(cc.window(), 20);
-        cc.on_ack(19, Seq(89));
+        cc.on_ack(19, Seq(89), Seq(153));
         assert_eq!(cc.window(), 20);
-        cc.on_ack(1, Seq(90));
+        cc.on_ack(1, Seq(90), Seq(154));
         assert_eq!(cc.window(), 21);
         // A new loss after the recovery ended cuts again.
         assert!(cc.on_loss(21, Seq(120)));
@@ -292,12 +397,12 @@ mod tests {
     #[test]
     fn a_timeout_restarts_slow_start_from_one_frame() {
         let mut cc = reno(64);
-        cc.on_ack(30, Seq(30));
-        assert!(cc.on_timeout(40));
+        cc.on_ack(30, Seq(30), Seq(94));
+        assert_eq!(cc.on_timeout(40), Some(CongestionCut::Timeout));
         assert_eq!((cc.window(), cc.ssthresh()), (1, Some(20)));
-        cc.on_ack(1, Seq(31));
+        cc.on_ack(1, Seq(31), Seq(95));
         assert_eq!(cc.window(), 2);
-        cc.on_ack(30, Seq(61));
+        cc.on_ack(30, Seq(61), Seq(125));
         assert_eq!(cc.window(), 20, "slow start stops at ssthresh");
         assert_eq!(cc.phase(), CongestionPhase::Avoidance);
     }
@@ -316,8 +421,8 @@ mod tests {
         let mut cc = Congestion::new(CongestionControl::None, 64);
         assert_eq!(cc.window(), 64);
         assert!(!cc.on_loss(64, Seq(63)));
-        assert!(!cc.on_timeout(64));
-        cc.on_ack(10, Seq(10));
+        assert_eq!(cc.on_timeout(64), None);
+        cc.on_ack(10, Seq(10), Seq(74));
         assert_eq!(cc.window(), 64);
         assert_eq!(cc.phase(), CongestionPhase::Fixed);
     }
@@ -325,5 +430,205 @@ mod tests {
     #[test]
     fn a_small_transport_window_caps_the_initial_window() {
         assert_eq!(reno(4).window(), 4);
+        assert_eq!(Congestion::new(CongestionControl::Tolerant, 4).window(), 4);
+    }
+
+    fn tolerant(max: u32) -> Congestion {
+        Congestion::new(CongestionControl::Tolerant, max)
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn tolerant_does_not_cut_for_a_loss_without_a_queue() {
+        let mut cc = tolerant(64);
+        cc.on_rtt_sample(MS);
+        cc.on_ack(30, Seq(30), Seq(40));
+        assert_eq!(cc.window(), 40);
+        // The round trip is as short as ever (plus less than CoDel's 5 ms): random loss.
+        cc.on_rtt_sample(MS * 5);
+        cc.on_rtt_sample(MS * 3);
+        assert_eq!(cc.queue_delay(), Some(MS * 2));
+        assert!(!cc.on_loss(40, Seq(69)));
+        assert_eq!((cc.window(), cc.ssthresh()), (40, None));
+        assert_eq!(
+            cc.phase(),
+            CongestionPhase::SlowStart,
+            "no recovery, still growing"
+        );
+        assert_eq!(cc.random_losses(), 1);
+        cc.on_ack(10, Seq(50), Seq(79));
+        assert_eq!(cc.window(), 50);
+    }
+
+    #[test]
+    fn tolerant_halves_for_a_loss_that_comes_with_a_queue() {
+        let mut cc = tolerant(64);
+        cc.on_rtt_sample(MS);
+        cc.on_ack(30, Seq(30), Seq(40));
+        // A new round: every sample in it at least 5 ms over the path's own.
+        cc.on_ack(10, Seq(41), Seq(81));
+        cc.on_rtt_sample(MS * 9);
+        cc.on_rtt_sample(MS * 6);
+        assert_eq!(cc.queue_delay(), Some(MS * 5));
+        assert!(cc.on_loss(50, Seq(80)));
+        assert_eq!((cc.window(), cc.ssthresh()), (25, Some(25)));
+        assert_eq!(cc.phase(), CongestionPhase::Recovery);
+        assert_eq!(cc.random_losses(), 0);
+    }
+
+    #[test]
+    fn tolerant_reads_the_queue_from_the_smallest_round_trip_of_the_round() {
+        let mut cc = tolerant(64);
+        cc.on_rtt_sample(MS);
+        cc.on_ack(1, Seq(1), Seq(10));
+        // One late ack among short ones is not a queue.
+        cc.on_rtt_sample(MS * 50);
+        cc.on_rtt_sample(MS * 2);
+        assert_eq!(cc.queue_delay(), Some(MS));
+        // The round ends (everything sent when it began is acked): a fresh round has no
+        // sample yet, so the last one's minimum stands until it has.
+        cc.on_ack(9, Seq(10), Seq(20));
+        assert_eq!(cc.queue_delay(), Some(MS));
+        cc.on_rtt_sample(MS * 20);
+        assert_eq!(cc.queue_delay(), Some(MS * 19));
+        assert!(cc.on_loss(20, Seq(19)), "a whole round 19 ms late: a queue");
+    }
+
+    #[test]
+    fn tolerant_cuts_before_it_knows_the_round_trip() {
+        let mut cc = tolerant(64);
+        assert_eq!(cc.queue_delay(), None);
+        assert!(cc.on_loss(10, Seq(9)));
+        assert_eq!(cc.window(), 5);
+    }
+
+    #[test]
+    fn tolerant_halves_on_a_timeout_without_a_queue_and_restarts_with_one() {
+        let mut cc = tolerant(64);
+        cc.on_rtt_sample(MS);
+        cc.on_ack(30, Seq(30), Seq(40));
+        assert_eq!(cc.on_timeout(40), Some(CongestionCut::RandomTimeout));
+        assert_eq!((cc.window(), cc.ssthresh()), (20, Some(20)));
+        assert_eq!(cc.random_losses(), 1);
+        cc.on_rtt_sample(MS * 30);
+        assert_eq!(cc.on_timeout(20), Some(CongestionCut::Timeout));
+        assert_eq!((cc.window(), cc.ssthresh()), (1, Some(10)));
+    }
+
+    #[test]
+    fn the_algorithms_are_named_on_the_command_line() {
+        for cc in [
+            CongestionControl::Tolerant,
+            CongestionControl::NewReno,
+            CongestionControl::None,
+        ] {
+            let parsed = <CongestionControl as clap::ValueEnum>::from_str(cc.name(), false);
+            assert_eq!(parsed, Ok(cc));
+        }
+        assert_eq!(CongestionControl::default(), CongestionControl::Tolerant);
+    }
+
+    /// One thing that can happen to a sender's congestion controller.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Rtt(u64),
+        Ack(u32),
+        Loss,
+        Timeout,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (1u64..20_000).prop_map(Step::Rtt),
+            (0u32..80).prop_map(Step::Ack),
+            Just(Step::Loss),
+            Just(Step::Timeout),
+        ]
+    }
+
+    /// Runs `steps` against a controller with window ceiling `max`, checking the bounds
+    /// after each; returns it.
+    fn replay(algorithm: CongestionControl, max: u32, steps: &[Step]) -> Congestion {
+        let mut cc = Congestion::new(algorithm, max);
+        let (mut una, mut nxt) = (Seq(0), Seq(0));
+        for step in steps {
+            match *step {
+                Step::Rtt(us) => cc.on_rtt_sample(Duration::from_micros(us)),
+                Step::Ack(n) => {
+                    nxt = nxt.add(n + cc.window());
+                    una = una.add(n);
+                    cc.on_ack(n, una, nxt);
+                }
+                Step::Loss => {
+                    cc.on_loss(cc.window(), nxt.add(u32::MAX));
+                }
+                Step::Timeout => {
+                    cc.on_timeout(cc.window());
+                }
+            }
+            assert!((1..=max).contains(&cc.window()), "{algorithm}: {cc:?}");
+            if let Some(ssthresh) = cc.ssthresh() {
+                assert!(ssthresh >= MIN_SSTHRESH, "{cc:?}");
+            }
+        }
+        cc
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_window_stays_between_one_frame_and_the_transport_window(
+            max in 1u32..300,
+            steps in proptest::collection::vec(step(), 0..200),
+        ) {
+            for algorithm in [
+                CongestionControl::Tolerant,
+                CongestionControl::NewReno,
+                CongestionControl::None,
+            ] {
+                let cc = replay(algorithm, max, &steps);
+                if algorithm == CongestionControl::None {
+                    proptest::prop_assert_eq!(cc.window(), max);
+                }
+            }
+        }
+
+        #[test]
+        fn tolerant_without_a_queue_never_goes_below_half_and_a_loss_never_cuts(
+            max in 2u32..300,
+            rtt_us in 1u64..4_000,
+            steps in proptest::collection::vec(step(), 0..200),
+        ) {
+            // Every round trip the same (less than the 5 ms target over itself): no queue,
+            // ever. Losses cut nothing; timeouts halve.
+            let steps: Vec<Step> = std::iter::once(Step::Rtt(rtt_us))
+                .chain(steps.into_iter().map(|s| match s {
+                    Step::Rtt(_) => Step::Rtt(rtt_us),
+                    other => other,
+                }))
+                .collect();
+            let mut cc = Congestion::new(CongestionControl::Tolerant, max);
+            let (mut una, mut nxt) = (Seq(0), Seq(0));
+            for step in &steps {
+                let before = cc.window();
+                match *step {
+                    Step::Rtt(us) => cc.on_rtt_sample(Duration::from_micros(us)),
+                    Step::Ack(n) => {
+                        nxt = nxt.add(n + cc.window());
+                        una = una.add(n);
+                        cc.on_ack(n, una, nxt);
+                    }
+                    Step::Loss => {
+                        proptest::prop_assert!(!cc.on_loss(cc.window(), nxt.add(u32::MAX)));
+                    }
+                    Step::Timeout => {
+                        let cut = cc.on_timeout(cc.window());
+                        proptest::prop_assert_eq!(cut, Some(CongestionCut::RandomTimeout));
+                    }
+                }
+                proptest::prop_assert!(cc.window() >= (before / 2).max(MIN_SSTHRESH).min(max));
+            }
+        }
     }
 }

@@ -202,8 +202,9 @@ pub enum TransportEvent {
     /// Data stayed unacknowledged through `max_timeouts` expiries in a row: the transport
     /// stopped.
     GaveUp { timeouts: u32, oldest: Seq },
-    /// The congestion window was cut (Go-Back-N, Selective Repeat with `--cc newreno`): halved
-    /// on a loss, down to one frame on a timeout. `ssthresh` is the new slow-start threshold.
+    /// The congestion window was cut (Go-Back-N, Selective Repeat with `--cc tolerant` or
+    /// `newreno`): halved on a loss, down to one frame on a timeout (`tolerant`: halved on a
+    /// timeout without a queue). `ssthresh` is the new slow-start threshold.
     CongestionCut {
         cause: CongestionCut,
         cwnd: u32,
@@ -280,6 +281,9 @@ pub struct TransportStats {
     pub congestion: Option<CongestionPhase>,
     /// Times the congestion window was cut (losses and timeouts).
     pub congestion_cuts: u64,
+    /// `--cc tolerant`: loss events and timeouts that came without a queue in the round
+    /// trip, so random loss: the window was not cut (a timeout among them halved it).
+    pub random_losses: u64,
     /// Frames held out of order right now.
     pub held: u32,
     /// Frames delivered in order and not yet read by the application.

@@ -332,6 +332,7 @@ impl<R: Receiver> Windowed<R> {
             let rtt = now.saturating_duration_since(sent);
             self.rto.on_sample(rtt);
             self.rack.on_rtt_sample(rtt);
+            self.congestion.on_rtt_sample(rtt);
             self.last_backoff = None;
         }
         if newly_delivered > 0 {
@@ -345,7 +346,8 @@ impl<R: Receiver> Windowed<R> {
         } else if !self.in_flight.is_empty() && !window_changed && newly_delivered == 0 {
             self.dup_acks += 1;
         }
-        self.congestion.on_ack(newly_delivered, self.snd_una);
+        self.congestion
+            .on_ack(newly_delivered, self.snd_una, self.snd_nxt);
         let lost = match self.policy {
             Policy::GoBackN => {
                 let dup_acks = self.go_back_on_dup_acks(now);
@@ -393,10 +395,15 @@ impl<R: Receiver> Windowed<R> {
     fn on_congestion(&mut self, cause: CongestionCut) {
         let flight = u32::try_from(self.in_flight.len()).unwrap_or(u32::MAX);
         let cut = match cause {
-            CongestionCut::Loss => self.congestion.on_loss(flight, self.snd_nxt.add(u32::MAX)),
-            CongestionCut::Timeout => self.congestion.on_timeout(flight),
+            CongestionCut::Loss => self
+                .congestion
+                .on_loss(flight, self.snd_nxt.add(u32::MAX))
+                .then_some(CongestionCut::Loss),
+            CongestionCut::Timeout | CongestionCut::RandomTimeout => {
+                self.congestion.on_timeout(flight)
+            }
         };
-        if cut {
+        if let Some(cause) = cut {
             // The first retransmission of this event goes at once.
             self.cwnd_bypass = 1;
             self.stats.congestion_cuts += 1;
@@ -731,6 +738,7 @@ impl<R: Receiver> Windowed<R> {
             cwnd: Some(self.congestion.window()),
             ssthresh: self.congestion.ssthresh(),
             congestion: Some(self.congestion.phase()),
+            random_losses: self.congestion.random_losses(),
             held: self.receiver.held(),
             readable: self.receiver.readable(),
             events_dropped: self.events.dropped,

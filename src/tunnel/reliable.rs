@@ -173,6 +173,33 @@ pub(crate) async fn pump(
                 t.gave_up(),
             )
         };
+        // What the peer delivered goes to the TCP side before the acks go out, as far as the
+        // socket takes it now: a small echo's next hop (the server, or the client) starts
+        // sooner. Each chunk written takes the next one from the transport, so `pending` is
+        // empty only when the transport has nothing more (the close below relies on that);
+        // after a write the loop goes round again instead of waiting, so the acks that the
+        // freed receive window calls for go out at once.
+        let mut wrote_now = false;
+        if aborted_at.is_none() {
+            while let Some(chunk) = pending.take() {
+                match to_tcp.try_write(&chunk) {
+                    Ok(n) if n > 0 => {
+                        side.activity.touch();
+                        wrote_now = true;
+                        if n < chunk.len() {
+                            pending = Some(chunk.slice(n..));
+                            break;
+                        }
+                        pending = conn.transport.lock().unwrap().poll_delivered();
+                    }
+                    // Full (or failing): the write below waits for it (or reports it).
+                    _ => {
+                        pending = Some(chunk);
+                        break;
+                    }
+                }
+            }
+        }
         // Before the frames: a retransmission's event comes before its `FrameSent`.
         report.emit(&side);
         for out in &frames {
@@ -193,6 +220,9 @@ pub(crate) async fn pump(
         }
         if done && pending.is_none() && aborted_at.is_none() {
             break PumpEnd::Done;
+        }
+        if wrote_now {
+            continue;
         }
         let timer = timeout.map(tokio::time::Instant::from_std);
         let can_read = aborted_at.is_none() && !read_closed && first.is_empty() && room > 0;

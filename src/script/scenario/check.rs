@@ -1187,6 +1187,12 @@ max = 2
             (transport.window, transport.congestion),
             (8, crate::transport::CongestionControl::NewReno)
         );
+        let scenario =
+            parse_text("[lab]\nwire = \"selective-repeat\"\ncc = \"tolerant\"\n").unwrap();
+        assert_eq!(
+            scenario.lab.proxy1.transport.unwrap().congestion,
+            crate::transport::CongestionControl::Tolerant
+        );
         let error = error_of("[lab]\nwire = \"stop-and-wait\"\ncc = \"none\"\n");
         assert_eq!(error.key.as_deref(), Some("lab.cc"));
         assert!(error.message.contains("windowed modes"), "{error}");
