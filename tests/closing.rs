@@ -320,23 +320,17 @@ async fn every_id_is_freed_soon_after_closing_at_twenty_percent_loss() {
                 within("an echo", client).await.unwrap();
             }
             let echoed = started.elapsed();
-            let open = || conns.totals(Role::Proxy1).current + conns.totals(Role::Proxy2).current;
-            let freed = tokio::time::timeout(Duration::from_secs(10), async {
-                while open() > 0 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-            .await;
+            let freed = until_no_connection_is_open(&conns, Duration::from_secs(10)).await;
             eprintln!(
                 "{} seed {seed}: echoed in {echoed:.1?}, every id free {:.1?} later",
                 mode.name(),
                 started.elapsed() - echoed
             );
             assert!(
-                freed.is_ok(),
+                freed,
                 "{} seed {seed}: {} connection(s) still open 10 s after the clients closed",
                 mode.name(),
-                open()
+                conns.totals(Role::Proxy1).current + conns.totals(Role::Proxy2).current
             );
             lab.shutdown().await;
         }
@@ -370,15 +364,9 @@ async fn clients_that_hang_up_at_once_leave_nothing_open_at_either_proxy() {
             tokio::time::sleep(Duration::from_micros(300)).await;
             drop(stream);
         }
-        let open = || conns.totals(Role::Proxy1).current + conns.totals(Role::Proxy2).current;
-        let freed = tokio::time::timeout(Duration::from_secs(10), async {
-            while open() > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
+        let freed = until_no_connection_is_open(&conns, Duration::from_secs(10)).await;
         assert!(
-            freed.is_ok(),
+            freed,
             "{}: {} connection(s) at proxy1 and {} at proxy2 still open 10 s after 20 clients hung up",
             mode.name(),
             conns.totals(Role::Proxy1).current,

@@ -227,17 +227,11 @@ async fn stop_and_wait_frees_every_id_after_closing_at_twenty_percent_loss() {
         for client in clients {
             within("an echo", client).await.unwrap();
         }
-        let open = || conns.totals(Role::Proxy1).current + conns.totals(Role::Proxy2).current;
-        let freed = tokio::time::timeout(Duration::from_secs(15), async {
-            while open() > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
+        let freed = until_no_connection_is_open(&conns, Duration::from_secs(15)).await;
+        let open = conns.totals(Role::Proxy1).current + conns.totals(Role::Proxy2).current;
         assert!(
-            freed.is_ok(),
-            "seed {seed}: {} connection(s) still open 15 s after the clients closed",
-            open()
+            freed,
+            "seed {seed}: {open} connection(s) still open 15 s after the clients closed"
         );
         lab.shutdown().await;
     }

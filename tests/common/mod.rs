@@ -207,3 +207,20 @@ pub async fn open_echoing(proxy1: SocketAddr, tag: &str) -> TcpStream {
     stream
 }
 pub mod process;
+
+/// Waits up to `limit` until neither proxy has a connection open (as the lab's connection
+/// table, an event observer, counts them); says whether it came to that.
+pub async fn until_no_connection_is_open(
+    conns: &tunlab::monitor::ConnTable,
+    limit: Duration,
+) -> bool {
+    use tunlab::topology::Role;
+    let open = || conns.totals(Role::Proxy1).current + conns.totals(Role::Proxy2).current;
+    tokio::time::timeout(limit, async {
+        while open() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
