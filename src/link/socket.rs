@@ -410,45 +410,23 @@ impl LinkSocket {
         let mut sealed: Vec<Vec<u8>> = Vec::new();
         let mut wire_of: Vec<(usize, Option<usize>)> = Vec::with_capacity(frames.len());
         for index in (0..frames.len()).filter(encodable) {
-            match &self.inner.seal {
-                None => wire_of.push((index, None)),
-                Some(state) => {
-                    let outcome = state.seal.lock().unwrap().seal(
-                        datagram(index),
-                        to,
-                        std::time::Instant::now(),
-                    );
-                    match outcome {
-                        Sealed::Now(bytes) => {
-                            sealed.push(bytes);
-                            wire_of.push((index, Some(sealed.len() - 1)));
-                        }
-                        Sealed::Held { hello } => {
-                            // Waits for proxy2's answer to our hello (see `transmit`); it has
-                            // left the role.
-                            if let Some(hello) = hello {
-                                self.inner.put_raw(&hello, to).await;
-                            }
-                            if let Some(emulated) = emulated {
-                                emulated.passed_clear();
-                                emulated.counters().delivered.add();
-                            }
-                            self.inner
-                                .sent_by_role(&frames[index], datagram(index).len(), to);
-                        }
-                        Sealed::NoSession => {
-                            // Counted as `send` counts it: the role sent it.
-                            if let Some(emulated) = emulated {
-                                emulated.passed_clear();
-                            }
-                            self.inner
-                                .sent_by_role(&frames[index], datagram(index).len(), to);
-                            self.inner.seal_dropped(
-                                to,
-                                "no sealed session with this proxy1 (it never said hello): not sent",
-                            );
+            match self.inner.on_wire(datagram(index), to).await {
+                OnWire::Plain => wire_of.push((index, None)),
+                OnWire::Sealed(bytes) => {
+                    sealed.push(bytes);
+                    wire_of.push((index, Some(sealed.len() - 1)));
+                }
+                outcome @ (OnWire::Held | OnWire::NoSession) => {
+                    // Counted as `send` counts it: the role sent it, and a held frame has
+                    // also left the (clear) emulator.
+                    if let Some(emulated) = emulated {
+                        emulated.passed_clear();
+                        if matches!(outcome, OnWire::Held) {
+                            emulated.counters().delivered.add();
                         }
                     }
+                    self.inner
+                        .sent_by_role(&frames[index], datagram(index).len(), to);
                 }
             }
         }
@@ -483,16 +461,8 @@ impl LinkSocket {
             self.inner.sent_by_role(frame, len, to);
             match error {
                 Some(error) => {
-                    emulated.counters().drop(DropCause::SendFailed);
-                    emulated.counters().drop_kind(frame.kind());
-                    self.inner.events.log(
-                        Level::Warn,
-                        self.inner.endpoint.role(),
-                        format!(
-                            "{}: send of a {len}-byte frame to {to} failed: {error}",
-                            self.inner.endpoint.label(),
-                        ),
-                    );
+                    self.inner
+                        .count_send_failed(emulated, Some(frame.kind()), len, to, &error);
                 }
                 None => {
                     emulated.counters().delivered.add();
@@ -783,6 +753,61 @@ impl Inner {
         }
     }
 
+    /// What goes on the wire for `datagram`: itself on a plain link, its sealed form on a
+    /// sealed one. A frame the seal holds until the handshake is done sends the hello
+    /// meanwhile; one with no session for `to` is reported dropped. Both send paths
+    /// ([`LinkSocket::send`]'s `transmit` and the batched one) seal through here.
+    async fn on_wire(&self, datagram: &[u8], to: SocketAddr) -> OnWire {
+        let Some(state) = &self.seal else {
+            return OnWire::Plain;
+        };
+        let outcome = state
+            .seal
+            .lock()
+            .unwrap()
+            .seal(datagram, to, std::time::Instant::now());
+        match outcome {
+            Sealed::Now(bytes) => OnWire::Sealed(bytes),
+            Sealed::Held { hello } => {
+                if let Some(hello) = hello {
+                    self.put_raw(&hello, to).await;
+                }
+                OnWire::Held
+            }
+            Sealed::NoSession => {
+                self.seal_dropped(
+                    to,
+                    "no sealed session with this proxy1 (it never said hello): not sent",
+                );
+                OnWire::NoSession
+            }
+        }
+    }
+
+    /// A frame that passed the emulator but failed at the socket: the emulator's failed
+    /// send, counted and logged (the role's own counters already have it as sent).
+    fn count_send_failed(
+        &self,
+        direction: &DirectionEmulator,
+        kind: Option<FrameKind>,
+        len: usize,
+        to: SocketAddr,
+        error: &io::Error,
+    ) {
+        direction.counters().drop(DropCause::SendFailed);
+        if let Some(kind) = kind {
+            direction.counters().drop_kind(kind);
+        }
+        self.events.log(
+            Level::Warn,
+            self.endpoint.role(),
+            format!(
+                "{}: send of a {len}-byte frame to {to} failed: {error}",
+                self.endpoint.label()
+            ),
+        );
+    }
+
     /// Puts one datagram on the wire (sealed first, on a sealed link) and captures what
     /// crossed it, stamped `handed`, with `note`. With `emulated`, it came out of the
     /// emulator: it is counted as delivered (or as a failed send), and its verdict is
@@ -796,56 +821,26 @@ impl Inner {
         note: Option<String>,
     ) -> io::Result<()> {
         let sealed;
-        let wire = match &self.seal {
-            None => datagram,
-            Some(state) => {
-                let outcome =
-                    state
-                        .seal
-                        .lock()
-                        .unwrap()
-                        .seal(datagram, to, std::time::Instant::now());
-                match outcome {
-                    Sealed::Now(bytes) => {
-                        sealed = bytes;
-                        &sealed[..]
-                    }
-                    Sealed::Held { hello } => {
-                        // The frame waits for proxy2's answer to our hello; it goes when
-                        // that arrives (see `open`). It has left the role and the emulator.
-                        if let Some(hello) = hello {
-                            self.put_raw(&hello, to).await;
-                        }
-                        if let Some((direction, _)) = emulated {
-                            direction.counters().delivered.add();
-                        }
-                        return Ok(());
-                    }
-                    Sealed::NoSession => {
-                        self.seal_dropped(
-                            to,
-                            "no sealed session with this proxy1 (it never said hello): not sent",
-                        );
-                        return Ok(());
-                    }
-                }
+        let wire = match self.on_wire(datagram, to).await {
+            OnWire::Plain => datagram,
+            OnWire::Sealed(bytes) => {
+                sealed = bytes;
+                &sealed[..]
             }
+            OnWire::Held => {
+                // The frame waits for proxy2's answer to our hello; it goes when that
+                // arrives (see `open`). It has left the role and the emulator.
+                if let Some((direction, _)) = emulated {
+                    direction.counters().delivered.add();
+                }
+                return Ok(());
+            }
+            OnWire::NoSession => return Ok(()),
         };
         if let Err(e) = self.socket.send_to(wire, to).await {
             if let Some((direction, _)) = emulated {
-                direction.counters().drop(DropCause::SendFailed);
-                if let Some(kind) = self.kind_of(datagram) {
-                    direction.counters().drop_kind(kind);
-                }
-                self.events.log(
-                    Level::Warn,
-                    self.endpoint.role(),
-                    format!(
-                        "{}: send of a {}-byte frame to {to} failed: {e}",
-                        self.endpoint.label(),
-                        datagram.len()
-                    ),
-                );
+                let kind = self.kind_of(datagram);
+                self.count_send_failed(direction, kind, datagram.len(), to, &e);
             }
             return Err(e);
         }
@@ -945,4 +940,16 @@ impl Inner {
             ),
         );
     }
+}
+
+/// What [`Inner::on_wire`] made of a datagram.
+enum OnWire {
+    /// A plain link: the datagram goes as it is.
+    Plain,
+    /// A sealed link: this goes instead.
+    Sealed(Vec<u8>),
+    /// The seal holds it until the session is set up (proxy1); it goes then.
+    Held,
+    /// No sealed session with the peer (proxy2): dropped, and reported.
+    NoSession,
 }
