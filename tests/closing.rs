@@ -96,17 +96,17 @@ async fn wait_until_free(events: &mut mpsc::Receiver<Event>, at: Endpoint, id: C
     .await;
 }
 
-/// Resends our `X` as if its ack had been lost, and returns what the proxy answers.
-async fn resend_close_after_forgotten(
+/// Sends `frame` (twice, half a second apart) as if its ack had been lost, and returns what
+/// the proxy answered.
+async fn resend_after_forgotten(
     peer: &RawPeer,
     mode: WireMode,
-    id: ConnId,
-    close_seq: Seq,
+    frame: &Frame<'_>,
     to: SocketAddr,
 ) -> Vec<Got> {
     let mut answers = Vec::new();
     for _ in 0..2 {
-        send(peer, mode, &Frame::Close { id, seq: close_seq }, to).await;
+        send(peer, mode, frame, to).await;
         while let Some(bytes) = peer.recv_quiet(Duration::from_millis(500)).await {
             answers.push(got(mode, &bytes));
         }
@@ -114,24 +114,35 @@ async fn resend_close_after_forgotten(
     answers
 }
 
-fn assert_acked(answers: &[Got], id: ConnId, close_seq: Seq, who: &str) {
-    let wanted = Got::Ack {
-        id,
-        ack: close_seq.add(1),
-    };
+/// Asserts that resending `what` to a proxy that finished connection `id` got the final ack
+/// (`final_ack`: one past our `X`) and nothing else.
+fn assert_acked(answers: &[Got], id: ConnId, final_ack: Seq, who: &str, what: &str) {
+    let wanted = Got::Ack { id, ack: final_ack };
     assert!(
         answers.contains(&wanted),
-        "{who} must ack a repeated X of a connection it finished (ack {}), answered {answers:?}",
-        close_seq.add(1).0
+        "{who} must answer a resent {what} of a connection it finished with its final ack \
+         (ack {}); answered {answers:?}",
+        final_ack.0
     );
     assert!(
-        answers.iter().all(|f| matches!(f, Got::Ack { .. })),
-        "only acks answer a repeated X: {answers:?}"
+        answers.iter().all(|f| *f == wanted),
+        "only the final ack answers a resent {what}: {answers:?}"
     );
 }
 
+/// Drains what `peer` has been sent until it is quiet for 100 ms.
+async fn drain(peer: &RawPeer) {
+    while peer.recv_quiet(Duration::from_millis(100)).await.is_some() {}
+}
+
+/// What both raw peers send before their `X`: one `D` at our ISN.
+const OUR_DATA: &[u8] = b"hello";
+
+/// After a clean close, proxy2 forgets the connection. We (proxy1) pretend that its acks of
+/// our data and of our `X` were lost, and resend both: each must get the final ack again.
+/// The `D` matters as much as the `X`: a sender resends its oldest unacked frame first.
 #[tokio::test]
-async fn proxy2_re_acks_a_repeated_x_after_it_forgot_the_connection() {
+async fn proxy2_re_acks_resent_data_and_x_after_it_forgot_the_connection() {
     for mode in [WireMode::SelectiveRepeat, WireMode::GoBackN] {
         let stop = CancellationToken::new();
         let server_listener = bind_tcp(localhost()).unwrap();
@@ -160,29 +171,35 @@ async fn proxy2_re_acks_a_repeated_x_after_it_forgot_the_connection() {
         let (ok, _) = next_frame(&fake_proxy1, mode).await;
         assert_eq!(ok, Got::ConnectOk);
 
-        // We close at once (no data): proxy2 acks our X, closes the server side, and the
-        // echo server's close comes back as proxy2's X.
-        let our_close = OUR_ISN;
-        send(
-            &fake_proxy1,
-            mode,
-            &Frame::Close {
-                id: ID,
-                seq: our_close,
-            },
-            proxy2_addr,
-        )
-        .await;
-        let (mut acked, mut their_close) = (false, None);
-        while !(acked && their_close.is_some()) {
-            match next_frame(&fake_proxy1, mode).await.0 {
-                Got::Ack { ack, .. } if ack == our_close.add(1) => acked = true,
-                Got::Close(seq) => their_close = Some(seq),
+        // Our data, then our X at once: proxy2 acks both, echoes the data (we ack it),
+        // closes the server side, and the echo server's close comes back as proxy2's X.
+        let our_data = Frame::Data {
+            id: ID,
+            seq: OUR_ISN,
+            payload: OUR_DATA,
+        };
+        send(&fake_proxy1, mode, &our_data, proxy2_addr).await;
+        let our_close = Frame::Close {
+            id: ID,
+            seq: OUR_ISN.add(1),
+        };
+        send(&fake_proxy1, mode, &our_close, proxy2_addr).await;
+        let final_ack = OUR_ISN.add(2);
+        let (mut acked, mut echoed, mut their_close) = (false, 0, None);
+        while !(acked && echoed == OUR_DATA.len() && their_close.is_some()) {
+            let (bytes, _) = within("proxy2's answers", fake_proxy1.recv()).await;
+            match mode.decode(&bytes).expect("a well-formed frame") {
+                Frame::Ack { ack, .. } if ack == final_ack => acked = true,
+                Frame::Data { seq, payload, .. } if !payload.is_empty() => {
+                    echoed += payload.len();
+                    send(&fake_proxy1, mode, &ack(ID, seq.add(1)), proxy2_addr).await;
+                }
+                Frame::Close { seq, .. } => their_close = Some(seq),
                 _ => {}
             }
         }
         // We ack proxy2's X: it is done and forgets the connection, while (we pretend) its
-        // ack of our X was lost.
+        // acks of our data and our X were lost.
         let their_close = their_close.unwrap();
         send(
             &fake_proxy1,
@@ -192,21 +209,20 @@ async fn proxy2_re_acks_a_repeated_x_after_it_forgot_the_connection() {
         )
         .await;
         wait_until_free(&mut rx, Endpoint::Proxy2, ID).await;
+        drain(&fake_proxy1).await;
 
-        let answers =
-            resend_close_after_forgotten(&fake_proxy1, mode, ID, our_close, proxy2_addr).await;
-        assert_acked(
-            &answers,
-            ID,
-            our_close,
-            &format!("proxy2 ({})", mode.name()),
-        );
+        let who = format!("proxy2 ({})", mode.name());
+        for (frame, what) in [(&our_close, "X"), (&our_data, "D")] {
+            let answers = resend_after_forgotten(&fake_proxy1, mode, frame, proxy2_addr).await;
+            assert_acked(&answers, ID, final_ack, &who, what);
+        }
         stop.cancel();
     }
 }
 
+/// The same at proxy1, with a raw socket playing proxy2.
 #[tokio::test]
-async fn proxy1_re_acks_a_repeated_x_after_it_forgot_the_connection() {
+async fn proxy1_re_acks_resent_data_and_x_after_it_forgot_the_connection() {
     for mode in [WireMode::SelectiveRepeat, WireMode::GoBackN] {
         let stop = CancellationToken::new();
         let fake_proxy2 = RawPeer::new(localhost()).await;
@@ -227,8 +243,41 @@ async fn proxy1_re_acks_a_repeated_x_after_it_forgot_the_connection() {
         };
         let ok = Frame::ConnectOk { id, isn: OUR_ISN };
         send(&fake_proxy2, mode, &ok, proxy1_udp).await;
+        let our_data = Frame::Data {
+            id,
+            seq: OUR_ISN,
+            payload: OUR_DATA,
+        };
+        // Resent until acked, as a real proxy2 would: a D that overtakes proxy1's switch to
+        // open is ignored.
+        within("proxy1's ack of our data", async {
+            loop {
+                send(&fake_proxy2, mode, &our_data, proxy1_udp).await;
+                while let Some(bytes) = fake_proxy2.recv_quiet(Duration::from_millis(200)).await {
+                    if got(mode, &bytes)
+                        == (Got::Ack {
+                            id,
+                            ack: OUR_ISN.add(1),
+                        })
+                    {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        let mut received = vec![0u8; OUR_DATA.len()];
+        within(
+            "our data at the client",
+            tokio::io::AsyncReadExt::read_exact(&mut client, &mut received),
+        )
+        .await
+        .unwrap();
+        assert_eq!(received, OUR_DATA);
+
         // The client closes: proxy1 sends its X; we ack it and send ours; proxy1 acks ours
-        // (we pretend that ack is lost), passes the close to the client, and forgets.
+        // (we pretend that ack, and the one of our data, are lost), passes the close to the
+        // client, and forgets.
         client.shutdown().await.unwrap();
         let their_close = loop {
             if let (Got::Close(seq), _) = next_frame(&fake_proxy2, mode).await {
@@ -236,27 +285,89 @@ async fn proxy1_re_acks_a_repeated_x_after_it_forgot_the_connection() {
             }
         };
         send(&fake_proxy2, mode, &ack(id, their_close.add(1)), proxy1_udp).await;
-        let our_close = OUR_ISN;
-        let close = Frame::Close { id, seq: our_close };
-        send(&fake_proxy2, mode, &close, proxy1_udp).await;
-        let (received, reset) = within("the client's close", read_to_close(&mut client)).await;
-        assert!(received.is_empty() && !reset, "a clean, empty close");
-        wait_until_free(&mut rx, Endpoint::Proxy1, id).await;
-        // Whatever proxy1 sent meanwhile (its ack of our X) is the one we pretend was lost.
-        while fake_proxy2
-            .recv_quiet(Duration::from_millis(100))
-            .await
-            .is_some()
-        {}
-
-        let answers =
-            resend_close_after_forgotten(&fake_proxy2, mode, id, our_close, proxy1_udp).await;
-        assert_acked(
-            &answers,
+        let our_close = Frame::Close {
             id,
-            our_close,
-            &format!("proxy1 ({})", mode.name()),
+            seq: OUR_ISN.add(1),
+        };
+        send(&fake_proxy2, mode, &our_close, proxy1_udp).await;
+        let (rest, reset) = within("the client's close", read_to_close(&mut client)).await;
+        assert!(rest.is_empty() && !reset, "a clean close after our data");
+        wait_until_free(&mut rx, Endpoint::Proxy1, id).await;
+        drain(&fake_proxy2).await;
+
+        let who = format!("proxy1 ({})", mode.name());
+        for (frame, what) in [(&our_close, "X"), (&our_data, "D")] {
+            let answers = resend_after_forgotten(&fake_proxy2, mode, frame, proxy1_udp).await;
+            assert_acked(&answers, id, OUR_ISN.add(2), &who, what);
+        }
+        stop.cancel();
+    }
+}
+
+/// A `D` for an id proxy1 does not have (it restarted, or gave up on it) gets `NOK`, and a
+/// proxy2 that gets `NOK` for an open connection closes it: neither side waits for the other
+/// to give up. (Before, proxy1 answered with the course's `X` seq 0, which proxy2's transport
+/// discards as out of window.)
+#[tokio::test]
+async fn a_proxy1_without_the_connection_answers_nok_and_proxy2_closes_it() {
+    for mode in [WireMode::SelectiveRepeat, WireMode::GoBackN] {
+        // proxy1's half: a D for an id it never had.
+        let stop = CancellationToken::new();
+        let fake_proxy2 = RawPeer::new(localhost()).await;
+        let listener = bind_tcp(localhost()).unwrap();
+        let proxy1_link = link(Endpoint::Proxy1, mode, EventSink::disabled());
+        let proxy1_udp = proxy1_link.local_addr();
+        tokio::spawn(proxy1::run(
+            listener,
+            proxy1_link,
+            Proxy1Config::new(fake_proxy2.socket.local_addr().unwrap()),
+            stop.clone(),
+        ));
+        let stray = Frame::Data {
+            id: ID,
+            seq: OUR_ISN,
+            payload: OUR_DATA,
+        };
+        let answers = resend_after_forgotten(&fake_proxy2, mode, &stray, proxy1_udp).await;
+        assert!(
+            !answers.is_empty()
+                && answers
+                    .iter()
+                    .all(|a| matches!(a, Got::Other(f) if f.starts_with("ConnectNok"))),
+            "proxy1 ({}) answers a D for an unknown id with NOK only: {answers:?}",
+            mode.name()
         );
+
+        // proxy2's half: it has the connection, and proxy1 says it does not.
+        let server_listener = bind_tcp(localhost()).unwrap();
+        let server = server_listener.local_addr().unwrap();
+        tokio::spawn(echo_server::run(
+            server_listener,
+            EventSink::disabled(),
+            stop.clone(),
+        ));
+        let (events, mut rx) = EventSink::channel(4096);
+        let proxy2_link = link(Endpoint::Proxy2, mode, events);
+        let proxy2_addr = proxy2_link.local_addr();
+        tokio::spawn(proxy2::run(
+            proxy2_link,
+            Proxy2Config::new(server),
+            stop.clone(),
+        ));
+        let fake_proxy1 = RawPeer::new(proxy2_addr).await;
+        let connect = Frame::Connect {
+            id: ID,
+            isn: OUR_ISN,
+            destination: None,
+        };
+        send(&fake_proxy1, mode, &connect, proxy2_addr).await;
+        assert_eq!(next_frame(&fake_proxy1, mode).await.0, Got::ConnectOk);
+        let nok = Frame::ConnectNok {
+            id: ID,
+            reason: None,
+        };
+        send(&fake_proxy1, mode, &nok, proxy2_addr).await;
+        wait_until_free(&mut rx, Endpoint::Proxy2, ID).await;
         stop.cancel();
     }
 }
@@ -279,8 +390,15 @@ async fn every_id_is_freed_soon_after_closing_at_twenty_percent_loss() {
     };
     for mode in [WireMode::SelectiveRepeat, WireMode::GoBackN] {
         for seed in 0..3 {
+            // Every event is kept, to tell what happened to a connection that stays open.
             let (events, mut rx) = EventSink::channel(4096);
-            tokio::spawn(async move { while rx.recv().await.is_some() {} });
+            let trace = Arc::new(std::sync::Mutex::new(Vec::<Event>::new()));
+            let kept = trace.clone();
+            tokio::spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    kept.lock().unwrap().push(event);
+                }
+            });
             let conns = Arc::new(ConnTable::new());
             let mut config = LabConfig {
                 mode,
@@ -326,6 +444,9 @@ async fn every_id_is_freed_soon_after_closing_at_twenty_percent_loss() {
                 mode.name(),
                 started.elapsed() - echoed
             );
+            if !freed {
+                explain_what_stays_open(&conns, &trace.lock().unwrap());
+            }
             assert!(
                 freed,
                 "{} seed {seed}: {} connection(s) still open 10 s after the clients closed",
@@ -333,6 +454,32 @@ async fn every_id_is_freed_soon_after_closing_at_twenty_percent_loss() {
                 conns.totals(Role::Proxy1).current + conns.totals(Role::Proxy2).current
             );
             lab.shutdown().await;
+        }
+    }
+}
+
+/// Prints each connection still open and the events of its id, so a failure says which side
+/// held on and why.
+fn explain_what_stays_open(conns: &tunlab::monitor::ConnTable, trace: &[Event]) {
+    for row in conns.snapshot().rows {
+        eprintln!("still open: {row:?}");
+        let Some(id) = row.key.id() else { continue };
+        for event in trace {
+            let of_id = match &event.kind {
+                EventKind::FrameSent { frame, .. }
+                | EventKind::FrameReceived { frame, .. }
+                | EventKind::LinkDecision { frame, .. } => frame.id == id,
+                EventKind::Conn { id: of, .. }
+                | EventKind::Transport { id: of, .. }
+                | EventKind::TransportStats { id: of, .. } => *of == id,
+                EventKind::FrameIgnored { why, .. } => {
+                    format!("{why:?}").contains(&format!("{id:?}"))
+                }
+                _ => false,
+            };
+            if of_id {
+                eprintln!("  {:?} {:?}", event.time, event.kind);
+            }
         }
     }
 }

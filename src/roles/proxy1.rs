@@ -458,8 +458,8 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
         AnswerClose,
         /// Stop-and-wait: an `X` for an id already closed here (see below).
         AnswerStrayClose(Seq),
-        /// Extended modes: an `X` again for a connection that finished here (see below).
-        AnswerFinishedClose(Seq),
+        /// Extended modes: a `D` or `X` for an id not open here (see below).
+        AnswerNotOpen(FrameKind, Seq),
         Closed(SocketAddr),
         Forgotten(SocketAddr),
     }
@@ -526,6 +526,13 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
                     Action::Ignore(Ignored::Unexpected(FrameKind::Close, id))
                 }
             },
+            // Extended modes: a resend from a connection that finished here (the acks of
+            // proxy2's last data were lost, or of its X), or one proxy2 must hear is gone.
+            (Frame::Data { seq, .. } | Frame::Close { seq, .. }, None)
+                if shared.link.mode().is_extended() =>
+            {
+                Action::AnswerNotOpen(frame.kind(), seq)
+            }
             // Data for an id we do not have open: proxy2 still thinks it is; tell it otherwise.
             (Frame::Data { .. }, None) => Action::AnswerClose,
             // Stop-and-wait: proxy2 resends its X until acked and probes for ours (every copy
@@ -534,11 +541,6 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
                 if shared.link.mode() == crate::wire::WireMode::StopAndWait =>
             {
                 Action::AnswerStrayClose(seq)
-            }
-            // Extended modes: the ack of proxy2's X was lost after we finished; it resends
-            // that X, and gets the same ack again.
-            (Frame::Close { seq, .. }, None) if shared.link.mode().is_extended() => {
-                Action::AnswerFinishedClose(seq)
             }
             (_, None) => Action::Ignore(Ignored::NotOpen(frame.kind(), id)),
             (Frame::Connect { .. } | Frame::Ack { .. }, Some(_)) => {
@@ -569,18 +571,25 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
                 shared.send(frame).await;
             }
         }
-        Action::AnswerFinishedClose(seq) => {
+        Action::AnswerNotOpen(kind, seq) => {
+            // A frame the finished connection took gets its final ack again, which covers
+            // everything proxy2 sent. Otherwise a `D` means proxy2 holds a connection we do
+            // not (we restarted, or gave up on it): `NOK` says so, as proxy2 says it to us. A
+            // stray `X` has nothing left to close.
             let again =
                 shared
                     .finished
                     .lock()
                     .unwrap()
-                    .answer_close(&id, seq, std::time::Instant::now());
+                    .answer_resend(&id, seq, std::time::Instant::now());
             match again {
                 Some(ack) => shared.send(ack.frame(id)).await,
-                None => shared
-                    .link
-                    .ignore(peer, Ignored::NotOpen(FrameKind::Close, id)),
+                None => {
+                    shared.link.ignore(peer, Ignored::NotOpen(kind, id));
+                    if kind == FrameKind::Data {
+                        shared.send(Frame::ConnectNok { id, reason: None }).await;
+                    }
+                }
             }
         }
         Action::Closed(client) => shared.conn_event(id, ConnState::Closing, client),

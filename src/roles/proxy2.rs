@@ -34,7 +34,7 @@ use crate::tasks::{SHUTDOWN_GRACE, Tasks};
 use crate::topology::{Endpoint, Role};
 use crate::transport::stop_and_wait::StrayCloses;
 use crate::transport::totals::TallyKey;
-use crate::transport::{Transport, TransportConfig};
+use crate::transport::{OutFrame, Transport, TransportConfig};
 use crate::tunnel::activity::Activity;
 use crate::tunnel::admission::{Admission, ConnKey, Decision, Limits, Refusal};
 use crate::tunnel::finished::FinishedCloses;
@@ -384,10 +384,18 @@ async fn on_frame(
                     .link
                     .ignore(peer, Ignored::NotOpen(FrameKind::Data, id)),
                 None => {
-                    // Data (or a probe) for a connection we do not have: tell proxy1 it is gone.
                     shared
                         .link
                         .ignore(peer, Ignored::NotOpen(FrameKind::Data, id));
+                    // Extended modes: a resend from a connection that finished here (the
+                    // acks of proxy1's last data were lost): its final ack covers it.
+                    if let Frame::Data { seq, .. } = frame
+                        && let Some(ack) = finished_answer(shared, key, seq)
+                    {
+                        shared.send(ack.frame(id), peer).await;
+                        return;
+                    }
+                    // Data (or a probe) for a connection we do not have: tell proxy1 it is gone.
                     shared.send(forgotten(shared, id), peer).await;
                 }
             }
@@ -407,12 +415,7 @@ async fn on_frame(
                     .ignore(peer, Ignored::NotOpen(FrameKind::Close, id));
                 // Extended modes: the ack of proxy1's X was lost after we finished; it
                 // resends that X, and gets the same ack again.
-                let again = shared.finished.lock().unwrap().answer_close(
-                    &key,
-                    seq,
-                    std::time::Instant::now(),
-                );
-                if let Some(ack) = again {
+                if let Some(ack) = finished_answer(shared, key, seq) {
                     shared.send(ack.frame(id), peer).await;
                 }
                 // Stop-and-wait: proxy1 resends its X until acked and probes for ours (every
@@ -434,11 +437,38 @@ async fn on_frame(
             if shared.link.mode().is_extended()
                 && !shared.table.lock().unwrap().slots.contains_key(&key) =>
         {
-            // An ack for a connection we do not have (we restarted): proxy1 still has it.
             shared
                 .link
                 .ignore(peer, Ignored::NotOpen(FrameKind::Ack, id));
-            shared.send(forgotten(shared, id), peer).await;
+            // A late copy of an ack for a connection that finished here needs no answer;
+            // otherwise we do not have it (we restarted) and proxy1 still does.
+            let finished_here = shared
+                .finished
+                .lock()
+                .unwrap()
+                .contains(&key, std::time::Instant::now());
+            if !finished_here {
+                shared.send(forgotten(shared, id), peer).await;
+            }
+        }
+        // Extended modes: proxy1 answers our `D` for a connection it does not have (it
+        // restarted, or gave up on it) with NOK, as we do. Nothing is left there to close.
+        Frame::ConnectNok { .. } if shared.link.mode().is_extended() => {
+            let removed = shared.table.lock().unwrap().remove(key).is_some();
+            if removed {
+                shared.conn_event(key, ConnState::Free);
+                shared.log(
+                    Level::Warn,
+                    format!(
+                        "proxy1 {peer} no longer has connection {id} (it answered NOK: restarted?): \
+                         closing the server connection"
+                    ),
+                );
+            } else {
+                shared
+                    .link
+                    .ignore(peer, Ignored::Unexpected(FrameKind::ConnectNok, id));
+            }
         }
         Frame::ConnectOk { .. } | Frame::ConnectNok { .. } | Frame::Ack { .. } => {
             shared
@@ -457,6 +487,16 @@ fn forgotten(shared: &Shared, id: ConnId) -> Frame<'static> {
     } else {
         Frame::Close { id, seq: Seq::ZERO }
     }
+}
+
+/// The final ack of `key`, a connection that finished here, if it covers `seq` (see
+/// [`FinishedCloses::answer_resend`]).
+fn finished_answer(shared: &Shared, key: ConnKey, seq: Seq) -> Option<OutFrame> {
+    shared
+        .finished
+        .lock()
+        .unwrap()
+        .answer_resend(&key, seq, std::time::Instant::now())
 }
 
 /// The transport of `key`, if it is a reliable mode's open connection.

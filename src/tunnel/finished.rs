@@ -1,12 +1,15 @@
-//! Connections that ended cleanly, remembered for a while so that a repeated `X` still gets
-//! its ack: the extended modes' TIME-WAIT.
+//! Connections that ended cleanly, remembered for a while so that a resent `X` or `D` still
+//! gets its ack: the extended modes' TIME-WAIT.
 //!
 //! A side is done once its own `X` is acked and the peer's `X` has arrived (and been acked),
 //! and then it forgets the connection. If that last ack is lost, the peer resends its `X` to
 //! a proxy that no longer has the connection; unanswered, it would resend until it gives up
-//! (about a minute and a half) and hold its id all that time. TCP keeps a closed connection in
-//! TIME-WAIT to re-ack a repeated FIN; here the proxy keeps only the ack itself, a few dozen
-//! bytes per connection, in a bounded table, and the id is free for a new client at once.
+//! (about a minute and a half) and hold its id all that time. The same holds when the acks of
+//! the peer's last data were lost too: the peer resends its oldest unacked `D` first, not its
+//! `X`. TCP keeps a closed connection in TIME-WAIT to re-ack any repeated segment; here the
+//! proxy keeps only its last ack, a few dozen bytes per connection, in a bounded table, and
+//! the id is free for a new client at once. That ack is cumulative: it covers every frame the
+//! peer sent, its `X` included, so it is the right answer to a resend of any of them.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -58,12 +61,20 @@ impl<K: Hash + Eq + Clone> FinishedCloses<K> {
         self.order.push_back((key, now));
     }
 
-    /// The ack to send for an `X` with `seq` on `key`, a connection that is gone: the one it
-    /// got before, if this is that same `X` again (any other `X` is not ours to answer).
-    pub fn answer_close(&mut self, key: &K, seq: Seq, now: Instant) -> Option<OutFrame> {
+    /// The ack to send for a `D` or `X` with `seq` on `key`, a connection that is gone: the
+    /// final ack again, if it covers `seq` (a resend of a frame the connection already took).
+    /// A frame past it is not this connection's, and not ours to answer.
+    pub fn answer_resend(&mut self, key: &K, seq: Seq, now: Instant) -> Option<OutFrame> {
         self.expire(now);
         let remembered = self.acks.get(key)?;
-        (remembered.ack.seq() == seq.add(1)).then(|| remembered.ack.clone())
+        seq.before(remembered.ack.seq())
+            .then(|| remembered.ack.clone())
+    }
+
+    /// Whether `key` finished here less than [`Self::LINGER`] ago.
+    pub fn contains(&mut self, key: &K, now: Instant) -> bool {
+        self.expire(now);
+        self.acks.contains_key(key)
     }
 
     /// Connections remembered now.
@@ -110,19 +121,31 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_close_gets_the_ack_it_got_before_and_no_other_close_does() {
+    fn a_resent_frame_gets_the_final_ack_and_no_frame_past_it_does() {
         let mut finished = FinishedCloses::default();
         let t0 = Instant::now();
         finished.remember(1u16, ack(101), t0);
-        assert_eq!(
-            finished.answer_close(&1, Seq(100), t0).map(|a| a.seq()),
-            Some(Seq(101))
-        );
-        assert!(finished.answer_close(&1, Seq(7), t0).is_none(), "another X");
+        // The X (seq 100) and data before it, as far back as the wraparound allows.
+        for seq in [100, 99, 7, 0, u32::MAX - 5] {
+            assert_eq!(
+                finished.answer_resend(&1, Seq(seq), t0).map(|a| a.seq()),
+                Some(Seq(101)),
+                "seq {seq}"
+            );
+        }
         assert!(
-            finished.answer_close(&2, Seq(100), t0).is_none(),
+            finished.answer_resend(&1, Seq(101), t0).is_none(),
+            "past the X"
+        );
+        assert!(
+            finished.answer_resend(&1, Seq(5_000), t0).is_none(),
+            "further on"
+        );
+        assert!(
+            finished.answer_resend(&2, Seq(100), t0).is_none(),
             "another id"
         );
+        assert!(finished.contains(&1, t0) && !finished.contains(&2, t0));
     }
 
     #[test]
@@ -131,9 +154,9 @@ mod tests {
         let t0 = Instant::now();
         finished.remember(1u16, ack(101), t0);
         let almost = t0 + FinishedCloses::<u16>::LINGER - Duration::from_millis(1);
-        assert!(finished.answer_close(&1, Seq(100), almost).is_some());
+        assert!(finished.answer_resend(&1, Seq(100), almost).is_some());
         let after = t0 + FinishedCloses::<u16>::LINGER;
-        assert!(finished.answer_close(&1, Seq(100), after).is_none());
+        assert!(finished.answer_resend(&1, Seq(100), after).is_none());
         assert!(finished.is_empty());
     }
 
@@ -147,12 +170,12 @@ mod tests {
         }
         assert_eq!(finished.len(), FinishedCloses::<u32>::CAPACITY);
         assert!(
-            finished.answer_close(&0, Seq(0), t0).is_none(),
+            finished.answer_resend(&0, Seq(0), t0).is_none(),
             "the oldest went"
         );
         assert!(
             finished
-                .answer_close(&(cap + 9), Seq(cap + 9), t0)
+                .answer_resend(&(cap + 9), Seq(cap + 9), t0)
                 .is_some()
         );
     }
@@ -165,7 +188,7 @@ mod tests {
         let t1 = t0 + Duration::from_secs(100);
         finished.remember(1u16, ack(201), t1);
         let t2 = t0 + FinishedCloses::<u16>::LINGER;
-        assert!(finished.answer_close(&1, Seq(200), t2).is_some());
+        assert!(finished.answer_resend(&1, Seq(200), t2).is_some());
         assert_eq!(finished.len(), 1);
     }
 }
