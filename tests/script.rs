@@ -590,9 +590,11 @@ client = 1
 direction = "to-proxy2"
 exactly = 0
 
+# Any cause: whether a lost frame is resent on the timer, after duplicate acks or as a
+# probe depends on timing (a loaded CI machine saw no timeout at all).
 [[expect]]
 name = "some, in all"
-retransmits = "timeout"
+retransmits = "any"
 min = 1
 "#,
     );
