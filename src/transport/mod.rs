@@ -377,6 +377,25 @@ impl Transport {
         each!(self, t => t.poll_delivered())
     }
 
+    /// Up to `max` chunks of delivered in-order bytes, oldest first, into `out`, without
+    /// taking them (clones of `Bytes`: reference counts, no bytes copied): for one vectored
+    /// write. The transport still counts them as unread, so its receive window stays what the
+    /// peer was told while the write is tried; [`Transport::consume_delivered`] then takes what
+    /// the write took.
+    pub fn peek_delivered(&mut self, max: usize, out: &mut Vec<Bytes>) {
+        each!(self, t => t.inbox_mut().peek(max, out));
+    }
+
+    /// Takes the first `n` delivered bytes (a write took them), as [`Transport::read`] would.
+    pub fn consume_delivered(&mut self, n: usize) {
+        each!(self, t => t.consume_delivered(n));
+    }
+
+    /// Delivered in-order bytes not yet read.
+    pub fn unread_bytes(&mut self) -> usize {
+        each!(self, t => t.inbox_mut().bytes())
+    }
+
     /// Whether the peer's close arrived, after all its data (which may still be unread).
     pub fn peer_finished(&self) -> bool {
         each!(self, t => t.peer_finished())
@@ -525,6 +544,27 @@ impl Inbox {
     /// Bytes waiting to be read.
     fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Clones up to `max` chunks, oldest first, into `out`, leaving them here.
+    fn peek(&self, max: usize, out: &mut Vec<Bytes>) {
+        out.extend(self.chunks.iter().take(max).cloned());
+    }
+
+    /// Drops the first `n` bytes (all of them if there are fewer).
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let take = front.len().min(n);
+            bytes::Buf::advance(front, take);
+            n -= take;
+            self.bytes -= take;
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
     }
 
     fn read(&mut self, buf: &mut [u8]) -> usize {

@@ -511,6 +511,14 @@ impl StopAndWait {
         self.inbox.pop()
     }
 
+    pub(super) fn inbox_mut(&mut self) -> &mut Inbox {
+        &mut self.inbox
+    }
+
+    pub(super) fn consume_delivered(&mut self, n: usize) {
+        self.inbox.consume(n);
+    }
+
     pub(super) fn events_mut(&mut self) -> &mut Events {
         &mut self.events
     }

@@ -682,6 +682,15 @@ impl<R: Receiver> Windowed<R> {
         chunk
     }
 
+    pub(super) fn inbox_mut(&mut self) -> &mut Inbox {
+        self.receiver.inbox_mut()
+    }
+
+    pub(super) fn consume_delivered(&mut self, n: usize) {
+        self.receiver.inbox_mut().consume(n);
+        self.receiver.after_read();
+    }
+
     pub(super) fn events_mut(&mut self) -> &mut Events {
         &mut self.events
     }
