@@ -107,7 +107,7 @@ async fn two_thousand_concurrent_connections_each_echo_intact() {
 /// taken out of it to write (README, "Flow control").
 fn per_connection_bound(mode: WireMode) -> u64 {
     let config = TransportConfig::for_mode(mode);
-    (config.send_buffer + (config.window as usize + 1) * config.max_payload) as u64
+    (config.send_buffer + config.window as usize * config.max_payload) as u64
 }
 
 /// A client pushes data and never reads its echo: backpressure must stop it, neither proxy
