@@ -94,13 +94,7 @@ async fn proxy1_delivers_a_burst_from_proxy2_in_order_and_then_closes() {
 #[tokio::test]
 async fn proxy2_carries_a_burst_to_the_server_and_back_in_order() {
     let stop = CancellationToken::new();
-    let server_listener = bind_tcp(localhost()).unwrap();
-    let server = server_listener.local_addr().unwrap();
-    tokio::spawn(echo_server::run(
-        server_listener,
-        EventSink::disabled(),
-        stop.clone(),
-    ));
+    let server = start_echo_server(&stop).await;
     let proxy2_link = link(Endpoint::Proxy2);
     let proxy2_addr = proxy2_link.local_addr();
     tokio::spawn(proxy2::run(

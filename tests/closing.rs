@@ -30,10 +30,6 @@ const ID: ConnId = ConnId::new(7);
 /// The raw peer's initial sequence number.
 const OUR_ISN: Seq = Seq(5_000);
 
-fn localhost() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
 fn link(endpoint: Endpoint, mode: WireMode, events: EventSink) -> LinkSocket {
     LinkSocket::new(bind_udp(localhost()).unwrap(), endpoint, mode, events).unwrap()
 }
@@ -135,6 +131,36 @@ async fn drain(peer: &RawPeer) {
     while peer.recv_quiet(Duration::from_millis(100)).await.is_some() {}
 }
 
+/// An echo server and a proxy2 in front of it, until `stop`: proxy2's events and address.
+async fn proxy2_with_echo_server(
+    mode: WireMode,
+    stop: &CancellationToken,
+) -> (mpsc::Receiver<Event>, SocketAddr) {
+    let server = start_echo_server(stop).await;
+    let (events, rx) = EventSink::channel(4096);
+    let proxy2_link = link(Endpoint::Proxy2, mode, events);
+    let proxy2_addr = proxy2_link.local_addr();
+    tokio::spawn(proxy2::run(
+        proxy2_link,
+        Proxy2Config::new(server),
+        stop.clone(),
+    ));
+    (rx, proxy2_addr)
+}
+
+/// A raw socket playing proxy1, with connection [`ID`] open at proxy2 (our ISN [`OUR_ISN`]).
+async fn raw_proxy1_with_connection(mode: WireMode, proxy2_addr: SocketAddr) -> RawPeer {
+    let fake_proxy1 = RawPeer::new(proxy2_addr).await;
+    let connect = Frame::Connect {
+        id: ID,
+        isn: OUR_ISN,
+        destination: None,
+    };
+    send(&fake_proxy1, mode, &connect, proxy2_addr).await;
+    assert_eq!(next_frame(&fake_proxy1, mode).await.0, Got::ConnectOk);
+    fake_proxy1
+}
+
 /// What both raw peers send before their `X`: one `D` at our ISN.
 const OUR_DATA: &[u8] = b"hello";
 
@@ -145,31 +171,8 @@ const OUR_DATA: &[u8] = b"hello";
 async fn proxy2_re_acks_resent_data_and_x_after_it_forgot_the_connection() {
     for mode in [WireMode::SelectiveRepeat, WireMode::GoBackN] {
         let stop = CancellationToken::new();
-        let server_listener = bind_tcp(localhost()).unwrap();
-        let server = server_listener.local_addr().unwrap();
-        tokio::spawn(echo_server::run(
-            server_listener,
-            EventSink::disabled(),
-            stop.clone(),
-        ));
-        let (events, mut rx) = EventSink::channel(4096);
-        let proxy2_link = link(Endpoint::Proxy2, mode, events);
-        let proxy2_addr = proxy2_link.local_addr();
-        tokio::spawn(proxy2::run(
-            proxy2_link,
-            Proxy2Config::new(server),
-            stop.clone(),
-        ));
-
-        let fake_proxy1 = RawPeer::new(proxy2_addr).await;
-        let connect = Frame::Connect {
-            id: ID,
-            isn: OUR_ISN,
-            destination: None,
-        };
-        send(&fake_proxy1, mode, &connect, proxy2_addr).await;
-        let (ok, _) = next_frame(&fake_proxy1, mode).await;
-        assert_eq!(ok, Got::ConnectOk);
+        let (mut rx, proxy2_addr) = proxy2_with_echo_server(mode, &stop).await;
+        let fake_proxy1 = raw_proxy1_with_connection(mode, proxy2_addr).await;
 
         // Our data, then our X at once: proxy2 acks both, echoes the data (we ack it),
         // closes the server side, and the echo server's close comes back as proxy2's X.
@@ -339,29 +342,8 @@ async fn a_proxy1_without_the_connection_answers_nok_and_proxy2_closes_it() {
         );
 
         // proxy2's half: it has the connection, and proxy1 says it does not.
-        let server_listener = bind_tcp(localhost()).unwrap();
-        let server = server_listener.local_addr().unwrap();
-        tokio::spawn(echo_server::run(
-            server_listener,
-            EventSink::disabled(),
-            stop.clone(),
-        ));
-        let (events, mut rx) = EventSink::channel(4096);
-        let proxy2_link = link(Endpoint::Proxy2, mode, events);
-        let proxy2_addr = proxy2_link.local_addr();
-        tokio::spawn(proxy2::run(
-            proxy2_link,
-            Proxy2Config::new(server),
-            stop.clone(),
-        ));
-        let fake_proxy1 = RawPeer::new(proxy2_addr).await;
-        let connect = Frame::Connect {
-            id: ID,
-            isn: OUR_ISN,
-            destination: None,
-        };
-        send(&fake_proxy1, mode, &connect, proxy2_addr).await;
-        assert_eq!(next_frame(&fake_proxy1, mode).await.0, Got::ConnectOk);
+        let (mut rx, proxy2_addr) = proxy2_with_echo_server(mode, &stop).await;
+        let fake_proxy1 = raw_proxy1_with_connection(mode, proxy2_addr).await;
         let nok = Frame::ConnectNok {
             id: ID,
             reason: None,
