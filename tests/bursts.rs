@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use tunlab::event::EventSink;
 use tunlab::link::LinkSocket;
 use tunlab::net::{bind_tcp, bind_udp};
-use tunlab::roles::echo_server;
 use tunlab::roles::proxy1::{self, Proxy1Config};
 use tunlab::roles::proxy2::{self, Proxy2Config};
 use tunlab::topology::Endpoint;
