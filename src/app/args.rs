@@ -146,9 +146,10 @@ impl WireArgs {
     /// The reliable modes' transport settings these flags ask for.
     pub fn transport(&self) -> crate::transport::TransportConfig {
         let defaults = crate::transport::TransportConfig::for_mode(self.wire);
+        let window = self.window.unwrap_or(defaults.window);
         crate::transport::TransportConfig {
-            window: self.window,
-            send_buffer: self.window as usize * defaults.max_payload,
+            window,
+            send_buffer: window as usize * defaults.max_payload,
             rto: self
                 .rto
                 .map_or(defaults.rto, crate::transport::RtoConfig::Fixed),

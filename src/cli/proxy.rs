@@ -50,11 +50,12 @@ pub struct WireArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "TIME")]
     pub unused_timeout: Duration,
     /// Reliable modes: frames in flight at most, and frames a receiver holds (its window).
-    /// Stop-and-wait always has one frame in flight. It bounds what one connection can make a
-    /// proxy hold, however slowly its client reads: (2 × N + 1) frames of payload (N=64:
-    /// 188 KiB in the extended modes), plus the kernel's TCP buffers.
-    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
-    pub window: u32,
+    /// Default: 256 in selective-repeat, 64 in the other modes. Stop-and-wait always has one
+    /// frame in flight. It bounds what one connection can make a proxy hold, however slowly
+    /// its client reads: 2 × N frames of payload (N=256: 744 KiB; N=64: 186 KiB), plus the
+    /// kernel's TCP buffers.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub window: Option<u32>,
     /// Reliable modes: a fixed retransmission timer, as the course's (10s in its solution).
     /// Without it the timer adapts to the round-trip time (RFC 6298: 1s at first, then between
     /// 200ms and 10s, doubling on each timeout).

@@ -1177,7 +1177,13 @@ max = 2
             transport.congestion,
             crate::transport::CongestionControl::None
         );
-        assert_eq!(transport.window, 64, "the rest stays the default");
+        assert_eq!(
+            transport.window,
+            crate::transport::TransportConfig::default_window(
+                crate::wire::WireMode::SelectiveRepeat
+            ),
+            "the rest stays the default"
+        );
         assert_eq!(scenario.lab.proxy2.transport, Some(transport));
         let scenario =
             parse_text("[lab]\nwire = \"go-back-n\"\ncc = \"newreno\"\n[lab.tunnel]\nwindow = 8\n")
