@@ -168,7 +168,16 @@ struct Slot {
     /// Extended modes: the connection's count of frames from proxy2 at the last sweep (a
     /// count, not a time: an answer can come within the millisecond of its probe).
     heard: u64,
+    /// Frames of this id that came after proxy2's `OK` and before the connection's task
+    /// switched it open, as encoded on the wire (at most [`EARLY_FRAMES`]): a server that
+    /// speaks first (a banner) has its first `D` right behind the `OK`. Replayed once open.
+    early: Vec<Vec<u8>>,
 }
+
+/// Frames kept for a connection between proxy2's `OK` and its switch to open: more than
+/// proxy2's first flight (its initial congestion window is 10 frames). Past it they are
+/// dropped, and the reliable modes resend them.
+const EARLY_FRAMES: usize = 32;
 
 /// The ids and the clients waiting for one.
 struct Ids {
@@ -448,6 +457,16 @@ fn sweep_period(config: &Proxy1Config) -> Duration {
     )
 }
 
+/// Handles the frames that came between proxy2's `OK` and the switch to open, in order, as
+/// if they arrived now.
+async fn replay_early_frames(shared: &Shared, early: Vec<Vec<u8>>) {
+    for bytes in early {
+        if let Ok(frame) = shared.link.mode().decode(&bytes) {
+            on_frame(shared, frame).await;
+        }
+    }
+}
+
 async fn on_frame(shared: &Shared, frame: Frame<'_>) {
     let id = frame.id();
     let peer = shared.config.proxy2;
@@ -489,6 +508,17 @@ async fn on_frame(shared: &Shared, frame: Frame<'_>) {
                         Action::Ignore(Ignored::Unexpected(frame.kind(), id))
                     }
                 }
+            }
+            // proxy2 answered OK and sent on at once (a banner), while the connection's task
+            // has not yet switched the id open: kept, replayed once it has.
+            (Frame::Data { .. } | Frame::Ack { .. } | Frame::Close { .. }, Some(slot))
+                if matches!(slot.phase, Phase::Connecting(None))
+                    && slot.early.len() < EARLY_FRAMES =>
+            {
+                if let Ok(bytes) = shared.link.mode().to_bytes(&frame) {
+                    slot.early.push(bytes);
+                }
+                Action::None
             }
             (Frame::Data { .. } | Frame::Ack { .. } | Frame::Close { .. }, Some(slot))
                 if matches!(slot.phase, Phase::Reliable(_)) =>
@@ -794,6 +824,7 @@ async fn serve_client(
             probed: None,
             unanswered: 0,
             heard: 0,
+            early: Vec::new(),
         },
     );
     shared.conn_event(id, ConnState::Connecting, client);
@@ -845,9 +876,17 @@ async fn serve_client(
                 shared.link.mode(),
                 config,
             )));
-            if let Some(slot) = shared.slots.lock().unwrap().get_mut(&id) {
-                slot.phase = Phase::Reliable(conn.clone());
-            }
+            let early = shared
+                .slots
+                .lock()
+                .unwrap()
+                .get_mut(&id)
+                .map(|slot| {
+                    slot.phase = Phase::Reliable(conn.clone());
+                    std::mem::take(&mut slot.early)
+                })
+                .unwrap_or_default();
+            replay_early_frames(&shared, early).await;
             shared.conn_event(id, ConnState::Open, client);
             let side = PumpSide {
                 link: &shared.link,
@@ -1191,10 +1230,18 @@ async fn pump(conn: Conn<'_>, stream: TcpStream, lobby: Lobby) {
     } = conn;
     let (to_client_tx, mut to_client_rx) = mpsc::channel(shared.config.queue_frames);
     let finish = to_client_tx.clone();
-    if let Some(slot) = shared.slots.lock().unwrap().get_mut(&id) {
-        slot.phase = Phase::Open(to_client_tx);
-    }
+    let early = shared
+        .slots
+        .lock()
+        .unwrap()
+        .get_mut(&id)
+        .map(|slot| {
+            slot.phase = Phase::Open(to_client_tx);
+            std::mem::take(&mut slot.early)
+        })
+        .unwrap_or_default();
     shared.conn_event(id, ConnState::Open, client);
+    replay_early_frames(shared, early).await;
     let (mut from_client, mut to_client) = stream.into_split();
 
     // Writer: proxy2's data to the client, then a FIN when the connection is finished. A
