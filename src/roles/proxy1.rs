@@ -457,9 +457,19 @@ fn sweep_period(config: &Proxy1Config) -> Duration {
     )
 }
 
-/// Handles the frames that came between proxy2's `OK` and the switch to open, in order, as
-/// if they arrived now.
-async fn replay_early_frames(shared: &Shared, early: Vec<Vec<u8>>) {
+/// Switches `id` open (`phase`: `Open` or `Reliable`), then handles the frames that came
+/// between proxy2's `OK` and now, in order, as if they arrived now.
+async fn switch_open(shared: &Shared, id: ConnId, phase: Phase) {
+    let early = shared
+        .slots
+        .lock()
+        .unwrap()
+        .get_mut(&id)
+        .map(|slot| {
+            slot.phase = phase;
+            std::mem::take(&mut slot.early)
+        })
+        .unwrap_or_default();
     for bytes in early {
         if let Ok(frame) = shared.link.mode().decode(&bytes) {
             on_frame(shared, frame).await;
@@ -876,17 +886,7 @@ async fn serve_client(
                 shared.link.mode(),
                 config,
             )));
-            let early = shared
-                .slots
-                .lock()
-                .unwrap()
-                .get_mut(&id)
-                .map(|slot| {
-                    slot.phase = Phase::Reliable(conn.clone());
-                    std::mem::take(&mut slot.early)
-                })
-                .unwrap_or_default();
-            replay_early_frames(&shared, early).await;
+            switch_open(&shared, id, Phase::Reliable(conn.clone())).await;
             shared.conn_event(id, ConnState::Open, client);
             let side = PumpSide {
                 link: &shared.link,
@@ -1230,18 +1230,8 @@ async fn pump(conn: Conn<'_>, stream: TcpStream, lobby: Lobby) {
     } = conn;
     let (to_client_tx, mut to_client_rx) = mpsc::channel(shared.config.queue_frames);
     let finish = to_client_tx.clone();
-    let early = shared
-        .slots
-        .lock()
-        .unwrap()
-        .get_mut(&id)
-        .map(|slot| {
-            slot.phase = Phase::Open(to_client_tx);
-            std::mem::take(&mut slot.early)
-        })
-        .unwrap_or_default();
+    switch_open(shared, id, Phase::Open(to_client_tx)).await;
     shared.conn_event(id, ConnState::Open, client);
-    replay_early_frames(shared, early).await;
     let (mut from_client, mut to_client) = stream.into_split();
 
     // Writer: proxy2's data to the client, then a FIN when the connection is finished. A
