@@ -564,18 +564,7 @@ impl Relay {
             let note = match &offered {
                 Err((cause, _)) => {
                     let verdict = LinkVerdict::dropped(*cause);
-                    if self.config.verbose {
-                        self.log(
-                            Level::Info,
-                            &format!(
-                                "relay {} {} B {}: {}",
-                                path.direction.arrow(),
-                                datagram.len(),
-                                self.leg_label(leg, peer.addr),
-                                verdict.describe()
-                            ),
-                        );
-                    }
+                    self.log_verdict(leg, peer.addr, datagram.len(), &verdict);
                     Some(format!(
                         "relay's link emulator: {}; not forwarded",
                         verdict.describe()
@@ -593,12 +582,19 @@ impl Relay {
         path.wake.notify_one();
     }
 
-    /// `from A` or `to A`, for log lines.
-    fn leg_label(&self, leg: Leg, peer: SocketAddr) -> String {
-        match leg {
+    /// With `--verbose`, one log line for what the emulator did to a datagram of `len`
+    /// bytes from or to `peer`.
+    fn log_verdict(&self, leg: Leg, peer: SocketAddr, len: usize, verdict: &LinkVerdict) {
+        if !self.config.verbose {
+            return;
+        }
+        let who = match leg {
             Leg::ToTarget => format!("from {peer}"),
             Leg::ToPeers => format!("to {peer}"),
-        }
+        };
+        let arrow = self.path(leg).direction.arrow();
+        let line = format!("relay {arrow} {len} B {who}: {}", verdict.describe());
+        self.log(Level::Info, &line);
     }
 
     /// Moves everything due in `leg`'s delay line to `out`, in its order. The caller holds
@@ -622,17 +618,8 @@ impl Relay {
             else {
                 return;
             };
-            if self.config.verbose && !verdict.is_plain() {
-                self.log(
-                    Level::Info,
-                    &format!(
-                        "relay {} {} B {}: {}",
-                        path.direction.arrow(),
-                        datagram.len(),
-                        self.leg_label(leg, addr),
-                        verdict.describe()
-                    ),
-                );
+            if !verdict.is_plain() {
+                self.log_verdict(leg, addr, datagram.len(), &verdict);
             }
             out.push(Outgoing {
                 datagram: Cow::Owned(datagram),
