@@ -281,12 +281,13 @@ fn write_delivered(
         if chunks.is_empty() {
             return Ok((written, 0));
         }
-        let slices: Vec<std::io::IoSlice<'_>> = chunks
-            .iter()
-            .map(|chunk| std::io::IoSlice::new(chunk))
-            .collect();
+        // On the stack: no allocation per write beyond `chunks`, reused across the loop.
+        let mut slices = [std::io::IoSlice::new(&[]); WRITE_CHUNKS];
+        for (slice, chunk) in slices.iter_mut().zip(&chunks) {
+            *slice = std::io::IoSlice::new(chunk);
+        }
         let offered: usize = chunks.iter().map(Bytes::len).sum();
-        match to_tcp.try_write_vectored(&slices) {
+        match to_tcp.try_write_vectored(&slices[..chunks.len()]) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 written += n;
