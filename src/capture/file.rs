@@ -72,16 +72,12 @@ pub fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     fallocate(file, libc::FALLOC_FL_KEEP_SIZE, offset, len)
 }
 
-/// Frees what [`preallocate`] allocated from `offset` (the end of what was written) on, the
-/// file's size and bytes unchanged.
-#[cfg(target_os = "linux")]
-pub fn release_preallocated(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    fallocate(
-        file,
-        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-        offset,
-        len,
-    )
+/// Frees what [`preallocate`] allocated past `end` (the end of what was written), the
+/// file's size and bytes unchanged: a truncation to its own size, which ext4 and XFS take
+/// as the moment to drop blocks allocated past the end (punching a hole there does nothing
+/// on ext4, which only punches below the size).
+pub fn release_preallocated(file: &File, end: u64) -> io::Result<()> {
+    file.set_len(end)
 }
 
 #[cfg(target_os = "linux")]
@@ -102,11 +98,6 @@ fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Resul
 #[cfg(not(target_os = "linux"))]
 pub fn preallocate(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn release_preallocated(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
-    Ok(())
 }
 
 /// `20261122-184501` in local time (what a person expects to find in `ls`), UTC where the

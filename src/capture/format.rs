@@ -185,10 +185,7 @@ impl Encoder {
                 Writer::PcapNg(writer)
             }
         };
-        Ok(Encoder {
-            writer,
-            buffer,
-        })
+        Ok(Encoder { writer, buffer })
     }
 
     /// Appends a TCP segment read off loopback, as it was read.

@@ -394,8 +394,8 @@ mod tests {
         assert_eq!(half.len(), datagrams.len());
         let mut reference = Vec::new();
         for (i, (datagram, micros, src, dst)) in datagrams.iter().enumerate() {
-            let mut frame = ethernet_udp(src.parse().unwrap(), dst.parse().unwrap(), datagram)
-                .unwrap();
+            let mut frame =
+                ethernet_udp(src.parse().unwrap(), dst.parse().unwrap(), datagram).unwrap();
             if frame[12..14] == [0x08, 0x00] {
                 frame[14 + 20 + 6..14 + 20 + 8].fill(0);
             }

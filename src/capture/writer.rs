@@ -482,7 +482,7 @@ impl Drop for FileSink {
         if allocated <= self.committed {
             return;
         }
-        let _ = release_preallocated(&self.file, self.committed, allocated - self.committed);
+        let _ = release_preallocated(&self.file, self.committed);
     }
 }
 
@@ -774,12 +774,8 @@ impl Thread {
         if self.pieces.is_empty() {
             return Ok(());
         }
-        let (pieces, held, first_batch, sink) = (
-            &self.pieces,
-            &self.held,
-            self.first_batch,
-            &mut self.sink,
-        );
+        let (pieces, held, first_batch, sink) =
+            (&self.pieces, &self.held, self.first_batch, &mut self.sink);
         let bytes = self.encoder.drain_into(|encoded| {
             let mut slices: Vec<IoSlice<'_>> = pieces
                 .iter()
