@@ -64,6 +64,9 @@ struct FlowHeaders {
     /// Ethernet + IP + UDP header bytes; the lengths and checksums in it are patched per packet.
     bytes: Vec<u8>,
     ipv4: bool,
+    /// IPv4: the RFC 1071 sum of the IP header with its total length and checksum zero
+    /// (what does not change from packet to packet).
+    ipv4_sum: u64,
 }
 
 impl FlowHeaders {
@@ -78,11 +81,19 @@ impl FlowHeaders {
                 bytes.len()
             )));
         }
+        let mut ipv4_sum = 0;
+        if ipv4 {
+            let mut ip = bytes[ETHERNET_LEN..ETHERNET_LEN + IPV4_LEN].to_vec();
+            ip[2..4].fill(0);
+            ip[10..12].fill(0);
+            ipv4_sum = sum_words(&ip);
+        }
         Ok(FlowHeaders {
             src,
             dst,
             bytes,
             ipv4,
+            ipv4_sum,
         })
     }
 }
@@ -137,9 +148,9 @@ impl FrameBuilder {
                 u16::try_from(IPV4_LEN + usize::from(udp_len)).map_err(|_| too_long(payload))?;
             ip[2..4].copy_from_slice(&total.to_be_bytes());
             // RFC 791 header checksum: the one's complement of the one's complement sum of
-            // the header's 16-bit words, computed with the checksum field itself zero.
-            ip[10..12].fill(0);
-            let sum = !fold(sum_words(ip));
+            // the header's 16-bit words, computed with the checksum field itself zero: the
+            // flow's sum plus the total length.
+            let sum = !fold(flow.ipv4_sum + u64::from(u16::from_ne_bytes(total.to_be_bytes())));
             // The sum is over native-endian words, so its bytes go back in native order.
             ip[10..12].copy_from_slice(&sum.to_ne_bytes());
             let udp = &mut headers[ETHERNET_LEN + IPV4_LEN..];
