@@ -10,7 +10,18 @@ fn main() -> ExitCode {
     if let Err(code) = tunlab::app::prepare(&cli) {
         return code;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread: everything on this one, no hand-offs between threads at all.
+    let runtime = match cli.runtime_threads() {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+    }
+    .enable_all()
+    .build();
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -267,3 +267,51 @@ fn socks5_on_proxy1_and_the_lab_needs_an_extended_mode() {
         stderr(&out)
     );
 }
+
+/// The runtime's worker threads of a running `tunlab` process (tokio names them).
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process is running")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim_end() == "tokio-rt-worker")
+        .count()
+}
+
+#[test]
+fn a_role_runs_on_one_thread_unless_told_otherwise() {
+    use std::io::{Read, Write};
+    for (threads, workers) in [(None, 0), (Some("3"), 3)] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string();
+        let mut args = vec!["echo-server", &port];
+        args.extend(threads.iter().flat_map(|n| ["--threads", n]));
+        let mut server = Command::new(env!("CARGO_BIN_EXE_tunlab"))
+            .args(&args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run tunlab");
+        // It serves (whatever its threads), then its threads are counted.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut client = loop {
+            match std::net::TcpStream::connect(format!("127.0.0.1:{port}")) {
+                Ok(client) => break client,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("the echo server never listened: {e}"),
+            }
+        };
+        client.write_all(b"ping").unwrap();
+        let mut echo = [0u8; 4];
+        client.read_exact(&mut echo).unwrap();
+        assert_eq!(&echo, b"ping");
+        let counted = worker_threads(server.id());
+        let _ = server.kill();
+        let _ = server.wait();
+        assert_eq!(counted, workers, "--threads {threads:?}");
+    }
+}

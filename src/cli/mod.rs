@@ -74,6 +74,26 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub lab: LabArgs,
+    /// Threads that run the roles [default: 1 for a subcommand, one per core for the lab].
+    /// One thread serves a single role best: a proxy's work per frame is a few microseconds,
+    /// less than a wake-up that crosses threads costs, and the other cores are left to its
+    /// peers (the server, the clients, the other proxy). Through tunlab relay on two cores,
+    /// one thread per proxy carried 10-17% more than two, at the same echo p50
+    /// (BENCHMARKS.md).
+    #[arg(long, global = true, value_name = "N", help_heading = "Runtime",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+}
+
+impl Cli {
+    /// How many threads the runtime gets (see `--threads`).
+    pub fn runtime_threads(&self) -> usize {
+        match self.threads {
+            Some(threads) => usize::from(threads),
+            None if self.command.is_some() => 1,
+            None => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

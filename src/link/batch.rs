@@ -67,9 +67,7 @@ impl RecvBatch {
     pub async fn recv(&mut self, socket: &UdpSocket) -> io::Result<()> {
         self.count = 0;
         self.next = 0;
-        socket
-            .async_io(Interest::READABLE, || self.fill(socket.as_raw_fd()))
-            .await
+        read_batch(socket, || self.fill(socket.as_raw_fd())).await
     }
 
     /// The datagrams the last [`RecvBatch::recv`] read, in arrival order, with their senders
@@ -100,9 +98,9 @@ impl RecvBatch {
         None
     }
 
-    /// Reads every datagram waiting (up to [`BATCH`]) without blocking; `WouldBlock` when
-    /// there is none.
-    fn fill(&mut self, fd: RawFd) -> io::Result<()> {
+    /// Reads every datagram waiting (up to [`BATCH`]) without blocking and returns how many;
+    /// `WouldBlock` when there is none.
+    fn fill(&mut self, fd: RawFd) -> io::Result<usize> {
         // SAFETY: all-zero bytes are valid for these plain C structs.
         let mut names: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
         let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
@@ -141,7 +139,7 @@ impl RecvBatch {
         }
         self.next = 0;
         self.count = received;
-        Ok(())
+        Ok(received)
     }
 }
 
@@ -185,14 +183,46 @@ pub(super) async fn recv_from(
         {
             return Ok(got);
         }
-        socket
-            .async_io(Interest::READABLE, || {
-                batch
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .fill(socket.as_raw_fd())
-            })
-            .await?;
+        read_batch(socket, || {
+            batch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .fill(socket.as_raw_fd())
+        })
+        .await?;
+    }
+}
+
+/// Waits until `socket` is readable and reads what is waiting with `fill` (one `recvmmsg`,
+/// which returns how many datagrams it read). A batch shorter than [`BATCH`] proves the queue
+/// empty, so the socket's readiness is cleared there and then: the next wait goes straight
+/// to the poller, instead of first spending a system call to learn `EAGAIN` (one per
+/// datagram of a ping-pong, on the echo's path). The runtime clears it only if no new
+/// readiness arrived since the wait ended, so a datagram that came meanwhile is not missed.
+async fn read_batch(
+    socket: &UdpSocket,
+    mut fill: impl FnMut() -> io::Result<usize>,
+) -> io::Result<()> {
+    loop {
+        socket.readable().await?;
+        let mut read = 0;
+        let outcome = socket.try_io(Interest::READABLE, || {
+            read = fill()?;
+            if read < BATCH {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if read > 0 {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

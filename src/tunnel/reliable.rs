@@ -125,7 +125,10 @@ pub(crate) async fn pump(
 ) -> PumpEnd {
     // Every frame the transport hands out is counted as it is sent: exact totals at any time.
     let tally = side.link.stats().transport.open(side.key);
-    let (from_tcp, mut to_tcp) = stream.into_split();
+    let (mut from_tcp, mut to_tcp) = stream.into_split();
+    // Two timers for the whole pump, moved rather than made anew at every pass.
+    let mut transport_timer = Alarm::new();
+    let mut report_timer = Alarm::new();
     let mut read_closed = eof;
     let mut wrote_fin = false;
     let mut first = first;
@@ -212,26 +215,26 @@ pub(crate) async fn pump(
         if wrote_now {
             continue;
         }
-        let timer = timeout.map(tokio::time::Instant::from_std);
+        transport_timer.set(timeout.map(tokio::time::Instant::from_std));
+        report_timer.set(report.due().filter(|_| report.owed()));
         let can_read = aborted_at.is_none() && !read_closed && first.is_empty() && room > 0;
         let writing = aborted_at.is_none() && unread > 0;
         tokio::select! {
             () = side.stop.cancelled() => break PumpEnd::Stopped,
             () = conn.wake.notified() => {}
-            () = sleep_until_or_forever(report.due()), if report.owed() => {
+            () = report_timer.ring() => {
                 report.publish(&side, &conn.transport.lock().unwrap().stats(), false);
             }
-            () = sleep_until_or_forever(timer) => {
+            () = transport_timer.ring() => {
                 conn.transport.lock().unwrap().handle_timeout(Instant::now());
             }
             () = tokio::time::sleep(ABORT_GRACE), if aborted_at.is_some() => {}
-            // Wait for readability, then read into the thread's scratch buffer: an idle
+            // Read into the thread's scratch buffer once the socket is readable: an idle
             // connection holds no read buffer of its own (thousands of them would cost
             // 64 KiB each).
-            ready = from_tcp.readable(), if can_read => match ready.and_then(|()| read_into(conn, &from_tcp, room)) {
-                Ok(Some(0)) => read_closed = true,
-                Ok(Some(_)) => side.activity.touch(),
-                Ok(None) => {}
+            read = std::future::poll_fn(|cx| poll_read_into(conn, &mut from_tcp, room, cx)), if can_read => match read {
+                Ok(0) => read_closed = true,
+                Ok(_) => side.activity.touch(),
                 Err(_) => aborted_at = Some(abort(conn)),
             },
             // The TCP side has room again: the next pass writes.
@@ -314,24 +317,30 @@ thread_local! {
         std::cell::RefCell::new(vec![0u8; READ_CHUNK].into_boxed_slice());
 }
 
-/// Reads what the TCP side has (at most `room` bytes) into the transport. `Some(0)` is the
-/// end of the stream, `None` a spurious wake-up.
-fn read_into(
+/// Reads what the TCP side has (at most `room` bytes, not zero) into the transport, once
+/// there is something; `Ok(0)` is the end of the stream. The read borrows the thread's
+/// scratch buffer only within one poll, never across a wait. A read shorter than the buffer
+/// proves the socket drained, and the runtime then forgets its readiness: the next wait goes
+/// to the poller at once instead of spending a read to learn `EAGAIN` (one per message of an
+/// echo, on its path).
+fn poll_read_into(
     conn: &ReliableConn,
-    from_tcp: &tokio::net::tcp::OwnedReadHalf,
+    from_tcp: &mut tokio::net::tcp::OwnedReadHalf,
     room: usize,
-) -> std::io::Result<Option<usize>> {
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::io::Result<usize>> {
+    use tokio::io::AsyncRead;
     READ_SCRATCH.with_borrow_mut(|scratch| {
-        let buf = &mut scratch[..room.min(READ_CHUNK)];
-        match from_tcp.try_read(buf) {
-            Ok(n) => {
-                let taken = conn.transport.lock().unwrap().write(&buf[..n]);
-                debug_assert_eq!(taken, n, "read no more than the send buffer's room");
-                Ok(Some(n))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
+        let mut buf = tokio::io::ReadBuf::new(&mut scratch[..room.min(READ_CHUNK)]);
+        std::task::ready!(std::pin::Pin::new(from_tcp).poll_read(cx, &mut buf))?;
+        let read = buf.filled();
+        let taken = conn.transport.lock().unwrap().write(read);
+        debug_assert_eq!(
+            taken,
+            read.len(),
+            "read no more than the send buffer's room"
+        );
+        std::task::Poll::Ready(Ok(read.len()))
     })
 }
 
@@ -456,9 +465,42 @@ async fn send(side: &PumpSide<'_>, frames: &[OutFrame]) {
     }
 }
 
-async fn sleep_until_or_forever(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// A timer the pump keeps across its passes, moved only when its deadline does. A fresh
+/// `sleep` at every pass registered a new timer each time, and the runtime woke its I/O
+/// driver (an `eventfd` write, then an extra `epoll_wait`) for each one due sooner than its
+/// next wake-up: two system calls per frame of an echo. Moving a timer later costs nothing
+/// of the kind, and with no deadline it is left where it was, unpolled: if it fires, the
+/// pump makes one pass for nothing.
+struct Alarm {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Alarm {
+    fn new() -> Self {
+        Alarm {
+            // Registered with the runtime only when first polled, so never for an unset one.
+            sleep: Box::pin(tokio::time::sleep(Duration::from_hours(24))),
+            deadline: None,
+        }
+    }
+
+    /// Sets the deadline (`None`: none).
+    fn set(&mut self, deadline: Option<tokio::time::Instant>) {
+        if let Some(at) = deadline
+            && self.sleep.deadline() != at
+        {
+            self.sleep.as_mut().reset(at);
+        }
+        self.deadline = deadline;
+    }
+
+    /// Completes once the deadline has come; never if there is none.
+    async fn ring(&mut self) {
+        if self.deadline.is_some() {
+            self.sleep.as_mut().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
     }
 }
