@@ -521,3 +521,79 @@ async fn frames_the_link_emulator_dropped_are_comments_in_pcapng_and_absent_from
         }
     }
 }
+
+/// The writer hands runs of the tap's ring to the file as they lie, and copies short runs:
+/// records put in the ring out of time order (as two proxies' threads do) still reach the
+/// file complete and in time order, whatever their sizes, in both formats, and the file is
+/// no larger on disk than its records (the preallocated space past them is given back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_put_out_of_time_order_reach_the_file_whole_and_sorted() {
+    use std::os::unix::fs::MetadataExt;
+
+    const RECORDS: u64 = 5000;
+    // Stamped ahead of the clock, so that nothing is written before it was put in order
+    // (the writer holds a record until it is half a second old, or 4,096 younger ones wait).
+    let base = SystemTime::now() + Duration::from_secs(5);
+    // Every 5th record is stamped before the two put ahead of it (a put that came late),
+    // and sizes go from 2 bytes to a full frame, so runs in the ring are long and short.
+    let stamp = |n: u64| {
+        let micros = if n % 5 == 4 { n * 10 - 25 } else { n * 10 };
+        base + Duration::from_micros(micros)
+    };
+    let datagram = |n: u64| {
+        let mut bytes = format!("D{}{n:06}", n % 10).into_bytes();
+        bytes.resize([2, 40, 1400, 300, 1480][(n % 5) as usize].max(8), b'.');
+        bytes
+    };
+    for format in [CaptureFormat::Pcap, CaptureFormat::Pcapng] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("order.{}", format.extension()));
+        let plan = CapturePlan::new(
+            CaptureTarget::File(path.clone()),
+            format,
+            "order test",
+            Role::Proxy1,
+        );
+        let capture = CaptureWriter::start(plan, EventSink::disabled()).unwrap();
+        let tap = capture.tap();
+        for n in 0..RECORDS {
+            tap.record(TapRecord {
+                time: stamp(n),
+                src: "127.0.0.1:40000".parse().unwrap(),
+                dst: "127.0.0.1:3328".parse().unwrap(),
+                datagram: datagram(n),
+                note: None,
+                on_wire: true,
+            })
+            .await;
+        }
+        let summary = capture.finish().await;
+        assert_eq!(summary.error, None);
+        assert_eq!(summary.frames, RECORDS);
+        assert_eq!(summary.out_of_order, 0);
+        let captured = match format {
+            CaptureFormat::Pcap => read_pcap(&path),
+            CaptureFormat::Pcapng => read_pcapng(&path).packets,
+        };
+        let mut expected: Vec<u64> = (0..RECORDS).collect();
+        expected.sort_by_key(|&n| stamp(n));
+        assert_eq!(captured.len(), expected.len(), "{format:?}: every record");
+        for (record, n) in captured.iter().zip(expected) {
+            assert_eq!(record.datagram, datagram(n), "{format:?}: record {n}");
+            let micros = stamp(n).duration_since(SystemTime::UNIX_EPOCH).unwrap();
+            assert_eq!(record.time.as_micros(), micros.as_micros(), "{format:?}");
+        }
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            meta.len(),
+            summary.bytes,
+            "{format:?}: the size is the records'"
+        );
+        assert!(
+            meta.blocks() * 512 <= meta.len().next_multiple_of(1 << 20),
+            "{format:?}: {} bytes allocated for a {}-byte file",
+            meta.blocks() * 512,
+            meta.len()
+        );
+    }
+}

@@ -1,8 +1,9 @@
 //! Where a capture goes on disk: one new file per run named by its start time, or a file the
 //! user named.
 
-// Unsafe is allowed here, and only here: localtime_r(3) for the file name's local time, into a zeroed libc::tm we own (std has no
-// local time).
+// Unsafe is allowed here, and only here: localtime_r(3) for the file name's local time, into a
+// zeroed libc::tm we own (std has no local time), and fallocate(2) on a file we hold open (std
+// has no preallocation).
 #![allow(unsafe_code)]
 
 use std::fs::{self, File, OpenOptions};
@@ -62,6 +63,41 @@ pub fn create_in_dir(
 /// Creates (or truncates) the file the user named.
 pub fn create_named(path: &Path) -> anyhow::Result<File> {
     File::create(path).with_context(|| format!("cannot create capture file '{}'", path.display()))
+}
+
+/// Allocates `len` bytes of `file` on disk from `offset` without changing its size
+/// (`FALLOC_FL_KEEP_SIZE`): later writes there find their blocks allocated.
+#[cfg(target_os = "linux")]
+pub fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    fallocate(file, libc::FALLOC_FL_KEEP_SIZE, offset, len)
+}
+
+/// Frees what [`preallocate`] allocated past `end` (the end of what was written), the
+/// file's size and bytes unchanged: a truncation to its own size, which ext4 and XFS take
+/// as the moment to drop blocks allocated past the end (punching a hole there does nothing
+/// on ext4, which only punches below the size).
+pub fn release_preallocated(file: &File, end: u64) -> io::Result<()> {
+    file.set_len(end)
+}
+
+#[cfg(target_os = "linux")]
+fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    // SAFETY: fallocate only acts on the descriptor it is given, which `file` owns and keeps
+    // open for the call; it touches no memory of ours.
+    match unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Elsewhere the file grows as it is written.
+#[cfg(not(target_os = "linux"))]
+pub fn preallocate(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 /// `20261122-184501` in local time (what a person expects to find in `ls`), UTC where the

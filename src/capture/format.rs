@@ -4,10 +4,10 @@
 //! batches of finished records to the file in one write, so the file on disk always ends on a
 //! record boundary and a reader (or a crash) never sees half a packet.
 //!
-//! Classic pcap records are written here directly (a 16-byte record header, then the frame,
-//! built in place in the buffer): that is the hot path of a capture, and pcap-file would take
-//! five locked writes and a separately built frame per record. A test checks the bytes are
-//! exactly pcap-file's.
+//! Classic pcap records of the link are not encoded here at all: the tap builds each one in
+//! its ring ([`super::ring`]), and the writer hands runs of them to the file as they lie
+//! (a test in `ring` checks the bytes are exactly pcap-file's). pcapng wraps each prebuilt
+//! frame in an enhanced packet block here; TCP segments are encoded here in both formats.
 
 use std::borrow::Cow;
 use std::io::{self, Write};
@@ -24,11 +24,10 @@ use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeade
 use pcap_file::{DataLink, Endianness};
 
 use super::Segment;
-use super::packet::FrameBuilder;
-use super::ring::RecordHeader;
+use super::ring::TapBatch;
 
 /// Largest packet a capture file declares it may hold. Link datagrams are far smaller.
-const SNAPLEN: u32 = 65535;
+pub(crate) const SNAPLEN: u32 = 65535;
 
 /// pcap-file 2.0 writes pcapng packet timestamps in nanoseconds, so the interface must say
 /// so (`if_tsresol` = 10^-9); without it Wireshark would read every time 1000 times too late.
@@ -98,21 +97,29 @@ impl Write for SharedBuffer {
 }
 
 enum Writer {
-    /// Records are written by [`Encoder::encode_pcap`]; pcap-file wrote the file header.
+    /// The link's records come ready from the tap's ring; pcap-file wrote the file header.
     Pcap,
     PcapNg(PcapNgWriter<SharedBuffer>),
 }
 
 /// Size of a classic pcap record header: seconds, microseconds, captured and original length.
-const PCAP_RECORD_HEADER: usize = 16;
+pub(crate) const PCAP_RECORD_HEADER: usize = 16;
 
 /// Encodes tap records into capture-file bytes, in memory.
 pub(crate) struct Encoder {
     writer: Writer,
     buffer: SharedBuffer,
-    frames: FrameBuilder,
-    /// pcapng only: the frame being encoded, reused from record to record.
-    scratch: Vec<u8>,
+}
+
+/// Where a link record's bytes in the file come from.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LinkBytes {
+    /// Not in this file: a frame that never crossed the wire, in a classic pcap.
+    Skipped,
+    /// The record as the tap's ring holds it ([`TapBatch::record_range`]).
+    InRing,
+    /// Encoded into the encoder's pending bytes (pcapng).
+    Encoded,
 }
 
 impl Encoder {
@@ -178,12 +185,7 @@ impl Encoder {
                 Writer::PcapNg(writer)
             }
         };
-        Ok(Encoder {
-            writer,
-            buffer,
-            frames: FrameBuilder::default(),
-            scratch: Vec::new(),
-        })
+        Ok(Encoder { writer, buffer })
     }
 
     /// Appends a TCP segment read off loopback, as it was read.
@@ -217,22 +219,27 @@ impl Encoder {
         Ok(())
     }
 
-    /// Appends one link record whose datagram is `datagram`. Returns whether it became a
-    /// packet of the file: a frame that never crossed the wire (the link emulator dropped it
-    /// before sending) is left out of a classic pcap, and kept whole in pcapng on the
-    /// not-sent interface with a comment saying why.
-    pub fn encode_link(&mut self, record: &RecordHeader, datagram: &[u8]) -> io::Result<bool> {
-        let timestamp = since_epoch(record.time);
+    /// Puts record `index` of `batch` into the file's next bytes. A frame that never
+    /// crossed the wire (the link emulator dropped it before sending) is left out of a
+    /// classic pcap, and kept whole in pcapng on the not-sent interface with a comment
+    /// saying why. A classic pcap record is already built in the ring, so only checked here.
+    pub fn encode_link(&mut self, batch: &TapBatch, index: usize) -> io::Result<LinkBytes> {
+        let record = &batch.records[index];
+        if record.headers == 0 {
+            return Err(invalid(&format!(
+                "a {}-byte datagram does not fit in one UDP packet",
+                record.frame_len
+            )));
+        }
         match &mut self.writer {
-            Writer::Pcap if !record.on_wire => return Ok(false),
-            Writer::Pcap => self.encode_pcap(record, datagram, timestamp)?,
+            Writer::Pcap if !record.on_wire => Ok(LinkBytes::Skipped),
+            Writer::Pcap if !record.pcap_ok => Err(invalid(
+                "PcapPacket: incl_len > snap_len, or timestamp_secs > u32::MAX",
+            )),
+            Writer::Pcap => Ok(LinkBytes::InRing),
             Writer::PcapNg(writer) => {
-                self.scratch.clear();
-                let data = &mut self.scratch;
-                self.frames
-                    .append_headers(record.src, record.dst, datagram, data)?;
-                data.extend_from_slice(datagram);
-                let options = match &record.note {
+                let data = batch.frame(index);
+                let options = match batch.note(index) {
                     Some(note) => vec![EnhancedPacketOption::Comment(Cow::Borrowed(note))],
                     None => Vec::new(),
                 };
@@ -245,53 +252,20 @@ impl Encoder {
                 };
                 let packet = EnhancedPacketBlock {
                     interface_id,
-                    timestamp,
+                    timestamp: since_epoch(record.time),
                     original_len: data.len() as u32,
                     data: Cow::Borrowed(data),
                     options,
                 };
                 writer.write_pcapng_block(packet).map_err(to_io)?;
+                Ok(LinkBytes::Encoded)
             }
         }
-        Ok(true)
     }
 
-    /// One classic pcap record, exactly as pcap-file's `PcapWriter::write_packet` writes it
-    /// (microsecond timestamps, this machine's byte order as the file header declares), with
-    /// the frame built straight into the buffer.
-    ///
-    /// The datagram is copied in here, so that the file gets one large write per batch. A
-    /// vectored write straight from the tap's ring (headers here, datagrams where they lie)
-    /// was tried and measured: the kernel's copy of many small pieces into the page cache
-    /// cost four times the CPU of this copy plus one contiguous write (`perf`, BENCHMARKS.md).
-    fn encode_pcap(
-        &mut self,
-        record: &RecordHeader,
-        datagram: &[u8],
-        timestamp: Duration,
-    ) -> io::Result<()> {
-        let seconds = u32::try_from(timestamp.as_secs())
-            .map_err(|_| invalid("PcapPacket: timestamp_secs > u32::MAX"))?;
-        let micros = timestamp.subsec_micros();
-        let mut buffer = self.buffer.0.lock().unwrap();
-        let start = buffer.len();
-        buffer.resize(start + PCAP_RECORD_HEADER, 0);
-        let len = match self
-            .frames
-            .append_headers(record.src, record.dst, datagram, &mut buffer)
-        {
-            Ok(len) if len <= SNAPLEN as usize => Ok(len as u32),
-            Ok(_) => Err(invalid("PcapPacket: incl_len > snap_len")),
-            Err(e) => Err(e),
-        }
-        .inspect_err(|_| buffer.truncate(start))?;
-        buffer.extend_from_slice(datagram);
-        let header = &mut buffer[start..start + PCAP_RECORD_HEADER];
-        // Captured and original length are the same: the whole frame is kept.
-        for (field, value) in header.chunks_exact_mut(4).zip([seconds, micros, len, len]) {
-            field.copy_from_slice(&value.to_ne_bytes());
-        }
-        Ok(())
+    /// Appends bytes that are already encoded (records copied out of the tap's ring).
+    pub fn append_encoded(&mut self, bytes: &[u8]) {
+        self.buffer.0.lock().unwrap().extend_from_slice(bytes);
     }
 
     /// Bytes encoded and not yet taken.
@@ -305,14 +279,13 @@ impl Encoder {
     }
 
     /// Hands the bytes encoded since the last call (whole records only) to `write`, then
-    /// empties the buffer but keeps its memory for the next batch. Returns how many bytes
-    /// `write` was given. The bytes are gone even if `write` fails: the writer stops then.
-    pub fn drain_into(&mut self, write: impl FnOnce(&[u8]) -> io::Result<()>) -> io::Result<usize> {
+    /// empties the buffer but keeps its memory for the next batch. The bytes are gone even
+    /// if `write` fails: the writer stops then.
+    pub fn drain_into<T>(&mut self, write: impl FnOnce(&[u8]) -> io::Result<T>) -> io::Result<T> {
         let mut buffer = self.buffer.0.lock().unwrap();
-        let len = buffer.len();
         let written = write(&buffer);
         buffer.clear();
-        written.map(|()| len)
+        written
     }
 }
 
@@ -329,66 +302,5 @@ fn to_io(e: pcap_file::PcapError) -> io::Error {
     match e {
         pcap_file::PcapError::IoError(e) => e,
         other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::capture::packet::ethernet_udp;
-    use pcap_file::pcap::PcapPacket;
-    use std::net::SocketAddr;
-
-    fn record(datagram: &[u8], on_wire: bool, micros: u64) -> (RecordHeader, Vec<u8>) {
-        let header = RecordHeader {
-            time: UNIX_EPOCH + Duration::from_micros(1_763_900_000_000_000 + micros),
-            src: "127.0.0.1:40000".parse::<SocketAddr>().unwrap(),
-            dst: "127.0.0.1:3328".parse::<SocketAddr>().unwrap(),
-            range: 0..datagram.len(),
-            note: None,
-            on_wire,
-        };
-        (header, datagram.to_vec())
-    }
-
-    /// Our hand-written pcap records are byte for byte what pcap-file writes for the frames
-    /// etherparse builds, header included; a frame that never crossed the wire is left out.
-    #[test]
-    fn pcap_records_are_exactly_what_pcap_file_writes() {
-        let records = [
-            record(b"D3hola\n", true, 1),
-            record(b"C1", false, 2),
-            record(&[0xA5; 1500], true, 999_999),
-            record(b"", true, 1_000_000),
-        ];
-        let mut encoder = Encoder::new(CaptureFormat::Pcap, "test", false).unwrap();
-        let mut ours = encoder.take();
-        for (header, datagram) in &records {
-            assert_eq!(
-                encoder.encode_link(header, datagram).unwrap(),
-                header.on_wire
-            );
-        }
-        encoder
-            .drain_into(|bytes| {
-                ours.extend_from_slice(bytes);
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(encoder.pending(), 0, "drained");
-
-        let header = PcapHeader {
-            snaplen: SNAPLEN,
-            datalink: DataLink::ETHERNET,
-            endianness: Endianness::native(),
-            ..PcapHeader::default()
-        };
-        let mut reference = PcapWriter::with_header(Vec::new(), header).unwrap();
-        for (r, datagram) in records.iter().filter(|(r, _)| r.on_wire) {
-            let data = ethernet_udp(r.src, r.dst, datagram).unwrap();
-            let packet = PcapPacket::new(since_epoch(r.time), data.len() as u32, &data);
-            reference.write_packet(&packet).unwrap();
-        }
-        assert_eq!(ours, reference.into_writer());
     }
 }

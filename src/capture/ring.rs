@@ -1,13 +1,17 @@
 //! The capture tap's ring: where the link sockets put each datagram for the writer thread.
 //!
 //! A tap's only work on the tunnel's hot path is one uncontended lock and one copy of the
-//! datagram into preallocated memory: no allocation, no channel message, no wake-up per
-//! frame. The ring has two halves, each a [`TapBatch`] (one byte buffer for the datagrams,
-//! one vector of fixed-size record headers), both allocated once and reused:
+//! datagram into preallocated memory, as the finished classic pcap record: its 16-byte
+//! record header and the frame's Ethernet, IP and UDP headers (from a per-flow cache,
+//! [`FrameBuilder`]) are written in front of it while the datagram is still in the cache of
+//! the core that sent it. No allocation, no channel message, no wake-up per frame. The ring
+//! has two halves, each a [`TapBatch`] (one byte buffer of pcap records, one vector of
+//! 32-byte [`RecordHeader`]s), both allocated once and reused:
 //!
 //! - the taps fill one half (under a mutex held for the copy only);
-//! - the writer thread swaps it for the other, empty half in one step and then encodes,
-//!   checksums and writes the full half without holding anything the taps need.
+//! - the writer thread swaps it for the other, empty half in one step; a classic pcap file
+//!   then gets the half's bytes as they are, in runs (one `writev` for many records), and
+//!   the writer does no work per byte at all. pcapng wraps each prebuilt frame in a block.
 //!
 //! The writer is woken only when a half goes from empty to non-empty (it then lets frames
 //! gather for a few milliseconds) or passes half its capacity (so it takes the half before
@@ -24,6 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use tokio::sync::Notify;
+
+use super::format::{PCAP_RECORD_HEADER, SNAPLEN};
+use super::packet::FrameBuilder;
 
 /// One tapped datagram, borrowed: what a link socket hands to [`super::CaptureTap::frame`].
 #[derive(Clone, Debug)]
@@ -42,22 +49,42 @@ pub struct TapFrame<'a> {
     pub on_wire: bool,
 }
 
-/// A record's header in a [`TapBatch`]; its datagram is `bytes[range]` of the batch.
-#[derive(Debug)]
+/// Bytes a record takes in a [`TapBatch`] besides its datagram: the pcap record header and
+/// the largest Ethernet + IP + UDP headers (IPv6).
+pub(crate) const RECORD_OVERHEAD: usize = PCAP_RECORD_HEADER + 14 + 40 + 8;
+
+/// A record's header in a [`TapBatch`] (32 bytes: kept small, since the taps write one per
+/// frame into memory the writer reads much later). Its bytes are
+/// `bytes[start..start + PCAP_RECORD_HEADER + frame_len]` of the batch: a classic pcap
+/// record header, then the frame.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct RecordHeader {
     pub time: SystemTime,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub range: Range<usize>,
-    pub note: Option<String>,
+    /// Where the record starts in the batch's bytes.
+    pub start: u32,
+    /// The frame's length: Ethernet, IP and UDP headers and the datagram.
+    pub frame_len: u32,
+    /// Length of the Ethernet, IP and UDP headers in front of the datagram; 0 when they
+    /// could not be built (a datagram too long for UDP: the frame is then the bare
+    /// datagram, and the writer reports the error when it reaches it).
+    pub headers: u8,
+    /// False for a frame the link emulator dropped before it was sent.
     pub on_wire: bool,
+    /// The record's pcap header is valid: its frame fits the file's snap length and its
+    /// time the header's 32-bit seconds. (When not, the writer of a classic pcap fails.)
+    pub pcap_ok: bool,
+    /// It has a note in [`TapBatch::note`].
+    pub noted: bool,
 }
 
 /// One half of the ring: records in the order the taps put them in.
 #[derive(Debug, Default)]
 pub(crate) struct TapBatch {
     pub records: Vec<RecordHeader>,
+    /// The records' bytes, back to back: a classic pcap file's records, ready to write.
     pub bytes: Vec<u8>,
+    /// The rare notes (pcapng comments), by record index, in index order.
+    notes: Vec<(usize, String)>,
 }
 
 impl TapBatch {
@@ -65,18 +92,88 @@ impl TapBatch {
         TapBatch {
             records: Vec::with_capacity(records),
             bytes: Vec::with_capacity(bytes),
+            notes: Vec::new(),
         }
     }
 
-    /// The datagram of record `index`.
+    /// Appends `frame` as a finished pcap record (see [`RecordHeader`]).
+    fn push(&mut self, frames: &mut FrameBuilder, frame: &TapFrame<'_>, note: Option<String>) {
+        let start = self.bytes.len();
+        let since_epoch = frame
+            .time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        // The record header's place; its fields are known once the frame is built.
+        self.bytes.extend_from_slice(&[0; PCAP_RECORD_HEADER]);
+        let headers = frames
+            .append_headers(frame.src, frame.dst, frame.datagram, &mut self.bytes)
+            .map_or(0, |frame_len| frame_len - frame.datagram.len());
+        self.bytes.extend_from_slice(frame.datagram);
+        let frame_len = self.bytes.len() - start - PCAP_RECORD_HEADER;
+        let seconds = u32::try_from(since_epoch.as_secs());
+        let len = u32::try_from(frame_len).unwrap_or(u32::MAX);
+        let pcap_ok = headers > 0 && seconds.is_ok() && len <= SNAPLEN;
+        // Captured and original length are the same: the whole frame is kept. This
+        // machine's byte order, as the file header declares.
+        let fields = [
+            seconds.unwrap_or(u32::MAX),
+            since_epoch.subsec_micros(),
+            len,
+            len,
+        ];
+        let header = &mut self.bytes[start..start + PCAP_RECORD_HEADER];
+        for (field, value) in header.chunks_exact_mut(4).zip(fields) {
+            field.copy_from_slice(&value.to_ne_bytes());
+        }
+        let noted = note.is_some();
+        if let Some(note) = note {
+            self.notes.push((self.records.len(), note));
+        }
+        self.records.push(RecordHeader {
+            time: frame.time,
+            start: u32::try_from(start).expect("a half of the ring holds less than 4 GiB"),
+            frame_len: len,
+            headers: u8::try_from(headers).expect("at most 62 bytes of headers"),
+            on_wire: frame.on_wire,
+            pcap_ok,
+            noted,
+        });
+    }
+
+    /// Record `index` as a classic pcap record: its header, then the frame.
+    pub fn record_range(&self, index: usize) -> Range<usize> {
+        let record = &self.records[index];
+        let start = record.start as usize;
+        start..start + PCAP_RECORD_HEADER + record.frame_len as usize
+    }
+
+    /// The frame of record `index`: Ethernet, IP and UDP headers, then the datagram.
+    pub fn frame(&self, index: usize) -> &[u8] {
+        &self.bytes[self.record_range(index)][PCAP_RECORD_HEADER..]
+    }
+
+    /// The datagram of record `index`, as the tap was given it.
+    #[cfg(test)]
     pub fn datagram(&self, index: usize) -> &[u8] {
-        &self.bytes[self.records[index].range.clone()]
+        &self.frame(index)[usize::from(self.records[index].headers)..]
+    }
+
+    /// The note of record `index`, if it has one.
+    pub fn note(&self, index: usize) -> Option<&str> {
+        if !self.records[index].noted {
+            return None;
+        }
+        self.notes
+            .binary_search_by_key(&index, |(at, _)| *at)
+            .ok()
+            .map(|at| self.notes[at].1.as_str())
     }
 
     /// Empties it, keeping its memory.
     pub fn clear(&mut self) {
         self.records.clear();
         self.bytes.clear();
+        self.notes.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -92,6 +189,8 @@ impl TapBatch {
 #[derive(Debug)]
 struct Filling {
     batch: TapBatch,
+    /// Each flow's Ethernet, IP and UDP headers, built once.
+    frames: FrameBuilder,
     /// The writer has stopped: nothing more is taken.
     closed: bool,
 }
@@ -102,7 +201,7 @@ pub(crate) struct TapRing {
     filling: Mutex<Filling>,
     /// Records a half holds at most.
     max_records: usize,
-    /// Datagram bytes a half holds at most (an empty half takes any one datagram).
+    /// Record bytes a half holds at most (an empty half takes any one datagram).
     max_bytes: usize,
     /// Wakes the writer: the filling half got its first record, passed half its capacity,
     /// or the ring closed.
@@ -121,13 +220,14 @@ enum Put {
 }
 
 impl TapRing {
-    /// A ring whose halves hold `max_records` records and `max_bytes` of datagrams each;
+    /// A ring whose halves hold `max_records` records and `max_bytes` of records each;
     /// both halves are allocated now.
     pub fn new(max_records: usize, max_bytes: usize) -> (TapRing, TapBatch) {
         let max_records = max_records.max(1);
         let ring = TapRing {
             filling: Mutex::new(Filling {
                 batch: TapBatch::with_capacity(max_records, max_bytes),
+                frames: FrameBuilder::default(),
                 closed: false,
             }),
             max_records,
@@ -188,22 +288,14 @@ impl TapRing {
         if filling.closed {
             return Put::Closed;
         }
-        let batch = &mut filling.batch;
+        let Filling { batch, frames, .. } = &mut *filling;
         let used = batch.bytes.len();
-        let fits =
-            batch.records.len() < self.max_records && used + frame.datagram.len() <= self.max_bytes;
+        let fits = batch.records.len() < self.max_records
+            && used + RECORD_OVERHEAD + frame.datagram.len() <= self.max_bytes;
         if !fits && !batch.is_empty() {
             return Put::Full;
         }
-        batch.bytes.extend_from_slice(frame.datagram);
-        batch.records.push(RecordHeader {
-            time: frame.time,
-            src: frame.src,
-            dst: frame.dst,
-            range: used..batch.bytes.len(),
-            note: note.take(),
-            on_wire: frame.on_wire,
-        });
+        batch.push(frames, frame, note.take());
         let first = batch.records.len() == 1;
         let half_records = batch.records.len() == self.max_records / 2;
         let half_bytes = used < self.max_bytes / 2 && batch.bytes.len() >= self.max_bytes / 2;
@@ -267,9 +359,78 @@ mod tests {
         }
     }
 
+    /// The ring's bytes are a classic pcap file's records, byte for byte what pcap-file
+    /// writes for the frames etherparse builds (the IPv4 UDP checksum left out, 0); each
+    /// record's frame, datagram and note are found again.
+    #[tokio::test]
+    async fn a_half_holds_the_pcap_records_pcap_file_would_write() {
+        use crate::capture::packet::ethernet_udp;
+        use pcap_file::pcap::{PcapPacket, PcapWriter};
+        use std::time::Duration;
+
+        let at = |micros: u64| {
+            SystemTime::UNIX_EPOCH + Duration::from_micros(1_763_900_000_000_000 + micros)
+        };
+        let datagrams: [(&[u8], u64, &str, &str); 5] = [
+            (b"D3hola\n", 1, "127.0.0.1:40000", "127.0.0.1:3328"),
+            (b"C1", 2, "127.0.0.1:3328", "127.0.0.1:40000"),
+            (&[0xA5; 1500], 999_999, "127.0.0.1:40000", "127.0.0.1:3328"),
+            (b"", 1_000_000, "[::1]:40000", "[::1]:3328"),
+            (b"X1", 1_000_001, "127.0.0.1:40000", "[::1]:3328"),
+        ];
+        let (ring, spare) = TapRing::new(8, 1 << 16);
+        for (i, (datagram, micros, src, dst)) in datagrams.iter().enumerate() {
+            ring.put(TapFrame {
+                time: at(*micros),
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                datagram,
+                note: (i == 1).then(|| "dropped by the emulator".to_string()),
+                on_wire: i != 1,
+            })
+            .await;
+        }
+        let half = ring.take(spare);
+        assert_eq!(half.len(), datagrams.len());
+        let mut reference = Vec::new();
+        for (i, (datagram, micros, src, dst)) in datagrams.iter().enumerate() {
+            let mut frame =
+                ethernet_udp(src.parse().unwrap(), dst.parse().unwrap(), datagram).unwrap();
+            if frame[12..14] == [0x08, 0x00] {
+                frame[14 + 20 + 6..14 + 20 + 8].fill(0);
+            }
+            assert_eq!(half.frame(i), &frame[..], "record {i}");
+            assert_eq!(half.datagram(i), *datagram);
+            assert_eq!(half.note(i), (i == 1).then_some("dropped by the emulator"));
+            assert_eq!(half.records[i].on_wire, i != 1);
+            assert!(half.records[i].pcap_ok);
+            let mut writer = PcapWriter::with_header(
+                Vec::new(),
+                pcap_file::pcap::PcapHeader {
+                    endianness: pcap_file::Endianness::native(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let since = at(*micros).duration_since(SystemTime::UNIX_EPOCH).unwrap();
+            writer
+                .write_packet(&PcapPacket::new(since, frame.len() as u32, &frame))
+                .unwrap();
+            let file = writer.into_writer();
+            reference.extend_from_slice(&file[24..]); // the record, without the file header
+        }
+        assert_eq!(half.bytes, reference, "back to back, ready to write");
+        assert_eq!(half.record_range(4).end, half.bytes.len());
+    }
+
+    #[test]
+    fn a_record_header_is_small() {
+        assert!(std::mem::size_of::<RecordHeader>() <= 32);
+    }
+
     #[tokio::test]
     async fn records_keep_their_bytes_and_order_across_swaps() {
-        let (ring, mut spare) = TapRing::new(4, 64);
+        let (ring, mut spare) = TapRing::new(4, 1024);
         ring.put(frame(b"C0")).await;
         ring.put(frame(b"D0hola")).await;
         let full = ring.take(std::mem::take(&mut spare));

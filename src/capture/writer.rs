@@ -4,14 +4,17 @@
 //!   full, and counts how often they did.
 //! - It writes in time order: records from the two proxies and the TCP reader are held for a
 //!   moment ([`super::order`]) and written oldest first, so a reply never precedes its request.
-//! - It keeps the file readable at all times: records are encoded in memory and handed to the
-//!   file in whole-record batches, every time the channel is momentarily empty, so a reader,
-//!   a Ctrl-C or a crash finds a file that ends on a record boundary.
+//! - It keeps the file readable at all times: records are handed to the file in
+//!   whole-record batches, so a reader, a Ctrl-C or a crash finds a file that ends on a
+//!   record boundary.
 //! - It wakes once per batch, not once per frame: it lets frames gather for [`GATHER`]
 //!   (10 ms) and takes a whole half of the ring at once, so during traffic a tap's work is a
 //!   copy into the ring and nothing more.
-//! - The costly part, the UDP checksum over each datagram, is done here, off the tunnel's
-//!   path, as is the time ordering.
+//! - It does no work per byte: the taps put finished classic pcap records in the ring
+//!   ([`super::ring`]), and this thread only puts them in time order and writes runs of
+//!   them with one `writev` from where they lie (pcapng and TCP segments are encoded here).
+//!   The file is preallocated in large chunks ([`PREALLOCATE`]), so the file system does
+//!   not allocate it block by block as it is written.
 //! - It gives up loudly: on a write error it says so on stderr and as an error `Log` event,
 //!   marks its [`CaptureStatus`] failed and closes the ring, so the tunnel never waits on
 //!   a capture that is no longer written.
@@ -21,7 +24,8 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
+use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,8 +36,8 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::file::{create_in_dir, create_named};
-use super::format::{CaptureFormat, Encoder};
+use super::file::{create_in_dir, create_named, preallocate, release_preallocated};
+use super::format::{CaptureFormat, Encoder, LinkBytes};
 use super::order::TimeOrder;
 use super::ring::{TapBatch, TapRing};
 use super::tcp::{Segment, TcpCapture, TcpReader};
@@ -55,9 +59,24 @@ const RECV_BATCH: usize = 256;
 /// writer at once), and the file lags the link by 10 ms at most.
 const GATHER: Duration = Duration::from_millis(10);
 
-/// Datagram bytes a half of the ring holds per record of the plan's queue: a full-size
-/// classic frame, with room to spare.
-const BYTES_PER_RECORD: usize = 1536;
+/// Bytes a half of the ring holds per record of the plan's queue: a full-size classic
+/// frame as a pcap record (with its headers), with room to spare.
+const BYTES_PER_RECORD: usize = 1600;
+
+/// A run of records in the ring shorter than this is copied into the writer's buffer
+/// rather than given to `writev` as a piece of its own: the kernel's copy of many small
+/// pieces into the page cache costs more than one copy here (BENCHMARKS.md). Runs break
+/// where records from the two proxies are put in the ring out of time order.
+const MIN_RUN: usize = 4096;
+
+/// Pieces one `writev` takes at most (well under the kernel's `IOV_MAX`, 1024).
+const MAX_PIECES: usize = 256;
+
+/// The file is extended on disk this much at a time, ahead of what is written
+/// (`fallocate` with `FALLOC_FL_KEEP_SIZE`: the file's size stays that of its records), so
+/// that ext4 allocates a few large extents instead of doing its delayed allocation for
+/// every 4 KiB block the writer fills. What is left over is given back when the writer ends.
+const PREALLOCATE: u64 = 16 * 1024 * 1024;
 
 /// Spent halves of the ring the writer keeps for reuse (more are freed). The time order
 /// stage keeps a half until its last record is written, up to [`super::ORDER_HOLD`] (500
@@ -241,11 +260,12 @@ impl CaptureWriter {
             CaptureTarget::Dir(dir) => create_in_dir(dir, SystemTime::now(), plan.format)?,
             CaptureTarget::File(path) => (path.clone(), create_named(path)?),
         };
-        let mut sink = FileSink { file, committed: 0 };
+        let mut sink = FileSink::new(file);
         let header =
             Encoder::new(plan.format, &plan.description, plan.tcp).and_then(|mut encoder| {
                 let header = encoder.take();
-                sink.commit(&header).map(|()| (encoder, header.len()))
+                sink.commit(&mut [IoSlice::new(&header)])
+                    .map(|()| (encoder, header.len()))
             });
         let (encoder, header_len) = match header {
             Ok(ok) => ok,
@@ -283,6 +303,8 @@ impl CaptureWriter {
             order: TimeOrder::default(),
             stop: stop.clone(),
             encoder,
+            pieces: Vec::with_capacity(MAX_PIECES),
+            pending_bytes: 0,
             sink,
             status: status.clone(),
             events,
@@ -389,23 +411,88 @@ impl Drop for CaptureWriter {
 struct FileSink {
     file: File,
     committed: u64,
+    /// How far the file is allocated on disk ([`PREALLOCATE`]); `None` once preallocation
+    /// failed (a file system without it, a pipe): then the file grows as it is written.
+    allocated: Option<u64>,
 }
 
 impl FileSink {
+    fn new(file: File) -> FileSink {
+        FileSink {
+            file,
+            committed: 0,
+            allocated: Some(0),
+        }
+    }
+
     /// Writes whole records in one go. If the write fails half way, the partial tail is cut
     /// off again, so the file still ends on a record boundary.
-    fn commit(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if bytes.is_empty() {
+    fn commit(&mut self, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+        let total: usize = slices.iter().map(|slice| slice.len()).sum();
+        if total == 0 {
             return Ok(());
         }
-        if let Err(e) = self.file.write_all(bytes) {
-            // Best effort: a pipe or device has no length to set.
-            let _ = self.file.set_len(self.committed);
-            return Err(e);
+        self.preallocate(self.committed + total as u64);
+        let mut left = total;
+        while left > 0 {
+            match self.file.write_vectored(slices) {
+                Ok(0) => {
+                    let _ = self.file.set_len(self.committed);
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                Ok(n) => {
+                    left -= n;
+                    IoSlice::advance_slices(&mut slices, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Best effort: a pipe or device has no length to set.
+                    let _ = self.file.set_len(self.committed);
+                    return Err(e);
+                }
+            }
         }
-        self.committed += bytes.len() as u64;
+        self.committed += total as u64;
         Ok(())
     }
+
+    /// Makes sure the file is allocated on disk up to `end`, [`PREALLOCATE`] at a time.
+    fn preallocate(&mut self, end: u64) {
+        let Some(allocated) = self.allocated else {
+            return;
+        };
+        if end <= allocated {
+            return;
+        }
+        let to = end.next_multiple_of(PREALLOCATE);
+        // Not supported, or the disk is full: the writes themselves will say so, if it
+        // matters.
+        self.allocated = preallocate(&self.file, allocated, to - allocated)
+            .is_ok()
+            .then_some(to);
+    }
+}
+
+impl Drop for FileSink {
+    /// Gives back the preallocated space past the last record.
+    fn drop(&mut self) {
+        let Some(allocated) = self.allocated else {
+            return;
+        };
+        if allocated <= self.committed {
+            return;
+        }
+        let _ = release_preallocated(&self.file, self.committed);
+    }
+}
+
+/// A piece of the file's next write, in file order.
+#[derive(Debug)]
+enum Piece {
+    /// Records as they lie in held batch number `batch`.
+    Ring { batch: u64, range: Range<usize> },
+    /// Bytes in the encoder's pending buffer.
+    Encoded(Range<usize>),
 }
 
 /// What the writer thread owns.
@@ -427,6 +514,10 @@ struct Thread {
     order: TimeOrder<Record>,
     stop: CancellationToken,
     encoder: Encoder,
+    /// What the next write holds, in file order.
+    pieces: Vec<Piece>,
+    /// Bytes in `pieces`.
+    pending_bytes: usize,
     sink: FileSink,
     status: Arc<CaptureStatus>,
     events: EventSink,
@@ -583,17 +674,30 @@ impl Thread {
                 Record::Link { batch, index, .. } => {
                     let held = &mut self.held[(batch - self.first_batch) as usize];
                     held.unwritten -= 1;
-                    let header = &held.batch.records[index];
-                    let datagram = held.batch.datagram(index);
-                    counts.0 += u64::from(self.encoder.encode_link(header, datagram)?);
+                    let before = self.encoder.pending();
+                    match self.encoder.encode_link(&held.batch, index)? {
+                        LinkBytes::Skipped => {}
+                        LinkBytes::InRing => {
+                            let range = held.batch.record_range(index);
+                            self.push_ring(batch, range);
+                            counts.0 += 1;
+                        }
+                        LinkBytes::Encoded => {
+                            self.push_encoded(before);
+                            counts.0 += 1;
+                        }
+                    }
                 }
                 Record::Segment(segment) => {
+                    self.close_run();
+                    let before = self.encoder.pending();
                     self.encoder.encode_segment(&segment)?;
+                    self.push_encoded(before);
                     counts.0 += 1;
                     counts.1 += 1;
                 }
             }
-            if self.encoder.pending() >= BATCH_BYTES {
+            if self.pending_bytes >= BATCH_BYTES || self.pieces.len() >= MAX_PIECES {
                 self.commit(counts)?;
                 counts = (0, 0);
             }
@@ -613,12 +717,80 @@ impl Thread {
         Ok(())
     }
 
+    /// Adds a record that lies in the ring at `range` of held batch `batch`: it extends the
+    /// last piece if it follows it there, or starts a new run.
+    fn push_ring(&mut self, batch: u64, range: Range<usize>) {
+        self.pending_bytes += range.len();
+        if let Some(Piece::Ring {
+            batch: last_batch,
+            range: last,
+        }) = self.pieces.last_mut()
+            && *last_batch == batch
+            && last.end == range.start
+        {
+            last.end = range.end;
+            return;
+        }
+        self.close_run();
+        self.pieces.push(Piece::Ring { batch, range });
+    }
+
+    /// Adds what the encoder encoded since it held `before` bytes. The encoder's bytes must
+    /// follow the pieces in file order, so [`Self::close_run`] came first.
+    fn push_encoded(&mut self, before: usize) {
+        let range = before..self.encoder.pending();
+        self.pending_bytes += range.len();
+        if let Some(Piece::Encoded(last)) = self.pieces.last_mut()
+            && last.end == range.start
+        {
+            last.end = range.end;
+            return;
+        }
+        if !range.is_empty() {
+            self.pieces.push(Piece::Encoded(range));
+        }
+    }
+
+    /// Ends the run of ring records at the end of the pieces: a short one is copied into
+    /// the encoder's buffer ([`MIN_RUN`]), which then holds the following encoded bytes.
+    fn close_run(&mut self) {
+        let Some(Piece::Ring { batch, range }) = self.pieces.last() else {
+            return;
+        };
+        if range.len() >= MIN_RUN {
+            return;
+        }
+        let (batch, range) = (*batch, range.clone());
+        self.pieces.pop();
+        self.pending_bytes -= range.len();
+        let bytes = &self.held[(batch - self.first_batch) as usize].batch.bytes[range];
+        let before = self.encoder.pending();
+        self.encoder.append_encoded(bytes);
+        self.push_encoded(before);
+    }
+
+    /// Hands the pieces to the file in one vectored write.
     fn commit(&mut self, counts: (u64, u64)) -> io::Result<()> {
-        if self.encoder.pending() == 0 {
+        if self.pieces.is_empty() {
             return Ok(());
         }
-        let sink = &mut self.sink;
-        let bytes = self.encoder.drain_into(|bytes| sink.commit(bytes))?;
+        let (pieces, held, first_batch, sink) =
+            (&self.pieces, &self.held, self.first_batch, &mut self.sink);
+        let bytes = self.encoder.drain_into(|encoded| {
+            let mut slices: Vec<IoSlice<'_>> = pieces
+                .iter()
+                .map(|piece| match piece {
+                    Piece::Ring { batch, range } => IoSlice::new(
+                        &held[(batch - first_batch) as usize].batch.bytes[range.clone()],
+                    ),
+                    Piece::Encoded(range) => IoSlice::new(&encoded[range.clone()]),
+                })
+                .collect();
+            sink.commit(&mut slices)?;
+            Ok(self.pending_bytes)
+        })?;
+        self.pieces.clear();
+        self.pending_bytes = 0;
         self.status.wrote(counts, bytes);
         Ok(())
     }
