@@ -543,3 +543,66 @@ fn follow_stream(file: &Path, stream: u32) -> (Vec<u8>, Vec<u8>) {
     }
     (from_proxy1, from_proxy2)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(has_tshark), ignore = "needs tshark (apt install tshark)")]
+async fn tshark_finds_the_udp_checksum_present_and_right_over_ipv6() {
+    if !have_tshark("tshark_finds_the_udp_checksum_present_and_right_over_ipv6") {
+        return;
+    }
+    // Over IPv4 the capture leaves the UDP checksum out (RFC 768 allows it); over IPv6 it
+    // is mandatory, so the writer computes it: tshark must recompute it and agree, for
+    // payloads of every parity and the frames of a whole conversation.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v6.pcap");
+    let plan = CapturePlan::new(
+        CaptureTarget::File(path.clone()),
+        CaptureFormat::Pcap,
+        "ipv6 test",
+        Role::Proxy1,
+    );
+    let capture = CaptureWriter::start(plan, EventSink::disabled()).unwrap();
+    let tap = capture.tap();
+    let proxy1: SocketAddr = "[::1]:40000".parse().unwrap();
+    let proxy2: SocketAddr = format!("[::1]:{DEFAULT_PROXY2_PORT}").parse().unwrap();
+    let mut frames: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = vec![
+        (proxy1, proxy2, b"C1".to_vec()),
+        (proxy2, proxy1, b"C1OK".to_vec()),
+    ];
+    for len in [1usize, 2, 7, 64, 255, 1000, 1497] {
+        let mut data = b"D1".to_vec();
+        data.extend((0..len).map(|i| u8::try_from(i % 251).unwrap()));
+        frames.push((proxy1, proxy2, data.clone()));
+        frames.push((proxy2, proxy1, data));
+    }
+    frames.push((proxy1, proxy2, b"X1".to_vec()));
+    for (src, dst, datagram) in &frames {
+        tap.record(TapRecord {
+            time: SystemTime::now(),
+            src: *src,
+            dst: *dst,
+            datagram: datagram.clone(),
+            note: None,
+            on_wire: true,
+        })
+        .await;
+    }
+    let summary = capture.finish().await;
+    assert_eq!(summary.error, None);
+    let rows = tshark_fields(&path, None, &["ipv6.src", "ipv6.dst", "udp.length"]);
+    assert_eq!(rows.len(), frames.len(), "tshark sees every packet");
+    for (n, (row, (src, dst, datagram))) in rows.iter().zip(&frames).enumerate() {
+        let at = format!("packet {}", n + 1);
+        assert_eq!(row.extra(0), src.ip().to_string(), "{at}");
+        assert_eq!(row.extra(1), dst.ip().to_string(), "{at}");
+        assert_eq!(row.extra(2), (datagram.len() + 8).to_string(), "{at}");
+        // 1 is "Good": present, recomputed by tshark and equal.
+        assert_eq!(row.get("udp.checksum.status"), "1", "{at}: UDP checksum");
+        assert!(
+            row.worst_severity() < PI_WARN,
+            "{at}: tshark warns: {}",
+            row.get("_ws.expert.message")
+        );
+        assert_eq!(row.get("tunlab.id"), "1", "{at}: the dissector decodes it");
+    }
+}
