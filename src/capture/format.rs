@@ -27,7 +27,7 @@ use super::Segment;
 use super::ring::TapBatch;
 
 /// Largest packet a capture file declares it may hold. Link datagrams are far smaller.
-pub(crate) const SNAPLEN: u32 = 65535;
+const SNAPLEN: u32 = 65535;
 
 /// pcap-file 2.0 writes pcapng packet timestamps in nanoseconds, so the interface must say
 /// so (`if_tsresol` = 10^-9); without it Wireshark would read every time 1000 times too late.
@@ -193,16 +193,10 @@ impl Encoder {
         let timestamp = since_epoch(segment.time);
         match &mut self.writer {
             Writer::Pcap => {
-                let seconds = u32::try_from(timestamp.as_secs())
-                    .map_err(|_| invalid("PcapPacket: timestamp_secs > u32::MAX"))?;
-                let len = u32::try_from(segment.frame.len())
-                    .ok()
-                    .filter(|len| *len <= SNAPLEN)
-                    .ok_or_else(|| invalid("PcapPacket: incl_len > snap_len"))?;
+                let header =
+                    pcap_record_header(segment.time, segment.frame.len()).map_err(invalid)?;
                 let mut buffer = self.buffer.0.lock().unwrap();
-                for value in [seconds, timestamp.subsec_micros(), len, len] {
-                    buffer.extend_from_slice(&value.to_ne_bytes());
-                }
+                buffer.extend_from_slice(&header);
                 buffer.extend_from_slice(&segment.frame);
             }
             Writer::PcapNg(writer) => {
@@ -233,10 +227,10 @@ impl Encoder {
         }
         match &mut self.writer {
             Writer::Pcap if !record.on_wire => Ok(LinkBytes::Skipped),
-            Writer::Pcap if !record.pcap_ok => Err(invalid(
-                "PcapPacket: incl_len > snap_len, or timestamp_secs > u32::MAX",
-            )),
-            Writer::Pcap => Ok(LinkBytes::InRing),
+            // The tap wrote the record's header; it could only if this holds.
+            Writer::Pcap => pcap_record_header(record.time, record.frame_len as usize)
+                .map(|_| LinkBytes::InRing)
+                .map_err(invalid),
             Writer::PcapNg(writer) => {
                 let data = batch.frame(index);
                 let options = match batch.note(index) {
@@ -290,6 +284,32 @@ impl Encoder {
 }
 
 /// A clock before 1970 (a badly set machine) is written as the epoch rather than failing.
+/// A classic pcap record header for a frame of `len` bytes at `time`, exactly as
+/// pcap-file's `PcapWriter::write_packet` writes it (microseconds; this machine's byte order,
+/// as the file header declares; captured and original length the same: the whole frame is
+/// kept), or why the format cannot hold the frame.
+pub(crate) fn pcap_record_header(
+    time: SystemTime,
+    len: usize,
+) -> Result<[u8; PCAP_RECORD_HEADER], &'static str> {
+    let timestamp = since_epoch(time);
+    let seconds =
+        u32::try_from(timestamp.as_secs()).map_err(|_| "PcapPacket: timestamp_secs > u32::MAX")?;
+    let len = u32::try_from(len)
+        .ok()
+        .filter(|len| *len <= SNAPLEN)
+        .ok_or("PcapPacket: incl_len > snap_len")?;
+    let mut header = [0; PCAP_RECORD_HEADER];
+    for (field, value) in
+        header
+            .chunks_exact_mut(4)
+            .zip([seconds, timestamp.subsec_micros(), len, len])
+    {
+        field.copy_from_slice(&value.to_ne_bytes());
+    }
+    Ok(header)
+}
+
 fn since_epoch(time: SystemTime) -> Duration {
     time.duration_since(UNIX_EPOCH).unwrap_or_default()
 }
@@ -302,5 +322,44 @@ fn to_io(e: pcap_file::PcapError) -> io::Error {
     match e {
         pcap_file::PcapError::IoError(e) => e,
         other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+
+    /// The record header is pcap-file's, byte for byte; a frame the format cannot hold is
+    /// refused with the reason.
+    #[test]
+    fn a_record_header_is_pcap_files_or_says_why_not() {
+        let time = UNIX_EPOCH + Duration::from_micros(1_763_900_000_123_456);
+        let frame = [0x5a; 60];
+        let mut writer = PcapWriter::with_header(
+            Vec::new(),
+            PcapHeader {
+                endianness: Endianness::native(),
+                ..PcapHeader::default()
+            },
+        )
+        .unwrap();
+        writer
+            .write_packet(&PcapPacket::new(since_epoch(time), 60, &frame))
+            .unwrap();
+        let file = writer.into_writer();
+        let header = pcap_record_header(time, frame.len()).unwrap();
+        assert_eq!(&file[24..24 + PCAP_RECORD_HEADER], &header[..]);
+
+        let too_late = UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) + 1);
+        assert_eq!(
+            pcap_record_header(too_late, 60),
+            Err("PcapPacket: timestamp_secs > u32::MAX")
+        );
+        assert_eq!(
+            pcap_record_header(time, SNAPLEN as usize + 1),
+            Err("PcapPacket: incl_len > snap_len")
+        );
+        assert!(pcap_record_header(time, SNAPLEN as usize).is_ok());
     }
 }

@@ -236,6 +236,17 @@ fn too_long(payload: &[u8]) -> io::Error {
     )
 }
 
+/// What the capture writes for `payload` (tests' reference): etherparse's frame, with the
+/// UDP checksum left out (zero) over IPv4.
+#[cfg(test)]
+pub(crate) fn capture_frame(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut frame = ethernet_udp(src, dst, payload).unwrap();
+    if frame[12..14] == [0x08, 0x00] {
+        frame[ETHERNET_LEN + IPV4_LEN + 6..ETHERNET_LEN + IPV4_LEN + 8].fill(0);
+    }
+    frame
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,16 +341,6 @@ mod tests {
         );
     }
 
-    /// What the builder writes for `payload`: etherparse's frame, with the UDP checksum
-    /// left out (zero) over IPv4.
-    fn expected_frame(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
-        let mut frame = ethernet_udp(src, dst, payload).unwrap();
-        if frame[12..14] == [0x08, 0x00] {
-            frame[14 + 20 + 6..14 + 20 + 8].fill(0);
-        }
-        frame
-    }
-
     #[test]
     fn the_cached_builder_writes_exactly_what_etherparse_builds() {
         let flows: [(&str, &str); 4] = [
@@ -357,7 +358,7 @@ mod tests {
                 let payload: Vec<u8> = (0..len).map(|b| (b * 7 + i * 31 + len) as u8).collect();
                 out.truncate(1);
                 let n = builder.append(src, dst, &payload, &mut out).unwrap();
-                let expected = expected_frame(src, dst, &payload);
+                let expected = capture_frame(src, dst, &payload);
                 assert_eq!(n, expected.len());
                 assert_eq!(&out[1..], &expected[..], "len {len}, {src} -> {dst}");
             }

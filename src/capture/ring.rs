@@ -29,7 +29,7 @@ use std::time::SystemTime;
 
 use tokio::sync::Notify;
 
-use super::format::{PCAP_RECORD_HEADER, SNAPLEN};
+use super::format::{PCAP_RECORD_HEADER, pcap_record_header};
 use super::packet::FrameBuilder;
 
 /// One tapped datagram, borrowed: what a link socket hands to [`super::CaptureTap::frame`].
@@ -70,9 +70,6 @@ pub(crate) struct RecordHeader {
     pub headers: u8,
     /// False for a frame the link emulator dropped before it was sent.
     pub on_wire: bool,
-    /// The record's pcap header is valid: its frame fits the file's snap length and its
-    /// time the header's 32-bit seconds. (When not, the writer of a classic pcap fails.)
-    pub pcap_ok: bool,
     /// It has a note in [`TapBatch::note`].
     pub noted: bool,
 }
@@ -99,10 +96,6 @@ impl TapBatch {
     /// Appends `frame` as a finished pcap record (see [`RecordHeader`]).
     fn push(&mut self, frames: &mut FrameBuilder, frame: &TapFrame<'_>, note: Option<String>) {
         let start = self.bytes.len();
-        let since_epoch = frame
-            .time
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
         // The record header's place; its fields are known once the frame is built.
         self.bytes.extend_from_slice(&[0; PCAP_RECORD_HEADER]);
         let headers = frames
@@ -110,20 +103,10 @@ impl TapBatch {
             .map_or(0, |frame_len| frame_len - frame.datagram.len());
         self.bytes.extend_from_slice(frame.datagram);
         let frame_len = self.bytes.len() - start - PCAP_RECORD_HEADER;
-        let seconds = u32::try_from(since_epoch.as_secs());
-        let len = u32::try_from(frame_len).unwrap_or(u32::MAX);
-        let pcap_ok = headers > 0 && seconds.is_ok() && len <= SNAPLEN;
-        // Captured and original length are the same: the whole frame is kept. This
-        // machine's byte order, as the file header declares.
-        let fields = [
-            seconds.unwrap_or(u32::MAX),
-            since_epoch.subsec_micros(),
-            len,
-            len,
-        ];
-        let header = &mut self.bytes[start..start + PCAP_RECORD_HEADER];
-        for (field, value) in header.chunks_exact_mut(4).zip(fields) {
-            field.copy_from_slice(&value.to_ne_bytes());
+        // A frame the format cannot hold keeps a zero header: the writer of a classic pcap
+        // refuses it, with the reason, when it gets there.
+        if let Ok(header) = pcap_record_header(frame.time, frame_len) {
+            self.bytes[start..start + PCAP_RECORD_HEADER].copy_from_slice(&header);
         }
         let noted = note.is_some();
         if let Some(note) = note {
@@ -132,10 +115,9 @@ impl TapBatch {
         self.records.push(RecordHeader {
             time: frame.time,
             start: u32::try_from(start).expect("a half of the ring holds less than 4 GiB"),
-            frame_len: len,
+            frame_len: u32::try_from(frame_len).unwrap_or(u32::MAX),
             headers: u8::try_from(headers).expect("at most 62 bytes of headers"),
             on_wire: frame.on_wire,
-            pcap_ok,
             noted,
         });
     }
@@ -364,7 +346,7 @@ mod tests {
     /// record's frame, datagram and note are found again.
     #[tokio::test]
     async fn a_half_holds_the_pcap_records_pcap_file_would_write() {
-        use crate::capture::packet::ethernet_udp;
+        use crate::capture::packet::capture_frame;
         use pcap_file::pcap::{PcapPacket, PcapWriter};
         use std::time::Duration;
 
@@ -394,16 +376,11 @@ mod tests {
         assert_eq!(half.len(), datagrams.len());
         let mut reference = Vec::new();
         for (i, (datagram, micros, src, dst)) in datagrams.iter().enumerate() {
-            let mut frame =
-                ethernet_udp(src.parse().unwrap(), dst.parse().unwrap(), datagram).unwrap();
-            if frame[12..14] == [0x08, 0x00] {
-                frame[14 + 20 + 6..14 + 20 + 8].fill(0);
-            }
+            let frame = capture_frame(src.parse().unwrap(), dst.parse().unwrap(), datagram);
             assert_eq!(half.frame(i), &frame[..], "record {i}");
             assert_eq!(half.datagram(i), *datagram);
             assert_eq!(half.note(i), (i == 1).then_some("dropped by the emulator"));
             assert_eq!(half.records[i].on_wire, i != 1);
-            assert!(half.records[i].pcap_ok);
             let mut writer = PcapWriter::with_header(
                 Vec::new(),
                 pcap_file::pcap::PcapHeader {
