@@ -136,8 +136,11 @@ pub(crate) async fn pump(
     // lets the transport close.
     let mut aborted_at: Option<Instant> = None;
     let mut report = Report::new(&side);
+    // Reused from pass to pass: the frames one pass sends, the chunks one write takes.
+    let mut frames = Vec::new();
+    let mut chunks = Vec::with_capacity(WRITE_CHUNKS);
     let end = loop {
-        let (frames, timeout, room, peer_finished, done, gave_up, unread) = {
+        let (timeout, room, peer_finished, done, gave_up, unread) = {
             let mut t = conn.transport.lock().unwrap();
             if !first.is_empty() {
                 let taken = t.write(first);
@@ -147,7 +150,7 @@ pub(crate) async fn pump(
                 t.finish();
             }
             let now = Instant::now();
-            let mut frames = Vec::new();
+            frames.clear();
             while let Some(out) = t.poll_transmit(now) {
                 frames.push(out);
             }
@@ -163,7 +166,6 @@ pub(crate) async fn pump(
             // What is delivered and not yet written stays in the transport (it counts it).
             tally.set_buffered(t.buffered_bytes());
             (
-                frames,
                 t.poll_timeout(),
                 t.send_room(),
                 t.peer_finished(),
@@ -180,7 +182,7 @@ pub(crate) async fn pump(
         let mut wrote_now = false;
         let mut unread = unread;
         if aborted_at.is_none() && unread > 0 {
-            match write_delivered(conn, &to_tcp) {
+            match write_delivered(conn, &to_tcp, &mut chunks) {
                 Ok((written, left)) => {
                     if written > 0 {
                         side.activity.touch();
@@ -216,7 +218,7 @@ pub(crate) async fn pump(
             continue;
         }
         transport_timer.set(timeout.map(tokio::time::Instant::from_std));
-        report_timer.set(report.due().filter(|_| report.owed()));
+        report_timer.set(report.due());
         let can_read = aborted_at.is_none() && !read_closed && first.is_empty() && room > 0;
         let writing = aborted_at.is_none() && unread > 0;
         tokio::select! {
@@ -271,27 +273,27 @@ const WRITE_CHUNKS: usize = 64;
 fn write_delivered(
     conn: &ReliableConn,
     to_tcp: &tokio::net::tcp::OwnedWriteHalf,
+    chunks: &mut Vec<Bytes>,
 ) -> std::io::Result<(usize, usize)> {
-    let mut chunks: Vec<Bytes> = Vec::new();
     let mut written = 0;
-    loop {
+    let outcome = loop {
         chunks.clear();
         let unread = {
             let mut t = conn.transport.lock().unwrap();
-            t.peek_delivered(WRITE_CHUNKS, &mut chunks);
+            t.peek_delivered(WRITE_CHUNKS, chunks);
             t.unread_bytes()
         };
         if chunks.is_empty() {
-            return Ok((written, 0));
+            break Ok((written, 0));
         }
-        // On the stack: no allocation per write beyond `chunks`, reused across the loop.
+        // On the stack: no allocation per write (`chunks` is the pump's, reused).
         let mut slices = [std::io::IoSlice::new(&[]); WRITE_CHUNKS];
-        for (slice, chunk) in slices.iter_mut().zip(&chunks) {
+        for (slice, chunk) in slices.iter_mut().zip(chunks.iter()) {
             *slice = std::io::IoSlice::new(chunk);
         }
         let offered: usize = chunks.iter().map(Bytes::len).sum();
         match to_tcp.try_write_vectored(&slices[..chunks.len()]) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 written += n;
                 let left = {
@@ -301,13 +303,17 @@ fn write_delivered(
                 };
                 // A short write: the socket is full.
                 if n < offered || left == 0 {
-                    return Ok((written, left));
+                    break Ok((written, left));
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok((written, unread)),
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok((written, unread)),
+            Err(e) => break Err(e),
         }
-    }
+    };
+    // The clones go now: kept until the next write, they would hold the written frames'
+    // memory (and a waiting connection's) for nothing.
+    chunks.clear();
+    outcome
 }
 
 thread_local! {
@@ -410,12 +416,7 @@ impl Report {
         }
     }
 
-    /// Whether counters wait to be published.
-    fn owed(&self) -> bool {
-        self.latest.is_some()
-    }
-
-    /// When the next publication may go.
+    /// When the next publication may go; `None` when no counters wait to be published.
     fn due(&self) -> Option<tokio::time::Instant> {
         self.latest?;
         Some(match self.published {
