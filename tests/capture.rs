@@ -548,13 +548,7 @@ async fn records_put_out_of_time_order_reach_the_file_whole_and_sorted() {
     for format in [CaptureFormat::Pcap, CaptureFormat::Pcapng] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("order.{}", format.extension()));
-        let plan = CapturePlan::new(
-            CaptureTarget::File(path.clone()),
-            format,
-            "order test",
-            Role::Proxy1,
-        );
-        let capture = CaptureWriter::start(plan, EventSink::disabled()).unwrap();
+        let capture = file_capture(&path, format, "order test", Role::Proxy1);
         let tap = capture.tap();
         for n in 0..RECORDS {
             tap.record(TapRecord {

@@ -11,9 +11,8 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use capture_support::*;
-use tunlab::capture::{CaptureFormat, CapturePlan, CaptureTarget, CaptureWriter, TapRecord};
+use tunlab::capture::{CaptureFormat, TapRecord};
 use tunlab::describe::frame_label;
-use tunlab::event::EventSink;
 use tunlab::lab::DEFAULT_PROXY2_PORT;
 use tunlab::topology::Role;
 use tunlab::wire::FrameKind;
@@ -260,13 +259,7 @@ async fn dissector_claims_port_3328_and_flags_malformed_datagrams() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("default-port.pcap");
-    let plan = CapturePlan::new(
-        CaptureTarget::File(path.clone()),
-        CaptureFormat::Pcap,
-        "dissector test",
-        Role::Proxy2,
-    );
-    let capture = CaptureWriter::start(plan, EventSink::disabled()).unwrap();
+    let capture = file_capture(&path, CaptureFormat::Pcap, "dissector test", Role::Proxy2);
     // A port in traceroute's range: Wireshark adds a "Possible traceroute" chat remark, which
     // must not count as a problem (ephemeral ports land there now and then).
     let proxy1: SocketAddr = "127.0.0.1:33440".parse().unwrap();
@@ -363,13 +356,7 @@ async fn dissector_finds_a_tunnel_on_any_port_by_its_opening_frame_only() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("any-port.pcap");
-    let plan = CapturePlan::new(
-        CaptureTarget::File(path.clone()),
-        CaptureFormat::Pcap,
-        "heuristic test",
-        Role::Proxy1,
-    );
-    let capture = CaptureWriter::start(plan, EventSink::disabled()).unwrap();
+    let capture = file_capture(&path, CaptureFormat::Pcap, "heuristic test", Role::Proxy1);
     let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let (tunnel_a, tunnel_b) = (addr(50000), addr(50001));
     let (other_a, other_b) = (addr(50010), addr(50011));
@@ -436,13 +423,7 @@ async fn a_frame_that_was_not_sent_is_named_and_marked() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("not-sent.pcapng");
-    let plan = CapturePlan::new(
-        CaptureTarget::File(path.clone()),
-        CaptureFormat::Pcapng,
-        "not-sent test",
-        Role::Proxy1,
-    );
-    let capture = CaptureWriter::start(plan, EventSink::disabled()).unwrap();
+    let capture = file_capture(&path, CaptureFormat::Pcapng, "not-sent test", Role::Proxy1);
     let proxy1: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let proxy2: SocketAddr = ([127, 0, 0, 1], DEFAULT_PROXY2_PORT).into();
     let note = "link emulator: dropped (loss); not sent";
@@ -555,13 +536,7 @@ async fn tshark_finds_the_udp_checksum_present_and_right_over_ipv6() {
     // payloads of every parity and the frames of a whole conversation.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v6.pcap");
-    let plan = CapturePlan::new(
-        CaptureTarget::File(path.clone()),
-        CaptureFormat::Pcap,
-        "ipv6 test",
-        Role::Proxy1,
-    );
-    let capture = CaptureWriter::start(plan, EventSink::disabled()).unwrap();
+    let capture = file_capture(&path, CaptureFormat::Pcap, "ipv6 test", Role::Proxy1);
     let tap = capture.tap();
     let proxy1: SocketAddr = "[::1]:40000".parse().unwrap();
     let proxy2: SocketAddr = format!("[::1]:{DEFAULT_PROXY2_PORT}").parse().unwrap();

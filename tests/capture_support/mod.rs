@@ -292,6 +292,22 @@ pub fn read_pcapng(path: &Path) -> PcapNgFile {
     out
 }
 
+/// A capture into the file at `path`, with no event stream: what a test taps by hand.
+pub fn file_capture(
+    path: &Path,
+    format: CaptureFormat,
+    description: &str,
+    role: Role,
+) -> CaptureWriter {
+    let plan = CapturePlan::new(
+        CaptureTarget::File(path.to_path_buf()),
+        format,
+        description,
+        role,
+    );
+    CaptureWriter::start(plan, EventSink::disabled()).unwrap()
+}
+
 /// A capture writer on a file of `format` in `dir`, as the lab starts it.
 pub fn lab_writer(dir: &Path, format: CaptureFormat, events: &EventSink) -> CaptureWriter {
     let plan = CapturePlan::new(
