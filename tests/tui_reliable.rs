@@ -571,3 +571,29 @@ fn stop_and_wait_frames_are_numbered_as_they_are_sent() {
         ]
     );
 }
+
+#[test]
+fn a_keepalive_probe_is_not_graphed_as_data() {
+    // An empty D re-uses the seq before the window: from a connection that has sent nothing
+    // that lies before its ISN, and counted from the ISN it would wrap to the top of the
+    // graph's axis (the y axis then spanned all 2^32 seqs).
+    let mut state = reliable_state();
+    let before = state.conns[0].seq_graph.len();
+    let mut s = Script::default();
+    s.at(800, sent(Endpoint::Proxy1, data(ISN1.add(u32::MAX), b"")))
+        .at(810, sent(Endpoint::Proxy2, data(ISN2.add(u32::MAX), b"")));
+    s.apply(&mut state);
+    let conn = &state.conns[0];
+    assert_eq!(conn.seq_graph.len(), before, "no point for a probe");
+    assert!(
+        conn.seq_graph.iter().all(|p| p.seq < 1_000),
+        "no wrapped seq"
+    );
+    // It still shows in the trace.
+    let probes = conn
+        .trace
+        .iter()
+        .filter(|line| matches!(line, TraceLine::Frame { frame, .. } if frame.payload_len == 0 && frame.kind == tunlab::wire::FrameKind::Data))
+        .count();
+    assert_eq!(probes, 2);
+}

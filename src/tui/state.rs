@@ -1337,6 +1337,10 @@ fn seq_graph_frame(
     match (frame.kind, frame.numbers) {
         (FrameKind::Connect, FrameNumbers::Isn(isn)) => conn.transport.isn_to_proxy2 = Some(isn),
         (FrameKind::ConnectOk, FrameNumbers::Isn(isn)) => conn.transport.isn_to_proxy1 = Some(isn),
+        // An empty D is a keepalive probe (extended modes): it re-uses the seq before the
+        // window, which from a connection that sent nothing yet lies before its ISN, and it
+        // carries no data to graph. The trace and the ladder show it.
+        (FrameKind::Data, FrameNumbers::Seq(_)) if frame.payload_len == 0 => {}
         (FrameKind::Data | FrameKind::Close, FrameNumbers::Seq(seq)) => {
             let base = conn.transport.isn(direction).unwrap_or(seq);
             let rel = seq.since(base);
