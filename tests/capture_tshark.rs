@@ -581,3 +581,50 @@ async fn tshark_finds_the_udp_checksum_present_and_right_over_ipv6() {
         assert_eq!(row.get("tunlab.id"), "1", "{at}: the dissector decodes it");
     }
 }
+
+/// The course's stop-and-wait peers send `D` frames of 4,096 bytes of data: decoded, and not
+/// warned about as the 1,500-byte limit of the other formats would be.
+#[tokio::test]
+#[cfg_attr(not(has_tshark), ignore = "needs tshark (apt install tshark)")]
+async fn a_course_stop_and_wait_peers_long_d_is_not_warned_about() {
+    if !have_tshark("a_course_stop_and_wait_peers_long_d_is_not_warned_about") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stop-and-wait.pcap");
+    let capture = file_capture(&path, CaptureFormat::Pcap, "long D test", Role::Proxy2);
+    let proxy1: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let proxy2: SocketAddr = ([127, 0, 0, 1], DEFAULT_PROXY2_PORT).into();
+    let long_d = [b"D00".as_slice(), &[b'a'; 4096]].concat();
+    let datagrams: [(&[u8], bool); 4] = [
+        (b"C00", true),
+        (b"C00OK", false),
+        (&long_d, true),
+        (b"A00", false),
+    ];
+    let tap = capture.tap();
+    for (datagram, from_proxy1) in datagrams {
+        let (src, dst) = if from_proxy1 {
+            (proxy1, proxy2)
+        } else {
+            (proxy2, proxy1)
+        };
+        tap.record(TapRecord {
+            time: SystemTime::now(),
+            src,
+            dst,
+            datagram: datagram.to_vec(),
+            note: None,
+            on_wire: true,
+        })
+        .await;
+    }
+    assert_eq!(capture.finish().await.error, None);
+    let rows = tshark_fields(&path, None, &[]);
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[2].get("tunlab.len"), "4096", "{:?}", rows[2]);
+    assert!(
+        rows.iter().all(|row| row.worst_severity() < PI_WARN),
+        "{rows:?}"
+    );
+}
