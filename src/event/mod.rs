@@ -647,12 +647,8 @@ impl EventSink {
                     }
                 }
                 Sampled::Frame(at, id, folded) => {
-                    if !sampler.admit() {
-                        sampler.fold(at, id, folded);
+                    if !self.frame_admitted(tx, sampler, at, id, folded) {
                         return;
-                    }
-                    if sampler.pending(id) {
-                        self.flush_id(tx, sampler, id);
                     }
                 }
                 Sampled::Uncounted => {
@@ -664,6 +660,52 @@ impl EventSink {
             }
         }
         self.send(tx, time(), kind);
+    }
+
+    /// Like [`EventSink::emit`] for a per-frame event of endpoint `at` and connection `id`
+    /// that adds `folded` to their counts when it is folded (what [`sampling::classify`] says
+    /// of the event `build` makes). The event is built only if it will be sent: past the
+    /// sampling rate, which at full speed is nearly every frame, a hot path pays for a count
+    /// instead of building a summary (with its payload preview) to throw away.
+    pub fn emit_frame_event(
+        &self,
+        at: Endpoint,
+        id: ConnId,
+        folded: Folded,
+        build: impl FnOnce() -> EventKind,
+    ) {
+        // An observer sees every event, so it is built whatever the sampler says.
+        if self.observer.is_none()
+            && let (Some(tx), Some(sampler)) = (&self.tx, &self.sampler)
+        {
+            if self.frame_admitted(tx, sampler, at, id, folded) {
+                let kind = build();
+                debug_assert_eq!(classify(&kind), Sampled::Frame(at, id, folded));
+                self.send(tx, SystemTime::now(), kind);
+            }
+            return;
+        }
+        self.emit(build());
+    }
+
+    /// Whether a per-frame event of `at` and `id` goes through the sampler; if not, it is
+    /// counted as `folded`. One that goes has the id's counts sent ahead of it.
+    fn frame_admitted(
+        &self,
+        tx: &mpsc::Sender<Event>,
+        sampler: &FrameSampler,
+        at: Endpoint,
+        id: ConnId,
+        folded: Folded,
+    ) -> bool {
+        if !sampler.admit() {
+            sampler.fold(at, id, folded);
+            return false;
+        }
+        if sampler.pending(id) {
+            self.flush_id(tx, sampler, id);
+        }
+        true
     }
 
     fn send(&self, tx: &mpsc::Sender<Event>, time: SystemTime, kind: EventKind) {
@@ -740,5 +782,77 @@ impl EventSink {
     /// Events lost because the consumer was slow (or gone).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn tcp_read(id: ConnId) -> EventKind {
+        EventKind::Tcp {
+            role: Role::Proxy1,
+            id: Some(id),
+            peer: "127.0.0.1:9".parse().unwrap(),
+            action: TcpAction::Read(10),
+        }
+    }
+
+    #[test]
+    fn a_frame_event_past_the_rate_is_counted_and_never_built() {
+        let (sink, mut rx) = EventSink::channel(1024);
+        // One event per 100 ms window: the first goes, the rest of this quick test is folded
+        // (unless it straddles a window's edge, which lets one more through).
+        let sink = sink.sampled_past(10);
+        let id = ConnId::new(2);
+        let built = Cell::new(0);
+        for _ in 0..100 {
+            sink.emit_frame_event(Endpoint::Proxy1, id, sampling::OTHER, || {
+                built.set(built.get() + 1);
+                tcp_read(id)
+            });
+        }
+        assert!((1..=2).contains(&built.get()), "built {}", built.get());
+        assert_eq!(sink.folded(), 100 - built.get());
+        sink.flush_folded();
+        let mut sent = 0;
+        let mut folded = 0;
+        while let Ok(event) = rx.try_recv() {
+            match event.kind {
+                EventKind::Tcp { .. } => sent += 1,
+                EventKind::FramesFolded { at, other, .. } => {
+                    assert_eq!(at, Endpoint::Proxy1);
+                    folded += other;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!((sent, folded), (built.get(), 100 - built.get()));
+    }
+
+    #[derive(Debug, Default)]
+    struct CountingObserver(AtomicU64);
+
+    impl EventObserver for CountingObserver {
+        fn observe(&self, _: &EventKind) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn link_payload(&self, _: Endpoint, _: SocketAddr, _: ConnId, _: Flow, _: usize) {}
+        fn tcp_bytes(&self, _: Role, _: SocketAddr, _: Flow, _: usize) {}
+    }
+
+    #[test]
+    fn an_observer_sees_every_frame_event_even_past_the_rate() {
+        let (sink, _rx) = EventSink::channel(1024);
+        let observer = Arc::new(CountingObserver::default());
+        let sink = sink.sampled_past(10).with_observer(observer.clone());
+        let id = ConnId::new(0);
+        for _ in 0..100 {
+            sink.emit_frame_event(Endpoint::Proxy1, id, sampling::OTHER, || tcp_read(id));
+        }
+        assert_eq!(observer.0.load(Ordering::Relaxed), 100);
+        assert!(sink.folded() >= 98, "still sampled: {}", sink.folded());
     }
 }

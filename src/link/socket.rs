@@ -17,6 +17,7 @@ use super::emulator::{Egress, EmulatorScope, Ingress, corruptible_range, sleep_u
 use super::seal::{self, Rejected, Seal, Sealed};
 use super::tap::TapScope;
 use crate::capture::CaptureTap;
+use crate::event::sampling::{self, Folded};
 use crate::event::{EventKind, EventSink, Flow, FrameSummary, Ignored, Level};
 use crate::impair::pipeline::Pending;
 use crate::impair::{DirectionEmulator, DropCause, LinkEmulator, LinkVerdict};
@@ -649,11 +650,16 @@ impl LinkSocket {
                     .fetch_add(len as u64, Ordering::Relaxed);
                 inner.observe_payload(&frame, peer, Flow::In);
                 if inner.events.wants_frames_received() {
-                    inner.events.emit(EventKind::FrameReceived {
-                        at: inner.endpoint,
-                        peer,
-                        frame: FrameSummary::in_mode(inner.mode, &frame, len),
-                    });
+                    inner.events.emit_frame_event(
+                        inner.endpoint,
+                        frame.id(),
+                        sampling::OTHER,
+                        || EventKind::FrameReceived {
+                            at: inner.endpoint,
+                            peer,
+                            frame: FrameSummary::in_mode(inner.mode, &frame, len),
+                        },
+                    );
                 }
                 Received::Frame { frame, peer }
             }
@@ -745,11 +751,13 @@ impl Inner {
             .fetch_add(wire_len as u64, Ordering::Relaxed);
         self.observe_payload(frame, to, Flow::Out);
         if self.events.wants_frame_events() {
-            self.events.emit(EventKind::FrameSent {
-                at: self.endpoint,
-                peer: to,
-                frame: FrameSummary::in_mode(self.mode, frame, wire_len),
-            });
+            let folded = Folded::frame_sent(frame.payload().len());
+            self.events
+                .emit_frame_event(self.endpoint, frame.id(), folded, || EventKind::FrameSent {
+                    at: self.endpoint,
+                    peer: to,
+                    frame: FrameSummary::in_mode(self.mode, frame, wire_len),
+                });
         }
     }
 
