@@ -426,6 +426,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     let started_at = Instant::now();
+    let started = std::time::SystemTime::now();
     let load_before = load_average();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -479,7 +480,7 @@ fn main() -> anyhow::Result<()> {
                     .join(" ")
             )
         }),
-        started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        started: humantime::format_rfc3339_seconds(started).to_string(),
         cores: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         cpu: cpu_model(),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
