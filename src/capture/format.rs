@@ -283,7 +283,6 @@ impl Encoder {
     }
 }
 
-/// A clock before 1970 (a badly set machine) is written as the epoch rather than failing.
 /// A classic pcap record header for a frame of `len` bytes at `time`, exactly as
 /// pcap-file's `PcapWriter::write_packet` writes it (microseconds; this machine's byte order,
 /// as the file header declares; captured and original length the same: the whole frame is
@@ -310,6 +309,7 @@ pub(crate) fn pcap_record_header(
     Ok(header)
 }
 
+/// A clock before 1970 (a badly set machine) is written as the epoch rather than failing.
 fn since_epoch(time: SystemTime) -> Duration {
     time.duration_since(UNIX_EPOCH).unwrap_or_default()
 }
