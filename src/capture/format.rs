@@ -227,10 +227,14 @@ impl Encoder {
         }
         match &mut self.writer {
             Writer::Pcap if !record.on_wire => Ok(LinkBytes::Skipped),
-            // The tap wrote the record's header; it could only if this holds.
-            Writer::Pcap => pcap_record_header(record.time, record.frame_len as usize)
-                .map(|_| LinkBytes::InRing)
-                .map_err(invalid),
+            Writer::Pcap if batch.has_pcap_header(index) => Ok(LinkBytes::InRing),
+            // The tap could not write the header: the format cannot hold the frame. Only
+            // then is the header built again, for the reason.
+            Writer::Pcap => Err(invalid(
+                pcap_record_header(record.time, record.frame_len as usize)
+                    .err()
+                    .unwrap_or("the record has no pcap header"),
+            )),
             Writer::PcapNg(writer) => {
                 let data = batch.frame(index);
                 let options = match batch.note(index) {

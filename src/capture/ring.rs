@@ -129,6 +129,15 @@ impl TapBatch {
         start..start + PCAP_RECORD_HEADER + record.frame_len as usize
     }
 
+    /// Whether the tap wrote record `index`'s pcap record header. One the format cannot hold
+    /// keeps a zero header; a written one never has a zero captured length (the Ethernet,
+    /// IP and UDP headers alone are 42 bytes).
+    pub fn has_pcap_header(&self, index: usize) -> bool {
+        let start = self.records[index].start as usize;
+        // Bytes 8..12 of a pcap record header: the captured length.
+        self.bytes[start + 8..start + 12] != [0; 4]
+    }
+
     /// The frame of record `index`: Ethernet, IP and UDP headers, then the datagram.
     pub fn frame(&self, index: usize) -> &[u8] {
         &self.bytes[self.record_range(index)][PCAP_RECORD_HEADER..]
@@ -339,6 +348,29 @@ mod tests {
             note: None,
             on_wire: true,
         }
+    }
+
+    /// A frame classic pcap cannot hold (stamped after 2106, past its 32-bit seconds) keeps
+    /// a zero record header, and the encoder refuses it with the reason; the next one is
+    /// taken as it lies in the ring.
+    #[tokio::test]
+    async fn a_record_the_format_cannot_hold_is_refused_with_the_reason() {
+        use crate::capture::CaptureFormat;
+        use crate::capture::format::{Encoder, LinkBytes};
+        use std::time::Duration;
+
+        let (ring, spare) = TapRing::new(4, 1 << 16);
+        let mut too_late = frame(b"D1late");
+        too_late.time = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) + 1);
+        ring.put(too_late).await;
+        ring.put(frame(b"D1now")).await;
+        let batch = ring.take(spare);
+        assert!(!batch.has_pcap_header(0));
+        assert!(batch.has_pcap_header(1));
+        let mut encoder = Encoder::new(CaptureFormat::Pcap, "test", false).unwrap();
+        let error = encoder.encode_link(&batch, 0).unwrap_err();
+        assert!(error.to_string().contains("timestamp_secs"), "{error}");
+        assert_eq!(encoder.encode_link(&batch, 1).unwrap(), LinkBytes::InRing);
     }
 
     /// The ring's bytes are a classic pcap file's records, byte for byte what pcap-file
