@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use capture_support::*;
 use tunlab::capture::{
-    CaptureFormat, CapturePlan, CaptureTarget, CaptureWriter, PCAPNG_INTERFACE_NAME, TapRecord,
+    CaptureFormat, CapturePlan, CaptureTarget, CaptureWriter, PCAPNG_INTERFACE_NAME,
 };
 use tunlab::event::{CloseKind, EventKind, EventSink, Level};
 use tunlab::impair::{DirectionSettings, LinkSettings, Percent};
@@ -106,15 +106,8 @@ async fn the_file_is_readable_while_the_capture_runs() {
         let src = "127.0.0.1:40000".parse().unwrap();
         let dst = "127.0.0.1:3328".parse().unwrap();
         for n in 0..200u32 {
-            tap.record(TapRecord {
-                time: SystemTime::now(),
-                src,
-                dst,
-                datagram: format!("D{}{n}", n % 10).into_bytes(),
-                note: None,
-                on_wire: true,
-            })
-            .await;
+            let datagram = format!("D{}{n}", n % 10).into_bytes();
+            tap_at(&tap, SystemTime::now(), src, dst, datagram).await;
         }
         // The writer flushes as soon as its queue is empty; no finish() here.
         wait_until("200 frames in the file", || status.frames_written() == 200).await;
@@ -150,16 +143,10 @@ fn a_panic_elsewhere_leaves_a_complete_file() {
             );
             let capture = CaptureWriter::start(plan, EventSink::disabled()).unwrap();
             let tap = capture.tap();
+            let (src, dst) = (TAP_PROXY1.parse().unwrap(), TAP_PROXY2.parse().unwrap());
             for n in 0..500u32 {
-                tap.record(TapRecord {
-                    time: SystemTime::now(),
-                    src: "127.0.0.1:40000".parse().unwrap(),
-                    dst: "127.0.0.1:3328".parse().unwrap(),
-                    datagram: format!("D1frame {n}").into_bytes(),
-                    note: None,
-                    on_wire: true,
-                })
-                .await;
+                let datagram = format!("D1frame {n}").into_bytes();
+                tap_at(&tap, SystemTime::now(), src, dst, datagram).await;
             }
             panic!("a bug somewhere in the front end");
         })
@@ -212,15 +199,8 @@ async fn a_full_ring_makes_the_taps_wait_and_loses_nothing() {
     };
     let producer = tokio::spawn(async move {
         for n in 0..RECORDS {
-            tap.record(TapRecord {
-                time: SystemTime::now(),
-                src: "127.0.0.1:40000".parse().unwrap(),
-                dst: "127.0.0.1:3328".parse().unwrap(),
-                datagram: datagram(n),
-                note: None,
-                on_wire: true,
-            })
-            .await;
+            let (src, dst) = (TAP_PROXY1.parse().unwrap(), TAP_PROXY2.parse().unwrap());
+            tap_at(&tap, SystemTime::now(), src, dst, datagram(n)).await;
         }
     });
     wait_until("a tap waits for room", || status.tap_waits() > 0).await;
@@ -388,14 +368,14 @@ async fn finish_waits_for_every_queued_frame() {
     let frames = 20_000u32;
     let producer = tokio::spawn(async move {
         for n in 0..frames {
-            tap.record(TapRecord {
-                time: SystemTime::now(),
-                src: "127.0.0.1:40000".parse().unwrap(),
-                dst: "127.0.0.1:3328".parse().unwrap(),
-                datagram: format!("D2{n:06}").into_bytes(),
-                note: None,
-                on_wire: true,
-            })
+            let (src, dst) = (TAP_PROXY1.parse().unwrap(), TAP_PROXY2.parse().unwrap());
+            tap_at(
+                &tap,
+                SystemTime::now(),
+                src,
+                dst,
+                format!("D2{n:06}").into_bytes(),
+            )
             .await;
         }
     });
@@ -551,15 +531,8 @@ async fn records_put_out_of_time_order_reach_the_file_whole_and_sorted() {
         let capture = file_capture(&path, format, "order test", Role::Proxy1);
         let tap = capture.tap();
         for n in 0..RECORDS {
-            tap.record(TapRecord {
-                time: stamp(n),
-                src: "127.0.0.1:40000".parse().unwrap(),
-                dst: "127.0.0.1:3328".parse().unwrap(),
-                datagram: datagram(n),
-                note: None,
-                on_wire: true,
-            })
-            .await;
+            let (src, dst) = (TAP_PROXY1.parse().unwrap(), TAP_PROXY2.parse().unwrap());
+            tap_at(&tap, stamp(n), src, dst, datagram(n)).await;
         }
         let summary = capture.finish().await;
         assert_eq!(summary.error, None);

@@ -278,22 +278,13 @@ async fn dissector_claims_port_3328_and_flags_malformed_datagrams() {
         (&too_long, true),
     ];
     for (datagram, from_proxy1) in &datagrams {
-        let (src, dst) = if *from_proxy1 {
-            (proxy1, proxy2)
-        } else {
-            (proxy2, proxy1)
-        };
-        capture
-            .tap()
-            .record(TapRecord {
-                time: SystemTime::now(),
-                src,
-                dst,
-                datagram: datagram.to_vec(),
-                note: None,
-                on_wire: true,
-            })
-            .await;
+        tap_between(
+            &capture.tap(),
+            (proxy1, proxy2),
+            *from_proxy1,
+            datagram.to_vec(),
+        )
+        .await;
     }
     let summary = capture.finish().await;
     let packets = read_pcap(&summary.path);
@@ -375,17 +366,14 @@ async fn dissector_finds_a_tunnel_on_any_port_by_its_opening_frame_only() {
         (tunnel_b, tunnel_a, b"X4"),
     ];
     for (src, dst, datagram) in records {
-        capture
-            .tap()
-            .record(TapRecord {
-                time: SystemTime::now(),
-                src,
-                dst,
-                datagram: datagram.to_vec(),
-                note: None,
-                on_wire: true,
-            })
-            .await;
+        tap_at(
+            &capture.tap(),
+            SystemTime::now(),
+            src,
+            dst,
+            datagram.to_vec(),
+        )
+        .await;
     }
     let summary = capture.finish().await;
     let packets = read_pcap(&summary.path);
@@ -552,15 +540,7 @@ async fn tshark_finds_the_udp_checksum_present_and_right_over_ipv6() {
     }
     frames.push((proxy1, proxy2, b"X1".to_vec()));
     for (src, dst, datagram) in &frames {
-        tap.record(TapRecord {
-            time: SystemTime::now(),
-            src: *src,
-            dst: *dst,
-            datagram: datagram.clone(),
-            note: None,
-            on_wire: true,
-        })
-        .await;
+        tap_at(&tap, SystemTime::now(), *src, *dst, datagram.clone()).await;
     }
     let summary = capture.finish().await;
     assert_eq!(summary.error, None);
@@ -604,20 +584,7 @@ async fn a_course_stop_and_wait_peers_long_d_is_not_warned_about() {
     ];
     let tap = capture.tap();
     for (datagram, from_proxy1) in datagrams {
-        let (src, dst) = if from_proxy1 {
-            (proxy1, proxy2)
-        } else {
-            (proxy2, proxy1)
-        };
-        tap.record(TapRecord {
-            time: SystemTime::now(),
-            src,
-            dst,
-            datagram: datagram.to_vec(),
-            note: None,
-            on_wire: true,
-        })
-        .await;
+        tap_between(&tap, (proxy1, proxy2), from_proxy1, datagram.to_vec()).await;
     }
     assert_eq!(capture.finish().await.error, None);
     let rows = tshark_fields(&path, None, &[]);

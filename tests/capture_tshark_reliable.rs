@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use capture_support::*;
-use tunlab::capture::{CaptureFormat, TapRecord};
+use tunlab::capture::CaptureFormat;
 use tunlab::describe::frame_label;
 use tunlab::event::{CloseKind, EventSink, FrameSummary};
 use tunlab::impair::settings::{DirectionSettings, LinkSettings, Percent};
@@ -261,17 +261,7 @@ async fn a_corrupted_extended_frame_is_flagged() {
     let p1 = "127.0.0.1:40000".parse().unwrap();
     let p2 = "127.0.0.1:3328".parse().unwrap();
     for datagram in [good, bad] {
-        capture
-            .tap()
-            .record(TapRecord {
-                time: SystemTime::now(),
-                src: p1,
-                dst: p2,
-                datagram,
-                note: None,
-                on_wire: true,
-            })
-            .await;
+        tap_at(&capture.tap(), SystemTime::now(), p1, p2, datagram).await;
     }
     let summary = capture.finish().await;
     let rows = tshark(&summary.path);
@@ -328,17 +318,7 @@ async fn destinations_in_c_and_reasons_in_nok_are_shown() {
     bad.extend_from_slice(&crc.to_be_bytes());
     datagrams.push((p1, p2, bad));
     for (src, dst, datagram) in datagrams {
-        capture
-            .tap()
-            .record(TapRecord {
-                time: SystemTime::now(),
-                src,
-                dst,
-                datagram,
-                note: None,
-                on_wire: true,
-            })
-            .await;
+        tap_at(&capture.tap(), SystemTime::now(), src, dst, datagram).await;
     }
     let summary = capture.finish().await;
     let rows = tshark(&summary.path);

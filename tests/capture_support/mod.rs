@@ -18,7 +18,7 @@ use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption
 use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use tunlab::capture::{
-    CaptureFormat, CapturePlan, CaptureSummary, CaptureTarget, CaptureWriter,
+    CaptureFormat, CapturePlan, CaptureSummary, CaptureTap, CaptureTarget, CaptureWriter,
     PCAPNG_INTERFACE_NAME, PCAPNG_LOOPBACK_INTERFACE, PCAPNG_NOT_SENT_INTERFACE, TapRecord,
 };
 use tunlab::event::{CloseKind, EventKind, EventSink, FrameSummary};
@@ -306,6 +306,44 @@ pub fn file_capture(
         role,
     );
     CaptureWriter::start(plan, EventSink::disabled()).unwrap()
+}
+
+/// proxy1's and proxy2's addresses in the captures tests tap by hand.
+pub const TAP_PROXY1: &str = "127.0.0.1:40000";
+pub const TAP_PROXY2: &str = "127.0.0.1:3328";
+
+/// Taps `datagram` from `src` to `dst` at `time`, as a link socket taps a frame it sent.
+pub async fn tap_at(
+    tap: &CaptureTap,
+    time: SystemTime,
+    src: SocketAddr,
+    dst: SocketAddr,
+    datagram: Vec<u8>,
+) {
+    tap.record(TapRecord {
+        time,
+        src,
+        dst,
+        datagram,
+        note: None,
+        on_wire: true,
+    })
+    .await;
+}
+
+/// [`tap_at`] now, from proxy1 to proxy2 (`from_proxy1`) or back.
+pub async fn tap_between(
+    tap: &CaptureTap,
+    (proxy1, proxy2): (SocketAddr, SocketAddr),
+    from_proxy1: bool,
+    datagram: Vec<u8>,
+) {
+    let (src, dst) = if from_proxy1 {
+        (proxy1, proxy2)
+    } else {
+        (proxy2, proxy1)
+    };
+    tap_at(tap, SystemTime::now(), src, dst, datagram).await;
 }
 
 /// A capture writer on a file of `format` in `dir`, as the lab starts it.
