@@ -51,17 +51,7 @@ const NOT_SENT_INTERFACE_ID: u32 = 1;
 const LOOPBACK_INTERFACE_ID: u32 = 2;
 
 /// Which file format a capture is written in.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CaptureFormat {
     /// Classic pcap, microsecond timestamps; opens in every tool.
@@ -72,7 +62,10 @@ pub enum CaptureFormat {
 }
 
 impl CaptureFormat {
-    /// The file name extension, without the dot.
+    /// Every format, the default first.
+    pub const ALL: [CaptureFormat; 2] = [CaptureFormat::Pcap, CaptureFormat::Pcapng];
+
+    /// The file name extension, without the dot (also its name on the command line).
     pub fn extension(self) -> &'static str {
         match self {
             CaptureFormat::Pcap => "pcap",

@@ -11,6 +11,7 @@ mod lab;
 mod proxy;
 mod relay;
 mod roles;
+mod values;
 
 use clap::{Parser, Subcommand};
 
