@@ -1,8 +1,9 @@
 //! The module layering of ../shared/DESIGN.md ("Where the engine goes next"), checked on the
 //! source text: dependencies point down (roles -> tunnel -> transport -> wire; tunnel -> link
 //! -> {wire, impair, capture} -> topology), no two modules import each other, only `src/tui`
-//! draws, transport and wire stay free of tokio, and panels share `render/parts.rs` instead
-//! of importing each other. A new upward import fails here, with the file and line.
+//! draws, only `src/cli` (and `main.rs`) knows clap, transport and wire stay free of tokio,
+//! and panels share `render/parts.rs` instead of importing each other. A new upward import
+//! fails here, with the file and line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -207,6 +208,70 @@ fn only_the_tui_draws() {
         "ratatui/crossterm outside src/tui:\n{}",
         offending.join("\n")
     );
+}
+
+/// Whether `line` names clap: the crate as a word (`use clap::Args`, `clap::ValueEnum`,
+/// `#[clap(...)]`), or one of its derive attributes (`#[arg(...)]`, `#[command(...)]`,
+/// `#[value(...)]`), which only a clap derive accepts.
+fn mentions_clap(line: &str) -> bool {
+    let is_name = |c: char| c.is_alphanumeric() || c == '_';
+    let crate_named = line.match_indices("clap").any(|(at, _)| {
+        !line[..at].chars().next_back().is_some_and(is_name)
+            && !line[at + "clap".len()..]
+                .chars()
+                .next()
+                .is_some_and(is_name)
+    });
+    let attribute = ["#[arg(", "#[command(", "#[value("]
+        .iter()
+        .any(|attribute| line.trim_start().starts_with(attribute));
+    crate_named || attribute
+}
+
+#[test]
+fn only_the_command_line_knows_clap() {
+    // `src/cli` holds the clap definitions and `main.rs` parses them; the engine takes its
+    // own settings types, and `app` gives the parsed values their meaning without clap.
+    let offending: Vec<String> = sources()
+        .iter()
+        .filter(|source| source.module != "cli" && source.module != "main")
+        .flat_map(|source| {
+            source
+                .code
+                .iter()
+                .filter(|(_, line)| mentions_clap(line))
+                .map(move |(number, line)| format!("{}:{number}: {line}", source.path.display()))
+        })
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "clap outside src/cli and src/main.rs (put the flags in src/cli, their meaning in \
+         src/app/args.rs):\n{}",
+        offending.join("\n")
+    );
+}
+
+#[test]
+fn the_clap_rule_sees_clap_and_only_clap() {
+    for line in [
+        "use clap::Args;",
+        "    clap::ValueEnum,",
+        "#[derive(Debug, clap::Parser)]",
+        "    #[arg(long, value_name = \"PCT\")]",
+        "#[command(next_help_heading = \"SOCKS5\")]",
+        "    #[value(name = \"newreno\")]",
+        "fn f() -> Result<(), clap::Error> {",
+    ] {
+        assert!(mentions_clap(line), "{line}");
+    }
+    for line in [
+        "let clapped = 1;",
+        "use crate::cli::LinkArgs;",
+        "#[serde(rename = \"newreno\")]",
+        "let value = args.value;",
+    ] {
+        assert!(!mentions_clap(line), "{line}");
+    }
 }
 
 #[test]

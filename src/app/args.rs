@@ -2,17 +2,23 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::capture::{CaptureFormat, CapturePlan, CaptureTarget, TcpCapture};
 use crate::cli::{
-    LabArgs, LabCaptureArgs, MonitorArgs, Proxy1Tuning, Proxy2Tuning, ProxyCaptureArgs, WireArgs,
+    LabArgs, LabCaptureArgs, LinkArgs, MonitorArgs, Proxy1Tuning, Proxy2Tuning, ProxyCaptureArgs,
+    RuleArgs, Socks5FrontArgs, Socks5PortArgs, WireArgs,
 };
 use crate::event::Level;
+use crate::impair::{DirectionSettings, LinkSettings};
 use crate::link::seal::{Seal, Side};
 use crate::monitor::MonitorPlan;
+use crate::roles::dialers::{DialerConfig, ResolverDialer};
+use crate::roles::fronts::socks5::{FrontConfig, Socks5Users};
 use crate::roles::proxy1::Proxy1Config;
 use crate::roles::proxy2::Proxy2Config;
-use crate::topology::Role;
+use crate::topology::{LinkDirection, Role};
+use crate::wire::WireMode;
 
 impl LabArgs {
     /// How many echo clients the lab starts: `--clients`, else 3 on the screen (something to
@@ -191,5 +197,115 @@ impl Proxy2Tuning {
             transport: Some(wire.transport()),
             ..Proxy2Config::new(server)
         }
+    }
+}
+
+impl LinkArgs {
+    /// The settings these flags ask for.
+    pub fn settings(&self) -> LinkSettings {
+        LinkSettings {
+            to_proxy2: self.direction(LinkDirection::ToProxy2),
+            to_proxy1: self.direction(LinkDirection::ToProxy1),
+        }
+    }
+
+    /// The settings of one direction: its own flags, else the two-way ones, else nothing.
+    pub fn direction(&self, direction: LinkDirection) -> DirectionSettings {
+        fn pick<T: Clone>(one_way: &Option<T>, both: &Option<T>) -> Option<T> {
+            one_way.clone().or_else(|| both.clone())
+        }
+        let up = direction == LinkDirection::ToProxy2;
+        macro_rules! flag {
+            ($both:ident, $to_proxy2:ident, $to_proxy1:ident) => {
+                pick(
+                    if up {
+                        &self.$to_proxy2
+                    } else {
+                        &self.$to_proxy1
+                    },
+                    &self.$both,
+                )
+            };
+        }
+        let defaults = DirectionSettings::default();
+        DirectionSettings {
+            loss: flag!(loss, loss_to_proxy2, loss_to_proxy1).unwrap_or(defaults.loss),
+            burst: flag!(burst, burst_to_proxy2, burst_to_proxy1),
+            delay: flag!(delay, delay_to_proxy2, delay_to_proxy1).unwrap_or(defaults.delay),
+            jitter: flag!(jitter, jitter_to_proxy2, jitter_to_proxy1).unwrap_or(defaults.jitter),
+            dup: flag!(dup, dup_to_proxy2, dup_to_proxy1).unwrap_or(defaults.dup),
+            reorder: flag!(reorder, reorder_to_proxy2, reorder_to_proxy1)
+                .unwrap_or(defaults.reorder),
+            corrupt: flag!(corrupt, corrupt_to_proxy2, corrupt_to_proxy1)
+                .unwrap_or(defaults.corrupt),
+            rate: flag!(rate, rate_to_proxy2, rate_to_proxy1),
+            queue: flag!(queue, queue_to_proxy2, queue_to_proxy1).unwrap_or(defaults.queue),
+            blackhole: self.blackhole
+                || if up {
+                    self.blackhole_to_proxy2
+                } else {
+                    self.blackhole_to_proxy1
+                },
+            ..defaults
+        }
+    }
+}
+
+impl RuleArgs {
+    /// proxy2's dialer: these rules in front of the resolver, each address given proxy2's
+    /// connect timeout (`--server-connect-timeout`).
+    pub fn dialer(&self, proxy2: &Proxy2Config) -> ResolverDialer {
+        ResolverDialer::new(DialerConfig {
+            rules: self.rules.clone(),
+            connect_timeout: proxy2.connect_timeout,
+            ..DialerConfig::default()
+        })
+    }
+}
+
+impl Socks5FrontArgs {
+    /// The front's settings; reads the users file. Its errors name the file and line.
+    pub fn config(&self) -> Result<FrontConfig, String> {
+        let mut users = self.users.clone();
+        if let Some(path) = &self.users_file {
+            users.extend(Socks5Users::read_file(path)?);
+        }
+        Ok(FrontConfig {
+            users: Arc::new(Socks5Users::new(users)),
+            handshake_timeout: self.handshake_timeout,
+        })
+    }
+}
+
+impl Socks5PortArgs {
+    /// Checks the combination before anything starts: the port needs an extended mode, and
+    /// users or an access log need the port. Also reads the users file (its errors name the
+    /// file and line).
+    pub fn check(&self, mode: WireMode) -> Result<FrontConfig, String> {
+        if self.port.is_none() {
+            let stray = if !self.front.users.is_empty() {
+                Some("--socks5-user")
+            } else if self.front.users_file.is_some() {
+                Some("--socks5-users")
+            } else if self.access_log.is_some() {
+                Some("--access-log")
+            } else {
+                None
+            };
+            if let Some(flag) = stray {
+                return Err(format!("{flag} is for the SOCKS5 port: add --socks5 PORT"));
+            }
+        } else if !mode.is_extended() {
+            return Err(format!(
+                "--socks5 with --wire {mode}: {}",
+                crate::roles::proxy1::SOCKS5_NEEDS_EXTENDED
+            ));
+        }
+        self.config()
+    }
+
+    /// The front's settings ([`Socks5FrontArgs::config`]).
+    pub fn config(&self) -> Result<FrontConfig, String> {
+        self.front.config()
     }
 }

@@ -91,7 +91,7 @@ fn socks5_config(args: &LabArgs) -> LabConfig {
         ..LabConfig::default()
     };
     config.proxy1.socks5.front = args.socks5.config().unwrap_or_default();
-    config.proxy2.dialer = crate::roles::dialers::args::dialer(&args.rules, &config.proxy2);
+    config.proxy2.dialer = args.rules.dialer(&config.proxy2);
     config
 }
 

@@ -8,10 +8,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::{CapturePlan, CaptureTap, CaptureWriter, TcpCapture};
-use crate::cli::{Command, Socks5Args, StandaloneArgs, WireArgs};
+use crate::cli::{Command, LinkArgs, Socks5Args, Socks5PortArgs, StandaloneArgs, WireArgs};
 use crate::describe::describe;
 use crate::event::{EventSink, Level};
-use crate::impair::{LinkArgs, LinkEmulator, random_seed};
+use crate::impair::{LinkEmulator, random_seed};
 use crate::link::seal::{Seal, SealKey, Side};
 use crate::link::{EmulatorScope, LinkSocket, LinkStats};
 use crate::monitor::{ConnTable, Monitor, MonitorSources};
@@ -45,7 +45,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let server = resolve(&args.server_host, args.server_port).await?;
             let socket = bind_udp((args.common.bind, args.udp_port).into())?;
             let mut config = args.tuning.config(&args.wire, server);
-            config.dialer = crate::roles::dialers::args::dialer(&args.rules, &config);
+            config.dialer = args.rules.dialer(&config);
             let emulator = standalone_emulator(&args.link, args.common.monitor.admin.is_some());
             let capture = args.capture.plan(Role::Proxy2);
             let tcp = match open_tcp_capture(args.capture.capture_tcp) {
@@ -487,7 +487,7 @@ impl Socks5Port {
     /// Checks the flags (an extended mode; users and log only with the port), reads the
     /// users file, opens the access log and binds the port.
     fn open(
-        args: &crate::roles::fronts::socks5::args::Socks5PortArgs,
+        args: &Socks5PortArgs,
         mode: WireMode,
         bind: std::net::IpAddr,
     ) -> Result<Socks5Port, String> {

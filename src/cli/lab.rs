@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::capture::CaptureFormat;
-use crate::impair::LinkArgs;
 use crate::lab::{DEFAULT_PROXY1_PORT, DEFAULT_PROXY2_PORT, DEFAULT_SERVER_PORT};
 
-use super::{MonitorArgs, Proxy1Tuning, Proxy2Tuning, WireArgs};
+use super::{
+    LinkArgs, MonitorArgs, Proxy1Tuning, Proxy2Tuning, RuleArgs, Socks5PortArgs, WireArgs,
+};
 
 /// Options of the lab (no subcommand).
 #[derive(Debug, Args)]
@@ -57,9 +58,9 @@ pub struct LabArgs {
     pub monitor: MonitorArgs,
     // SOCKS5 (issue 13): proxy1's SOCKS5 port, and proxy2's destination rules.
     #[command(flatten)]
-    pub socks5: crate::roles::fronts::socks5::args::Socks5PortArgs,
+    pub socks5: Socks5PortArgs,
     #[command(flatten)]
-    pub rules: crate::roles::dialers::args::RuleArgs,
+    pub rules: RuleArgs,
     /// Run the lab without a screen until Ctrl-C or SIGTERM: every role as usual, capturing as
     /// configured, connections and errors logged on stderr, totals printed on stdout at the
     /// end. For a server or a CI job where your own clients connect to proxy1.

@@ -8,14 +8,18 @@
 #![allow(clippy::doc_markdown)]
 
 mod lab;
+mod link;
 mod proxy;
 mod relay;
 mod roles;
+mod rules;
+mod socks5;
 mod values;
 
 use clap::{Parser, Subcommand};
 
 pub use lab::{CHATTER_RANGE, LabArgs, LabCaptureArgs};
+pub use link::LinkArgs;
 pub use proxy::{
     KeyFile, Proxy1Args, Proxy1Tuning, Proxy2Args, Proxy2Tuning, ProxyCaptureArgs, WireArgs,
 };
@@ -24,6 +28,8 @@ pub use roles::{
     DecryptArgs, EchoClientArgs, EchoServerArgs, KeygenArgs, MonitorArgs, MonitorClientArgs,
     Socks5Args, StandaloneArgs,
 };
+pub use rules::RuleArgs;
+pub use socks5::{Socks5FrontArgs, Socks5PortArgs};
 
 const ABOUT: &str = "A terminal lab for tunnelling TCP connections over one UDP link";
 

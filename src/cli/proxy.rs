@@ -9,11 +9,10 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::capture::CaptureFormat;
-use crate::impair::LinkArgs;
 use crate::link::seal::SealKey;
 use crate::wire::WireMode;
 
-use super::StandaloneArgs;
+use super::{LinkArgs, RuleArgs, Socks5PortArgs, StandaloneArgs};
 
 /// How a standalone proxy records its side of the link.
 #[derive(Debug, Args, Clone)]
@@ -160,7 +159,7 @@ pub struct Proxy2Args {
     pub tuning: Proxy2Tuning,
     /// Destination rules for the C frames that name one (SOCKS5 clients at proxy1).
     #[command(flatten)]
-    pub rules: crate::roles::dialers::args::RuleArgs,
+    pub rules: RuleArgs,
     // A standalone proxy emulates both directions at its end: what it sends, and what it
     // receives as it arrives (its peer may be a course script with no emulator).
     #[command(flatten)]
@@ -184,7 +183,7 @@ pub struct Proxy1Args {
     #[command(flatten)]
     pub tuning: Proxy1Tuning,
     #[command(flatten)]
-    pub socks5: crate::roles::fronts::socks5::args::Socks5PortArgs,
+    pub socks5: Socks5PortArgs,
     // A standalone proxy emulates both directions at its end: what it sends, and what it
     // receives as it arrives (its peer may be a course script with no emulator).
     #[command(flatten)]

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::StandaloneArgs;
+use super::{LinkArgs, StandaloneArgs};
 use crate::capture::CaptureFormat;
-use crate::impair::LinkArgs;
 
 /// Options of `tunlab relay`.
 #[derive(Debug, Args)]

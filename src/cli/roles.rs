@@ -12,8 +12,8 @@ use clap::Args;
 use crate::lab::DEFAULT_SERVER_PORT;
 use crate::monitor::{Credential, parse_listen_addr};
 
-use super::KeyFile;
 use super::proxy::parse_key_file;
+use super::{KeyFile, RuleArgs, Socks5FrontArgs};
 
 /// Monitoring from outside: Prometheus metrics and the admin protocol.
 #[derive(Debug, Args, Clone, Default)]
@@ -68,13 +68,13 @@ pub struct Socks5Args {
     #[arg(long, default_value_t = crate::roles::socks5_direct::DEFAULT_MAX_CLIENTS as u64, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_clients: u64,
     #[command(flatten)]
-    pub front: crate::roles::fronts::socks5::args::Socks5FrontArgs,
+    pub front: Socks5FrontArgs,
     /// How long each address of a destination gets to connect before the next is tried
     /// (the client hears "TTL expired" if none answers).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, value_name = "TIME", help_heading = "Destinations")]
     pub connect_timeout: Duration,
     #[command(flatten)]
-    pub rules: crate::roles::dialers::args::RuleArgs,
+    pub rules: RuleArgs,
 }
 
 #[derive(Debug, Args)]

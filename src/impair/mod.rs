@@ -10,13 +10,13 @@
 //! - [`decide`]: a seeded [`Decider`] per direction: same seed + same frames = same decisions;
 //! - [`pipeline`]: the delay line that turns decisions into send times, never sleeping in the
 //!   path of other frames (the link socket sends what is due; a timer task wakes it);
-//! - [`counters`]: exact per-direction counters ([`DirectionReport`]);
-//! - [`args`]: the command-line flags ([`LinkArgs`]).
+//! - [`counters`]: exact per-direction counters ([`DirectionReport`]).
+//!
+//! Its command-line flags are `crate::cli::LinkArgs`.
 //!
 //! [`crate::link::LinkSocket`] applies it: each endpoint to what it sends, and a standalone
 //! proxy also to what it receives (the other end may be a course script).
 
-pub mod args;
 pub mod counters;
 pub mod decide;
 pub mod hold;
@@ -31,7 +31,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
-pub use args::LinkArgs;
 pub use counters::{DirectionCounters, DirectionReport, DropCounts, TypeCounts};
 pub use decide::{Corruption, Decider, Decision, DropCause};
 pub use pipeline::Accepted;

@@ -3,7 +3,6 @@
 //! tries each address in turn, and says why it failed as a [`Refusal`] (one byte, the
 //! extended `NOK`'s reason and the SOCKS5 reply code at the client).
 
-pub mod args;
 pub mod rules;
 
 use std::io;

@@ -3,7 +3,6 @@
 //! the caller opens the destination (directly, or through the tunnel), and [`answer`] tells
 //! the client how that went. The protocol itself is the I/O-free [`handshake`] machine.
 
-pub mod args;
 pub mod handshake;
 pub mod users;
 

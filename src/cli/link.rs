@@ -4,7 +4,7 @@
 //! Every setting has a two-way form (`--loss 10`) and one per direction
 //! (`--loss-to-proxy2 10`, `--loss-to-proxy1 5`); a per-direction flag wins over the two-way
 //! one. Bad values are refused by clap with the reason (`--loss 150`: "150 is not a
-//! percentage from 0 to 100").
+//! percentage from 0 to 100"). What they ask for (`LinkArgs::settings`) is in `app::args`.
 
 // Doc comments here are --help text, printed as written: no Markdown backticks.
 #![allow(clippy::doc_markdown)]
@@ -13,10 +13,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::settings::{
-    BitRate, BurstLoss, DirectionSettings, LinkSettings, Percent, parse_delay, parse_queue,
-};
-use crate::topology::LinkDirection;
+use crate::impair::settings::{BitRate, BurstLoss, Percent, parse_delay, parse_queue};
 
 /// Link emulator flags.
 #[derive(Debug, Args, Clone, Default, PartialEq)]
@@ -148,55 +145,4 @@ pub struct LinkArgs {
     /// losses, copies and delays, so a run can be replayed [default: random, and printed].
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-}
-
-impl LinkArgs {
-    /// The settings these flags ask for.
-    pub fn settings(&self) -> LinkSettings {
-        LinkSettings {
-            to_proxy2: self.direction(LinkDirection::ToProxy2),
-            to_proxy1: self.direction(LinkDirection::ToProxy1),
-        }
-    }
-
-    /// The settings of one direction: its own flags, else the two-way ones, else nothing.
-    pub fn direction(&self, direction: LinkDirection) -> DirectionSettings {
-        fn pick<T: Clone>(one_way: &Option<T>, both: &Option<T>) -> Option<T> {
-            one_way.clone().or_else(|| both.clone())
-        }
-        let up = direction == LinkDirection::ToProxy2;
-        macro_rules! flag {
-            ($both:ident, $to_proxy2:ident, $to_proxy1:ident) => {
-                pick(
-                    if up {
-                        &self.$to_proxy2
-                    } else {
-                        &self.$to_proxy1
-                    },
-                    &self.$both,
-                )
-            };
-        }
-        let defaults = DirectionSettings::default();
-        DirectionSettings {
-            loss: flag!(loss, loss_to_proxy2, loss_to_proxy1).unwrap_or(defaults.loss),
-            burst: flag!(burst, burst_to_proxy2, burst_to_proxy1),
-            delay: flag!(delay, delay_to_proxy2, delay_to_proxy1).unwrap_or(defaults.delay),
-            jitter: flag!(jitter, jitter_to_proxy2, jitter_to_proxy1).unwrap_or(defaults.jitter),
-            dup: flag!(dup, dup_to_proxy2, dup_to_proxy1).unwrap_or(defaults.dup),
-            reorder: flag!(reorder, reorder_to_proxy2, reorder_to_proxy1)
-                .unwrap_or(defaults.reorder),
-            corrupt: flag!(corrupt, corrupt_to_proxy2, corrupt_to_proxy1)
-                .unwrap_or(defaults.corrupt),
-            rate: flag!(rate, rate_to_proxy2, rate_to_proxy1),
-            queue: flag!(queue, queue_to_proxy2, queue_to_proxy1).unwrap_or(defaults.queue),
-            blackhole: self.blackhole
-                || if up {
-                    self.blackhole_to_proxy2
-                } else {
-                    self.blackhole_to_proxy1
-                },
-            ..defaults
-        }
-    }
 }

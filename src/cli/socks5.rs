@@ -1,12 +1,12 @@
-//! The SOCKS5 front's command-line flags, shared by every command that has the front.
+//! The SOCKS5 front's command-line flags, shared by every command that has the front. The
+//! front's settings they make (`config`, `check`) are in `app::args`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
-use super::{FrontConfig, Socks5User, Socks5Users};
+use crate::roles::fronts::socks5::Socks5User;
 
 /// `--socks5-user`, `--socks5-users`, `--socks5-handshake-timeout`.
 #[derive(Clone, Debug, Args)]
@@ -26,20 +26,6 @@ pub struct Socks5FrontArgs {
     pub handshake_timeout: Duration,
 }
 
-impl Socks5FrontArgs {
-    /// The front's settings; reads the users file. Its errors name the file and line.
-    pub fn config(&self) -> Result<FrontConfig, String> {
-        let mut users = self.users.clone();
-        if let Some(path) = &self.users_file {
-            users.extend(Socks5Users::read_file(path)?);
-        }
-        Ok(FrontConfig {
-            users: Arc::new(Socks5Users::new(users)),
-            handshake_timeout: self.handshake_timeout,
-        })
-    }
-}
-
 /// `--socks5 PORT` with its front's flags and `--access-log`: proxy1's SOCKS5 port, on the
 /// `proxy1` command and on the lab.
 #[derive(Clone, Debug, Args)]
@@ -57,37 +43,4 @@ pub struct Socks5PortArgs {
     /// bytes each way, duration, result (ok, refused, rejected) and reason.
     #[arg(long, value_name = "FILE")]
     pub access_log: Option<PathBuf>,
-}
-
-impl Socks5PortArgs {
-    /// Checks the combination before anything starts: the port needs an extended mode, and
-    /// users or an access log need the port. Also reads the users file (its errors name the
-    /// file and line).
-    pub fn check(&self, mode: crate::wire::WireMode) -> Result<FrontConfig, String> {
-        if self.port.is_none() {
-            let stray = if !self.front.users.is_empty() {
-                Some("--socks5-user")
-            } else if self.front.users_file.is_some() {
-                Some("--socks5-users")
-            } else if self.access_log.is_some() {
-                Some("--access-log")
-            } else {
-                None
-            };
-            if let Some(flag) = stray {
-                return Err(format!("{flag} is for the SOCKS5 port: add --socks5 PORT"));
-            }
-        } else if !mode.is_extended() {
-            return Err(format!(
-                "--socks5 with --wire {mode}: {}",
-                crate::roles::proxy1::SOCKS5_NEEDS_EXTENDED
-            ));
-        }
-        self.config()
-    }
-
-    /// The front's settings ([`Socks5FrontArgs::config`]).
-    pub fn config(&self) -> Result<FrontConfig, String> {
-        self.front.config()
-    }
 }

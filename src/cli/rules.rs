@@ -1,13 +1,14 @@
 //! `--allow` and `--deny` on the command line. They are two flags but one ordered list (the
 //! first matching rule wins, whichever flag gave it), so this reads clap's argument indices
 //! to put them back in command-line order; a derived struct would keep two separate lists.
+//! The dialer they make (`RuleArgs::dialer`) is in `app::args`.
 
 // Doc comments here are --help text, printed as written: no Markdown backticks.
 #![allow(clippy::doc_markdown)]
 
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 
-use super::rules::{Rule, RulePattern, Rules};
+use crate::roles::dialers::{Rule, RulePattern, Rules};
 
 const RULE_HELP: &str = "\
 RULE: an address or network (127.0.0.1, 10.0.0.0/8, ::1, fd00::/8), a host name \
@@ -78,19 +79,6 @@ impl Args for RuleArgs {
     fn augment_args_for_update(command: Command) -> Command {
         Self::augment_args(command)
     }
-}
-
-/// proxy2's dialer: `rules` in front of the resolver, each address given proxy2's connect
-/// timeout (`--server-connect-timeout`).
-pub fn dialer(
-    rules: &RuleArgs,
-    proxy2: &crate::roles::proxy2::Proxy2Config,
-) -> super::ResolverDialer {
-    super::ResolverDialer::new(super::DialerConfig {
-        rules: rules.rules.clone(),
-        connect_timeout: proxy2.connect_timeout,
-        ..super::DialerConfig::default()
-    })
 }
 
 #[cfg(test)]
