@@ -93,8 +93,8 @@ pub fn frame_label_relative(frame: &FrameSummary, bases: Option<(Seq, Seq)>) -> 
     use crate::wire::FrameKind;
     use std::fmt::Write;
     let id = frame.id;
-    let own = |seq: Seq| bases.map_or(seq.0, |(own, _)| seq.since(own));
-    let peer = |seq: Seq| bases.map_or(seq.0, |(_, peer)| seq.since(peer));
+    let own = |seq: Seq| bases.map_or(i64::from(seq.0), |(own, _)| seq.offset_from(own));
+    let peer = |seq: Seq| bases.map_or(i64::from(seq.0), |(_, peer)| seq.offset_from(peer));
     let mut out = match (frame.kind, frame.numbers) {
         (FrameKind::Connect, FrameNumbers::Bit(bit)) => format!("C{id}{bit}"),
         (FrameKind::ConnectOk, FrameNumbers::Bit(bit)) => format!("C{id}{bit}OK"),
@@ -155,7 +155,7 @@ pub fn frame_label_relative(frame: &FrameSummary, bases: Option<(Seq, Seq)>) -> 
 /// `duplicate seq=17 discarded`, `seq=20 held out of order`… Sequence numbers as on the wire
 /// (stop-and-wait: the bit); `base` counts them from an ISN as [`frame_label_relative`] does.
 pub fn transport_event_label(event: &TransportEvent, base: Option<Seq>) -> String {
-    let rel = |seq: Seq| base.map_or(seq.0, |base| seq.since(base));
+    let rel = |seq: Seq| base.map_or(i64::from(seq.0), |base| seq.offset_from(base));
     match *event {
         TransportEvent::Retransmitted { seq, cause } => {
             format!("retransmitted seq={} ({})", rel(seq), cause.label())
@@ -473,6 +473,41 @@ mod label_tests {
         assert_eq!(
             transport_event_label(&answered, None),
             "keepalive probe seq=16 answered (acked)"
+        );
+    }
+
+    /// A probe on a connection that has sent nothing yet re-uses the seq before its ISN:
+    /// counted from the ISN it is -1, not 4294967295.
+    #[test]
+    fn a_probe_before_the_first_data_frame_reads_seq_minus_one() {
+        use crate::event::FrameSummary;
+        let isn = Seq(u32::MAX - 2);
+        let probe = Frame::Data {
+            id: ConnId::new(0),
+            seq: Seq(isn.0 - 1),
+            payload: b"",
+        };
+        let summary = FrameSummary::in_mode(WireMode::SelectiveRepeat, &probe, 20);
+        assert_eq!(
+            frame_label_relative(&summary, Some((isn, Seq(9)))),
+            "D0 seq=-1 len=0 (keepalive probe)"
+        );
+        let answered = TransportEvent::KeepaliveAnswered {
+            seq: probe.seq().unwrap(),
+        };
+        assert_eq!(
+            transport_event_label(&answered, Some(isn)),
+            "keepalive probe seq=-1 answered (acked)"
+        );
+        let first = Frame::Data {
+            id: ConnId::new(0),
+            seq: isn.add(3),
+            payload: b"x",
+        };
+        let summary = FrameSummary::in_mode(WireMode::SelectiveRepeat, &first, 21);
+        assert!(
+            frame_label_relative(&summary, Some((isn, Seq(9)))).starts_with("D0 seq=3 "),
+            "after the wrap, still counted up from the ISN"
         );
     }
 

@@ -597,3 +597,66 @@ fn a_keepalive_probe_is_not_graphed_as_data() {
         .count();
     assert_eq!(probes, 2);
 }
+
+#[test]
+fn a_keepalive_probe_reads_seq_minus_one_and_its_answer_is_no_fault() {
+    // A connection that has sent nothing yet is probed with the seq before its ISN: counted
+    // from the ISN that is -1 (it read 4294967295), and proxy2 answering it is the link
+    // being alive, not a cross like a duplicate discarded.
+    let mut state = TuiState::new(START, MODE, Some(addrs()));
+    state.fixed_now = Some(START + Duration::from_secs(2));
+    let mut s = Script::default();
+    let probe_seq = ISN1.add(u32::MAX);
+    s.roles_up(0)
+        .at(
+            5,
+            EventKind::Conn {
+                at: Endpoint::Proxy1,
+                id: ConnId::new(0),
+                state: ConnState::Connecting,
+                client: Some(client_addr(1)),
+            },
+        )
+        .at(
+            6,
+            sent(
+                Endpoint::Proxy1,
+                Frame::Connect {
+                    id: ConnId::new(0),
+                    isn: ISN1,
+                    destination: None,
+                },
+            ),
+        )
+        .at(
+            7,
+            sent(
+                Endpoint::Proxy2,
+                Frame::ConnectOk {
+                    id: ConnId::new(0),
+                    isn: ISN2,
+                },
+            ),
+        )
+        .at(1_007, sent(Endpoint::Proxy1, data(probe_seq, b"")))
+        .at(
+            1_008,
+            transport(
+                Endpoint::Proxy2,
+                TransportEvent::KeepaliveAnswered { seq: probe_seq },
+            ),
+        )
+        .at(1_008, sent(Endpoint::Proxy2, ack(ISN1, &[])));
+    s.apply(&mut state);
+    let screen = screen(120, 40, |f| render::draw(f, &state));
+    assert!(
+        screen.contains("D0 seq=-1 len=0 (keepalive probe)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("proxy2 ♥ keepalive probe seq=-1 answered (acked)"),
+        "{screen}"
+    );
+    assert!(!screen.contains("4294967295"), "{screen}");
+    assert!(screen.contains("A0 ack=0"), "{screen}");
+}

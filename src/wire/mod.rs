@@ -86,6 +86,14 @@ impl Seq {
         self.0.wrapping_sub(earlier.0)
     }
 
+    /// How far `self` lies from `base`, negative when it comes before it (serial order):
+    /// the relative number a trace shows. proxy1's keepalive probe re-uses the seq before its
+    /// oldest unacked one, which on a connection that sent nothing yet is its ISN's
+    /// predecessor: -1 here, where [`Seq::since`] would say 4294967295.
+    pub const fn offset_from(self, base: Seq) -> i64 {
+        self.0.wrapping_sub(base.0) as i32 as i64
+    }
+
     /// Whether `self` comes strictly before `other` in serial order.
     pub const fn before(self, other: Seq) -> bool {
         let d = other.0.wrapping_sub(self.0);
@@ -563,6 +571,10 @@ mod tests {
         assert!(!Seq(0).before(last));
         assert_eq!(last.add(3), Seq(2));
         assert_eq!(Seq(2).since(last), 3);
+        assert_eq!(Seq(2).offset_from(last), 3, "across the wrap");
+        assert_eq!(last.offset_from(Seq(2)), -3);
+        assert_eq!(Seq(6).offset_from(Seq(7)), -1, "the seq before an ISN");
+        assert_eq!(Seq(7).offset_from(Seq(7)), 0);
         assert!(Seq(1).within(last, 3));
         assert!(!Seq(2).within(last, 3));
         assert!(!Seq(5).before(Seq(5)));
