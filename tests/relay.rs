@@ -15,7 +15,7 @@ use common::*;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tunlab::impair::{Decider, DirectionSettings, LinkEmulator, LinkSettings, Percent};
-use tunlab::net::bind_udp;
+use tunlab::net::{LinkUdp, bind_udp};
 use tunlab::roles::relay::{self, RelayConfig, RelayStats};
 use tunlab::topology::LinkDirection;
 
@@ -104,7 +104,7 @@ async fn run_loss_pattern(seed: u64, burst: u32) -> (Vec<u32>, Vec<u32>) {
         ..RelayConfig::new(target_addr)
     })
     .await;
-    let peer = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let peer = LinkUdp::try_from(bind_udp("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap();
     let mut returned = Vec::new();
     let mut buf = vec![0u8; 65_536];
     let offload = tunlab::link::batch::SendOffload::default();
@@ -208,7 +208,7 @@ async fn bursts_cross_whole_in_order_counted_and_captured() {
         relay::silent(),
         stop.clone(),
     ));
-    let peer = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let peer = LinkUdp::try_from(bind_udp("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap();
     let peer_addr = peer.local_addr().unwrap();
     let offload = tunlab::link::batch::SendOffload::default();
     let mut buf = vec![0u8; 65_536];
@@ -594,7 +594,7 @@ async fn metrics_show_the_relays_exact_counters() {
         ..RelayConfig::new(target_addr)
     })
     .await;
-    let peer = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let peer = LinkUdp::try_from(bind_udp("127.0.0.1:0".parse().unwrap()).unwrap()).unwrap();
     for i in 0..20 {
         peer.send_to(&numbered(i), relay_addr).await.unwrap();
     }

@@ -28,8 +28,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use crate::net::LinkUdp;
 
 use super::socket::RECV_BUFFER;
 
@@ -64,7 +63,7 @@ impl RecvBatch {
     /// Waits until at least one datagram is there and reads every datagram waiting (up to
     /// [`BATCH`]); what an earlier call read and was not taken is forgotten. Cancel-safe:
     /// nothing is read from the socket unless the call completes.
-    pub async fn recv(&mut self, socket: &UdpSocket) -> io::Result<()> {
+    pub async fn recv(&mut self, socket: &LinkUdp) -> io::Result<()> {
         self.count = 0;
         self.next = 0;
         read_batch(socket, || self.fill(socket.as_raw_fd())).await
@@ -171,7 +170,7 @@ fn socket_addr(name: &libc::sockaddr_storage) -> Option<SocketAddr> {
 /// Receives one datagram into `buf`, from what an earlier `recvmmsg` read or from a new
 /// one. Cancel-safe: a datagram read from the socket stays in `batch` until handed out.
 pub(super) async fn recv_from(
-    socket: &UdpSocket,
+    socket: &LinkUdp,
     batch: &Mutex<RecvBatch>,
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr)> {
@@ -200,13 +199,13 @@ pub(super) async fn recv_from(
 /// datagram of a ping-pong, on the echo's path). The runtime clears it only if no new
 /// readiness arrived since the wait ended, so a datagram that came meanwhile is not missed.
 async fn read_batch(
-    socket: &UdpSocket,
+    socket: &LinkUdp,
     mut fill: impl FnMut() -> io::Result<usize>,
 ) -> io::Result<()> {
     loop {
-        socket.readable().await?;
+        let mut ready = socket.readable().await?;
         let mut read = 0;
-        let outcome = socket.try_io(Interest::READABLE, || {
+        let outcome = ready.try_io(|_| {
             read = fill()?;
             if read < BATCH {
                 Err(io::ErrorKind::WouldBlock.into())
@@ -215,13 +214,13 @@ async fn read_batch(
             }
         });
         match outcome {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Ok(done) => return done,
+            // The readiness is cleared: a short batch, or nothing at all.
+            Err(_would_block) => {
                 if read > 0 {
                     return Ok(());
                 }
             }
-            Err(e) => return Err(e),
         }
     }
 }
@@ -408,7 +407,7 @@ fn send_some(
 /// again, as separate sends would have been. A GSO message refused with `EIO` or `EINVAL`
 /// turns GSO off for the socket (in `offload`), and its datagrams go again without it.
 pub async fn send_burst(
-    socket: &UdpSocket,
+    socket: &LinkUdp,
     offload: &SendOffload,
     to: Option<SocketAddr>,
     datagrams: &[&[u8]],
@@ -420,9 +419,7 @@ pub async fn send_burst(
         let rest = &datagrams[next..];
         let gso = offload.gso();
         let sent = socket
-            .async_io(Interest::WRITABLE, || {
-                send_some(socket.as_raw_fd(), to.as_ref(), rest, gso)
-            })
+            .send_with(|| send_some(socket.as_raw_fd(), to.as_ref(), rest, gso))
             .await;
         match sent {
             Ok(n) => next += n,
@@ -446,12 +443,17 @@ pub async fn send_burst(
 mod tests {
     use super::*;
 
+    /// A link socket bound to `addr` (registered for reading, as the proxies' are).
+    fn link_udp(addr: &str) -> io::Result<LinkUdp> {
+        LinkUdp::from_std(std::net::UdpSocket::bind(addr)?)
+    }
+
     /// More datagrams than one batch, of every size a peer may send (the largest UDP
     /// datagram included), from two senders (IPv4): each comes out once, whole, in order,
     /// with its sender.
     #[tokio::test]
     async fn datagrams_come_out_whole_in_order_with_their_sender() {
-        let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let receiver = link_udp("127.0.0.1:0").unwrap();
         let to = receiver.local_addr().unwrap();
         let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -482,7 +484,7 @@ mod tests {
 
     #[tokio::test]
     async fn ipv6_senders_are_read_back() {
-        let Ok(receiver) = UdpSocket::bind("[::1]:0").await else {
+        let Ok(receiver) = link_udp("[::1]:0") else {
             eprintln!("skipped: no IPv6 loopback here");
             return;
         };
@@ -528,7 +530,7 @@ mod tests {
 
     /// Sends `sizes` as one burst from `sender` and reads them back at a plain socket:
     /// every datagram, whole, in order.
-    async fn burst_arrives(sender: &UdpSocket, offload: &SendOffload, sizes: &[usize]) {
+    async fn burst_arrives(sender: &LinkUdp, offload: &SendOffload, sizes: &[usize]) {
         let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         socket2::SockRef::from(&receiver)
             .set_recv_buffer_size(8 << 20)
@@ -574,7 +576,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_goes_out_whole_in_order_with_gso_and_without() {
-        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sender = link_udp("127.0.0.1:0").unwrap();
         let offload = SendOffload::default();
         burst_arrives(&sender, &offload, &mixed_sizes()).await;
         assert!(
@@ -589,7 +591,7 @@ mod tests {
     /// GSO (`EINVAL`): the burst still arrives whole, and the socket stops trying GSO.
     #[tokio::test]
     async fn a_socket_that_refuses_gso_falls_back_and_remembers() {
-        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sender = link_udp("127.0.0.1:0").unwrap();
         let on: libc::c_int = 1;
         // SAFETY: a plain int option on a socket we own.
         let set = unsafe {
@@ -613,8 +615,8 @@ mod tests {
     /// largest UDP payload, in the middle of a burst.
     #[tokio::test]
     async fn a_datagram_the_kernel_refuses_fails_alone() {
-        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sender = link_udp("127.0.0.1:0").unwrap();
+        let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let to = receiver.local_addr().unwrap();
         let small = [1u8; 500];
         let huge = vec![2u8; 65_508];

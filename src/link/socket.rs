@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::net::UdpSocket;
+use crate::net::LinkUdp;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,7 @@ pub enum Received<'b> {
 /// What a link socket and its emulator timer task share.
 #[derive(Debug)]
 pub(super) struct Inner {
-    pub(super) socket: UdpSocket,
+    pub(super) socket: LinkUdp,
     pub(super) local: SocketAddr,
     pub(super) endpoint: Endpoint,
     pub(super) mode: WireMode,
@@ -112,12 +112,15 @@ pub struct LinkSocket {
 }
 
 impl LinkSocket {
+    /// A link end on `socket` (a tokio or std UDP socket, or a [`LinkUdp`]: it is
+    /// registered with the runtime for reading only, see [`LinkUdp`]).
     pub fn new(
-        socket: UdpSocket,
+        socket: impl TryInto<LinkUdp, Error = io::Error>,
         endpoint: Endpoint,
         mode: WireMode,
         events: EventSink,
     ) -> io::Result<Self> {
+        let socket = socket.try_into()?;
         Ok(LinkSocket {
             inner: Arc::new(Inner {
                 local: socket.local_addr()?,

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::net::UdpSocket;
+use crate::net::LinkUdp;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -199,7 +199,7 @@ fn add(counter: &AtomicU64, n: usize) {
 #[derive(Debug)]
 struct Peer {
     addr: SocketAddr,
-    upstream: UdpSocket,
+    upstream: LinkUdp,
     /// The upstream socket's own address, for the capture.
     local: SocketAddr,
     /// Whether bursts to the target still try UDP GSO on `upstream`.
@@ -262,7 +262,7 @@ impl Path {
 /// The relay's shared state.
 struct Relay {
     config: RelayConfig,
-    listen: UdpSocket,
+    listen: LinkUdp,
     local: SocketAddr,
     /// Whether bursts to peers still try UDP GSO on `listen`.
     offload: SendOffload,
@@ -285,13 +285,14 @@ struct Relay {
 /// target's replies back, through the emulator when there is one. `stats` counts what
 /// crossed; `tap` records both legs (see the README's relay section).
 pub async fn run(
-    listen: UdpSocket,
+    listen: impl TryInto<LinkUdp, Error = io::Error>,
     config: RelayConfig,
     stats: Arc<RelayStats>,
     tap: Option<CaptureTap>,
     log: RelayLog,
     stop: CancellationToken,
 ) -> io::Result<()> {
+    let listen = listen.try_into()?;
     let local = listen.local_addr()?;
     let relay = Arc::new(Relay {
         upstream_bind: local_bind_towards(config.target),
@@ -463,9 +464,9 @@ impl Relay {
         Some(peer)
     }
 
-    async fn open_upstream(&self) -> anyhow::Result<UdpSocket> {
-        let socket = bind_udp(self.upstream_bind)?;
-        socket.connect(self.config.target).await?;
+    async fn open_upstream(&self) -> anyhow::Result<LinkUdp> {
+        let socket = LinkUdp::try_from(bind_udp(self.upstream_bind)?)?;
+        socket.connect(self.config.target)?;
         Ok(socket)
     }
 
