@@ -660,3 +660,36 @@ fn a_keepalive_probe_reads_seq_minus_one_and_its_answer_is_no_fault() {
     assert!(!screen.contains("4294967295"), "{screen}");
     assert!(screen.contains("A0 ack=0"), "{screen}");
 }
+
+#[test]
+fn the_held_link_numbers_frames_as_the_trace_does() {
+    use tunlab::lab::HeldView;
+    use tunlab::topology::LinkDirection;
+    use tunlab::tui::state::HoldView;
+    // Step mode in a reliable mode: a held frame's seq and ack are counted from the
+    // connection's ISNs, as in the trace beside it (they were the wire's absolute numbers:
+    // seq=0 here, where ISN1 + 3 wraps, and ack=1).
+    let mut state = reliable_state();
+    state.set_hold(HoldView {
+        holding: true,
+        frames: vec![
+            HeldView {
+                id: 1,
+                direction: LinkDirection::ToProxy2,
+                frame: summary(data(ISN1.add(3), b"hola")),
+                copy: false,
+            },
+            HeldView {
+                id: 2,
+                direction: LinkDirection::ToProxy1,
+                frame: summary(ack(ISN1.add(4), &[])),
+                copy: false,
+            },
+        ],
+    });
+    let screen = screen(120, 40, |f| render::draw(f, &state));
+    assert!(screen.contains("Link held"), "{screen}");
+    assert!(screen.contains("p1→p2 D0 seq=3 len=4 \"hola\""), "{screen}");
+    assert!(screen.contains("p2→p1 A0 ack=4"), "{screen}");
+    assert!(!screen.contains(&ISN1.0.to_string()), "{screen}");
+}
