@@ -212,3 +212,62 @@ async fn link_keys_turn_the_emulator_up_and_down_and_the_trace_shows_it() {
     }
     lab.shutdown().await;
 }
+
+/// Step mode in a reliable mode, driven as the keys drive it: the log names a released or
+/// copied frame as the trace does, its seq counted from the connection's ISN (it gave the
+/// wire's absolute seq, a random 32-bit number).
+#[tokio::test]
+async fn step_mode_names_held_frames_by_their_relative_seq() {
+    let (events, mut rx) = EventSink::channel(4096);
+    let start = SystemTime::now();
+    let mode = WireMode::SelectiveRepeat;
+    let mut config = LabConfig {
+        mode,
+        ..LabConfig::ephemeral()
+    };
+    // Nothing on the held link but the frames below: no keepalive probe.
+    config.proxy1.probe_after = Duration::from_mins(10);
+    let mut lab = Lab::start(config, events).await.unwrap();
+    let mut state = TuiState::new(start, mode, Some(lab.addrs()));
+    assert!(!execute(&mut lab, &mut state, Command::AddClient).await);
+    fold_until(
+        &mut state,
+        &mut rx,
+        &lab,
+        "an open id 0 with both ISNs",
+        |s| {
+            s.conn(ConnId::new(0)).is_some_and(|c| {
+                c.state == ConnState::Open
+                    && c.transport
+                        .bases(tunlab::topology::LinkDirection::ToProxy2)
+                        .is_some()
+            })
+        },
+    )
+    .await;
+    assert!(!execute(&mut lab, &mut state, Command::ToggleHold).await);
+    let send = Command::Send {
+        client: 1,
+        bytes: b"hola".to_vec(),
+    };
+    assert!(!execute(&mut lab, &mut state, send).await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while lab.held_frames().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no frame held");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let held = lab.held_frames()[0].clone();
+    assert!(!execute(&mut lab, &mut state, Command::DuplicateHeld(held.id)).await);
+    let copied = state.log.back().unwrap().text.clone();
+    assert!(
+        copied.starts_with("copied p1→p2 D0 seq=0 len=4 \"hola\""),
+        "{copied}"
+    );
+    assert!(!execute(&mut lab, &mut state, Command::ReleaseNext).await);
+    let released = state.log.back().unwrap().text.clone();
+    assert!(
+        released.starts_with("released p1→p2 D0 seq=0 len=4 \"hola\""),
+        "{released}"
+    );
+    assert!(execute(&mut lab, &mut state, Command::Quit).await);
+}

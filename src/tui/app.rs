@@ -494,7 +494,7 @@ pub async fn execute(lab: &mut Lab, state: &mut TuiState, command: Command) -> b
                 format!(
                     "released {} {}",
                     frame.direction.arrow(),
-                    crate::describe::frame_label(&frame.frame)
+                    state.held_label(&frame)
                 ),
             ),
             None => state.note(Level::Warn, "nothing is held yet"),
@@ -511,7 +511,7 @@ pub async fn execute(lab: &mut Lab, state: &mut TuiState, command: Command) -> b
                 format!(
                     "copied {} {}: the copy is held right behind it",
                     copy.direction.arrow(),
-                    crate::describe::frame_label(&copy.frame)
+                    state.held_label(&copy)
                 ),
             ),
             None => state.note(Level::Warn, "that frame is no longer held"),

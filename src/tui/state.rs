@@ -835,6 +835,15 @@ impl TuiState {
         self.conns.get(id)
     }
 
+    /// A frame the held link holds, as the trace labels it: in the extended modes its
+    /// numbers counted from its connection's ISNs.
+    pub fn held_label(&self, held: &crate::lab::HeldView) -> String {
+        let bases = self
+            .conn(held.frame.id)
+            .and_then(|conn| conn.transport.bases(held.direction));
+        crate::describe::frame_label_relative(&held.frame, bases)
+    }
+
     /// The rows of the connection list, in order: every id, then the waiting clients.
     pub fn rows(&self) -> Vec<Selection> {
         self.conns

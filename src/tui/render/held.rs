@@ -6,7 +6,6 @@ use ratatui::prelude::*;
 use ratatui::widgets::{Block, Paragraph};
 
 use super::{shorten_at_words, truncate};
-use crate::describe::frame_label_relative;
 use crate::topology::LinkDirection;
 use crate::tui::state::TuiState;
 
@@ -62,16 +61,12 @@ pub fn render(frame: &mut Frame<'_>, area: Rect, state: &TuiState) {
             };
             let prefix = format!("{}{:>3} ", if is_chosen { "▶" } else { " " }, n + 1);
             let copy = if f.copy { " (copy)" } else { "" };
-            // Numbered as the trace numbers it: counted from the connection's ISNs.
-            let bases = state
-                .conn(f.frame.id)
-                .and_then(|conn| conn.transport.bases(f.direction));
             let room = width.saturating_sub(prefix.chars().count() + 6 + copy.len());
             let line = Line::from(vec![
                 Span::raw(prefix),
                 Span::styled(arrow, style),
                 Span::raw(" "),
-                Span::raw(truncate(&frame_label_relative(&f.frame, bases), room)),
+                Span::raw(truncate(&state.held_label(f), room)),
                 Span::styled(copy, Style::new().yellow()),
             ]);
             if is_chosen {
