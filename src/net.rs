@@ -242,6 +242,66 @@ mod tests {
         );
     }
 
+    /// The events the runtime waits for on `fd`, as the kernel lists them in the fdinfo of
+    /// this process's epoll instances (matched by descriptor and inode, since other tests'
+    /// runtimes have instances of their own).
+    fn registered_events(fd: std::os::fd::RawFd) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(format!("/proc/self/fd/{fd}")).ok()?.ino();
+        for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+            let is_epoll = std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.to_string_lossy() == "anon_inode:[eventpoll]");
+            if !is_epoll {
+                continue;
+            }
+            let path = format!("/proc/self/fdinfo/{}", entry.file_name().to_string_lossy());
+            let Ok(info) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            // `tfd:        7 events: 80002019 data: … ino:f82c12 sdev:9`
+            for line in info.lines().filter(|l| l.starts_with("tfd:")) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let field = |name: &str| {
+                    fields
+                        .iter()
+                        .position(|f| *f == name)
+                        .and_then(|at| fields.get(at + 1))
+                        .copied()
+                };
+                let ino = fields
+                    .iter()
+                    .find_map(|f| f.strip_prefix("ino:"))
+                    .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+                if field("tfd:") == Some(fd.to_string().as_str()) && ino == Some(inode) {
+                    return field("events:").and_then(|hex| u32::from_str_radix(hex, 16).ok());
+                }
+            }
+        }
+        None
+    }
+
+    /// The kernel's own view of the runtime's registrations: a link socket is waited on for
+    /// reading only, while a tokio `UdpSocket` is waited on for writing too (so each
+    /// datagram it sends wakes its poller).
+    #[tokio::test]
+    async fn the_runtime_waits_on_a_link_socket_for_reading_only() {
+        use std::os::fd::AsRawFd;
+        let link = link_udp();
+        let plain = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let link_events =
+            registered_events(link.as_raw_fd()).expect("the link socket is registered");
+        let plain_events =
+            registered_events(plain.as_raw_fd()).expect("the tokio socket is registered");
+        let (readable, writable) = (libc::EPOLLIN as u32, libc::EPOLLOUT as u32);
+        assert_ne!(
+            plain_events & writable,
+            0,
+            "{plain_events:#x}: the check sees EPOLLOUT"
+        );
+        assert_ne!(link_events & readable, 0, "{link_events:#x}");
+        assert_eq!(link_events & writable, 0, "{link_events:#x}");
+    }
+
     /// Reading through the readiness guard: datagrams sent before and after the first wait
     /// all come out, in order, from their sender.
     #[tokio::test]
