@@ -202,6 +202,16 @@ impl CaptureTap {
         self
     }
 
+    /// Hands one datagram to the writer if that takes no waiting, without building a
+    /// future: a ring with room (or closed), and no observer. Returns the frame, untouched,
+    /// otherwise; [`CaptureTap::frame`] then does all of it.
+    pub fn try_frame<'a>(&self, frame: TapFrame<'a>) -> Option<TapFrame<'a>> {
+        match (&self.target, &self.observer) {
+            (TapTarget::Ring(ring), None) => ring.put_now(frame),
+            _ => Some(frame),
+        }
+    }
+
     /// Hands one datagram to the writer (copied into its ring); waits only while the ring
     /// is full, so no frame is ever dropped for a slow disk.
     pub async fn frame(&self, frame: TapFrame<'_>) {

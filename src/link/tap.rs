@@ -31,15 +31,18 @@ impl Inner {
         on_wire: bool,
     ) {
         if let Some((tap, _)) = &self.tap {
-            tap.frame(TapFrame {
+            let frame = TapFrame {
                 time,
                 src: self.local,
                 dst: to,
                 datagram,
                 note,
                 on_wire,
-            })
-            .await;
+            };
+            // Almost always the ring has room: no future to build and poll.
+            if let Some(frame) = tap.try_frame(frame) {
+                tap.frame(frame).await;
+            }
         }
     }
 
@@ -89,15 +92,17 @@ impl Inner {
         note: Option<String>,
     ) {
         if let Some((tap, TapScope::SentAndReceived)) = &self.tap {
-            tap.frame(TapFrame {
+            let frame = TapFrame {
                 time,
                 src: peer,
                 dst: self.local,
                 datagram,
                 note,
                 on_wire: true,
-            })
-            .await;
+            };
+            if let Some(frame) = tap.try_frame(frame) {
+                tap.frame(frame).await;
+            }
         }
     }
 }
