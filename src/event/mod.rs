@@ -688,6 +688,33 @@ impl EventSink {
         self.emit(build());
     }
 
+    /// A TCP event of a proxy (`role`, at link endpoint `at`) on its side of connection `id`
+    /// with `peer`. A read or a write happens once per frame or so: it goes only when frame
+    /// events are wanted, and (for a connection with an id) sampled like a frame.
+    pub fn emit_tcp(
+        &self,
+        role: Role,
+        at: Endpoint,
+        id: Option<ConnId>,
+        peer: SocketAddr,
+        action: TcpAction,
+    ) {
+        let per_frame = matches!(action, TcpAction::Read(_) | TcpAction::Wrote(_));
+        if per_frame && !self.wants_frame_events() {
+            return;
+        }
+        let event = || EventKind::Tcp {
+            role,
+            id,
+            peer,
+            action,
+        };
+        match id {
+            Some(id) if per_frame => self.emit_frame_event(at, id, sampling::OTHER, event),
+            _ => self.emit(event()),
+        }
+    }
+
     /// Whether a per-frame event of `at` and `id` goes through the sampler; if not, it is
     /// counted as `folded`. One that goes has the id's counts sent ahead of it.
     fn frame_admitted(

@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::peer_close_kind;
 use crate::destination::{DestinationRef, Refusal};
-use crate::event::sampling;
 use crate::event::{CloseKind, ConnState, EventKind, EventSink, Ignored, Level, TcpAction};
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
 use crate::roles::access_log::{AccessLogWriter, AccessRecord, AccessResult};
@@ -243,24 +242,8 @@ impl Shared {
     }
 
     fn tcp_event(&self, id: Option<ConnId>, client: SocketAddr, action: TcpAction) {
-        let per_frame = matches!(action, TcpAction::Read(_) | TcpAction::Wrote(_));
-        if per_frame && !self.events().wants_frame_events() {
-            return;
-        }
-        let event = || EventKind::Tcp {
-            role: Role::Proxy1,
-            id,
-            peer: client,
-            action,
-        };
-        match id {
-            // A read or write of a connection with an id is sampled like a frame.
-            Some(id) if per_frame => {
-                self.events()
-                    .emit_frame_event(Endpoint::Proxy1, id, sampling::OTHER, event);
-            }
-            _ => self.events().emit(event()),
-        }
+        self.events()
+            .emit_tcp(Role::Proxy1, Endpoint::Proxy1, id, client, action);
     }
 
     async fn send(&self, frame: Frame<'_>) {

@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{LogThrottle, peer_close_kind};
 use crate::destination::{Destination, Refusal as Reason};
-use crate::event::sampling;
 use crate::event::{CloseKind, ConnState, EventKind, EventSink, Ignored, Level, TcpAction};
 use crate::link::{LinkSocket, RECV_BUFFER, Received};
 use crate::roles::dialers::ResolverDialer;
@@ -164,23 +163,8 @@ impl Shared {
 
     /// A TCP event of the connection to `peer` (a SOCKS5 client's destination, or the server).
     fn tcp_event_with(&self, id: ConnId, peer: SocketAddr, action: TcpAction) {
-        let per_frame = matches!(action, TcpAction::Read(_) | TcpAction::Wrote(_));
-        if per_frame && !self.events().wants_frame_events() {
-            return;
-        }
-        let event = || EventKind::Tcp {
-            role: Role::Proxy2,
-            id: Some(id),
-            peer,
-            action,
-        };
-        if per_frame {
-            // Sampled like a frame.
-            self.events()
-                .emit_frame_event(Endpoint::Proxy2, id, sampling::OTHER, event);
-        } else {
-            self.events().emit(event());
-        }
+        self.events()
+            .emit_tcp(Role::Proxy2, Endpoint::Proxy2, Some(id), peer, action);
     }
 
     fn log(&self, level: Level, message: String) {
