@@ -93,8 +93,8 @@ pub fn frame_label_relative(frame: &FrameSummary, bases: Option<(Seq, Seq)>) -> 
     use crate::wire::FrameKind;
     use std::fmt::Write;
     let id = frame.id;
-    let own = |seq: Seq| bases.map_or(i64::from(seq.0), |(own, _)| seq.offset_from(own));
-    let peer = |seq: Seq| bases.map_or(i64::from(seq.0), |(_, peer)| seq.offset_from(peer));
+    let own = |seq: Seq| seq.shown_from(bases.map(|(own, _)| own));
+    let peer = |seq: Seq| seq.shown_from(bases.map(|(_, peer)| peer));
     let mut out = match (frame.kind, frame.numbers) {
         (FrameKind::Connect, FrameNumbers::Bit(bit)) => format!("C{id}{bit}"),
         (FrameKind::ConnectOk, FrameNumbers::Bit(bit)) => format!("C{id}{bit}OK"),
@@ -155,7 +155,7 @@ pub fn frame_label_relative(frame: &FrameSummary, bases: Option<(Seq, Seq)>) -> 
 /// `duplicate seq=17 discarded`, `seq=20 held out of order`… Sequence numbers as on the wire
 /// (stop-and-wait: the bit); `base` counts them from an ISN as [`frame_label_relative`] does.
 pub fn transport_event_label(event: &TransportEvent, base: Option<Seq>) -> String {
-    let rel = |seq: Seq| base.map_or(i64::from(seq.0), |base| seq.offset_from(base));
+    let rel = |seq: Seq| seq.shown_from(base);
     match *event {
         TransportEvent::Retransmitted { seq, cause } => {
             format!("retransmitted seq={} ({})", rel(seq), cause.label())

@@ -1014,8 +1014,8 @@ impl TuiState {
 pub fn ladder_label(frame: &FrameSummary, bases: Option<(Seq, Seq)>) -> String {
     use crate::event::FrameNumbers;
     let id = frame.id;
-    let own = |seq: Seq| bases.map_or(i64::from(seq.0), |(own, _)| seq.offset_from(own));
-    let peer = |seq: Seq| bases.map_or(i64::from(seq.0), |(_, peer)| seq.offset_from(peer));
+    let own = |seq: Seq| seq.shown_from(bases.map(|(own, _)| own));
+    let peer = |seq: Seq| seq.shown_from(bases.map(|(_, peer)| peer));
     let head = match (frame.kind, frame.numbers) {
         (FrameKind::Data, FrameNumbers::Bit(bit)) => format!("D{id}{bit}"),
         (FrameKind::Data, FrameNumbers::Seq(seq)) => format!("D{id} seq={}", own(seq)),

@@ -94,6 +94,12 @@ impl Seq {
         self.0.wrapping_sub(base.0) as i32 as i64
     }
 
+    /// The number a trace shows for `self`: counted from `base` ([`Seq::offset_from`]) when
+    /// the connection's ISN is known, else as on the wire.
+    pub fn shown_from(self, base: Option<Seq>) -> i64 {
+        base.map_or(i64::from(self.0), |base| self.offset_from(base))
+    }
+
     /// Whether `self` comes strictly before `other` in serial order.
     pub const fn before(self, other: Seq) -> bool {
         let d = other.0.wrapping_sub(self.0);
@@ -575,6 +581,8 @@ mod tests {
         assert_eq!(last.offset_from(Seq(2)), -3);
         assert_eq!(Seq(6).offset_from(Seq(7)), -1, "the seq before an ISN");
         assert_eq!(Seq(7).offset_from(Seq(7)), 0);
+        assert_eq!(Seq(6).shown_from(Some(Seq(7))), -1);
+        assert_eq!(Seq(6).shown_from(None), 6, "no ISN known: as on the wire");
         assert!(Seq(1).within(last, 3));
         assert!(!Seq(2).within(last, 3));
         assert!(!Seq(5).before(Seq(5)));
