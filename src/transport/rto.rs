@@ -134,7 +134,12 @@ impl RtoEstimator {
                     Some(srtt) => srtt + (self.rttvar * 4).max(GRANULARITY),
                     None => initial,
                 };
-                base.saturating_mul(1 << self.backoff).clamp(min, max)
+                // RFC 6298: the floor first, then each expiry doubles the timer. Doubling
+                // the estimate under the floor instead kept a fast link's timer at the
+                // floor for seven expiries: twelve in a row, the give-up, came in seconds.
+                base.clamp(min, max)
+                    .saturating_mul(1 << self.backoff)
+                    .min(max)
             }
         }
     }
@@ -201,6 +206,11 @@ mod tests {
         let mut fast = adaptive();
         fast.on_sample(ms(1));
         assert_eq!(fast.rto(), ms(200));
+        // Backed off from the floor, not from the 3 ms under it.
+        fast.on_timeout();
+        assert_eq!(fast.rto(), ms(400));
+        fast.on_timeout();
+        assert_eq!(fast.rto(), ms(800));
     }
 
     #[test]
