@@ -1,7 +1,9 @@
 //! The dissector on captures of real lab runs in the reliable modes (stop-and-wait,
 //! go-back-n, selective-repeat) over a lossy, duplicating link: every frame decodes, with no
 //! warning, its fields say what the Rust decoder reads (seq, ack, window, SACK, the CRC
-//! checked), and the Info column is tunlab's own `frame_label`, direction first. A corrupted
+//! checked), and the Info column is tunlab's own `frame_label_relative`, direction first:
+//! numbers counted from the connection's ISNs once its C and OK are seen, as on the wire
+//! with `-o tunlab.relative_seq:FALSE` (`frame_label`). A corrupted
 //! extended frame is flagged as a checksum error. Without tshark (found by build.rs) these
 //! tests are marked ignored, "needs tshark".
 
@@ -13,12 +15,12 @@ use std::time::{Duration, SystemTime};
 
 use capture_support::*;
 use tunlab::capture::CaptureFormat;
-use tunlab::describe::frame_label;
+use tunlab::describe::{frame_label, frame_label_relative};
 use tunlab::event::{CloseKind, EventSink, FrameSummary};
 use tunlab::impair::settings::{DirectionSettings, LinkSettings, Percent};
 use tunlab::lab::{Lab, LabConfig};
 use tunlab::transport::{RtoConfig, TransportConfig};
-use tunlab::wire::{Frame, WireMode};
+use tunlab::wire::{Frame, Seq, WireMode};
 
 const DISSECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/wireshark/tunlab.lua");
 
@@ -39,11 +41,17 @@ const FIELDS: [&str; 10] = [
 const PI_WARN: u32 = 0x0060_0000;
 
 fn tshark(file: &Path) -> Vec<Vec<String>> {
+    tshark_with(file, &[])
+}
+
+/// [`tshark`] with more options (`-o tunlab.relative_seq:FALSE`).
+fn tshark_with(file: &Path, options: &[&str]) -> Vec<Vec<String>> {
     let mut command = Command::new("tshark");
     command
         .args(["-n", "-r"])
         .arg(file)
         .args(["-X", &format!("lua_script:{DISSECTOR}")])
+        .args(options)
         .args(["-T", "fields", "-E", "separator=/t", "-E", "occurrence=a"]);
     for field in FIELDS {
         command.args(["-e", field]);
@@ -138,11 +146,61 @@ async fn capture_a_lossy_run(dir: &Path, mode: WireMode) -> (std::path::PathBuf,
     (summary.path, proxy2_port)
 }
 
-/// Every packet of a `mode` capture: tshark's Info is `frame_label` of what the Rust decoder
-/// reads, and its fields agree. Returns the Info column.
+/// The ISNs of each id's connection as a reader of the file learns them in order: proxy1's
+/// from its `C` (one with another ISN opens a new connection, whose `OK` is still to come),
+/// proxy2's from its `OK`.
+#[derive(Default)]
+struct Isns(std::collections::HashMap<u16, (Seq, Option<Seq>)>);
+
+impl Isns {
+    fn learn(&mut self, frame: &Frame<'_>) {
+        match *frame {
+            // A re-sent C (the same ISN) changes nothing.
+            Frame::Connect { id, isn, .. }
+                if self.0.get(&id.get()).is_none_or(|&(p1, _)| p1 != isn) =>
+            {
+                self.0.insert(id.get(), (isn, None));
+            }
+            Frame::ConnectOk { id, isn } => {
+                if let Some(entry) = self.0.get_mut(&id.get()) {
+                    entry.1 = Some(isn);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// (the sender's ISN, the receiver's), once both are known.
+    fn bases(&self, frame: &Frame<'_>, from_proxy1: bool) -> Option<(Seq, Seq)> {
+        let &(p1, p2) = self.0.get(&frame.id().get())?;
+        let p2 = p2?;
+        Some(if from_proxy1 { (p1, p2) } else { (p2, p1) })
+    }
+}
+
+/// Every packet of a `mode` capture: tshark's Info is `frame_label_relative` of what the Rust
+/// decoder reads (counted from the ISNs learned so far; with `-o tunlab.relative_seq:FALSE`,
+/// `frame_label`, as on the wire), and its fields agree. Returns the Info column.
 fn assert_capture_decodes(mode: WireMode, path: &Path, proxy2_port: u16) -> Vec<String> {
+    let infos = assert_capture_decodes_with(mode, path, proxy2_port, true);
+    let on_the_wire = assert_capture_decodes_with(mode, path, proxy2_port, false);
+    assert_eq!(infos.len(), on_the_wire.len());
+    infos
+}
+
+fn assert_capture_decodes_with(
+    mode: WireMode,
+    path: &Path,
+    proxy2_port: u16,
+    relative: bool,
+) -> Vec<String> {
     let packets = read_pcap(path);
-    let rows = tshark(path);
+    let rows = if relative {
+        tshark(path)
+    } else {
+        tshark_with(path, &["-o", "tunlab.relative_seq:FALSE"])
+    };
+    let mut isns = Isns::default();
     assert_eq!(
         rows.len(),
         packets.len(),
@@ -160,6 +218,7 @@ fn assert_capture_decodes(mode: WireMode, path: &Path, proxy2_port: u16) -> Vec<
             .decode(&packet.datagram)
             .unwrap_or_else(|e| panic!("{at}: {e}"));
         let summary = FrameSummary::in_mode(mode, &frame, packet.datagram.len());
+        isns.learn(&frame);
         let severity = row[8]
             .split(',')
             .filter(|s| !s.is_empty())
@@ -173,11 +232,12 @@ fn assert_capture_decodes(mode: WireMode, path: &Path, proxy2_port: u16) -> Vec<
         } else {
             "p2→p1"
         };
-        assert_eq!(
-            row[9],
-            format!("{direction} {}", frame_label(&summary)),
-            "{at}: Info"
-        );
+        let label = if relative && mode.is_extended() {
+            frame_label_relative(&summary, isns.bases(&frame, direction == "p1→p2"))
+        } else {
+            frame_label(&summary)
+        };
+        assert_eq!(row[9], format!("{direction} {label}"), "{at}: Info");
         match frame {
             Frame::Data { seq, .. } => assert_eq!(row[3], seq.0.to_string(), "{at}: seq"),
             Frame::Ack {
@@ -230,6 +290,34 @@ async fn tshark_decodes_go_back_n_and_selective_repeat_captures() {
         let infos = assert_capture_decodes(mode, &path, port);
         assert!(infos.iter().any(|i| i.contains(" isn=")), "{mode:?}: ISNs");
         assert!(infos.iter().any(|i| i.contains(" seq=")), "{mode:?}: seqs");
+        // Counted from the ISNs: each connection's first data frame is seq 0.
+        assert!(
+            infos.iter().any(|i| i.contains(" seq=0 len=")),
+            "{mode:?}: relative seqs"
+        );
+        // The relative fields hold the numbers the Info column shows (checked above against
+        // tunlab's own labels).
+        let rows = tshark_fields(
+            &path,
+            &["tunlab.seq_relative", "tunlab.ack_relative", "_ws.col.Info"],
+        );
+        let (mut seqs, mut acks) = (0, 0);
+        for row in &rows {
+            if !row[0].is_empty() {
+                seqs += 1;
+                let word = format!("seq={}", row[0]);
+                assert!(row[2].split(' ').any(|w| w == word), "{row:?}");
+            }
+            if !row[1].is_empty() {
+                acks += 1;
+                let word = format!("ack={}", row[1]);
+                assert!(row[2].split(' ').any(|w| w == word), "{row:?}");
+            }
+        }
+        assert!(
+            seqs > 0 && acks > 0,
+            "{mode:?}: relative fields ({seqs}, {acks})"
+        );
         assert!(infos.iter().any(|i| i.contains(" win=")), "{mode:?}: acks");
         if mode == WireMode::SelectiveRepeat {
             assert!(

@@ -27,6 +27,12 @@
 -- p1→p2 C30, p2→p1 C30OK, p1→p2 D31 len=5 "hola\n", p2→p1 A31, p1→p2 X30; extended
 -- p1→p2 C3 isn=7, p2→p1 C3OK isn=9, p1→p2 D3 seq=17 len=5 "hola\n",
 -- p2→p1 A3 ack=18 win=64 sack=20-22,25 (SACK ranges inclusive), p1→p2 X3 seq=40.
+-- Once a connection's C and OK have been seen, its seq, ack and SACK numbers are counted
+-- from their ISNs, as tunlab's own traces count them (describe::frame_label_relative) and as
+-- Wireshark counts TCP's: the first D reads seq=0, a keepalive probe before it seq=-1. The
+-- preference tunlab.relative_seq (-o tunlab.relative_seq:FALSE) shows them as on the wire;
+-- the fields tunlab.seq and tunlab.ack always hold the wire's numbers, tunlab.seq_relative
+-- and tunlab.ack_relative the counted ones.
 --
 -- Each use of a connection id (from its C to its X) is a stream of its own, numbered like
 -- tcp.stream: filter with tunlab.stream == N, or follow it (the D payloads, proxy1's side as
@@ -69,6 +75,9 @@ tunlab.prefs.text_mode = Pref.enum("Text format",
     1, "How to read the text formats when a conversation does not show which it is",
     { { 1, "auto", 1 }, { 2, "classic", 2 }, { 3, "stop-and-wait", 3 } },
     false)
+tunlab.prefs.relative_seq = Pref.bool("Relative sequence numbers", true,
+    "Count an extended connection's seq, ack and SACK numbers from its initial sequence "
+    .. "numbers (its C's and its OK's), as tunlab's traces do")
 
 local f_type = ProtoField.string("tunlab.type", "Type")
 local f_id = ProtoField.uint8("tunlab.id", "Connection id", base.DEC)
@@ -85,6 +94,11 @@ local f_ack = ProtoField.uint32("tunlab.ack", "Ack (stop-and-wait: of seq; exten
     base.DEC)
 local f_window = ProtoField.uint32("tunlab.window", "Receive window (frames)", base.DEC)
 local f_isn = ProtoField.uint32("tunlab.isn", "Initial sequence number", base.DEC)
+-- Signed: a keepalive probe before the first data frame is one before the ISN.
+local f_seq_relative = ProtoField.int32("tunlab.seq_relative",
+    "Sequence number (relative to the sender's ISN)", base.DEC)
+local f_ack_relative = ProtoField.int32("tunlab.ack_relative",
+    "Ack (relative to the receiver's ISN)", base.DEC)
 -- The extended C's destination (a SOCKS5 client's, in SOCKS5's ATYP ADDR PORT encoding) and
 -- the extended NOK's reason (the SOCKS5 reply code proxy1 gives its client).
 local REASONS = {
@@ -119,7 +133,7 @@ local f_ciphertext = ProtoField.bytes("tunlab.sealed.ciphertext", "Ciphertext")
 local f_sealed_len = ProtoField.uint16("tunlab.sealed.len", "Ciphertext length", base.DEC)
 local f_tag = ProtoField.bytes("tunlab.sealed.tag", "Poly1305 tag")
 tunlab.fields = { f_type, f_id, f_status, f_len, f_payload, f_ignored, f_direction, f_stream,
-    f_not_sent, f_mode, f_seq, f_ack, f_window, f_isn, f_sack_count, f_sack_start, f_sack_end,
+    f_not_sent, f_mode, f_seq, f_ack, f_window, f_isn, f_seq_relative, f_ack_relative, f_sack_count, f_sack_start, f_sack_end,
     f_ext_type, f_ext_id, f_crc, f_crc_ok, f_sealed, f_sealed_kind, f_p1_session, f_p2_session,
     f_counter, f_ciphertext, f_sealed_len, f_tag, f_destination, f_dest_atyp, f_dest_host,
     f_dest_port, f_reason }
@@ -129,8 +143,9 @@ local NOT_SENT_INTERFACE = "tunlab-not-sent"
 local f_interface_name = Field.new("frame.interface_name")
 local f_comment = Field.new("frame.comment")
 
--- What the first pass learned, per packet number: direction and stream. Later passes (and
--- Wireshark's random access) read it back, so every pass shows the same.
+-- What the first pass learned, per packet number: direction, stream, and the ISNs its
+-- numbers count from. Later passes (and Wireshark's random access) read it back, so every
+-- pass shows the same.
 local per_packet = {}
 -- Per UDP conversation (the two endpoints): which end is proxy2, and each id's stream.
 local conversations = {}
@@ -152,8 +167,8 @@ local function endpoint(address, port)
 end
 
 -- Works out a packet's direction and stream on the first pass; `kind` and `tail` are the
--- frame's type letter and what follows C<id>.
-local function place(pinfo, kind, id, tail)
+-- frame's type letter and what follows C<id>, `isn` an extended C's or OK's ISN.
+local function place(pinfo, kind, id, tail, isn)
     local known = per_packet[pinfo.number]
     if known ~= nil then return known end
     local src = endpoint(pinfo.src, pinfo.src_port)
@@ -161,7 +176,7 @@ local function place(pinfo, kind, id, tail)
     local key = src < dst and (src .. "|" .. dst) or (dst .. "|" .. src)
     local conv = conversations[key]
     if conv == nil then
-        conv = { proxy2 = nil, current = {}, closed = {}, text_mode = nil }
+        conv = { proxy2 = nil, current = {}, closed = {}, text_mode = nil, isns = {} }
         conversations[key] = conv
     end
     -- C/OK/NOK keep their letter in `kind` and their status in `tail` for every format.
@@ -187,7 +202,28 @@ local function place(pinfo, kind, id, tail)
     end
     local stream = conv.current[id]
     if kind == "X" then conv.closed[id] = true end
-    known = { direction = direction, stream = stream }
+    -- The extended modes' ISNs: proxy1's from its C, proxy2's from its OK. A C with another
+    -- ISN than the id's last one opens a new connection, whose OK is still to come (a re-sent
+    -- C carries the same ISN).
+    local isns = conv.isns[id]
+    if isn ~= nil and kind == "C" and tail == "" then
+        if isns == nil or isns.p1 ~= isn then
+            isns = { p1 = isn }
+            conv.isns[id] = isns
+        end
+    elseif isn ~= nil and tail == "OK" then
+        isns = isns or {}
+        isns.p2 = isn
+        conv.isns[id] = isns
+    end
+    -- Numbers count from ISNs only once both are known, as in tunlab's traces: a D or an X
+    -- from its sender's, an ack from its receiver's (it acknowledges the receiver's data).
+    local own_base, peer_base
+    if isns ~= nil and isns.p1 ~= nil and isns.p2 ~= nil then
+        if direction == "p1→p2" then own_base, peer_base = isns.p1, isns.p2
+        elseif direction == "p2→p1" then own_base, peer_base = isns.p2, isns.p1 end
+    end
+    known = { direction = direction, stream = stream, own_base = own_base, peer_base = peer_base }
     per_packet[pinfo.number] = known
     return known
 end
@@ -331,14 +367,32 @@ local function text_mode(pinfo, tvb, kind)
     return mode
 end
 
+-- The number a wire number `value` reads as: counted from `base` (signed, across the wrap)
+-- when the connection's ISNs are known and the preference asks for it, as on the wire
+-- otherwise. tunlab's Seq::shown_from.
+local function shown_from(value, base)
+    if base == nil or not tunlab.prefs.relative_seq then return value end
+    local offset = (value - base) % 4294967296
+    if offset >= 2147483648 then offset = offset - 4294967296 end
+    return offset
+end
+
+-- The relative field of a wire number, when it has one (generated: it is not on the wire).
+local function add_relative(subtree, field, range, value, base)
+    if base == nil or not tunlab.prefs.relative_seq then return end
+    subtree:add(field, range, shown_from(value, base)):set_generated()
+end
+
 -- Labels and tree items shared by the three formats, once a frame is parsed:
--- `frame` = { kind = "C"/"D"/"A"/"X", id, tail (C: "", "OK", "NOK"), label, fill(subtree) }.
+-- `frame` = { kind = "C"/"D"/"A"/"X", id, tail (C: "", "OK", "NOK"), isn (extended C, OK),
+-- label or label_at(where), fill(subtree, where) }; `where` is what `place` worked out.
 local function finish(tvb, pinfo, tree, frame, mode_name)
-    local where = place(pinfo, frame.kind, frame.id, frame.tail or "")
+    local where = place(pinfo, frame.kind, frame.id, frame.tail or "", frame.isn)
+    if frame.label_at ~= nil then frame.label = frame.label_at(where) end
     local dropped = not_sent_frame()
     local subtree = tree:add(tunlab, tvb())
     subtree:add(f_mode, mode_name):set_generated()
-    frame.fill(subtree)
+    frame.fill(subtree, where)
     subtree:add(f_direction, where.direction):set_generated()
     subtree:add(f_stream, where.stream):set_generated()
     if dropped then subtree:add(f_not_sent, true):set_generated() end
@@ -558,6 +612,7 @@ local function dissect_extended(tvb, pinfo, tree)
         if not need(4) then return malformed(tree, pinfo, tvb, t.letter .. " without its ISN") end
         local isn = tvb(4, 4):uint()
         frame.kind = "C"
+        frame.isn = isn
         -- A C may carry a destination after its ISN: ATYP, address, port (RFC 1928).
         local destination
         if t.letter == "C" and body_len > 4 then
@@ -612,15 +667,18 @@ local function dissect_extended(tvb, pinfo, tree)
         local seq = tvb(4, 4):uint()
         local rest = body_len - 4
         frame.kind = "D"
-        if rest == 0 then
-            -- proxy1's keepalive: one below the oldest unacked seq, answered with an ack
-            frame.label = string.format("D%d seq=%d len=0 (keepalive probe)", id, seq)
-        else
-            frame.label = string.format("D%d seq=%d %s", id, seq, data_text(tvb, 8, rest))
+        frame.label_at = function(where)
+            local shown = shown_from(seq, where.own_base)
+            if rest == 0 then
+                -- proxy1's keepalive: one below the oldest unacked seq, answered with an ack
+                return string.format("D%d seq=%d len=0 (keepalive probe)", id, shown)
+            end
+            return string.format("D%d seq=%d %s", id, shown, data_text(tvb, 8, rest))
         end
-        frame.fill = function(subtree)
+        frame.fill = function(subtree, where)
             common(subtree)
             subtree:add(f_seq, tvb(4, 4))
+            add_relative(subtree, f_seq_relative, tvb(4, 4), seq, where.own_base)
             subtree:add(f_len, rest):set_generated()
             if rest > 0 then subtree:add(f_payload, tvb(8, rest)) end
             crc_items(subtree)
@@ -634,18 +692,24 @@ local function dissect_extended(tvb, pinfo, tree)
         end
         local ack = tvb(4, 4):uint()
         local window = tvb(8, 4):uint()
-        local parts = { string.format("A%d ack=%d win=%d", id, ack, window) }
-        for i = 0, count - 1 do
-            local start = tvb(13 + 8 * i, 4):uint()
-            local last = (tvb(17 + 8 * i, 4):uint() - 1) % 4294967296
-            local range = start == last and tostring(start) or (start .. "-" .. last)
-            parts[#parts + 1] = (i == 0 and " sack=" or ",") .. range
-        end
         frame.kind = "A"
-        frame.label = table.concat(parts)
-        frame.fill = function(subtree)
+        frame.label_at = function(where)
+            local base = where.peer_base
+            local parts = { string.format("A%d ack=%d win=%d", id, shown_from(ack, base), window) }
+            for i = 0, count - 1 do
+                local start = shown_from(tvb(13 + 8 * i, 4):uint(), base)
+                -- The wire's end is exclusive; the label shows the last frame held.
+                local last = shown_from(tvb(17 + 8 * i, 4):uint(), base) - 1
+                local range = start == last and string.format("%d", start)
+                    or string.format("%d-%d", start, last)
+                parts[#parts + 1] = (i == 0 and " sack=" or ",") .. range
+            end
+            return table.concat(parts)
+        end
+        frame.fill = function(subtree, where)
             common(subtree)
             subtree:add(f_ack, tvb(4, 4))
+            add_relative(subtree, f_ack_relative, tvb(4, 4), ack, where.peer_base)
             subtree:add(f_window, tvb(8, 4))
             subtree:add(f_sack_count, tvb(12, 1))
             for i = 0, count - 1 do
@@ -660,10 +724,13 @@ local function dissect_extended(tvb, pinfo, tree)
         end
         local seq = tvb(4, 4):uint()
         frame.kind = "X"
-        frame.label = string.format("X%d seq=%d", id, seq)
-        frame.fill = function(subtree)
+        frame.label_at = function(where)
+            return string.format("X%d seq=%d", id, shown_from(seq, where.own_base))
+        end
+        frame.fill = function(subtree, where)
             common(subtree)
             subtree:add(f_seq, tvb(4, 4))
+            add_relative(subtree, f_seq_relative, tvb(4, 4), seq, where.own_base)
             crc_items(subtree)
         end
     end
