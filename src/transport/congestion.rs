@@ -224,6 +224,12 @@ impl Congestion {
         self.random_losses
     }
 
+    /// Whether the sender paces its window over the round trip ([`super::pacing`]): with
+    /// congestion control on; `none` sends its fixed window in bursts.
+    pub fn paces(&self) -> bool {
+        self.algorithm != CongestionControl::None
+    }
+
     /// Frames the sender may keep in the network now.
     pub fn window(&self) -> u32 {
         self.cwnd

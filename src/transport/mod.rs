@@ -26,6 +26,7 @@
 pub mod classic;
 pub mod congestion;
 pub mod go_back_n;
+pub mod pacing;
 pub mod rto;
 pub mod selective_repeat;
 pub mod stop_and_wait;

@@ -25,12 +25,14 @@
 //! Congestion control ([`super::congestion`]) bounds the frames in the network (the "pipe":
 //! sent, neither acked nor selectively acked nor found lost) by the congestion window; a
 //! tail-loss probe, and the first retransmission of a loss event or a timeout, go regardless
-//! (RFC 6675, RFC 5681).
+//! (RFC 6675, RFC 5681). With congestion control on, the window's frames are also paced
+//! over the round trip ([`super::pacing`]) rather than sent in one burst.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::congestion::{Congestion, CongestionCut};
+use super::pacing::Pacer;
 use super::{
     Events, GiveUp, Inbox, OutFrame, Outbox, RetransmitCause, RtoConfig, RtoEstimator, Segment,
     TransportConfig, TransportEvent, TransportStats, count_sent,
@@ -169,6 +171,10 @@ pub struct Windowed<R> {
     probes_out: u32,
     /// Timer expiries in a row with no ack from the peer.
     timeouts: u32,
+    /// Spreads the window's frames over the round trip; made at the first round-trip sample.
+    pacer: Option<Pacer>,
+    /// When the pacer lets the frame it held back go (none held back: `None`).
+    paced_until: Option<Instant>,
     gave_up: Option<GiveUp>,
     receiver: R,
     events: Events,
@@ -199,6 +205,8 @@ impl<R: Receiver> Windowed<R> {
             probe_base: None,
             probes_out: 0,
             timeouts: 0,
+            pacer: None,
+            paced_until: None,
             gave_up: None,
             receiver: R::new(&config),
             events: Events::default(),
@@ -479,10 +487,36 @@ impl<R: Receiver> Windowed<R> {
         Some(out)
     }
 
+    /// Whether the pacer holds the next data frame back now (then `paced_until` says until
+    /// when). Nothing is paced before the first round-trip sample, nor without congestion
+    /// control (`--cc none` is the naive sender, bursts and all).
+    fn paced(&mut self, now: Instant) -> bool {
+        if !self.congestion.paces() {
+            return false;
+        }
+        let Some(srtt) = self.rto.srtt() else {
+            return false;
+        };
+        let window = self.congestion.window();
+        let pacer = self
+            .pacer
+            .get_or_insert_with(|| Pacer::new(srtt, window, now));
+        self.paced_until = pacer.delay(now, srtt, window);
+        self.paced_until.is_some()
+    }
+
+    fn spend_pacing(&mut self) {
+        if let Some(pacer) = &mut self.pacer {
+            pacer.on_send();
+        }
+    }
+
     fn next_frame(&mut self, now: Instant) -> Option<OutFrame> {
+        // Acks are never paced: they go as soon as there is one.
         if let Some(ack) = self.receiver.poll_ack() {
             return Some(ack);
         }
+        self.paced_until = None;
         if self.gave_up.is_some() {
             return None;
         }
@@ -493,9 +527,14 @@ impl<R: Receiver> Windowed<R> {
         {
             let probe = self.in_flight[index].resend == Some(RetransmitCause::Probe);
             if cwnd_open || probe || self.cwnd_bypass > 0 {
+                // A probe, and the first resend of a loss, go at once; the rest are paced.
+                if cwnd_open && !probe && self.paced(now) {
+                    return None;
+                }
                 if !(cwnd_open || probe) {
                     self.cwnd_bypass -= 1;
                 }
+                self.spend_pacing();
                 let segment = &mut self.in_flight[index];
                 let cause = segment.resend.take();
                 self.marked_count -= 1;
@@ -517,6 +556,10 @@ impl<R: Receiver> Windowed<R> {
         if !open || !cwnd_open {
             return None;
         }
+        let has_more = self.outbox.len() > 0 || (self.outbox.finished && !self.fin_queued);
+        if has_more && self.paced(now) {
+            return None;
+        }
         let segment = if let Some(payload) = self.outbox.take(self.config.max_payload) {
             self.in_flight_bytes += payload.len();
             Segment::new(self.snd_nxt, payload, false, now)
@@ -526,6 +569,7 @@ impl<R: Receiver> Windowed<R> {
         } else {
             return None;
         };
+        self.spend_pacing();
         self.snd_nxt = self.snd_nxt.add(1);
         if self.timer.is_none() {
             self.timer = Some(now + rto);
@@ -577,13 +621,17 @@ impl<R: Receiver> Windowed<R> {
     }
 
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        if self.gave_up.is_some() || self.in_flight.is_empty() {
+        if self.gave_up.is_some() {
             return None;
+        }
+        if self.in_flight.is_empty() {
+            return self.paced_until;
         }
         [
             self.rto_deadline(),
             self.probe_deadline(),
             self.rack.reorder_timer,
+            self.paced_until,
         ]
         .into_iter()
         .flatten()
@@ -591,6 +639,10 @@ impl<R: Receiver> Windowed<R> {
     }
 
     pub(super) fn handle_timeout(&mut self, now: Instant) {
+        // The frame the pacer held back goes at the next `poll_transmit`.
+        if self.paced_until.is_some_and(|t| t <= now) {
+            self.paced_until = None;
+        }
         if self.gave_up.is_some() || self.in_flight.is_empty() {
             return;
         }
@@ -803,6 +855,17 @@ mod tests {
         }
     }
 
+    /// A Selective Repeat sender with a window of 64 and 200 one-byte frames to send.
+    fn bulk_sender(congestion: CongestionControl) -> Transport {
+        let mode = WireMode::SelectiveRepeat;
+        let mut config = config(mode, congestion);
+        config.window = 64;
+        config.send_buffer = 1000;
+        let mut t = Transport::new(mode, config);
+        t.write(&[7u8; 200]);
+        t
+    }
+
     fn us(n: u64) -> Duration {
         Duration::from_micros(n)
     }
@@ -954,12 +1017,7 @@ mod tests {
     #[test]
     fn slow_start_opens_the_window_as_acks_come() {
         let t0 = Instant::now();
-        let mode = WireMode::SelectiveRepeat;
-        let mut config = config(mode, CongestionControl::NewReno);
-        config.window = 64;
-        config.send_buffer = 1000;
-        let mut t = Transport::new(mode, config);
-        t.write(&[7u8; 200]);
+        let mut t = bulk_sender(CongestionControl::NewReno);
         assert_eq!(drain(&mut t, t0).len(), 10, "the initial window");
         assert_eq!(t.stats().cwnd, Some(10));
         t.handle_frame(t0 + us(1000), &ack(10, &[]));
@@ -974,6 +1032,31 @@ mod tests {
         );
         let stats = t.stats();
         assert_eq!((stats.cwnd, stats.in_flight), (Some(64), 64));
+    }
+
+    #[test]
+    fn a_window_on_a_long_round_trip_leaves_in_paced_bursts() {
+        let t0 = Instant::now();
+        let mut t = bulk_sender(CongestionControl::NewReno);
+        // No round trip known yet: the initial window goes at once.
+        assert_eq!(drain(&mut t, t0).len(), 10);
+        // A 100 ms round trip and a window of 20: 250 frames/s, in bursts of ten.
+        let t1 = t0 + Duration::from_millis(100);
+        t.handle_frame(t1, &ack(10, &[]));
+        assert_eq!(t.stats().cwnd, Some(20));
+        assert_eq!(drain(&mut t, t1).len(), 10, "one burst");
+        let next = t1 + Duration::from_millis(40);
+        assert_eq!(t.poll_timeout(), Some(next), "ten frames at 250 a second");
+        // 3 ms later not one frame's worth has come back into the bucket (one takes 4 ms).
+        assert!(drain(&mut t, t1 + Duration::from_millis(3)).is_empty());
+        t.handle_timeout(next);
+        assert_eq!(drain(&mut t, next).len(), 10, "the second burst");
+        assert_eq!(t.stats().in_flight, 20);
+        // Without congestion control the whole window goes at once, as before.
+        let mut t = bulk_sender(CongestionControl::None);
+        assert_eq!(drain(&mut t, t0).len(), 64);
+        t.handle_frame(t1, &ack(64, &[]));
+        assert_eq!(drain(&mut t, t1).len(), 64);
     }
 
     #[test]
