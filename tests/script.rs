@@ -424,6 +424,37 @@ fn a_held_frame_step_without_a_hold_is_refused_and_one_that_never_comes_fails_cl
     );
 }
 
+/// A held-frame step that fails names what is held as the trace does: in the extended modes,
+/// with sequence numbers counted from the connection's ISNs (the first data frame is seq 0).
+#[test]
+fn a_failed_held_frame_step_numbers_the_held_frames_as_the_trace_does() {
+    let (_dir, path) = temp_scenario(
+        "held.toml",
+        r#"[lab]
+clients = 1
+wire = "selective-repeat"
+[[step]]
+wait_for = "open"
+[[step]]
+hold = true
+[[step]]
+send = "hola"
+[[step]]
+drop = "X"
+timeout = "500ms"
+"#,
+    );
+    let run = run_script(&path);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "the first X frame held did not come within 500ms; held: p1→p2 D0 seq=0 len=4 \"hola\""
+        ),
+        "{}",
+        run.stdout
+    );
+}
+
 /// The report's exact transport totals: (data frames, retransmits by timeout, fast) at
 /// proxy1 then proxy2.
 fn transport_totals(report: &Value) -> [(u64, u64, u64); 2] {

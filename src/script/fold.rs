@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::event::{ConnState, EventKind};
-use crate::topology::{Endpoint, Role};
-use crate::wire::{ConnId, FrameKind};
+use crate::event::{ConnState, EventKind, FrameNumbers};
+use crate::topology::{Endpoint, LinkDirection, Role};
+use crate::wire::{ConnId, FrameKind, Seq};
 
 /// Frames and payload bytes one connection carried in one direction.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -45,6 +45,9 @@ pub struct ConnRecord {
     pub to_proxy2: Traffic,
     /// proxy2 → proxy1, as sent by proxy2.
     pub to_proxy1: Traffic,
+    /// Extended modes: proxy1's initial sequence number (its `C`) and proxy2's (its `OK`),
+    /// so that messages can count sequence numbers from them as the traces do.
+    pub isns: (Option<Seq>, Option<Seq>),
 }
 
 impl ConnRecord {
@@ -61,6 +64,7 @@ impl ConnRecord {
             freed_at_proxy2: false,
             to_proxy2: Traffic::default(),
             to_proxy1: Traffic::default(),
+            isns: (None, None),
         }
     }
 
@@ -166,6 +170,13 @@ impl Fold {
                     if frame.kind == FrameKind::Data {
                         traffic.bytes += frame.payload_len as u64;
                     }
+                    if let FrameNumbers::Isn(isn) = frame.numbers {
+                        match (at, frame.kind) {
+                            (Endpoint::Proxy1, FrameKind::Connect) => record.isns.0 = Some(isn),
+                            (Endpoint::Proxy2, FrameKind::ConnectOk) => record.isns.1 = Some(isn),
+                            _ => {}
+                        }
+                    }
                 }
             }
             EventKind::FrameReceived {
@@ -182,6 +193,20 @@ impl Fold {
             }
             _ => {}
         }
+    }
+
+    /// (the sender's ISN, the receiver's) for a frame of proxy1's latest connection on `id`
+    /// sent in `direction`, once both are known: what
+    /// [`crate::describe::frame_label_relative`] counts from.
+    pub fn bases(&self, id: ConnId, direction: LinkDirection) -> Option<(Seq, Seq)> {
+        let record = self.conns.get(*self.current.get(&id)?)?;
+        let (Some(p1), Some(p2)) = record.isns else {
+            return None;
+        };
+        Some(match direction {
+            LinkDirection::ToProxy2 => (p1, p2),
+            LinkDirection::ToProxy1 => (p2, p1),
+        })
     }
 
     fn current_mut(&mut self, id: ConnId) -> Option<&mut ConnRecord> {

@@ -484,10 +484,12 @@ impl<F: Front> Runner<'_, F> {
             let listing: Vec<String> = held
                 .iter()
                 .map(|h| {
+                    // Numbered from the connection's ISNs, as the trace numbers them.
+                    let bases = self.fold.bases(h.frame.id, h.direction);
                     format!(
                         "{} {}",
                         h.direction.arrow(),
-                        crate::describe::frame_label(&h.frame)
+                        crate::describe::frame_label_relative(&h.frame, bases)
                     )
                 })
                 .collect();
