@@ -4,7 +4,11 @@
 //! RFC 6582/6675 fast recovery once per window of losses).
 //!
 //! - **Slow start**: from [`INITIAL_WINDOW`] frames (RFC 6928's ten), one more frame per frame
-//!   acked (doubling every round trip) until `ssthresh`.
+//!   acked (doubling every round trip) until `ssthresh`, or until a round's smallest round
+//!   trip is longer than the last round's by an eighth of it, 4 to 16 ms (`HyStart++`'s delay
+//!   increase, RFC 9406, without its conservative phase): a queue is building, and doubling
+//!   on would overflow it a round trip before any loss says so. Slow start ends there with
+//!   no cut (`ssthresh` = the window). On loopback the round trip never grows by 4 ms.
 //! - **Congestion avoidance**: one more frame per window of frames acked (additive increase).
 //! - **Fast recovery**: a loss found by acks (duplicate acks, SACK evidence, RACK) halves the
 //!   window (multiplicative decrease) once, and no further loss cuts it again until everything
@@ -49,6 +53,12 @@ pub const MIN_SSTHRESH: u32 = 2;
 /// over the smallest ever) from which a loss counts as congestion: the target of `CoDel` (RFC 8289),
 /// the standing queue it accepts as a "good queue".
 pub const QUEUE_TARGET: Duration = Duration::from_millis(5);
+
+/// `HyStart++` (RFC 9406): the round-trip samples a round needs before its smallest can end
+/// slow start, and the bounds of the increase that does (an eighth of the last round's).
+const HYSTART_MIN_SAMPLES: u32 = 8;
+const HYSTART_MIN_ETA: Duration = Duration::from_millis(4);
+const HYSTART_MAX_ETA: Duration = Duration::from_millis(16);
 
 /// Which congestion control a windowed transport runs (`--cc`).
 #[derive(
@@ -161,6 +171,8 @@ pub struct Congestion {
     /// The smallest round trip of the current round, and of the one before.
     round_min_rtt: Option<Duration>,
     last_round_min_rtt: Option<Duration>,
+    /// Round-trip samples in the current round.
+    round_samples: u32,
     /// The current round ends when the cumulative ack passes this sequence number (the last
     /// one sent when it began).
     round_end: Option<Seq>,
@@ -184,6 +196,7 @@ impl Congestion {
             base_rtt: None,
             round_min_rtt: None,
             last_round_min_rtt: None,
+            round_samples: 0,
             round_end: None,
             random_losses: 0,
         }
@@ -198,6 +211,20 @@ impl Congestion {
     pub fn on_rtt_sample(&mut self, rtt: Duration) {
         self.base_rtt = Some(self.base_rtt.map_or(rtt, |base| base.min(rtt)));
         self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |min| min.min(rtt)));
+        self.round_samples += 1;
+        // `HyStart++`'s delay increase: in slow start, a round whose smallest round trip is
+        // longer than the last round's by an eighth (4 to 16 ms) shows a queue building, and
+        // slow start ends there, before it overflows the queue.
+        let in_slow_start = self.algorithm != CongestionControl::None
+            && self.cwnd < self.ssthresh
+            && self.recovery_point.is_none();
+        if in_slow_start
+            && self.round_samples >= HYSTART_MIN_SAMPLES
+            && let (Some(now), Some(last)) = (self.round_min_rtt, self.last_round_min_rtt)
+            && now >= last + (last / 8).clamp(HYSTART_MIN_ETA, HYSTART_MAX_ETA)
+        {
+            self.ssthresh = self.cwnd.max(MIN_SSTHRESH);
+        }
     }
 
     /// How much longer than the path's own the round trip is now: the smallest sample of
@@ -265,6 +292,7 @@ impl Congestion {
             if self.round_min_rtt.is_some() {
                 self.last_round_min_rtt = self.round_min_rtt.take();
             }
+            self.round_samples = 0;
             self.round_end = Some(snd_nxt.add(u32::MAX));
         }
         if let Some(point) = self.recovery_point {
@@ -370,6 +398,34 @@ mod tests {
         assert_eq!(cc.window(), 40);
         cc.on_ack(40, Seq(70), Seq(134));
         assert_eq!(cc.window(), 64, "never past the transport's own window");
+    }
+
+    #[test]
+    fn slow_start_ends_when_a_round_shows_a_queue_building() {
+        let mut cc = reno(256);
+        let samples = |cc: &mut Congestion, ms: u64, n: u32| {
+            for _ in 0..n {
+                cc.on_rtt_sample(Duration::from_millis(ms));
+            }
+        };
+        samples(&mut cc, 1, 8);
+        cc.on_ack(10, Seq(10), Seq(20));
+        // 2 ms more than the last round: under `HyStart++`'s 4 ms, slow start goes on.
+        samples(&mut cc, 3, 8);
+        cc.on_ack(10, Seq(20), Seq(40));
+        assert_eq!(cc.window(), 30);
+        assert_eq!(cc.phase(), CongestionPhase::SlowStart);
+        // 5 ms more: not on the round's seventh sample, on its eighth.
+        samples(&mut cc, 8, 7);
+        assert_eq!(cc.phase(), CongestionPhase::SlowStart);
+        samples(&mut cc, 8, 1);
+        assert_eq!(
+            (cc.phase(), cc.ssthresh()),
+            (CongestionPhase::Avoidance, Some(30))
+        );
+        // No cut: the window stays and grows by one frame per window acked.
+        cc.on_ack(30, Seq(50), Seq(80));
+        assert_eq!(cc.window(), 31);
     }
 
     #[test]
