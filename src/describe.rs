@@ -186,6 +186,10 @@ pub fn transport_event_label(event: &TransportEvent, base: Option<Seq>) -> Strin
             "congestion window cut to {cwnd} (on {}, ssthresh {ssthresh})",
             cause.label()
         ),
+        TransportEvent::SlowStartEnded { cwnd, rise_micros } => format!(
+            "slow start ended at {cwnd} frames (round trip +{:.1} ms)",
+            rise_micros as f64 / 1000.0
+        ),
     }
 }
 

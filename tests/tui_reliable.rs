@@ -662,6 +662,40 @@ fn a_keepalive_probe_reads_seq_minus_one_and_its_answer_is_no_fault() {
 }
 
 #[test]
+fn the_end_of_slow_start_is_a_line_of_the_trace() {
+    // Not a cut (no ▼): the window stops doubling where the round trip shows a queue.
+    let mut state = TuiState::new(START, MODE, Some(addrs()));
+    state.fixed_now = Some(START + Duration::from_secs(1));
+    let mut s = Script::default();
+    s.roles_up(0)
+        .at(
+            5,
+            EventKind::Conn {
+                at: Endpoint::Proxy1,
+                id: ConnId::new(0),
+                state: ConnState::Connecting,
+                client: Some(client_addr(1)),
+            },
+        )
+        .at(
+            6,
+            transport(
+                Endpoint::Proxy1,
+                TransportEvent::SlowStartEnded {
+                    cwnd: 24,
+                    rise_micros: 5_200,
+                },
+            ),
+        );
+    s.apply(&mut state);
+    let screen = screen(120, 40, |f| render::draw(f, &state));
+    assert!(
+        screen.contains("proxy1 ▶ slow start ended at 24 frames (round trip +5.2 ms)"),
+        "{screen}"
+    );
+}
+
+#[test]
 fn the_held_link_numbers_frames_as_the_trace_does() {
     use tunlab::lab::HeldView;
     use tunlab::topology::LinkDirection;

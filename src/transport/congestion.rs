@@ -207,8 +207,9 @@ impl Congestion {
         self.algorithm
     }
 
-    /// A round-trip sample (from a frame sent once).
-    pub fn on_rtt_sample(&mut self, rtt: Duration) {
+    /// A round-trip sample (from a frame sent once). Returns how much the round trip grew
+    /// when this sample ended slow start (see the module's "Slow start").
+    pub fn on_rtt_sample(&mut self, rtt: Duration) -> Option<Duration> {
         self.base_rtt = Some(self.base_rtt.map_or(rtt, |base| base.min(rtt)));
         self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |min| min.min(rtt)));
         self.round_samples += 1;
@@ -224,7 +225,9 @@ impl Congestion {
             && now >= last + (last / 8).clamp(HYSTART_MIN_ETA, HYSTART_MAX_ETA)
         {
             self.ssthresh = self.cwnd.max(MIN_SSTHRESH);
+            return Some(now - last);
         }
+        None
     }
 
     /// How much longer than the path's own the round trip is now: the smallest sample of
@@ -418,7 +421,11 @@ mod tests {
         // 5 ms more: not on the round's seventh sample, on its eighth.
         samples(&mut cc, 8, 7);
         assert_eq!(cc.phase(), CongestionPhase::SlowStart);
-        samples(&mut cc, 8, 1);
+        assert_eq!(
+            cc.on_rtt_sample(Duration::from_millis(8)),
+            Some(Duration::from_millis(5)),
+            "the rise that ended it"
+        );
         assert_eq!(
             (cc.phase(), cc.ssthresh()),
             (CongestionPhase::Avoidance, Some(30))
@@ -614,7 +621,9 @@ mod tests {
         let (mut una, mut nxt) = (Seq(0), Seq(0));
         for step in steps {
             match *step {
-                Step::Rtt(us) => cc.on_rtt_sample(Duration::from_micros(us)),
+                Step::Rtt(us) => {
+                    cc.on_rtt_sample(Duration::from_micros(us));
+                }
                 Step::Ack(n) => {
                     nxt = nxt.add(n + cc.window());
                     una = una.add(n);
@@ -672,7 +681,9 @@ mod tests {
             for step in &steps {
                 let before = cc.window();
                 match *step {
-                    Step::Rtt(us) => cc.on_rtt_sample(Duration::from_micros(us)),
+                    Step::Rtt(us) => {
+                    cc.on_rtt_sample(Duration::from_micros(us));
+                }
                     Step::Ack(n) => {
                         nxt = nxt.add(n + cc.window());
                         una = una.add(n);

@@ -223,6 +223,10 @@ pub enum TransportEvent {
         cwnd: u32,
         ssthresh: u32,
     },
+    /// Slow start ended before any loss: a round's smallest round trip grew by
+    /// `rise_micros` over the last round's, a queue building (`HyStart++`, see
+    /// [`congestion`]). The window stays at `cwnd` and grows by one frame per round trip.
+    SlowStartEnded { cwnd: u32, rise_micros: u64 },
 }
 
 /// Why a transport stopped trying.

@@ -340,7 +340,12 @@ impl<R: Receiver> Windowed<R> {
             let rtt = now.saturating_duration_since(sent);
             self.rto.on_sample(rtt);
             self.rack.on_rtt_sample(rtt);
-            self.congestion.on_rtt_sample(rtt);
+            if let Some(rise) = self.congestion.on_rtt_sample(rtt) {
+                self.events.push(TransportEvent::SlowStartEnded {
+                    cwnd: self.congestion.window(),
+                    rise_micros: u64::try_from(rise.as_micros()).unwrap_or(u64::MAX),
+                });
+            }
             self.last_backoff = None;
         }
         if newly_delivered > 0 {
@@ -814,7 +819,7 @@ mod tests {
 
     use crate::transport::{
         CongestionControl, CongestionPhase, OutFrame, RetransmitCause, RtoConfig, Transport,
-        TransportConfig,
+        TransportConfig, TransportEvent,
     };
     use crate::wire::{ConnId, Frame, SackBlock, SackBlocks, Seq, WireMode};
 
@@ -1057,6 +1062,36 @@ mod tests {
         assert_eq!(drain(&mut t, t0).len(), 64);
         t.handle_frame(t1, &ack(64, &[]));
         assert_eq!(drain(&mut t, t1).len(), 64);
+    }
+
+    #[test]
+    fn a_round_trip_that_grows_by_a_queue_ends_slow_start_with_an_event() {
+        let t0 = Instant::now();
+        let mut t = bulk_sender(CongestionControl::NewReno);
+        // A first round at 1 ms: ten frames, each acked on its own.
+        assert_eq!(drain(&mut t, t0).len(), 10);
+        let t1 = t0 + us(1000);
+        let mut sent = 10;
+        for acked in 1..=10 {
+            t.handle_frame(t1, &ack(acked, &[]));
+            sent += drain(&mut t, t1).len() as u32;
+        }
+        assert_eq!(t.stats().congestion, Some(CongestionPhase::SlowStart));
+        while t.poll_event().is_some() {}
+        // The next round's frames come back after 7 ms: a queue of 6 ms built up.
+        let t2 = t1 + us(7000);
+        for acked in 11..sent {
+            t.handle_frame(t2, &ack(acked, &[]));
+        }
+        let ended: Vec<_> = std::iter::from_fn(|| t.poll_event())
+            .filter(|e| matches!(e, TransportEvent::SlowStartEnded { .. }))
+            .collect();
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        let TransportEvent::SlowStartEnded { rise_micros, .. } = ended[0] else {
+            unreachable!()
+        };
+        assert_eq!(rise_micros, 6000);
+        assert_eq!(t.stats().congestion, Some(CongestionPhase::Avoidance));
     }
 
     #[test]

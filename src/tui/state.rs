@@ -1273,8 +1273,11 @@ fn on_transport_event(
             pending.push_back((seq, cause));
         }
         TransportEvent::Delivered { .. } => {}
-        TransportEvent::CongestionCut { cwnd, .. } => {
-            push_cwnd_edge(conn, time, at, cwnd);
+        TransportEvent::CongestionCut { .. } | TransportEvent::SlowStartEnded { .. } => {
+            // A cut moves the graph's congestion-window line; the end of slow start does not.
+            if let TransportEvent::CongestionCut { cwnd, .. } = event {
+                push_cwnd_edge(conn, time, at, cwnd);
+            }
             conn.trace.insert_by_time(TraceLine::Transport {
                 time,
                 at,

@@ -386,6 +386,8 @@ fn trace_line(state: &TuiState, line: &TraceLine, width: usize) -> Line<'static>
                 TransportEvent::HeldOutOfOrder { .. } => ("⏸", Style::new().yellow()),
                 TransportEvent::GaveUp { .. } => ("✕", Style::new().red().bold()),
                 TransportEvent::CongestionCut { .. } => ("▼", Style::new().blue()),
+                // Not a cut: the window stops doubling where a queue starts.
+                TransportEvent::SlowStartEnded { .. } => ("▶", Style::new().blue()),
                 // The link is alive: nothing went wrong, so no cross.
                 TransportEvent::KeepaliveAnswered { .. } => ("♥", Style::new().green()),
                 _ => ("✗", Style::new().yellow()),
