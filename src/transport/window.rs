@@ -782,7 +782,16 @@ impl<R: Receiver> Windowed<R> {
     /// is a duplicate that the peer acknowledges and never delivers. `None` while frames
     /// are in flight (their own retransmissions probe the peer) or after a give-up.
     pub(super) fn closing_ack(&self) -> Option<OutFrame> {
-        if self.gave_up.is_some() || !self.is_done() {
+        // Both closes are through: ours acknowledged, the peer's taken and everything before
+        // it read. Not `is_done`: a repeat of the peer's X that arrives after the pump's last
+        // step (its ack was lost) makes an ack owed again, and the final ack is the answer
+        // to it; asking `is_done` here forgot the connection, and the peer resent its X to
+        // a proxy that no longer answered, until it gave up.
+        let closed = self.gave_up.is_none()
+            && self.fin_queued
+            && self.in_flight.is_empty()
+            && self.receiver.readable() == 0;
+        if !closed {
             return None;
         }
         self.receiver.final_ack()
@@ -1092,6 +1101,37 @@ mod tests {
         };
         assert_eq!(rise_micros, 6000);
         assert_eq!(t.stats().congestion, Some(CongestionPhase::Avoidance));
+    }
+
+    #[test]
+    fn a_repeat_of_the_peers_close_after_the_end_keeps_the_final_ack() {
+        let t0 = Instant::now();
+        let mode = WireMode::SelectiveRepeat;
+        let mut a = Transport::new(mode, config(mode, CongestionControl::NewReno));
+        let mut b = Transport::new(mode, config(mode, CongestionControl::NewReno));
+        a.write(b"x");
+        a.finish();
+        b.finish();
+        let mut b_close = None;
+        for _ in 0..10 {
+            for out in drain(&mut a, t0) {
+                b.handle_frame(t0, &out.frame(ID));
+            }
+            for out in drain(&mut b, t0) {
+                if matches!(out, OutFrame::Close { .. }) {
+                    b_close = Some(out.clone());
+                }
+                a.handle_frame(t0, &out.frame(ID));
+            }
+            let mut buf = [0u8; 8];
+            while b.read(&mut buf) > 0 {}
+        }
+        assert!(a.is_done() && b.is_done());
+        let final_ack = a.closing_ack().expect("a finished cleanly");
+        // b's X again (the ack of it was lost): a owes an ack, and still knows its final one.
+        a.handle_frame(t0, &b_close.unwrap().frame(ID));
+        assert!(!a.is_done(), "an ack is owed");
+        assert_eq!(a.closing_ack(), Some(final_ack));
     }
 
     #[test]
