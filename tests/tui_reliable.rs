@@ -66,6 +66,16 @@ fn ack(ack: Seq, sack: &[(Seq, Seq)]) -> Frame<'static> {
     }
 }
 
+/// proxy1 gives id 0 to the first client.
+fn connecting() -> EventKind {
+    EventKind::Conn {
+        at: Endpoint::Proxy1,
+        id: ConnId::new(0),
+        state: ConnState::Connecting,
+        client: Some(client_addr(1)),
+    }
+}
+
 fn transport(at: Endpoint, event: TransportEvent) -> EventKind {
     EventKind::Transport {
         at,
@@ -608,15 +618,7 @@ fn a_keepalive_probe_reads_seq_minus_one_and_its_answer_is_no_fault() {
     let mut s = Script::default();
     let probe_seq = ISN1.add(u32::MAX);
     s.roles_up(0)
-        .at(
-            5,
-            EventKind::Conn {
-                at: Endpoint::Proxy1,
-                id: ConnId::new(0),
-                state: ConnState::Connecting,
-                client: Some(client_addr(1)),
-            },
-        )
+        .at(5, connecting())
         .at(
             6,
             sent(
@@ -667,26 +669,16 @@ fn the_end_of_slow_start_is_a_line_of_the_trace() {
     let mut state = TuiState::new(START, MODE, Some(addrs()));
     state.fixed_now = Some(START + Duration::from_secs(1));
     let mut s = Script::default();
-    s.roles_up(0)
-        .at(
-            5,
-            EventKind::Conn {
-                at: Endpoint::Proxy1,
-                id: ConnId::new(0),
-                state: ConnState::Connecting,
-                client: Some(client_addr(1)),
+    s.roles_up(0).at(5, connecting()).at(
+        6,
+        transport(
+            Endpoint::Proxy1,
+            TransportEvent::SlowStartEnded {
+                cwnd: 24,
+                rise_micros: 5_200,
             },
-        )
-        .at(
-            6,
-            transport(
-                Endpoint::Proxy1,
-                TransportEvent::SlowStartEnded {
-                    cwnd: 24,
-                    rise_micros: 5_200,
-                },
-            ),
-        );
+        ),
+    );
     s.apply(&mut state);
     let screen = screen(120, 40, |f| render::draw(f, &state));
     assert!(

@@ -216,10 +216,7 @@ impl Congestion {
         // `HyStart++`'s delay increase: in slow start, a round whose smallest round trip is
         // longer than the last round's by an eighth (4 to 16 ms) shows a queue building, and
         // slow start ends there, before it overflows the queue.
-        let in_slow_start = self.algorithm != CongestionControl::None
-            && self.cwnd < self.ssthresh
-            && self.recovery_point.is_none();
-        if in_slow_start
+        if self.phase() == CongestionPhase::SlowStart
             && self.round_samples >= HYSTART_MIN_SAMPLES
             && let (Some(now), Some(last)) = (self.round_min_rtt, self.last_round_min_rtt)
             && now >= last + (last / 8).clamp(HYSTART_MIN_ETA, HYSTART_MAX_ETA)
